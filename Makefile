@@ -1,0 +1,94 @@
+# p11enroll: one plain Makefile, pkg-config for every library.
+#   make              build/p11enroll
+#   make check        install test packages, unit + integration tests, then again under ASan+UBSan
+#   make demo         install packages, enroll a SoftHSM key against a local scepserver, tear down
+#   make bench        benchmark against scepclient (figures, not assertions)
+#   make install      PREFIX=/usr/local DESTDIR=
+#   make format / format-check
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+BUILD ?= build
+VERSION := 0.1.0
+
+CC ?= cc
+PKGS := openssl libp11 libcurl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) p11-kit-1 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes
+CFLAGS ?= -O2 -g
+ifeq ($(SAN),1)
+CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=address,undefined
+endif
+ALL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS) \
+	-Iinclude $(PKG_CFLAGS) -DP11E_VERSION='"$(VERSION)"' -DP11E_SYSCONFDIR='"$(SYSCONFDIR)"'
+LIBS := $(PKG_LIBS) -ldl
+
+LIB_SRC := $(filter-out agent/main.c,$(wildcard agent/*.c)) $(wildcard tokens/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all check unit integration san-check demo bench install format format-check clean deps test-deps
+
+all: $(BUILD)/p11enroll
+
+$(BUILD)/%.o: %.c $(wildcard include/*.h) $(wildcard agent/*.h) $(wildcard tokens/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Iagent -Itokens -c -o $@ $<
+
+$(BUILD)/libp11enroll.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/p11enroll: $(BUILD)/agent/main.o $(BUILD)/libp11enroll.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libp11enroll.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Iagent -Itokens $(LDFLAGS) -o $@ $< $(BUILD)/libp11enroll.a $(LIBS) $(CMOCKA_LIBS)
+
+deps:
+	tests/install-deps.sh build
+test-deps:
+	tests/install-deps.sh test
+
+unit: $(UNIT_BIN)
+	@rc=0; for t in $(UNIT_BIN); do echo "== $$t"; P11E_TEST_DATA=tests/data $$t || rc=1; done; exit $$rc
+
+integration: all
+	P11ENROLL=$(BUILD)/p11enroll tests/integration/run.sh
+
+# Plain build first, then everything again under ASan+UBSan.
+check: test-deps
+	$(MAKE) unit integration
+	$(MAKE) BUILD=build-san SAN=1 unit integration
+
+demo: deps
+	$(MAKE) all
+	tests/demo.sh $(BUILD)/p11enroll
+
+bench: test-deps
+	$(MAKE) all
+	tests/bench.sh $(BUILD)/p11enroll
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -m 0755 $(BUILD)/p11enroll $(DESTDIR)$(BINDIR)/p11enroll
+	install -m 0644 conf/p11enroll.1 $(DESTDIR)$(MANDIR)/man1/p11enroll.1
+	install -m 0644 conf/p11enroll.conf.5 $(DESTDIR)$(MANDIR)/man5/p11enroll.conf.5
+
+FORMAT_SRC = $(wildcard agent/*.c agent/*.h tokens/*.c tokens/*.h include/*.h tests/unit/*.c tests/unit/*.h)
+format:
+	clang-format -i $(FORMAT_SRC)
+format-check:
+	clang-format --dry-run -Werror $(FORMAT_SRC)
+
+clean:
+	rm -rf build build-san

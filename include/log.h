@@ -1,0 +1,30 @@
+/*
+ * log.h: messages to stderr with levels. Results go to stdout, never here.
+ * Never pass a secret (PIN, challenge, password) to these functions.
+ */
+#ifndef P11E_LOG_H
+#define P11E_LOG_H
+
+enum log_level {
+	LOG_LVL_ERROR = 0,
+	LOG_LVL_WARN = 1,
+	LOG_LVL_INFO = 2,
+	LOG_LVL_DEBUG = 3,
+};
+
+/* Messages above this level are dropped. Default LOG_LVL_INFO. */
+void log_set_level(int level);
+int log_get_level(void);
+
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Logs the message followed by the queued OpenSSL errors (at debug level
+ * the whole queue, else the first reason only); clears the queue. */
+void log_openssl(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+
+#endif
