@@ -1,0 +1,819 @@
+/*
+ * conf.c: the configuration file, parsed once into struct conf.
+ *
+ * One keyword table (OpenSSH readconf style) maps [section] key to a handler
+ * and the field it fills. The whole file is read into one buffer that is
+ * parsed in place and wiped at the end, since it may hold the challenge.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/obj_mac.h>
+
+#include "conf.h"
+#include "err.h"
+#include "log.h"
+#include "secret.h"
+
+#define LINE_MAX_BYTES 4096
+#define FILE_MAX_BYTES (1024 * 1024)
+#define LABEL_MAX 64
+#define DEFAULT_STATE_DIR "/var/lib/p11enroll"
+#define DEFAULT_LABEL "p11enroll"
+#define DEFAULT_KEY_TYPE "rsa:2048"
+#define DEFAULT_TIMEOUT 30
+#define TIMEOUT_MAX 3600
+
+struct parser;
+struct keyword;
+
+typedef int (*handler_fn)(struct parser *, const struct keyword *, char *);
+
+struct keyword {
+	const char *section;
+	const char *key;
+	handler_fn handler;
+	size_t off; /* field in struct conf the handler fills */
+};
+
+static int set_str(struct parser *, const struct keyword *, char *);
+static int set_url(struct parser *, const struct keyword *, char *);
+static int set_token_uri(struct parser *, const struct keyword *, char *);
+static int set_challenge(struct parser *, const struct keyword *, char *);
+static int set_path(struct parser *, const struct keyword *, char *);
+static int set_fingerprint(struct parser *, const struct keyword *, char *);
+static int set_timeout(struct parser *, const struct keyword *, char *);
+static int set_key_type(struct parser *, const struct keyword *, char *);
+static int set_label(struct parser *, const struct keyword *, char *);
+static int set_list(struct parser *, const struct keyword *, char *);
+static int set_ip_list(struct parser *, const struct keyword *, char *);
+
+#define F(field) offsetof(struct conf, field)
+
+/* Grouped by section, in the order the sections are listed in messages. */
+static const struct keyword keywords[] = {
+    {"scep", "url", set_url, F(scep_url)},
+    {"scep", "challenge", set_challenge, F(challenge)},
+    {"scep", "challenge_file", set_path, F(challenge_file)},
+    {"scep", "ca_fingerprint", set_fingerprint, F(ca_fp)},
+    {"scep", "timeout", set_timeout, F(timeout)},
+    {"token", "uri", set_token_uri, F(token_uri)},
+    {"token", "module", set_path, F(module)},
+    {"token", "pin_file", set_path, F(pin_file)},
+    {"key", "type", set_key_type, F(key_type)},
+    {"key", "label", set_label, F(key_label)},
+    {"subject", "dn", set_str, F(dn)},
+    {"subject", "san_dns", set_list, F(san_dns)},
+    {"subject", "san_email", set_list, F(san_email)},
+    {"subject", "san_uri", set_list, F(san_uri)},
+    {"subject", "san_ip", set_ip_list, F(san_ip)},
+    {"subject", "san_upn", set_list, F(san_upn)},
+    {"trust", "dir", set_path, F(trust_dir)},
+    {"agent", "state_dir", set_path, F(state_dir)},
+    {"agent", "cert_file", set_path, F(cert_file)},
+};
+
+#define NKEYWORDS (sizeof(keywords) / sizeof(keywords[0]))
+
+static const struct {
+	const char *name;
+	int type;
+	int bits;
+	int curve;
+} key_types[] = {
+    {"rsa:2048", CONF_KEY_RSA, 2048, 0},
+    {"rsa:3072", CONF_KEY_RSA, 3072, 0},
+    {"rsa:4096", CONF_KEY_RSA, 4096, 0},
+    {"ec:P-256", CONF_KEY_EC, 256, NID_X9_62_prime256v1},
+    {"ec:P-384", CONF_KEY_EC, 384, NID_secp384r1},
+};
+
+struct parser {
+	const char *file;         /* the path as given, for messages */
+	char *base;               /* absolute directory relative paths resolve against */
+	mode_t mode;              /* of the file, for the inline challenge check */
+	unsigned line;            /* current line, from 1 */
+	const char *section;      /* current section (points into keywords[]) or NULL */
+	unsigned seen[NKEYWORDS]; /* line each keyword was set at, 0 if not */
+	struct conf *c;
+};
+
+static int kw_error(const struct parser *, const struct keyword *, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Logs "FILE:LINE: [section] key: what" and returns P11E_ERR_CONFIG. */
+static int
+kw_error(const struct parser *p, const struct keyword *kw, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error("%s:%u: [%s] %s: %s", p->file, p->line, kw->section, kw->key, msg);
+	return P11E_ERR_CONFIG;
+}
+
+static int
+is_ws(int ch)
+{
+	return ch == ' ' || ch == '\t';
+}
+
+static char *
+skip_ws(char *s)
+{
+	while (is_ws(*s))
+		s++;
+	return s;
+}
+
+/* Trims whitespace at both ends in place. */
+static char *
+trim(char *s)
+{
+	size_t n;
+
+	s = skip_ws(s);
+	n = strlen(s);
+	while (n > 0 && is_ws(s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+static void *
+field(struct parser *p, const struct keyword *kw)
+{
+	return (char *)p->c + kw->off;
+}
+
+/* Joins names as "a, b or c" (each wrapped in pre/post) into buf. */
+static void
+join_names(const char *const *names, size_t n, const char *pre, const char *post, char *buf,
+           size_t size)
+{
+	size_t i, len = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < n && len < size; i++) {
+		const char *sep = i == 0 ? "" : i + 1 == n ? " or " : ", ";
+		int w = snprintf(buf + len, size - len, "%s%s%s%s", sep, pre, names[i], post);
+
+		if (w < 0)
+			break;
+		len += (size_t)w;
+	}
+}
+
+static void
+section_names(char *buf, size_t size)
+{
+	const char *names[NKEYWORDS];
+	size_t i, n = 0;
+
+	for (i = 0; i < NKEYWORDS; i++)
+		if (n == 0 || strcmp(names[n - 1], keywords[i].section) != 0)
+			names[n++] = keywords[i].section;
+	join_names(names, n, "[", "]", buf, size);
+}
+
+static void
+key_names(const char *section, char *buf, size_t size)
+{
+	const char *names[NKEYWORDS];
+	size_t i, n = 0;
+
+	for (i = 0; i < NKEYWORDS; i++)
+		if (strcmp(keywords[i].section, section) == 0)
+			names[n++] = keywords[i].key;
+	join_names(names, n, "", "", buf, size);
+}
+
+static const struct keyword *
+find_keyword(const char *section, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYWORDS; i++)
+		if ((section == NULL || strcmp(keywords[i].section, section) == 0) &&
+		    strcmp(keywords[i].key, key) == 0)
+			return &keywords[i];
+	return NULL;
+}
+
+static int
+dup_str(const char *v, char **out)
+{
+	if ((*out = strdup(v)) == NULL) {
+		log_error("out of memory");
+		return P11E_ERR_ALLOC;
+	}
+	return 0;
+}
+
+static int
+set_str(struct parser *p, const struct keyword *kw, char *v)
+{
+	return dup_str(v, field(p, kw));
+}
+
+static int
+set_url(struct parser *p, const struct keyword *kw, char *v)
+{
+	size_t skip = 0, i;
+
+	if (strncasecmp(v, "http://", 7) == 0)
+		skip = 7;
+	else if (strncasecmp(v, "https://", 8) == 0)
+		skip = 8;
+	for (i = 0; skip != 0 && v[i] != '\0'; i++)
+		if ((unsigned char)v[i] <= ' ' || v[i] == 0x7f)
+			skip = 0;
+	if (skip == 0 || v[skip] == '\0' || v[skip] == '/')
+		return kw_error(p, kw,
+		                "'%s' is not an http:// or https:// URL (expected e.g. "
+		                "http://ca.example.com/scep)",
+		                v);
+	return set_str(p, kw, v);
+}
+
+static int
+set_token_uri(struct parser *p, const struct keyword *kw, char *v)
+{
+	if (strncmp(v, "pkcs11:", 7) != 0)
+		return kw_error(
+		    p, kw, "'%s' is not a PKCS#11 URI (expected e.g. pkcs11:token=mytoken)", v);
+	return set_str(p, kw, v);
+}
+
+static int
+set_challenge(struct parser *p, const struct keyword *kw, char *v)
+{
+	char **dst = field(p, kw);
+
+	if ((p->mode & 077) != 0) {
+		log_error("%s: [%s] %s: the file holds a secret but is readable by others "
+		          "(mode %04o); chmod 600 it or use challenge_file",
+		          p->file, kw->section, kw->key, (unsigned)(p->mode & 07777));
+		return P11E_ERR_CONFIG;
+	}
+	return secret_dup(v, dst);
+}
+
+/* *out = dir/name, without doubling a '/' at the end of dir. */
+static int
+path_join(const char *dir, const char *name, char **out)
+{
+	size_t n = strlen(dir);
+	const char *sep = n > 0 && dir[n - 1] == '/' ? "" : "/";
+	char *s = NULL;
+
+	n += strlen(sep) + strlen(name) + 1;
+	if ((s = malloc(n)) == NULL) {
+		log_error("out of memory");
+		return P11E_ERR_ALLOC;
+	}
+	snprintf(s, n, "%s%s%s", dir, sep, name);
+	*out = s;
+	return 0;
+}
+
+static int
+set_path(struct parser *p, const struct keyword *kw, char *v)
+{
+	if (v[0] == '/')
+		return dup_str(v, field(p, kw));
+	while (v[0] == '.' && v[1] == '/')
+		v += 2;
+	return path_join(p->base, v, field(p, kw));
+}
+
+static int
+hex_value(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+static int
+set_fingerprint(struct parser *p, const struct keyword *kw, char *v)
+{
+	unsigned char fp[32];
+	const char *s = v;
+	size_t digits = 0, len, want = 0;
+	int alg = CONF_FP_NONE, h;
+
+	if (strncasecmp(s, "sha256:", 7) == 0) {
+		alg = CONF_FP_SHA256;
+		s += 7;
+	} else if (strncasecmp(s, "sha1:", 5) == 0) {
+		alg = CONF_FP_SHA1;
+		s += 5;
+	}
+	for (; *s != '\0'; s++) {
+		if (*s == ':' || is_ws(*s))
+			continue;
+		if ((h = hex_value((unsigned char)*s)) < 0)
+			return kw_error(
+			    p, kw,
+			    "'%s' is not a hex fingerprint (expected e.g. sha256:AB:CD:..., "
+			    "32 bytes for SHA-256 or 20 for SHA-1)",
+			    v);
+		if (digits / 2 < sizeof(fp))
+			fp[digits / 2] = digits % 2 == 0 ? (unsigned char)(h << 4)
+			                                 : (unsigned char)(fp[digits / 2] | h);
+		digits++;
+	}
+	if (digits % 2 != 0)
+		return kw_error(p, kw, "'%s' has an odd number of hex digits", v);
+	len = digits / 2;
+	if (alg == CONF_FP_NONE) {
+		if (len == 32)
+			alg = CONF_FP_SHA256;
+		else if (len == 20)
+			alg = CONF_FP_SHA1;
+		else
+			return kw_error(
+			    p, kw, "'%s' has %zu bytes (expected 32 for SHA-256 or 20 for SHA-1)",
+			    v, len);
+	}
+	want = alg == CONF_FP_SHA256 ? 32 : 20;
+	if (len != want)
+		return kw_error(p, kw, "'%s' has %zu bytes (a %s fingerprint has %zu)", v, len,
+		                alg == CONF_FP_SHA256 ? "SHA-256" : "SHA-1", want);
+	memcpy(p->c->ca_fp, fp, len);
+	p->c->ca_fp_len = len;
+	p->c->ca_fp_alg = alg;
+	return 0;
+}
+
+static int
+set_timeout(struct parser *p, const struct keyword *kw, char *v)
+{
+	long t = 0;
+
+	if (v[strspn(v, "0123456789")] == '\0' && strlen(v) <= 9)
+		t = strtol(v, NULL, 10);
+	if (t < 1 || t > TIMEOUT_MAX)
+		return kw_error(p, kw, "'%s' is not a number of seconds from 1 to %d", v,
+		                TIMEOUT_MAX);
+	p->c->timeout = t;
+	return 0;
+}
+
+static int
+set_key_type(struct parser *p, const struct keyword *kw, char *v)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(key_types) / sizeof(key_types[0]); i++) {
+		if (strcasecmp(v, key_types[i].name) != 0)
+			continue;
+		p->c->key_type = key_types[i].type;
+		p->c->key_bits = key_types[i].bits;
+		p->c->key_curve = key_types[i].curve;
+		return dup_str(v, &p->c->key_type_str);
+	}
+	return kw_error(
+	    p, kw, "'%s' is not supported (use rsa:2048, rsa:3072, rsa:4096, ec:P-256 or ec:P-384)",
+	    v);
+}
+
+static int
+set_label(struct parser *p, const struct keyword *kw, char *v)
+{
+	size_t n = strlen(v);
+
+	if (n > LABEL_MAX)
+		return kw_error(p, kw, "the label is %zu bytes long (use 1 to %d)", n, LABEL_MAX);
+	return set_str(p, kw, v);
+}
+
+static void
+list_clear(struct conf_list *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* Splits a comma-separated list, trimming items; with ip, each must be an address. */
+static int
+split_list(struct parser *p, const struct keyword *kw, char *v, int ip)
+{
+	struct conf_list l = {NULL, 0};
+	unsigned char addr[sizeof(struct in6_addr)];
+	char *item, *next;
+	size_t n = 1;
+	int r = P11E_ERR_INTERNAL;
+
+	for (item = v; *item != '\0'; item++)
+		if (*item == ',')
+			n++;
+	if ((l.v = calloc(n, sizeof(*l.v))) == NULL) {
+		log_error("out of memory");
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	for (item = v; item != NULL; item = next) {
+		if ((next = strchr(item, ',')) != NULL)
+			*next++ = '\0';
+		item = trim(item);
+		if (*item == '\0') {
+			r = kw_error(p, kw,
+			             "item %zu of the list is empty (separate items with ',')",
+			             l.n + 1);
+			goto out;
+		}
+		if (ip && inet_pton(AF_INET, item, addr) != 1 &&
+		    inet_pton(AF_INET6, item, addr) != 1) {
+			r = kw_error(p, kw, "'%s' is not an IPv4 or IPv6 address", item);
+			goto out;
+		}
+		if ((r = dup_str(item, &l.v[l.n])) != 0)
+			goto out;
+		l.n++;
+	}
+	*(struct conf_list *)field(p, kw) = l;
+	l.v = NULL;
+	l.n = 0;
+	r = 0;
+out:
+	list_clear(&l);
+	return r;
+}
+
+static int
+set_list(struct parser *p, const struct keyword *kw, char *v)
+{
+	return split_list(p, kw, v, 0);
+}
+
+static int
+set_ip_list(struct parser *p, const struct keyword *kw, char *v)
+{
+	return split_list(p, kw, v, 1);
+}
+
+/* The value after '=': a quoted string, or the text up to a comment, trimmed. */
+static int
+parse_value(const struct parser *p, const struct keyword *kw, char *raw, char **out)
+{
+	char *v = skip_ws(raw), *e;
+
+	if (*v == '"') {
+		if ((e = strchr(v + 1, '"')) == NULL)
+			return kw_error(p, kw, "the quoted value has no closing '\"'");
+		*e = '\0';
+		e = skip_ws(e + 1);
+		if (*e != '\0' && *e != '#' && *e != ';')
+			return kw_error(
+			    p, kw,
+			    "unexpected text after the closing '\"' (only a comment may follow)");
+		*out = v + 1;
+		return 0;
+	}
+	for (e = v; *e != '\0'; e++) {
+		if ((*e == '#' || *e == ';') && e > raw && is_ws(e[-1])) {
+			*e = '\0';
+			break;
+		}
+	}
+	*out = trim(v);
+	return 0;
+}
+
+static int
+parse_section(struct parser *p, char *s)
+{
+	char expected[128];
+	char *name, *end;
+	size_t i;
+
+	if ((end = strchr(s, ']')) == NULL) {
+		log_error("%s:%u: a section header needs a closing ']' (e.g. [scep])", p->file,
+		          p->line);
+		return P11E_ERR_CONFIG;
+	}
+	*end = '\0';
+	name = trim(s + 1);
+	end = skip_ws(end + 1);
+	if (*end != '\0' && *end != '#' && *end != ';') {
+		log_error("%s:%u: [%s]: unexpected text after the section header", p->file, p->line,
+		          name);
+		return P11E_ERR_CONFIG;
+	}
+	for (i = 0; i < NKEYWORDS; i++) {
+		if (strcmp(keywords[i].section, name) == 0) {
+			p->section = keywords[i].section;
+			return 0;
+		}
+	}
+	section_names(expected, sizeof(expected));
+	log_error("%s:%u: [%s]: unknown section (expected %s)", p->file, p->line, name, expected);
+	return P11E_ERR_CONFIG;
+}
+
+static int
+parse_line(struct parser *p, char *line)
+{
+	const struct keyword *kw;
+	char expected[256];
+	char *s = skip_ws(line), *eq = NULL, *key = NULL, *v = NULL;
+	size_t idx;
+	int r;
+
+	if (*s == '\0' || *s == '#' || *s == ';')
+		return 0;
+	if (*s == '[')
+		return parse_section(p, s);
+	if ((eq = strchr(s, '=')) != NULL) {
+		*eq = '\0';
+		key = trim(s);
+	}
+	if (eq == NULL || *key == '\0') {
+		if (p->section != NULL)
+			log_error("%s:%u: [%s]: expected 'key = value'", p->file, p->line,
+			          p->section);
+		else
+			log_error("%s:%u: expected '[section]' or 'key = value'", p->file, p->line);
+		return P11E_ERR_CONFIG;
+	}
+	if (p->section == NULL) {
+		kw = find_keyword(NULL, key);
+		log_error("%s:%u: %s: key outside any section (put it under [%s])", p->file,
+		          p->line, key, kw != NULL ? kw->section : "section");
+		return P11E_ERR_CONFIG;
+	}
+	if ((kw = find_keyword(p->section, key)) == NULL) {
+		key_names(p->section, expected, sizeof(expected));
+		log_error("%s:%u: [%s] %s: unknown key (expected %s)", p->file, p->line, p->section,
+		          key, expected);
+		return P11E_ERR_CONFIG;
+	}
+	idx = (size_t)(kw - keywords);
+	if (p->seen[idx] != 0)
+		return kw_error(p, kw, "duplicate key (first set at line %u)", p->seen[idx]);
+	if ((r = parse_value(p, kw, eq + 1, &v)) != 0)
+		return r;
+	if (*v == '\0')
+		return kw_error(p, kw, "empty value (give a value or remove the line)");
+	p->seen[idx] = p->line;
+	return kw->handler(p, kw, v);
+}
+
+/* Parses buf (len bytes, NUL-terminated one past) line by line, in place. */
+static int
+parse_buffer(struct parser *p, char *buf, size_t len)
+{
+	char *line = buf, *end = buf + len, *nl, *next;
+	size_t n;
+	int r;
+
+	if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0)
+		line += 3;
+	for (; line < end; line = next) {
+		p->line++;
+		nl = memchr(line, '\n', (size_t)(end - line));
+		n = nl != NULL ? (size_t)(nl - line) : (size_t)(end - line);
+		next = line + n + 1;
+		line[n] = '\0';
+		if (n > 0 && line[n - 1] == '\r')
+			line[--n] = '\0';
+		if (n > LINE_MAX_BYTES) {
+			log_error("%s:%u: the line is longer than %d bytes", p->file, p->line,
+			          LINE_MAX_BYTES);
+			return P11E_ERR_CONFIG;
+		}
+		if (memchr(line, '\0', n) != NULL) {
+			log_error("%s:%u: the line contains a NUL byte", p->file, p->line);
+			return P11E_ERR_CONFIG;
+		}
+		if ((r = parse_line(p, line)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Reads the whole file; *buf is NUL-terminated one past *len, to wipe and free. */
+static int
+read_config(const char *path, char **buf, size_t *len, mode_t *mode)
+{
+	struct stat st;
+	char *b = NULL;
+	size_t size = 0, got = 0;
+	ssize_t k;
+	int fd = -1, r = P11E_ERR_INTERNAL;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 || fstat(fd, &st) == -1) {
+		log_error("cannot read configuration %s: %s", path, strerror(errno));
+		r = P11E_ERR_FILE;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > FILE_MAX_BYTES) {
+		log_error("cannot read configuration %s: %s", path,
+		          S_ISREG(st.st_mode) ? "larger than 1 MiB" : "not a regular file");
+		r = P11E_ERR_FILE;
+		goto out;
+	}
+	size = (size_t)st.st_size;
+	if ((b = malloc(size + 1)) == NULL) {
+		log_error("out of memory");
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	while (got < size) {
+		if ((k = read(fd, b + got, size - got)) == -1 && errno == EINTR)
+			continue;
+		if (k == -1) {
+			log_error("cannot read configuration %s: %s", path, strerror(errno));
+			r = P11E_ERR_FILE;
+			goto out;
+		}
+		if (k == 0)
+			break;
+		got += (size_t)k;
+	}
+	b[got] = '\0';
+	*buf = b;
+	*len = got;
+	*mode = st.st_mode;
+	b = NULL;
+	r = 0;
+out:
+	if (b != NULL)
+		OPENSSL_cleanse(b, size + 1);
+	free(b);
+	if (fd != -1)
+		close(fd);
+	return r;
+}
+
+/* The absolute directory of path (realpath'ed only when path is relative). */
+static int
+base_dir(const char *path, char **out)
+{
+	char *dir = NULL, *abs = NULL, *slash;
+	int r = P11E_ERR_INTERNAL;
+
+	if ((r = dup_str(path, &dir)) != 0)
+		goto out;
+	if ((slash = strrchr(dir, '/')) == NULL)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	if (dir[0] == '/') {
+		*out = dir;
+		dir = NULL;
+		r = 0;
+		goto out;
+	}
+	if ((abs = realpath(dir, NULL)) == NULL) {
+		log_error("cannot resolve the directory of %s: %s", path, strerror(errno));
+		r = P11E_ERR_FILE;
+		goto out;
+	}
+	*out = abs;
+	abs = NULL;
+	r = 0;
+out:
+	free(dir);
+	free(abs);
+	return r;
+}
+
+static unsigned
+seen_at(const struct parser *p, const char *section, const char *key)
+{
+	return p->seen[find_keyword(section, key) - keywords];
+}
+
+static int
+required(const struct parser *p, const char *section, const char *key)
+{
+	log_error("%s: [%s] %s is required", p->file, section, key);
+	return P11E_ERR_CONFIG;
+}
+
+/* Checks that need the whole file, then fills defaults. */
+static int
+finish(struct parser *p)
+{
+	struct conf *c = p->c;
+	unsigned l1 = seen_at(p, "scep", "challenge"), l2 = seen_at(p, "scep", "challenge_file");
+	int r;
+
+	if (l1 != 0 && l2 != 0) {
+		log_error("%s: [scep] challenge (line %u) and challenge_file (line %u) are both "
+		          "set; keep only one",
+		          p->file, l1, l2);
+		return P11E_ERR_CONFIG;
+	}
+	if (c->scep_url == NULL)
+		return required(p, "scep", "url");
+	if (c->token_uri == NULL)
+		return required(p, "token", "uri");
+	if (c->dn == NULL)
+		return required(p, "subject", "dn");
+	if (c->key_type_str == NULL && (r = dup_str(DEFAULT_KEY_TYPE, &c->key_type_str)) != 0)
+		return r;
+	if (c->key_label == NULL && (r = dup_str(DEFAULT_LABEL, &c->key_label)) != 0)
+		return r;
+	if (c->state_dir == NULL && (r = dup_str(DEFAULT_STATE_DIR, &c->state_dir)) != 0)
+		return r;
+	if (c->trust_dir == NULL && (r = path_join(c->state_dir, "trust", &c->trust_dir)) != 0)
+		return r;
+	return 0;
+}
+
+int
+conf_load(const char *path, struct conf **out)
+{
+	struct parser p;
+	struct conf *c = NULL;
+	char *buf = NULL;
+	size_t len = 0;
+	int r = P11E_ERR_INTERNAL;
+
+	memset(&p, 0, sizeof(p));
+	p.file = path;
+	if ((r = read_config(path, &buf, &len, &p.mode)) != 0)
+		goto out;
+	if ((r = base_dir(path, &p.base)) != 0)
+		goto out;
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		log_error("out of memory");
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = dup_str(path, &c->path)) != 0)
+		goto out;
+	c->timeout = DEFAULT_TIMEOUT;
+	c->key_type = CONF_KEY_RSA;
+	c->key_bits = 2048;
+	p.c = c;
+	if ((r = parse_buffer(&p, buf, len)) != 0)
+		goto out;
+	if ((r = finish(&p)) != 0)
+		goto out;
+	*out = c;
+	c = NULL;
+	r = 0;
+out:
+	if (buf != NULL)
+		OPENSSL_cleanse(buf, len + 1);
+	free(buf);
+	free(p.base);
+	conf_free(c);
+	return r;
+}
+
+void
+conf_free(struct conf *c)
+{
+	if (c == NULL)
+		return;
+	free(c->path);
+	free(c->scep_url);
+	secret_free(c->challenge);
+	free(c->challenge_file);
+	free(c->token_uri);
+	free(c->module);
+	free(c->pin_file);
+	free(c->key_type_str);
+	free(c->key_label);
+	free(c->dn);
+	list_clear(&c->san_dns);
+	list_clear(&c->san_email);
+	list_clear(&c->san_uri);
+	list_clear(&c->san_ip);
+	list_clear(&c->san_upn);
+	free(c->trust_dir);
+	free(c->state_dir);
+	free(c->cert_file);
+	OPENSSL_cleanse(c, sizeof(*c));
+	free(c);
+}

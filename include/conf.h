@@ -1,0 +1,69 @@
+/*
+ * conf.h: the configuration file, parsed once into struct conf.
+ *
+ * INI style: [section], key = value, '#' or ';' starts a comment line (and a
+ * comment after whitespace at the end of a value). Unknown sections or keys,
+ * duplicate keys and bad values are errors that name file:line and the key.
+ * Relative paths in values are resolved against the config file's directory.
+ */
+#ifndef P11E_CONF_H
+#define P11E_CONF_H
+
+#include <stddef.h>
+
+enum conf_key_type { CONF_KEY_RSA = 1, CONF_KEY_EC = 2 };
+enum conf_fp_alg { CONF_FP_NONE = 0, CONF_FP_SHA1 = 1, CONF_FP_SHA256 = 2 };
+
+struct conf_list {
+	char **v;
+	size_t n;
+};
+
+struct conf {
+	char *path; /* the file as given */
+
+	/* [scep] */
+	char *scep_url;       /* required, http:// or https:// */
+	char *challenge;      /* inline challenge (secret, wiped on free) or NULL */
+	char *challenge_file; /* absolute path or NULL; at most one of the two */
+	int ca_fp_alg;        /* enum conf_fp_alg */
+	unsigned char ca_fp[32];
+	size_t ca_fp_len; /* 20 (sha1) or 32 (sha256); 0 when none */
+	long timeout;     /* seconds per HTTP exchange; default 30, 1..3600 */
+
+	/* [token] */
+	char *token_uri; /* required, "pkcs11:..." */
+	char *module;    /* absolute path or NULL (then the URI must carry module-path) */
+	char *pin_file;  /* absolute path or NULL */
+
+	/* [key] */
+	int key_type;       /* enum conf_key_type; default RSA */
+	int key_bits;       /* RSA: 2048 | 3072 | 4096; EC: 256 | 384 */
+	int key_curve;      /* EC: OpenSSL NID (NID_X9_62_prime256v1, NID_secp384r1); else 0 */
+	char *key_type_str; /* as written, e.g. "rsa:2048" */
+	char *key_label;    /* default "p11enroll" */
+
+	/* [subject] */
+	char *dn; /* required, e.g. "CN=host.example.com,O=Example" */
+	struct conf_list san_dns, san_email, san_uri, san_ip, san_upn;
+
+	/* [trust] */
+	char *trust_dir; /* default <state_dir>/trust */
+
+	/* [agent] */
+	char *state_dir; /* default /var/lib/p11enroll */
+	char *cert_file; /* or NULL */
+};
+
+/*
+ * Parses and validates the file at path. On success *out is a new struct conf
+ * (free with conf_free). Errors: P11E_ERR_CONFIG (message logged with
+ * file:line and key), P11E_ERR_FILE (file unreadable), P11E_ERR_ALLOC.
+ * An inline "challenge =" in a file that group or others can read is refused.
+ */
+int conf_load(const char *path, struct conf **out);
+
+/* Frees everything, wiping secrets. Accepts NULL. */
+void conf_free(struct conf *c);
+
+#endif
