@@ -1,0 +1,286 @@
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "err.h"
+#include "http.h"
+#include "log.h"
+
+#ifndef P11E_VERSION
+#define P11E_VERSION "0"
+#endif
+
+#define LOW_SPEED_LIMIT 64L
+#define CONNECT_TIMEOUT_MAX 10L
+#define URL_LOG_MAX 120
+
+struct body {
+	unsigned char *p;
+	size_t len, cap, max;
+	int too_big, oom;
+};
+
+int
+http_init(void)
+{
+	CURLcode c;
+
+	if ((c = curl_global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK) {
+		log_error("cannot initialise libcurl: %s", curl_easy_strerror(c));
+		return P11E_ERR_INTERNAL;
+	}
+	return 0;
+}
+
+void
+http_cleanup(void)
+{
+	curl_global_cleanup();
+}
+
+void
+http_resp_free(struct http_resp *r)
+{
+	if (r == NULL)
+		return;
+	free(r->content_type);
+	free(r->body);
+	free(r);
+}
+
+/* url without user:password@, shortened, for log lines. */
+static void
+loggable_url(const char *url, char *buf, size_t size)
+{
+	const char *rest = url, *host, *at;
+	size_t pre = 0, scheme, n;
+
+	scheme = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+	if (scheme > 0 && scheme < 16 && strncmp(url + scheme, "://", 3) == 0) {
+		host = url + scheme + 3;
+		if ((at = memchr(host, '@', strcspn(host, "/?#"))) != NULL) {
+			pre = (size_t)(host - url);
+			rest = at + 1;
+		}
+	}
+	n = strlen(rest);
+	memcpy(buf, url, pre);
+	if (pre + n < size) {
+		memcpy(buf + pre, rest, n + 1);
+	} else {
+		n = size - 4 - pre;
+		memcpy(buf + pre, rest, n);
+		memcpy(buf + pre + n, "...", 4);
+	}
+}
+
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *ud)
+{
+	struct body *b = ud;
+	size_t n = size * nmemb, cap;
+	unsigned char *np;
+
+	if (n > b->max - b->len) {
+		b->too_big = 1;
+		return 0;
+	}
+	if (b->len + n > b->cap) {
+		cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n)
+			cap = cap > b->max / 2 ? b->max : cap * 2;
+		if ((np = realloc(b->p, cap)) == NULL) {
+			b->oom = 1;
+			return 0;
+		}
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, data, n);
+	b->len += n;
+	return n;
+}
+
+static int
+content_type(CURL *h, char **out)
+{
+	char *ct = NULL, *p;
+	size_t n;
+
+	*out = NULL;
+	if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK || ct == NULL)
+		return 0;
+	n = strcspn(ct, ";");
+	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	while (n > 0 && (*ct == ' ' || *ct == '\t')) {
+		ct++;
+		n--;
+	}
+	if (n == 0)
+		return 0;
+	if ((p = strndup(ct, n)) == NULL)
+		return P11E_ERR_ALLOC;
+	for (n = 0; p[n] != '\0'; n++)
+		p[n] = (char)tolower((unsigned char)p[n]);
+	*out = p;
+	return 0;
+}
+
+static void
+log_failure(CURL *h, CURLcode c, const char *errbuf, const char *url, const struct body *b,
+            long slow_s)
+{
+	double t = 0;
+
+	if (b->too_big || c == CURLE_FILESIZE_EXCEEDED) {
+		log_error("response from %s exceeds %zu bytes", url, b->max);
+	} else if (b->oom) {
+		log_error("cannot read response from %s: out of memory", url);
+	} else if (c == CURLE_OPERATION_TIMEDOUT && strstr(errbuf, "too slow") != NULL) {
+		log_error("cannot reach %s: transfer too slow (under %ld bytes/s for %ld s)", url,
+		          LOW_SPEED_LIMIT, slow_s);
+	} else if (c == CURLE_OPERATION_TIMEDOUT) {
+		curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &t);
+		log_error("cannot reach %s: timed out after %ld s", url, (long)(t + 0.5));
+	} else {
+		log_error("cannot reach %s: %s", url,
+		          errbuf[0] != '\0' ? errbuf : curl_easy_strerror(c));
+	}
+}
+
+static int
+request(const char *method, const char *url, const char *ctype, const unsigned char *body,
+        size_t len, const struct http_opts *o, struct http_resp **out)
+{
+	struct http_resp *resp = NULL;
+	struct curl_slist *hdrs = NULL, *nh;
+	struct body b = {NULL, 0, 0, o->max_body, 0, 0};
+	char errbuf[CURL_ERROR_SIZE], logurl[URL_LOG_MAX + 1], *hdr = NULL;
+	long timeout = o->timeout_s > 0 ? o->timeout_s : 0;
+	long short_t = timeout > 0 && timeout < CONNECT_TIMEOUT_MAX ? timeout : CONNECT_TIMEOUT_MAX;
+	CURL *h = NULL;
+	CURLcode c;
+	int r = P11E_ERR_INTERNAL;
+
+	errbuf[0] = '\0';
+	loggable_url(url, logurl, sizeof(logurl));
+	log_debug("%s %s", method, logurl);
+	if ((h = curl_easy_init()) == NULL) {
+		log_error("cannot create a libcurl handle for %s", logurl);
+		goto out;
+	}
+	c = curl_easy_setopt(h, CURLOPT_URL, url);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, short_t);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, LOW_SPEED_LIMIT);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, short_t);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_USERAGENT, "p11enroll/" P11E_VERSION);
+	if (c == CURLE_OK && o->max_body <= SIZE_MAX / 2)
+		c = curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_body);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+	if (c == CURLE_OK && o->ca_file != NULL)
+		c = curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
+	if (c == CURLE_OK && o->ca_file != NULL)
+		c = curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+	if (c == CURLE_OK && body != NULL) {
+		c = curl_easy_setopt(h, CURLOPT_POSTFIELDS, len > 0 ? (const char *)body : "");
+		if (c == CURLE_OK)
+			c = curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	}
+	if (c != CURLE_OK) {
+		log_error("cannot set up request to %s: %s", logurl, curl_easy_strerror(c));
+		goto out;
+	}
+	if (ctype != NULL) {
+		if ((hdr = malloc(strlen(ctype) + sizeof("Content-Type: "))) == NULL) {
+			r = P11E_ERR_ALLOC;
+			goto out;
+		}
+		strcpy(hdr, "Content-Type: ");
+		strcat(hdr, ctype);
+		if ((nh = curl_slist_append(hdrs, hdr)) == NULL) {
+			r = P11E_ERR_ALLOC;
+			goto out;
+		}
+		hdrs = nh;
+	}
+	if (body != NULL) {
+		if ((nh = curl_slist_append(hdrs, "Expect:")) == NULL) {
+			r = P11E_ERR_ALLOC;
+			goto out;
+		}
+		hdrs = nh;
+	}
+	if (hdrs != NULL && (c = curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs)) != CURLE_OK) {
+		log_error("cannot set up request to %s: %s", logurl, curl_easy_strerror(c));
+		goto out;
+	}
+
+	if ((c = curl_easy_perform(h)) != CURLE_OK) {
+		log_failure(h, c, errbuf, logurl, &b, short_t);
+		r = b.oom ? P11E_ERR_ALLOC : P11E_ERR_NETWORK;
+		goto out;
+	}
+	if ((resp = calloc(1, sizeof(*resp))) == NULL) {
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status) != CURLE_OK)
+		resp->status = 0;
+	if ((r = content_type(h, &resp->content_type)) != 0)
+		goto out;
+	resp->body = b.p;
+	resp->len = b.len;
+	b.p = NULL;
+	log_debug("%s %s: HTTP %ld, %zu bytes%s%s", method, logurl, resp->status, resp->len,
+	          resp->content_type != NULL ? ", " : "",
+	          resp->content_type != NULL ? resp->content_type : "");
+	*out = resp;
+	resp = NULL;
+	r = 0;
+out:
+	curl_easy_cleanup(h);
+	curl_slist_free_all(hdrs);
+	free(hdr);
+	free(b.p);
+	http_resp_free(resp);
+	return r;
+}
+
+int
+http_get(const char *url, const struct http_opts *o, struct http_resp **out)
+{
+	return request("GET", url, NULL, NULL, 0, o, out);
+}
+
+int
+http_post(const char *url, const char *content_type, const unsigned char *body, size_t len,
+          const struct http_opts *o, struct http_resp **out)
+{
+	static const unsigned char empty[1];
+
+	return request("POST", url, content_type, body != NULL ? body : empty, len, o, out);
+}

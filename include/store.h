@@ -1,0 +1,49 @@
+/*
+ * store.h: files p11enroll writes: atomic replacement, the trust directory
+ * (PEM certificates plus OpenSSL hash links), reading bounded files.
+ */
+#ifndef P11E_STORE_H
+#define P11E_STORE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <openssl/x509.h>
+
+/* mkdir -p with mode for the directories it creates. P11E_ERR_FILE (logged). */
+int store_mkdirs(const char *dir, mode_t mode);
+
+/*
+ * Replaces path with buf atomically: a temporary file in the same directory
+ * (created O_EXCL with mode), written in full, fsync'ed, renamed over path,
+ * then the directory fsync'ed. On any failure the old file is untouched and
+ * the temporary removed. Errors: P11E_ERR_FILE, logged with the path and the
+ * reason (e.g. "No space left on device").
+ */
+int store_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
+
+/*
+ * Reads a whole file of at most max bytes. *out is malloc'ed (and
+ * NUL-terminated one past *len). Errors: P11E_ERR_NOTFOUND when it does not
+ * exist (not logged), P11E_ERR_FILE otherwise (logged).
+ */
+int store_read_file(const char *path, size_t max, unsigned char **out, size_t *len);
+
+struct store_cert {
+	const char *name; /* file stem: "ca", "ra-sign", "ra-enc", ... */
+	X509 *cert;
+};
+
+/*
+ * Writes each certificate as DIR/<name>.crt (PEM, 0644, atomically) and an
+ * OpenSSL hash link DIR/<subject-hash>.N -> <name>.crt for it (replacing a
+ * link of ours that points elsewhere atomically, reusing N when the link
+ * already points at that file), so that `openssl verify -CApath DIR` works.
+ * Creates DIR (0755) if needed. Errors: P11E_ERR_FILE, P11E_ERR_ALLOC.
+ */
+int store_trust_write(const char *dir, const struct store_cert *certs, size_t n);
+
+/* PEM encoding of a certificate; *out malloc'ed. */
+int store_cert_pem(X509 *cert, char **out, size_t *len);
+
+#endif
