@@ -1,0 +1,714 @@
+/*
+ * test_pkcs11.c: tokens/ against a real SoftHSM token made for the test in a
+ * mkdtemp directory (softhsm2-util). Skips only when SoftHSM is not installed.
+ * With OpenSC's pkcs11-spy present, also counts the PKCS#11 calls (one
+ * C_Login, one C_Finalize); with pkcs11-tool present, checks how it sees the
+ * generated keys.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "conf.h"
+#include "err.h"
+#include "log.h"
+#include "p11int.h" /* white box, for test_keygen_errors only */
+#include "tok.h"
+
+#define SOFTHSM "/usr/lib/softhsm/libsofthsm2.so"
+#define SPY "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so"
+#define UTIL "softhsm2-util"
+#define PIN "5678"
+
+static char dir[64];
+static int have_softhsm, have_spy;
+
+/* pkcs11-spy's own leaks (it never frees what it logs) under LeakSanitizer. */
+const char *__lsan_default_suppressions(void);
+const char *
+__lsan_default_suppressions(void)
+{
+	return "leak:pkcs11-spy.so\n";
+}
+
+static int
+run(const char *cmd)
+{
+	char buf[1024];
+
+	snprintf(buf, sizeof(buf), "%s >/dev/null 2>&1", cmd);
+	return system(buf);
+}
+
+static const char *
+spy_log(void)
+{
+	static char path[128];
+
+	snprintf(path, sizeof(path), "%s/spy.log", dir);
+	return path;
+}
+
+static int
+group_setup(void **state)
+{
+	char path[128], cmd[512];
+	FILE *f;
+
+	(void)state;
+	if (access(SOFTHSM, R_OK) != 0)
+		return 0;
+	strcpy(dir, "/tmp/p11e-test-XXXXXX");
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	snprintf(path, sizeof(path), "%s/tokens", dir);
+	if (mkdir(path, 0700) != 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/softhsm2.conf", dir);
+	if ((f = fopen(path, "w")) == NULL)
+		return -1;
+	fprintf(f,
+	        "directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
+	        "log.level = ERROR\n",
+	        dir);
+	fclose(f);
+	setenv("SOFTHSM2_CONF", path, 1);
+	snprintf(cmd, sizeof(cmd), UTIL " --init-token --free --label t1 --so-pin 1234 --pin " PIN);
+	if (run(cmd) != 0)
+		return -1;
+	have_softhsm = 1;
+	log_set_level(LOG_LVL_DEBUG);
+	if (access(SPY, R_OK) == 0) {
+		setenv("PKCS11SPY", SOFTHSM, 1);
+		setenv("PKCS11SPY_OUTPUT", spy_log(), 1);
+		have_spy = dlopen(SPY, RTLD_NOW | RTLD_NODELETE) != NULL;
+	}
+	return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	if (dir[0] != '\0') {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		run(cmd);
+	}
+	return 0;
+}
+
+/* stderr to a file while a call runs, to check the messages. */
+static int saved_fd = -1;
+
+static void
+cap_begin(void)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/stderr", dir);
+	fflush(stderr);
+	saved_fd = dup(2);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0 && saved_fd >= 0);
+	dup2(fd, 2);
+	close(fd);
+}
+
+static char *
+cap_end(void)
+{
+	static char buf[8192];
+	char path[128];
+	FILE *f;
+	size_t n;
+
+	fflush(stderr);
+	dup2(saved_fd, 2);
+	close(saved_fd);
+	snprintf(path, sizeof(path), "%s/stderr", dir);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	fputs(buf, stderr);
+	return buf;
+}
+
+/*
+ * pkcs11-spy reads its environment once and leaks a little when unloaded:
+ * group_setup loads it for good (RTLD_NODELETE) with one log for the whole
+ * run, and the tests count calls by difference. NULL when absent.
+ */
+static const char *
+spy_module(void)
+{
+	return have_spy ? SPY : SOFTHSM;
+}
+
+static int
+spy_count(const char *fn)
+{
+	char line[512], pat[64];
+	FILE *f;
+	int n = 0;
+
+	snprintf(pat, sizeof(pat), ": %s\n", fn);
+	if (!have_spy || (f = fopen(spy_log(), "r")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *p = strchr(line, ':');
+		if (line[0] >= '0' && line[0] <= '9' && p != NULL && strcmp(p, pat) == 0)
+			n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static void
+open_t1(const char *module, struct tok **t)
+{
+	struct tok_uri u;
+
+	memset(&u, 0, sizeof(u));
+	u.token = "t1";
+	assert_int_equal(tok_open(module, &u, t), 0);
+	assert_string_equal(tok_get_info(*t)->label, "t1");
+	assert_string_equal(tok_get_info(*t)->model, "SoftHSM v2");
+}
+
+static void
+open_login(struct tok **t)
+{
+	open_t1(SOFTHSM, t);
+	assert_int_equal(tok_login(*t, PIN, 0), 0);
+}
+
+static double
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static struct tok_key *
+gen(struct tok *t, int type, int bits, const char *label)
+{
+	struct tok_keyspec spec = {type, bits, 0};
+	struct tok_key *k = NULL;
+	unsigned char id[20];
+	double t0 = now_ms();
+
+	assert_int_equal(tok_generate_key(t, &spec, label, &k), 0);
+	print_message("keygen %s-%d: %.1f ms\n", type == CONF_KEY_RSA ? "RSA" : "EC", bits,
+	              now_ms() - t0);
+	assert_non_null(k->pub);
+	assert_int_equal(EVP_PKEY_get_bits(k->pub), bits);
+	assert_int_equal(EVP_PKEY_get_id(k->pub),
+	                 type == CONF_KEY_RSA ? EVP_PKEY_RSA : EVP_PKEY_EC);
+	assert_int_equal(tok_key_id_for(k->pub, id), 0);
+	assert_int_equal(k->id_len, 20);
+	assert_memory_equal(k->id, id, 20);
+	assert_true(k->priv_handle != 0 && k->pub_handle != 0);
+	return k;
+}
+
+/* A self-signed certificate for k, signed on the token. */
+static X509 *
+self_signed(struct tok_key *k, EVP_PKEY *priv, int days)
+{
+	X509 *x = X509_new();
+	X509_NAME *n = X509_NAME_new();
+	X509V3_CTX ctx;
+	X509_EXTENSION *ext;
+
+	assert_non_null(x);
+	assert_non_null(n);
+	assert_true(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
+	                                       (const unsigned char *)k->label, -1, -1, 0));
+	assert_true(X509_set_version(x, 2));
+	assert_true(ASN1_INTEGER_set(X509_get_serialNumber(x), 1000 + days));
+	assert_true(X509_set_subject_name(x, n) && X509_set_issuer_name(x, n));
+	assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+	assert_non_null(X509_time_adj_ex(X509_getm_notAfter(x), days, 0, NULL));
+	assert_true(X509_set_pubkey(x, k->pub));
+	/* OpenSSL's "hash" key identifier is RFC 5280's method (1), as CKA_ID */
+	X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_key_identifier, "hash");
+	assert_non_null(ext);
+	assert_true(X509_add_ext(x, ext, -1));
+	X509_EXTENSION_free(ext);
+	assert_true(X509_sign(x, priv, EVP_sha256()) > 0);
+	assert_int_equal(ASN1_STRING_length(X509_get0_subject_key_id(x)), 20);
+	assert_memory_equal(ASN1_STRING_get0_data(X509_get0_subject_key_id(x)), k->id, 20);
+	assert_int_equal(X509_verify(x, k->pub), 1);
+	X509_NAME_free(n);
+	return x;
+}
+
+static void
+csr_sign_verify(struct tok_key *k, EVP_PKEY *priv)
+{
+	X509_REQ *req = X509_REQ_new();
+	X509_NAME *n = X509_NAME_new();
+	double t0;
+
+	assert_true(X509_NAME_add_entry_by_txt(
+	    n, "CN", MBSTRING_ASC, (const unsigned char *)"host.example.com", -1, -1, 0));
+	assert_true(X509_REQ_set_subject_name(req, n));
+	assert_true(X509_REQ_set_pubkey(req, k->pub));
+	t0 = now_ms();
+	assert_true(X509_REQ_sign(req, priv, EVP_sha256()) > 0);
+	print_message("CSR sign %s: %.2f ms\n", k->label, now_ms() - t0);
+	assert_int_equal(X509_REQ_verify(req, k->pub), 1);
+	X509_NAME_free(n);
+	X509_REQ_free(req);
+}
+
+static void
+test_open_errors(void **state)
+{
+	struct tok_uri u;
+	struct tok *t = NULL;
+	const char *msg;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	memset(&u, 0, sizeof(u));
+	u.token = "nosuch";
+	cap_begin();
+	assert_int_equal(tok_open(SOFTHSM, &u, &t), P11E_ERR_TOKEN);
+	msg = cap_end();
+	assert_null(t);
+	assert_non_null(strstr(msg, "no token matches pkcs11:token=nosuch ("));
+	assert_non_null(strstr(msg, "token 't1'"));
+	assert_non_null(strstr(msg, "uninitialised token in slot"));
+	assert_non_null(strstr(msg, "check [token] uri"));
+
+	cap_begin();
+	assert_int_equal(tok_open("/nonexistent/libx.so", &u, &t), P11E_ERR_CONFIG);
+	msg = cap_end();
+	assert_non_null(strstr(msg, "cannot load PKCS#11 module /nonexistent/libx.so: "));
+
+	cap_begin();
+	assert_int_equal(tok_open("/lib/x86_64-linux-gnu/libc.so.6", &u, &t), P11E_ERR_CONFIG);
+	msg = cap_end();
+	assert_non_null(strstr(msg, "not a PKCS#11 module"));
+	tok_close(NULL);
+}
+
+static void
+test_login_wrong_pin(void **state)
+{
+	struct tok *t = NULL;
+	const char *msg;
+	int logins = spy_count("C_Login"), fins = spy_count("C_Finalize");
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_t1(spy_module(), &t);
+	cap_begin();
+	assert_int_equal(tok_login(t, "0000", 0), P11E_ERR_TOKEN);
+	msg = cap_end();
+	assert_non_null(strstr(msg, "wrong PIN for token 't1'"));
+	assert_non_null(strstr(msg, "not retried"));
+	assert_null(strstr(msg, "0000"));
+	cap_begin();
+	assert_int_equal(tok_login(t, PIN, 0), P11E_ERR_TOKEN);
+	msg = cap_end();
+	assert_non_null(strstr(msg, "not retried"));
+	tok_close(t);
+	if (have_spy) {
+		assert_int_equal(spy_count("C_Login") - logins, 1);
+		assert_int_equal(spy_count("C_Finalize") - fins, 1);
+	}
+}
+
+static void
+test_rsa_key(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k = NULL, **ks = NULL;
+	struct tok_key_attrs a;
+	EVP_PKEY *priv = NULL;
+	X509 *cert = NULL, *found = NULL;
+	size_t n = 0;
+	char *uri = NULL;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	k = gen(t, CONF_KEY_RSA, 2048, "rsa1");
+
+	assert_int_equal(tok_key_attrs(t, k, &a), 0);
+	assert_int_equal(a.sensitive, 1);
+	assert_int_equal(a.always_sensitive, 1);
+	assert_int_equal(a.extractable, 0);
+	assert_int_equal(a.never_extractable, 1);
+	assert_int_equal(a.local, 1);
+	assert_int_equal(a.priv_token, 1);
+	assert_int_equal(a.priv_private, 1);
+
+	assert_int_equal(tok_find_keys(t, "rsa1", &ks, &n), 0);
+	assert_int_equal(n, 1);
+	assert_memory_equal(ks[0]->id, k->id, 20);
+	assert_int_equal(ks[0]->priv_handle, k->priv_handle);
+	assert_int_equal(ks[0]->type, CONF_KEY_RSA);
+	assert_int_equal(EVP_PKEY_eq(ks[0]->pub, k->pub), 1);
+	tok_keys_free(ks, n);
+
+	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	csr_sign_verify(k, priv);
+	cert = self_signed(k, priv, 30);
+
+	assert_int_equal(tok_find_cert(t, k, &found), P11E_ERR_NOTFOUND);
+	assert_int_equal(tok_store_cert(t, k, cert), 0);
+	assert_int_equal(tok_find_cert(t, k, &found), 0);
+	assert_int_equal(X509_cmp(found, cert), 0);
+	X509_free(found);
+
+	assert_int_equal(tok_object_uri(t, k, "private", &uri), 0);
+	print_message("%s\n", uri);
+	assert_true(strncmp(uri, "pkcs11:token=t1;manufacturer=SoftHSM%20project;serial=",
+	                    strlen("pkcs11:token=t1;manufacturer=SoftHSM%20project;serial=")) == 0);
+	assert_non_null(strstr(uri, ";model=SoftHSM%20v2;object=rsa1;id=%"));
+	assert_non_null(strstr(uri, ";type=private"));
+	free(uri);
+
+	EVP_PKEY_free(priv);
+	X509_free(cert);
+	tok_key_free(k);
+	tok_close(t);
+}
+
+/*
+ * Through pkcs11-spy: ours and libp11's C_Initialize, one C_Login (libp11
+ * works with our login and never logs in itself), one C_Finalize.
+ */
+static void
+test_spy_counts(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k = NULL;
+	EVP_PKEY *priv = NULL;
+	int logins = spy_count("C_Login"), fins = spy_count("C_Finalize");
+	int inits = spy_count("C_Initialize");
+
+	(void)state;
+	if (!have_softhsm || !have_spy)
+		skip();
+	open_t1(SPY, &t);
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	k = gen(t, CONF_KEY_RSA, 2048, "spy1");
+	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	csr_sign_verify(k, priv);
+	EVP_PKEY_free(priv);
+	tok_key_free(k);
+	tok_close(t);
+	assert_int_equal(spy_count("C_Initialize") - inits, 2);
+	assert_int_equal(spy_count("C_Login") - logins, 1);
+	assert_int_equal(spy_count("C_Finalize") - fins, 1);
+}
+
+static void
+test_ec_keys(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k = NULL, *k2 = NULL, **ks = NULL;
+	struct tok_key_attrs a;
+	EVP_PKEY *priv = NULL, *priv2 = NULL;
+	X509 *cert = NULL;
+	size_t n = 0;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	k = gen(t, CONF_KEY_EC, 256, "ec1");
+	assert_int_equal(tok_key_attrs(t, k, &a), 0);
+	assert_true(a.sensitive == 1 && a.extractable == 0 && a.never_extractable == 1);
+	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	csr_sign_verify(k, priv);
+	cert = self_signed(k, priv, 10);
+	X509_free(cert);
+
+	/* a key made after libp11 listed the token's keys */
+	k2 = gen(t, CONF_KEY_EC, 384, "ec1");
+	assert_int_equal(tok_key_evp(t, k2, &priv2), 0);
+	csr_sign_verify(k2, priv2);
+	csr_sign_verify(k, priv);
+
+	assert_int_equal(tok_find_keys(t, "ec1", &ks, &n), 0);
+	assert_int_equal(n, 2);
+	assert_memory_equal(ks[0]->id, k->id, 20);
+	assert_memory_equal(ks[1]->id, k2->id, 20);
+	assert_int_equal(EVP_PKEY_eq(ks[1]->pub, k2->pub), 1);
+	tok_keys_free(ks, n);
+
+	assert_int_equal(tok_find_keys(t, "none", &ks, &n), 0);
+	assert_int_equal(n, 0);
+	tok_keys_free(ks, n);
+
+	EVP_PKEY_free(priv);
+	EVP_PKEY_free(priv2);
+	tok_key_free(k);
+	tok_key_free(k2);
+	tok_close(t);
+}
+
+/* SignedData with CMS_add1_signer/CMS_final, then EnvelopedData decrypted on the token. */
+static void
+test_cms(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k = NULL;
+	EVP_PKEY *priv = NULL;
+	X509 *cert = NULL;
+	CMS_ContentInfo *cms = NULL;
+	BIO *in = NULL, *out = NULL;
+	X509_STORE *st = NULL;
+	STACK_OF(X509) *certs = NULL;
+	static const char data[] = "a SCEP pkiMessage would go here";
+	char *p = NULL;
+	long len;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	k = gen(t, CONF_KEY_RSA, 2048, "cms1");
+	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	cert = self_signed(k, priv, 30);
+
+	in = BIO_new_mem_buf(data, sizeof(data));
+	cms = CMS_sign(NULL, NULL, NULL, NULL, CMS_PARTIAL | CMS_BINARY);
+	assert_non_null(cms);
+	assert_non_null(CMS_add1_signer(cms, cert, priv, EVP_sha256(), CMS_BINARY));
+	assert_int_equal(CMS_final(cms, in, NULL, CMS_BINARY), 1);
+	st = X509_STORE_new();
+	assert_true(X509_STORE_add_cert(st, cert));
+	out = BIO_new(BIO_s_mem());
+	assert_int_equal(CMS_verify(cms, NULL, st, NULL, out, CMS_BINARY), 1);
+	len = BIO_get_mem_data(out, &p);
+	assert_int_equal(len, sizeof(data));
+	assert_memory_equal(p, data, sizeof(data));
+	CMS_ContentInfo_free(cms);
+	BIO_free(in);
+	BIO_free(out);
+
+	certs = sk_X509_new_null();
+	sk_X509_push(certs, cert);
+	in = BIO_new_mem_buf(data, sizeof(data));
+	cms = CMS_encrypt(certs, in, EVP_aes_128_cbc(), CMS_BINARY);
+	assert_non_null(cms);
+	out = BIO_new(BIO_s_mem());
+	assert_int_equal(CMS_decrypt(cms, priv, cert, NULL, out, CMS_BINARY), 1);
+	len = BIO_get_mem_data(out, &p);
+	assert_int_equal(len, sizeof(data));
+	assert_memory_equal(p, data, sizeof(data));
+
+	sk_X509_free(certs);
+	CMS_ContentInfo_free(cms);
+	BIO_free(in);
+	BIO_free(out);
+	X509_STORE_free(st);
+	X509_free(cert);
+	EVP_PKEY_free(priv);
+	tok_key_free(k);
+	tok_close(t);
+}
+
+static void
+test_certs(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k = NULL;
+	EVP_PKEY *priv = NULL;
+	X509 *c1 = NULL, *c2 = NULL, *c3 = NULL, *found = NULL;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	k = gen(t, CONF_KEY_EC, 256, "cert1");
+	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	c1 = self_signed(k, priv, 10);
+	c2 = self_signed(k, priv, 400);
+	c3 = self_signed(k, priv, 100);
+	assert_int_equal(tok_store_cert(t, k, c1), 0);
+	assert_int_equal(tok_store_cert(t, k, c2), 0);
+	assert_int_equal(tok_store_cert(t, k, c3), 0);
+	assert_int_equal(tok_find_cert(t, k, &found), 0);
+	assert_int_equal(X509_cmp(found, c2), 0);
+	X509_free(found);
+	EVP_PKEY_free(priv);
+	X509_free(c1);
+	X509_free(c2);
+	X509_free(c3);
+	tok_close(t);
+
+	/* certificates and public keys are public: no login needed */
+	open_t1(SOFTHSM, &t);
+	{
+		struct tok_key **ks = NULL;
+		size_t n = 0;
+
+		assert_int_equal(tok_find_keys(t, "cert1", &ks, &n), 0);
+		assert_int_equal(n, 1);
+		assert_int_equal(ks[0]->priv_handle, 0);
+		assert_int_equal(tok_find_cert(t, ks[0], &found), 0);
+		assert_int_equal(X509_cmp_time(X509_get0_notAfter(found), NULL), 1);
+		X509_free(found);
+		tok_keys_free(ks, n);
+	}
+	tok_key_free(k);
+	tok_close(t);
+}
+
+/* How pkcs11-tool sees a generated key. */
+static void
+test_pkcs11_tool(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k = NULL;
+	char cmd[256], line[512];
+	FILE *f;
+	int found = 0;
+
+	(void)state;
+	if (!have_softhsm || run("command -v pkcs11-tool") != 0)
+		skip();
+	open_login(&t);
+	k = gen(t, CONF_KEY_RSA, 2048, "tool1");
+	tok_key_free(k);
+	tok_close(t);
+	snprintf(cmd, sizeof(cmd),
+	         "pkcs11-tool --module " SOFTHSM " --token-label t1 -O --login --pin " PIN
+	         " --type privkey --label tool1 2>&1");
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strstr(line, "Access:") &&
+		    strstr(line, "sensitive, always sensitive, never extractable"))
+			found = 1;
+	pclose(f);
+	assert_true(found);
+}
+
+static CK_RV
+fail_set_attr(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR a, CK_ULONG n)
+{
+	(void)s;
+	(void)o;
+	(void)a;
+	(void)n;
+	return CKR_DEVICE_REMOVED;
+}
+
+/* Keygen failures: a clear message, and no half-made key pair left behind. */
+static void
+test_keygen_errors(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k = NULL, **ks = NULL;
+	struct tok_keyspec big = {CONF_KEY_RSA, 32768, 0}, ec = {CONF_KEY_EC, 256, 0};
+	CK_FUNCTION_LIST fl, *real;
+	const char *msg;
+	size_t n = 0;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	cap_begin();
+	assert_int_equal(tok_generate_key(t, &big, "bad1", &k), P11E_ERR_TOKEN);
+	msg = cap_end();
+	assert_null(k);
+	assert_non_null(strstr(msg, "C_GenerateKeyPair (RSA-32768) on token 't1' failed: CKR_"));
+
+	/* white box: the module's C_SetAttributeValue fails after the key pair is made */
+	real = t->f;
+	fl = *real;
+	fl.C_SetAttributeValue = fail_set_attr;
+	t->f = &fl;
+	cap_begin();
+	assert_int_equal(tok_generate_key(t, &ec, "bad2", &k), P11E_ERR_TOKEN);
+	msg = cap_end();
+	t->f = real;
+	assert_null(k);
+	assert_non_null(strstr(msg, "C_SetAttributeValue(CKA_ID) on token 't1' failed: "
+	                            "CKR_DEVICE_REMOVED"));
+	assert_int_equal(tok_find_keys(t, "bad2", &ks, &n), 0);
+	assert_int_equal(n, 0);
+	{
+		CK_OBJECT_CLASS c = CKO_PRIVATE_KEY;
+		CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &c, sizeof(c)}, {CKA_LABEL, "bad2", 4}};
+		CK_OBJECT_HANDLE *hs = NULL;
+
+		assert_int_equal(tok_find_objects(t, tmpl, 2, "test", &hs, &n), 0);
+		assert_int_equal(n, 0);
+		free(hs);
+	}
+	tok_close(t);
+}
+
+/* Run last: adds a second token labelled t1. */
+static void
+test_ambiguous(void **state)
+{
+	struct tok_uri u;
+	struct tok *t = NULL;
+	const char *msg;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	assert_int_equal(run(UTIL " --init-token --free --label t1 --so-pin 1234 --pin " PIN), 0);
+	memset(&u, 0, sizeof(u));
+	u.token = "t1";
+	cap_begin();
+	assert_int_equal(tok_open(SOFTHSM, &u, &t), P11E_ERR_TOKEN);
+	msg = cap_end();
+	assert_non_null(strstr(msg, "2 tokens match pkcs11:token=t1: 't1' (serial "));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_open_errors),   cmocka_unit_test(test_login_wrong_pin),
+	    cmocka_unit_test(test_rsa_key),       cmocka_unit_test(test_spy_counts),
+	    cmocka_unit_test(test_ec_keys),       cmocka_unit_test(test_cms),
+	    cmocka_unit_test(test_certs),         cmocka_unit_test(test_pkcs11_tool),
+	    cmocka_unit_test(test_keygen_errors), cmocka_unit_test(test_ambiguous),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,66 @@
+/*
+ * p11int.h: what the files of tokens/ share about a struct tok. Private to
+ * tokens/: nothing else includes it.
+ *
+ * pkcs11.c  module loading, token selection, login, close
+ * p11util.c CK_RV names, attribute reads, object searches
+ * p11key.c  key generation, key lookup, public keys, key ids, object URIs
+ * p11cert.c certificate objects
+ * p11evp.c  the EVP_PKEY bridge (libp11) for private key operations
+ */
+#ifndef P11E_P11INT_H
+#define P11E_P11INT_H
+
+#include <stddef.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "tok.h"
+
+struct tok_evp; /* libp11 state, p11evp.c */
+
+struct tok {
+	char *module_path;
+	void *dl; /* our dlopen handle */
+	CK_FUNCTION_LIST_PTR f;
+	int initialized; /* our C_Initialize returned CKR_OK: we finalize */
+	CK_SESSION_HANDLE session;
+	int has_session;
+	int login_tried; /* C_Login was called (never twice) */
+	int logged_in;
+	struct tok_info info;
+	struct tok_evp *evp; /* NULL until tok_key_evp */
+};
+
+/* "CKR_PIN_INCORRECT", or "CKR_0x..." for an unknown value; never NULL. */
+const char *tok_rv_name(CK_RV rv);
+
+/*
+ * Reads one attribute of object h into a malloc'ed buffer (*val, *len; a
+ * zero-length value gives a non-NULL buffer). Logs nothing; returns the CK_RV
+ * (CKR_OK on success) so that callers choose their message.
+ */
+CK_RV tok_attr_get(struct tok *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, unsigned char **val,
+                   size_t *len);
+
+/* Reads a CK_ULONG attribute. */
+CK_RV tok_attr_ulong(struct tok *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *val);
+
+/*
+ * All objects matching the template, ascending by handle. *out (malloc'ed,
+ * NULL when none) and *n are set on success. Errors logged, naming what (e.g.
+ * "public keys").
+ */
+int tok_find_objects(struct tok *t, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl, const char *what,
+                     CK_OBJECT_HANDLE **out, size_t *n);
+
+/* Destroys object h; logs a warning on failure. */
+void tok_destroy_object(struct tok *t, CK_OBJECT_HANDLE h, const char *what);
+
+/*
+ * Releases the libp11 state. Returns 1 when that finalized the module
+ * (PKCS11_CTX_unload calls C_Finalize), 0 when there was none.
+ */
+int tok_evp_unload(struct tok *t);
+
+#endif

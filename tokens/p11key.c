@@ -1,0 +1,567 @@
+/*
+ * p11key.c: key pairs on the token: generation with an explicit
+ * non-exportable template, lookup by label, public keys read back into
+ * EVP_PKEYs, the CKA_ID derived from the public key, protection attributes
+ * and object URIs.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "conf.h"
+#include "err.h"
+#include "log.h"
+#include "p11int.h"
+
+/* A public key from OSSL_PARAMs (RSA n/e or EC group/point). */
+static int
+pub_fromdata(const char *alg, OSSL_PARAM_BLD *bld, EVP_PKEY **out)
+{
+	int r = P11E_ERR_INTERNAL;
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pkey = NULL;
+
+	if ((params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, alg, NULL)) == NULL ||
+	    EVP_PKEY_fromdata_init(ctx) <= 0 ||
+	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+		goto out;
+	*out = pkey;
+	pkey = NULL;
+	r = 0;
+out:
+	EVP_PKEY_free(pkey);
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	return r;
+}
+
+static int
+rsa_pub(const unsigned char *n, size_t nlen, const unsigned char *e, size_t elen, EVP_PKEY **out)
+{
+	int r = P11E_ERR_INTERNAL;
+	OSSL_PARAM_BLD *bld = NULL;
+	BIGNUM *bn = NULL, *be = NULL;
+
+	if ((bld = OSSL_PARAM_BLD_new()) == NULL || (bn = BN_bin2bn(n, (int)nlen, NULL)) == NULL ||
+	    (be = BN_bin2bn(e, (int)elen, NULL)) == NULL ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be))
+		goto out;
+	r = pub_fromdata("RSA", bld, out);
+out:
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(bn);
+	BN_free(be);
+	return r;
+}
+
+static int
+ec_pub_point(const char *group, const unsigned char *pt, size_t ptlen, EVP_PKEY **out)
+{
+	int r = P11E_ERR_INTERNAL;
+	OSSL_PARAM_BLD *bld = NULL;
+
+	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
+	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen))
+		goto out;
+	r = pub_fromdata("EC", bld, out);
+out:
+	OSSL_PARAM_BLD_free(bld);
+	return r;
+}
+
+/*
+ * CKA_EC_POINT is a DER OCTET STRING around the point (PKCS#11 2.40; SoftHSM)
+ * or, on some tokens, the raw point: try the wrapped form, then the raw one.
+ * OpenSSL rejects a point that is not on the curve, so a raw point whose
+ * bytes happen to parse as DER is not mistaken for a wrapped one.
+ */
+static int
+ec_pub(const unsigned char *params, size_t plen, const unsigned char *point, size_t ptlen,
+       EVP_PKEY **out)
+{
+	int r = P11E_ERR_INTERNAL;
+	ASN1_OBJECT *oid = NULL;
+	ASN1_OCTET_STRING *os = NULL;
+	const unsigned char *p;
+	const char *group;
+	int nid;
+
+	p = params;
+	if ((oid = d2i_ASN1_OBJECT(NULL, &p, (long)plen)) == NULL || p != params + plen ||
+	    (nid = OBJ_obj2nid(oid)) == NID_undef || (group = OBJ_nid2sn(nid)) == NULL) {
+		r = P11E_ERR_MALFORMED;
+		goto out;
+	}
+	p = point;
+	os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)ptlen);
+	if (os != NULL && p == point + ptlen &&
+	    ec_pub_point(group, ASN1_STRING_get0_data(os), (size_t)ASN1_STRING_length(os), out) ==
+	        0) {
+		r = 0;
+		goto out;
+	}
+	ERR_clear_error();
+	r = ec_pub_point(group, point, ptlen, out) == 0 ? 0 : P11E_ERR_MALFORMED;
+out:
+	ASN1_OBJECT_free(oid);
+	ASN1_OCTET_STRING_free(os);
+	return r;
+}
+
+/* Reads the public key object h (CKK_RSA or CKK_EC) into *out. */
+static int
+read_pub(struct tok *t, CK_OBJECT_HANDLE h, CK_KEY_TYPE kt, EVP_PKEY **out)
+{
+	int r = P11E_ERR_INTERNAL;
+	unsigned char *a = NULL, *b = NULL;
+	size_t alen = 0, blen = 0;
+	CK_RV rv;
+
+	if (kt == CKK_RSA) {
+		if ((rv = tok_attr_get(t, h, CKA_MODULUS, &a, &alen)) != CKR_OK ||
+		    (rv = tok_attr_get(t, h, CKA_PUBLIC_EXPONENT, &b, &blen)) != CKR_OK)
+			goto fail;
+		r = rsa_pub(a, alen, b, blen, out);
+	} else {
+		if ((rv = tok_attr_get(t, h, CKA_EC_PARAMS, &a, &alen)) != CKR_OK ||
+		    (rv = tok_attr_get(t, h, CKA_EC_POINT, &b, &blen)) != CKR_OK)
+			goto fail;
+		r = ec_pub(a, alen, b, blen, out);
+	}
+	if (r != 0) {
+		log_openssl(LOG_LVL_ERROR, "public key object on token '%s' is not a usable %s key",
+		            t->info.label, kt == CKK_RSA ? "RSA" : "EC");
+		r = P11E_ERR_TOKEN;
+	}
+	goto out;
+fail:
+	log_error("reading the public key on token '%s' failed: %s", t->info.label,
+	          tok_rv_name(rv));
+	r = P11E_ERR_TOKEN;
+out:
+	free(a);
+	free(b);
+	return r;
+}
+
+/* SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 4.2.1.2 (1)). */
+int
+tok_key_id_for(EVP_PKEY *pub, unsigned char id[20])
+{
+	int r = P11E_ERR_INTERNAL;
+	X509_PUBKEY *xpk = NULL;
+	const unsigned char *pk = NULL;
+	int pklen = 0;
+
+	if (pub == NULL || X509_PUBKEY_set(&xpk, pub) != 1 ||
+	    X509_PUBKEY_get0_param(NULL, &pk, &pklen, NULL, xpk) != 1 || pklen <= 0) {
+		log_openssl(LOG_LVL_ERROR, "cannot encode the public key");
+		goto out;
+	}
+	if (SHA1(pk, (size_t)pklen, id) == NULL)
+		goto out;
+	r = 0;
+out:
+	X509_PUBKEY_free(xpk);
+	return r;
+}
+
+static int
+curve_of(const struct tok_keyspec *spec)
+{
+	if (spec->curve != 0)
+		return spec->curve;
+	switch (spec->bits) {
+	case 256:
+		return NID_X9_62_prime256v1;
+	case 384:
+		return NID_secp384r1;
+	case 521:
+		return NID_secp521r1;
+	}
+	return NID_undef;
+}
+
+static long
+ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (t1.tv_sec - t0->tv_sec) * 1000L + (t1.tv_nsec - t0->tv_nsec) / 1000000L;
+}
+
+static void
+log_keygen_error(struct tok *t, const char *what, CK_MECHANISM_TYPE mech, int bits, CK_RV rv)
+{
+	CK_MECHANISM_INFO mi;
+	char range[80] = "";
+
+	if (t->f->C_GetMechanismInfo(t->info.slot_id, mech, &mi) != CKR_OK)
+		snprintf(range, sizeof(range), " (the token does not list %s key generation)",
+		         mech == CKM_RSA_PKCS_KEY_PAIR_GEN ? "RSA" : "EC");
+	else if (bits > 0 && ((CK_ULONG)bits < mi.ulMinKeySize || (CK_ULONG)bits > mi.ulMaxKeySize))
+		snprintf(range, sizeof(range), " (the token generates %lu to %lu bits)",
+		         (unsigned long)mi.ulMinKeySize, (unsigned long)mi.ulMaxKeySize);
+	log_error("C_GenerateKeyPair (%s) on token '%s' failed: %s%s; check [key] type", what,
+	          t->info.label, tok_rv_name(rv), range);
+}
+
+static void
+add(CK_ATTRIBUTE *tmpl, CK_ULONG *n, CK_ATTRIBUTE_TYPE type, void *value, size_t len)
+{
+	tmpl[*n].type = type;
+	tmpl[*n].pValue = value;
+	tmpl[*n].ulValueLen = (CK_ULONG)len;
+	(*n)++;
+}
+
+static int
+set_id(struct tok *t, CK_OBJECT_HANDLE h, const unsigned char *id, size_t len)
+{
+	CK_ATTRIBUTE a = {CKA_ID, (void *)id, (CK_ULONG)len};
+	CK_RV rv;
+
+	if ((rv = t->f->C_SetAttributeValue(t->session, h, &a, 1)) != CKR_OK) {
+		log_error("C_SetAttributeValue(CKA_ID) on token '%s' failed: %s", t->info.label,
+		          tok_rv_name(rv));
+		return P11E_ERR_TOKEN;
+	}
+	return 0;
+}
+
+/*
+ * The key pair gets a random temporary CKA_ID, then the SHA-1 one once the
+ * public key is known. Any failure after C_GenerateKeyPair destroys both
+ * objects.
+ */
+int
+tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *label,
+                 struct tok_key **out)
+{
+	int r = P11E_ERR_INTERNAL;
+	CK_OBJECT_CLASS pubc = CKO_PUBLIC_KEY, privc = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE kt = CKK_RSA;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ULONG bits = 0;
+	CK_BYTE e65537[] = {0x01, 0x00, 0x01};
+	CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+	CK_OBJECT_HANDLE hpub = CK_INVALID_HANDLE, hpriv = CK_INVALID_HANDLE;
+	CK_ATTRIBUTE pubt[10], privt[10];
+	CK_ULONG npub = 0, npriv = 0;
+	CK_RV rv;
+	unsigned char tmpid[16], *ecparams = NULL, *p;
+	int eclen = 0, nid = NID_undef;
+	char what[32];
+	struct tok_key *k = NULL;
+	struct timespec t0;
+
+	if (t == NULL || spec == NULL || label == NULL || out == NULL)
+		goto out;
+	if (spec->type == CONF_KEY_RSA) {
+		if (spec->bits < 1024) {
+			log_error("RSA key size %d is too small", spec->bits);
+			r = P11E_ERR_CONFIG;
+			goto out;
+		}
+		kt = CKK_RSA;
+		bits = (CK_ULONG)spec->bits;
+		snprintf(what, sizeof(what), "RSA-%d", spec->bits);
+	} else if (spec->type == CONF_KEY_EC) {
+		kt = CKK_EC;
+		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+		if ((nid = curve_of(spec)) == NID_undef ||
+		    (eclen = i2d_ASN1_OBJECT(OBJ_nid2obj(nid), NULL)) <= 0) {
+			log_error("no EC curve for %d bits; check [key] type", spec->bits);
+			r = P11E_ERR_CONFIG;
+			goto out;
+		}
+		if ((p = ecparams = malloc((size_t)eclen)) == NULL) {
+			r = P11E_ERR_ALLOC;
+			goto out;
+		}
+		i2d_ASN1_OBJECT(OBJ_nid2obj(nid), &p);
+		snprintf(what, sizeof(what), "EC %s", OBJ_nid2sn(nid));
+	} else {
+		goto out;
+	}
+	if (RAND_bytes(tmpid, sizeof(tmpid)) != 1)
+		goto out;
+
+	add(pubt, &npub, CKA_CLASS, &pubc, sizeof(pubc));
+	add(pubt, &npub, CKA_KEY_TYPE, &kt, sizeof(kt));
+	add(pubt, &npub, CKA_TOKEN, &yes, sizeof(yes));
+	add(pubt, &npub, CKA_PRIVATE, &no, sizeof(no));
+	add(pubt, &npub, CKA_VERIFY, &yes, sizeof(yes));
+	add(pubt, &npub, CKA_LABEL, (void *)label, strlen(label));
+	add(pubt, &npub, CKA_ID, tmpid, sizeof(tmpid));
+	add(privt, &npriv, CKA_CLASS, &privc, sizeof(privc));
+	add(privt, &npriv, CKA_KEY_TYPE, &kt, sizeof(kt));
+	add(privt, &npriv, CKA_TOKEN, &yes, sizeof(yes));
+	add(privt, &npriv, CKA_PRIVATE, &yes, sizeof(yes));
+	add(privt, &npriv, CKA_SENSITIVE, &yes, sizeof(yes));
+	add(privt, &npriv, CKA_EXTRACTABLE, &no, sizeof(no));
+	add(privt, &npriv, CKA_SIGN, &yes, sizeof(yes));
+	add(privt, &npriv, CKA_LABEL, (void *)label, strlen(label));
+	add(privt, &npriv, CKA_ID, tmpid, sizeof(tmpid));
+	if (kt == CKK_RSA) {
+		add(pubt, &npub, CKA_ENCRYPT, &yes, sizeof(yes));
+		add(pubt, &npub, CKA_MODULUS_BITS, &bits, sizeof(bits));
+		add(pubt, &npub, CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537));
+		add(privt, &npriv, CKA_DECRYPT, &yes, sizeof(yes));
+	} else {
+		add(pubt, &npub, CKA_EC_PARAMS, ecparams, eclen);
+	}
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rv = t->f->C_GenerateKeyPair(t->session, &mech, pubt, npub, privt, npriv, &hpub, &hpriv);
+	if (rv != CKR_OK) {
+		log_keygen_error(t, what, mech.mechanism, kt == CKK_RSA ? spec->bits : 0, rv);
+		hpub = hpriv = CK_INVALID_HANDLE;
+		r = P11E_ERR_TOKEN;
+		goto out;
+	}
+	log_debug("generated %s key pair on token '%s' in %ld ms", what, t->info.label,
+	          ms_since(&t0));
+
+	if ((k = calloc(1, sizeof(*k))) == NULL || (k->label = strdup(label)) == NULL) {
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	k->type = kt == CKK_RSA ? CONF_KEY_RSA : CONF_KEY_EC;
+	if ((r = read_pub(t, hpub, kt, &k->pub)) != 0 || (r = tok_key_id_for(k->pub, k->id)) != 0)
+		goto out;
+	k->id_len = 20;
+	if ((r = set_id(t, hpub, k->id, k->id_len)) != 0 ||
+	    (r = set_id(t, hpriv, k->id, k->id_len)) != 0)
+		goto out;
+	k->pub_handle = hpub;
+	k->priv_handle = hpriv;
+	*out = k;
+	k = NULL;
+	hpub = hpriv = CK_INVALID_HANDLE;
+	r = 0;
+out:
+	if (hpriv != CK_INVALID_HANDLE)
+		tok_destroy_object(t, hpriv, "the new private key");
+	if (hpub != CK_INVALID_HANDLE)
+		tok_destroy_object(t, hpub, "the new public key");
+	tok_key_free(k);
+	free(ecparams);
+	return r;
+}
+
+/*
+ * The key pair whose public key object is h; *out stays NULL (and 0 is
+ * returned) for a key this program cannot use.
+ */
+static int
+load_key(struct tok *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **out)
+{
+	int r = P11E_ERR_INTERNAL;
+	struct tok_key *k = NULL;
+	unsigned char *id = NULL;
+	size_t idlen = 0, npriv = 0;
+	CK_KEY_TYPE kt = 0;
+	CK_OBJECT_CLASS privc = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE tmpl[3];
+	CK_OBJECT_HANDLE *priv = NULL;
+	CK_RV rv;
+
+	if ((rv = tok_attr_ulong(t, h, CKA_KEY_TYPE, &kt)) != CKR_OK ||
+	    (rv = tok_attr_get(t, h, CKA_ID, &id, &idlen)) != CKR_OK) {
+		log_error("reading key '%s' on token '%s' failed: %s", label, t->info.label,
+		          tok_rv_name(rv));
+		r = P11E_ERR_TOKEN;
+		goto out;
+	}
+	if ((kt != CKK_RSA && kt != CKK_EC) || idlen > sizeof(k->id)) {
+		log_warn("ignoring public key object '%s' on token '%s': %s", label, t->info.label,
+		         idlen > sizeof(k->id) ? "CKA_ID too long" : "neither RSA nor EC");
+		r = 0;
+		goto out;
+	}
+	if ((k = calloc(1, sizeof(*k))) == NULL || (k->label = strdup(label)) == NULL) {
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	memcpy(k->id, id, idlen);
+	k->id_len = idlen;
+	k->type = kt == CKK_RSA ? CONF_KEY_RSA : CONF_KEY_EC;
+	k->pub_handle = h;
+	if ((r = read_pub(t, h, kt, &k->pub)) != 0)
+		goto out;
+	tmpl[0] = (CK_ATTRIBUTE){CKA_CLASS, &privc, sizeof(privc)};
+	tmpl[1] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &kt, sizeof(kt)};
+	tmpl[2] = (CK_ATTRIBUTE){CKA_ID, id, (CK_ULONG)idlen};
+	if ((r = tok_find_objects(t, tmpl, 3, "private keys", &priv, &npriv)) != 0)
+		goto out;
+	if (npriv > 1)
+		log_warn("token '%s' has %zu private keys with the CKA_ID of key '%s'; "
+		         "using the first",
+		         t->info.label, npriv, label);
+	k->priv_handle = npriv > 0 ? priv[0] : 0;
+	*out = k;
+	k = NULL;
+	r = 0;
+out:
+	tok_key_free(k);
+	free(id);
+	free(priv);
+	return r;
+}
+
+/* Public keys labelled label, in handle order, each with its private key. */
+int
+tok_find_keys(struct tok *t, const char *label, struct tok_key ***keys, size_t *n)
+{
+	int r = P11E_ERR_INTERNAL;
+	CK_OBJECT_CLASS pubc = CKO_PUBLIC_KEY;
+	CK_ATTRIBUTE tmpl[2];
+	CK_OBJECT_HANDLE *hs = NULL;
+	size_t nh = 0, i, count = 0;
+	struct tok_key **ks = NULL, *k;
+
+	if (t == NULL || label == NULL || keys == NULL || n == NULL)
+		goto out;
+	tmpl[0] = (CK_ATTRIBUTE){CKA_CLASS, &pubc, sizeof(pubc)};
+	tmpl[1] = (CK_ATTRIBUTE){CKA_LABEL, (void *)label, (CK_ULONG)strlen(label)};
+	if ((r = tok_find_objects(t, tmpl, 2, "public keys", &hs, &nh)) != 0)
+		goto out;
+	if (nh > 0 && (ks = calloc(nh, sizeof(*ks))) == NULL) {
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	for (i = 0; i < nh; i++) {
+		k = NULL;
+		if ((r = load_key(t, hs[i], label, &k)) != 0)
+			goto out;
+		if (k != NULL)
+			ks[count++] = k;
+	}
+	if (count == 0) {
+		free(ks);
+		ks = NULL;
+	}
+	*keys = ks;
+	*n = count;
+	ks = NULL;
+	count = 0;
+	r = 0;
+out:
+	tok_keys_free(ks, count);
+	free(hs);
+	return r;
+}
+
+void
+tok_key_free(struct tok_key *k)
+{
+	if (k == NULL)
+		return;
+	free(k->label);
+	EVP_PKEY_free(k->pub);
+	free(k);
+}
+
+void
+tok_keys_free(struct tok_key **keys, size_t n)
+{
+	size_t i;
+
+	if (keys == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		tok_key_free(keys[i]);
+	free(keys);
+}
+
+/* Attributes the token does not report come back as -1. */
+int
+tok_key_attrs(struct tok *t, const struct tok_key *k, struct tok_key_attrs *out)
+{
+	int r = P11E_ERR_INTERNAL;
+	CK_BBOOL v[7] = {0};
+	CK_ATTRIBUTE a[7] = {
+	    {CKA_SENSITIVE, &v[0], 1},   {CKA_ALWAYS_SENSITIVE, &v[1], 1},
+	    {CKA_EXTRACTABLE, &v[2], 1}, {CKA_NEVER_EXTRACTABLE, &v[3], 1},
+	    {CKA_LOCAL, &v[4], 1},       {CKA_TOKEN, &v[5], 1},
+	    {CKA_PRIVATE, &v[6], 1},
+	};
+	int res[7];
+	size_t i;
+	CK_RV rv;
+
+	if (t == NULL || k == NULL || out == NULL)
+		goto out;
+	if (k->priv_handle == 0) {
+		log_error("private key '%s' is not visible on token '%s' (not logged in?)",
+		          k->label, t->info.label);
+		r = P11E_ERR_TOKEN;
+		goto out;
+	}
+	rv = t->f->C_GetAttributeValue(t->session, k->priv_handle, a, 7);
+	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) {
+		log_error("reading the attributes of private key '%s' on token '%s' failed: %s",
+		          k->label, t->info.label, tok_rv_name(rv));
+		r = P11E_ERR_TOKEN;
+		goto out;
+	}
+	for (i = 0; i < 7; i++)
+		res[i] = a[i].ulValueLen == 1 ? v[i] != CK_FALSE : -1;
+	out->sensitive = res[0];
+	out->always_sensitive = res[1];
+	out->extractable = res[2];
+	out->never_extractable = res[3];
+	out->local = res[4];
+	out->priv_token = res[5];
+	out->priv_private = res[6];
+	r = 0;
+out:
+	return r;
+}
+
+/* The URI names the token by every field it has, and the object. */
+int
+tok_object_uri(const struct tok *t, const struct tok_key *k, const char *type, char **out)
+{
+	int r = P11E_ERR_INTERNAL;
+	struct tok_info info;
+	struct tok_uri u;
+	unsigned char id[sizeof(k->id)];
+	char ty[16];
+
+	if (t == NULL || k == NULL || type == NULL || out == NULL || strlen(type) >= sizeof(ty) ||
+	    (strcmp(type, "private") != 0 && strcmp(type, "public") != 0 &&
+	     strcmp(type, "cert") != 0))
+		goto out;
+	info = t->info;
+	memcpy(id, k->id, k->id_len);
+	strcpy(ty, type);
+	memset(&u, 0, sizeof(u));
+	u.token = info.label[0] ? info.label : NULL;
+	u.manufacturer = info.manufacturer[0] ? info.manufacturer : NULL;
+	u.serial = info.serial[0] ? info.serial : NULL;
+	u.model = info.model[0] ? info.model : NULL;
+	u.object = k->label;
+	u.id = k->id_len > 0 ? id : NULL;
+	u.id_len = k->id_len;
+	u.type = ty;
+	r = tok_uri_format(&u, out);
+out:
+	return r;
+}
