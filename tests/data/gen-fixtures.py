@@ -1,0 +1,253 @@
+#!/usr/bin/python3
+"""Regenerate the SCEP test fixtures in this directory.
+
+    /usr/bin/python3 tests/data/gen-fixtures.py [OUTDIR]
+
+Uses only asn1crypto + cryptography (through tests/doubles/scepmsg.py), never
+p11enroll's code or the openssl CLI.  Keys are fresh on every run, so every
+DER changes; nonces, transaction ID derivation, content keys, IVs and the
+garbage fixture come from a seeded RNG.  The values tests need are written to
+fixtures.txt.
+"""
+
+import datetime
+import hashlib
+import os
+import random
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "doubles"))
+
+import scepmsg  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+
+NOT_BEFORE = datetime.datetime(2020, 1, 1, 0, 0, 0)
+NOT_AFTER = datetime.datetime(2049, 12, 31, 23, 59, 59)
+CHALLENGE = "secret"
+CLIENT_CN = "client.example.com"
+
+OUT = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else HERE
+rng = random.Random(8894)
+_serial = [0x1000]
+
+
+def next_serial():
+    _serial[0] += 1
+    return _serial[0]
+
+
+def write(name, data):
+    mode = "w" if isinstance(data, str) else "wb"
+    kw = {"newline": ""} if mode == "w" else {}
+    with open(os.path.join(OUT, name), mode, **kw) as f:
+        f.write(data)
+
+
+def newkey():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def write_key(name, key):
+    write(name, key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
+
+def der(cert):
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def name(cn):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+KU_NONE = dict(digital_signature=False, content_commitment=False, key_encipherment=False,
+               data_encipherment=False, key_agreement=False, key_cert_sign=False,
+               crl_sign=False, encipher_only=False, decipher_only=False)
+
+
+def make_cert(cn, key, issuer_cert=None, issuer_key=None, ca=False, ku=None,
+              eku=None, digest=hashes.SHA256):
+    """ku: None -> no keyUsage extension; else dict of KeyUsage flags set True."""
+    pub = key.public_key()
+    b = (x509.CertificateBuilder()
+         .subject_name(name(cn))
+         .issuer_name(issuer_cert.subject if issuer_cert else name(cn))
+         .public_key(pub)
+         .serial_number(next_serial())
+         .not_valid_before(NOT_BEFORE)
+         .not_valid_after(NOT_AFTER)
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False))
+    if ca:
+        b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    if ku is not None:
+        flags = dict(KU_NONE)
+        flags.update({k: True for k in ku})
+        b = b.add_extension(x509.KeyUsage(**flags), critical=True)
+    if eku:
+        b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    if issuer_cert is not None:
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer_cert.public_key()), critical=False)
+    return b.sign(issuer_key if issuer_key is not None else key, digest())
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+
+    # --- CA and RA certificates ------------------------------------------
+    ca_key = newkey()
+    ca = make_cert("Test SCEP CA", ca_key, ca=True, ku=["key_cert_sign", "crl_sign"])
+    write("ca.der", der(ca))
+    write_key("ca.key.pem", ca_key)
+
+    ra_sign_key = newkey()
+    ra_sign = make_cert("Test RA Sign", ra_sign_key, ca, ca_key, ku=["digital_signature"])
+    write("ra-sign.der", der(ra_sign))
+    write_key("ra-sign.key.pem", ra_sign_key)
+
+    ra_enc_key = newkey()
+    ra_enc = make_cert("Test RA Enc", ra_enc_key, ca, ca_key, ku=["key_encipherment"])
+    write("ra-enc.der", der(ra_enc))
+    write_key("ra-enc.key.pem", ra_enc_key)
+
+    ra_both_key = newkey()
+    ra_both = make_cert("Test RA Both", ra_both_key, ca, ca_key, ku=None)
+    write("ra-both.der", der(ra_both))
+    write_key("ra-both.key.pem", ra_both_key)
+
+    # separate hierarchy: root -> intermediate -> RA (no keyUsage)
+    root_key = newkey()
+    root = make_cert("Test Root CA", root_key, ca=True, ku=["key_cert_sign", "crl_sign"])
+    write("root.der", der(root))
+    write_key("root.key.pem", root_key)
+    int_key = newkey()
+    inter = make_cert("Test Intermediate CA", int_key, root, root_key, ca=True,
+                      ku=["key_cert_sign", "crl_sign"])
+    write("intermediate.der", der(inter))
+    write_key("intermediate.key.pem", int_key)
+    ra_int_key = newkey()
+    ra_int = make_cert("Test RA Intermediate", ra_int_key, inter, int_key, ku=None)
+    write("ra-int.der", der(ra_int))
+    write_key("ra-int.key.pem", ra_int_key)
+
+    # --- GetCACert responses ----------------------------------------------
+    write("getcacert-ca-only.der", der(ca))
+    write("getcacert-ra.p7", scepmsg.degenerate_certs([ca, ra_sign, ra_enc]))
+    write("getcacert-ra-reversed.p7", scepmsg.degenerate_certs([ra_enc, ca, ra_sign]))
+    write("getcacert-ra-both.p7", scepmsg.degenerate_certs([ca, ra_both]))
+    write("getcacert-intermediate.p7", scepmsg.degenerate_certs([ra_int, inter, root]))
+
+    # --- GetCACaps bodies -------------------------------------------------
+    write("caps-scepserver.txt",
+          "Renewal\nSHA-1\nSHA-256\nAES\nDES3\nSCEPStandard\nPOSTPKIOperation")
+    write("caps-mixed.txt", "postpkioperation\r\nsha-256\r\nUnknownThing\r\n\r\naes\r\n")
+    write("caps-empty.txt", "")
+    write("caps-des3-only.txt", "DES3\nSHA-1\n")
+
+    # --- client side ------------------------------------------------------
+    client_key = newkey()
+    write_key("client.key.pem", client_key)
+    client_ss = make_cert(CLIENT_CN, client_key,
+                          ku=["digital_signature", "key_encipherment"])
+    write("client-selfsigned.der", der(client_ss))
+    issued = make_cert(CLIENT_CN, client_key, ca, ca_key,
+                       ku=["digital_signature", "key_encipherment"],
+                       eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    write("issued.der", der(issued))
+    issued_int = make_cert(CLIENT_CN, client_key, inter, int_key,
+                           ku=["digital_signature", "key_encipherment"],
+                           eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    write("issued-int.der", der(issued_int))
+    other_key = newkey()
+    write_key("other.key.pem", other_key)
+    issued_other = make_cert(CLIENT_CN, other_key, ca, ca_key,
+                             ku=["digital_signature", "key_encipherment"],
+                             eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    write("issued-other-key.der", der(issued_other))
+    rogue_key = newkey()
+    write_key("rogue.key.pem", rogue_key)
+    rogue = make_cert("Test Rogue RA", rogue_key, ku=None)
+    write("rogue.der", der(rogue))
+
+    client_spki = client_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    txid = hashlib.sha256(client_spki).hexdigest().upper()  # 64 hex chars
+    nonce = bytes(rng.getrandbits(8) for _ in range(16))
+
+    csr = scepmsg.csr(client_key, CLIENT_CN, challenge=CHALLENGE)
+    write("client.csr.der", csr)
+    write("pkcsreq.der", scepmsg.pkcsreq(client_ss, client_key, ra_enc, csr, txid,
+                                         sender_nonce=nonce, rng=rng))
+
+    def fp(c, h):
+        return hashlib.new(h, der(c)).hexdigest().upper()
+
+    write("fixtures.txt", "".join("%s=%s\n" % kv for kv in [
+        ("TXID", txid),
+        ("NONCE", nonce.hex().upper()),
+        ("CHALLENGE", CHALLENGE),
+        ("CA_SHA256", fp(ca, "sha256")),
+        ("CA_SHA1", fp(ca, "sha1")),
+        ("ROOT_SHA256", fp(root, "sha256")),
+        ("INTERMEDIATE_SHA256", fp(inter, "sha256")),
+        ("ISSUED_SERIAL", "%X" % issued.serial_number),
+    ]))
+
+    # --- CertReps -----------------------------------------------------------
+    def rep(fname, status=scepmsg.STATUS_SUCCESS, signer=(ra_sign, ra_sign_key),
+            certs=(issued, ca), **kw):
+        args = dict(txid=txid, recipient_nonce=nonce, sender_nonce=None,
+                    status=status, issued_certs=list(certs), recipient_cert=client_ss,
+                    rng=rng)
+        args.update(kw)
+        data = scepmsg.certrep(signer[0], signer[1], **args)
+        write(fname, data)
+        return data
+
+    success = rep("certrep-success.der")
+    rep("certrep-success-des3.der", cipher="des3")
+    rep("certrep-success-des.der", cipher="des")
+    rep("certrep-success-sha1-by-ca.der", signer=(ca, ca_key), digest="sha1",
+        include_signer_cert=False, certs=[issued])
+    # exactly what the Debian scepserver sends: CA-signed, SHA-1, DES, issued cert only
+    rep("certrep-scepserver.der", signer=(ca, ca_key), digest="sha1", cipher="des",
+        include_signer_cert=False, certs=[issued])
+    rep("certrep-success-no-signer-cert.der", include_signer_cert=False)
+    rep("certrep-success-intermediate.der", signer=(ra_int, ra_int_key),
+        certs=[issued_int, inter])
+    rep("certrep-failure.der", status=scepmsg.STATUS_FAILURE,
+        fail_info=scepmsg.FAIL_BAD_REQUEST)
+    rep("certrep-failure-badcertid.der", status=scepmsg.STATUS_FAILURE,
+        fail_info=scepmsg.FAIL_BAD_CERT_ID)
+    rep("certrep-failure-empty-content.der", status=scepmsg.STATUS_FAILURE,
+        fail_info=scepmsg.FAIL_BAD_REQUEST, empty_content=True)
+    rep("certrep-pending.der", status=scepmsg.STATUS_PENDING)
+    rep("certrep-wrong-nonce.der", recipient_nonce=nonce[:-1] + bytes([nonce[-1] ^ 0x01]))
+    rep("certrep-no-recipient-nonce.der", recipient_nonce=None)
+    rep("certrep-txid-prefix.der", txid=txid[:-8])
+    rep("certrep-txid-longer.der", txid=txid + "00")
+
+    def flip_mid(b):
+        i = len(b) // 2
+        return b[:i] + bytes([b[i] ^ 0x01]) + b[i + 1:]
+
+    def flip_last(b):
+        return b[:-1] + bytes([b[-1] ^ 0x01])
+
+    rep("certrep-bad-signature.der", tamper={"signature": flip_mid})
+    rep("certrep-bad-digest.der", tamper={"content": flip_last})
+    rep("certrep-rogue-signer.der", signer=(rogue, rogue_key))
+    rep("certrep-wrong-key.der", certs=[issued_other])
+    write("certrep-truncated.der", success[:len(success) * 6 // 10])
+    write("certrep-garbage.der", bytes(rng.getrandbits(8) for _ in range(200)))
+    rep("certrep-bad-msgtype.der", message_type=scepmsg.MSG_PKCSREQ)
+    rep("certrep-success-no-certs.der", certs=[])
+
+
+if __name__ == "__main__":
+    main()

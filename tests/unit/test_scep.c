@@ -1,0 +1,510 @@
+/*
+ * test_scep.c: the SCEP core against fixtures made by an independent
+ * generator (tests/data/gen-fixtures.py: Python, asn1crypto + cryptography).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <openssl/cms.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "err.h"
+#include "log.h"
+#include "scep.h"
+
+static char txid[128];
+static unsigned char nonce[16];
+
+static unsigned char *
+load(const char *name, size_t *len)
+{
+	char path[512];
+	const char *dir = getenv("P11E_TEST_DATA");
+	FILE *f;
+	unsigned char *buf;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir ? dir : "tests/data", name);
+	f = fopen(path, "rb");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
+static X509 *
+load_cert(const char *name)
+{
+	size_t len;
+	unsigned char *d = load(name, &len);
+	const unsigned char *p = d;
+	X509 *x = d2i_X509(NULL, &p, (long)len);
+
+	assert_non_null(x);
+	free(d);
+	return x;
+}
+
+static EVP_PKEY *
+load_key(const char *name)
+{
+	size_t len;
+	unsigned char *d = load(name, &len);
+	BIO *b = BIO_new_mem_buf(d, (int)len);
+	EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+
+	assert_non_null(k);
+	BIO_free(b);
+	free(d);
+	return k;
+}
+
+static int
+hexbyte(const char *s)
+{
+	unsigned v;
+	sscanf(s, "%2x", &v);
+	return (int)v;
+}
+
+static int
+setup(void **state)
+{
+	size_t len, i;
+	char *t = (char *)load("fixtures.txt", &len), *p;
+
+	(void)state;
+	t[len] = '\0';
+	p = strstr(t, "TXID=");
+	assert_non_null(p);
+	sscanf(p + 5, "%127s", txid);
+	p = strstr(t, "NONCE=");
+	assert_non_null(p);
+	for (i = 0; i < 16; i++)
+		nonce[i] = (unsigned char)hexbyte(p + 6 + 2 * i);
+	free(t);
+	log_set_level(getenv("P11E_TEST_VERBOSE") ? LOG_LVL_DEBUG : -1);
+	assert_int_equal(scep_init(), 0);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	scep_cleanup();
+	return 0;
+}
+
+/* GetCACaps */
+
+static unsigned
+caps_of(const char *name)
+{
+	size_t len;
+	unsigned char *d = load(name, &len);
+	unsigned c = scep_caps_parse(d, len);
+	free(d);
+	return c;
+}
+
+static void
+test_caps_scepserver(void **state)
+{
+	unsigned c = caps_of("caps-scepserver.txt");
+	(void)state;
+	assert_int_equal(c, SCEP_CAP_POST | SCEP_CAP_AES | SCEP_CAP_DES3 | SCEP_CAP_SHA1 |
+	                        SCEP_CAP_SHA256 | SCEP_CAP_RENEWAL | SCEP_CAP_STANDARD);
+}
+
+static void
+test_caps_mixed_case_crlf_unknown(void **state)
+{
+	unsigned c = caps_of("caps-mixed.txt");
+	(void)state;
+	assert_true(c & SCEP_CAP_POST);
+	assert_true(c & SCEP_CAP_SHA256);
+	assert_true(c & SCEP_CAP_AES);
+	assert_false(c & SCEP_CAP_DES3);
+	assert_false(c & SCEP_CAP_STANDARD);
+}
+
+static void
+test_caps_empty_and_des3(void **state)
+{
+	(void)state;
+	assert_int_equal(caps_of("caps-empty.txt"), 0);
+	assert_int_equal(caps_of("caps-des3-only.txt"), SCEP_CAP_DES3 | SCEP_CAP_SHA1);
+	assert_int_equal(scep_caps_parse((const unsigned char *)"POSTPKIOperationX\nAE", 20), 0);
+	assert_int_equal(scep_caps_parse((const unsigned char *)"SCEPStandard", 12),
+	                 SCEP_CAP_STANDARD | SCEP_CAP_AES | SCEP_CAP_POST | SCEP_CAP_SHA256);
+}
+
+/* GetCACert and RA selection */
+
+static struct scep_ca *
+ca_of(const char *name)
+{
+	size_t len;
+	unsigned char *d = load(name, &len);
+	struct scep_ca *ca = NULL;
+
+	assert_int_equal(scep_ca_parse(d, len, &ca), 0);
+	free(d);
+	return ca;
+}
+
+static void
+assert_subject(X509 *x, const char *file)
+{
+	X509 *want = load_cert(file);
+	assert_non_null(x);
+	assert_int_equal(X509_cmp(x, want), 0);
+	X509_free(want);
+}
+
+static void
+test_ca_only(void **state)
+{
+	struct scep_ca *ca = ca_of("getcacert-ca-only.der");
+	(void)state;
+	assert_int_equal(sk_X509_num(ca->certs), 1);
+	assert_subject(ca->ca, "ca.der");
+	assert_ptr_equal(ca->ra_enc, ca->ca);
+	assert_ptr_equal(ca->ra_sign, ca->ca);
+	scep_ca_free(ca);
+}
+
+static void
+test_ra_split(void **state)
+{
+	const char *bundles[] = {"getcacert-ra.p7", "getcacert-ra-reversed.p7"};
+	size_t i;
+	(void)state;
+	for (i = 0; i < 2; i++) {
+		struct scep_ca *ca = ca_of(bundles[i]);
+		assert_int_equal(sk_X509_num(ca->certs), 3);
+		assert_subject(ca->ca, "ca.der");
+		assert_subject(ca->ra_enc, "ra-enc.der");
+		assert_subject(ca->ra_sign, "ra-sign.der");
+		scep_ca_free(ca);
+	}
+}
+
+static void
+test_ra_both_and_intermediate(void **state)
+{
+	struct scep_ca *ca = ca_of("getcacert-ra-both.p7");
+	(void)state;
+	assert_subject(ca->ca, "ca.der");
+	assert_subject(ca->ra_enc, "ra-both.der");
+	assert_ptr_equal(ca->ra_enc, ca->ra_sign);
+	scep_ca_free(ca);
+
+	ca = ca_of("getcacert-intermediate.p7");
+	assert_subject(ca->ca, "root.der");
+	assert_subject(ca->ra_enc, "ra-int.der");
+	assert_ptr_equal(ca->ra_enc, ca->ra_sign);
+	scep_ca_free(ca);
+}
+
+static void
+test_cacert_garbage(void **state)
+{
+	struct scep_ca *ca = NULL;
+	size_t len;
+	unsigned char *d = load("certrep-garbage.der", &len);
+	(void)state;
+	assert_int_equal(scep_ca_parse(d, len, &ca), P11E_ERR_MALFORMED);
+	assert_null(ca);
+	assert_int_equal(scep_ca_parse(d, 0, &ca), P11E_ERR_MALFORMED);
+	free(d);
+}
+
+/* CertRep */
+
+static STACK_OF(X509) * trusted_ra(void)
+{
+	struct scep_ca *ca = ca_of("getcacert-ra.p7");
+	STACK_OF(X509) *s = ca->certs;
+	ca->certs = NULL;
+	scep_ca_free(ca);
+	return s;
+}
+
+static int
+parse(const char *name, struct scep_rep **rep)
+{
+	size_t len;
+	unsigned char *d = load(name, &len);
+	STACK_OF(X509) *tr = trusted_ra();
+	int r = scep_rep_parse(d, len, tr, txid, nonce, rep);
+	sk_X509_pop_free(tr, X509_free);
+	free(d);
+	return r;
+}
+
+static void
+decrypt_ok(struct scep_rep *rep, int want_weak)
+{
+	EVP_PKEY *key = load_key("client.key.pem"), *pub;
+	X509 *self = load_cert("client-selfsigned.der"), *ca = load_cert("ca.der"), *issued = NULL;
+	STACK_OF(X509) *certs = NULL, *chain = sk_X509_new_null();
+	int weak = -1;
+
+	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &weak), 0);
+	assert_int_equal(weak, want_weak);
+	pub = X509_get0_pubkey(self);
+	assert_int_equal(scep_pick_issued(certs, pub, ca, chain, &issued), 0);
+	assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(issued), pub), 1);
+	X509_free(issued);
+	sk_X509_pop_free(certs, X509_free);
+	sk_X509_free(chain);
+	X509_free(ca);
+	X509_free(self);
+	EVP_PKEY_free(key);
+}
+
+static void
+test_success_aes(void **state)
+{
+	struct scep_rep *rep = NULL;
+	(void)state;
+	assert_int_equal(parse("certrep-success.der", &rep), 0);
+	assert_int_equal(rep->status, SCEP_STATUS_SUCCESS);
+	assert_subject(rep->signer, "ra-sign.der");
+	decrypt_ok(rep, 0);
+	scep_rep_free(rep);
+}
+
+static void
+test_success_des3_and_des(void **state)
+{
+	struct scep_rep *rep = NULL;
+	(void)state;
+	assert_int_equal(parse("certrep-success-des3.der", &rep), 0);
+	decrypt_ok(rep, 0);
+	scep_rep_free(rep);
+	rep = NULL;
+	assert_int_equal(parse("certrep-success-des.der", &rep), 0);
+	decrypt_ok(rep, 1);
+	scep_rep_free(rep);
+}
+
+static void
+test_success_sha1_signed_by_ca(void **state)
+{
+	struct scep_rep *rep = NULL;
+	(void)state;
+	assert_int_equal(parse("certrep-success-sha1-by-ca.der", &rep), 0);
+	assert_subject(rep->signer, "ca.der");
+	assert_string_equal(rep->sig_md, "SHA1");
+	decrypt_ok(rep, 0);
+	scep_rep_free(rep);
+}
+
+static void
+test_failure_and_pending(void **state)
+{
+	struct scep_rep *rep = NULL;
+	(void)state;
+	assert_int_equal(parse("certrep-failure.der", &rep), 0);
+	assert_int_equal(rep->status, SCEP_STATUS_FAILURE);
+	assert_int_equal(rep->fail_info, 2);
+	assert_string_equal(scep_fail_info_str(rep->fail_info), "badRequest");
+	assert_null(rep->envelope);
+	scep_rep_free(rep);
+	rep = NULL;
+	assert_int_equal(parse("certrep-failure-badcertid.der", &rep), 0);
+	assert_int_equal(rep->fail_info, 4);
+	scep_rep_free(rep);
+	rep = NULL;
+	assert_int_equal(parse("certrep-pending.der", &rep), 0);
+	assert_int_equal(rep->status, SCEP_STATUS_PENDING);
+	scep_rep_free(rep);
+}
+
+static void
+expect(const char *name, int err)
+{
+	struct scep_rep *rep = NULL;
+	int r = parse(name, &rep);
+	if (r != err)
+		fail_msg("%s: got %d (%s), want %d (%s)", name, r, p11e_strerror(r), err,
+		         p11e_strerror(err));
+	assert_null(rep);
+}
+
+static void
+test_hostile_replies(void **state)
+{
+	(void)state;
+	expect("certrep-wrong-nonce.der", P11E_ERR_VERIFY);
+	expect("certrep-no-recipient-nonce.der", P11E_ERR_VERIFY);
+	expect("certrep-txid-prefix.der", P11E_ERR_VERIFY);
+	expect("certrep-txid-longer.der", P11E_ERR_VERIFY);
+	expect("certrep-bad-signature.der", P11E_ERR_VERIFY);
+	expect("certrep-bad-digest.der", P11E_ERR_VERIFY);
+	expect("certrep-rogue-signer.der", P11E_ERR_VERIFY);
+	expect("certrep-bad-msgtype.der", P11E_ERR_VERIFY);
+	expect("certrep-truncated.der", P11E_ERR_MALFORMED);
+	expect("certrep-garbage.der", P11E_ERR_MALFORMED);
+}
+
+static void
+test_truncated_every_length(void **state)
+{
+	size_t len, n;
+	unsigned char *d = load("certrep-success.der", &len);
+	STACK_OF(X509) *tr = trusted_ra();
+	(void)state;
+	for (n = 0; n < len; n += (n < 64 ? 1 : 97)) {
+		struct scep_rep *rep = NULL;
+		int r = scep_rep_parse(d, n, tr, txid, nonce, &rep);
+		assert_int_not_equal(r, 0);
+		assert_null(rep);
+	}
+	sk_X509_pop_free(tr, X509_free);
+	free(d);
+}
+
+static void
+test_success_without_or_with_wrong_cert(void **state)
+{
+	struct scep_rep *rep = NULL;
+	EVP_PKEY *key = load_key("client.key.pem");
+	X509 *self = load_cert("client-selfsigned.der"), *ca = load_cert("ca.der"), *issued = NULL;
+	STACK_OF(X509) *certs = NULL, *chain = sk_X509_new_null();
+	int weak;
+	(void)state;
+
+	assert_int_equal(parse("certrep-success-no-certs.der", &rep), 0);
+	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &weak), P11E_ERR_MALFORMED);
+	assert_null(certs);
+	scep_rep_free(rep);
+	rep = NULL;
+
+	assert_int_equal(parse("certrep-wrong-key.der", &rep), 0);
+	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &weak), 0);
+	assert_int_equal(scep_pick_issued(certs, X509_get0_pubkey(self), ca, chain, &issued),
+	                 P11E_ERR_VERIFY);
+	assert_null(issued);
+	sk_X509_pop_free(certs, X509_free);
+	certs = NULL;
+	scep_rep_free(rep);
+	rep = NULL;
+
+	/* decrypting with a key the envelope was not made for fails cleanly */
+	EVP_PKEY *other = load_key("other.key.pem");
+	assert_int_equal(parse("certrep-success.der", &rep), 0);
+	assert_int_not_equal(scep_rep_decrypt(rep, other, self, &certs, &weak), 0);
+	assert_null(certs);
+	EVP_PKEY_free(other);
+	scep_rep_free(rep);
+	sk_X509_free(chain);
+	X509_free(ca);
+	X509_free(self);
+	EVP_PKEY_free(key);
+}
+
+/* PKCSReq: the RA must be able to verify and open what we build. */
+static void
+test_request_roundtrip(void **state)
+{
+	EVP_PKEY *key = load_key("client.key.pem"), *ra_key = load_key("ra-enc.key.pem");
+	X509 *self = load_cert("client-selfsigned.der"), *ra = load_cert("ra-enc.der");
+	unsigned char csr[] = "not really a CSR, the core does not look inside";
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	size_t len = 0;
+	struct scep_req req;
+	CMS_ContentInfo *sd, *env;
+	BIO *out = BIO_new(BIO_s_mem()), *plain = BIO_new(BIO_s_mem());
+	STACK_OF(X509) *certs = sk_X509_new_null();
+	char *data;
+	long n;
+	(void)state;
+
+	memset(&req, 0, sizeof(req));
+	req.msg_type = SCEP_MSG_PKCSREQ;
+	req.txid = txid;
+	memcpy(req.nonce, nonce, 16);
+	req.signer_cert = self;
+	req.signer_key = key;
+	req.md = EVP_sha256();
+	req.recipient = ra;
+	req.cipher = EVP_aes_128_cbc();
+	req.inner = csr;
+	req.inner_len = sizeof(csr);
+	assert_int_equal(scep_req_build(&req, &der, &len), 0);
+
+	p = der;
+	sd = d2i_CMS_ContentInfo(NULL, &p, (long)len);
+	assert_non_null(sd);
+	sk_X509_push(certs, self);
+	assert_int_equal(CMS_verify(sd, certs, NULL, NULL, out,
+	                            CMS_NOINTERN | CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY),
+	                 1);
+	n = BIO_get_mem_data(out, &data);
+	p = (unsigned char *)data;
+	env = d2i_CMS_ContentInfo(NULL, &p, n);
+	assert_non_null(env);
+	assert_int_equal(CMS_decrypt(env, ra_key, ra, NULL, plain, CMS_BINARY), 1);
+	n = BIO_get_mem_data(plain, &data);
+	assert_int_equal((size_t)n, sizeof(csr));
+	assert_memory_equal(data, csr, sizeof(csr));
+
+	/* single DES is never sent */
+	OPENSSL_free(der);
+	der = NULL;
+	req.cipher = EVP_des_cbc();
+	assert_int_not_equal(scep_req_build(&req, &der, &len), 0);
+	assert_null(der);
+
+	CMS_ContentInfo_free(sd);
+	CMS_ContentInfo_free(env);
+	BIO_free(out);
+	BIO_free(plain);
+	sk_X509_free(certs);
+	X509_free(self);
+	X509_free(ra);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(ra_key);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_caps_scepserver),
+	    cmocka_unit_test(test_caps_mixed_case_crlf_unknown),
+	    cmocka_unit_test(test_caps_empty_and_des3),
+	    cmocka_unit_test(test_ca_only),
+	    cmocka_unit_test(test_ra_split),
+	    cmocka_unit_test(test_ra_both_and_intermediate),
+	    cmocka_unit_test(test_cacert_garbage),
+	    cmocka_unit_test(test_success_aes),
+	    cmocka_unit_test(test_success_des3_and_des),
+	    cmocka_unit_test(test_success_sha1_signed_by_ca),
+	    cmocka_unit_test(test_failure_and_pending),
+	    cmocka_unit_test(test_hostile_replies),
+	    cmocka_unit_test(test_truncated_every_length),
+	    cmocka_unit_test(test_success_without_or_with_wrong_cert),
+	    cmocka_unit_test(test_request_roundtrip),
+	};
+	return cmocka_run_group_tests_name("scep", tests, setup, teardown);
+}
