@@ -1,0 +1,289 @@
+/*
+ * ca.c: the SCEP server seen from the agent: caps, CA certificates, pinning,
+ * trust directory, PKIOperation over HTTP.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+
+#include "ca.h"
+#include "err.h"
+#include "log.h"
+#include "store.h"
+
+#define MAX_CACERT (1024 * 1024)
+#define MAX_CERTREP (1024 * 1024)
+#define MAX_CAPS (64 * 1024)
+#define PIN_FILE "ca.pin"
+
+static char *
+op_url(const char *base, const char *op, const char *msg)
+{
+	size_t n = strlen(base) + strlen(op) + (msg ? strlen(msg) : 0) + 32;
+	char *u = malloc(n);
+
+	if (u != NULL)
+		snprintf(u, n, "%s%soperation=%s%s%s", base, strchr(base, '?') ? "&" : "?", op,
+		         msg ? "&message=" : "", msg ? msg : "");
+	return u;
+}
+
+int
+ca_fetch(const struct conf *c, struct ca_info **out)
+{
+	int r = P11E_ERR_ALLOC;
+	struct ca_info *ci = NULL;
+	struct http_resp *resp = NULL;
+	char *url = NULL, caps[256];
+
+	if ((ci = calloc(1, sizeof(*ci))) == NULL)
+		return P11E_ERR_ALLOC;
+	ci->http.timeout_s = c->timeout;
+	ci->http.max_body = MAX_CAPS;
+	if ((url = op_url(c->scep_url, "GetCACaps", NULL)) == NULL)
+		goto out;
+	if ((r = http_get(url, &ci->http, &resp)) != 0)
+		goto out;
+	if (resp->status == 200 && resp->len > 0) {
+		ci->caps = scep_caps_parse(resp->body, resp->len);
+		ci->caps_answered = 1;
+	} else {
+		log_info("GetCACaps answered HTTP %ld%s: assuming no capabilities "
+		         "(3DES, SHA-1, GET)",
+		         resp->status, resp->len ? "" : " with no body");
+	}
+	scep_caps_str(ci->caps, caps, sizeof(caps));
+	log_debug("server capabilities: %s", caps);
+	http_resp_free(resp);
+	resp = NULL;
+	free(url);
+
+	ci->http.max_body = MAX_CACERT;
+	if ((url = op_url(c->scep_url, "GetCACert", "p11enroll")) == NULL) {
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	if ((r = http_get(url, &ci->http, &resp)) != 0)
+		goto out;
+	if (resp->status != 200) {
+		log_error("GetCACert from %s failed: HTTP %ld (check [scep] url)", c->scep_url,
+		          resp->status);
+		r = P11E_ERR_NETWORK;
+		goto out;
+	}
+	if ((r = scep_ca_parse(resp->body, resp->len, &ci->ca)) != 0)
+		goto out;
+	if ((r = scep_cert_digest(ci->ca->ca, EVP_sha256(), ci->fp, NULL)) != 0)
+		goto out;
+	ci->http.max_body = MAX_CERTREP;
+	*out = ci;
+	ci = NULL;
+	r = 0;
+out:
+	free(url);
+	http_resp_free(resp);
+	ca_info_free(ci);
+	return r;
+}
+
+void
+ca_info_free(struct ca_info *ci)
+{
+	if (ci == NULL)
+		return;
+	scep_ca_free(ci->ca);
+	free(ci);
+}
+
+static int
+pin_path(const struct conf *c, char **out)
+{
+	size_t n = strlen(c->state_dir) + sizeof(PIN_FILE) + 2;
+
+	if ((*out = malloc(n)) == NULL)
+		return P11E_ERR_ALLOC;
+	snprintf(*out, n, "%s/%s", c->state_dir, PIN_FILE);
+	return 0;
+}
+
+int
+ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_contact,
+               int *pinned_now)
+{
+	int r = P11E_ERR_VERIFY;
+	unsigned char d[32], *old = NULL;
+	unsigned int dlen = 0;
+	char hex[3 * 32 + 1], want[3 * 32 + 1], line[128], *path = NULL;
+	size_t olen = 0;
+
+	*pinned_now = 0;
+	scep_hex_colon(ci->fp, 32, hex);
+	if (c->ca_fp_len != 0) {
+		if ((r = scep_cert_digest(ci->ca->ca,
+		                          c->ca_fp_alg == CONF_FP_SHA1 ? EVP_sha1() : EVP_sha256(),
+		                          d, &dlen)) != 0)
+			return r;
+		if (dlen != c->ca_fp_len || memcmp(d, c->ca_fp, dlen) != 0) {
+			scep_hex_colon(c->ca_fp, c->ca_fp_len, want);
+			scep_hex_colon(d, dlen, hex);
+			log_error(
+			    "the server's CA certificate does not match [scep] ca_fingerprint:\n"
+			    "  expected %s:%s\n  server   %s:%s\n"
+			    "refusing to enroll (wrong server, or the fingerprint is wrong)",
+			    c->ca_fp_alg == CONF_FP_SHA1 ? "sha1" : "sha256", want,
+			    c->ca_fp_alg == CONF_FP_SHA1 ? "sha1" : "sha256", hex);
+			return P11E_ERR_VERIFY;
+		}
+		return 0;
+	}
+	if ((r = pin_path(c, &path)) != 0)
+		return r;
+	r = store_read_file(path, 4096, &old, &olen);
+	if (r == 0) {
+		snprintf(line, sizeof(line), "sha256:%s\n", hex);
+		if (olen != strlen(line) || memcmp(old, line, olen) != 0) {
+			log_error(
+			    "the server's CA certificate (sha256:%s) is not the one pinned on "
+			    "first contact (%s: %.*s); refusing to enroll. If the CA really "
+			    "changed, set [scep] ca_fingerprint or remove the pin file",
+			    hex, path, (int)(olen > 0 && old[olen - 1] == '\n' ? olen - 1 : olen),
+			    (const char *)old);
+			r = P11E_ERR_VERIFY;
+		}
+		goto out;
+	}
+	if (r != P11E_ERR_NOTFOUND)
+		goto out;
+	r = 0;
+	if (!pin_first_contact)
+		goto out;
+	log_warn("no [scep] ca_fingerprint configured: trusting the CA met on first contact,\n"
+	         "  SHA-256 fingerprint %s\n"
+	         "  it is pinned from now on (%s); compare it with the CA's published fingerprint\n"
+	         "  and set ca_fingerprint = sha256:%s",
+	         hex, path, hex);
+	snprintf(line, sizeof(line), "sha256:%s\n", hex);
+	if ((r = store_mkdirs(c->state_dir, 0700)) != 0 ||
+	    (r = store_write_atomic(path, line, strlen(line), 0644)) != 0)
+		goto out;
+	*pinned_now = 1;
+out:
+	free(path);
+	free(old);
+	return r;
+}
+
+int
+ca_write_trust(const struct conf *c, const struct ca_info *ci)
+{
+	struct store_cert certs[16];
+	char names[16][16];
+	size_t n = 0;
+	int i, extra = 0;
+
+	certs[n].name = "ca";
+	certs[n++].cert = ci->ca->ca;
+	if (ci->ca->ra_enc != ci->ca->ca) {
+		certs[n].name = ci->ca->ra_enc == ci->ca->ra_sign ? "ra" : "ra-enc";
+		certs[n++].cert = ci->ca->ra_enc;
+	}
+	if (ci->ca->ra_sign != ci->ca->ca && ci->ca->ra_sign != ci->ca->ra_enc) {
+		certs[n].name = "ra-sign";
+		certs[n++].cert = ci->ca->ra_sign;
+	}
+	for (i = 0; i < sk_X509_num(ci->ca->certs) && n < 16; i++) {
+		X509 *x = sk_X509_value(ci->ca->certs, i);
+		if (x == ci->ca->ca || x == ci->ca->ra_enc || x == ci->ca->ra_sign)
+			continue;
+		snprintf(names[n], sizeof(names[n]), "ca-%d", ++extra);
+		certs[n].name = names[n];
+		certs[n++].cert = x;
+	}
+	return store_trust_write(c->trust_dir, certs, n);
+}
+
+const EVP_CIPHER *
+ca_cipher(const struct ca_info *ci)
+{
+	return (ci->caps & SCEP_CAP_AES) ? EVP_aes_128_cbc() : EVP_des_ede3_cbc();
+}
+
+const EVP_MD *
+ca_digest(const struct ca_info *ci)
+{
+	return (ci->caps & SCEP_CAP_SHA256) ? EVP_sha256() : EVP_sha1();
+}
+
+static char *
+b64url(const unsigned char *d, size_t len)
+{
+	size_t blen = 4 * ((len + 2) / 3) + 1, i, o = 0;
+	char *b = malloc(blen), *u = NULL;
+
+	if (b == NULL || EVP_EncodeBlock((unsigned char *)b, d, (int)len) < 0)
+		goto out;
+	if ((u = malloc(3 * strlen(b) + 1)) == NULL)
+		goto out;
+	for (i = 0; b[i] != '\0'; i++) {
+		if (b[i] == '+' || b[i] == '/' || b[i] == '=')
+			o += (size_t)sprintf(u + o, "%%%02X", (unsigned char)b[i]);
+		else
+			u[o++] = b[i];
+	}
+	u[o] = '\0';
+out:
+	free(b);
+	return u;
+}
+
+int
+ca_pkioperation(const struct conf *c, const struct ca_info *ci, const unsigned char *msg,
+                size_t len, unsigned char **rep, size_t *rep_len)
+{
+	int r = P11E_ERR_ALLOC;
+	char *url = NULL, *m = NULL;
+	struct http_resp *resp = NULL;
+	int post = (ci->caps & SCEP_CAP_POST) != 0;
+
+	if (post)
+		url = op_url(c->scep_url, "PKIOperation", NULL);
+	else if ((m = b64url(msg, len)) != NULL)
+		url = op_url(c->scep_url, "PKIOperation", m);
+	if (url == NULL)
+		goto out;
+	log_debug("PKIOperation by %s (%zu bytes)", post ? "POST" : "GET", len);
+	if (post)
+		r = http_post(url, "application/x-pki-message", msg, len, &ci->http, &resp);
+	else
+		r = http_get(url, &ci->http, &resp);
+	if (r != 0)
+		goto out;
+	if (resp->status != 200) {
+		if (!post && (resp->status == 414 || resp->status == 404))
+			log_error(
+			    "PKIOperation failed: HTTP %ld: the request (%zu bytes in a GET "
+			    "URL) was probably too long for the server, and it does not offer "
+			    "POST",
+			    resp->status, strlen(url));
+		else
+			log_error("PKIOperation at %s failed: HTTP %ld", c->scep_url, resp->status);
+		r = P11E_ERR_NETWORK;
+		goto out;
+	}
+	if (resp->content_type == NULL || strcmp(resp->content_type, "application/x-pki-message"))
+		log_debug("PKIOperation answered with content type %s",
+		          resp->content_type ? resp->content_type : "(none)");
+	*rep = resp->body;
+	*rep_len = resp->len;
+	resp->body = NULL;
+	r = 0;
+out:
+	free(url);
+	free(m);
+	http_resp_free(resp);
+	return r;
+}

@@ -1,0 +1,38 @@
+/*
+ * csr.h: the certificate request and the transaction's self-signed
+ * certificate, built from the profile and signed by a key that may live on a
+ * token.
+ */
+#ifndef P11E_CSR_H
+#define P11E_CSR_H
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "conf.h"
+
+/*
+ * Parses an RFC 4514 string ("CN=host,O=Example"; '\' escapes, '+' for
+ * multi-valued RDNs) into a name whose RDNs keep the order written.
+ * PrintableString where the value allows, else UTF8String. Errors:
+ * P11E_ERR_CONFIG (logged, naming the attribute).
+ */
+int csr_parse_dn(const char *dn, X509_NAME **out);
+
+/*
+ * A PKCS#10 request: subject from c->dn, public key pub, SANs from the
+ * profile, keyUsage (digitalSignature, plus keyEncipherment for RSA),
+ * challengePassword (PrintableString when possible) if challenge is not NULL,
+ * signed with signer (the token key) using SHA-256.
+ */
+int csr_build(const struct conf *c, EVP_PKEY *pub, EVP_PKEY *signer, const char *challenge,
+              X509_REQ **out);
+
+/*
+ * A self-signed certificate with the request's subject and public key pub,
+ * keyUsage digitalSignature+keyEncipherment, valid from one hour ago for two
+ * days, signed with signer (whose public key is pub) using SHA-256.
+ */
+int csr_selfsigned(X509_REQ *req, EVP_PKEY *pub, EVP_PKEY *signer, X509 **out);
+
+#endif

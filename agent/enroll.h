@@ -1,0 +1,39 @@
+/*
+ * enroll.h: the commands behind `check`, `enroll` and `status`.
+ */
+#ifndef P11E_ENROLL_H
+#define P11E_ENROLL_H
+
+#include <stdio.h>
+
+#include <openssl/x509.h>
+
+#include "conf.h"
+#include "tok.h"
+
+struct enroll_opts {
+	int allow_final_pin_try;
+};
+
+/*
+ * The whole enrollment: token check, CA, key, request, CertRep, store.
+ * Returns 0 or a P11E_ERR_* (already logged). Results go to stdout.
+ */
+int enroll_run(const struct conf *c, const struct enroll_opts *o);
+
+/* Connection test: caps, CA/RA certificates, fingerprint/pin; summary on stdout. */
+int check_run(const struct conf *c);
+
+/* What is on the token for this profile (no login needed). */
+int status_run(const struct conf *c);
+
+/* Opens the token the profile names (URI's module-path, else [token] module). */
+int enroll_open_token(const struct conf *c, struct tok **out);
+
+/* Prints key/certificate URIs and the certificate's subject, serial, dates. */
+void enroll_print_cert(FILE *f, const struct tok *t, const struct tok_key *k, X509 *cert);
+
+/* 1 when cert is within its validity period now. */
+int enroll_cert_valid_now(X509 *cert);
+
+#endif
