@@ -106,6 +106,7 @@ struct parser {
 	unsigned line;            /* current line, from 1 */
 	const char *section;      /* current section (points into keywords[]) or NULL */
 	unsigned seen[NKEYWORDS]; /* line each keyword was set at, 0 if not */
+	unsigned opened[NKEYWORDS]; /* first line of the keyword's section header, 0 if none */
 	struct conf *c;
 };
 
@@ -527,6 +528,9 @@ parse_section(struct parser *p, char *s)
 	for (i = 0; i < NKEYWORDS; i++) {
 		if (strcmp(keywords[i].section, name) == 0) {
 			p->section = keywords[i].section;
+			for (; i < NKEYWORDS; i++)
+				if (strcmp(keywords[i].section, name) == 0 && p->opened[i] == 0)
+					p->opened[i] = p->line;
 			return 0;
 		}
 	}
@@ -714,7 +718,14 @@ seen_at(const struct parser *p, const char *section, const char *key)
 static int
 required(const struct parser *p, const char *section, const char *key)
 {
-	log_error("%s: [%s] %s is required", p->file, section, key);
+	unsigned at = p->opened[find_keyword(section, key) - keywords];
+
+	if (at != 0)
+		log_error("%s:%u: [%s] %s is required (missing from the section that starts here)",
+		          p->file, at, section, key);
+	else
+		log_error("%s:%u: [%s] %s is required (the file has no [%s] section)", p->file,
+		          p->line, section, key, section);
 	return P11E_ERR_CONFIG;
 }
 

@@ -664,11 +664,14 @@ ERROR_CASE(e_bad_type, MIN "[key]\ntype = rsa:1024\n",
 ERROR_CASE(e_bad_type_curve, MIN "[key]\ntype = ec:P-521\n",
            "@:8: [key] type: 'ec:P-521' is not supported")
 ERROR_CASE(e_missing_url, "[token]\nuri = pkcs11:token=t\n[subject]\ndn = CN=x\n",
-           "@: [scep] url is required")
+           "@:4: [scep] url is required (the file has no [scep] section)")
+ERROR_CASE(e_missing_url_in_section,
+           "[token]\nuri = pkcs11:token=t\n[scep]\ntimeout = 5\n[subject]\ndn = CN=x\n",
+           "@:3: [scep] url is required (missing from the section that starts here)")
 ERROR_CASE(e_missing_uri, "[scep]\nurl = http://ca/\n[subject]\ndn = CN=x\n",
-           "@: [token] uri is required")
+           "@:4: [token] uri is required (the file has no [token] section)")
 ERROR_CASE(e_missing_dn, "[scep]\nurl = http://ca/\n[token]\nuri = pkcs11:\n",
-           "@: [subject] dn is required")
+           "@:4: [subject] dn is required (the file has no [subject] section)")
 ERROR_CASE(e_outside_section, "url = http://ca/\n" MIN,
            "@:1: url: key outside any section (put it under [scep])")
 ERROR_CASE(e_unknown_section, MIN "[server]\n",
@@ -760,6 +763,7 @@ main(void)
 	    ERROR_TEST(e_bad_type),
 	    ERROR_TEST(e_bad_type_curve),
 	    ERROR_TEST(e_missing_url),
+	    ERROR_TEST(e_missing_url_in_section),
 	    ERROR_TEST(e_missing_uri),
 	    ERROR_TEST(e_missing_dn),
 	    ERROR_TEST(e_outside_section),
