@@ -240,13 +240,13 @@ out:
 /* Request, CertRep, checks: *issued on SUCCESS. */
 static int
 exchange(const struct conf *c, const struct ca_info *ci, struct tok *t, const struct tok_key *key,
-         X509 **issued, struct timing *tm)
+         const char *challenge, X509 **issued, struct timing *tm)
 {
 	int r = P11E_ERR_INTERNAL, n, weak = 0;
 	EVP_PKEY *tokkey = NULL, *transient = NULL, *signer;
 	X509_REQ *req = NULL;
 	X509 *self = NULL;
-	char *challenge = NULL, txid[65];
+	char txid[65];
 	unsigned char *csr = NULL, *msg = NULL, *rep_der = NULL;
 	size_t msg_len = 0, rep_len = 0;
 	struct scep_req sr;
@@ -254,7 +254,7 @@ exchange(const struct conf *c, const struct ca_info *ci, struct tok *t, const st
 	STACK_OF(X509) *got = NULL;
 	double t0 = now_ms();
 
-	if ((r = tok_key_evp(t, key, &tokkey)) != 0 || (r = read_challenge(c, &challenge)) != 0)
+	if ((r = tok_key_evp(t, key, &tokkey)) != 0)
 		goto out;
 	if ((r = csr_build(c, key->pub, tokkey, challenge, &req)) != 0)
 		goto out;
@@ -335,7 +335,6 @@ out:
 	EVP_PKEY_free(transient);
 	X509_REQ_free(req);
 	X509_free(self);
-	secret_free(challenge);
 	OPENSSL_free(csr);
 	OPENSSL_free(msg);
 	free(rep_der);
@@ -352,7 +351,7 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	struct tok_key **keys = NULL, *key = NULL;
 	size_t n = 0, which = 0;
 	struct ca_info *ci = NULL;
-	char *pin = NULL;
+	char *pin = NULL, *challenge = NULL;
 	X509 *cert = NULL, *back = NULL;
 	struct timing tm = {0, 0, 0, 0, 0};
 	double t0 = now_ms(), t1 = 0;
@@ -373,6 +372,10 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	}
 	if (r != P11E_ERR_NOTFOUND)
 		goto out;
+	/* Secrets are checked before anything is spent: the CA, a login, a key. */
+	if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0 ||
+	    (r = read_challenge(c, &challenge)) != 0)
+		goto out;
 	tm.token = now_ms() - t0;
 	t0 = now_ms();
 	if ((r = ca_fetch(c, &ci)) != 0)
@@ -381,8 +384,6 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	if ((r = ca_check_trust(c, ci, 1, &pinned)) != 0 || (r = ca_write_trust(c, ci)) != 0)
 		goto out;
 	t0 = now_ms();
-	if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0)
-		goto out;
 	r = tok_login(t, pin, o->allow_final_pin_try);
 	secret_free(pin);
 	pin = NULL;
@@ -392,7 +393,7 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	if ((r = get_key(t, c, &key)) != 0)
 		goto out;
 	tm.keygen = now_ms() - t1;
-	if ((r = exchange(c, ci, t, key, &cert, &tm)) != 0)
+	if ((r = exchange(c, ci, t, key, challenge, &cert, &tm)) != 0)
 		goto out;
 	t0 = now_ms();
 	if ((r = tok_store_cert(t, key, cert)) != 0)
@@ -415,6 +416,7 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	r = 0;
 out:
 	secret_free(pin);
+	secret_free(challenge);
 	X509_free(cert);
 	X509_free(back);
 	tok_keys_free(keys, n);
