@@ -1,0 +1,81 @@
+#!/bin/bash
+# shellcheck source-path=SCRIPTDIR disable=SC2031,SC2034,SC2119  # T is set per test by run_tests; variables feed lib.sh functions
+# t-harness.sh: the test environment itself works, independently of p11enroll:
+# scepserver starts, answers and issues a certificate to the Debian `scepclient`,
+# SoftHSM tokens are created, and a failing test's servers are stopped by its trap.
+# If these fail, the p11enroll failures in the other files are not p11enroll's.
+. "$(dirname "$0")/lib.sh"
+
+test_scepserver_issues_to_scepclient() {
+	start_scepserver "$T/srv" || return
+	curl -fsS "$SCEP_URL?operation=GetCACaps" >caps.txt
+	assert_contains caps.txt POSTPKIOperation
+	assert_contains caps.txt SHA-256
+	# scepclient writes csr.pem/self.pem into its working directory and reuses them:
+	# one directory per run.
+	mkdir good bad
+	(cd good && scepclient -server-url "$SCEP_URL" -challenge "$SCEP_CHALLENGE" \
+		-private-key key.pem -certificate cert.pem -cn harness.example.com) >good.log 2>&1
+	assert_eq 0 $? "scepclient exit status"
+	openssl verify -CAfile "$SCEP_CA_PEM" good/cert.pem >verify.txt 2>&1
+	assert_contains verify.txt "good/cert.pem: OK"
+	(cd bad && scepclient -server-url "$SCEP_URL" -challenge wrong-challenge \
+		-private-key key.pem -certificate cert.pem -cn other.example.com) >bad.log 2>&1
+	assert_eq 1 $? "scepclient exit status with a wrong challenge"
+	assert_contains bad.log "failInfo: badRequest"
+	assert_no_file bad/cert.pem
+
+	local pid
+	pid=$(cat "$SCEP_PIDFILE")
+	stop_pid "$SCEP_PIDFILE"
+	if kill -0 "$pid" 2>/dev/null; then fail "scepserver $pid still running after stop_pid"; fi
+	if curl -fsS --max-time 2 -o /dev/null "$SCEP_URL?operation=GetCACaps" 2>/dev/null; then
+		fail "something still answers on $SCEP_URL"
+	fi
+}
+
+test_two_servers_have_different_cas() {
+	start_scepserver "$T/a" || return
+	local fp_a url_a=$SCEP_URL
+	fp_a=$(ca_fingerprint "$SCEP_CA_PEM")
+	SCEP_CA=other start_scepserver "$T/b" || return
+	assert_eq 1 "$([ "$fp_a" != "$(ca_fingerprint "$SCEP_CA_PEM")" ] && echo 1)" "CAs differ"
+	assert_eq 1 "$([ "$url_a" != "$SCEP_URL" ] && echo 1)" "URLs differ"
+	# Same CA from the cache for a second server of the same name.
+	start_scepserver "$T/c" || return
+	assert_eq "$fp_a" "$(ca_fingerprint "$SCEP_CA_PEM")" "cached CA reused"
+}
+
+test_token_is_fresh_and_usable() {
+	make_token || return
+	assert_eq 0 "$(count_objects privkey)" "private keys on a new token"
+	assert_eq 600 "$(stat -c %a "$PIN_FILE")" "PIN file mode"
+	p11tool --keypairgen --key-type EC:prime256v1 --id 01 --label probe >/dev/null 2>&1
+	assert_eq 1 "$(count_objects privkey)" "private keys after pkcs11-tool keygen"
+}
+
+test_failing_test_stops_its_servers() {
+	mkdir meta
+	cat >meta/t-meta.sh <<EOF
+. "$P11E_LIB_DIR/lib.sh"
+test_x() {
+	start_scepserver "\$T/srv" || return
+	cat "\$SCEP_PIDFILE" >"$T/meta.pid"
+	fail "deliberate"
+	exit 3
+}
+run_tests
+EOF
+	P11E_RUN_DIR=$T/meta-run P11E_RESULTS='' P11E_TESTS='' bash meta/t-meta.sh >meta.out 2>&1
+	assert_eq 1 $? "exit status of a file with a failing test"
+	assert_contains meta.out "FAIL t-meta/x: deliberate"
+	local pid
+	pid=$(cat meta.pid 2>/dev/null)
+	assert_eq 1 "$([ -n "$pid" ] && echo 1)" "meta test started a server"
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		fail "scepserver $pid of the failed test is still running"
+		kill "$pid"
+	fi
+}
+
+run_tests
