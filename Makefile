@@ -39,9 +39,11 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/p11enroll
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h) $(wildcard agent/*.h) $(wildcard tokens/*.h)
+$(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Iagent -Itokens -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -MMD -MP -Iagent -Itokens -c -o $@ $<
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/agent/main.d
 
 $(BUILD)/libp11enroll.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -52,7 +54,9 @@ $(BUILD)/p11enroll: $(BUILD)/agent/main.o $(BUILD)/libp11enroll.a
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libp11enroll.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Iagent -Itokens $(LDFLAGS) -o $@ $< $(BUILD)/libp11enroll.a $(LIBS) $(CMOCKA_LIBS)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -Iagent -Itokens $(LDFLAGS) -o $@ $< $(BUILD)/libp11enroll.a $(LIBS) $(CMOCKA_LIBS)
+
+-include $(UNIT_BIN:=.d)
 
 deps:
 	tests/install-deps.sh build
