@@ -111,8 +111,7 @@ pin_path(const struct conf *c, char **out)
 }
 
 int
-ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_contact,
-               int *pinned_now)
+ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_contact, int *how)
 {
 	int r = P11E_ERR_VERIFY;
 	unsigned char d[32], *old = NULL;
@@ -120,7 +119,6 @@ ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_con
 	char hex[3 * 32 + 1], want[3 * 32 + 1], line[128], *path = NULL;
 	size_t olen = 0;
 
-	*pinned_now = 0;
 	scep_hex_colon(ci->fp, 32, hex);
 	if (c->ca_fp_len != 0) {
 		if ((r = scep_cert_digest(ci->ca->ca,
@@ -138,6 +136,7 @@ ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_con
 			    c->ca_fp_alg == CONF_FP_SHA1 ? "sha1" : "sha256", hex);
 			return P11E_ERR_VERIFY;
 		}
+		*how = CA_TRUST_FINGERPRINT;
 		return 0;
 	}
 	if ((r = pin_path(c, &path)) != 0)
@@ -154,11 +153,13 @@ ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_con
 			    (const char *)old);
 			r = P11E_ERR_VERIFY;
 		}
+		*how = CA_TRUST_PIN;
 		goto out;
 	}
 	if (r != P11E_ERR_NOTFOUND)
 		goto out;
 	r = 0;
+	*how = CA_TRUST_UNPINNED;
 	if (!pin_first_contact)
 		goto out;
 	log_warn("no [scep] ca_fingerprint configured: trusting the CA met on first contact,\n"
@@ -170,7 +171,7 @@ ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_con
 	if ((r = store_mkdirs(c->state_dir, 0700)) != 0 ||
 	    (r = store_write_atomic(path, line, strlen(line), 0644)) != 0)
 		goto out;
-	*pinned_now = 1;
+	*how = CA_TRUST_PINNED_NOW;
 out:
 	free(path);
 	free(old);

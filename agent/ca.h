@@ -27,14 +27,20 @@ struct ca_info {
 int ca_fetch(const struct conf *c, struct ca_info **out);
 void ca_info_free(struct ca_info *ci);
 
+enum ca_trust {
+	CA_TRUST_FINGERPRINT = 1, /* matches [scep] ca_fingerprint */
+	CA_TRUST_PIN,             /* matches the pin recorded on first contact */
+	CA_TRUST_UNPINNED,        /* no fingerprint, no pin yet (not pinned by this call) */
+	CA_TRUST_PINNED_NOW,      /* no fingerprint: pinned by this call */
+};
+
 /*
  * Checks the CA against [scep] ca_fingerprint, else against the pin in
  * state_dir recorded on first contact. With pin_first_contact, an unpinned CA
- * is pinned (with a warning that prints its SHA-256 fingerprint).
- * *pinned_now tells whether this call pinned it. Mismatch: P11E_ERR_VERIFY.
+ * is pinned (with a warning that prints its SHA-256 fingerprint). *how says
+ * which (enum ca_trust). Mismatch: P11E_ERR_VERIFY.
  */
-int ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_contact,
-                   int *pinned_now);
+int ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_contact, int *how);
 
 /* Writes the CA and RA certificates to [trust] dir. */
 int ca_write_trust(const struct conf *c, const struct ca_info *ci);

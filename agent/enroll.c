@@ -346,7 +346,7 @@ out:
 int
 enroll_run(const struct conf *c, const struct enroll_opts *o)
 {
-	int r, pinned = 0;
+	int r, trust = 0;
 	struct tok *t = NULL;
 	struct tok_key **keys = NULL, *key = NULL;
 	size_t n = 0, which = 0;
@@ -381,7 +381,7 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	if ((r = ca_fetch(c, &ci)) != 0)
 		goto out;
 	tm.network = now_ms() - t0;
-	if ((r = ca_check_trust(c, ci, 1, &pinned)) != 0 || (r = ca_write_trust(c, ci)) != 0)
+	if ((r = ca_check_trust(c, ci, 1, &trust)) != 0 || (r = ca_write_trust(c, ci)) != 0)
 		goto out;
 	t0 = now_ms();
 	r = tok_login(t, pin, o->allow_final_pin_try);

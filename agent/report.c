@@ -43,7 +43,7 @@ print_digest(const char *label, X509 *x, const EVP_MD *md)
 int
 check_run(const struct conf *c)
 {
-	int r, pinned = 0;
+	int r, trust = 0;
 	struct ca_info *ci = NULL;
 	char caps[256];
 
@@ -61,14 +61,17 @@ check_run(const struct conf *c)
 	print_name("RA encrypt:    ", ci->ca->ra_enc);
 	print_name("RA sign:       ", ci->ca->ra_sign);
 	printf("certificates:  %d from GetCACert\n", sk_X509_num(ci->ca->certs));
-	r = ca_check_trust(c, ci, 0, &pinned);
-	if (r == 0) {
-		printf("trust:         %s\n",
-		       c->ca_fp_len ? "CA matches [scep] ca_fingerprint"
-		                    : "CA matches the pin of first contact, or is not pinned yet");
-	} else {
+	r = ca_check_trust(c, ci, 0, &trust);
+	if (r != 0)
 		printf("trust:         FAILED (see above)\n");
-	}
+	else if (trust == CA_TRUST_FINGERPRINT)
+		printf("trust:         CA matches [scep] ca_fingerprint\n");
+	else if (trust == CA_TRUST_PIN)
+		printf("trust:         CA matches the one pinned on first contact\n");
+	else
+		printf(
+		    "trust:         not pinned yet: the first enroll will trust and pin this CA;\n"
+		    "               compare its SHA-256 above and set [scep] ca_fingerprint\n");
 out:
 	ca_info_free(ci);
 	return r;
