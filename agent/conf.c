@@ -100,12 +100,12 @@ static const struct {
 };
 
 struct parser {
-	const char *file;         /* the path as given, for messages */
-	char *base;               /* absolute directory relative paths resolve against */
-	mode_t mode;              /* of the file, for the inline challenge check */
-	unsigned line;            /* current line, from 1 */
-	const char *section;      /* current section (points into keywords[]) or NULL */
-	unsigned seen[NKEYWORDS]; /* line each keyword was set at, 0 if not */
+	const char *file;           /* the path as given, for messages */
+	char *base;                 /* absolute directory relative paths resolve against */
+	mode_t mode;                /* of the file, for the inline challenge check */
+	unsigned line;              /* current line, from 1 */
+	const char *section;        /* current section (points into keywords[]) or NULL */
+	unsigned seen[NKEYWORDS];   /* line each keyword was set at, 0 if not */
 	unsigned opened[NKEYWORDS]; /* first line of the keyword's section header, 0 if none */
 	struct conf *c;
 };
@@ -302,18 +302,6 @@ set_path(struct parser *p, const struct keyword *kw, char *v)
 }
 
 static int
-hex_value(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-static int
 set_fingerprint(struct parser *p, const struct keyword *kw, char *v)
 {
 	unsigned char fp[32];
@@ -331,7 +319,7 @@ set_fingerprint(struct parser *p, const struct keyword *kw, char *v)
 	for (; *s != '\0'; s++) {
 		if (*s == ':' || is_ws(*s))
 			continue;
-		if ((h = hex_value((unsigned char)*s)) < 0)
+		if ((h = OPENSSL_hexchar2int((unsigned char)*s)) < 0)
 			return kw_error(
 			    p, kw,
 			    "'%s' is not a hex fingerprint (expected e.g. sha256:AB:CD:..., "

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -27,18 +28,6 @@ is_printable(const char *s, size_t len)
 			return 0;
 	}
 	return 1;
-}
-
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 static int
@@ -99,8 +88,9 @@ csr_parse_dn(const char *dn, X509_NAME **out)
 					log_error("subject dn '%s': dangling '\\'", dn);
 					goto out;
 				}
-				if (p + 2 < end && (h1 = hexval(p[1])) >= 0 &&
-				    (h2 = hexval(p[2])) >= 0) {
+				if (p + 2 < end &&
+				    (h1 = OPENSSL_hexchar2int((unsigned char)p[1])) >= 0 &&
+				    (h2 = OPENSSL_hexchar2int((unsigned char)p[2])) >= 0) {
 					val[vn++] = (char)(h1 << 4 | h2);
 					p += 3;
 				} else {

@@ -59,18 +59,6 @@ find_attr(const char *name, size_t len)
 	return NULL;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes s[0..len) into a malloc'ed, NUL-terminated buffer. */
 static int
 pct_decode(const char *s, size_t len, const char *name, size_t nlen, unsigned char **out,
@@ -89,8 +77,8 @@ pct_decode(const char *s, size_t len, const char *name, size_t nlen, unsigned ch
 			buf[n++] = (unsigned char)s[i];
 			continue;
 		}
-		if (i + 2 >= len || (hi = hexval((unsigned char)s[i + 1])) < 0 ||
-		    (lo = hexval((unsigned char)s[i + 2])) < 0) {
+		if (i + 2 >= len || (hi = OPENSSL_hexchar2int((unsigned char)s[i + 1])) < 0 ||
+		    (lo = OPENSSL_hexchar2int((unsigned char)s[i + 2])) < 0) {
 			log_error(
 			    "PKCS#11 URI: invalid percent-escape in attribute '%.*s' (use %%XX "
 			    "with two hex digits)",
