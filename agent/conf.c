@@ -2,32 +2,28 @@
  * conf.c: the configuration file, parsed once into struct conf.
  *
  * One keyword table (OpenSSH readconf style) maps [section] key to a handler
- * and the field it fills. The whole file is read into one buffer that is
- * parsed in place and wiped at the end, since it may hold the challenge.
+ * and the field it fills. ini.c reads the file and hands out its lines; this
+ * file decides what they mean and checks the values.
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <sys/types.h>
 
 #include <openssl/crypto.h>
 #include <openssl/obj_mac.h>
 
 #include "conf.h"
 #include "err.h"
+#include "ini.h"
 #include "log.h"
 #include "secret.h"
 
-#define LINE_MAX_BYTES 4096
-#define FILE_MAX_BYTES (1024 * 1024)
 #define LABEL_MAX 64
 #define DEFAULT_STATE_DIR "/var/lib/p11enroll"
 #define DEFAULT_LABEL "p11enroll"
@@ -104,7 +100,6 @@ struct parser {
 	char *base;                 /* absolute directory relative paths resolve against */
 	mode_t mode;                /* of the file, for the inline challenge check */
 	unsigned line;              /* current line, from 1 */
-	const char *section;        /* current section (points into keywords[]) or NULL */
 	unsigned seen[NKEYWORDS];   /* line each keyword was set at, 0 if not */
 	unsigned opened[NKEYWORDS]; /* first line of the keyword's section header, 0 if none */
 	struct conf *c;
@@ -125,33 +120,6 @@ kw_error(const struct parser *p, const struct keyword *kw, const char *fmt, ...)
 	va_end(ap);
 	log_error("%s:%u: [%s] %s: %s", p->file, p->line, kw->section, kw->key, msg);
 	return P11E_ERR_CONFIG;
-}
-
-static int
-is_ws(int ch)
-{
-	return ch == ' ' || ch == '\t';
-}
-
-static char *
-skip_ws(char *s)
-{
-	while (is_ws(*s))
-		s++;
-	return s;
-}
-
-/* Trims whitespace at both ends in place. */
-static char *
-trim(char *s)
-{
-	size_t n;
-
-	s = skip_ws(s);
-	n = strlen(s);
-	while (n > 0 && is_ws(s[n - 1]))
-		s[--n] = '\0';
-	return s;
 }
 
 static void *
@@ -317,7 +285,7 @@ set_fingerprint(struct parser *p, const struct keyword *kw, char *v)
 		s += 5;
 	}
 	for (; *s != '\0'; s++) {
-		if (*s == ':' || is_ws(*s))
+		if (*s == ':' || *s == ' ' || *s == '\t')
 			continue;
 		if ((h = OPENSSL_hexchar2int((unsigned char)*s)) < 0)
 			return kw_error(
@@ -428,7 +396,7 @@ split_list(struct parser *p, const struct keyword *kw, char *v, int ip)
 	for (item = v; item != NULL; item = next) {
 		if ((next = strchr(item, ',')) != NULL)
 			*next++ = '\0';
-		item = trim(item);
+		item = ini_trim(item);
 		if (*item == '\0') {
 			r = kw_error(p, kw,
 			             "item %zu of the list is empty (separate items with ',')",
@@ -465,109 +433,54 @@ set_ip_list(struct parser *p, const struct keyword *kw, char *v)
 	return split_list(p, kw, v, 1);
 }
 
-/* The value after '=': a quoted string, or the text up to a comment, trimmed. */
+/* A "[name]" header: name must be a section of the keyword table. */
 static int
-parse_value(const struct parser *p, const struct keyword *kw, char *raw, char **out)
-{
-	char *v = skip_ws(raw), *e;
-
-	if (*v == '"') {
-		if ((e = strchr(v + 1, '"')) == NULL)
-			return kw_error(p, kw, "the quoted value has no closing '\"'");
-		*e = '\0';
-		e = skip_ws(e + 1);
-		if (*e != '\0' && *e != '#' && *e != ';')
-			return kw_error(
-			    p, kw,
-			    "unexpected text after the closing '\"' (only a comment may follow)");
-		*out = v + 1;
-		return 0;
-	}
-	for (e = v; *e != '\0'; e++) {
-		if ((*e == '#' || *e == ';') && e > raw && is_ws(e[-1])) {
-			*e = '\0';
-			break;
-		}
-	}
-	*out = trim(v);
-	return 0;
-}
-
-static int
-parse_section(struct parser *p, char *s)
+parse_section(struct parser *p, const char *name)
 {
 	char expected[128];
-	char *name, *end;
 	size_t i;
+	int known = 0;
 
-	if ((end = strchr(s, ']')) == NULL) {
-		log_error("%s:%u: a section header needs a closing ']' (e.g. [scep])", p->file,
-		          p->line);
-		return P11E_ERR_CONFIG;
-	}
-	*end = '\0';
-	name = trim(s + 1);
-	end = skip_ws(end + 1);
-	if (*end != '\0' && *end != '#' && *end != ';') {
-		log_error("%s:%u: [%s]: unexpected text after the section header", p->file, p->line,
-		          name);
-		return P11E_ERR_CONFIG;
-	}
 	for (i = 0; i < NKEYWORDS; i++) {
-		if (strcmp(keywords[i].section, name) == 0) {
-			p->section = keywords[i].section;
-			for (; i < NKEYWORDS; i++)
-				if (strcmp(keywords[i].section, name) == 0 && p->opened[i] == 0)
-					p->opened[i] = p->line;
-			return 0;
-		}
+		if (strcmp(keywords[i].section, name) != 0)
+			continue;
+		known = 1;
+		if (p->opened[i] == 0)
+			p->opened[i] = p->line;
 	}
+	if (known)
+		return 0;
 	section_names(expected, sizeof(expected));
 	log_error("%s:%u: [%s]: unknown section (expected %s)", p->file, p->line, name, expected);
 	return P11E_ERR_CONFIG;
 }
 
+/* A "key = value" line: a known key, set once, to a non-empty value. */
 static int
-parse_line(struct parser *p, char *line)
+parse_key(struct parser *p, struct ini *ini, const char *section, const char *key)
 {
 	const struct keyword *kw;
 	char expected[256];
-	char *s = skip_ws(line), *eq = NULL, *key = NULL, *v = NULL;
+	char *v = NULL;
 	size_t idx;
 	int r;
 
-	if (*s == '\0' || *s == '#' || *s == ';')
-		return 0;
-	if (*s == '[')
-		return parse_section(p, s);
-	if ((eq = strchr(s, '=')) != NULL) {
-		*eq = '\0';
-		key = trim(s);
-	}
-	if (eq == NULL || *key == '\0') {
-		if (p->section != NULL)
-			log_error("%s:%u: [%s]: expected 'key = value'", p->file, p->line,
-			          p->section);
-		else
-			log_error("%s:%u: expected '[section]' or 'key = value'", p->file, p->line);
-		return P11E_ERR_CONFIG;
-	}
-	if (p->section == NULL) {
+	if (section == NULL) {
 		kw = find_keyword(NULL, key);
 		log_error("%s:%u: %s: key outside any section (put it under [%s])", p->file,
 		          p->line, key, kw != NULL ? kw->section : "section");
 		return P11E_ERR_CONFIG;
 	}
-	if ((kw = find_keyword(p->section, key)) == NULL) {
-		key_names(p->section, expected, sizeof(expected));
-		log_error("%s:%u: [%s] %s: unknown key (expected %s)", p->file, p->line, p->section,
+	if ((kw = find_keyword(section, key)) == NULL) {
+		key_names(section, expected, sizeof(expected));
+		log_error("%s:%u: [%s] %s: unknown key (expected %s)", p->file, p->line, section,
 		          key, expected);
 		return P11E_ERR_CONFIG;
 	}
 	idx = (size_t)(kw - keywords);
 	if (p->seen[idx] != 0)
 		return kw_error(p, kw, "duplicate key (first set at line %u)", p->seen[idx]);
-	if ((r = parse_value(p, kw, eq + 1, &v)) != 0)
+	if ((r = ini_value(ini, &v)) != 0)
 		return r;
 	if (*v == '\0')
 		return kw_error(p, kw, "empty value (give a value or remove the line)");
@@ -575,91 +488,23 @@ parse_line(struct parser *p, char *line)
 	return kw->handler(p, kw, v);
 }
 
-/* Parses buf (len bytes, NUL-terminated one past) line by line, in place. */
+/* Feeds every line of ini to the keyword table. */
 static int
-parse_buffer(struct parser *p, char *buf, size_t len)
+parse_file(struct parser *p, struct ini *ini)
 {
-	char *line = buf, *end = buf + len, *nl, *next;
-	size_t n;
+	struct ini_event ev;
 	int r;
 
-	if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0)
-		line += 3;
-	for (; line < end; line = next) {
-		p->line++;
-		nl = memchr(line, '\n', (size_t)(end - line));
-		n = nl != NULL ? (size_t)(nl - line) : (size_t)(end - line);
-		next = line + n + 1;
-		line[n] = '\0';
-		if (n > 0 && line[n - 1] == '\r')
-			line[--n] = '\0';
-		if (n > LINE_MAX_BYTES) {
-			log_error("%s:%u: the line is longer than %d bytes", p->file, p->line,
-			          LINE_MAX_BYTES);
-			return P11E_ERR_CONFIG;
-		}
-		if (memchr(line, '\0', n) != NULL) {
-			log_error("%s:%u: the line contains a NUL byte", p->file, p->line);
-			return P11E_ERR_CONFIG;
-		}
-		if ((r = parse_line(p, line)) != 0)
+	do {
+		if ((r = ini_next(ini, &ev)) != 0)
 			return r;
-	}
+		p->line = ev.line;
+		if (ev.kind == INI_SECTION && (r = parse_section(p, ev.section)) != 0)
+			return r;
+		if (ev.kind == INI_KEY && (r = parse_key(p, ini, ev.section, ev.key)) != 0)
+			return r;
+	} while (ev.kind != INI_END);
 	return 0;
-}
-
-/* Reads the whole file; *buf is NUL-terminated one past *len, to wipe and free. */
-static int
-read_config(const char *path, char **buf, size_t *len, mode_t *mode)
-{
-	struct stat st;
-	char *b = NULL;
-	size_t size = 0, got = 0;
-	ssize_t k;
-	int fd = -1, r = P11E_ERR_INTERNAL;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 || fstat(fd, &st) == -1) {
-		log_error("cannot read configuration %s: %s", path, strerror(errno));
-		r = P11E_ERR_FILE;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > FILE_MAX_BYTES) {
-		log_error("cannot read configuration %s: %s", path,
-		          S_ISREG(st.st_mode) ? "larger than 1 MiB" : "not a regular file");
-		r = P11E_ERR_FILE;
-		goto out;
-	}
-	size = (size_t)st.st_size;
-	if ((b = malloc(size + 1)) == NULL) {
-		log_error("out of memory");
-		r = P11E_ERR_ALLOC;
-		goto out;
-	}
-	while (got < size) {
-		if ((k = read(fd, b + got, size - got)) == -1 && errno == EINTR)
-			continue;
-		if (k == -1) {
-			log_error("cannot read configuration %s: %s", path, strerror(errno));
-			r = P11E_ERR_FILE;
-			goto out;
-		}
-		if (k == 0)
-			break;
-		got += (size_t)k;
-	}
-	b[got] = '\0';
-	*buf = b;
-	*len = got;
-	*mode = st.st_mode;
-	b = NULL;
-	r = 0;
-out:
-	if (b != NULL)
-		OPENSSL_cleanse(b, size + 1);
-	free(b);
-	if (fd != -1)
-		close(fd);
-	return r;
 }
 
 /* The absolute directory of path (realpath'ed only when path is relative). */
@@ -752,15 +597,15 @@ int
 conf_load(const char *path, struct conf **out)
 {
 	struct parser p;
+	struct ini *ini = NULL;
 	struct conf *c = NULL;
-	char *buf = NULL;
-	size_t len = 0;
 	int r = P11E_ERR_INTERNAL;
 
 	memset(&p, 0, sizeof(p));
 	p.file = path;
-	if ((r = read_config(path, &buf, &len, &p.mode)) != 0)
+	if ((r = ini_open(path, &ini)) != 0)
 		goto out;
+	p.mode = ini_mode(ini);
 	if ((r = base_dir(path, &p.base)) != 0)
 		goto out;
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -774,7 +619,7 @@ conf_load(const char *path, struct conf **out)
 	c->key_type = CONF_KEY_RSA;
 	c->key_bits = 2048;
 	p.c = c;
-	if ((r = parse_buffer(&p, buf, len)) != 0)
+	if ((r = parse_file(&p, ini)) != 0)
 		goto out;
 	if ((r = finish(&p)) != 0)
 		goto out;
@@ -782,9 +627,7 @@ conf_load(const char *path, struct conf **out)
 	c = NULL;
 	r = 0;
 out:
-	if (buf != NULL)
-		OPENSSL_cleanse(buf, len + 1);
-	free(buf);
+	ini_free(ini);
 	free(p.base);
 	conf_free(c);
 	return r;
