@@ -32,41 +32,55 @@ op_url(const char *base, const char *op, const char *msg)
 	return u;
 }
 
+/* GetCACaps; any failure means "no capabilities" (RFC 8894 3.5.2). */
+static int
+fetch_caps(const struct conf *c, struct ca_info *ci)
+{
+	int r;
+	struct http_resp *resp = NULL;
+	char *url = NULL, caps[256];
+
+	if ((url = op_url(c->scep_url, "GetCACaps", NULL)) == NULL)
+		return P11E_ERR_ALLOC;
+	ci->http.max_body = MAX_CAPS;
+	ci->http.quiet = 1;
+	r = http_get(url, &ci->http, &resp);
+	ci->http.quiet = 0;
+	if (r == 0 && resp->status == 200 && resp->len > 0) {
+		ci->caps = scep_caps_parse(resp->body, resp->len);
+		ci->caps_answered = 1;
+	} else if (r == 0 || r == P11E_ERR_NETWORK) {
+		/* Old NDES closes the connection instead of answering. */
+		log_info("GetCACaps %s: assuming no capabilities (3DES, SHA-1, GET)",
+		         r != 0 ? "got no answer" : "failed");
+		if (r == 0)
+			log_debug("GetCACaps answered HTTP %ld, %zu bytes", resp->status,
+			          resp->len);
+		r = 0;
+	}
+	scep_caps_str(ci->caps, caps, sizeof(caps));
+	log_debug("server capabilities: %s", caps);
+	http_resp_free(resp);
+	free(url);
+	return r;
+}
+
 int
 ca_fetch(const struct conf *c, struct ca_info **out)
 {
 	int r = P11E_ERR_ALLOC;
 	struct ca_info *ci = NULL;
 	struct http_resp *resp = NULL;
-	char *url = NULL, caps[256];
+	char *url = NULL;
 
 	if ((ci = calloc(1, sizeof(*ci))) == NULL)
 		return P11E_ERR_ALLOC;
 	ci->http.timeout_s = c->timeout;
-	ci->http.max_body = MAX_CAPS;
-	if ((url = op_url(c->scep_url, "GetCACaps", NULL)) == NULL)
-		goto out;
-	if ((r = http_get(url, &ci->http, &resp)) != 0)
-		goto out;
-	if (resp->status == 200 && resp->len > 0) {
-		ci->caps = scep_caps_parse(resp->body, resp->len);
-		ci->caps_answered = 1;
-	} else {
-		log_info("GetCACaps answered HTTP %ld%s: assuming no capabilities "
-		         "(3DES, SHA-1, GET)",
-		         resp->status, resp->len ? "" : " with no body");
-	}
-	scep_caps_str(ci->caps, caps, sizeof(caps));
-	log_debug("server capabilities: %s", caps);
-	http_resp_free(resp);
-	resp = NULL;
-	free(url);
-
 	ci->http.max_body = MAX_CACERT;
-	if ((url = op_url(c->scep_url, "GetCACert", "p11enroll")) == NULL) {
-		r = P11E_ERR_ALLOC;
+	/* GetCACert first: it tells whether the server is there at all, so that
+	 * a missing GetCACaps answer can safely mean "no capabilities". */
+	if ((url = op_url(c->scep_url, "GetCACert", "p11enroll")) == NULL)
 		goto out;
-	}
 	if ((r = http_get(url, &ci->http, &resp)) != 0)
 		goto out;
 	if (resp->status != 200) {
@@ -75,9 +89,9 @@ ca_fetch(const struct conf *c, struct ca_info **out)
 		r = P11E_ERR_NETWORK;
 		goto out;
 	}
-	if ((r = scep_ca_parse(resp->body, resp->len, &ci->ca)) != 0)
-		goto out;
-	if ((r = scep_cert_digest(ci->ca->ca, EVP_sha256(), ci->fp, NULL)) != 0)
+	if ((r = scep_ca_parse(resp->body, resp->len, &ci->ca)) != 0 ||
+	    (r = scep_cert_digest(ci->ca->ca, EVP_sha256(), ci->fp, NULL)) != 0 ||
+	    (r = fetch_caps(c, ci)) != 0)
 		goto out;
 	ci->http.max_body = MAX_CERTREP;
 	*out = ci;

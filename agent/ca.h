@@ -20,7 +20,7 @@ struct ca_info {
 };
 
 /*
- * GetCACaps then GetCACert. A failing GetCACaps means "no capabilities";
+ * GetCACert then GetCACaps. A failing GetCACaps means "no capabilities";
  * an unreachable server or a failing GetCACert is P11E_ERR_NETWORK,
  * an unusable bundle P11E_ERR_MALFORMED. All logged.
  */

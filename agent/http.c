@@ -132,24 +132,24 @@ content_type(CURL *h, char **out)
 }
 
 static void
-log_failure(CURL *h, CURLcode c, const char *errbuf, const char *url, const struct body *b,
+log_failure(int lvl, CURL *h, CURLcode c, const char *errbuf, const char *url, const struct body *b,
             long slow_s)
 {
 	double t = 0;
 
 	if (b->too_big || c == CURLE_FILESIZE_EXCEEDED) {
-		log_error("response from %s exceeds %zu bytes", url, b->max);
+		log_msg(lvl, "response from %s exceeds %zu bytes", url, b->max);
 	} else if (b->oom) {
-		log_error("cannot read response from %s: out of memory", url);
+		log_msg(lvl, "cannot read response from %s: out of memory", url);
 	} else if (c == CURLE_OPERATION_TIMEDOUT && strstr(errbuf, "too slow") != NULL) {
-		log_error("cannot reach %s: transfer too slow (under %ld bytes/s for %ld s)", url,
-		          LOW_SPEED_LIMIT, slow_s);
+		log_msg(lvl, "cannot reach %s: transfer too slow (under %ld bytes/s for %ld s)",
+		        url, LOW_SPEED_LIMIT, slow_s);
 	} else if (c == CURLE_OPERATION_TIMEDOUT) {
 		curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &t);
-		log_error("cannot reach %s: timed out after %ld s", url, (long)(t + 0.5));
+		log_msg(lvl, "cannot reach %s: timed out after %ld s", url, (long)(t + 0.5));
 	} else {
-		log_error("cannot reach %s: %s", url,
-		          errbuf[0] != '\0' ? errbuf : curl_easy_strerror(c));
+		log_msg(lvl, "cannot reach %s: %s", url,
+		        errbuf[0] != '\0' ? errbuf : curl_easy_strerror(c));
 	}
 }
 
@@ -240,7 +240,8 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 	}
 
 	if ((c = curl_easy_perform(h)) != CURLE_OK) {
-		log_failure(h, c, errbuf, logurl, &b, short_t);
+		log_failure(o->quiet ? LOG_LVL_DEBUG : LOG_LVL_ERROR, h, c, errbuf, logurl, &b,
+		            short_t);
 		r = b.oom ? P11E_ERR_ALLOC : P11E_ERR_NETWORK;
 		goto out;
 	}

@@ -10,6 +10,7 @@ struct http_opts {
 	long timeout_s;      /* total deadline of one exchange */
 	size_t max_body;     /* larger bodies are an error */
 	const char *ca_file; /* trust anchors for https, or NULL for the system's */
+	int quiet;           /* log transfer failures at debug level only: the caller reports */
 };
 
 struct http_resp {
