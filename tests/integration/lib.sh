@@ -145,6 +145,45 @@ ca_fingerprint() {
 	openssl x509 -in "$1" -noout -fingerprint -sha256 | sed 's/^.*=//'
 }
 
+# start_responder DIR MODE [extra flags...]
+#   Runs the project's SCEP responder double (tests/doubles/scep_responder.py: NDES-shaped,
+#   separate RA signing/encryption certificates, PENDING and hostile modes; Python with
+#   asn1crypto + cryptography, independent of p11enroll's C code) on a free 127.0.0.1
+#   port. Its CA and RA keys are generated once per run and copied. Sets SCEP_URL,
+#   SCEP_PIDFILE, SCEP_CA_PEM and CA_FP (the CA's sha256 pin). Not in $(...).
+start_responder() {
+	local dir=$1 mode=$2 cache i pid
+	shift 2
+	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || return 1
+	cache=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}/responder
+	[ ! -d "$cache" ] || [ -e "$dir/pki" ] || cp -r "$cache" "$dir/pki" || return 1
+	SCEP_CHALLENGE=${SCEP_CHALLENGE:-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
+	rm -f "$dir/port"
+	/usr/bin/python3 "$SRCDIR/tests/doubles/scep_responder.py" --port 0 --dir "$dir/pki" \
+		--mode "$mode" --challenge "$SCEP_CHALLENGE" --ready-file "$dir/port" "$@" \
+		>>"$dir/responder.log" 2>&1 </dev/null &
+	pid=$!
+	echo "$pid" >"$dir/responder.pid"
+	register_pidfile "$dir/responder.pid"
+	for ((i = 0; i < 300; i++)); do
+		[ -s "$dir/port" ] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [ ! -s "$dir/port" ]; then
+		echo "the SCEP responder did not start; its log:" >&2
+		tail -n 20 "$dir/responder.log" >&2
+		stop_pid "$dir/responder.pid"
+		return 1
+	fi
+	if [ ! -d "$cache" ]; then
+		mkdir -p "${cache%/*}" && cp -r "$dir/pki" "$cache.tmp.$$" && mv "$cache.tmp.$$" "$cache"
+	fi
+	SCEP_URL=http://127.0.0.1:$(cat "$dir/port")/scep
+	SCEP_PIDFILE=$dir/responder.pid SCEP_CA_PEM=$dir/pki/ca.pem
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+}
+
 # ---------------------------------------------------------------- token
 
 # make_token [LABEL]: a fresh SoftHSM token in $T/hsm (softhsm-setup/softhsm-token.sh).
@@ -290,6 +329,141 @@ p11e() {
 # out_value KEY: the value of the "KEY: value" line in the last run's stdout.
 out_value() {
 	sed -n "s/^$1:[[:space:]]*//p" "$OUT" | head -n1
+}
+
+# ---------------------------------------------------------------- what a user checks
+
+# check_enrollment: everything a successful `enroll` must have produced.
+check_enrollment() {
+	local priv_id priv_label priv_access key_uri cert_uri n
+
+	# What p11enroll says.
+	key_uri=$(out_value key)
+	cert_uri=$(out_value certificate)
+	assert_match "$OUT" '^key:[[:space:]]+pkcs11:.*type=private'
+	assert_match "$OUT" '^certificate:[[:space:]]+pkcs11:.*type=cert'
+	assert_match "$OUT" '^subject:[[:space:]]+.*CN=host\.example\.com'
+	assert_match "$OUT" '^serial:[[:space:]]+[[:xdigit:]:x]+'
+	assert_match "$OUT" '^not after:[[:space:]]+.+'
+	case "$key_uri" in *"token=$TOKEN_LABEL"*) ;; *) fail "key URI '$key_uri' does not name token=$TOKEN_LABEL" ;; esac
+	case "$cert_uri" in *"token=$TOKEN_LABEL"*) ;; *) fail "certificate URI '$cert_uri' does not name token=$TOKEN_LABEL" ;; esac
+
+	# The token: exactly one private key, sensitive and never extractable, and a
+	# certificate with the same CKA_ID.
+	token_objects >objects.txt
+	p11tool -O >objects-full.txt 2>&1
+	assert_eq 1 "$(grep -c '^privkey|' objects.txt)" "private keys on the token" || return
+	assert_eq 1 "$(grep -c '^cert|' objects.txt)" "certificates on the token" || return
+	IFS='|' read -r _ priv_id priv_label priv_access < <(grep '^privkey|' objects.txt)
+	assert_eq 1 "$([ -n "$priv_id" ] && echo 1)" "the private key has a CKA_ID" || return
+	assert_eq "$KEY_LABEL" "$priv_label" "private key label"
+	case "$priv_access" in
+	*"sensitive, always sensitive, never extractable"*) _pass "key access: $priv_access" ;;
+	*) fail "private key access is '$priv_access', expected sensitive, always sensitive, never extractable" ;;
+	esac
+	assert_eq "$priv_id" "$(grep '^cert|' objects.txt | cut -d'|' -f2)" "certificate CKA_ID"
+	case "$key_uri" in
+	*id=*)
+		n=$(printf '%s' "$key_uri" | sed -n 's/.*[;:]id=\([^;?]*\).*/\1/p' | tr -d '%' | tr 'A-F' 'a-f')
+		assert_eq "$priv_id" "$n" "id= in the key URI"
+		;;
+	esac
+
+	# The certificate's public key is the token key's public key.
+	p11tool --read-object --type cert --id "$priv_id" -o token-cert.der >/dev/null 2>&1
+	assert_file token-cert.der || return
+	openssl x509 -inform DER -in token-cert.der -noout -pubkey 2>>openssl.err |
+		openssl pkey -pubin -outform DER -out cert-spki.der 2>>openssl.err
+	if p11tool --read-object --type pubkey --id "$priv_id" -o token-pub.der >/dev/null 2>&1; then
+		openssl pkey -pubin -inform DER -in token-pub.der -outform DER -out key-spki.der \
+			2>>openssl.err
+		if cmp -s key-spki.der cert-spki.der && [ -s key-spki.der ]; then
+			_pass "certificate public key == token public key"
+		else
+			fail "the certificate's public key differs from the token key's public key"
+		fi
+	else
+		# pkcs11-tool 0.23 cannot export P-384 public keys: compare the token's
+		# CKA_EC_POINT (a DER OCTET STRING) with the end of the certificate's SPKI.
+		local point spki
+		point=$(awk -v id="$priv_id" '/^Public Key Object/ { inpub = 1; pt = "" }
+			/^(Private Key|Certificate) Object/ { inpub = 0 }
+			inpub && /EC_POINT:/ { pt = $2 }
+			inpub && /ID:/ && tolower($2) == id { print pt; exit }' objects-full.txt)
+		point=${point:4}
+		spki=$(od -An -tx1 -v cert-spki.der | tr -d ' \n')
+		if [ -n "$point" ] && [ "${spki: -${#point}}" = "$point" ]; then
+			_pass "certificate public key == token CKA_EC_POINT"
+		else
+			fail "the certificate's public key differs from the token key's EC point"
+		fi
+	fi
+
+	# The certificate file is the token's certificate and verifies against the trust dir.
+	assert_file "$CERT_FILE" || return
+	openssl x509 -in "$CERT_FILE" -outform DER -out file-cert.der 2>>openssl.err
+	if cmp -s file-cert.der token-cert.der; then
+		_pass "cert_file == certificate on the token"
+	else
+		fail "cert_file differs from the certificate on the token"
+	fi
+	openssl verify -CApath "$TRUST_DIR" "$CERT_FILE" >verify.txt 2>&1
+	assert_contains verify.txt "$CERT_FILE: OK"
+	openssl x509 -in "$CERT_FILE" -noout -subject -nameopt RFC2253 >subject.txt
+	assert_contains subject.txt "CN=host.example.com"
+	assert_contains subject.txt "O=Example"
+	openssl x509 -in "$CERT_FILE" -noout -ext subjectAltName >san.txt 2>&1
+	assert_contains san.txt "DNS:host.example.com"
+	assert_contains san.txt "DNS:alt.example.com"
+	openssl x509 -in "$CERT_FILE" -noout -issuer -nameopt RFC2253 >issuer.txt
+	assert_contains issuer.txt "${ISSUER_EXPECT:-O=p11enroll test CA main}"
+}
+
+# check_second_enroll: `enroll` again is a no-op that says so.
+check_second_enroll() {
+	local first_key
+	first_key=$(out_value key)
+	assert_exit 0 p11e enroll || return
+	assert_eq 1 "$(count_objects privkey)" "private keys after a second enroll"
+	assert_eq 1 "$(count_objects cert)" "certificates after a second enroll"
+	cat "$OUT" "$ERR" >second.txt
+	# It says so ("already enrolled" / "already holds a valid certificate").
+	assert_contains_i second.txt "already"
+	assert_eq "$first_key" "$(out_value key)" "key URI on the second run"
+}
+
+check_ec_until_the_ca() {
+	local id csrs
+	assert_eq 77 "$RC" "exit status when the CA refuses"
+	assert_eq 0 "$(count_objects cert)" "certificates on the token"
+	assert_no_file "$CERT_FILE"
+	token_objects >objects.txt
+	assert_eq 1 "$(grep -c '^privkey|' objects.txt)" "private keys on the token" || return
+	IFS='|' read -r _ id _ access < <(grep '^privkey|' objects.txt)
+	case "$access" in
+	*"sensitive, always sensitive, never extractable"*) _pass "key access: $access" ;;
+	*) fail "private key access is '$access', expected sensitive, always sensitive, never extractable" ;;
+	esac
+	p11tool --read-object --type pubkey --id "$id" -o token-pub.der >/dev/null 2>&1
+	openssl pkey -pubin -inform DER -in token-pub.der -outform DER -out key-spki.der 2>>openssl.err
+	csrs=("$T"/csr.*.der)
+	local csr=${csrs[0]}
+	assert_file "$csr" || return
+	openssl req -inform DER -in "$csr" -noout -verify >csr-verify.txt 2>&1
+	assert_match csr-verify.txt 'verify OK'
+	openssl req -inform DER -in "$csr" -noout -pubkey 2>>openssl.err |
+		openssl pkey -pubin -outform DER -out csr-spki.der 2>>openssl.err
+	if [ -s key-spki.der ] && cmp -s key-spki.der csr-spki.der; then
+		_pass "CSR public key == token public key"
+	else
+		fail "the CSR's public key differs from the token key's public key"
+	fi
+	openssl req -inform DER -in "$csr" -noout -text -nameopt RFC2253 >csr.txt 2>&1
+	assert_contains csr.txt "CN=host.example.com"
+	assert_contains csr.txt "DNS:host.example.com"
+	assert_contains csr.txt "DNS:alt.example.com"
+	assert_contains csr.txt "ecdsa-with-SHA256"
+	assert_contains csr.txt "NIST CURVE: P-256"
 }
 
 # ---------------------------------------------------------------- assertions

@@ -1,0 +1,756 @@
+#!/usr/bin/python3
+"""SCEP (RFC 8894) server test double: an NDES-shaped responder with hostile modes.
+
+Built on http.server and tests/doubles/scepmsg.py (asn1crypto + cryptography),
+independent of p11enroll's C code.  It listens on 127.0.0.1 only.
+
+    scep_responder.py --port PORT --dir DIR --mode MODE [--challenge SECRET]
+                      [--single-ca] [--max-url N] [--pidfile FILE] [--ready-file FILE]
+
+--port 0 picks a free port.  The ready-file (written atomically, content
+"PORT\\n") appears only once the socket listens; a stale one is removed at
+start, and both pid- and ready-file are removed on SIGTERM/SIGINT.
+
+DIR (created, or reused when present):
+    ca.pem ca.key          CA, RSA-2048, self-signed, keyUsage keyCertSign+cRLSign
+    ca.sha256              hex SHA-256 of the CA certificate DER (the client's fingerprint)
+    ra-sign.pem ra-sign.key  RA signing cert (keyUsage digitalSignature), issued by the CA
+    ra-enc.pem ra-enc.key    RA encryption cert (keyUsage keyEncipherment), issued by the CA
+    issued/<serial>.pem    every certificate issued (serial in lowercase hex)
+With --single-ca the CA decrypts requests and signs CertReps itself (like
+scepserver) and GetCACert returns the CA alone.
+
+Endpoints: /scep, /cgi-bin/pkiclient.exe, /certsrv/mscep/mscep.dll (any case).
+    GET  ?operation=GetCACaps
+    GET  ?operation=GetCACert
+    POST ?operation=PKIOperation            body = DER pkiMessage
+    GET  ?operation=PKIOperation&message=B64 (URL-encoded base64)
+
+Request handling: the pkiMessage is verified and decrypted with scepmsg.
+Unparseable -> HTTP 500; not verifiable/decryptable -> CertRep FAILURE with
+the failInfo scepmsg reports (badMessageCheck unless the cause is an
+unsupported algorithm, badAlg, or a missing signer certificate, badCertId).
+PKCSReq (19) and RenewalReq (17): CSR self-signature must verify (else
+FAILURE badMessageCheck); with --challenge the CSR's challengePassword must
+match (else FAILURE badRequest), except for a renewal signed by a certificate
+of this CA that carries no challenge.  CertPoll (20) answers for a pending or
+already issued transactionID (unknown -> FAILURE badCertId).  Other types ->
+FAILURE badRequest.  The request's signer certificate must hold an RSA key
+(the SUCCESS envelope uses RSA key transport to it).
+
+The hostile modes break only SUCCESS replies to PKIOperation (and the
+transport modes every PKIOperation reply); GetCACaps/GetCACert stay normal.
+One line per request is logged to stderr; challenges are never logged.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import hmac
+import os
+import select
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import scepmsg  # noqa: E402
+from asn1crypto import x509 as asn1x509  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
+from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID  # noqa: E402
+
+MODES = {
+    "normal": "issue at once",
+    "nocaps": "GetCACaps: close the connection without answering (old NDES)",
+    "getonly": "caps without POSTPKIOperation (SHA-256 AES DES3); POST -> 405",
+    "pending": "first PKCSReq of a transactionID -> PENDING; CertPoll -> SUCCESS",
+    "pending-fail": "PKCSReq -> PENDING; CertPoll -> FAILURE badRequest",
+    "reject": "every PKCSReq/CertPoll -> FAILURE badRequest",
+    "wrong-nonce": "SUCCESS with recipientNonce != the request's senderNonce",
+    "no-nonce": "SUCCESS without recipientNonce",
+    "txid-prefix": "SUCCESS with the transactionID shortened by 4 characters",
+    "txid-longer": "SUCCESS with 4 characters appended to the transactionID",
+    "bad-signature": "SUCCESS with one byte of the signature flipped",
+    "bad-digest": "SUCCESS whose messageDigest does not match the content",
+    "rogue-signer": "SUCCESS signed by a fresh self-signed key not in GetCACert (cert included)",
+    "wrong-key": "SUCCESS carrying a certificate issued for a different, fresh key",
+    "truncated": "SUCCESS cut at 60% (Content-Length = the cut length)",
+    "garbage": "PKIOperation -> random bytes as application/x-pki-message",
+    "huge": "PKIOperation -> a 50 MiB body, streamed",
+    "slow": "SUCCESS sent one byte per second; stops when the client goes away",
+    "http500": "PKIOperation -> HTTP 500 with a text body",
+    "des-reply": "SUCCESS encrypted with single DES, signed with SHA-1 by the CA (like scepserver)",
+}
+
+CAPS_NORMAL = b"POSTPKIOperation\nSHA-256\nAES\nSCEPStandard\nRenewal"
+CAPS_GETONLY = b"SHA-256\nAES\nDES3"
+
+SCEP_PATHS = ("/scep", "/cgi-bin/pkiclient.exe", "/certsrv/mscep/mscep.dll")
+CT_PKI = "application/x-pki-message"
+MAX_BODY = 1 << 20          # largest POSTed pkiMessage accepted
+HUGE_SIZE = 50 * 1024 * 1024
+CHUNK = 64 * 1024
+
+MSG_NAMES = {scepmsg.MSG_PKCSREQ: "PKCSReq", scepmsg.MSG_RENEWALREQ: "RenewalReq",
+             scepmsg.MSG_CERTPOLL: "CertPoll", scepmsg.MSG_GETCERT: "GetCert",
+             scepmsg.MSG_GETCRL: "GetCRL", scepmsg.MSG_CERTREP: "CertRep"}
+FAIL_NAMES = {"0": "badAlg", "1": "badMessageCheck", "2": "badRequest",
+              "3": "badTime", "4": "badCertId"}
+
+
+def log(msg):
+    """One line on stderr (exception texts may span lines)."""
+    sys.stderr.write("scep_responder: %s\n" % " ".join(str(msg).split()))
+    sys.stderr.flush()
+
+
+def flip_byte(data, index):
+    b = bytearray(data)
+    b[index] ^= 0x01
+    return bytes(b)
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+# ---------------------------------------------------------------------------
+# key material
+
+
+def new_rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def fresh_key_like(public_key):
+    """A new private key of the same kind (RSA size / EC curve) as public_key."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return ec.generate_private_key(public_key.curve)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return rsa.generate_private_key(public_exponent=65537, key_size=public_key.key_size)
+    return new_rsa_key()
+
+
+def name(common_name):
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "p11enroll tests"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+def ski_of(cert):
+    return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+
+
+def build_cert(subject, public_key, issuer_cert, issuer_key, extensions,
+               not_before, not_after, serial=None):
+    """Certificate with SKI/AKI added; issuer_cert None = self-signed.
+
+    extensions: list of (ExtensionType, critical)."""
+    if issuer_cert is None:
+        issuer_name = subject
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
+    else:
+        issuer_name = issuer_cert.subject
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski_of(issuer_cert))
+    b = (x509.CertificateBuilder()
+         .subject_name(subject)
+         .issuer_name(issuer_name)
+         .public_key(public_key)
+         .serial_number(serial or x509.random_serial_number())
+         .not_valid_before(not_before)
+         .not_valid_after(not_after))
+    for ext, critical in extensions:
+        b = b.add_extension(ext, critical=critical)
+    b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    b = b.add_extension(aki, critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def key_usage(digital_signature=False, key_encipherment=False, cert_sign=False):
+    return x509.KeyUsage(digital_signature=digital_signature, content_commitment=False,
+                         key_encipherment=key_encipherment, data_encipherment=False,
+                         key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
+                         encipher_only=False, decipher_only=False)
+
+
+def pem(cert):
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def write_file(path, data, mode=0o644):
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class Pki:
+    """CA + RA signing + RA encryption certificates kept in a directory."""
+
+    def __init__(self, directory, single_ca=False):
+        self.dir = directory
+        self.issued_dir = os.path.join(directory, "issued")
+        os.makedirs(self.issued_dir, exist_ok=True)
+        now = utcnow()
+        self.ca_key, self.ca_cert, ca_new = self._load_or_create(
+            "ca", lambda key: build_cert(
+                name("scep_responder CA"), key.public_key(), None, key,
+                [(x509.BasicConstraints(ca=True, path_length=None), True),
+                 (key_usage(cert_sign=True), True)],
+                now - datetime.timedelta(days=1), now + datetime.timedelta(days=3650)))
+        self.sign_key, self.sign_cert, _ = self._load_or_create(
+            "ra-sign", lambda key: self._ra_cert(key, "scep_responder RA signing",
+                                                 key_usage(digital_signature=True)),
+            recreate=ca_new)
+        self.enc_key, self.enc_cert, _ = self._load_or_create(
+            "ra-enc", lambda key: self._ra_cert(key, "scep_responder RA encryption",
+                                                key_usage(key_encipherment=True)),
+            recreate=ca_new)
+        ca_der = scepmsg.cert_der(self.ca_cert)
+        write_file(os.path.join(directory, "ca.sha256"),
+                   (hashlib.sha256(ca_der).hexdigest() + "\n").encode())
+        if single_ca:  # the CA is its own RA, like scepserver
+            self.sign_key, self.sign_cert = self.ca_key, self.ca_cert
+            self.enc_key, self.enc_cert = self.ca_key, self.ca_cert
+            self.getcacert = ("application/x-x509-ca-cert", ca_der)
+        else:
+            self.getcacert = ("application/x-x509-ca-ra-cert", scepmsg.degenerate_certs(
+                [self.ca_cert, self.sign_cert, self.enc_cert]))
+
+    def _ra_cert(self, key, common_name, ku):
+        now = utcnow()
+        return build_cert(name(common_name), key.public_key(), self.ca_cert, self.ca_key,
+                          [(x509.BasicConstraints(ca=False, path_length=None), True),
+                           (ku, True)],
+                          now - datetime.timedelta(days=1), now + datetime.timedelta(days=3650))
+
+    def _load_or_create(self, stem, make_cert, recreate=False):
+        key_path = os.path.join(self.dir, stem + ".key")
+        cert_path = os.path.join(self.dir, stem + ".pem")
+        if not recreate and os.path.exists(key_path) and os.path.exists(cert_path):
+            return scepmsg.load_key(key_path), scepmsg.load_cert(cert_path), False
+        key = new_rsa_key()
+        cert = make_cert(key)
+        write_file(key_path, key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()), 0o600)
+        write_file(cert_path, pem(cert))
+        return key, cert, True
+
+    def issued_by_ca(self, cert_der):
+        """True when cert_der is a certificate signed by this CA (a renewal signer)."""
+        try:
+            cert = scepmsg.load_cert(cert_der)
+            if cert.issuer != self.ca_cert.subject:
+                return False
+            self.ca_cert.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                             padding.PKCS1v15(), cert.signature_hash_algorithm)
+            return True
+        except Exception:
+            return False
+
+
+# ---------------------------------------------------------------------------
+# SCEP logic (bytes in, Reply out; no HTTP here)
+
+
+class Reply:
+    """What the HTTP layer sends for a PKIOperation, plus a log summary."""
+
+    def __init__(self, body, summary, code=200, ctype=CT_PKI):
+        self.body, self.summary, self.code, self.ctype = body, summary, code, ctype
+
+
+def _flip_nonce(kw):
+    kw["recipient_nonce"] = flip_byte(kw["recipient_nonce"] or bytes(16), 0)
+
+
+def _rogue_signer(responder, kw):
+    kw["signer_key"], kw["signer_cert"] = responder.rogue()
+
+
+def _des_by_ca(responder, kw):
+    kw.update(cipher="des", digest="sha1",
+              signer_key=responder.pki.ca_key, signer_cert=responder.pki.ca_cert)
+
+
+# mode -> function(responder, certrep kwargs) breaking a SUCCESS CertRep in one way
+SUCCESS_TWEAKS = {
+    "wrong-nonce": lambda r, kw: _flip_nonce(kw),
+    "no-nonce": lambda r, kw: kw.update(recipient_nonce=None),
+    "txid-prefix": lambda r, kw: kw.update(txid=kw["txid"][:-4]),
+    "txid-longer": lambda r, kw: kw.update(txid=kw["txid"] + "0A1B"),
+    # RSA PKCS#1 v1.5: any flipped bit invalidates the signature
+    "bad-signature": lambda r, kw: kw.update(
+        tamper={"signature": lambda s: flip_byte(s, len(s) // 2)}),
+    # the last byte of the EnvelopedData is ciphertext: the ASN.1 stays intact
+    "bad-digest": lambda r, kw: kw.update(tamper={"content": lambda c: flip_byte(c, -1)}),
+    "rogue-signer": _rogue_signer,
+    "des-reply": _des_by_ca,
+}
+
+
+def challenge_of(csr):
+    try:
+        return csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
+    except x509.AttributeNotFound:
+        return None
+
+
+def names_equal(der_a, der_b):
+    """RFC 5280 name comparison (asn1crypto normalises case/space/string type)."""
+    return asn1x509.Name.load(der_a) == asn1x509.Name.load(der_b)
+
+
+class Responder:
+    def __init__(self, pki, mode, challenge=None):
+        self.pki, self.mode, self.challenge = pki, mode, challenge
+        self.lock = threading.Lock()
+        self.pending = {}   # txid -> CSR DER awaiting a CertPoll
+        self.issued = {}    # txid -> issued certificate
+        self._rogue = None
+
+    def rogue(self):
+        with self.lock:
+            if self._rogue is None:
+                key = new_rsa_key()
+                now = utcnow()
+                cert = build_cert(name("scep_responder rogue signer"), key.public_key(), None,
+                                  key, [(key_usage(digital_signature=True), True)],
+                                  now - datetime.timedelta(days=1),
+                                  now + datetime.timedelta(days=30))
+                self._rogue = (key, cert)
+            return self._rogue
+
+    # -- entry point
+
+    def pki_operation(self, der):
+        try:
+            outer = scepmsg.parse_pkimessage(der, verify=False)
+        except Exception as e:  # ScepError, or asn1crypto on odd encodings
+            return Reply(("cannot parse pkiMessage: %s\n" % e).encode(),
+                         "unparseable (%s)" % e, code=500, ctype="text/plain")
+        mname = MSG_NAMES.get(outer["message_type"], "type=%s" % outer["message_type"])
+        try:
+            req = scepmsg.parse_pkimessage(der, ra_key=self.pki.enc_key, ra_cert=self.pki.enc_cert)
+        except scepmsg.ScepError as e:
+            return self.failure(outer, e.fail_info, "%s: %s" % (mname, e))
+        except Exception as e:
+            return self.failure(outer, scepmsg.FAIL_BAD_MESSAGE_CHECK, "%s: %s" % (mname, e))
+        if not req["txid"] or req["sender_nonce"] is None:
+            return self.failure(req, scepmsg.FAIL_BAD_MESSAGE_CHECK,
+                                "%s: transactionID or senderNonce missing" % mname)
+        mt = req["message_type"]
+        if mt in (scepmsg.MSG_PKCSREQ, scepmsg.MSG_RENEWALREQ, scepmsg.MSG_CERTPOLL):
+            if req["envelope"] is None:
+                return self.failure(req, scepmsg.FAIL_BAD_REQUEST, "%s: no pkcsPKIEnvelope" % mname)
+            if self.mode == "reject":
+                return self.failure(req, scepmsg.FAIL_BAD_REQUEST, "%s: rejected (mode)" % mname)
+            if mt == scepmsg.MSG_CERTPOLL:
+                return self.poll(req, mname)
+            return self.enroll(req, mname)
+        return self.failure(req, scepmsg.FAIL_BAD_REQUEST, "%s: unsupported" % mname)
+
+    # -- message types
+
+    def enroll(self, req, mname):
+        txid = req["txid"]
+        try:
+            csr = x509.load_der_x509_csr(req["csr_der"])
+        except Exception as e:
+            return self.failure(req, scepmsg.FAIL_BAD_REQUEST, "%s: bad CSR: %s" % (mname, e))
+        if not csr.is_signature_valid:
+            return self.failure(req, scepmsg.FAIL_BAD_MESSAGE_CHECK,
+                                "%s: CSR self-signature invalid" % mname)
+        problem = self.authorisation_problem(req, csr)
+        if problem:
+            return self.failure(req, scepmsg.FAIL_BAD_REQUEST, "%s: %s" % (mname, problem))
+        if self.mode in ("pending", "pending-fail"):
+            with self.lock:
+                done = self.issued.get(txid)
+                if done is None:
+                    self.pending[txid] = req["csr_der"]
+            if done is not None:
+                return self.success(req, done, mname)
+            return self.status_only(req, scepmsg.STATUS_PENDING, None, "%s: PENDING" % mname)
+        cert = self.issue(csr)
+        with self.lock:
+            self.issued[txid] = cert
+        return self.success(req, cert, mname)
+
+    def poll(self, req, mname):
+        txid = req["txid"]
+        with self.lock:
+            csr_der = self.pending.get(txid)
+            done = self.issued.get(txid)
+        if done is not None:
+            return self.success(req, done, mname)
+        if csr_der is None:
+            return self.failure(req, scepmsg.FAIL_BAD_CERT_ID, "%s: unknown transactionID" % mname)
+        issuer_der, subject_der = req["issuer_and_subject"]
+        csr = x509.load_der_x509_csr(csr_der)
+        if not (names_equal(subject_der, csr.subject.public_bytes())
+                and names_equal(issuer_der, self.pki.ca_cert.subject.public_bytes())):
+            return self.failure(req, scepmsg.FAIL_BAD_CERT_ID,
+                                "%s: IssuerAndSubject does not match the pending request" % mname)
+        if self.mode == "pending-fail":
+            with self.lock:
+                self.pending.pop(txid, None)
+            return self.failure(req, scepmsg.FAIL_BAD_REQUEST, "%s: rejected (mode)" % mname)
+        cert = self.issue(csr)
+        with self.lock:
+            self.pending.pop(txid, None)
+            self.issued[txid] = cert
+        return self.success(req, cert, mname)
+
+    def authorisation_problem(self, req, csr):
+        """None when the request may be served, else a reason (never the secret)."""
+        if self.challenge is None:
+            return None
+        given = challenge_of(csr)
+        if given is None:
+            if self.pki.issued_by_ca(req["signer_cert"]):
+                return None  # renewal signed with a certificate of this CA
+            return "challengePassword missing"
+        if not hmac.compare_digest(given, self.challenge.encode()):
+            return "challengePassword mismatch"
+        return None
+
+    # -- issuing
+
+    def issue(self, csr):
+        public_key = csr.public_key()
+        if self.mode == "wrong-key":
+            public_key = fresh_key_like(public_key).public_key()
+        is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+        extensions = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (key_usage(digital_signature=True, key_encipherment=is_rsa), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        ]
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            extensions.append((san.value, san.critical))
+        except x509.ExtensionNotFound:
+            pass
+        now = utcnow()
+        cert = build_cert(csr.subject, public_key, self.pki.ca_cert, self.pki.ca_key, extensions,
+                          now - datetime.timedelta(minutes=10), now + datetime.timedelta(days=365))
+        write_file(os.path.join(self.pki.issued_dir, "%x.pem" % cert.serial_number), pem(cert))
+        return cert
+
+    # -- CertRep builders
+
+    def _certrep_args(self, req, status, fail_info=None):
+        return dict(signer_cert=self.pki.sign_cert, signer_key=self.pki.sign_key,
+                    txid=req["txid"], recipient_nonce=req["sender_nonce"], sender_nonce=None,
+                    status=status, fail_info=fail_info, digest="sha256")
+
+    def success(self, req, cert, mname):
+        kw = self._certrep_args(req, scepmsg.STATUS_SUCCESS)
+        kw.update(issued_certs=[cert, self.pki.ca_cert], recipient_cert=req["signer_cert"],
+                  cipher="aes128")
+        tweak = SUCCESS_TWEAKS.get(self.mode)
+        if tweak:
+            tweak(self, kw)
+        summary = "%s: SUCCESS serial=%x" % (mname, cert.serial_number)
+        if self.mode != "normal":
+            summary += " (mode %s)" % self.mode
+        return Reply(scepmsg.certrep(**kw), summary)
+
+    def status_only(self, req, status, fail_info, summary):
+        return Reply(scepmsg.certrep(**self._certrep_args(req, status, fail_info)), summary)
+
+    def failure(self, req, fail_info, why):
+        return self.status_only(req, scepmsg.STATUS_FAILURE, fail_info,
+                                "FAILURE %s (%s)" % (FAIL_NAMES.get(fail_info, fail_info), why))
+
+
+# ---------------------------------------------------------------------------
+# HTTP
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True       # a slow/huge handler never blocks shutdown
+    request_queue_size = 64
+
+    def server_bind(self):
+        # skip HTTPServer's getfqdn() (a reverse DNS lookup) on 127.0.0.1
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "scep_responder/1"
+
+    # http.server would log every request line (with message=...): we log our own
+    def log_request(self, code="-", size="-"):
+        pass
+
+    def log_message(self, fmt, *args):
+        log("%s %s" % (self.command or "-", fmt % args))
+
+    @property
+    def responder(self):
+        return self.server.responder
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_HEAD(self):
+        self.send_text(405, "method not allowed\n", "HEAD -> 405")
+
+    # -- dispatch
+
+    def dispatch(self, method):
+        max_url = self.server.max_url
+        if max_url and len(self.path) > max_url:
+            return self.send_text(414, "URI too long\n", "%s -> 414 (URL of %d > %d chars)"
+                                  % (method, len(self.path), max_url))
+        url = urlsplit(self.path)
+        if url.path.lower().rstrip("/") not in SCEP_PATHS:
+            return self.send_text(404, "not found\n", "%s %s -> 404" % (method, url.path[:80]))
+        params = parse_qs(url.query)
+        op = params.get("operation", [""])[0]
+        mode = self.responder.mode
+        if op == "GetCACaps" and method == "GET":
+            if mode == "nocaps":
+                self.close_connection = True
+                self.log_line(method, op, "connection closed without answer (mode nocaps)")
+                return
+            caps = CAPS_GETONLY if mode == "getonly" else CAPS_NORMAL
+            return self.send_body(200, "text/plain", caps, method, op, "200")
+        if op == "GetCACert" and method == "GET":
+            ctype, body = self.responder.pki.getcacert
+            return self.send_body(200, ctype, body, method, op, "200 %s" % ctype)
+        if op == "PKIOperation":
+            if method == "POST":
+                if mode == "getonly":
+                    return self.send_text(405, "POST not supported\n",
+                                          "POST PKIOperation -> 405 (mode getonly)",
+                                          {"Allow": "GET"})
+                der = self.read_body()
+                if der is None:
+                    return
+                ctype = self.headers.get("Content-Type", "")
+                note = "" if ctype.split(";")[0].strip().lower() == CT_PKI else \
+                    " [request Content-Type %r]" % ctype
+            else:
+                raw = params.get("message", [None])[0]
+                if raw is None:
+                    return self.send_text(400, "message parameter missing\n",
+                                          "GET PKIOperation -> 400 (no message)")
+                # parse_qs turned an unescaped '+' into ' '; base64 has no spaces
+                try:
+                    der = base64.b64decode("".join(raw.replace(" ", "+").split()), validate=True)
+                except ValueError:
+                    return self.send_text(400, "message is not base64\n",
+                                          "GET PKIOperation -> 400 (bad base64)")
+                note = ""
+            return self.pki_operation(method, der, note)
+        return self.send_text(400, "unsupported operation\n",
+                              "%s operation=%r -> 400" % (method, op[:40]))
+
+    def read_body(self):
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.send_text(411, "Content-Length required\n", "POST -> 411")
+            return None
+        length = int(length)
+        if length > MAX_BODY:
+            self.send_text(413, "request too large\n", "POST -> 413 (%d bytes)" % length)
+            return None
+        return self.rfile.read(length)
+
+    def pki_operation(self, method, der, note):
+        op = "PKIOperation"
+        mode = self.responder.mode
+        if mode == "http500":
+            return self.send_text(500, "simulated internal server error\n",
+                                  "%s %s -> 500 (mode http500)" % (method, op))
+        if mode == "garbage":
+            return self.send_body(200, CT_PKI, os.urandom(2048), method, op,
+                                  "200 2048 random bytes (mode garbage)")
+        if mode == "huge":
+            return self.send_huge(method, op)
+        reply = self.responder.pki_operation(der)
+        body = reply.body
+        if reply.code == 200 and mode == "truncated":
+            body = body[:len(body) * 6 // 10]
+            reply.summary += " cut to %d of %d bytes" % (len(body), len(reply.body))
+        if reply.code == 200 and mode == "slow":
+            return self.send_slowly(body, method, op, reply.summary + note)
+        return self.send_body(reply.code, reply.ctype, body, method, op,
+                              "%d %s%s" % (reply.code, reply.summary, note))
+
+    # -- senders
+
+    def log_line(self, method, op, result):
+        log("%s %s -> %s" % (method, op, result))
+
+    def send_headers(self, code, ctype, length, extra=None):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        if code >= 400:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+
+    def send_body(self, code, ctype, body, method, op, result):
+        self.log_line(method, op, result)
+        try:
+            self.send_headers(code, ctype, len(body))
+            self.wfile.write(body)
+        except OSError as e:
+            log("%s %s: client went away (%s)" % (method, op, e))
+            self.close_connection = True
+
+    def send_text(self, code, text, logline, extra=None):
+        log(logline)
+        try:
+            self.send_headers(code, "text/plain; charset=utf-8", len(text.encode()), extra)
+            self.wfile.write(text.encode())
+        except OSError:
+            self.close_connection = True
+
+    def peer_closed(self):
+        """True when the client has closed its side (readable with EOF)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def send_huge(self, method, op):
+        """A DER SEQUENCE header announcing the whole 50 MiB, then zeros, in chunks."""
+        self.log_line(method, op, "200 streaming %d bytes (mode huge)" % HUGE_SIZE)
+        header = b"\x30\x84" + (HUGE_SIZE - 6).to_bytes(4, "big")
+        chunk = bytes(CHUNK)
+        sent = 0
+        self.close_connection = True
+        try:
+            self.send_headers(200, CT_PKI, HUGE_SIZE)
+            self.wfile.write(header)
+            sent = len(header)
+            while sent < HUGE_SIZE:
+                n = min(CHUNK, HUGE_SIZE - sent)
+                self.wfile.write(chunk[:n])
+                sent += n
+        except OSError:
+            log("%s %s: huge: client went away after %d of %d bytes"
+                % (method, op, sent, HUGE_SIZE))
+            return
+        log("%s %s: huge: sent all %d bytes" % (method, op, sent))
+
+    def send_slowly(self, body, method, op, summary):
+        self.log_line(method, op, "200 %s, one byte per second (mode slow)" % summary)
+        self.close_connection = True
+        sent = 0
+        try:
+            self.send_headers(200, CT_PKI, len(body))
+            while sent < len(body):
+                if self.peer_closed():
+                    raise ConnectionResetError("peer closed")
+                self.wfile.write(body[sent:sent + 1])
+                sent += 1
+                time.sleep(1)
+        except OSError:
+            log("%s %s: slow: client went away after %d of %d bytes"
+                % (method, op, sent, len(body)))
+            return
+        log("%s %s: slow: sent all %d bytes" % (method, op, sent))
+
+
+# ---------------------------------------------------------------------------
+# main
+
+
+def remove_quietly(path):
+    if path:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="SCEP server test double (127.0.0.1 only).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="modes:\n" + "\n".join("  %-14s %s" % kv for kv in MODES.items()))
+    p.add_argument("--port", type=int, required=True, help="TCP port; 0 = pick a free one")
+    p.add_argument("--dir", required=True, help="state directory (CA, RA, issued/)")
+    p.add_argument("--mode", default="normal", choices=sorted(MODES), metavar="MODE",
+                   help="behaviour, see below (default normal)")
+    p.add_argument("--challenge", help="required challengePassword (default: none required)")
+    p.add_argument("--single-ca", action="store_true",
+                   help="the CA is its own RA (GetCACert = CA certificate only), like scepserver")
+    p.add_argument("--max-url", type=int, default=0,
+                   help="answer 414 to request URLs longer than this (IIS: 2048)")
+    p.add_argument("--pidfile", help="write the process id here")
+    p.add_argument("--ready-file", help="write the port here once listening")
+    return p.parse_args(argv)
+
+
+class Stop(Exception):
+    pass
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.pidfile:
+        write_file(args.pidfile, b"%d\n" % os.getpid())
+    remove_quietly(args.ready_file)
+
+    def stop(signum, frame):
+        raise Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    server = None
+    try:
+        pki = Pki(args.dir, args.single_ca)
+        try:
+            server = Server(("127.0.0.1", args.port), Handler)
+        except OSError as e:
+            log("cannot listen on 127.0.0.1:%d: %s" % (args.port, e))
+            return 1
+        server.responder = Responder(pki, args.mode, args.challenge)
+        server.max_url = args.max_url
+        port = server.server_address[1]
+        if args.ready_file:
+            write_file(args.ready_file, b"%d\n" % port)
+        log("listening on http://127.0.0.1:%d/scep mode=%s%s%s" % (
+            port, args.mode, " single-ca" if args.single_ca else "",
+            " challenge required" if args.challenge is not None else ""))
+        server.serve_forever()
+    except Stop:
+        log("stopping")
+    finally:
+        if server is not None:
+            server.server_close()
+        remove_quietly(args.ready_file)
+        remove_quietly(args.pidfile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

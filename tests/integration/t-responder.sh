@@ -1,0 +1,173 @@
+#!/bin/bash
+# Against the project's SCEP responder double (tests/doubles/scep_responder.py), for what
+# the real scepserver cannot do: EC certificates, separate RA signing and encryption
+# certificates (NDES-shaped), GET only, no GetCACaps, FAILURE, PENDING, and hostile
+# answers. Each hostile answer must give the documented exit code, a message that names
+# what was wrong, no crash (also under ASan/UBSan), no certificate on the token or in
+# cert_file, and a token from which the next run against a good server completes.
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+ISSUER_EXPECT="O=p11enroll tests"
+
+# setup_responder MODE [flags]: token + responder + configuration.
+setup_responder() {
+	make_token || return
+	start_responder "$T/resp" "$@" || return
+	write_conf
+}
+
+# A good server on the same CA, for the run after a failure: same pki dir, new port.
+restart_good() {
+	stop_pid "$T/resp/responder.pid"
+	start_responder "$T/resp" normal || return
+	write_conf
+}
+
+check_ec() {
+	local curve=$1
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+	openssl x509 -in "$CERT_FILE" -noout -text >cert.txt
+	assert_contains cert.txt "id-ecPublicKey"
+	assert_contains cert.txt "NIST CURVE: $curve"
+	check_second_enroll
+}
+
+test_ec_p256_end_to_end() {
+	KEY_TYPE=ec:P-256
+	setup_responder normal || return
+	check_ec P-256
+}
+
+test_ec_p384_end_to_end() {
+	KEY_TYPE=ec:P-384
+	setup_responder normal || return
+	check_ec P-384
+}
+
+test_separate_ra_certificates() {
+	setup_responder normal || return
+	assert_exit 0 p11e check || return
+	assert_match "$OUT" '^RA encrypt:.*CN=.*'
+	grep '^RA encrypt:' "$OUT" >ra-enc.txt
+	grep '^RA sign:' "$OUT" >ra-sign.txt
+	if cmp -s <(cut -d: -f2- ra-enc.txt) <(cut -d: -f2- ra-sign.txt); then
+		fail "check shows the same RA certificate for encryption and signing"
+	else
+		_pass "separate RA encryption and signing certificates"
+	fi
+	assert_exit 0 p11e -v enroll || return
+	check_enrollment
+	assert_file "$TRUST_DIR/ra-enc.crt"
+	assert_file "$TRUST_DIR/ra-sign.crt"
+	# The request went to the encryption certificate, the reply came from the signing one.
+	openssl x509 -in "$TRUST_DIR/ra-enc.crt" -noout -ext keyUsage >ku-enc.txt
+	assert_contains ku-enc.txt "Key Encipherment"
+	assert_contains "$T/resp/responder.log" "SUCCESS"
+}
+
+test_get_only_server() {
+	setup_responder getonly || return
+	assert_exit 0 p11e -v enroll || return
+	assert_contains "$ERR" "PKIOperation by GET"
+	check_enrollment
+}
+
+test_no_getcacaps_falls_back_to_3des_sha1_get() {
+	setup_responder nocaps || return
+	assert_exit 0 p11e -v enroll || return
+	assert_contains "$ERR" "assuming no capabilities (3DES, SHA-1, GET)"
+	assert_contains "$ERR" "DES-EDE3-CBC"
+	assert_contains "$ERR" "PKIOperation by GET"
+	check_enrollment
+}
+
+test_single_des_reply_accepted_with_warning() {
+	setup_responder des-reply || return
+	assert_exit 0 p11e enroll || return
+	assert_contains "$ERR" "single DES"
+	check_enrollment
+}
+
+test_failure_77_then_key_reused() {
+	setup_responder reject || return
+	assert_exit 77 p11e enroll || return
+	assert_contains "$ERR" "badRequest"
+	assert_eq 0 "$(count_objects cert)" "certificates on the token after FAILURE"
+	assert_no_file "$CERT_FILE"
+	restart_good || return
+	assert_exit 0 p11e enroll || return
+	assert_contains "$ERR" "reusing key"
+	check_enrollment
+}
+
+test_pending_75() {
+	setup_responder pending || return
+	assert_exit 75 p11e enroll || return
+	assert_contains "$ERR" "PENDING"
+	assert_match "$ERR" 'transactionID [0-9A-F]{64}'
+	assert_eq 0 "$(count_objects cert)" "certificates on the token after PENDING"
+}
+
+# hostile MODE EXIT TEXT: one hostile answer.
+hostile() {
+	local mode=$1 want=$2 text=$3
+	SCEP_TIMEOUT=${SCEP_TIMEOUT:-10}
+	setup_responder "$mode" || return
+	assert_exit "$want" p11e enroll || return
+	assert_contains_i "$ERR" "$text"
+	assert_eq 0 "$(count_objects cert)" "certificates on the token after '$mode'"
+	assert_no_file "$CERT_FILE"
+	assert_eq 1 "$(count_objects privkey)" "private keys (kept for the next attempt)"
+}
+
+test_hostile_wrong_nonce_76() { hostile wrong-nonce 76 "recipientNonce differs"; }
+test_hostile_missing_nonce_76() { hostile no-nonce 76 "recipientNonce is missing"; }
+test_hostile_txid_prefix_76() { hostile txid-prefix 76 "transactionID"; }
+test_hostile_txid_longer_76() { hostile txid-longer 76 "transactionID"; }
+test_hostile_bad_signature_76() { hostile bad-signature 76 "signature does not verify"; }
+test_hostile_rogue_signer_76() { hostile rogue-signer 76 "not among the CA/RA certificates"; }
+test_hostile_garbage_76() { hostile garbage 76 "not a valid CMS message"; }
+test_hostile_http500_69() { hostile http500 69 "HTTP 500"; }
+
+test_hostile_bad_digest_76_then_good_server() {
+	hostile bad-digest 76 "" || return
+	restart_good || return
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+test_hostile_wrong_key_76_then_good_server() {
+	hostile wrong-key 76 "none for our key" || return
+	restart_good || return
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+test_hostile_truncated_76_then_good_server() {
+	hostile truncated 76 "not a valid CMS message" || return
+	restart_good || return
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+test_hostile_huge_body_69() {
+	local t0 t1
+	t0=$(date +%s)
+	hostile huge 69 "exceeds" || return
+	t1=$(date +%s)
+	assert_eq 1 "$([ $((t1 - t0)) -lt 20 ] && echo 1)" "a 50 MB answer is cut off early ($((t1 - t0)) s)"
+}
+
+test_hostile_one_byte_per_second_69_within_timeout() {
+	local t0 t1
+	SCEP_TIMEOUT=4
+	t0=$(date +%s)
+	hostile slow 69 "cannot reach" || return
+	t1=$(date +%s)
+	assert_eq 1 "$([ $((t1 - t0)) -le $((SCEP_TIMEOUT + 3)) ] && echo 1)" \
+		"gave up within the timeout ($((t1 - t0)) s, timeout $SCEP_TIMEOUT s)"
+}
+
+run_tests
