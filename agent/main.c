@@ -2,6 +2,7 @@
  * main.c: command line, dispatch, exit codes.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,9 @@ harden(void)
 	 * other users' tools. */
 	setrlimit(RLIMIT_CORE, &rl);
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	/* A file size limit makes write() fail with EFBIG, reported like a full
+	 * disk, instead of killing the process mid-write. */
+	signal(SIGXFSZ, SIG_IGN);
 }
 
 int

@@ -66,6 +66,24 @@ test_server_down_69_fast() {
 	assert_eq 0 "$(count_objects privkey)" "private keys on the token"
 }
 
+# A full disk, emulated by a 1 KiB file size limit (the trust dir's CA certificate is
+# larger): a clear error, nothing half-written, no key spent; then the next run completes.
+test_full_disk_74_then_completes() {
+	setup_enroll || return
+	(ulimit -f 1 && p11e enroll)
+	RC=$?
+	# p11e ran in the subshell: its output files are the next run's.
+	P11E_RUNS=$((P11E_RUNS + 1))
+	ERR=$T/run$P11E_RUNS.err
+	assert_eq 74 "$RC" "exit status with a full disk" || return
+	assert_match "$ERR" 'cannot write .*(File too large|No space left)'
+	assert_eq 0 "$(count_objects privkey)" "private keys after the failed run"
+	ls -A "$TRUST_DIR" 2>/dev/null | grep -c 'tmp' >tmpfiles.txt
+	assert_eq 0 "$(cat tmpfiles.txt)" "temporary files left in the trust dir"
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
 # A server that accepts the connection and never answers: the timeout must fire.
 test_silent_server_69_within_timeout() {
 	make_token || return
