@@ -242,7 +242,7 @@ static int
 exchange(const struct conf *c, const struct ca_info *ci, struct tok *t, const struct tok_key *key,
          const char *challenge, X509 **issued, struct timing *tm)
 {
-	int r = P11E_ERR_INTERNAL, n, weak = 0;
+	int r = P11E_ERR_INTERNAL, n = 0, weak = 0;
 	EVP_PKEY *tokkey = NULL, *transient = NULL, *signer;
 	X509_REQ *req = NULL;
 	X509 *self = NULL;
@@ -335,7 +335,7 @@ out:
 	EVP_PKEY_free(transient);
 	X509_REQ_free(req);
 	X509_free(self);
-	OPENSSL_free(csr);
+	OPENSSL_clear_free(csr, (size_t)(n > 0 ? n : 0)); /* holds the challenge */
 	OPENSSL_free(msg);
 	free(rep_der);
 	scep_rep_free(rep);
