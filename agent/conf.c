@@ -30,6 +30,7 @@
 #define DEFAULT_KEY_TYPE "rsa:2048"
 #define DEFAULT_TIMEOUT 30
 #define TIMEOUT_MAX 3600
+#define CHALLENGE_LENGTH_MAX 256
 
 struct parser;
 struct keyword;
@@ -54,6 +55,10 @@ static int set_key_type(struct parser *, const struct keyword *, char *);
 static int set_label(struct parser *, const struct keyword *, char *);
 static int set_list(struct parser *, const struct keyword *, char *);
 static int set_ip_list(struct parser *, const struct keyword *, char *);
+static int set_proxy(struct parser *, const struct keyword *, char *);
+static int set_bool(struct parser *, const struct keyword *, char *);
+static int set_chars(struct parser *, const struct keyword *, char *);
+static int set_length(struct parser *, const struct keyword *, char *);
 
 #define F(field) offsetof(struct conf, field)
 
@@ -64,6 +69,14 @@ static const struct keyword keywords[] = {
     {"scep", "challenge_file", set_path, F(challenge_file)},
     {"scep", "ca_fingerprint", set_fingerprint, F(ca_fp)},
     {"scep", "timeout", set_timeout, F(timeout)},
+    {"scep", "challenge_url", set_url, F(challenge_url)},
+    {"scep", "challenge_user", set_str, F(challenge_user)},
+    {"scep", "challenge_password_file", set_path, F(challenge_password_file)},
+    {"scep", "challenge_chars", set_chars, F(challenge_chars)},
+    {"scep", "challenge_length", set_length, F(challenge_length)},
+    {"scep", "use_proxy", set_bool, F(use_proxy)},
+    {"scep", "proxy", set_proxy, F(proxy)},
+    {"scep", "ca_file", set_path, F(ca_file)},
     {"token", "uri", set_token_uri, F(token_uri)},
     {"token", "module", set_path, F(module)},
     {"token", "pin_file", set_path, F(pin_file)},
@@ -336,6 +349,64 @@ set_timeout(struct parser *p, const struct keyword *kw, char *v)
 }
 
 static int
+set_length(struct parser *p, const struct keyword *kw, char *v)
+{
+	long n = -1;
+
+	if (v[strspn(v, "0123456789")] == '\0' && strlen(v) <= 4)
+		n = strtol(v, NULL, 10);
+	if (n < 0 || n > CHALLENGE_LENGTH_MAX)
+		return kw_error(p, kw, "'%s' is not a length from 0 (any) to %d", v,
+		                CHALLENGE_LENGTH_MAX);
+	p->c->challenge_length = n;
+	return 0;
+}
+
+static int
+set_bool(struct parser *p, const struct keyword *kw, char *v)
+{
+	int *field = (int *)(void *)((char *)p->c + kw->off);
+
+	if (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0)
+		*field = 1;
+	else if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0)
+		*field = 0;
+	else
+		return kw_error(p, kw, "'%s' is not yes or no", v);
+	return 0;
+}
+
+static int
+set_chars(struct parser *p, const struct keyword *kw, char *v)
+{
+	static const char *const names[] = {"any", "hex", "digits", "alnum"};
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcasecmp(v, names[i]) == 0) {
+			p->c->challenge_chars = (int)i;
+			return 0;
+		}
+	}
+	return kw_error(p, kw, "'%s' is not a character set (use hex, digits, alnum or any)", v);
+}
+
+static int
+set_proxy(struct parser *p, const struct keyword *kw, char *v)
+{
+	static const char *const schemes[] = {"http://",    "https://",  "socks4://",
+	                                      "socks4a://", "socks5://", "socks5h://"};
+	size_t i;
+
+	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		if (strncasecmp(v, schemes[i], strlen(schemes[i])) == 0 &&
+		    v[strlen(schemes[i])] != '\0' && strpbrk(v, " \t") == NULL)
+			return set_str(p, kw, v);
+	return kw_error(p, kw,
+	                "'%s' is not a proxy URL (expected e.g. http://proxy.example.com:3128)", v);
+}
+
+static int
 set_key_type(struct parser *p, const struct keyword *kw, char *v)
 {
 	size_t i;
@@ -562,6 +633,36 @@ required(const struct parser *p, const char *section, const char *key)
 	return P11E_ERR_CONFIG;
 }
 
+/* challenge_url needs its account and excludes a static challenge. */
+static int
+check_challenge_url(const struct parser *p)
+{
+	const struct conf *c = p->c;
+	unsigned at = seen_at(p, "scep", "challenge_url");
+	unsigned st = seen_at(p, "scep", "challenge") + seen_at(p, "scep", "challenge_file");
+
+	if (at == 0) {
+		if (c->challenge_user != NULL || c->challenge_password_file != NULL)
+			log_warn("%s: [scep] challenge_user/challenge_password_file are ignored "
+			         "without challenge_url",
+			         p->file);
+		return 0;
+	}
+	if (st != 0) {
+		log_error("%s:%u: [scep] challenge_url: a one-time challenge page and a static "
+		          "challenge (line %u) are both set; keep only one",
+		          p->file, at, st);
+		return P11E_ERR_CONFIG;
+	}
+	if (c->challenge_user == NULL || c->challenge_password_file == NULL) {
+		log_error("%s:%u: [scep] challenge_url needs challenge_user and "
+		          "challenge_password_file (the account allowed to create challenges)",
+		          p->file, at);
+		return P11E_ERR_CONFIG;
+	}
+	return 0;
+}
+
 /* Checks that need the whole file, then fills defaults. */
 static int
 finish(struct parser *p)
@@ -578,6 +679,8 @@ finish(struct parser *p)
 	}
 	if (c->scep_url == NULL)
 		return required(p, "scep", "url");
+	if ((r = check_challenge_url(p)) != 0)
+		return r;
 	if (c->token_uri == NULL)
 		return required(p, "token", "uri");
 	if (c->dn == NULL)
@@ -616,6 +719,7 @@ conf_load(const char *path, struct conf **out)
 	if ((r = dup_str(path, &c->path)) != 0)
 		goto out;
 	c->timeout = DEFAULT_TIMEOUT;
+	c->use_proxy = 1;
 	c->key_type = CONF_KEY_RSA;
 	c->key_bits = 2048;
 	p.c = c;
@@ -642,6 +746,11 @@ conf_free(struct conf *c)
 	free(c->scep_url);
 	secret_free(c->challenge);
 	free(c->challenge_file);
+	free(c->challenge_url);
+	free(c->challenge_user);
+	free(c->challenge_password_file);
+	free(c->proxy);
+	free(c->ca_file);
 	free(c->token_uri);
 	free(c->module);
 	free(c->pin_file);

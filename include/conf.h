@@ -13,6 +13,12 @@
 
 enum conf_key_type { CONF_KEY_RSA = 1, CONF_KEY_EC = 2 };
 enum conf_fp_alg { CONF_FP_NONE = 0, CONF_FP_SHA1 = 1, CONF_FP_SHA256 = 2 };
+enum conf_chars {
+	CONF_CHARS_ANY = 0, /* any printable ASCII except space (default) */
+	CONF_CHARS_HEX,     /* 0-9 A-F a-f (NDES: uppercase hex) */
+	CONF_CHARS_DIGITS,  /* 0-9 */
+	CONF_CHARS_ALNUM,   /* 0-9 A-Z a-z */
+};
 
 struct conf_list {
 	char **v;
@@ -30,6 +36,15 @@ struct conf {
 	unsigned char ca_fp[32];
 	size_t ca_fp_len; /* 20 (sha1) or 32 (sha256); 0 when none */
 	long timeout;     /* seconds per HTTP exchange; default 30, 1..3600 */
+	/* one-time challenges from an NDES MSCEP_ADMIN page (excludes challenge/_file) */
+	char *challenge_url;           /* http(s) URL or NULL */
+	char *challenge_user;          /* "user@domain" or "DOMAIN\\user"; required with the URL */
+	char *challenge_password_file; /* absolute path; required with the URL */
+	int challenge_chars;           /* enum conf_chars */
+	long challenge_length;         /* expected length, 0 = any (default 0), 0..256 */
+	int use_proxy;                 /* default 1; 0 = bypass every proxy, also the environment's */
+	char *proxy;                   /* explicit proxy URL or NULL (then the environment's) */
+	char *ca_file;                 /* trust anchors for https (absolute path) or NULL */
 
 	/* [token] */
 	char *token_uri; /* required, "pkcs11:..." */

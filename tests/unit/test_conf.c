@@ -254,6 +254,12 @@ test_defaults(void **state)
 	assert_int_equal(c->san_ip.n, 0);
 	assert_string_equal(c->state_dir, "/var/lib/p11enroll");
 	assert_string_equal(c->trust_dir, "/var/lib/p11enroll/trust");
+	assert_null(c->challenge_url);
+	assert_int_equal(c->challenge_chars, CONF_CHARS_ANY);
+	assert_int_equal(c->challenge_length, 0);
+	assert_int_equal(c->use_proxy, 1);
+	assert_null(c->proxy);
+	assert_null(c->ca_file);
 	assert_null(c->cert_file);
 	conf_free(c);
 }
@@ -657,7 +663,8 @@ ERROR_CASE(e_unknown_key, MIN "[key]\ncolour = red\n",
            "@:8: [key] colour: unknown key (expected type or label)")
 ERROR_CASE(e_unknown_key_scep, MIN "[scep]\nchalenge = x\n",
            "@:8: [scep] chalenge: unknown key (expected url, challenge, challenge_file, "
-           "ca_fingerprint or timeout)")
+           "ca_fingerprint, timeout, challenge_url, challenge_user, challenge_password_file, "
+           "challenge_chars, challenge_length, use_proxy, proxy or ca_file)")
 ERROR_CASE(e_bad_type, MIN "[key]\ntype = rsa:1024\n",
            "@:8: [key] type: 'rsa:1024' is not supported (use rsa:2048, rsa:3072, rsa:4096, "
            "ec:P-256 or ec:P-384)")
@@ -731,6 +738,59 @@ ERROR_CASE(e_fp_odd, MIN "[scep]\nca_fingerprint = ABC\n",
 ERROR_CASE(e_fp_empty, MIN "[scep]\nca_fingerprint = sha1:\n",
            "@:8: [scep] ca_fingerprint: 'sha1:' has 0 bytes (a SHA-1 fingerprint has 20)")
 
+ERROR_CASE(e_chal_url_no_user,
+           "[scep]\nurl = https://n/certsrv/mscep/mscep.dll\n"
+           "challenge_url = https://n/certsrv/mscep_admin/\n[token]\nuri = pkcs11:token=t\n"
+           "[subject]\ndn = CN=x\n",
+           "@:3: [scep] challenge_url needs challenge_user and challenge_password_file (the "
+           "account allowed to create challenges)")
+ERROR_CASE(e_chal_url_and_static,
+           "[scep]\nurl = https://n/s\nchallenge_file = /c\nchallenge_url = https://n/a\n"
+           "challenge_user = u@d\nchallenge_password_file = /p\n[token]\nuri = pkcs11:\n"
+           "[subject]\ndn = CN=x\n",
+           "@:4: [scep] challenge_url: a one-time challenge page and a static challenge (line "
+           "3) are both set; keep only one")
+ERROR_CASE(e_chal_chars, MIN "[scep]\nchallenge_chars = base64\n",
+           "@:8: [scep] challenge_chars: 'base64' is not a character set (use hex, digits, "
+           "alnum or any)")
+ERROR_CASE(e_chal_length, MIN "[scep]\nchallenge_length = 300\n",
+           "@:8: [scep] challenge_length: '300' is not a length from 0 (any) to 256")
+ERROR_CASE(e_use_proxy, MIN "[scep]\nuse_proxy = maybe\n",
+           "@:8: [scep] use_proxy: 'maybe' is not yes or no")
+ERROR_CASE(e_proxy, MIN "[scep]\nproxy = proxy.example.com:3128\n",
+           "@:8: [scep] proxy: 'proxy.example.com:3128' is not a proxy URL (expected e.g. "
+           "http://proxy.example.com:3128)")
+
+static void
+test_ndes_keys(void **state)
+{
+	struct conf *c;
+
+	(void)state;
+	c = load_ok("[scep]\n"
+	            "url = https://ndes.example.com/certsrv/mscep/mscep.dll\n"
+	            "challenge_url = https://ndes.example.com/certsrv/mscep_admin/\n"
+	            "challenge_user = EXAMPLE\\enroll\n"
+	            "challenge_password_file = ndes.pass\n"
+	            "challenge_chars = HEX\n"
+	            "challenge_length = 16\n"
+	            "use_proxy = no\n"
+	            "proxy = http://proxy.example.com:3128\n"
+	            "ca_file = /etc/p11enroll/ndes-tls.pem\n"
+	            "[token]\nuri = pkcs11:token=t\n[subject]\ndn = CN=x\n");
+	assert_string_equal(c->challenge_url, "https://ndes.example.com/certsrv/mscep_admin/");
+	assert_string_equal(c->challenge_user, "EXAMPLE\\enroll");
+	assert_non_null(c->challenge_password_file);
+	assert_int_equal(c->challenge_password_file[0], '/');
+	assert_non_null(strstr(c->challenge_password_file, "/ndes.pass"));
+	assert_int_equal(c->challenge_chars, CONF_CHARS_HEX);
+	assert_int_equal(c->challenge_length, 16);
+	assert_int_equal(c->use_proxy, 0);
+	assert_string_equal(c->proxy, "http://proxy.example.com:3128");
+	assert_string_equal(c->ca_file, "/etc/p11enroll/ndes-tls.pem");
+	conf_free(c);
+}
+
 #define ERROR_TEST(name)                                                                           \
 	{                                                                                          \
 #name, test_error_case, NULL, NULL, (void *)&name                                  \
@@ -741,6 +801,13 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_key),
+	    cmocka_unit_test(test_ndes_keys),
+	    ERROR_TEST(e_chal_url_no_user),
+	    ERROR_TEST(e_chal_url_and_static),
+	    ERROR_TEST(e_chal_chars),
+	    ERROR_TEST(e_chal_length),
+	    ERROR_TEST(e_use_proxy),
+	    ERROR_TEST(e_proxy),
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_trust_dir_follows_state_dir),
 	    cmocka_unit_test(test_comments_quotes_whitespace),
