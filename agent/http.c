@@ -3,8 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include "err.h"
 #include "http.h"
@@ -49,33 +51,47 @@ http_resp_free(struct http_resp *r)
 		return;
 	free(r->content_type);
 	free(r->body);
+	free(r->location);
 	free(r);
 }
 
-/* url without user:password@, shortened, for log lines. */
-static void
-loggable_url(const char *url, char *buf, size_t size)
+/* Writes s[0..n) into buf at *pos, stopping at size - 1; returns whether all fit. */
+static int
+put(char *buf, size_t size, size_t *pos, const char *s, size_t n)
+{
+	size_t room = size - 1 - *pos;
+
+	if (n > room) {
+		memcpy(buf + *pos, s, room);
+		*pos += room;
+		return 0;
+	}
+	memcpy(buf + *pos, s, n);
+	*pos += n;
+	return 1;
+}
+
+void
+http_url_for_log(const char *url, char *buf, size_t size)
 {
 	const char *rest = url, *host, *at;
-	size_t pre = 0, scheme, n;
+	size_t pre = 0, scheme, pos = 0;
 
+	if (size == 0)
+		return;
 	scheme = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
 	if (scheme > 0 && scheme < 16 && strncmp(url + scheme, "://", 3) == 0) {
 		host = url + scheme + 3;
-		if ((at = memchr(host, '@', strcspn(host, "/?#"))) != NULL) {
-			pre = (size_t)(host - url);
+		pre = (size_t)(host - url);
+		rest = host;
+		if ((at = memchr(host, '@', strcspn(host, "/?#"))) != NULL)
 			rest = at + 1;
-		}
 	}
-	n = strlen(rest);
-	memcpy(buf, url, pre);
-	if (pre + n < size) {
-		memcpy(buf + pre, rest, n + 1);
-	} else {
-		n = size - 4 - pre;
-		memcpy(buf + pre, rest, n);
-		memcpy(buf + pre + n, "...", 4);
+	if (!put(buf, size, &pos, url, pre) || !put(buf, size, &pos, rest, strlen(rest))) {
+		if (size >= 4)
+			memcpy(buf + size - 4, "...", 3);
 	}
+	buf[pos] = '\0';
 }
 
 static size_t
@@ -93,10 +109,16 @@ write_cb(char *data, size_t size, size_t nmemb, void *ud)
 		cap = b->cap ? b->cap : 4096;
 		while (cap < b->len + n)
 			cap = cap > b->max / 2 ? b->max : cap * 2;
-		if ((np = realloc(b->p, cap)) == NULL) {
+		/* not realloc: the old buffer is wiped, a body may hold a secret */
+		if ((np = malloc(cap)) == NULL) {
 			b->oom = 1;
 			return 0;
 		}
+		if (b->len > 0)
+			memcpy(np, b->p, b->len);
+		if (b->p != NULL)
+			OPENSSL_cleanse(b->p, b->cap);
+		free(b->p);
 		b->p = np;
 		b->cap = cap;
 	}
@@ -153,6 +175,66 @@ log_failure(int lvl, CURL *h, CURLcode c, const char *errbuf, const char *url, c
 	}
 }
 
+/* Proxy and authentication options; 0 or a CURLcode. */
+static CURLcode
+set_proxy_auth(CURL *h, const struct http_opts *o)
+{
+	CURLcode c = CURLE_OK;
+	unsigned long how = 0;
+
+	if (o->no_proxy) {
+		/* "" for CURLOPT_PROXY disables proxies, also the environment's */
+		c = curl_easy_setopt(h, CURLOPT_PROXY, "");
+		if (c == CURLE_OK)
+			c = curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+	} else if (o->proxy != NULL) {
+		c = curl_easy_setopt(h, CURLOPT_PROXY, o->proxy);
+	}
+	if (c != CURLE_OK || o->auth == 0)
+		return c;
+	if (o->auth & HTTP_AUTH_NTLM)
+		how |= CURLAUTH_NTLM;
+	if (o->auth & HTTP_AUTH_BASIC)
+		how |= CURLAUTH_BASIC;
+	c = curl_easy_setopt(h, CURLOPT_HTTPAUTH, how);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_USERNAME, o->user);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_PASSWORD, o->password != NULL ? o->password : "");
+	/* NTLM authenticates a connection: HTTP/1.1 keep-alive, no HTTP/2 */
+	if (c == CURLE_OK && (o->auth & HTTP_AUTH_NTLM))
+		c = curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	return c;
+}
+
+/* A copy of url without user:password@ (NULL if it does not parse). */
+static int
+strip_userinfo(const char *url, char **out)
+{
+	CURLU *u = NULL;
+	char *s = NULL, *d = NULL;
+	int r = P11E_ERR_ALLOC;
+
+	*out = NULL;
+	if ((u = curl_url()) == NULL)
+		goto out;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_USER, NULL, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_URL, &s, 0) != CURLUE_OK) {
+		r = 0;
+		goto out;
+	}
+	if ((d = strdup(s)) == NULL)
+		goto out;
+	*out = d;
+	r = 0;
+out:
+	curl_free(s);
+	curl_url_cleanup(u);
+	return r;
+}
+
 static int
 request(const char *method, const char *url, const char *ctype, const unsigned char *body,
         size_t len, const struct http_opts *o, struct http_resp **out)
@@ -160,7 +242,8 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 	struct http_resp *resp = NULL;
 	struct curl_slist *hdrs = NULL, *nh;
 	struct body b = {NULL, 0, 0, o->max_body, 0, 0};
-	char errbuf[CURL_ERROR_SIZE], logurl[URL_LOG_MAX + 1], *hdr = NULL;
+	char errbuf[CURL_ERROR_SIZE], logurl[URL_LOG_MAX + 1], logloc[URL_LOG_MAX + 1];
+	char *hdr = NULL, *loc = NULL;
 	long timeout = o->timeout_s > 0 ? o->timeout_s : 0;
 	long short_t = timeout > 0 && timeout < CONNECT_TIMEOUT_MAX ? timeout : CONNECT_TIMEOUT_MAX;
 	CURL *h = NULL;
@@ -168,8 +251,15 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 	int r = P11E_ERR_INTERNAL;
 
 	errbuf[0] = '\0';
-	loggable_url(url, logurl, sizeof(logurl));
+	http_url_for_log(url, logurl, sizeof(logurl));
 	log_debug("%s %s", method, logurl);
+	if ((o->auth != 0) != (o->user != NULL) ||
+	    (o->auth & ~(HTTP_AUTH_NTLM | HTTP_AUTH_BASIC))) {
+		log_error(
+		    "request to %s: user and authentication method must come together (a bug)",
+		    logurl);
+		goto out;
+	}
 	if ((h = curl_easy_init()) == NULL) {
 		log_error("cannot create a libcurl handle for %s", logurl);
 		goto out;
@@ -205,6 +295,8 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 		c = curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
 	if (c == CURLE_OK && o->ca_file != NULL)
 		c = curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+	if (c == CURLE_OK)
+		c = set_proxy_auth(h, o);
 	if (c == CURLE_OK && body != NULL) {
 		c = curl_easy_setopt(h, CURLOPT_POSTFIELDS, len > 0 ? (const char *)body : "");
 		if (c == CURLE_OK)
@@ -253,12 +345,20 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 		resp->status = 0;
 	if ((r = content_type(h, &resp->content_type)) != 0)
 		goto out;
+	if (resp->status >= 300 && resp->status <= 399 &&
+	    curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK && loc != NULL &&
+	    (r = strip_userinfo(loc, &resp->location)) != 0)
+		goto out;
 	resp->body = b.p;
 	resp->len = b.len;
 	b.p = NULL;
-	log_debug("%s %s: HTTP %ld, %zu bytes%s%s", method, logurl, resp->status, resp->len,
+	if (resp->location != NULL)
+		http_url_for_log(resp->location, logloc, sizeof(logloc));
+	log_debug("%s %s: HTTP %ld, %zu bytes%s%s%s%s", method, logurl, resp->status, resp->len,
 	          resp->content_type != NULL ? ", " : "",
-	          resp->content_type != NULL ? resp->content_type : "");
+	          resp->content_type != NULL ? resp->content_type : "",
+	          resp->location != NULL ? ", location " : "",
+	          resp->location != NULL ? logloc : "");
 	*out = resp;
 	resp = NULL;
 	r = 0;
@@ -266,6 +366,8 @@ out:
 	curl_easy_cleanup(h);
 	curl_slist_free_all(hdrs);
 	free(hdr);
+	if (b.p != NULL)
+		OPENSSL_cleanse(b.p, b.cap);
 	free(b.p);
 	http_resp_free(resp);
 	return r;
@@ -284,4 +386,55 @@ http_post(const char *url, const char *content_type, const unsigned char *body, 
 	static const unsigned char empty[1];
 
 	return request("POST", url, content_type, body != NULL ? body : empty, len, o, out);
+}
+
+/* Scheme, lower-cased host and port (the scheme's default when absent) of url. */
+static int
+url_parts(const char *url, char **scheme, char **host, char **port, int *has_userinfo)
+{
+	CURLU *u = NULL;
+	char *user = NULL, *pass = NULL;
+	int r = -1;
+
+	*scheme = *host = *port = NULL;
+	if ((u = curl_url()) == NULL)
+		goto out;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, host, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+		goto out;
+	curl_url_get(u, CURLUPART_USER, &user, 0);
+	curl_url_get(u, CURLUPART_PASSWORD, &pass, 0);
+	*has_userinfo = user != NULL || pass != NULL;
+	r = 0;
+out:
+	curl_free(user);
+	curl_free(pass);
+	curl_url_cleanup(u);
+	return r;
+}
+
+int
+http_same_host_https(const char *from, const char *to)
+{
+	char *fs = NULL, *fh = NULL, *fp = NULL, *ts = NULL, *th = NULL, *tp = NULL;
+	int fu = 0, tu = 0, ok = 0;
+
+	if (from == NULL || to == NULL)
+		return 0;
+	if (url_parts(from, &fs, &fh, &fp, &fu) != 0 || url_parts(to, &ts, &th, &tp, &tu) != 0)
+		goto out;
+	if (strcasecmp(ts, "https") != 0 || tu || strcasecmp(fh, th) != 0)
+		goto out;
+	ok = strcmp(fp, tp) == 0 ||
+	     (strcasecmp(fs, "http") == 0 && strcmp(fp, "80") == 0 && strcmp(tp, "443") == 0);
+out:
+	curl_free(fs);
+	curl_free(fh);
+	curl_free(fp);
+	curl_free(ts);
+	curl_free(th);
+	curl_free(tp);
+	return ok;
 }

@@ -6,11 +6,26 @@
 
 #include <stddef.h>
 
+/* struct http_opts.auth bits */
+#define HTTP_AUTH_NTLM 0x1u  /* NTLM (what IIS offers as "NTLM" and inside "Negotiate") */
+#define HTTP_AUTH_BASIC 0x2u /* Basic: sends the password in clear, use over https only */
+
+/*
+ * Zero-initialise, then set what you need: every field that is 0/NULL is off
+ * and leaves libcurl's default behaviour.
+ */
 struct http_opts {
-	long timeout_s;      /* total deadline of one exchange */
-	size_t max_body;     /* larger bodies are an error */
-	const char *ca_file; /* trust anchors for https, or NULL for the system's */
-	int quiet;           /* log transfer failures at debug level only: the caller reports */
+	long timeout_s;       /* total deadline of one exchange */
+	size_t max_body;      /* larger bodies are an error */
+	const char *ca_file;  /* trust anchors for https, or NULL for the system's */
+	int quiet;            /* log transfer failures at debug level only: the caller reports */
+	int no_proxy;         /* use no proxy at all, not even the environment's http(s)_proxy */
+	const char *proxy;    /* proxy URL; NULL: the environment's (http_proxy, https_proxy) */
+	const char *user;     /* with auth: the user name */
+	const char *password; /* with auth: secret, never logged, never put in a URL */
+	unsigned auth;        /* HTTP_AUTH_* bits; 0 = send no credentials. Both bits: the
+	                         server's 401 picks, NTLM preferred over Basic. Never
+	                         Negotiate/Kerberos. */
 };
 
 struct http_resp {
@@ -18,6 +33,8 @@ struct http_resp {
 	char *content_type; /* lower-cased, parameters removed; or NULL */
 	unsigned char *body;
 	size_t len;
+	char *location; /* 3xx only: the absolute redirect target without user:password@, or
+	                   NULL. Never followed by this module. */
 };
 
 /* Once per process, before any request. */
@@ -26,14 +43,34 @@ void http_cleanup(void);
 
 /*
  * GET/POST url. No redirects are followed. Returns 0 with *out set for any
- * HTTP status (the caller judges it). Errors: P11E_ERR_NETWORK (cannot
- * connect, timeout, too slow, TLS failure, body larger than max_body: logged
- * naming the URL and the reason), P11E_ERR_ALLOC.
+ * HTTP status (the caller judges it; a refused authentication is a 401).
+ * NTLM runs its whole handshake within this one call on one keep-alive
+ * connection. Errors: P11E_ERR_NETWORK (cannot connect, timeout, too slow,
+ * TLS failure, body larger than max_body: logged naming the URL and the
+ * reason), P11E_ERR_ALLOC, P11E_ERR_INTERNAL (auth bits without a user, or
+ * a user without auth bits).
  */
 int http_get(const char *url, const struct http_opts *o, struct http_resp **out);
 int http_post(const char *url, const char *content_type, const unsigned char *body, size_t len,
               const struct http_opts *o, struct http_resp **out);
 
+/* Frees the response. Accepts NULL. The body is not wiped: a caller whose
+ * body holds a secret wipes it first. */
 void http_resp_free(struct http_resp *r);
+
+/*
+ * Whether a redirect from url `from` to url `to` may carry the same
+ * credentials: 1 if `to` is https, has no user:password@, and names the same
+ * host (compared case-insensitively) and the same port as `from`; the one
+ * exception to the port is the upgrade from http on port 80 to https on 443.
+ * 0 otherwise, also when either URL cannot be parsed (or out of memory).
+ */
+int http_same_host_https(const char *from, const char *to);
+
+/*
+ * Writes url into buf (size bytes, at least 8) for a log line: without
+ * user:password@, shortened with "..." when longer than size - 1.
+ */
+void http_url_for_log(const char *url, char *buf, size_t size);
 
 #endif
