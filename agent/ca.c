@@ -77,6 +77,9 @@ ca_fetch(const struct conf *c, struct ca_info **out)
 		return P11E_ERR_ALLOC;
 	ci->http.timeout_s = c->timeout;
 	ci->http.max_body = MAX_CACERT;
+	ci->http.ca_file = c->ca_file;
+	ci->http.no_proxy = !c->use_proxy;
+	ci->http.proxy = c->proxy;
 	/* GetCACert first: it tells whether the server is there at all, so that
 	 * a missing GetCACaps answer can safely mean "no capabilities". */
 	if ((url = op_url(c->scep_url, "GetCACert", "p11enroll")) == NULL)

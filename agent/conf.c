@@ -31,6 +31,7 @@
 #define DEFAULT_TIMEOUT 30
 #define TIMEOUT_MAX 3600
 #define CHALLENGE_LENGTH_MAX 256
+#define DURATION_MAX (10L * 366 * 86400)
 
 struct parser;
 struct keyword;
@@ -767,4 +768,28 @@ conf_free(struct conf *c)
 	free(c->cert_file);
 	OPENSSL_cleanse(c, sizeof(*c));
 	free(c);
+}
+
+int
+conf_parse_duration(const char *s, long *secs)
+{
+	static const struct {
+		char unit;
+		long mult;
+	} units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}, {'w', 604800}};
+	size_t digits = strspn(s, "0123456789"), i;
+	long n, mult = 0;
+
+	if (digits == 0 || digits > 9)
+		return P11E_ERR_USAGE;
+	if (s[digits] == '\0')
+		mult = 1;
+	for (i = 0; mult == 0 && s[digits + 1] == '\0' && i < sizeof(units) / sizeof(units[0]); i++)
+		if (s[digits] == units[i].unit)
+			mult = units[i].mult;
+	n = strtol(s, NULL, 10);
+	if (mult == 0 || n <= 0 || n > DURATION_MAX / mult)
+		return P11E_ERR_USAGE;
+	*secs = n * mult;
+	return 0;
 }

@@ -277,7 +277,7 @@ out:
 }
 
 int
-csr_selfsigned(X509_REQ *req, EVP_PKEY *pub, EVP_PKEY *signer, X509 **out)
+csr_selfsigned(X509_NAME *subject, EVP_PKEY *pub, EVP_PKEY *signer, X509 **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	X509 *x = NULL;
@@ -292,8 +292,7 @@ csr_selfsigned(X509_REQ *req, EVP_PKEY *pub, EVP_PKEY *signer, X509 **out)
 	if ((x = X509_new()) == NULL || (ku = ASN1_BIT_STRING_new()) == NULL ||
 	    (bn = BN_bin2bn(serial, sizeof(serial), NULL)) == NULL || !X509_set_version(x, 2) ||
 	    !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) ||
-	    !X509_set_subject_name(x, X509_REQ_get_subject_name(req)) ||
-	    !X509_set_issuer_name(x, X509_REQ_get_subject_name(req)) ||
+	    !X509_set_subject_name(x, subject) || !X509_set_issuer_name(x, subject) ||
 	    !X509_gmtime_adj(X509_getm_notBefore(x), -3600) ||
 	    !X509_gmtime_adj(X509_getm_notAfter(x), 2 * 86400) || !X509_set_pubkey(x, pub) ||
 	    !ASN1_BIT_STRING_set_bit(ku, 0, 1) || !ASN1_BIT_STRING_set_bit(ku, 2, 1) ||

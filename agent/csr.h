@@ -29,10 +29,10 @@ int csr_build(const struct conf *c, EVP_PKEY *pub, EVP_PKEY *signer, const char 
               X509_REQ **out);
 
 /*
- * A self-signed certificate with the request's subject and public key pub,
+ * A self-signed certificate with the given subject and public key pub,
  * keyUsage digitalSignature+keyEncipherment, valid from one hour ago for two
  * days, signed with signer (whose public key is pub) using SHA-256.
  */
-int csr_selfsigned(X509_REQ *req, EVP_PKEY *pub, EVP_PKEY *signer, X509 **out);
+int csr_selfsigned(X509_NAME *subject, EVP_PKEY *pub, EVP_PKEY *signer, X509 **out);
 
 #endif

@@ -1,10 +1,13 @@
 /*
  * enroll.c: the enrollment flow:
- * token check -> caps, CA certs, trust -> login, key -> CSR -> pkiMessage ->
- * CertRep -> checks -> certificate on the token (read back) -> files.
+ * token check -> caps, CA certs, trust -> login, key (or the pending request's)
+ * -> challenge -> exchange (exchange.c) -> certificate on the token (read
+ * back) -> files. PENDING answers are kept in state_dir and polled.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <openssl/err.h>
@@ -14,29 +17,18 @@
 #include <openssl/x509v3.h>
 
 #include "ca.h"
+#include "challenge.h"
 #include "csr.h"
 #include "enroll.h"
 #include "err.h"
+#include "exchange.h"
 #include "log.h"
+#include "pending.h"
 #include "scep.h"
 #include "secret.h"
 #include "store.h"
 #include "tok.h"
 #include "uri.h"
-
-/* Where the time of one enrollment goes, in ms (shown with -v; make bench reads it). */
-struct timing {
-	double token, keygen, csr, network, store;
-};
-
-static double
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 int
 enroll_open_token(const struct conf *c, struct tok **out)
@@ -193,25 +185,6 @@ read_challenge(const struct conf *c, char **out)
 	return 0;
 }
 
-/* transactionID: hex SHA-256 of the public key (RFC 8894 3.2.1.1). */
-static int
-make_txid(EVP_PKEY *pub, char txid[65])
-{
-	unsigned char *der = NULL, d[32];
-	int n, i;
-
-	if ((n = i2d_PUBKEY(pub, &der)) <= 0)
-		return P11E_ERR_INTERNAL;
-	if (!EVP_Digest(der, (size_t)n, d, NULL, EVP_sha256(), NULL)) {
-		OPENSSL_free(der);
-		return P11E_ERR_INTERNAL;
-	}
-	OPENSSL_free(der);
-	for (i = 0; i < 32; i++)
-		sprintf(txid + 2 * i, "%02X", d[i]);
-	return 0;
-}
-
 static int
 write_cert_file(const struct conf *c, X509 *cert)
 {
@@ -237,116 +210,185 @@ out:
 	return r;
 }
 
-/* Request, CertRep, checks: *issued on SUCCESS. */
-static int
-exchange(const struct conf *c, const struct ca_info *ci, struct tok *t, const struct tok_key *key,
-         const char *challenge, X509 **issued, struct timing *tm)
-{
-	int r = P11E_ERR_INTERNAL, n = 0, weak = 0;
-	EVP_PKEY *tokkey = NULL, *transient = NULL, *signer;
-	X509_REQ *req = NULL;
-	X509 *self = NULL;
-	char txid[65];
-	unsigned char *csr = NULL, *msg = NULL, *rep_der = NULL;
-	size_t msg_len = 0, rep_len = 0;
-	struct scep_req sr;
-	struct scep_rep *rep = NULL;
-	STACK_OF(X509) *got = NULL;
-	double t0 = now_ms();
+#define POLL_BASE 2  /* seconds before the first CertPoll */
+#define POLL_CAP 600 /* longest pause between CertPolls */
 
-	if ((r = tok_key_evp(t, key, &tokkey)) != 0)
-		goto out;
-	if ((r = csr_build(c, key->pub, tokkey, challenge, &req)) != 0)
-		goto out;
-	signer = tokkey;
-	if (key->type != CONF_KEY_RSA) {
-		/* SCEP's envelope needs an RSA key: a transient one carries the
-		 * exchange; the CSR inside is the EC token key's. */
-		if ((transient = EVP_RSA_gen(2048)) == NULL) {
-			log_openssl(LOG_LVL_ERROR, "cannot generate the transient RSA key");
-			r = P11E_ERR_INTERNAL;
-			goto out;
+/* Pause before poll number n (from 0): doubling from POLL_BASE, capped, with jitter. */
+static long
+poll_delay(unsigned n, int jitter)
+{
+	long d = POLL_BASE;
+	unsigned char r = 0;
+
+	while (n-- > 0 && d < POLL_CAP)
+		d *= 2;
+	if (d > POLL_CAP)
+		d = POLL_CAP;
+	if (jitter && RAND_bytes(&r, 1) == 1)
+		d = d / 2 + (d / 2 + 1) * r / 256;
+	return d < 1 ? 1 : d;
+}
+
+static void
+sleep_s(long s)
+{
+	struct timespec ts = {s, 0};
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* The key a pending request was made with, if it is still on the token. */
+static int
+pending_key(struct tok *t, const struct conf *c, const struct pending *p, struct tok_key **out)
+{
+	int r;
+	struct tok_key **keys = NULL;
+	size_t n = 0, i;
+
+	if ((r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
+		return r;
+	r = P11E_ERR_NOTFOUND;
+	for (i = 0; i < n; i++) {
+		if (keys[i]->priv_handle != 0 && keys[i]->id_len == p->key_id_len &&
+		    memcmp(keys[i]->id, p->key_id, p->key_id_len) == 0) {
+			*out = keys[i];
+			keys[i] = NULL;
+			r = 0;
+			break;
 		}
-		signer = transient;
-		log_debug("EC key: the SCEP exchange uses a transient RSA-2048 key");
 	}
-	if ((r = csr_selfsigned(req, signer == tokkey ? key->pub : transient, signer, &self)) != 0)
-		goto out;
-	if ((n = i2d_X509_REQ(req, &csr)) <= 0 || (r = make_txid(key->pub, txid)) != 0) {
-		r = P11E_ERR_INTERNAL;
-		goto out;
-	}
-	memset(&sr, 0, sizeof(sr));
-	sr.msg_type = SCEP_MSG_PKCSREQ;
-	sr.txid = txid;
-	if (RAND_bytes(sr.nonce, sizeof(sr.nonce)) != 1) {
-		r = P11E_ERR_INTERNAL;
-		goto out;
-	}
-	sr.signer_cert = self;
-	sr.signer_key = signer;
-	sr.md = ca_digest(ci);
-	sr.recipient = ci->ca->ra_enc;
-	sr.cipher = ca_cipher(ci);
-	sr.inner = csr;
-	sr.inner_len = (size_t)n;
-	log_debug("PKCSReq transactionID %s, %s, %s", txid, EVP_CIPHER_get0_name(sr.cipher),
-	          EVP_MD_get0_name(sr.md));
-	if ((r = scep_req_build(&sr, &msg, &msg_len)) != 0)
-		goto out;
-	tm->csr = now_ms() - t0;
-	t0 = now_ms();
-	if ((r = ca_pkioperation(c, ci, msg, msg_len, &rep_der, &rep_len)) != 0)
-		goto out;
-	tm->network += now_ms() - t0;
-	t0 = now_ms();
-	if ((r = scep_rep_parse(rep_der, rep_len, ci->ca->certs, txid, sr.nonce, &rep)) != 0)
-		goto out;
-	if (rep->status == SCEP_STATUS_FAILURE) {
-		log_error("the CA rejected the request: failInfo %s (%d)%s%s%s",
-		          rep->fail_info < 0 ? "absent" : scep_fail_info_str(rep->fail_info),
-		          rep->fail_info, rep->fail_text ? ": \"" : "",
-		          rep->fail_text ? rep->fail_text : "", rep->fail_text ? "\"" : "");
-		if (challenge != NULL && rep->fail_info == 2)
-			log_error("badRequest: the CA refused the request itself, e.g. a wrong or "
-			          "used challenge ([scep] challenge_file) or its policy for this "
-			          "subject; the CA's log tells which");
-		r = P11E_ERR_REJECTED;
-		goto out;
-	}
-	if (rep->status == SCEP_STATUS_PENDING) {
-		log_error("the CA put the request on hold (PENDING, transactionID %s); "
-		          "try again later",
-		          txid);
-		r = P11E_ERR_PENDING;
-		goto out;
-	}
-	if ((r = scep_rep_decrypt(rep, signer, self, &got, &weak)) != 0)
-		goto out;
-	if (weak)
-		log_warn("the server encrypted its answer with single DES; accepted, since the "
-		         "envelope only carries the public certificate");
-	if ((r = scep_pick_issued(got, key->pub, ci->ca->ca, ci->ca->certs, issued)) != 0)
-		goto out;
-	tm->store = now_ms() - t0;
-	r = 0;
-out:
-	EVP_PKEY_free(tokkey);
-	EVP_PKEY_free(transient);
-	X509_REQ_free(req);
-	X509_free(self);
-	OPENSSL_clear_free(csr, (size_t)(n > 0 ? n : 0)); /* holds the challenge */
-	OPENSSL_free(msg);
-	free(rep_der);
-	scep_rep_free(rep);
-	sk_X509_pop_free(got, X509_free);
+	tok_keys_free(keys, n);
 	return r;
+}
+
+/* Secrets are checked before anything is spent: the CA, a login, a key. */
+static int
+read_secrets(const struct conf *c, char **pin, char **challenge)
+{
+	int r;
+	char *probe = NULL;
+
+	if ((r = secret_read_file(c->pin_file, "PIN file", pin)) != 0 ||
+	    (r = read_challenge(c, challenge)) != 0)
+		return r;
+	if (c->challenge_url != NULL &&
+	    (r = secret_read_file(c->challenge_password_file, "NDES password file", &probe)) == 0)
+		secret_free(probe);
+	return r;
+}
+
+/* A one-time challenge from the NDES page, fetched right before it is used. */
+static int
+fetch_challenge(const struct conf *c, const struct ca_info *ci, char **challenge)
+{
+	int r, i, match = 0;
+	char *thumb = NULL, hex[33];
+	unsigned char d[16];
+	unsigned int dl = 0;
+
+	if ((r = challenge_fetch(c, challenge, &thumb)) != 0)
+		return r;
+	log_info("obtained a one-time challenge from %s", c->challenge_url);
+	for (i = 0; thumb != NULL && !match && i < sk_X509_num(ci->ca->certs); i++) {
+		if (scep_cert_digest(sk_X509_value(ci->ca->certs, i), EVP_md5(), d, &dl) != 0)
+			break;
+		for (unsigned k = 0; k < dl; k++)
+			sprintf(hex + 2 * k, "%02X", d[k]);
+		match = strcasecmp(hex, thumb) == 0;
+	}
+	if (thumb != NULL && !match)
+		log_warn("the NDES page names CA thumbprint %s, which is none of the GetCACert "
+		         "certificates: check that [scep] url and challenge_url are the same NDES",
+		         thumb);
+	free(thumb);
+	return 0;
+}
+
+static void
+say_pending(const struct pending *p)
+{
+	char when[64];
+	struct tm tmv;
+
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %Z", localtime_r(&p->next_poll, &tmv));
+	log_error("the CA holds the request (PENDING, transactionID %s, %u poll%s so far); run "
+	          "`p11enroll enroll` again after %s to poll it, or `enroll --wait`",
+	          p->txid, p->polls, p->polls == 1 ? "" : "s", when);
+}
+
+/* After login: the exchange, and the PENDING bookkeeping around it. */
+static int
+enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_info *ci,
+           struct tok *t, struct pending *pend, int have_pend, X509 **cert, struct tok_key **keyp,
+           char **challenge, struct timing *tm)
+{
+	int r;
+	double t1 = exchange_now_ms();
+	time_t deadline = time(NULL) + (o->wait ? o->max_wait : 0);
+	struct exchange x;
+	long delay;
+
+	if (have_pend && (r = pending_key(t, c, pend, keyp)) != 0) {
+		if (r != P11E_ERR_NOTFOUND)
+			return r;
+		log_warn("the key of pending transaction %s is gone from the token; starting a "
+		         "new request",
+		         pend->txid);
+		if ((r = pending_clear(c)) != 0)
+			return r;
+		have_pend = 0;
+	}
+	/* The one-time challenge first: a refused login to the challenge page then
+	 * costs no key; a failed key generation costs one challenge. */
+	if (!have_pend && c->challenge_url != NULL && (r = fetch_challenge(c, ci, challenge)) != 0)
+		return r;
+	t1 = exchange_now_ms();
+	if (!have_pend && (r = get_key(t, c, keyp)) != 0)
+		return r;
+	tm->keygen = exchange_now_ms() - t1;
+	for (;;) {
+		memset(&x, 0, sizeof(x));
+		x.c = c;
+		x.ci = ci;
+		x.t = t;
+		x.key = *keyp;
+		x.challenge = *challenge;
+		x.poll_txid = have_pend ? pend->txid : NULL;
+		r = exchange_run(&x, cert, tm);
+		if (r == P11E_ERR_REJECTED && have_pend)
+			pending_clear(c);
+		if (r != P11E_ERR_PENDING)
+			return r;
+		if (!have_pend) {
+			memset(pend, 0, sizeof(*pend));
+			snprintf(pend->txid, sizeof(pend->txid), "%s", x.txid);
+			memcpy(pend->key_id, (*keyp)->id, (*keyp)->id_len);
+			pend->key_id_len = (*keyp)->id_len;
+			pend->created = time(NULL);
+			have_pend = 1;
+		} else {
+			pend->polls++;
+		}
+		delay = poll_delay(pend->polls, o->wait);
+		pend->next_poll = time(NULL) + delay;
+		if ((r = pending_save(c, pend)) != 0)
+			return r;
+		if (!o->wait || pend->next_poll > deadline) {
+			if (o->wait)
+				log_error("--max-wait reached");
+			say_pending(pend);
+			return P11E_ERR_PENDING;
+		}
+		log_info("PENDING (transactionID %s): polling again in %ld s", pend->txid, delay);
+		sleep_s(delay);
+	}
 }
 
 int
 enroll_run(const struct conf *c, const struct enroll_opts *o)
 {
-	int r, trust = 0;
+	int r, trust = 0, have_pend;
 	struct tok *t = NULL;
 	struct tok_key **keys = NULL, *key = NULL;
 	size_t n = 0, which = 0;
@@ -354,7 +396,8 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	char *pin = NULL, *challenge = NULL;
 	X509 *cert = NULL, *back = NULL;
 	struct timing tm = {0, 0, 0, 0, 0};
-	double t0 = now_ms(), t1 = 0;
+	struct pending pend;
+	double t0 = exchange_now_ms();
 
 	if (c->pin_file == NULL) {
 		log_error("%s: [token] pin_file is required to enroll", c->path);
@@ -368,34 +411,35 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 		log_info("token '%s' already holds a valid certificate for key '%s'; nothing to do",
 		         tok_get_info(t)->label, c->key_label);
 		enroll_print_cert(stdout, t, keys[which], cert);
+		r = pending_clear(c);
 		goto out;
 	}
 	if (r != P11E_ERR_NOTFOUND)
 		goto out;
-	/* Secrets are checked before anything is spent: the CA, a login, a key. */
-	if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0 ||
-	    (r = read_challenge(c, &challenge)) != 0)
+	if ((r = pending_load(c, &pend)) != 0 && r != P11E_ERR_NOTFOUND)
 		goto out;
-	tm.token = now_ms() - t0;
-	t0 = now_ms();
+	have_pend = r == 0;
+	if (have_pend)
+		log_info("polling pending transaction %s", pend.txid);
+	if ((r = read_secrets(c, &pin, &challenge)) != 0)
+		goto out;
+	tm.token = exchange_now_ms() - t0;
+	t0 = exchange_now_ms();
 	if ((r = ca_fetch(c, &ci)) != 0)
 		goto out;
-	tm.network = now_ms() - t0;
+	tm.network = exchange_now_ms() - t0;
 	if ((r = ca_check_trust(c, ci, 1, &trust)) != 0 || (r = ca_write_trust(c, ci)) != 0)
 		goto out;
-	t0 = now_ms();
+	t0 = exchange_now_ms();
 	r = tok_login(t, pin, o->allow_final_pin_try);
 	secret_free(pin);
 	pin = NULL;
 	if (r != 0)
 		goto out;
-	tm.token += (t1 = now_ms()) - t0;
-	if ((r = get_key(t, c, &key)) != 0)
+	tm.token += exchange_now_ms() - t0;
+	if ((r = enroll_key(c, o, ci, t, &pend, have_pend, &cert, &key, &challenge, &tm)) != 0)
 		goto out;
-	tm.keygen = now_ms() - t1;
-	if ((r = exchange(c, ci, t, key, challenge, &cert, &tm)) != 0)
-		goto out;
-	t0 = now_ms();
+	t0 = exchange_now_ms();
 	if ((r = tok_store_cert(t, key, cert)) != 0)
 		goto out;
 	if ((r = tok_find_cert(t, key, &back)) != 0 || X509_cmp(back, cert) != 0) {
@@ -404,9 +448,9 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 		r = P11E_ERR_TOKEN;
 		goto out;
 	}
-	if ((r = write_cert_file(c, cert)) != 0)
+	if ((r = pending_clear(c)) != 0 || (r = write_cert_file(c, cert)) != 0)
 		goto out;
-	tm.store += now_ms() - t0;
+	tm.store += exchange_now_ms() - t0;
 	log_info("enrolled: certificate stored on token '%s' next to its key",
 	         tok_get_info(t)->label);
 	log_debug("timing (ms): token open+login %.1f, key %.1f, CSR+sign %.1f, "

@@ -13,6 +13,8 @@
 
 struct enroll_opts {
 	int allow_final_pin_try;
+	int wait;      /* on PENDING, keep polling until issued, failed or max_wait */
+	long max_wait; /* seconds */
 };
 
 /*
@@ -21,8 +23,12 @@ struct enroll_opts {
  */
 int enroll_run(const struct conf *c, const struct enroll_opts *o);
 
-/* Connection test: caps, CA/RA certificates, fingerprint/pin; summary on stdout. */
-int check_run(const struct conf *c);
+/*
+ * Connection test: transport, caps, CA/RA certificates, fingerprint/pin, the
+ * challenge page (logging in and spending a challenge only with
+ * fetch_challenge); summary on stdout.
+ */
+int check_run(const struct conf *c, int fetch_challenge);
 
 /* What is on the token for this profile (no login needed). */
 int status_run(const struct conf *c);

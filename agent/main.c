@@ -29,10 +29,16 @@ static const char usage_text[] =
     "Enrolls a non-exportable key on a PKCS#11 token with a CA over SCEP.\n"
     "\n"
     "Commands:\n"
-    "  check     connection test: GetCACaps, GetCACert, CA fingerprint/pin\n"
+    "  check     connection test: GetCACaps, GetCACert, CA fingerprint/pin, the\n"
+    "            NDES challenge page (without logging in)\n"
+    "            --challenge  also log in to it and obtain a challenge (spends one)\n"
     "  enroll    key on the token -> SCEP -> certificate on the token + trust dir\n"
     "            --allow-final-pin-try  log in even when the token says one PIN\n"
     "                                   attempt is left\n"
+    "            --wait                 when the CA answers PENDING, keep polling\n"
+    "                                   (capped, jittered backoff) until issued\n"
+    "            --max-wait DURATION    give up waiting after this (default 1h;\n"
+    "                                   implies --wait); e.g. 90s, 30m, 2h, 1d\n"
     "  status    what the token holds for this profile (no PIN needed)\n"
     "\n"
     "Options:\n"
@@ -71,14 +77,20 @@ main(int argc, char **argv)
 	    {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
 	};
+	static const struct option check_opts[] = {
+	    {"challenge", no_argument, NULL, 'C'},
+	    {NULL, 0, NULL, 0},
+	};
 	static const struct option enroll_opts[] = {
 	    {"allow-final-pin-try", no_argument, NULL, 'F'},
+	    {"wait", no_argument, NULL, 'w'},
+	    {"max-wait", required_argument, NULL, 'W'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *path = P11E_SYSCONFDIR "/p11enroll/p11enroll.conf", *cmd;
-	int ch, r, level = LOG_LVL_INFO;
+	int ch, r, level = LOG_LVL_INFO, fetch_challenge = 0;
 	struct conf *c = NULL;
-	struct enroll_opts eo = {0};
+	struct enroll_opts eo = {0, 0, 3600};
 
 	harden();
 	while ((ch = getopt_long(argc, argv, "+c:vqhV", opts, NULL)) != -1) {
@@ -114,18 +126,32 @@ main(int argc, char **argv)
 	optind = 1;
 	if (strcmp(cmd, "enroll") == 0) {
 		while ((ch = getopt_long(argc, argv, "+", enroll_opts, NULL)) != -1) {
-			if (ch != 'F') {
+			if (ch == 'F') {
+				eo.allow_final_pin_try = 1;
+			} else if (ch == 'w') {
+				eo.wait = 1;
+			} else if (ch == 'W' && conf_parse_duration(optarg, &eo.max_wait) == 0) {
+				eo.wait = 1;
+			} else {
+				if (ch == 'W')
+					log_error(
+					    "--max-wait '%s' is not a duration (e.g. 90s, 30m, "
+					    "1h, 2d)",
+					    optarg);
 				fputs(usage_text, stderr);
 				return P11E_EXIT_USAGE;
 			}
-			eo.allow_final_pin_try = 1;
 		}
-	} else if (strcmp(cmd, "check") != 0 && strcmp(cmd, "status") != 0) {
+	} else if (strcmp(cmd, "check") == 0) {
+		while ((ch = getopt_long(argc, argv, "+", check_opts, NULL)) != -1) {
+			if (ch != 'C') {
+				fputs(usage_text, stderr);
+				return P11E_EXIT_USAGE;
+			}
+			fetch_challenge = 1;
+		}
+	} else if (strcmp(cmd, "status") != 0) {
 		log_error("unknown command '%s' (check, enroll, status; see --help)", cmd);
-		return P11E_EXIT_USAGE;
-	}
-	if (optind < argc && strcmp(cmd, "enroll") != 0) {
-		log_error("'%s' takes no arguments", cmd);
 		return P11E_EXIT_USAGE;
 	}
 	if (optind < argc) {
@@ -139,7 +165,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "enroll") == 0)
 		r = enroll_run(c, &eo);
 	else if (strcmp(cmd, "check") == 0)
-		r = check_run(c);
+		r = check_run(c, fetch_challenge);
 	else
 		r = status_run(c);
 	http_cleanup();

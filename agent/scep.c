@@ -733,3 +733,38 @@ out:
 	sk_X509_free(untrusted);
 	return r;
 }
+
+int
+scep_issuer_and_subject(X509_NAME *issuer, X509_NAME *subject, unsigned char **der, size_t *len)
+{
+	unsigned char *i = NULL, *s = NULL, *out = NULL;
+	int il, sl;
+	size_t body, hdr, o = 0;
+
+	if ((il = i2d_X509_NAME(issuer, &i)) <= 0 || (sl = i2d_X509_NAME(subject, &s)) <= 0) {
+		OPENSSL_free(i);
+		return P11E_ERR_INTERNAL;
+	}
+	body = (size_t)il + (size_t)sl;
+	hdr = body < 0x80 ? 2 : body < 0x100 ? 3 : body < 0x10000 ? 4 : 0;
+	if (hdr == 0 || (out = OPENSSL_malloc(hdr + body)) == NULL) {
+		OPENSSL_free(i);
+		OPENSSL_free(s);
+		return P11E_ERR_ALLOC;
+	}
+	out[o++] = 0x30;
+	if (hdr == 3)
+		out[o++] = 0x81;
+	else if (hdr == 4) {
+		out[o++] = 0x82;
+		out[o++] = (unsigned char)(body >> 8);
+	}
+	out[o++] = (unsigned char)(body & 0xff);
+	memcpy(out + o, i, (size_t)il);
+	memcpy(out + o + (size_t)il, s, (size_t)sl);
+	OPENSSL_free(i);
+	OPENSSL_free(s);
+	*der = out;
+	*len = hdr + body;
+	return 0;
+}

@@ -42,9 +42,9 @@ struct conf {
 	char *challenge_password_file; /* absolute path; required with the URL */
 	int challenge_chars;           /* enum conf_chars */
 	long challenge_length;         /* expected length, 0 = any (default 0), 0..256 */
-	int use_proxy;                 /* default 1; 0 = bypass every proxy, also the environment's */
-	char *proxy;                   /* explicit proxy URL or NULL (then the environment's) */
-	char *ca_file;                 /* trust anchors for https (absolute path) or NULL */
+	int use_proxy; /* default 1; 0 = bypass every proxy, also the environment's */
+	char *proxy;   /* explicit proxy URL or NULL (then the environment's) */
+	char *ca_file; /* trust anchors for https (absolute path) or NULL */
 
 	/* [token] */
 	char *token_uri; /* required, "pkcs11:..." */
@@ -77,6 +77,13 @@ struct conf {
  * An inline "challenge =" in a file that group or others can read is refused.
  */
 int conf_load(const char *path, struct conf **out);
+
+/*
+ * A duration: digits with an optional unit s, m, h, d or w ("90", "30m",
+ * "1h", "14d"), more than 0 and at most ten years, into *secs. Not logged:
+ * P11E_ERR_USAGE when s is not one.
+ */
+int conf_parse_duration(const char *s, long *secs);
 
 /* Frees everything, wiping secrets. Accepts NULL. */
 void conf_free(struct conf *c);

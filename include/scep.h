@@ -131,6 +131,13 @@ int scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STAC
 int scep_pick_issued(STACK_OF(X509) * got, EVP_PKEY *pub, X509 *ca, STACK_OF(X509) * chain,
                      X509 **out);
 
+/*
+ * DER of IssuerAndSubject (RFC 8894 3.3.3), the content of a CertPoll:
+ * SEQUENCE { issuer Name, subject Name }. *der is OPENSSL_malloc'ed.
+ */
+int scep_issuer_and_subject(X509_NAME *issuer, X509_NAME *subject, unsigned char **der,
+                            size_t *len);
+
 /* Text for a failInfo value ("badRequest", ...). */
 const char *scep_fail_info_str(int fail_info);
 

@@ -791,6 +791,32 @@ test_ndes_keys(void **state)
 	conf_free(c);
 }
 
+static void
+test_durations(void **state)
+{
+	static const struct {
+		const char *in;
+		long secs;
+	} ok[] = {{"90", 90},   {"90s", 90},      {"30m", 1800},
+	          {"1h", 3600}, {"14d", 1209600}, {"2w", 1209600}};
+	static const char *const bad[] = {"",   "0",    "h",           "1x",    "1hh",
+	                                  "-5", "1.5h", "99999999999", "4000d", " 1h"};
+	size_t i;
+	long v;
+
+	(void)state;
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		v = -1;
+		assert_int_equal(conf_parse_duration(ok[i].in, &v), 0);
+		assert_int_equal(v, ok[i].secs);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		v = -1;
+		assert_int_equal(conf_parse_duration(bad[i], &v), P11E_ERR_USAGE);
+		assert_int_equal(v, -1);
+	}
+}
+
 #define ERROR_TEST(name)                                                                           \
 	{                                                                                          \
 #name, test_error_case, NULL, NULL, (void *)&name                                  \
@@ -802,6 +828,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_key),
 	    cmocka_unit_test(test_ndes_keys),
+	    cmocka_unit_test(test_durations),
 	    ERROR_TEST(e_chal_url_no_user),
 	    ERROR_TEST(e_chal_url_and_static),
 	    ERROR_TEST(e_chal_chars),

@@ -486,6 +486,36 @@ test_request_roundtrip(void **state)
 	EVP_PKEY_free(ra_key);
 }
 
+static void
+test_issuer_and_subject(void **state)
+{
+	X509 *ca = load_cert("ca.der"), *iss = load_cert("issued.der");
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	size_t len = 0;
+	X509_NAME *a, *b;
+	(void)state;
+
+	assert_int_equal(scep_issuer_and_subject(X509_get_subject_name(ca),
+	                                         X509_get_subject_name(iss), &der, &len),
+	                 0);
+	/* SEQUENCE { Name, Name }: parse both back and compare */
+	assert_int_equal(der[0], 0x30);
+	p = der + (der[1] < 0x80 ? 2 : 2 + (der[1] & 0x7f));
+	a = d2i_X509_NAME(NULL, &p, (long)(len - (size_t)(p - der)));
+	assert_non_null(a);
+	b = d2i_X509_NAME(NULL, &p, (long)(len - (size_t)(p - der)));
+	assert_non_null(b);
+	assert_ptr_equal(p, der + len);
+	assert_int_equal(X509_NAME_cmp(a, X509_get_subject_name(ca)), 0);
+	assert_int_equal(X509_NAME_cmp(b, X509_get_subject_name(iss)), 0);
+	X509_NAME_free(a);
+	X509_NAME_free(b);
+	OPENSSL_free(der);
+	X509_free(ca);
+	X509_free(iss);
+}
+
 int
 main(void)
 {
@@ -505,6 +535,7 @@ main(void)
 	    cmocka_unit_test(test_truncated_every_length),
 	    cmocka_unit_test(test_success_without_or_with_wrong_cert),
 	    cmocka_unit_test(test_request_roundtrip),
+	    cmocka_unit_test(test_issuer_and_subject),
 	};
 	return cmocka_run_group_tests_name("scep", tests, setup, teardown);
 }

@@ -1,0 +1,179 @@
+/*
+ * exchange.c: one SCEP round trip for a token key (PKCSReq or CertPoll).
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+
+#include "challenge.h"
+#include "csr.h"
+#include "err.h"
+#include "exchange.h"
+#include "log.h"
+#include "scep.h"
+
+static void
+report_failure(const struct scep_rep *rep, int had_challenge)
+{
+	const char *hr = rep->fail_text ? challenge_hresult_text(rep->fail_text) : NULL;
+
+	log_error("the CA rejected the request: failInfo %s (%d)%s%s%s",
+	          rep->fail_info < 0 ? "absent" : scep_fail_info_str(rep->fail_info),
+	          rep->fail_info, rep->fail_text ? ": \"" : "",
+	          rep->fail_text ? rep->fail_text : "", rep->fail_text ? "\"" : "");
+	if (hr != NULL)
+		log_error("%s", hr);
+	else if (had_challenge && rep->fail_info == 2)
+		log_error("badRequest: the CA refused the request itself, e.g. a wrong or used "
+		          "challenge or its policy for this subject; the CA's log tells which");
+}
+
+double
+exchange_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* transactionID: hex SHA-256 of the public key (RFC 8894 3.2.1.1). */
+static int
+make_txid(EVP_PKEY *pub, char txid[129])
+{
+	unsigned char *der = NULL, d[32];
+	int n, i;
+
+	if ((n = i2d_PUBKEY(pub, &der)) <= 0)
+		return P11E_ERR_INTERNAL;
+	if (!EVP_Digest(der, (size_t)n, d, NULL, EVP_sha256(), NULL)) {
+		OPENSSL_free(der);
+		return P11E_ERR_INTERNAL;
+	}
+	OPENSSL_free(der);
+	for (i = 0; i < 32; i++)
+		sprintf(txid + 2 * i, "%02X", d[i]);
+	return 0;
+}
+
+/* Request, CertRep, checks: *issued on SUCCESS. */
+int
+exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
+{
+	const struct conf *c = x->c;
+	const struct ca_info *ci = x->ci;
+	const struct tok_key *key = x->key;
+	const char *challenge = x->poll_txid ? NULL : x->challenge;
+	X509_NAME *subject = NULL;
+	int r = P11E_ERR_INTERNAL, n = 0, weak = 0;
+	EVP_PKEY *tokkey = NULL, *transient = NULL, *signer;
+	X509_REQ *req = NULL;
+	X509 *self = NULL;
+	unsigned char *inner = NULL, *msg = NULL, *rep_der = NULL;
+	size_t inner_len = 0, msg_len = 0, rep_len = 0;
+	struct scep_req sr;
+	struct scep_rep *rep = NULL;
+	STACK_OF(X509) *got = NULL;
+	double t0 = exchange_now_ms();
+
+	if ((r = tok_key_evp(x->t, key, &tokkey)) != 0)
+		goto out;
+	signer = tokkey;
+	if (key->type != CONF_KEY_RSA) {
+		/* SCEP's envelope needs an RSA key: a transient one carries the
+		 * exchange; the CSR inside is the EC token key's. */
+		if ((transient = EVP_RSA_gen(2048)) == NULL) {
+			log_openssl(LOG_LVL_ERROR, "cannot generate the transient RSA key");
+			r = P11E_ERR_INTERNAL;
+			goto out;
+		}
+		signer = transient;
+		log_debug("EC key: the SCEP exchange uses a transient RSA-2048 key");
+	}
+	if (x->poll_txid == NULL) {
+		if ((r = csr_build(c, key->pub, tokkey, challenge, &req)) != 0)
+			goto out;
+		if ((n = i2d_X509_REQ(req, &inner)) <= 0 ||
+		    (r = make_txid(key->pub, x->txid)) != 0) {
+			r = P11E_ERR_INTERNAL;
+			goto out;
+		}
+		inner_len = (size_t)n;
+		if ((subject = X509_NAME_dup(X509_REQ_get_subject_name(req))) == NULL) {
+			r = P11E_ERR_ALLOC;
+			goto out;
+		}
+	} else {
+		/* The issuing CA is the RA's issuer (NDES), or the CA that is its own RA. */
+		X509 *ra = ci->ca->ra_enc;
+		snprintf(x->txid, sizeof(x->txid), "%s", x->poll_txid);
+		if ((r = csr_parse_dn(c->dn, &subject)) != 0 ||
+		    (r = scep_issuer_and_subject(ra == ci->ca->ca ? X509_get_subject_name(ra)
+		                                                  : X509_get_issuer_name(ra),
+		                                 subject, &inner, &inner_len)) != 0)
+			goto out;
+	}
+	if ((r = csr_selfsigned(subject, signer == tokkey ? key->pub : transient, signer, &self)) !=
+	    0)
+		goto out;
+	memset(&sr, 0, sizeof(sr));
+	sr.msg_type = x->poll_txid ? SCEP_MSG_CERTPOLL : SCEP_MSG_PKCSREQ;
+	sr.txid = x->txid;
+	if (RAND_bytes(sr.nonce, sizeof(sr.nonce)) != 1) {
+		r = P11E_ERR_INTERNAL;
+		goto out;
+	}
+	sr.signer_cert = self;
+	sr.signer_key = signer;
+	sr.md = ca_digest(ci);
+	sr.recipient = ci->ca->ra_enc;
+	sr.cipher = ca_cipher(ci);
+	sr.inner = inner;
+	sr.inner_len = inner_len;
+	log_debug("%s transactionID %s, %s, %s", x->poll_txid ? "CertPoll" : "PKCSReq", x->txid,
+	          EVP_CIPHER_get0_name(sr.cipher), EVP_MD_get0_name(sr.md));
+	if ((r = scep_req_build(&sr, &msg, &msg_len)) != 0)
+		goto out;
+	tm->csr = exchange_now_ms() - t0;
+	t0 = exchange_now_ms();
+	if ((r = ca_pkioperation(c, ci, msg, msg_len, &rep_der, &rep_len)) != 0)
+		goto out;
+	tm->network += exchange_now_ms() - t0;
+	t0 = exchange_now_ms();
+	if ((r = scep_rep_parse(rep_der, rep_len, ci->ca->certs, x->txid, sr.nonce, &rep)) != 0)
+		goto out;
+	if (rep->status == SCEP_STATUS_FAILURE) {
+		report_failure(rep, challenge != NULL || c->challenge_url != NULL);
+		r = P11E_ERR_REJECTED;
+		goto out;
+	}
+	if (rep->status == SCEP_STATUS_PENDING) {
+		r = P11E_ERR_PENDING;
+		goto out;
+	}
+	if ((r = scep_rep_decrypt(rep, signer, self, &got, &weak)) != 0)
+		goto out;
+	if (weak)
+		log_warn("the server encrypted its answer with single DES; accepted, since the "
+		         "envelope only carries the public certificate");
+	if ((r = scep_pick_issued(got, key->pub, ci->ca->ca, ci->ca->certs, issued)) != 0)
+		goto out;
+	tm->store = exchange_now_ms() - t0;
+	r = 0;
+out:
+	EVP_PKEY_free(tokkey);
+	EVP_PKEY_free(transient);
+	X509_REQ_free(req);
+	X509_NAME_free(subject);
+	X509_free(self);
+	OPENSSL_clear_free(inner, inner_len); /* a CSR holds the challenge */
+	OPENSSL_free(msg);
+	free(rep_der);
+	scep_rep_free(rep);
+	sk_X509_pop_free(got, X509_free);
+	return r;
+}
