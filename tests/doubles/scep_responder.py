@@ -74,6 +74,7 @@ MODES = {
     "getonly": "caps without POSTPKIOperation (SHA-256 AES DES3); POST -> 405",
     "pending": "first PKCSReq of a transactionID -> PENDING; CertPoll -> SUCCESS",
     "pending-fail": "PKCSReq -> PENDING; CertPoll -> FAILURE badRequest",
+    "pending-forever": "PKCSReq -> PENDING; CertPoll (checked as in pending) -> PENDING",
     "reject": "every PKCSReq/CertPoll -> FAILURE badRequest",
     "wrong-nonce": "SUCCESS with recipientNonce != the request's senderNonce",
     "no-nonce": "SUCCESS without recipientNonce",
@@ -376,7 +377,7 @@ class Responder:
         problem = self.authorisation_problem(req, csr)
         if problem:
             return self.failure(req, scepmsg.FAIL_BAD_REQUEST, "%s: %s" % (mname, problem))
-        if self.mode in ("pending", "pending-fail"):
+        if self.mode in ("pending", "pending-fail", "pending-forever"):
             with self.lock:
                 done = self.issued.get(txid)
                 if done is None:
@@ -404,6 +405,8 @@ class Responder:
                 and names_equal(issuer_der, self.pki.ca_cert.subject.public_bytes())):
             return self.failure(req, scepmsg.FAIL_BAD_CERT_ID,
                                 "%s: IssuerAndSubject does not match the pending request" % mname)
+        if self.mode == "pending-forever":
+            return self.status_only(req, scepmsg.STATUS_PENDING, None, "%s: PENDING" % mname)
         if self.mode == "pending-fail":
             with self.lock:
                 self.pending.pop(txid, None)
