@@ -112,7 +112,10 @@ start_scepserver() {
 	SCEP_CHALLENGE=${SCEP_CHALLENGE:-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
 	for ((tries = 0; tries < 3; tries++)); do
 		port=${fixed_port:-$(free_port)}
-		scepserver -depot "$dir/depot" -port "$port" -challenge "$SCEP_CHALLENGE" "$@" \
+		# SCEP_ONE_TIME=1: no static challenge (an NDES double's verifier decides).
+		scepserver -depot "$dir/depot" -port "$port" \
+			${SCEP_ONE_TIME:+-allowrenew 0} \
+			$([ -n "${SCEP_ONE_TIME:-}" ] || echo "-challenge $SCEP_CHALLENGE") "$@" \
 			>>"$dir/scepserver.log" 2>&1 </dev/null &
 		pid=$!
 		echo "$pid" >"$dir/scepserver.pid"
@@ -182,6 +185,45 @@ start_responder() {
 	SCEP_URL=http://127.0.0.1:$(cat "$dir/port")/scep
 	SCEP_PIDFILE=$dir/responder.pid SCEP_CA_PEM=$dir/pki/ca.pem
 	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+}
+
+# start_ndes DIR [ndes_admin.py flags...]
+#   The MSCEP_ADMIN double (tests/doubles/ndes_admin.py: NTLM verified against the
+#   password, UTF-16LE pages, one-time challenges in DIR/challenges) on a free 127.0.0.1
+#   port, for the account EXAMPLE\enroll with a random password. Sets NDES_URL,
+#   NDES_PW_FILE, NDES_DIR and NDES_VERIFY (a -csrverifierexec program for scepserver
+#   that accepts each of those challenges once). Not in $(...).
+start_ndes() {
+	local dir=$1 i pid
+	shift
+	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || return 1
+	NDES_DIR=$dir NDES_PW_FILE=$dir/ndes.pass
+	if [ -n "${NDES_PASSWORD:-}" ]; then
+		(umask 077 && printf '%s' "$NDES_PASSWORD" >"$NDES_PW_FILE")
+	else
+		(umask 077 && od -An -N9 -tx1 /dev/urandom | tr -d ' \n' >"$NDES_PW_FILE")
+	fi
+	rm -f "$dir/port"
+	/usr/bin/python3 "$SRCDIR/tests/doubles/ndes_admin.py" --port 0 --dir "$dir/state" \
+		--user 'EXAMPLE\enroll' --domain EXAMPLE --password-file "$NDES_PW_FILE" \
+		--ready-file "$dir/port" "$@" >>"$dir/ndes.log" 2>&1 </dev/null &
+	pid=$!
+	echo "$pid" >"$dir/ndes.pid"
+	register_pidfile "$dir/ndes.pid"
+	for ((i = 0; i < 200; i++)); do
+		[ -s "$dir/port" ] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	if [ ! -s "$dir/port" ]; then
+		echo "ndes_admin.py did not start; its log:" >&2
+		tail -n 20 "$dir/ndes.log" >&2
+		return 1
+	fi
+	NDES_URL=http://127.0.0.1:$(cat "$dir/port")/CertSrv/MSCEP_ADMIN/
+	case " $* " in *" --https "*) NDES_URL=https://${NDES_URL#http://} ;; esac
+	NDES_VERIFY=$(/usr/bin/python3 "$SRCDIR/tests/doubles/challenge_verifier.py" \
+		--write-wrapper "$dir/state") || return 1
 }
 
 # ---------------------------------------------------------------- token
@@ -258,6 +300,14 @@ write_conf() {
 			_line challenge_file "$CHALLENGE_FILE"
 			_line ca_fingerprint "${CA_FP:-}"
 			_line timeout "${SCEP_TIMEOUT:-}"
+			_line challenge_url "${CHALLENGE_URL:-}"
+			_line challenge_user "${CHALLENGE_USER:-}"
+			_line challenge_password_file "${CHALLENGE_PW_FILE:-}"
+			_line challenge_chars "${CHALLENGE_CHARS:-}"
+			_line challenge_length "${CHALLENGE_LENGTH:-}"
+			_line use_proxy "${USE_PROXY:-}"
+			_line proxy "${PROXY:-}"
+			_line ca_file "${CA_FILE:-}"
 			echo
 			echo "[token]"
 			_line uri "$TOKEN_URI"

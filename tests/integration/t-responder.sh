@@ -102,12 +102,58 @@ test_failure_77_then_key_reused() {
 	check_enrollment
 }
 
-test_pending_75() {
+# pending_file: the profile's pending transaction in state_dir.
+pending_file() {
+	echo "$STATE_DIR/pending-${KEY_LABEL:-p11enroll}.txn"
+}
+
+test_pending_75_then_next_run_polls() {
 	setup_responder pending || return
 	assert_exit 75 p11e enroll || return
 	assert_contains "$ERR" "PENDING"
 	assert_match "$ERR" 'transactionID [0-9A-F]{64}'
+	assert_contains "$ERR" "run \`p11enroll enroll\` again after"
 	assert_eq 0 "$(count_objects cert)" "certificates on the token after PENDING"
+	assert_file "$(pending_file)" || return
+	assert_eq 600 "$(stat -c %a "$(pending_file)")" "mode of the pending transaction file"
+	local txid
+	txid=$(sed -n 's/^transaction_id=//p' "$(pending_file)")
+	# The next run polls the same transaction (CertPoll) and completes it.
+	assert_exit 0 p11e -v enroll || return
+	assert_contains "$ERR" "polling pending transaction $txid"
+	assert_contains "$ERR" "CertPoll transactionID $txid"
+	assert_contains "$T/resp/responder.log" "CertPoll"
+	assert_no_file "$(pending_file)"
+	check_enrollment
+}
+
+test_pending_wait_completes_in_one_run() {
+	setup_responder pending || return
+	assert_exit 0 p11e -v enroll --wait --max-wait 2m || return
+	assert_contains "$ERR" "polling again in"
+	assert_no_file "$(pending_file)"
+	check_enrollment
+}
+
+test_pending_then_failure_77_clears_transaction() {
+	setup_responder pending-fail || return
+	assert_exit 75 p11e enroll || return
+	assert_file "$(pending_file)" || return
+	assert_exit 77 p11e enroll || return
+	assert_contains "$ERR" "failInfo badRequest"
+	assert_no_file "$(pending_file)"
+	assert_eq 0 "$(count_objects cert)" "certificates on the token"
+}
+
+test_pending_max_wait_75() {
+	local t0 t1
+	setup_responder pending-forever || return
+	t0=$(date +%s)
+	assert_exit 75 p11e enroll --max-wait 5s || return
+	t1=$(date +%s)
+	assert_contains "$ERR" "--max-wait reached"
+	assert_eq 1 "$([ $((t1 - t0)) -le 12 ] && echo 1)" "gave up after --max-wait ($((t1 - t0)) s)"
+	assert_match "$(pending_file)" '^polls=[1-9]'
 }
 
 # hostile MODE EXIT TEXT: one hostile answer.

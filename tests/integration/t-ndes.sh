@@ -1,0 +1,166 @@
+#!/bin/bash
+# Microsoft NDES, without Windows: one-time challenges from the MSCEP_ADMIN double
+# (tests/doubles/ndes_admin.py: NTLM verified against the account's password, pages in
+# UTF-16LE without BOM), enforced by the real scepserver through its -csrverifierexec
+# hook (tests/doubles/challenge_verifier.py: each challenge once), or by the SCEP
+# responder double where NDES's RA shape matters.
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+# setup_ndes [ndes_admin flags...]: token, NDES challenge page, scepserver that accepts
+# only the page's challenges (once), and a configuration using them.
+setup_ndes() {
+	make_token || return
+	start_ndes "$T/ndes" "$@" || return
+	SCEP_ONE_TIME=1 start_scepserver "$T/srv" -csrverifierexec "$NDES_VERIFY" || return
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	CHALLENGE_FILE=- CHALLENGE_URL=${CHALLENGE_URL:-$NDES_URL}
+	CHALLENGE_USER=${CHALLENGE_USER:-enroll@example.com} CHALLENGE_PW_FILE=$NDES_PW_FILE
+	write_conf
+}
+
+used_challenges() {
+	wc -l <"$NDES_DIR/state/used" 2>/dev/null || echo 0
+}
+
+test_ntlm_user_at_domain_one_time_challenge() {
+	CHALLENGE_CHARS=hex CHALLENGE_LENGTH=16
+	setup_ndes || return
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+	assert_contains "$ERR" "obtained a one-time challenge"
+	assert_eq 1 "$(used_challenges | tr -d ' ')" "challenges the SCEP server consumed"
+	# Neither the NDES password nor the challenge reaches the output.
+	assert_not_contains "$ERR" "$(cat "$NDES_PW_FILE")"
+	assert_not_contains "$OUT" "$(cat "$NDES_PW_FILE")"
+	assert_not_contains "$ERR" "$(head -n1 "$NDES_DIR/state/challenges")"
+}
+
+test_ntlm_domain_backslash_user() {
+	CHALLENGE_USER='EXAMPLE\enroll'
+	setup_ndes || return
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+# Windows hashes the UTF-16 of the password's characters; libcurl's NTLM reads bytes as
+# Latin-1, so p11enroll re-encodes a UTF-8 password (the file is UTF-8).
+test_ntlm_non_ascii_password() {
+	NDES_PASSWORD='été-Passwort-ß'
+	setup_ndes || return
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+test_negotiate_and_ntlm_offered() {
+	setup_ndes --auth negotiate || return
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+test_wrong_ndes_password_77_names_user_only() {
+	setup_ndes || return
+	printf 'not-the-password\n' >"$T/wrong.pass"
+	chmod 600 "$T/wrong.pass"
+	CHALLENGE_PW_FILE=$T/wrong.pass write_conf
+	assert_exit 77 p11e enroll || return
+	assert_contains "$ERR" "enroll@example.com"
+	assert_contains "$ERR" "401"
+	assert_not_contains "$ERR" "not-the-password"
+	assert_eq 0 "$(count_objects privkey)" "private keys generated"
+}
+
+test_password_cache_full_75() {
+	setup_ndes --mode cache-full || return
+	assert_exit 75 p11e enroll || return
+	assert_contains_i "$ERR" "password cache is full"
+	assert_eq 0 "$(count_objects privkey)" "private keys generated"
+}
+
+test_no_permission_77() {
+	setup_ndes --mode no-permission || return
+	assert_exit 77 p11e enroll || return
+	assert_contains "$ERR" "sufficient permission"
+	assert_contains "$ERR" "enroll@example.com"
+}
+
+test_challenge_shape_mismatch_76() {
+	CHALLENGE_CHARS=hex CHALLENGE_LENGTH=16
+	setup_ndes --length 32 || return
+	assert_exit 76 p11e enroll || return
+	assert_contains "$ERR" "16"
+	assert_contains "$ERR" "32"
+	assert_eq 0 "$(count_objects privkey)" "private keys generated"
+}
+
+test_used_or_unknown_challenge_refused_by_scepserver() {
+	setup_ndes || return
+	assert_exit 0 p11e enroll || return
+	# The same challenge again, as a static one, for another key: the server refuses it.
+	local used
+	used=$(head -n1 "$NDES_DIR/state/used")
+	(umask 077 && printf '%s\n' "$used" >"$T/used.challenge")
+	CHALLENGE_URL= CHALLENGE_USER= CHALLENGE_PW_FILE= CHALLENGE_FILE=$T/used.challenge \
+		KEY_LABEL=second CERT_FILE=$T/second.pem DN=CN=second.example.com write_conf
+	assert_exit 77 p11e enroll || return
+	assert_no_file "$T/second.pem"
+	(umask 077 && printf 'DEADBEEFDEADBEEF\n' >"$T/unknown.challenge")
+	CHALLENGE_URL= CHALLENGE_USER= CHALLENGE_PW_FILE= CHALLENGE_FILE=$T/unknown.challenge \
+		KEY_LABEL=second CERT_FILE=$T/second.pem DN=CN=second.example.com write_conf
+	assert_exit 77 p11e enroll || return
+	assert_no_file "$T/second.pem"
+}
+
+# Basic only over https, with [scep] ca_file as the trust anchor for the page.
+test_basic_over_https_with_ca_file() {
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/tls.key" -out "$T/tls.pem" \
+		-days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+	CA_FILE=$T/tls.pem
+	setup_ndes --auth basic --https "$T/tls.pem" "$T/tls.key" || return
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+test_https_untrusted_server_refused() {
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/tls.key" -out "$T/tls.pem" \
+		-days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+	setup_ndes --auth basic --https "$T/tls.pem" "$T/tls.key" || return
+	assert_exit 69 p11e enroll || return
+	assert_contains_i "$ERR" "certificate"
+	assert_eq 0 "$(count_objects privkey)" "private keys generated"
+}
+
+test_redirect_to_another_host_refused() {
+	setup_ndes --redirect-to "http://localhost:9/CertSrv/MSCEP_ADMIN/" || return
+	assert_exit 69 p11e enroll || return
+	assert_contains "$ERR" "localhost"
+	assert_eq 0 "$(count_objects privkey)" "private keys generated"
+}
+
+test_use_proxy_no_ignores_environment_proxy() {
+	setup_ndes || return
+	# A proxy that does not exist: used, it fails; bypassed, the enrollment works.
+	local dead
+	dead=http://127.0.0.1:$(free_port)
+	http_proxy=$dead HTTP_PROXY=$dead https_proxy=$dead no_proxy= NO_PROXY= \
+		assert_exit 69 p11e enroll || return
+	USE_PROXY=no write_conf
+	http_proxy=$dead HTTP_PROXY=$dead https_proxy=$dead no_proxy= NO_PROXY= \
+		assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+test_check_reports_challenge_page() {
+	setup_ndes || return
+	assert_exit 0 p11e check || return
+	assert_contains "$OUT" "asks for authentication"
+	assert_contains "$OUT" "MD5:"
+	assert_eq 0 "$(wc -l <"$NDES_DIR/state/challenges" 2>/dev/null || echo 0)" \
+		"challenges spent by check"
+	assert_exit 0 p11e check --challenge || return
+	assert_contains "$OUT" "obtained a challenge of 16 characters"
+	assert_eq 1 "$(wc -l <"$NDES_DIR/state/challenges" | tr -d ' ')" \
+		"challenges spent by check --challenge"
+}
+
+run_tests
