@@ -140,7 +140,7 @@ key_matches_spec(const struct tok_key *k, const struct conf *c)
 
 /* Reuses a key of the profile left without certificate, or generates one. */
 static int
-get_key(struct tok *t, const struct conf *c, struct tok_key **out)
+get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generated)
 {
 	int r;
 	struct tok_key **keys = NULL;
@@ -168,7 +168,8 @@ get_key(struct tok *t, const struct conf *c, struct tok_key **out)
 			goto out;
 	}
 	log_info("generating a %s key on token '%s'", c->key_type_str, tok_get_info(t)->label);
-	r = tok_generate_key(t, &spec, c->key_label, out);
+	if ((r = tok_generate_key(t, &spec, c->key_label, out)) == 0)
+		*generated = 1;
 out:
 	tok_keys_free(keys, n);
 	return r;
@@ -321,7 +322,7 @@ say_pending(const struct pending *p)
 static int
 enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_info *ci,
            struct tok *t, struct pending *pend, int have_pend, X509 **cert, struct tok_key **keyp,
-           char **challenge, struct timing *tm)
+           int *generated, char **challenge, struct timing *tm)
 {
 	int r;
 	double t1 = exchange_now_ms();
@@ -344,7 +345,7 @@ enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_in
 	if (!have_pend && c->challenge_url != NULL && (r = fetch_challenge(c, ci, challenge)) != 0)
 		return r;
 	t1 = exchange_now_ms();
-	if (!have_pend && (r = get_key(t, c, keyp)) != 0)
+	if (!have_pend && (r = get_key(t, c, keyp, generated)) != 0)
 		return r;
 	tm->keygen = exchange_now_ms() - t1;
 	for (;;) {
@@ -388,7 +389,7 @@ enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_in
 int
 enroll_run(const struct conf *c, const struct enroll_opts *o)
 {
-	int r, trust = 0, have_pend;
+	int r, trust = 0, have_pend, generated = 0;
 	struct tok *t = NULL;
 	struct tok_key **keys = NULL, *key = NULL;
 	size_t n = 0, which = 0;
@@ -437,7 +438,8 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	if (r != 0)
 		goto out;
 	tm.token += exchange_now_ms() - t0;
-	if ((r = enroll_key(c, o, ci, t, &pend, have_pend, &cert, &key, &challenge, &tm)) != 0)
+	if ((r = enroll_key(c, o, ci, t, &pend, have_pend, &cert, &key, &generated, &challenge,
+	                    &tm)) != 0)
 		goto out;
 	t0 = exchange_now_ms();
 	if ((r = tok_store_cert(t, key, cert)) != 0)
@@ -459,6 +461,12 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	enroll_print_cert(stdout, t, key, cert);
 	r = 0;
 out:
+	/* A key this run generated and could not use is taken back (a PENDING
+	 * request still needs it); earlier runs' keys are left for reuse. */
+	if (r != 0 && r != P11E_ERR_PENDING && generated && key != NULL) {
+		tok_destroy_key(t, key);
+		log_info("removed the key this attempt generated; the token is as it was");
+	}
 	secret_free(pin);
 	secret_free(challenge);
 	X509_free(cert);

@@ -86,6 +86,12 @@ void tok_key_free(struct tok_key *k);
 int tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *label,
                      struct tok_key **out);
 
+/*
+ * Destroys the key pair's objects (to take back a key this run generated
+ * and could not use). Failures are logged as warnings naming the object.
+ */
+void tok_destroy_key(struct tok *t, const struct tok_key *k);
+
 /* The CKA_ID tok_generate_key would give a key with this public key. */
 int tok_key_id_for(EVP_PKEY *pub, unsigned char id[20]);
 

@@ -469,6 +469,15 @@ out:
 }
 
 void
+tok_destroy_key(struct tok *t, const struct tok_key *k)
+{
+	if (k->priv_handle != 0)
+		tok_destroy_object(t, k->priv_handle, "the private key");
+	if (k->pub_handle != 0)
+		tok_destroy_object(t, k->pub_handle, "the public key");
+}
+
+void
 tok_key_free(struct tok_key *k)
 {
 	if (k == NULL)

@@ -20,8 +20,9 @@ test_enroll_rsa2048() {
 # cannot issue a certificate for an EC key: "x509: requested SignatureAlgorithm does not
 # match private key type", answered as FAILURE/badRequest. EC enrollment end to end is
 # tested against the project's responder (t-responder.sh); here the test checks that
-# everything up to the CA is right (the key on the token, the CSR the CA received, which
-# a -csrverifierexec hook saves) and that the refusal is reported cleanly (77).
+# everything up to the CA is right (the CSR the CA received, which a -csrverifierexec
+# hook saves) and that the refusal is reported cleanly: 77, nothing stored, this run's
+# key taken back.
 test_ec_p256_against_scepserver() {
 	KEY_TYPE=ec:P-256
 	make_token || return

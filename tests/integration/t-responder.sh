@@ -4,7 +4,8 @@
 # certificates (NDES-shaped), GET only, no GetCACaps, FAILURE, PENDING, and hostile
 # answers. Each hostile answer must give the documented exit code, a message that names
 # what was wrong, no crash (also under ASan/UBSan), no certificate on the token or in
-# cert_file, and a token from which the next run against a good server completes.
+# cert_file, the key this run generated taken back (token and state_dir as they were),
+# and the next run against a good server completes.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -74,6 +75,16 @@ test_get_only_server() {
 	check_enrollment
 }
 
+# IIS truncates query strings past 2048 bytes (HTTP 414 / 404.15): a GET-only server
+# with that limit cannot take a PKCSReq, and the message must say why.
+test_get_too_long_for_server_69() {
+	setup_responder getonly --max-url 2048 || return
+	assert_exit 69 p11e enroll || return
+	assert_contains "$ERR" "too long for the server"
+	assert_contains "$ERR" "does not offer POST"
+	assert_eq 0 "$(count_objects privkey)" "private keys (this run's key taken back)"
+}
+
 test_no_getcacaps_falls_back_to_3des_sha1_get() {
 	setup_responder nocaps || return
 	assert_exit 0 p11e -v enroll || return
@@ -90,11 +101,34 @@ test_single_des_reply_accepted_with_warning() {
 	check_enrollment
 }
 
-test_failure_77_then_key_reused() {
+test_failure_77_token_as_before() {
 	setup_responder reject || return
 	assert_exit 77 p11e enroll || return
 	assert_contains "$ERR" "badRequest"
 	assert_eq 0 "$(count_objects cert)" "certificates on the token after FAILURE"
+	assert_eq 0 "$(count_objects privkey)" "private keys after FAILURE (this run's key taken back)"
+	assert_no_file "$CERT_FILE"
+	restart_good || return
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+# A crash (kill -9) while the request is on the wire leaves the key without a
+# certificate; the next run reuses it instead of generating another.
+test_crash_mid_enrollment_then_key_reused() {
+	local pid i
+	setup_responder slow || return
+	"$P11ENROLL" -c "$CONF" enroll >crash.out 2>crash.err </dev/null &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do
+		[ "$(count_objects privkey)" = 1 ] && break
+		sleep 0.1
+	done
+	sleep 0.5
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	assert_eq 1 "$(count_objects privkey)" "private keys after the crash" || return
+	assert_eq 0 "$(count_objects cert)" "certificates after the crash"
 	assert_no_file "$CERT_FILE"
 	restart_good || return
 	assert_exit 0 p11e enroll || return
@@ -165,7 +199,9 @@ hostile() {
 	assert_contains_i "$ERR" "$text"
 	assert_eq 0 "$(count_objects cert)" "certificates on the token after '$mode'"
 	assert_no_file "$CERT_FILE"
-	assert_eq 1 "$(count_objects privkey)" "private keys (kept for the next attempt)"
+	assert_eq 0 "$(count_objects privkey)" "private keys (this run's key taken back)"
+	# state_dir as before: nothing pending, no stray files.
+	assert_eq "" "$(ls -A "$STATE_DIR" 2>/dev/null | grep -v '^ca.pin$')" "files in state_dir"
 }
 
 test_hostile_wrong_nonce_76() { hostile wrong-nonce 76 "recipientNonce differs"; }
