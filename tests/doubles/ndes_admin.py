@@ -795,8 +795,17 @@ def main(argv=None):
         write_file(args.pidfile, b"%d\n" % os.getpid())
     remove_quietly(args.ready_file)
 
+    serving = []
+
     def stop(signum, frame):
-        raise Stop()
+        # Once serving, ask the loop to end from another thread: an exception
+        # raised here could land inside socketserver's request handling, be
+        # printed there and swallowed, and the server would keep running.
+        if serving:
+            serving[0] = None
+            threading.Thread(target=server.shutdown, daemon=True).start()
+        else:
+            raise Stop()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
@@ -832,7 +841,9 @@ def main(argv=None):
         log("listening on %s://127.0.0.1:%d%s/ auth=%s mode=%s account=%s (%s\\%s)" % (
             "https" if tls else "http", port, ADMIN_PATH, args.auth, args.mode,
             args.user, account.nb_domain, account.name))
+        serving.append(True)
         server.serve_forever()
+        log("stopping")
     except Stop:
         log("stopping")
     finally:

@@ -723,8 +723,17 @@ def main(argv=None):
         write_file(args.pidfile, b"%d\n" % os.getpid())
     remove_quietly(args.ready_file)
 
+    serving = []
+
     def stop(signum, frame):
-        raise Stop()
+        # Once serving, ask the loop to end from another thread: an exception
+        # raised here could land inside socketserver's request handling, be
+        # printed there and swallowed, and the server would keep running.
+        if serving:
+            serving[0] = None
+            threading.Thread(target=server.shutdown, daemon=True).start()
+        else:
+            raise Stop()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
@@ -744,7 +753,9 @@ def main(argv=None):
         log("listening on http://127.0.0.1:%d/scep mode=%s%s%s" % (
             port, args.mode, " single-ca" if args.single_ca else "",
             " challenge required" if args.challenge is not None else ""))
+        serving.append(True)
         server.serve_forever()
+        log("stopping")
     except Stop:
         log("stopping")
     finally:

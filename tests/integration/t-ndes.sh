@@ -150,6 +150,27 @@ test_use_proxy_no_ignores_environment_proxy() {
 	check_enrollment
 }
 
+# [scep] proxy: the challenge page and every SCEP request go through it, even with
+# no_proxy in the environment naming the servers (the explicit setting wins).
+test_explicit_proxy_is_used() {
+	local i
+	setup_ndes || return
+	/usr/bin/python3 "$SRCDIR/tests/doubles/http_proxy.py" --ready-file "$T/proxy.port" \
+		2>"$T/proxy.log" </dev/null &
+	echo $! >"$T/proxy.pid"
+	register_pidfile "$T/proxy.pid"
+	for ((i = 0; i < 100; i++)); do
+		[ -s "$T/proxy.port" ] && break
+		sleep 0.05
+	done
+	PROXY=http://127.0.0.1:$(cat "$T/proxy.port") write_conf
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+	assert_match "$T/proxy.log" 'GET http://127.0.0.1:[0-9]+/CertSrv/MSCEP_ADMIN/ -> 200'
+	assert_match "$T/proxy.log" 'GET http://127.0.0.1:[0-9]+/scep\?operation=GetCACert'
+	assert_match "$T/proxy.log" 'POST http://127.0.0.1:[0-9]+/scep\?operation=PKIOperation -> 200'
+}
+
 test_check_reports_challenge_page() {
 	setup_ndes || return
 	assert_exit 0 p11e check || return
