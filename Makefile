@@ -66,8 +66,16 @@ test-deps:
 unit: $(UNIT_BIN)
 	@rc=0; for t in $(UNIT_BIN); do echo "== $$t"; P11E_TEST_DATA=tests/data $$t || rc=1; done; exit $$rc
 
-integration: all
-	P11ENROLL=$(BUILD)/p11enroll tests/integration/run.sh
+# A PKCS#11 module of the tests' own that wraps SoftHSM and injects faults (PIN counter
+# flags, token removal); never sanitized, since other tools load it too.
+FAULT_SO := $(BUILD)/tests/fault-pkcs11.so
+$(FAULT_SO): $(wildcard tests/fault/*.c)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_DEFAULT_SOURCE $(WARN) -O2 -g -fPIC -shared $(PKG_CFLAGS) -o $@ \
+		$(wildcard tests/fault/*.c) -ldl
+
+integration: all $(if $(wildcard tests/fault/*.c),$(FAULT_SO))
+	P11ENROLL=$(BUILD)/p11enroll P11E_FAULT_MODULE=$(CURDIR)/$(FAULT_SO) tests/integration/run.sh
 
 # The Python test doubles check themselves (and against OpenSSL's CLI) before they judge us.
 doubles:
