@@ -74,7 +74,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import signal
 import socketserver
 import ssl
 import struct
@@ -83,6 +82,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+import serving  # noqa: E402
+from serving import write_file  # noqa: E402
 
 MODES = {
     "normal": "issue a one-time challenge per page",
@@ -727,22 +729,6 @@ class Handler(BaseHTTPRequestHandler):
 # main
 
 
-def write_file(path, data, mode=0o644):
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def remove_quietly(path):
-    if path:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-
-
 def read_password(path):
     with open(path, encoding="utf-8") as f:
         data = f.read()
@@ -785,32 +771,10 @@ def parse_args(argv):
     return args
 
 
-class Stop(Exception):
-    pass
-
-
 def main(argv=None):
     args = parse_args(argv)
-    if args.pidfile:
-        write_file(args.pidfile, b"%d\n" % os.getpid())
-    remove_quietly(args.ready_file)
 
-    serving = []
-
-    def stop(signum, frame):
-        # Once serving, ask the loop to end from another thread: an exception
-        # raised here could land inside socketserver's request handling, be
-        # printed there and swallowed, and the server would keep running.
-        if serving:
-            serving[0] = None
-            threading.Thread(target=server.shutdown, daemon=True).start()
-        else:
-            raise Stop()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    server = None
-    try:
+    def build():
         try:
             account = Account(args.user, args.domain)
             password = read_password(args.password_file)
@@ -822,7 +786,7 @@ def main(argv=None):
             server = Server(("127.0.0.1", args.port), Handler)
         except (OSError, ValueError, ssl.SSLError) as e:
             log("cannot start: %s" % e)
-            return 1
+            return None
         alphabet = CHARSETS[args.chars]
         server.tls = tls
         server.auth, server.mode, server.cache = args.auth, args.mode, args.cache
@@ -835,23 +799,11 @@ def main(argv=None):
         server.redirect_lock = threading.Lock()
         server.redirected = False
         server.conn_ids = iter(range(1, 1 << 62))
-        port = server.server_address[1]
-        if args.ready_file:
-            write_file(args.ready_file, b"%d\n" % port)
-        log("listening on %s://127.0.0.1:%d%s/ auth=%s mode=%s account=%s (%s\\%s)" % (
-            "https" if tls else "http", port, ADMIN_PATH, args.auth, args.mode,
-            args.user, account.nb_domain, account.name))
-        serving.append(True)
-        server.serve_forever()
-        log("stopping")
-    except Stop:
-        log("stopping")
-    finally:
-        if server is not None:
-            server.server_close()
-        remove_quietly(args.ready_file)
-        remove_quietly(args.pidfile)
-    return 0
+        return server, "listening on %s://127.0.0.1:%d%s/ auth=%s mode=%s account=%s (%s\\%s)" % (
+            "https" if tls else "http", server.server_address[1], ADMIN_PATH, args.auth,
+            args.mode, args.user, account.nb_domain, account.name)
+
+    return serving.run(build, args.pidfile, args.ready_file, log)
 
 
 if __name__ == "__main__":

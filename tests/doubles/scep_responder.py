@@ -50,7 +50,6 @@ import hashlib
 import hmac
 import os
 import select
-import signal
 import socket
 import socketserver
 import sys
@@ -62,10 +61,12 @@ from urllib.parse import parse_qs, urlsplit
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import scepmsg  # noqa: E402
+import serving  # noqa: E402
 from asn1crypto import x509 as asn1x509  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
+from serving import write_file  # noqa: E402
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 MODES = {
@@ -186,14 +187,6 @@ def key_usage(digital_signature=False, key_encipherment=False, cert_sign=False):
 
 def pem(cert):
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def write_file(path, data, mode=0o644):
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 class Pki:
@@ -686,14 +679,6 @@ class Handler(BaseHTTPRequestHandler):
 # main
 
 
-def remove_quietly(path):
-    if path:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(
         description="SCEP server test double (127.0.0.1 only).",
@@ -713,57 +698,23 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-class Stop(Exception):
-    pass
-
-
 def main(argv=None):
     args = parse_args(argv)
-    if args.pidfile:
-        write_file(args.pidfile, b"%d\n" % os.getpid())
-    remove_quietly(args.ready_file)
 
-    serving = []
-
-    def stop(signum, frame):
-        # Once serving, ask the loop to end from another thread: an exception
-        # raised here could land inside socketserver's request handling, be
-        # printed there and swallowed, and the server would keep running.
-        if serving:
-            serving[0] = None
-            threading.Thread(target=server.shutdown, daemon=True).start()
-        else:
-            raise Stop()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    server = None
-    try:
+    def build():
         pki = Pki(args.dir, args.single_ca)
         try:
             server = Server(("127.0.0.1", args.port), Handler)
         except OSError as e:
             log("cannot listen on 127.0.0.1:%d: %s" % (args.port, e))
-            return 1
+            return None
         server.responder = Responder(pki, args.mode, args.challenge)
         server.max_url = args.max_url
-        port = server.server_address[1]
-        if args.ready_file:
-            write_file(args.ready_file, b"%d\n" % port)
-        log("listening on http://127.0.0.1:%d/scep mode=%s%s%s" % (
-            port, args.mode, " single-ca" if args.single_ca else "",
-            " challenge required" if args.challenge is not None else ""))
-        serving.append(True)
-        server.serve_forever()
-        log("stopping")
-    except Stop:
-        log("stopping")
-    finally:
-        if server is not None:
-            server.server_close()
-        remove_quietly(args.ready_file)
-        remove_quietly(args.pidfile)
-    return 0
+        return server, "listening on http://127.0.0.1:%d/scep mode=%s%s%s" % (
+            server.server_address[1], args.mode, " single-ca" if args.single_ca else "",
+            " challenge required" if args.challenge is not None else "")
+
+    return serving.run(build, args.pidfile, args.ready_file, log)
 
 
 if __name__ == "__main__":
