@@ -15,6 +15,7 @@
 #include "http.h"
 #include "log.h"
 #include "scep.h"
+#include "tokens_cmd.h"
 
 #ifndef P11E_VERSION
 #define P11E_VERSION "0"
@@ -40,6 +41,13 @@ static const char usage_text[] =
     "            --max-wait DURATION    give up waiting after this (default 1h;\n"
     "                                   implies --wait); e.g. 90s, 30m, 2h, 1d\n"
     "  status    what the token holds for this profile (no PIN needed)\n"
+    "  tokens    the PKCS#11 modules, slots and tokens of this machine, what each\n"
+    "            can do, the [token] uri that selects it, and the TPM; needs no\n"
+    "            configuration file, never logs in\n"
+    "            --module PATH       this module only (default: the modules\n"
+    "                                registered with p11-kit)\n"
+    "            --json              one JSON document\n"
+    "            --timeout DURATION  per module and for the TPM (default 15s)\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE   configuration (default " P11E_SYSCONFDIR "/p11enroll/p11enroll.conf)\n"
@@ -124,6 +132,8 @@ main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 	optind = 1;
+	if (strcmp(cmd, "tokens") == 0)
+		return p11e_exit_code(tokens_run(argc, argv));
 	if (strcmp(cmd, "enroll") == 0) {
 		while ((ch = getopt_long(argc, argv, "+", enroll_opts, NULL)) != -1) {
 			if (ch == 'F') {
@@ -151,7 +161,7 @@ main(int argc, char **argv)
 			fetch_challenge = 1;
 		}
 	} else if (strcmp(cmd, "status") != 0) {
-		log_error("unknown command '%s' (check, enroll, status; see --help)", cmd);
+		log_error("unknown command '%s' (check, enroll, status, tokens; see --help)", cmd);
 		return P11E_EXIT_USAGE;
 	}
 	if (optind < argc) {

@@ -128,4 +128,98 @@ int tok_object_uri(const struct tok *t, const struct tok_key *k, const char *typ
 /* Logs out, closes the session, C_Finalize once, unloads. Accepts NULL. */
 void tok_close(struct tok *t);
 
+/*
+ * Discovery (`p11enroll tokens`, p11list.c): what a module offers, read
+ * without logging in and without opening a session.
+ */
+enum tok_mech_idx {
+	TOK_MECH_RSA_KEYGEN, /* CKM_RSA_PKCS_KEY_PAIR_GEN */
+	TOK_MECH_EC_KEYGEN,  /* CKM_EC_KEY_PAIR_GEN */
+	TOK_MECH_RSA_PKCS,   /* CKM_RSA_PKCS */
+	TOK_MECH_SHA256_RSA, /* CKM_SHA256_RSA_PKCS */
+	TOK_MECH_ECDSA,      /* CKM_ECDSA */
+	TOK_MECH_COUNT
+};
+
+struct tok_mech_desc {
+	int present;            /* in C_GetMechanismList */
+	unsigned long min, max; /* CK_MECHANISM_INFO key sizes (bits) */
+	unsigned long flags;    /* CK_MECHANISM_INFO.flags (CKF_SIGN...) */
+};
+
+struct tok_slot_desc {
+	unsigned long id;
+	char description[65], manufacturer[33]; /* trailing blanks removed */
+	unsigned long flags;                    /* CK_SLOT_INFO.flags */
+	char error[128];                        /* C_GetSlotInfo/C_GetTokenInfo failed */
+	int has_token;                          /* token info read: token is valid */
+	struct tok_info token;
+	struct tok_mech_desc mechs[TOK_MECH_COUNT];
+	char mech_error[96]; /* C_GetMechanismList failed */
+	char *uri;           /* [token] uri selecting this token; NULL if uninitialised */
+	int uri_ambiguous;   /* another token of the module has the same uri */
+};
+
+struct tok_module_desc {
+	char *path;
+	int err;         /* 0; P11E_ERR_CONFIG: not loadable; P11E_ERR_TOKEN: C_* failed */
+	char error[384]; /* err != 0: what failed, naming the path */
+	char lib_description[33], lib_manufacturer[33];
+	unsigned lib_major, lib_minor, ck_major, ck_minor;
+	int tpm_backed; /* the library is tpm2-pkcs11 */
+	struct tok_slot_desc *slots;
+	size_t nslots;
+};
+
+/*
+ * Loads the module at path (dlopen, C_GetFunctionList, C_Initialize with
+ * CKF_OS_LOCKING_OK; ALREADY_INITIALIZED accepted), reads C_GetInfo, every
+ * slot (C_GetSlotList(FALSE), C_GetSlotInfo), the token of each slot that has
+ * one and the enrollment mechanisms, then C_Finalize and dlclose. Never logs
+ * in, never opens a session. Logs nothing: a module that cannot be loaded or
+ * initialised still gives *out, with err and error set. Returns 0, or
+ * P11E_ERR_ALLOC. Free *out with tok_module_desc_free.
+ */
+int tok_describe_module(const char *path, struct tok_module_desc **out);
+void tok_module_desc_free(struct tok_module_desc *m);
+
+/*
+ * The modules p11-kit's configuration registers, asked in a child process
+ * with timeout_s (p11-kit loads every module, and some start threads: OpenSC
+ * connects to D-Bus, which breaks GDBus in processes forked later; p11-kit
+ * itself is loaded with dlopen there only). *paths (absolute) and their
+ * p11-kit names *names are NULL-terminated arrays of malloc'ed strings, freed
+ * with tok_strv_free. Errors (logged): P11E_ERR_TOKEN when p11-kit is not
+ * installed, fails or does not answer in time.
+ */
+int tok_registered_modules(unsigned timeout_s, char ***paths, char ***names);
+void tok_strv_free(char **v);
+
+/* How a child process of tok_run_boxed ended. */
+enum tok_box_end {
+	TOK_BOX_EXITED,   /* code: its exit status */
+	TOK_BOX_TIMEOUT,  /* killed after timeout_s */
+	TOK_BOX_SIGNALED, /* code: the signal */
+};
+
+struct tok_box {
+	char *out;  /* what the child wrote, NUL-terminated; NULL if nothing */
+	size_t len; /* bytes in out, without the NUL */
+	int end;    /* enum tok_box_end */
+	int code;
+};
+
+/*
+ * Runs fn(fd, arg) in a child process, then _exit(0) there, and collects
+ * what it writes to fd until it exits or timeout_s pass (then it is killed
+ * with SIGKILL and reaped). Used to examine PKCS#11 modules and the TPM:
+ * one that hangs or crashes does not take the caller with it. With quiet
+ * set and a log level below debug, the child's stderr goes to /dev/null
+ * (modules and tpm2-tss print there). *out is set on success (free out->out
+ * with tok_box_clear). Errors (logged): P11E_ERR_INTERNAL (pipe, fork).
+ */
+int tok_run_boxed(unsigned timeout_s, int quiet, void (*fn)(int fd, void *arg), void *arg,
+                  struct tok_box *out);
+void tok_box_clear(struct tok_box *b);
+
 #endif
