@@ -211,6 +211,32 @@ out:
 	return r;
 }
 
+/* cert_file holds cert: (re)written when missing or different. */
+static int
+sync_cert_file(const struct conf *c, X509 *cert)
+{
+	int r;
+	unsigned char *old = NULL;
+	char *pem = NULL;
+	size_t oldlen = 0, len = 0;
+
+	if (c->cert_file == NULL)
+		return 0;
+	if ((r = store_cert_pem(cert, &pem, &len)) != 0)
+		goto out;
+	r = store_read_file(c->cert_file, 1024 * 1024, &old, &oldlen);
+	if (r == 0 && oldlen == len && memcmp(old, pem, len) == 0)
+		goto out;
+	if (r != 0 && r != P11E_ERR_NOTFOUND)
+		goto out;
+	log_info("writing the token's certificate to %s", c->cert_file);
+	r = write_cert_file(c, cert);
+out:
+	free(old);
+	free(pem);
+	return r;
+}
+
 #define POLL_BASE 2  /* seconds before the first CertPoll */
 #define POLL_CAP 600 /* longest pause between CertPolls */
 
@@ -412,7 +438,9 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 		log_info("token '%s' already holds a valid certificate for key '%s'; nothing to do",
 		         tok_get_info(t)->label, c->key_label);
 		enroll_print_cert(stdout, t, keys[which], cert);
-		r = pending_clear(c);
+		/* An earlier run may have stored it and then lost the token. */
+		if ((r = pending_clear(c)) == 0)
+			r = sync_cert_file(c, cert);
 		goto out;
 	}
 	if (r != P11E_ERR_NOTFOUND)
@@ -464,8 +492,19 @@ out:
 	/* A key this run generated and could not use is taken back (a PENDING
 	 * request still needs it); earlier runs' keys are left for reuse. */
 	if (r != 0 && r != P11E_ERR_PENDING && generated && key != NULL) {
-		tok_destroy_key(t, key);
-		log_info("removed the key this attempt generated; the token is as it was");
+		if (tok_destroy_key(t, key) == 0)
+			log_info("removed the key this attempt generated; the token is as it was");
+		else
+			log_info("the key this attempt generated stays on token '%s'; the next "
+			         "`p11enroll enroll` uses it",
+			         tok_get_info(t)->label);
+	}
+	/* Whatever failed (a signature or decryption inside OpenSSL, ...), a token that is
+	 * gone is the cause to report. */
+	if (r != 0 && r != P11E_ERR_TOKEN && r != P11E_ERR_PENDING && t != NULL &&
+	    !tok_present(t)) {
+		log_error("token '%s' was removed or stopped responding", tok_get_info(t)->label);
+		r = P11E_ERR_TOKEN;
 	}
 	secret_free(pin);
 	secret_free(challenge);

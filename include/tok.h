@@ -88,9 +88,13 @@ int tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *
 
 /*
  * Destroys the key pair's objects (to take back a key this run generated
- * and could not use). Failures are logged as warnings naming the object.
+ * and could not use). Failures are logged as warnings naming the object and
+ * give P11E_ERR_TOKEN (what could not be destroyed stays on the token).
  */
-void tok_destroy_key(struct tok *t, const struct tok_key *k);
+int tok_destroy_key(struct tok *t, const struct tok_key *k);
+
+/* 1 when the token still answers (C_GetTokenInfo), 0 when it is gone. */
+int tok_present(struct tok *t);
 
 /* The CKA_ID tok_generate_key would give a key with this public key. */
 int tok_key_id_for(EVP_PKEY *pub, unsigned char id[20]);

@@ -54,8 +54,8 @@ CK_RV tok_attr_ulong(struct tok *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, 
 int tok_find_objects(struct tok *t, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl, const char *what,
                      CK_OBJECT_HANDLE **out, size_t *n);
 
-/* Destroys object h; logs a warning on failure. */
-void tok_destroy_object(struct tok *t, CK_OBJECT_HANDLE h, const char *what);
+/* Destroys object h; logs a warning on failure and returns P11E_ERR_TOKEN. */
+int tok_destroy_object(struct tok *t, CK_OBJECT_HANDLE h, const char *what);
 
 /*
  * Releases the libp11 state. Returns 1 when that finalized the module

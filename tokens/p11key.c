@@ -210,15 +210,19 @@ log_keygen_error(struct tok *t, const char *what, CK_MECHANISM_TYPE mech, int bi
 {
 	CK_MECHANISM_INFO mi;
 	char range[80] = "";
+	CK_RV mrv = t->f->C_GetMechanismInfo(t->info.slot_id, mech, &mi);
 
-	if (t->f->C_GetMechanismInfo(t->info.slot_id, mech, &mi) != CKR_OK)
+	if (mrv == CKR_MECHANISM_INVALID)
 		snprintf(range, sizeof(range), " (the token does not list %s key generation)",
 		         mech == CKM_RSA_PKCS_KEY_PAIR_GEN ? "RSA" : "EC");
-	else if (bits > 0 && ((CK_ULONG)bits < mi.ulMinKeySize || (CK_ULONG)bits > mi.ulMaxKeySize))
+	else if (mrv == CKR_OK && bits > 0 &&
+	         ((CK_ULONG)bits < mi.ulMinKeySize || (CK_ULONG)bits > mi.ulMaxKeySize))
 		snprintf(range, sizeof(range), " (the token generates %lu to %lu bits)",
 		         (unsigned long)mi.ulMinKeySize, (unsigned long)mi.ulMaxKeySize);
-	log_error("C_GenerateKeyPair (%s) on token '%s' failed: %s%s; check [key] type", what,
-	          t->info.label, tok_rv_name(rv), range);
+	/* A token that cannot even list its mechanisms failed itself, not the key type. */
+	log_error("C_GenerateKeyPair (%s) on token '%s' failed: %s%s%s", what, t->info.label,
+	          tok_rv_name(rv), range,
+	          mrv == CKR_OK || mrv == CKR_MECHANISM_INVALID ? "; check [key] type" : "");
 }
 
 static void
@@ -468,13 +472,16 @@ out:
 	return r;
 }
 
-void
+int
 tok_destroy_key(struct tok *t, const struct tok_key *k)
 {
-	if (k->priv_handle != 0)
-		tok_destroy_object(t, k->priv_handle, "the private key");
-	if (k->pub_handle != 0)
-		tok_destroy_object(t, k->pub_handle, "the public key");
+	int r = 0;
+
+	if (k->priv_handle != 0 && tok_destroy_object(t, k->priv_handle, "the private key") != 0)
+		r = P11E_ERR_TOKEN;
+	if (k->pub_handle != 0 && tok_destroy_object(t, k->pub_handle, "the public key") != 0)
+		r = P11E_ERR_TOKEN;
+	return r;
 }
 
 void

@@ -113,12 +113,34 @@ static const struct {
 };
 #undef RV
 
+/* What a card pulled out, or a token that stopped answering, returns. */
+static int
+rv_gone(CK_RV rv)
+{
+	return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT ||
+	       rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+	       rv == CKR_DEVICE_ERROR;
+}
+
+/* The codes of a token gone away carry that explanation in every message. */
 const char *
 tok_rv_name(CK_RV rv)
 {
 	static char buf[64];
 	size_t i;
 
+	switch (rv) {
+	case CKR_DEVICE_REMOVED:
+		return "CKR_DEVICE_REMOVED (the token was removed or stopped responding)";
+	case CKR_TOKEN_NOT_PRESENT:
+		return "CKR_TOKEN_NOT_PRESENT (the token was removed or stopped responding)";
+	case CKR_SESSION_HANDLE_INVALID:
+		return "CKR_SESSION_HANDLE_INVALID (the token was removed or stopped responding)";
+	case CKR_SESSION_CLOSED:
+		return "CKR_SESSION_CLOSED (the token was removed or stopped responding)";
+	case CKR_DEVICE_ERROR:
+		return "CKR_DEVICE_ERROR (the token was removed or stopped responding)";
+	}
 	for (i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
 		if (rv_names[i].rv == rv)
 			return rv_names[i].name;
@@ -236,13 +258,19 @@ out:
 	return r;
 }
 
-void
+int
 tok_destroy_object(struct tok *t, CK_OBJECT_HANDLE h, const char *what)
 {
 	CK_RV rv;
 
-	if ((rv = t->f->C_DestroyObject(t->session, h)) != CKR_OK)
+	if ((rv = t->f->C_DestroyObject(t->session, h)) == CKR_OK)
+		return 0;
+	if (rv_gone(rv))
+		log_warn("could not remove %s from token '%s': %s; it stays on the token", what,
+		         t->info.label, tok_rv_name(rv));
+	else
 		log_warn("C_DestroyObject of %s on token '%s' failed: %s; "
 		         "remove it with the token's tools",
 		         what, t->info.label, tok_rv_name(rv));
+	return P11E_ERR_TOKEN;
 }

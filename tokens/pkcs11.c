@@ -175,6 +175,26 @@ uri_text(const struct tok_uri *uri)
 	return full;
 }
 
+/* How a token that C_GetTokenInfo refused is described. */
+static const char *
+refusal(CK_RV rv)
+{
+	return rv == CKR_TOKEN_NOT_RECOGNIZED ? "card not recognised by the module"
+	                                      : "C_GetTokenInfo failed";
+}
+
+/* The slot's description (the reader's name), or "slot N" if C_GetSlotInfo fails. */
+static void
+slot_desc(struct tok *t, CK_SLOT_ID slot, char desc[65])
+{
+	CK_SLOT_INFO si;
+
+	if (t->f->C_GetSlotInfo(slot, &si) == CKR_OK)
+		copy_field(desc, si.slotDescription, sizeof(si.slotDescription));
+	else
+		snprintf(desc, 65, "slot %lu", (unsigned long)slot);
+}
+
 /*
  * Scans every slot; the token slots that match uri go to *match (*nmatch),
  * the description of everything seen to *seen.
@@ -200,8 +220,9 @@ scan_slots(struct tok *t, const struct tok_uri *uri, struct tok_info *match, siz
 	*nmatch = 0;
 	for (i = 0; i < npresent; i++, sep = ", ") {
 		if ((rv = t->f->C_GetTokenInfo(present[i], &ti)) != CKR_OK) {
-			sb_printf(seen, "%sslot %lu: C_GetTokenInfo failed: %s", sep,
-			          (unsigned long)present[i], tok_rv_name(rv));
+			slot_desc(t, present[i], desc);
+			sb_printf(seen, "%sreader '%s' (slot %lu): %s (%s)", sep, desc,
+			          (unsigned long)present[i], refusal(rv), tok_rv_name(rv));
 			continue;
 		}
 		fill_info(&info, present[i], &ti);
@@ -227,13 +248,21 @@ scan_slots(struct tok *t, const struct tok_uri *uri, struct tok_info *match, siz
 			;
 		if (j < npresent)
 			continue;
-		if (t->f->C_GetSlotInfo(all[i], &si) != CKR_OK || (si.flags & CKF_TOKEN_PRESENT))
+		if (t->f->C_GetSlotInfo(all[i], &si) != CKR_OK)
 			continue;
 		copy_field(desc, si.slotDescription, sizeof(si.slotDescription));
 		sep = seen->len == 0 ? "" : "; ";
 		if (reader)
 			sep = ", ";
-		sb_printf(seen, "%sreader '%s' is empty", sep, desc);
+		if (!(si.flags & CKF_TOKEN_PRESENT))
+			sb_printf(seen, "%sreader '%s' is empty", sep, desc);
+		else if ((rv = t->f->C_GetTokenInfo(all[i], &ti)) != CKR_OK)
+			/* A card the module does not list as a token (OpenSC: unrecognised). */
+			sb_printf(seen, "%sreader '%s': %s (%s)", sep, desc, refusal(rv),
+			          tok_rv_name(rv));
+		else
+			sb_printf(seen, "%sreader '%s': the module lists no token for its card",
+			          sep, desc);
 		reader = 1;
 	}
 	*nscanned = nall > npresent ? nall : npresent;
@@ -316,6 +345,14 @@ tok_open(const char *module_path, const struct tok_uri *uri, struct tok **out)
 out:
 	tok_close(t);
 	return r;
+}
+
+int
+tok_present(struct tok *t)
+{
+	CK_TOKEN_INFO ti;
+
+	return t != NULL && t->f->C_GetTokenInfo(t->info.slot_id, &ti) == CKR_OK;
 }
 
 const struct tok_info *
@@ -421,7 +458,8 @@ tok_login(struct tok *t, const char *pin, int allow_final_try)
 	}
 	if ((t->info.flags & CKF_USER_PIN_FINAL_TRY) && !allow_final_try) {
 		log_error("token '%s' has one PIN attempt left before the PIN locks; "
-		          "login not tried: check the PIN, then allow the final try explicitly",
+		          "login not tried: check the PIN file, then allow the final try "
+		          "with `p11enroll enroll --allow-final-pin-try`",
 		          t->info.label);
 		r = P11E_ERR_TOKEN;
 		goto out;
@@ -456,19 +494,25 @@ out:
 /*
  * Logout, close our session, release libp11 (whose unload finalizes the
  * module), else finalize ourselves when our C_Initialize did it; unload.
+ * When the session cannot be closed and the token no longer answers, says so,
+ * last: what failed before (a libp11 signature...) may not have named the token.
  */
 void
 tok_close(struct tok *t)
 {
 	int finalized = 0;
+	CK_TOKEN_INFO ti;
 
 	if (t == NULL)
 		return;
 	if (t->f != NULL) {
 		if (t->logged_in)
 			(void)t->f->C_Logout(t->session);
-		if (t->has_session)
-			(void)t->f->C_CloseSession(t->session);
+		if (t->has_session && t->f->C_CloseSession(t->session) != CKR_OK &&
+		    t->f->C_GetTokenInfo(t->info.slot_id, &ti) != CKR_OK)
+			log_warn(
+			    "token '%s' was removed or stopped responding before it was closed",
+			    t->info.label);
 		finalized = tok_evp_unload(t);
 		if (t->initialized && !finalized)
 			(void)t->f->C_Finalize(NULL);

@@ -1,0 +1,650 @@
+/*
+ * fault_pkcs11.c: a PKCS#11 module of the tests' own. It loads a real module
+ * (SoftHSM) and passes every call through, except where the environment asks
+ * for a fault. The environment is read once, at the first C_GetFunctionList:
+ *
+ *   FAULT_REAL_MODULE=PATH   the wrapped module (default /usr/lib/softhsm/libsofthsm2.so)
+ *   FAULT_PIN_FLAGS=LIST     comma-separated count_low, final_try, locked: OR'ed into
+ *                            CK_TOKEN_INFO.flags (CKF_USER_PIN_COUNT_LOW, _FINAL_TRY,
+ *                            _LOCKED) by C_GetTokenInfo. SoftHSM keeps no PIN counters.
+ *   FAULT_LOG=FILE           appends one line per call: "NAME RV", e.g. "C_Login CKR_OK",
+ *                            with " injected" when this module answered or altered the
+ *                            call (count calls with awk '$1 == "C_Login"'). No arguments,
+ *                            so never a PIN.
+ *   FAULT_REMOVE_AT=NAME[:N][@AFTER]
+ *                            the token is pulled out at the Nth call (default 1st) of
+ *                            NAME, counting only calls made after the first call of
+ *                            AFTER when given ("C_GetAttributeValue@C_CreateObject": the
+ *                            first read after a store). That call returns
+ *                            CKR_DEVICE_REMOVED without reaching the real module, and
+ *                            from then on:
+ *                              C_GetSlotList(tokenPresent) lists no slot, C_GetSlotInfo
+ *                              clears CKF_TOKEN_PRESENT, C_GetTokenInfo and every other
+ *                              slot call returns CKR_TOKEN_NOT_PRESENT, every session
+ *                              call returns FAULT_REMOVED_RV; C_Initialize, C_Finalize,
+ *                              C_GetInfo and C_WaitForSlotEvent pass through.
+ *   FAULT_REMOVED_RV=RV      what session calls return once the token is gone
+ *                            (default CKR_SESSION_HANDLE_INVALID: removal closed them).
+ *   FAULT_RV_AT=NAME:RV[:N][@AFTER],...
+ *                            the Nth call (default 1st) of NAME (after AFTER, as above)
+ *                            returns RV once, without reaching the real module.
+ *
+ * NAME is any PKCS#11 2.40 function name ("C_Sign"); RV a CKR_ name or a hex
+ * value ("CKR_DEVICE_ERROR", "0x30", "30"). All slots count as one token: a
+ * removal removes every token. A bad setting makes C_GetFunctionList fail
+ * (CKR_ARGUMENTS_BAD) with a message on stderr, so a mistyped test fails loudly.
+ * Counters are not locked: meant for single-threaded callers (p11enroll,
+ * pkcs11-tool). Nothing is allocated: the log file is opened per line.
+ */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <p11-kit/pkcs11.h>
+
+#define DEFAULT_REAL "/usr/lib/softhsm/libsofthsm2.so"
+#define MAX_RV_AT 16
+
+enum kind {
+	K_LIB,  /* not about a token: passes through after removal */
+	K_SLOT, /* about a slot's token: CKR_TOKEN_NOT_PRESENT after removal */
+	K_SESS, /* about a session: FAULT_REMOVED_RV after removal */
+};
+
+/* Parameter lists shared by several functions: (declaration), (call). */
+#define S_H (CK_SESSION_HANDLE h), (h)
+#define S_INIT (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), (h, m, k)
+#define S_IO                                                                                       \
+	(CK_SESSION_HANDLE h, CK_BYTE_PTR a, CK_ULONG al, CK_BYTE_PTR b, CK_ULONG_PTR bl),         \
+	    (h, a, al, b, bl)
+#define S_UPD (CK_SESSION_HANDLE h, CK_BYTE_PTR a, CK_ULONG al), (h, a, al)
+#define S_FIN (CK_SESSION_HANDLE h, CK_BYTE_PTR b, CK_ULONG_PTR bl), (h, b, bl)
+#define S_ATTR                                                                                     \
+	(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, CK_ULONG n), (h, o, t, n)
+
+/*
+ * Every function of CK_FUNCTION_LIST but C_GetFunctionList:
+ * X(name, kind, (parameters), (arguments)). Kind SPECIAL: written by hand below.
+ */
+#define FUNCS(X)                                                                                   \
+	X(C_Initialize, LIB, (CK_VOID_PTR a), (a))                                                 \
+	X(C_Finalize, LIB, (CK_VOID_PTR a), (a))                                                   \
+	X(C_GetInfo, LIB, (CK_INFO_PTR a), (a))                                                    \
+	X(C_GetSlotList, SPECIAL, (CK_BBOOL p, CK_SLOT_ID_PTR l, CK_ULONG_PTR n), (p, l, n))       \
+	X(C_GetSlotInfo, SPECIAL, (CK_SLOT_ID s, CK_SLOT_INFO_PTR i), (s, i))                      \
+	X(C_GetTokenInfo, SPECIAL, (CK_SLOT_ID s, CK_TOKEN_INFO_PTR i), (s, i))                    \
+	X(C_GetMechanismList, SLOT, (CK_SLOT_ID s, CK_MECHANISM_TYPE_PTR m, CK_ULONG_PTR n),       \
+	  (s, m, n))                                                                               \
+	X(C_GetMechanismInfo, SLOT, (CK_SLOT_ID s, CK_MECHANISM_TYPE m, CK_MECHANISM_INFO_PTR i),  \
+	  (s, m, i))                                                                               \
+	X(C_InitToken, SLOT, (CK_SLOT_ID s, CK_UTF8CHAR_PTR p, CK_ULONG n, CK_UTF8CHAR_PTR l),     \
+	  (s, p, n, l))                                                                            \
+	X(C_InitPIN, SESS, (CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR p, CK_ULONG n), (h, p, n))        \
+	X(C_SetPIN, SESS,                                                                          \
+	  (CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR o, CK_ULONG on, CK_UTF8CHAR_PTR p, CK_ULONG n),    \
+	  (h, o, on, p, n))                                                                        \
+	X(C_OpenSession, SLOT,                                                                     \
+	  (CK_SLOT_ID s, CK_FLAGS f, CK_VOID_PTR a, CK_NOTIFY cb, CK_SESSION_HANDLE_PTR h),        \
+	  (s, f, a, cb, h))                                                                        \
+	X(C_CloseSession, SESS, S_H)                                                               \
+	X(C_CloseAllSessions, SLOT, (CK_SLOT_ID s), (s))                                           \
+	X(C_GetSessionInfo, SESS, (CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR i), (h, i))            \
+	X(C_GetOperationState, SESS, S_FIN)                                                        \
+	X(C_SetOperationState, SESS,                                                               \
+	  (CK_SESSION_HANDLE h, CK_BYTE_PTR s, CK_ULONG n, CK_OBJECT_HANDLE e,                     \
+	   CK_OBJECT_HANDLE a),                                                                    \
+	  (h, s, n, e, a))                                                                         \
+	X(C_Login, SESS, (CK_SESSION_HANDLE h, CK_USER_TYPE u, CK_UTF8CHAR_PTR p, CK_ULONG n),     \
+	  (h, u, p, n))                                                                            \
+	X(C_Logout, SESS, S_H)                                                                     \
+	X(C_CreateObject, SESS,                                                                    \
+	  (CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR o),           \
+	  (h, t, n, o))                                                                            \
+	X(C_CopyObject, SESS,                                                                      \
+	  (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, CK_ULONG n,                \
+	   CK_OBJECT_HANDLE_PTR no),                                                               \
+	  (h, o, t, n, no))                                                                        \
+	X(C_DestroyObject, SESS, (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o), (h, o))                \
+	X(C_GetObjectSize, SESS, (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ULONG_PTR n),        \
+	  (h, o, n))                                                                               \
+	X(C_GetAttributeValue, SESS, S_ATTR)                                                       \
+	X(C_SetAttributeValue, SESS, S_ATTR)                                                       \
+	X(C_FindObjectsInit, SESS, (CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n),          \
+	  (h, t, n))                                                                               \
+	X(C_FindObjects, SESS,                                                                     \
+	  (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR o, CK_ULONG m, CK_ULONG_PTR n), (h, o, m, n)) \
+	X(C_FindObjectsFinal, SESS, S_H)                                                           \
+	X(C_EncryptInit, SESS, S_INIT)                                                             \
+	X(C_Encrypt, SESS, S_IO)                                                                   \
+	X(C_EncryptUpdate, SESS, S_IO)                                                             \
+	X(C_EncryptFinal, SESS, S_FIN)                                                             \
+	X(C_DecryptInit, SESS, S_INIT)                                                             \
+	X(C_Decrypt, SESS, S_IO)                                                                   \
+	X(C_DecryptUpdate, SESS, S_IO)                                                             \
+	X(C_DecryptFinal, SESS, S_FIN)                                                             \
+	X(C_DigestInit, SESS, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m), (h, m))                   \
+	X(C_Digest, SESS, S_IO)                                                                    \
+	X(C_DigestUpdate, SESS, S_UPD)                                                             \
+	X(C_DigestKey, SESS, (CK_SESSION_HANDLE h, CK_OBJECT_HANDLE k), (h, k))                    \
+	X(C_DigestFinal, SESS, S_FIN)                                                              \
+	X(C_SignInit, SESS, S_INIT)                                                                \
+	X(C_Sign, SESS, S_IO)                                                                      \
+	X(C_SignUpdate, SESS, S_UPD)                                                               \
+	X(C_SignFinal, SESS, S_FIN)                                                                \
+	X(C_SignRecoverInit, SESS, S_INIT)                                                         \
+	X(C_SignRecover, SESS, S_IO)                                                               \
+	X(C_VerifyInit, SESS, S_INIT)                                                              \
+	X(C_Verify, SESS,                                                                          \
+	  (CK_SESSION_HANDLE h, CK_BYTE_PTR a, CK_ULONG al, CK_BYTE_PTR b, CK_ULONG bl),           \
+	  (h, a, al, b, bl))                                                                       \
+	X(C_VerifyUpdate, SESS, S_UPD)                                                             \
+	X(C_VerifyFinal, SESS, S_UPD)                                                              \
+	X(C_VerifyRecoverInit, SESS, S_INIT)                                                       \
+	X(C_VerifyRecover, SESS, S_IO)                                                             \
+	X(C_DigestEncryptUpdate, SESS, S_IO)                                                       \
+	X(C_DecryptDigestUpdate, SESS, S_IO)                                                       \
+	X(C_SignEncryptUpdate, SESS, S_IO)                                                         \
+	X(C_DecryptVerifyUpdate, SESS, S_IO)                                                       \
+	X(C_GenerateKey, SESS,                                                                     \
+	  (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR t, CK_ULONG n,                \
+	   CK_OBJECT_HANDLE_PTR k),                                                                \
+	  (h, m, t, n, k))                                                                         \
+	X(C_GenerateKeyPair, SESS,                                                                 \
+	  (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pt, CK_ULONG pn,              \
+	   CK_ATTRIBUTE_PTR st, CK_ULONG sn, CK_OBJECT_HANDLE_PTR pk, CK_OBJECT_HANDLE_PTR sk),    \
+	  (h, m, pt, pn, st, sn, pk, sk))                                                          \
+	X(C_WrapKey, SESS,                                                                         \
+	  (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE wk, CK_OBJECT_HANDLE k,       \
+	   CK_BYTE_PTR w, CK_ULONG_PTR wl),                                                        \
+	  (h, m, wk, k, w, wl))                                                                    \
+	X(C_UnwrapKey, SESS,                                                                       \
+	  (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE uk, CK_BYTE_PTR w,            \
+	   CK_ULONG wl, CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR k),                   \
+	  (h, m, uk, w, wl, t, n, k))                                                              \
+	X(C_DeriveKey, SESS,                                                                       \
+	  (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE bk, CK_ATTRIBUTE_PTR t,       \
+	   CK_ULONG n, CK_OBJECT_HANDLE_PTR k),                                                    \
+	  (h, m, bk, t, n, k))                                                                     \
+	X(C_SeedRandom, SESS, S_UPD)                                                               \
+	X(C_GenerateRandom, SESS, (CK_SESSION_HANDLE h, CK_BYTE_PTR r, CK_ULONG n), (h, r, n))     \
+	X(C_GetFunctionStatus, SESS, S_H)                                                          \
+	X(C_CancelFunction, SESS, S_H)                                                             \
+	X(C_WaitForSlotEvent, LIB, (CK_FLAGS f, CK_SLOT_ID_PTR s, CK_VOID_PTR r), (f, s, r))
+
+enum fid {
+#define ENUM(name, kind, ...) F_##name,
+	FUNCS(ENUM)
+#undef ENUM
+	    NFUNCS
+};
+
+static const char *const fnames[NFUNCS] = {
+#define NAME(name, kind, ...) #name,
+    FUNCS(NAME)
+#undef NAME
+};
+
+#define RV(x)                                                                                      \
+	{                                                                                          \
+		x, #x                                                                              \
+	}
+static const struct {
+	CK_RV rv;
+	const char *name;
+} rvs[] = {
+    RV(CKR_OK),
+    RV(CKR_CANCEL),
+    RV(CKR_HOST_MEMORY),
+    RV(CKR_SLOT_ID_INVALID),
+    RV(CKR_GENERAL_ERROR),
+    RV(CKR_FUNCTION_FAILED),
+    RV(CKR_ARGUMENTS_BAD),
+    RV(CKR_CANT_LOCK),
+    RV(CKR_ATTRIBUTE_READ_ONLY),
+    RV(CKR_ATTRIBUTE_SENSITIVE),
+    RV(CKR_ATTRIBUTE_TYPE_INVALID),
+    RV(CKR_ATTRIBUTE_VALUE_INVALID),
+    RV(CKR_DATA_INVALID),
+    RV(CKR_DATA_LEN_RANGE),
+    RV(CKR_DEVICE_ERROR),
+    RV(CKR_DEVICE_MEMORY),
+    RV(CKR_DEVICE_REMOVED),
+    RV(CKR_ENCRYPTED_DATA_INVALID),
+    RV(CKR_FUNCTION_CANCELED),
+    RV(CKR_FUNCTION_NOT_SUPPORTED),
+    RV(CKR_KEY_HANDLE_INVALID),
+    RV(CKR_KEY_SIZE_RANGE),
+    RV(CKR_MECHANISM_INVALID),
+    RV(CKR_OBJECT_HANDLE_INVALID),
+    RV(CKR_OPERATION_ACTIVE),
+    RV(CKR_OPERATION_NOT_INITIALIZED),
+    RV(CKR_PIN_INCORRECT),
+    RV(CKR_PIN_INVALID),
+    RV(CKR_PIN_LEN_RANGE),
+    RV(CKR_PIN_EXPIRED),
+    RV(CKR_PIN_LOCKED),
+    RV(CKR_SESSION_CLOSED),
+    RV(CKR_SESSION_COUNT),
+    RV(CKR_SESSION_HANDLE_INVALID),
+    RV(CKR_SESSION_READ_ONLY),
+    RV(CKR_SIGNATURE_INVALID),
+    RV(CKR_TEMPLATE_INCOMPLETE),
+    RV(CKR_TEMPLATE_INCONSISTENT),
+    RV(CKR_TOKEN_NOT_PRESENT),
+    RV(CKR_TOKEN_NOT_RECOGNIZED),
+    RV(CKR_TOKEN_WRITE_PROTECTED),
+    RV(CKR_USER_ALREADY_LOGGED_IN),
+    RV(CKR_USER_NOT_LOGGED_IN),
+    RV(CKR_USER_PIN_NOT_INITIALIZED),
+    RV(CKR_USER_TYPE_INVALID),
+    RV(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+    RV(CKR_BUFFER_TOO_SMALL),
+    RV(CKR_CRYPTOKI_NOT_INITIALIZED),
+    RV(CKR_CRYPTOKI_ALREADY_INITIALIZED),
+};
+#undef RV
+
+/* One fault: the nth call of fn made after the first call of after. */
+struct spec {
+	int fn;             /* enum fid; -1: none */
+	unsigned long n;    /* >= 1 */
+	int after;          /* enum fid; -1: from the start */
+	unsigned long seen; /* calls of fn counted so far */
+	CK_RV rv;           /* FAULT_RV_AT: the value returned */
+};
+
+static struct {
+	int configured;
+	void *dl;
+	CK_FUNCTION_LIST_PTR real;
+	CK_FLAGS pin_flags;
+	char log[4096]; /* "" for none */
+	struct spec remove;
+	CK_RV removed_rv;
+	int removed;
+	struct spec rv_at[MAX_RV_AT];
+	size_t nrv_at;
+	unsigned long calls[NFUNCS];
+} S;
+
+/* ------------------------------------------------------------------ log */
+
+static void
+rv_text(CK_RV rv, char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(rvs) / sizeof(rvs[0]); i++) {
+		if (rvs[i].rv == rv) {
+			snprintf(buf, len, "%s", rvs[i].name);
+			return;
+		}
+	}
+	snprintf(buf, len, "0x%lx", (unsigned long)rv);
+}
+
+static void
+log_call(const char *name, CK_RV rv, int injected)
+{
+	char line[128], r[48];
+	int fd, n;
+
+	if (S.log[0] == '\0')
+		return;
+	rv_text(rv, r, sizeof(r));
+	n = snprintf(line, sizeof(line), "%s %s%s\n", name, r, injected ? " injected" : "");
+	if (n <= 0 || (size_t)n >= sizeof(line))
+		return;
+	if ((fd = open(S.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		return;
+	if (write(fd, line, (size_t)n) != n)
+		fprintf(stderr, "fault-pkcs11: cannot write to %s\n", S.log);
+	close(fd);
+}
+
+/* ------------------------------------------------------------------ faults */
+
+/*
+ * Counts the call; 1 with *rv set when this module answers it (an injected
+ * value, the removal, or the token already gone), 0 to pass it through.
+ */
+/* Counts a call of f for sp; the number of sp's calls so far, 0 if not one. */
+static unsigned long
+spec_count(struct spec *sp, enum fid f)
+{
+	if (sp->fn != (int)f || (sp->after >= 0 && S.calls[sp->after] == 0))
+		return 0;
+	return ++sp->seen;
+}
+
+static int
+fault_pre(enum fid f, enum kind k, CK_RV *rv)
+{
+	size_t i;
+	int hit = -1;
+
+	S.calls[f]++;
+	for (i = 0; i < S.nrv_at; i++)
+		if (spec_count(&S.rv_at[i], f) == S.rv_at[i].n && hit < 0)
+			hit = (int)i;
+	if (hit >= 0) {
+		*rv = S.rv_at[hit].rv;
+		return 1;
+	}
+	if (!S.removed && S.remove.fn >= 0 && spec_count(&S.remove, f) >= S.remove.n) {
+		S.removed = 1;
+		*rv = CKR_DEVICE_REMOVED;
+		return 1;
+	}
+	if (!S.removed || k == K_LIB)
+		return 0;
+	*rv = k == K_SLOT ? CKR_TOKEN_NOT_PRESENT : S.removed_rv;
+	return 1;
+}
+
+static CK_RV
+fault_post(enum fid f, CK_RV rv, int injected)
+{
+	log_call(fnames[f], rv, injected);
+	return rv;
+}
+
+/* ------------------------------------------------------------------ wrappers */
+
+#define GEN_SPECIAL(name, params, args)
+#define GEN_WRAP(name, k, params, args)                                                            \
+	static CK_RV fw_##name params                                                              \
+	{                                                                                          \
+		CK_RV rv = CKR_OK;                                                                 \
+		int inj = fault_pre(F_##name, k, &rv);                                             \
+                                                                                                   \
+		if (!inj)                                                                          \
+			rv = S.real->name args;                                                    \
+		return fault_post(F_##name, rv, inj);                                              \
+	}
+#define GEN_LIB(name, params, args) GEN_WRAP(name, K_LIB, params, args)
+#define GEN_SLOT(name, params, args) GEN_WRAP(name, K_SLOT, params, args)
+#define GEN_SESS(name, params, args) GEN_WRAP(name, K_SESS, params, args)
+#define GEN2(name, kind, params, args) GEN_##kind(name, params, args)
+#define GEN(name, kind, ...) GEN2(name, kind, __VA_ARGS__)
+FUNCS(GEN)
+#undef GEN
+#undef GEN2
+
+/* Once the token is gone, no slot has a token present. */
+static CK_RV
+fw_C_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
+{
+	CK_RV rv = CKR_OK;
+	int inj = fault_pre(F_C_GetSlotList, K_LIB, &rv);
+
+	if (inj)
+		return fault_post(F_C_GetSlotList, rv, 1);
+	if (S.removed && present) {
+		if (count == NULL)
+			return fault_post(F_C_GetSlotList, CKR_ARGUMENTS_BAD, 1);
+		*count = 0;
+		return fault_post(F_C_GetSlotList, CKR_OK, 1);
+	}
+	return fault_post(F_C_GetSlotList, S.real->C_GetSlotList(present, list, count), 0);
+}
+
+static CK_RV
+fw_C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
+{
+	CK_RV rv = CKR_OK;
+	int inj = fault_pre(F_C_GetSlotInfo, K_LIB, &rv);
+
+	if (!inj) {
+		rv = S.real->C_GetSlotInfo(slot, info);
+		if (rv == CKR_OK && S.removed && info != NULL) {
+			info->flags &= ~(CK_FLAGS)CKF_TOKEN_PRESENT;
+			inj = 1;
+		}
+	}
+	return fault_post(F_C_GetSlotInfo, rv, inj);
+}
+
+static CK_RV
+fw_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+	CK_RV rv = CKR_OK;
+	int inj = fault_pre(F_C_GetTokenInfo, K_SLOT, &rv);
+
+	if (!inj) {
+		rv = S.real->C_GetTokenInfo(slot, info);
+		if (rv == CKR_OK && info != NULL && S.pin_flags != 0) {
+			info->flags |= S.pin_flags;
+			inj = 1;
+		}
+	}
+	return fault_post(F_C_GetTokenInfo, rv, inj);
+}
+
+/* clang-format off */
+static CK_FUNCTION_LIST fl = {
+    .version = {CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR},
+    .C_GetFunctionList = C_GetFunctionList,
+#define ENTRY(name, kind, ...) .name = fw_##name,
+    FUNCS(ENTRY)
+#undef ENTRY
+};
+/* clang-format on */
+
+/* ------------------------------------------------------------------ configuration */
+
+static int
+find_fn(const char *name, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < NFUNCS; i++)
+		if (strlen(fnames[i]) == len && strncmp(fnames[i], name, len) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int
+parse_rv(const char *s, size_t len, CK_RV *out)
+{
+	char buf[64], *end;
+	size_t i;
+	unsigned long v;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	for (i = 0; i < sizeof(rvs) / sizeof(rvs[0]); i++) {
+		if (strcmp(rvs[i].name, buf) == 0) {
+			*out = rvs[i].rv;
+			return 0;
+		}
+	}
+	v = strtoul(buf, &end, 16);
+	if (*end != '\0' || buf[0] == '-' || buf[0] == '+')
+		return -1;
+	*out = (CK_RV)v;
+	return 0;
+}
+
+static int
+parse_count(const char *s, size_t len, unsigned long *out)
+{
+	char buf[32], *end;
+	unsigned long v;
+
+	if (len == 0 || len >= sizeof(buf) || s[0] < '0' || s[0] > '9')
+		return -1;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	v = strtoul(buf, &end, 10);
+	if (*end != '\0' || v == 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int
+bad(const char *var, const char *val, const char *why)
+{
+	fprintf(stderr, "fault-pkcs11: %s=%s: %s\n", var, val, why);
+	return -1;
+}
+
+static int
+parse_pin_flags(const char *v)
+{
+	const char *p = v, *e;
+	size_t len;
+
+	while (*p != '\0') {
+		e = strchr(p, ',');
+		len = e != NULL ? (size_t)(e - p) : strlen(p);
+		if (len == 9 && strncmp(p, "count_low", len) == 0)
+			S.pin_flags |= CKF_USER_PIN_COUNT_LOW;
+		else if (len == 9 && strncmp(p, "final_try", len) == 0)
+			S.pin_flags |= CKF_USER_PIN_FINAL_TRY;
+		else if (len == 6 && strncmp(p, "locked", len) == 0)
+			S.pin_flags |= CKF_USER_PIN_LOCKED;
+		else if (len != 0)
+			return bad("FAULT_PIN_FLAGS", v, "expected count_low, final_try, locked");
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+}
+
+/*
+ * One "NAME[:RV][:N][@AFTER]" of var (with_rv: RV required) in p..end into
+ * *sp. Returns 0, or -1 after a message.
+ */
+static int
+parse_spec(const char *var, const char *val, const char *p, const char *end, int with_rv,
+           struct spec *sp)
+{
+	const char *at, *c1, *c2 = NULL;
+
+	memset(sp, 0, sizeof(*sp));
+	sp->n = 1;
+	sp->after = -1;
+	if ((at = memchr(p, '@', (size_t)(end - p))) != NULL) {
+		if ((sp->after = find_fn(at + 1, (size_t)(end - at - 1))) < 0)
+			return bad(var, val, "unknown PKCS#11 function after '@'");
+		end = at;
+	}
+	if ((c1 = memchr(p, ':', (size_t)(end - p))) == NULL)
+		c1 = end;
+	if ((sp->fn = find_fn(p, (size_t)(c1 - p))) < 0)
+		return bad(var, val, "unknown PKCS#11 function");
+	if (with_rv) {
+		if (c1 == end)
+			return bad(var, val, "expected NAME:RV[:N][@AFTER]");
+		if ((c2 = memchr(c1 + 1, ':', (size_t)(end - c1 - 1))) == NULL)
+			c2 = end;
+		if (parse_rv(c1 + 1, (size_t)(c2 - c1 - 1), &sp->rv) != 0)
+			return bad(var, val, "RV must be a CKR_ name or a hex value");
+		c1 = c2;
+	}
+	if (c1 != end && parse_count(c1 + 1, (size_t)(end - c1 - 1), &sp->n) != 0)
+		return bad(var, val, "N must be a number >= 1");
+	return 0;
+}
+
+static int
+parse_rv_at(const char *v)
+{
+	const char *p = v, *end;
+
+	while (*p != '\0') {
+		if ((end = strchr(p, ',')) == NULL)
+			end = p + strlen(p);
+		if (end != p) {
+			if (S.nrv_at == MAX_RV_AT)
+				return bad("FAULT_RV_AT", v, "too many entries");
+			if (parse_spec("FAULT_RV_AT", v, p, end, 1, &S.rv_at[S.nrv_at]) != 0)
+				return -1;
+			S.nrv_at++;
+		}
+		p = *end == ',' ? end + 1 : end;
+	}
+	return 0;
+}
+
+static CK_RV
+configure(void)
+{
+	const char *v, *real;
+	CK_C_GetFunctionList get = NULL;
+	CK_RV rv;
+
+	memset(&S, 0, sizeof(S));
+	S.remove.fn = S.remove.after = -1;
+	S.remove.n = 1;
+	S.removed_rv = CKR_SESSION_HANDLE_INVALID;
+	if ((v = getenv("FAULT_PIN_FLAGS")) != NULL && parse_pin_flags(v) != 0)
+		return CKR_ARGUMENTS_BAD;
+	if ((v = getenv("FAULT_REMOVE_AT")) != NULL && *v != '\0' &&
+	    parse_spec("FAULT_REMOVE_AT", v, v, v + strlen(v), 0, &S.remove) != 0)
+		return CKR_ARGUMENTS_BAD;
+	if ((v = getenv("FAULT_REMOVED_RV")) != NULL && *v != '\0' &&
+	    parse_rv(v, strlen(v), &S.removed_rv) != 0) {
+		bad("FAULT_REMOVED_RV", v, "expected a CKR_ name or a hex value");
+		return CKR_ARGUMENTS_BAD;
+	}
+	if ((v = getenv("FAULT_RV_AT")) != NULL && parse_rv_at(v) != 0)
+		return CKR_ARGUMENTS_BAD;
+	if ((v = getenv("FAULT_LOG")) != NULL && *v != '\0') {
+		if (strlen(v) >= sizeof(S.log)) {
+			bad("FAULT_LOG", v, "path too long");
+			return CKR_ARGUMENTS_BAD;
+		}
+		strcpy(S.log, v);
+	}
+	real = getenv("FAULT_REAL_MODULE");
+	if (real == NULL || *real == '\0')
+		real = DEFAULT_REAL;
+	if ((S.dl = dlopen(real, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		fprintf(stderr, "fault-pkcs11: cannot load %s: %s\n", real, dlerror());
+		return CKR_GENERAL_ERROR;
+	}
+	*(void **)(&get) = dlsym(S.dl, "C_GetFunctionList");
+	if (get == NULL || (rv = get(&S.real)) != CKR_OK || S.real == NULL) {
+		fprintf(stderr, "fault-pkcs11: %s gives no PKCS#11 function list\n", real);
+		dlclose(S.dl);
+		S.dl = NULL;
+		S.real = NULL;
+		return CKR_GENERAL_ERROR;
+	}
+	S.configured = 1;
+	return CKR_OK;
+}
+
+CK_RV
+C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
+{
+	CK_RV rv;
+
+	if (!S.configured && (rv = configure()) != CKR_OK)
+		return rv;
+	if (list == NULL)
+		return CKR_ARGUMENTS_BAD;
+	log_call("C_GetFunctionList", CKR_OK, 0);
+	*list = &fl;
+	return CKR_OK;
+}
+
+/* The real module goes when the last dlclose of this one does. */
+__attribute__((destructor)) static void
+unload_real(void)
+{
+	if (S.dl != NULL)
+		dlclose(S.dl);
+	S.dl = NULL;
+	S.real = NULL;
+	S.configured = 0;
+}
