@@ -159,6 +159,8 @@ get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generate
 		if (r == P11E_ERR_NOTFOUND) {
 			log_info("reusing key '%s' left without certificate by an earlier attempt",
 			         c->key_label);
+			if ((r = tok_key_fix_id(t, keys[i])) != 0)
+				goto out;
 			*out = keys[i];
 			keys[i] = NULL;
 			r = 0;

@@ -93,6 +93,13 @@ int tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *
  */
 int tok_destroy_key(struct tok *t, const struct tok_key *k);
 
+/*
+ * Gives a key pair the CKA_ID tok_generate_key would have given it (SHA-1 of
+ * the subjectPublicKey), if it has another one: a run that stopped between
+ * key generation and setting the ID leaves its temporary ID. Needs login.
+ */
+int tok_key_fix_id(struct tok *t, struct tok_key *k);
+
 /* 1 when the token still answers (C_GetTokenInfo), 0 when it is gone. */
 int tok_present(struct tok *t);
 

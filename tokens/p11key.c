@@ -473,6 +473,24 @@ out:
 }
 
 int
+tok_key_fix_id(struct tok *t, struct tok_key *k)
+{
+	unsigned char id[20];
+	int r;
+
+	if ((r = tok_key_id_for(k->pub, id)) != 0)
+		return r;
+	if (k->id_len == sizeof(id) && memcmp(k->id, id, sizeof(id)) == 0)
+		return 0;
+	if ((k->priv_handle != 0 && (r = set_id(t, k->priv_handle, id, sizeof(id))) != 0) ||
+	    (k->pub_handle != 0 && (r = set_id(t, k->pub_handle, id, sizeof(id))) != 0))
+		return r;
+	memcpy(k->id, id, sizeof(id));
+	k->id_len = sizeof(id);
+	return 0;
+}
+
+int
 tok_destroy_key(struct tok *t, const struct tok_key *k)
 {
 	int r = 0;

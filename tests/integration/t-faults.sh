@@ -162,7 +162,18 @@ removed_at() {
 test_removed_at_first_search() { removed_at C_FindObjectsInit 'search'; }
 test_removed_at_login() { removed_at C_Login 'C_Login|log ?in'; }
 test_removed_at_keygen() { removed_at C_GenerateKeyPair 'C_GenerateKeyPair|generat'; }
-test_removed_at_set_key_id() { removed_at C_SetAttributeValue 'C_SetAttributeValue|CKA_ID'; }
+# The key is left with its temporary CKA_ID: the run that reuses it gives it the real one
+# (SHA-1 of the subjectPublicKey, the RFC 5280 key identifier).
+test_removed_at_set_key_id() {
+	local want
+	removed_at C_SetAttributeValue 'C_SetAttributeValue|CKA_ID' || return
+	want=$(/usr/bin/python3 -c 'import sys
+from cryptography import x509
+c = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+print(x509.SubjectKeyIdentifier.from_public_key(c.public_key()).digest.hex())' "$CERT_FILE")
+	assert_eq "$want" "$(token_objects | grep '^privkey|' | cut -d'|' -f2)" \
+		"CKA_ID of the reused key (SHA-1 of its public key)"
+}
 test_removed_at_csr_sign_init() { removed_at C_SignInit 'sign'; }
 test_removed_at_csr_sign() { removed_at C_Sign 'sign'; }
 test_removed_at_certrep_decrypt() { removed_at C_Decrypt 'decrypt'; }
