@@ -60,6 +60,9 @@ static int set_proxy(struct parser *, const struct keyword *, char *);
 static int set_bool(struct parser *, const struct keyword *, char *);
 static int set_chars(struct parser *, const struct keyword *, char *);
 static int set_length(struct parser *, const struct keyword *, char *);
+static int set_interval(struct parser *, const struct keyword *, char *);
+static int set_before_expiry(struct parser *, const struct keyword *, char *);
+static int set_jitter(struct parser *, const struct keyword *, char *);
 
 #define F(field) offsetof(struct conf, field)
 
@@ -92,6 +95,11 @@ static const struct keyword keywords[] = {
     {"trust", "dir", set_path, F(trust_dir)},
     {"agent", "state_dir", set_path, F(state_dir)},
     {"agent", "cert_file", set_path, F(cert_file)},
+    {"renewal", "interval", set_interval, F(renew_interval)},
+    {"renewal", "before_expiry", set_before_expiry, F(renew_before_pct)},
+    {"renewal", "new_key", set_bool, F(renew_new_key)},
+    {"renewal", "keep_old", set_bool, F(renew_keep_old)},
+    {"renewal", "jitter", set_jitter, F(renew_jitter_pct)},
 };
 
 #define NKEYWORDS (sizeof(keywords) / sizeof(keywords[0]))
@@ -374,6 +382,63 @@ set_bool(struct parser *p, const struct keyword *kw, char *v)
 		*field = 0;
 	else
 		return kw_error(p, kw, "'%s' is not yes or no", v);
+	return 0;
+}
+
+/* "20%": 0..max into *out; -1 when v is not a percentage. */
+static int
+parse_pct(const char *v, int max)
+{
+	size_t digits = strspn(v, "0123456789");
+	long n;
+
+	if (digits == 0 || digits > 3 || strcmp(v + digits, "%") != 0)
+		return -1;
+	n = strtol(v, NULL, 10);
+	return n > max ? -1 : (int)n;
+}
+
+static int
+set_interval(struct parser *p, const struct keyword *kw, char *v)
+{
+	if (strcmp(v, "0") == 0) {
+		p->c->renew_interval = 0;
+		return 0;
+	}
+	if (conf_parse_duration(v, &p->c->renew_interval) != 0)
+		return kw_error(p, kw, "'%s' is not a duration (e.g. 30d, 12h; 0 = none)", v);
+	return 0;
+}
+
+static int
+set_before_expiry(struct parser *p, const struct keyword *kw, char *v)
+{
+	int pct;
+
+	if (strchr(v, '%') != NULL) {
+		if ((pct = parse_pct(v, 100)) < 1)
+			return kw_error(p, kw, "'%s' is not a percentage from 1%% to 100%%", v);
+		p->c->renew_before_pct = pct;
+		p->c->renew_before_secs = 0;
+		return 0;
+	}
+	if (conf_parse_duration(v, &p->c->renew_before_secs) != 0)
+		return kw_error(p, kw,
+		                "'%s' is neither a percentage of the lifetime (e.g. 20%%) nor a "
+		                "duration (e.g. 14d)",
+		                v);
+	p->c->renew_before_pct = 0;
+	return 0;
+}
+
+static int
+set_jitter(struct parser *p, const struct keyword *kw, char *v)
+{
+	int pct = parse_pct(v, 100);
+
+	if (pct < 0)
+		return kw_error(p, kw, "'%s' is not a percentage from 0%% to 100%%", v);
+	p->c->renew_jitter_pct = pct;
 	return 0;
 }
 
@@ -723,6 +788,9 @@ conf_load(const char *path, struct conf **out)
 	c->use_proxy = 1;
 	c->key_type = CONF_KEY_RSA;
 	c->key_bits = 2048;
+	c->renew_before_pct = 20;
+	c->renew_new_key = 1;
+	c->renew_jitter_pct = 10;
 	p.c = c;
 	if ((r = parse_file(&p, ini)) != 0)
 		goto out;

@@ -107,29 +107,54 @@ out:
 	free(cu);
 }
 
-/* A key of this profile that already holds a valid certificate, if any. */
+/* a is newer than b: later notAfter, then later notBefore, then higher serial. */
 static int
-find_enrolled(struct tok *t, struct tok_key **keys, size_t n, size_t *which, X509 **cert)
+cert_newer(X509 *a, X509 *b)
 {
-	size_t i;
-	X509 *x = NULL;
+	int d = ASN1_TIME_compare(X509_get0_notAfter(a), X509_get0_notAfter(b));
+
+	if (d == 0)
+		d = ASN1_TIME_compare(X509_get0_notBefore(a), X509_get0_notBefore(b));
+	if (d == 0)
+		d = ASN1_INTEGER_cmp(X509_get0_serialNumber(a), X509_get0_serialNumber(b));
+	return d > 0;
+}
+
+int
+enroll_find_current(struct tok *t, struct tok_key **keys, size_t n, int valid_only, size_t *which,
+                    X509 **cert)
+{
+	size_t i, bi = 0;
+	X509 *x = NULL, *best = NULL;
 	int r;
 
 	for (i = 0; i < n; i++) {
 		if ((r = tok_find_cert(t, keys[i], &x)) == P11E_ERR_NOTFOUND)
 			continue;
 		if (r != 0)
-			return r;
-		if (enroll_cert_valid_now(x) &&
-		    EVP_PKEY_eq(X509_get0_pubkey(x), keys[i]->pub) == 1) {
-			*which = i;
-			*cert = x;
-			return 0;
+			goto out;
+		if ((!valid_only || enroll_cert_valid_now(x)) &&
+		    EVP_PKEY_eq(X509_get0_pubkey(x), keys[i]->pub) == 1 &&
+		    (best == NULL || cert_newer(x, best))) {
+			X509_free(best);
+			best = x;
+			bi = i;
+		} else {
+			X509_free(x);
 		}
-		X509_free(x);
 		x = NULL;
 	}
-	return P11E_ERR_NOTFOUND;
+	if (best == NULL) {
+		r = P11E_ERR_NOTFOUND;
+		goto out;
+	}
+	*which = bi;
+	*cert = best;
+	best = NULL;
+	r = 0;
+out:
+	X509_free(best);
+	return r;
 }
 
 static int
@@ -138,9 +163,8 @@ key_matches_spec(const struct tok_key *k, const struct conf *c)
 	return k->type == c->key_type && EVP_PKEY_get_bits(k->pub) == c->key_bits;
 }
 
-/* Reuses a key of the profile left without certificate, or generates one. */
-static int
-get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generated)
+int
+enroll_get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generated)
 {
 	int r;
 	struct tok_key **keys = NULL;
@@ -188,8 +212,8 @@ read_challenge(const struct conf *c, char **out)
 	return 0;
 }
 
-static int
-write_cert_file(const struct conf *c, X509 *cert)
+int
+enroll_write_cert_file(const struct conf *c, X509 *cert)
 {
 	int r;
 	char *pem = NULL, *dir = NULL, *slash;
@@ -232,7 +256,7 @@ sync_cert_file(const struct conf *c, X509 *cert)
 	if (r != 0 && r != P11E_ERR_NOTFOUND)
 		goto out;
 	log_info("writing the token's certificate to %s", c->cert_file);
-	r = write_cert_file(c, cert);
+	r = enroll_write_cert_file(c, cert);
 out:
 	free(old);
 	free(pem);
@@ -267,9 +291,9 @@ sleep_s(long s)
 		;
 }
 
-/* The key a pending request was made with, if it is still on the token. */
-static int
-pending_key(struct tok *t, const struct conf *c, const struct pending *p, struct tok_key **out)
+int
+enroll_pending_key(struct tok *t, const struct conf *c, const struct pending *p,
+                   struct tok_key **out)
 {
 	int r;
 	struct tok_key **keys = NULL;
@@ -358,7 +382,7 @@ enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_in
 	struct exchange x;
 	long delay;
 
-	if (have_pend && (r = pending_key(t, c, pend, keyp)) != 0) {
+	if (have_pend && (r = enroll_pending_key(t, c, pend, keyp)) != 0) {
 		if (r != P11E_ERR_NOTFOUND)
 			return r;
 		log_warn("the key of pending transaction %s is gone from the token; starting a "
@@ -373,7 +397,7 @@ enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_in
 	if (!have_pend && c->challenge_url != NULL && (r = fetch_challenge(c, ci, challenge)) != 0)
 		return r;
 	t1 = exchange_now_ms();
-	if (!have_pend && (r = get_key(t, c, keyp, generated)) != 0)
+	if (!have_pend && (r = enroll_get_key(t, c, keyp, generated)) != 0)
 		return r;
 	tm->keygen = exchange_now_ms() - t1;
 	for (;;) {
@@ -436,12 +460,16 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 		goto out;
 	if ((r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
 		goto out;
-	if ((r = find_enrolled(t, keys, n, &which, &cert)) == 0) {
+	if ((r = enroll_find_current(t, keys, n, 1, &which, &cert)) == 0) {
 		log_info("token '%s' already holds a valid certificate for key '%s'; nothing to do",
 		         tok_get_info(t)->label, c->key_label);
 		enroll_print_cert(stdout, t, keys[which], cert);
-		/* An earlier run may have stored it and then lost the token. */
-		if ((r = pending_clear(c)) == 0)
+		/* An earlier run may have stored it and then lost the token; a
+		 * pending renewal stays for `renew`. */
+		r = pending_load(c, &pend);
+		if (r != 0 || !pend.renewal)
+			r = pending_clear(c);
+		if (r == 0)
 			r = sync_cert_file(c, cert);
 		goto out;
 	}
@@ -480,7 +508,7 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 		r = P11E_ERR_TOKEN;
 		goto out;
 	}
-	if ((r = pending_clear(c)) != 0 || (r = write_cert_file(c, cert)) != 0)
+	if ((r = pending_clear(c)) != 0 || (r = enroll_write_cert_file(c, cert)) != 0)
 		goto out;
 	tm.store += exchange_now_ms() - t0;
 	log_info("enrolled: certificate stored on token '%s' next to its key",

@@ -39,6 +39,33 @@ int enroll_open_token(const struct conf *c, struct tok **out);
 /* Prints key/certificate URIs and the certificate's subject, serial, dates. */
 void enroll_print_cert(FILE *f, const struct tok *t, const struct tok_key *k, X509 *cert);
 
+/*
+ * The profile's current certificate among keys (tok_find_keys): of the keys
+ * whose certificate carries their public key (valid now, with valid_only),
+ * the one with the latest notAfter (ties: notBefore, serial). *which indexes
+ * keys, *cert is a new reference. P11E_ERR_NOTFOUND (not logged) when none.
+ */
+int enroll_find_current(struct tok *t, struct tok_key **keys, size_t n, int valid_only,
+                        size_t *which, X509 **cert);
+
+/*
+ * Reuses a key of the profile left without certificate by an earlier attempt
+ * (matching [key] type), or generates one (*generated = 1). Needs login.
+ */
+int enroll_get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generated);
+
+struct pending;
+
+/*
+ * The key (of the profile's label) a pending request was made with.
+ * P11E_ERR_NOTFOUND (not logged) when it is gone from the token.
+ */
+int enroll_pending_key(struct tok *t, const struct conf *c, const struct pending *p,
+                       struct tok_key **out);
+
+/* Writes cert_file (PEM, 0644, atomically) when configured. */
+int enroll_write_cert_file(const struct conf *c, X509 *cert);
+
 /* 1 when cert is within its validity period now. */
 int enroll_cert_valid_now(X509 *cert);
 

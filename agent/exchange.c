@@ -70,7 +70,8 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	const char *challenge = x->poll_txid ? NULL : x->challenge;
 	X509_NAME *subject = NULL;
 	int r = P11E_ERR_INTERNAL, n = 0, weak = 0;
-	EVP_PKEY *tokkey = NULL, *transient = NULL, *signer;
+	EVP_PKEY *tokkey = NULL, *transient = NULL, *oldkey = NULL, *signer;
+	int req_type = x->msg_type != 0 ? x->msg_type : SCEP_MSG_PKCSREQ;
 	X509_REQ *req = NULL;
 	X509 *self = NULL;
 	unsigned char *inner = NULL, *msg = NULL, *rep_der = NULL;
@@ -83,7 +84,12 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	if ((r = tok_key_evp(x->t, key, &tokkey)) != 0)
 		goto out;
 	signer = tokkey;
-	if (key->type != CONF_KEY_RSA) {
+	if (x->signer_key != NULL) {
+		if ((r = tok_key_evp(x->t, x->signer_key, &oldkey)) != 0)
+			goto out;
+		signer = oldkey;
+		log_debug("signing the request with the current certificate and its key");
+	} else if (key->type != CONF_KEY_RSA) {
 		/* SCEP's envelope needs an RSA key: a transient one carries the
 		 * exchange; the CSR inside is the EC token key's. */
 		if ((transient = EVP_RSA_gen(2048)) == NULL) {
@@ -117,11 +123,18 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 		                                 subject, &inner, &inner_len)) != 0)
 			goto out;
 	}
-	if ((r = csr_selfsigned(subject, signer == tokkey ? key->pub : transient, signer, &self)) !=
-	    0)
+	if (x->signer_cert != NULL) {
+		if (X509_up_ref(x->signer_cert) != 1) {
+			r = P11E_ERR_INTERNAL;
+			goto out;
+		}
+		self = x->signer_cert;
+	} else if ((r = csr_selfsigned(subject, signer == tokkey ? key->pub : transient, signer,
+	                               &self)) != 0) {
 		goto out;
+	}
 	memset(&sr, 0, sizeof(sr));
-	sr.msg_type = x->poll_txid ? SCEP_MSG_CERTPOLL : SCEP_MSG_PKCSREQ;
+	sr.msg_type = x->poll_txid ? SCEP_MSG_CERTPOLL : req_type;
 	sr.txid = x->txid;
 	if (RAND_bytes(sr.nonce, sizeof(sr.nonce)) != 1) {
 		r = P11E_ERR_INTERNAL;
@@ -134,8 +147,11 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	sr.cipher = ca_cipher(ci);
 	sr.inner = inner;
 	sr.inner_len = inner_len;
-	log_debug("%s transactionID %s, %s, %s", x->poll_txid ? "CertPoll" : "PKCSReq", x->txid,
-	          EVP_CIPHER_get0_name(sr.cipher), EVP_MD_get0_name(sr.md));
+	log_debug("%s transactionID %s, %s, %s",
+	          x->poll_txid                      ? "CertPoll"
+	          : req_type == SCEP_MSG_RENEWALREQ ? "RenewalReq"
+	                                            : "PKCSReq",
+	          x->txid, EVP_CIPHER_get0_name(sr.cipher), EVP_MD_get0_name(sr.md));
 	if ((r = scep_req_build(&sr, &msg, &msg_len)) != 0)
 		goto out;
 	tm->csr = exchange_now_ms() - t0;
@@ -147,7 +163,9 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	if ((r = scep_rep_parse(rep_der, rep_len, ci->ca->certs, x->txid, sr.nonce, &rep)) != 0)
 		goto out;
 	if (rep->status == SCEP_STATUS_FAILURE) {
-		report_failure(rep, challenge != NULL || c->challenge_url != NULL);
+		x->fail_info = rep->fail_info;
+		if (!x->quiet_reject)
+			report_failure(rep, challenge != NULL || c->challenge_url != NULL);
 		r = P11E_ERR_REJECTED;
 		goto out;
 	}
@@ -166,6 +184,7 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	r = 0;
 out:
 	EVP_PKEY_free(tokkey);
+	EVP_PKEY_free(oldkey);
 	EVP_PKEY_free(transient);
 	X509_REQ_free(req);
 	X509_NAME_free(subject);

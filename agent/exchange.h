@@ -27,7 +27,15 @@ struct exchange {
 	const struct tok_key *key;
 	const char *challenge; /* PKCSReq: the challenge or NULL; wiped by the caller */
 	const char *poll_txid; /* CertPoll of this transaction; NULL for a PKCSReq */
-	char txid[129];        /* out: the transactionID used */
+	/* Renewal (RFC 8894 2.3): sign the pkiMessage with the current CA-issued
+	 * certificate and its token key (an RSA key), which also decrypts the
+	 * reply; NULL: a self-signed certificate of key (or a transient key). */
+	X509 *signer_cert;
+	const struct tok_key *signer_key;
+	int msg_type;     /* SCEP_MSG_PKCSREQ (also when 0) or SCEP_MSG_RENEWALREQ */
+	int quiet_reject; /* FAILURE: not logged (the caller retries); see fail_info */
+	int fail_info;    /* out: failInfo of a FAILURE, -1 when absent */
+	char txid[129];   /* out: the transactionID used */
 };
 
 /*

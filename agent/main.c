@@ -14,6 +14,7 @@
 #include "err.h"
 #include "http.h"
 #include "log.h"
+#include "renew.h"
 #include "scep.h"
 #include "tokens_cmd.h"
 
@@ -40,7 +41,14 @@ static const char usage_text[] =
     "                                   (capped, jittered backoff) until issued\n"
     "            --max-wait DURATION    give up waiting after this (default 1h;\n"
     "                                   implies --wait); e.g. 90s, 30m, 2h, 1d\n"
-    "  status    what the token holds for this profile (no PIN needed)\n"
+    "  renew     a new certificate (and, with [renewal] new_key = yes, a new key)\n"
+    "            requested with the current certificate; the old ones are removed\n"
+    "            once the new certificate is on the token. When not due under\n"
+    "            [renewal], says when and exits 0 without contacting the CA\n"
+    "            --force                renew now, due or not\n"
+    "            --allow-final-pin-try  as for enroll\n"
+    "  status    what the token holds for this profile and when it is due for\n"
+    "            renewal (no PIN needed)\n"
     "  tokens    the PKCS#11 modules, slots and tokens of this machine, what each\n"
     "            can do, the [token] uri that selects it, and the TPM; needs no\n"
     "            configuration file, never logs in\n"
@@ -85,6 +93,11 @@ main(int argc, char **argv)
 	    {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
 	};
+	static const struct option renew_opts[] = {
+	    {"force", no_argument, NULL, 'f'},
+	    {"allow-final-pin-try", no_argument, NULL, 'F'},
+	    {NULL, 0, NULL, 0},
+	};
 	static const struct option check_opts[] = {
 	    {"challenge", no_argument, NULL, 'C'},
 	    {NULL, 0, NULL, 0},
@@ -99,6 +112,7 @@ main(int argc, char **argv)
 	int ch, r, level = LOG_LVL_INFO, fetch_challenge = 0;
 	struct conf *c = NULL;
 	struct enroll_opts eo = {0, 0, 3600};
+	struct renew_opts ro = {0, 0};
 
 	harden();
 	while ((ch = getopt_long(argc, argv, "+c:vqhV", opts, NULL)) != -1) {
@@ -152,6 +166,17 @@ main(int argc, char **argv)
 				return P11E_EXIT_USAGE;
 			}
 		}
+	} else if (strcmp(cmd, "renew") == 0) {
+		while ((ch = getopt_long(argc, argv, "+", renew_opts, NULL)) != -1) {
+			if (ch == 'f') {
+				ro.force = 1;
+			} else if (ch == 'F') {
+				ro.allow_final_pin_try = 1;
+			} else {
+				fputs(usage_text, stderr);
+				return P11E_EXIT_USAGE;
+			}
+		}
 	} else if (strcmp(cmd, "check") == 0) {
 		while ((ch = getopt_long(argc, argv, "+", check_opts, NULL)) != -1) {
 			if (ch != 'C') {
@@ -161,7 +186,8 @@ main(int argc, char **argv)
 			fetch_challenge = 1;
 		}
 	} else if (strcmp(cmd, "status") != 0) {
-		log_error("unknown command '%s' (check, enroll, status, tokens; see --help)", cmd);
+		log_error("unknown command '%s' (check, enroll, renew, status, tokens; see --help)",
+		          cmd);
 		return P11E_EXIT_USAGE;
 	}
 	if (optind < argc) {
@@ -174,6 +200,8 @@ main(int argc, char **argv)
 		goto out;
 	if (strcmp(cmd, "enroll") == 0)
 		r = enroll_run(c, &eo);
+	else if (strcmp(cmd, "renew") == 0)
+		r = renew_run(c, &ro);
 	else if (strcmp(cmd, "check") == 0)
 		r = check_run(c, fetch_challenge);
 	else

@@ -75,6 +75,8 @@ parse_line(struct pending *p, char *k, char *v)
 		p->next_poll = (time_t)n;
 	else if (strcmp(k, "polls") == 0 && n <= 1000000)
 		p->polls = (unsigned)n;
+	else if (strcmp(k, "renewal") == 0 && n <= 1)
+		p->renewal = (int)n;
 	else
 		return -1;
 	return 0;
@@ -133,9 +135,9 @@ pending_save(const struct conf *c, const struct pending *p)
 	                     p->txid);
 	for (i = 0; i < p->key_id_len && o + 3 < sizeof(buf); i++)
 		o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%02x", p->key_id[i]);
-	o +=
-	    (size_t)snprintf(buf + o, sizeof(buf) - o, "\ncreated=%lld\nnext_poll=%lld\npolls=%u\n",
-	                     (long long)p->created, (long long)p->next_poll, p->polls);
+	o += (size_t)snprintf(buf + o, sizeof(buf) - o,
+	                      "\ncreated=%lld\nnext_poll=%lld\npolls=%u\nrenewal=%d\n",
+	                      (long long)p->created, (long long)p->next_poll, p->polls, p->renewal);
 	if ((r = store_mkdirs(c->state_dir, 0700)) == 0)
 		r = store_write_atomic(path, buf, o, 0600);
 	free(path);

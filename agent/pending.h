@@ -18,6 +18,7 @@ struct pending {
 	time_t created;   /* first PENDING answer */
 	time_t next_poll; /* when polling is worth it again */
 	unsigned polls;   /* CertPolls answered PENDING so far */
+	int renewal;      /* 1: a `renew` request (signed with the current certificate) */
 };
 
 /*

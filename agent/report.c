@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -14,6 +15,7 @@
 #include "enroll.h"
 #include "err.h"
 #include "log.h"
+#include "renew.h"
 #include "secret.h"
 #include "tok.h"
 
@@ -152,6 +154,41 @@ out:
 	return r;
 }
 
+/* "renewal: due ..." for the profile's current certificate (latest notAfter). */
+static int
+print_renewal(const struct conf *c, struct tok *t, struct tok_key **keys, size_t n)
+{
+	size_t which = 0;
+	X509 *x = NULL;
+	time_t due;
+	char why[96], when[40];
+	struct tm tmv;
+	BIGNUM *bn = NULL;
+	char *hex = NULL;
+	int r;
+
+	if ((r = enroll_find_current(t, keys, n, 0, &which, &x)) != 0)
+		return r == P11E_ERR_NOTFOUND ? 0 : r;
+	if ((r = renew_due(c, t, x, &due, why, sizeof(why))) != 0)
+		goto out;
+	printf("\n");
+	if (n > 1 && (bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL)) != NULL &&
+	    (hex = BN_bn2hex(bn)) != NULL)
+		printf("current:     serial %s (the latest notAfter; enroll and renew use it)\n",
+		       hex);
+	if (time(NULL) >= due) {
+		printf("renewal:     due now (%s)\n", why);
+	} else {
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", gmtime_r(&due, &tmv));
+		printf("renewal:     due %s (%s)\n", when, why);
+	}
+out:
+	BN_free(bn);
+	OPENSSL_free(hex);
+	X509_free(x);
+	return r;
+}
+
 int
 status_run(const struct conf *c)
 {
@@ -189,6 +226,8 @@ status_run(const struct conf *c)
 		X509_free(x);
 		x = NULL;
 	}
+	if ((r = print_renewal(c, t, keys, n)) != 0)
+		goto out;
 	r = 0;
 out:
 	X509_free(x);

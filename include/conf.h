@@ -68,6 +68,14 @@ struct conf {
 	/* [agent] */
 	char *state_dir; /* default /var/lib/p11enroll */
 	char *cert_file; /* or NULL */
+
+	/* [renewal] */
+	long renew_interval;    /* seconds after notBefore; 0 = no interval rule (default) */
+	long renew_before_secs; /* before_expiry as a duration (seconds), or 0 */
+	int renew_before_pct;   /* before_expiry as a percentage of the lifetime (default 20) */
+	int renew_new_key;      /* 1 = a new key pair per renewal (default) */
+	int renew_keep_old;     /* 1 = keep the old certificate and key (default 0) */
+	int renew_jitter_pct;   /* percentage of the renewal window (default 10), 0..100 */
 };
 
 /*

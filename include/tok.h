@@ -123,6 +123,15 @@ int tok_key_attrs(struct tok *t, const struct tok_key *k, struct tok_key_attrs *
 int tok_find_cert(struct tok *t, const struct tok_key *k, X509 **out);
 
 /*
+ * tok_has_cert: 0 when a certificate object with the key's CKA_ID and exactly
+ * cert's DER is on the token, P11E_ERR_NOTFOUND (not logged) when not.
+ * tok_destroy_cert destroys every such object (absent is fine); failures are
+ * logged as warnings and give P11E_ERR_TOKEN.
+ */
+int tok_has_cert(struct tok *t, const struct tok_key *k, X509 *cert);
+int tok_destroy_cert(struct tok *t, const struct tok_key *k, X509 *cert);
+
+/*
  * Stores cert as a token object (CKO_CERTIFICATE, CKC_X_509, CKA_TOKEN=TRUE,
  * CKA_PRIVATE=FALSE, the key's CKA_ID and label, CKA_SUBJECT, CKA_ISSUER,
  * CKA_SERIAL_NUMBER, CKA_VALUE), then reads CKA_VALUE back and compares.

@@ -53,8 +53,9 @@ tok_find_cert(struct tok *t, const struct tok_key *k, X509 **out)
 			x = NULL;
 			continue;
 		}
+		/* equal notAfter: the later object (a renewal stored next to it) */
 		if (best == NULL ||
-		    ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0) {
+		    ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) >= 0) {
 			X509_free(best);
 			best = x;
 		} else {
@@ -153,5 +154,55 @@ out:
 	for (i = 0; i < 4; i++)
 		OPENSSL_free(d[i]);
 	free(back);
+	return r;
+}
+
+/* The certificate objects with the key's CKA_ID and exactly cert's DER. */
+static int
+find_exact(struct tok *t, const struct tok_key *k, X509 *cert, CK_OBJECT_HANDLE **hs, size_t *nh)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_ATTRIBUTE tmpl[3];
+	unsigned char *der = NULL;
+	int len, r;
+
+	if ((len = i2d_X509(cert, &der)) <= 0) {
+		log_openssl(LOG_LVL_ERROR, "cannot encode the certificate");
+		return P11E_ERR_INTERNAL;
+	}
+	tmpl[0] = (CK_ATTRIBUTE){CKA_CLASS, &cls, sizeof(cls)};
+	tmpl[1] = (CK_ATTRIBUTE){CKA_ID, (void *)k->id, (CK_ULONG)k->id_len};
+	tmpl[2] = (CK_ATTRIBUTE){CKA_VALUE, der, (CK_ULONG)len};
+	r = tok_find_objects(t, tmpl, 3, "certificates", hs, nh);
+	OPENSSL_free(der);
+	return r;
+}
+
+int
+tok_has_cert(struct tok *t, const struct tok_key *k, X509 *cert)
+{
+	CK_OBJECT_HANDLE *hs = NULL;
+	size_t nh = 0;
+	int r;
+
+	if ((r = find_exact(t, k, cert, &hs, &nh)) != 0)
+		return r;
+	free(hs);
+	return nh > 0 ? 0 : P11E_ERR_NOTFOUND;
+}
+
+int
+tok_destroy_cert(struct tok *t, const struct tok_key *k, X509 *cert)
+{
+	CK_OBJECT_HANDLE *hs = NULL;
+	size_t nh = 0, i;
+	int r;
+
+	if ((r = find_exact(t, k, cert, &hs, &nh)) != 0)
+		return r;
+	for (i = 0; i < nh; i++)
+		if (tok_destroy_object(t, hs[i], "the old certificate") != 0)
+			r = P11E_ERR_TOKEN;
+	free(hs);
 	return r;
 }

@@ -261,6 +261,12 @@ test_defaults(void **state)
 	assert_null(c->proxy);
 	assert_null(c->ca_file);
 	assert_null(c->cert_file);
+	assert_int_equal(c->renew_interval, 0);
+	assert_int_equal(c->renew_before_secs, 0);
+	assert_int_equal(c->renew_before_pct, 20);
+	assert_int_equal(c->renew_new_key, 1);
+	assert_int_equal(c->renew_keep_old, 0);
+	assert_int_equal(c->renew_jitter_pct, 10);
 	conf_free(c);
 }
 
@@ -682,8 +688,8 @@ ERROR_CASE(e_missing_dn, "[scep]\nurl = http://ca/\n[token]\nuri = pkcs11:\n",
 ERROR_CASE(e_outside_section, "url = http://ca/\n" MIN,
            "@:1: url: key outside any section (put it under [scep])")
 ERROR_CASE(e_unknown_section, MIN "[server]\n",
-           "@:7: [server]: unknown section (expected [scep], [token], [key], [subject], [trust] or "
-           "[agent])")
+           "@:7: [server]: unknown section (expected [scep], [token], [key], [subject], [trust], "
+           "[agent] or [renewal])")
 ERROR_CASE(e_section_unclosed, MIN "[scep\n", "@:7: a section header needs a closing ']'")
 ERROR_CASE(e_section_garbage, MIN "[scep] x\n",
            "@:7: [scep]: unexpected text after the section header")
@@ -792,6 +798,46 @@ test_ndes_keys(void **state)
 }
 
 static void
+test_renewal_keys(void **state)
+{
+	struct conf *c;
+
+	(void)state;
+	c = load_ok(MIN "[renewal]\ninterval = 30d\nbefore_expiry = 14d\nnew_key = no\n"
+	                "keep_old = yes\njitter = 25%\n");
+	assert_int_equal(c->renew_interval, 30 * 86400);
+	assert_int_equal(c->renew_before_secs, 14 * 86400);
+	assert_int_equal(c->renew_before_pct, 0);
+	assert_int_equal(c->renew_new_key, 0);
+	assert_int_equal(c->renew_keep_old, 1);
+	assert_int_equal(c->renew_jitter_pct, 25);
+	conf_free(c);
+	c = load_ok(MIN "[renewal]\ninterval = 0\nbefore_expiry = 35%\njitter = 0%\n");
+	assert_int_equal(c->renew_interval, 0);
+	assert_int_equal(c->renew_before_secs, 0);
+	assert_int_equal(c->renew_before_pct, 35);
+	assert_int_equal(c->renew_jitter_pct, 0);
+	conf_free(c);
+}
+
+ERROR_CASE(e_renew_interval, MIN "[renewal]\ninterval = monthly\n",
+           "@:8: [renewal] interval: 'monthly' is not a duration (e.g. 30d, 12h; 0 = none)")
+ERROR_CASE(e_renew_before_pct, MIN "[renewal]\nbefore_expiry = 120%\n",
+           "@:8: [renewal] before_expiry: '120%' is not a percentage from 1% to 100%")
+ERROR_CASE(e_renew_before_zero, MIN "[renewal]\nbefore_expiry = 0%\n",
+           "@:8: [renewal] before_expiry: '0%' is not a percentage from 1% to 100%")
+ERROR_CASE(e_renew_before_word, MIN "[renewal]\nbefore_expiry = soon\n",
+           "@:8: [renewal] before_expiry: 'soon' is neither a percentage of the lifetime (e.g. "
+           "20%) nor a duration (e.g. 14d)")
+ERROR_CASE(e_renew_new_key, MIN "[renewal]\nnew_key = always\n",
+           "@:8: [renewal] new_key: 'always' is not yes or no")
+ERROR_CASE(e_renew_jitter, MIN "[renewal]\njitter = 10\n",
+           "@:8: [renewal] jitter: '10' is not a percentage from 0% to 100%")
+ERROR_CASE(e_renew_unknown, MIN "[renewal]\nevery = 1d\n",
+           "@:8: [renewal] every: unknown key (expected interval, before_expiry, new_key, "
+           "keep_old or jitter)")
+
+static void
 test_durations(void **state)
 {
 	static const struct {
@@ -829,6 +875,14 @@ main(void)
 	    cmocka_unit_test(test_every_key),
 	    cmocka_unit_test(test_ndes_keys),
 	    cmocka_unit_test(test_durations),
+	    cmocka_unit_test(test_renewal_keys),
+	    ERROR_TEST(e_renew_interval),
+	    ERROR_TEST(e_renew_before_pct),
+	    ERROR_TEST(e_renew_before_zero),
+	    ERROR_TEST(e_renew_before_word),
+	    ERROR_TEST(e_renew_new_key),
+	    ERROR_TEST(e_renew_jitter),
+	    ERROR_TEST(e_renew_unknown),
 	    ERROR_TEST(e_chal_url_no_user),
 	    ERROR_TEST(e_chal_url_and_static),
 	    ERROR_TEST(e_chal_chars),
