@@ -65,7 +65,13 @@ schedule_due(const struct schedule_policy *p, time_t not_before, time_t not_afte
 		due = (long long)not_before + p->interval;
 		interval_rule = 1;
 	}
+	/* The spread is a share of the renewal window, but never more than that share
+	 * of the time since issuance: with an interval rule the window (until expiry)
+	 * can be far longer than the interval, and a jitter reaching back before
+	 * issuance would make a fresh certificate due at once, again and again. */
 	window = (long long)not_after - due;
+	if (window > due - (long long)not_before)
+		window = due - (long long)not_before;
 	if (window < 0)
 		window = 0;
 	spread = window * p->jitter_pct / 100;

@@ -26,7 +26,9 @@ void schedule_policy_from_conf(const struct conf *c, struct schedule_policy *out
  * The moment a certificate valid from not_before to not_after is due for
  * renewal: the earlier of not_before + interval and not_after - before_expiry,
  * moved earlier by a jitter in [0, jitter_pct% of the renewal window (from
- * that moment to not_after)] chosen deterministically from seed (the same
+ * that moment to not_after, but at most the time since not_before, so that a
+ * short interval never jitters back to issuance)] chosen deterministically
+ * from seed (the same
  * certificate on the same token always gets the same moment; a fleet
  * spreads). Never earlier than not_before, never later than not_after minus a
  * safety margin (a tenth of the lifetime, at most one hour). why (why_len

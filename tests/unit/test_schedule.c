@@ -59,6 +59,23 @@ test_interval_earlier(void **state)
 	assert_string_equal(why, "20% of the lifetime left");
 }
 
+/* A 30-day interval on a one-year certificate: the window until expiry (335 days)
+ * is longer than the interval; the jitter must not reach back to issuance. */
+static void
+test_interval_jitter_stays_after_issuance(void **state)
+{
+	struct schedule_policy p = {30 * DAY, 0, 20, 10};
+	uint64_t seed;
+	time_t due;
+
+	(void)state;
+	for (seed = 0; seed < 20000; seed += 7) {
+		due = schedule_due(&p, NB, NB + YEAR, seed * 0x9e3779b97f4a7c15ULL, NULL, 0);
+		assert_true(due <= NB + 30 * DAY);
+		assert_true(due >= NB + 27 * DAY);
+	}
+}
+
 static void
 test_jitter_bounds_and_determinism(void **state)
 {
@@ -104,7 +121,8 @@ test_clamped_to_not_before(void **state)
 
 	(void)state;
 	assert_int_equal(schedule_due(&p, NB, NB + YEAR, 7, NULL, 0), NB);
-	assert_int_equal(schedule_due(&q, NB, NB + YEAR, 7, why, sizeof(why)), NB);
+	/* The jitter never reaches back before issuance: 1s stays 1s. */
+	assert_int_equal(schedule_due(&q, NB, NB + YEAR, 7, why, sizeof(why)), NB + 1);
 	assert_string_equal(why, "1s after issuance");
 	assert_int_equal(schedule_due(&q, NB, NB, 7, why, sizeof(why)), NB);
 	assert_string_equal(why, "the certificate has no validity period");
@@ -155,6 +173,7 @@ main(void)
 	    cmocka_unit_test(test_default_pct),
 	    cmocka_unit_test(test_before_duration),
 	    cmocka_unit_test(test_interval_earlier),
+	    cmocka_unit_test(test_interval_jitter_stays_after_issuance),
 	    cmocka_unit_test(test_jitter_bounds_and_determinism),
 	    cmocka_unit_test(test_safety_margin),
 	    cmocka_unit_test(test_clamped_to_not_before),
