@@ -2,13 +2,15 @@
 #   make              build/p11enroll
 #   make check        install test packages, unit + integration tests, then again under ASan+UBSan
 #   make demo         install packages, enroll a SoftHSM key against a local scepserver, tear down
-#   make bench        benchmark against scepclient (figures, not assertions)
+#   make bench        benchmark against scepclient (figures, not assertions), then `fleet`
+#   make fleet        10,000-agent simulation of the real renewal scheduling (peak vs mean)
 #   make install      PREFIX=/usr/local DESTDIR=
 #   make format / format-check
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 DESTDIR ?=
 BUILD ?= build
@@ -35,7 +37,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit doubles integration demo bench install format format-check clean deps test-deps
+.PHONY: all check unit doubles integration demo bench fleet install format format-check clean deps test-deps
 
 all: $(BUILD)/p11enroll
 
@@ -93,14 +95,30 @@ demo: deps
 bench: test-deps
 	$(MAKE) all
 	tests/bench.sh $(BUILD)/p11enroll
+	-$(MAKE) fleet  # figures here; `make fleet` alone fails on a peak over its goal
+
+# The fleet simulation links the real scheduling code (schedule_due, schedule_backoff).
+$(BUILD)/fleet: tests/fleet/fleet.c $(BUILD)/libp11enroll.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -Iagent -Itokens $(LDFLAGS) -o $@ $< $(BUILD)/libp11enroll.a $(LIBS)
+
+-include $(BUILD)/fleet.d
+
+fleet: $(BUILD)/fleet
+	$(BUILD)/fleet
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
 	install -m 0755 $(BUILD)/p11enroll $(DESTDIR)$(BINDIR)/p11enroll
 	install -m 0644 conf/p11enroll.1 $(DESTDIR)$(MANDIR)/man1/p11enroll.1
 	install -m 0644 conf/p11enroll.conf.5 $(DESTDIR)$(MANDIR)/man5/p11enroll.conf.5
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		conf/p11enroll-renew.service > $(DESTDIR)$(UNITDIR)/p11enroll-renew.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/p11enroll-renew.service
+	install -m 0644 conf/p11enroll-renew.timer $(DESTDIR)$(UNITDIR)/p11enroll-renew.timer
 
-FORMAT_SRC = $(wildcard agent/*.c agent/*.h tokens/*.c tokens/*.h include/*.h tests/unit/*.c tests/unit/*.h)
+FORMAT_SRC = $(wildcard agent/*.c agent/*.h tokens/*.c tokens/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fleet/*.c tests/fault/*.c)
 format:
 	clang-format -i $(FORMAT_SRC)
 format-check:
