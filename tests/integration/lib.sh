@@ -256,10 +256,10 @@ count_objects() {
 	echo "${n:-0}"
 }
 
-# token_objects: one line per object on the test token: "TYPE|ID|LABEL|ACCESS" with TYPE
-# privkey, pubkey or cert (from `pkcs11-tool -O`; ID in lower-case hex).
-token_objects() {
-	p11tool --list-objects 2>/dev/null | awk '
+# parse_objects: `pkcs11-tool -O` output on stdin -> one line per object:
+# "TYPE|ID|LABEL|ACCESS" with TYPE privkey, pubkey or cert (ID in lower-case hex).
+parse_objects() {
+	awk '
 		function flush() { if (type != "") print type "|" tolower(id) "|" label "|" access; type = "" }
 		/^Private Key Object/ { flush(); type = "privkey"; id = label = access = ""; next }
 		/^Public Key Object/ { flush(); type = "pubkey"; id = label = access = ""; next }
@@ -269,6 +269,11 @@ token_objects() {
 		/^  ID:/ { sub(/^  ID:[ ]*/, ""); id = $0 }
 		/^  Access:/ { sub(/^  Access:[ ]*/, ""); access = $0 }
 		END { flush() }'
+}
+
+# token_objects: parse_objects of the test token.
+token_objects() {
+	p11tool --list-objects 2>/dev/null | parse_objects
 }
 
 # ---------------------------------------------------------------- configuration

@@ -28,16 +28,7 @@ card_tool() {
 
 # card_objects: "TYPE|ID|LABEL|ACCESS" lines, as lib.sh's token_objects.
 card_objects() {
-	card_tool --list-objects 2>/dev/null | awk '
-		function flush() { if (type != "") print type "|" tolower(id) "|" label "|" access; type = "" }
-		/^Private Key Object/ { flush(); type = "privkey"; id = label = access = ""; next }
-		/^Public Key Object/ { flush(); type = "pubkey"; id = label = access = ""; next }
-		/^Certificate Object/ { flush(); type = "cert"; id = label = access = ""; next }
-		/^[^ ]/ { flush(); next }
-		/^  label:/ { sub(/^  label:[ ]*/, ""); label = $0 }
-		/^  ID:/ { sub(/^  ID:[ ]*/, ""); id = $0 }
-		/^  Access:/ { sub(/^  Access:[ ]*/, ""); access = $0 }
-		END { flush() }'
+	card_tool --list-objects 2>/dev/null | parse_objects
 }
 
 # remove_enrolled ID: deletes the test's certificate and key pair from the card.
