@@ -48,6 +48,9 @@ from asn1crypto import csr as asn1csr
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serving import append_line, read_lines  # noqa: E402
+
 ENV_DIR = "NDES_CHALLENGE_DIR"
 MAX_CSR = 1 << 20
 ACCEPT, REJECT, ERROR = 0, 1, 2
@@ -55,23 +58,6 @@ ACCEPT, REJECT, ERROR = 0, 1, 2
 
 class Reject(Exception):
     pass
-
-
-def read_lines(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
-def append_line(path, line):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (line + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def listed(value, values):

@@ -84,7 +84,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import serving  # noqa: E402
-from serving import write_file  # noqa: E402
+from serving import append_line, read_lines, write_file  # noqa: E402
 
 MODES = {
     "normal": "issue a one-time challenge per page",
@@ -360,23 +360,6 @@ class Account:
 
 # ---------------------------------------------------------------------------
 # challenge store (shared with challenge_verifier.py)
-
-
-def read_lines(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
-def append_line(path, line):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (line + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Store:

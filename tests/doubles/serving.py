@@ -21,6 +21,25 @@ def remove_quietly(path):
             pass
 
 
+def read_lines(path):
+    """The non-empty lines of a text file, stripped; [] when it does not exist."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def append_line(path, line):
+    """Appends one line and fsyncs (the challenge store: issued, used)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _Stop(Exception):
     pass
 
