@@ -51,6 +51,15 @@ enroll_open_token(const struct conf *c, struct tok **out)
 }
 
 int
+enroll_blame_token(struct tok *t, int r)
+{
+	if (r == 0 || r == P11E_ERR_TOKEN || r == P11E_ERR_PENDING || t == NULL || tok_present(t))
+		return r;
+	log_error("token '%s' was removed or stopped responding", tok_get_info(t)->label);
+	return P11E_ERR_TOKEN;
+}
+
+int
 enroll_cert_valid_now(X509 *cert)
 {
 	return X509_cmp_current_time(X509_get0_notBefore(cert)) < 0 &&
@@ -529,13 +538,7 @@ out:
 			         "`p11enroll enroll` uses it",
 			         tok_get_info(t)->label);
 	}
-	/* Whatever failed (a signature or decryption inside OpenSSL, ...), a token that is
-	 * gone is the cause to report. */
-	if (r != 0 && r != P11E_ERR_TOKEN && r != P11E_ERR_PENDING && t != NULL &&
-	    !tok_present(t)) {
-		log_error("token '%s' was removed or stopped responding", tok_get_info(t)->label);
-		r = P11E_ERR_TOKEN;
-	}
+	r = enroll_blame_token(t, r);
 	secret_free(pin);
 	secret_free(challenge);
 	X509_free(cert);

@@ -69,4 +69,11 @@ int enroll_write_cert_file(const struct conf *c, X509 *cert);
 /* 1 when cert is within its validity period now. */
 int enroll_cert_valid_now(X509 *cert);
 
+/*
+ * The error a failed run reports: when the token no longer answers, whatever
+ * failed (often a signature or decryption inside OpenSSL that hid the cause)
+ * is reported as the token gone, P11E_ERR_TOKEN, logged naming it; else r.
+ */
+int enroll_blame_token(struct tok *t, int r);
+
 #endif

@@ -327,11 +327,7 @@ out:
 			log_info("the new key stays on token '%s'; the next renewal reuses it",
 			         tok_get_info(t)->label);
 	}
-	if (r != 0 && r != P11E_ERR_TOKEN && r != P11E_ERR_PENDING && t != NULL &&
-	    !tok_present(t)) {
-		log_error("token '%s' was removed or stopped responding", tok_get_info(t)->label);
-		r = P11E_ERR_TOKEN;
-	}
+	r = enroll_blame_token(t, r);
 	secret_free(pin);
 	X509_free(cert);
 	X509_free(oldcert);
