@@ -118,11 +118,13 @@ test_failure_77_token_as_before() {
 test_crash_mid_enrollment_then_key_reused() {
 	local pid i
 	setup_responder slow || return
-	"$P11ENROLL" -c "$CONF" enroll >crash.out 2>crash.err </dev/null &
+	# Wait on p11enroll's own log, not by opening the token alongside it: a second
+	# process reading SoftHSM's files while p11enroll starts can make it see no token.
+	"$P11ENROLL" -v -c "$CONF" enroll >crash.out 2>crash.err </dev/null &
 	pid=$!
-	for ((i = 0; i < 100; i++)); do
-		[ "$(count_objects privkey)" = 1 ] && break
-		sleep 0.1
+	for ((i = 0; i < 200; i++)); do
+		grep -q "PKIOperation by POST" crash.err 2>/dev/null && break
+		sleep 0.05
 	done
 	sleep 0.5
 	kill -KILL "$pid" 2>/dev/null
