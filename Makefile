@@ -108,9 +108,9 @@ fleet: $(BUILD)/fleet
 	$(BUILD)/fleet
 
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
 	install -m 0755 $(BUILD)/p11enroll $(DESTDIR)$(BINDIR)/p11enroll
-	install -m 0644 conf/p11enroll.1 $(DESTDIR)$(MANDIR)/man1/p11enroll.1
+	install -m 0644 conf/p11enroll.8 $(DESTDIR)$(MANDIR)/man8/p11enroll.8
 	install -m 0644 conf/p11enroll.conf.5 $(DESTDIR)$(MANDIR)/man5/p11enroll.conf.5
 	install -d $(DESTDIR)$(UNITDIR)
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
