@@ -30,6 +30,8 @@ p11e_strerror(int err)
 		return "file error";
 	case P11E_ERR_NOTFOUND:
 		return "not found";
+	case P11E_ERR_PIN:
+		return "PIN refused or not usable";
 	}
 	return "unknown error";
 }
@@ -56,6 +58,7 @@ p11e_exit_code(int err)
 	case P11E_ERR_TOKEN:
 	case P11E_ERR_FILE:
 	case P11E_ERR_NOTFOUND:
+	case P11E_ERR_PIN:
 		return P11E_EXIT_IOERR;
 	}
 	return P11E_EXIT_SOFTWARE;

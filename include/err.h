@@ -23,6 +23,8 @@ enum p11e_err {
 	P11E_ERR_TOKEN = -10,    /* no token, token failure, PIN refused */
 	P11E_ERR_FILE = -11,     /* file could not be read or written */
 	P11E_ERR_NOTFOUND = -12, /* an object looked up does not exist */
+	P11E_ERR_PIN = -13,      /* PIN refused, locked, final try or missing: never retried
+	                            without a change (the daemon parks the profile) */
 };
 
 /* Process exit codes: part of the interface, stable, never reordered. */

@@ -61,8 +61,10 @@ const struct tok_info *tok_get_info(const struct tok *t);
  * tok. Before it, reads the token flags: CKF_USER_PIN_LOCKED -> refuse;
  * CKF_USER_PIN_FINAL_TRY -> refuse unless allow_final_try; COUNT_LOW -> warn.
  * CKR_USER_ALREADY_LOGGED_IN counts as success. A token with a protected
- * authentication path gets a NULL PIN. Errors: P11E_ERR_TOKEN with a message
- * ("wrong PIN for token 'X'; not retried ..."); the PIN never appears in it.
+ * authentication path gets a NULL PIN. Errors: P11E_ERR_PIN when the PIN is
+ * wrong, locked, on its final try, missing or refused for its form (message:
+ * "wrong PIN for token 'X'; not retried ..."; the PIN never appears in it),
+ * P11E_ERR_TOKEN when the token fails otherwise.
  */
 int tok_login(struct tok *t, const char *pin, int allow_final_try);
 

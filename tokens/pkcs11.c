@@ -425,6 +425,14 @@ log_login_error(struct tok *t, CK_RV rv)
 	}
 }
 
+/* A login failure caused by the PIN (or its state), not by the token. */
+static int
+pin_rv(CK_RV rv)
+{
+	return rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_LEN_RANGE ||
+	       rv == CKR_PIN_INVALID || rv == CKR_PIN_EXPIRED || rv == CKR_USER_PIN_NOT_INITIALIZED;
+}
+
 /*
  * One C_Login as CKU_USER at most, ever, for t. The PIN is passed through
  * and never copied or logged.
@@ -445,7 +453,7 @@ tok_login(struct tok *t, const char *pin, int allow_final_try)
 	}
 	if (t->login_tried) {
 		log_error("login to token '%s' already failed; not retried", t->info.label);
-		r = P11E_ERR_TOKEN;
+		r = P11E_ERR_PIN;
 		goto out;
 	}
 	refresh_flags(t);
@@ -453,7 +461,7 @@ tok_login(struct tok *t, const char *pin, int allow_final_try)
 		log_error("the user PIN of token '%s' is locked; the token's security officer must "
 		          "unlock it (login not tried)",
 		          t->info.label);
-		r = P11E_ERR_TOKEN;
+		r = P11E_ERR_PIN;
 		goto out;
 	}
 	if ((t->info.flags & CKF_USER_PIN_FINAL_TRY) && !allow_final_try) {
@@ -461,7 +469,7 @@ tok_login(struct tok *t, const char *pin, int allow_final_try)
 		          "login not tried: check the PIN file, then allow the final try "
 		          "with `p11enroll enroll --allow-final-pin-try`",
 		          t->info.label);
-		r = P11E_ERR_TOKEN;
+		r = P11E_ERR_PIN;
 		goto out;
 	}
 	if (t->info.flags & CKF_USER_PIN_COUNT_LOW)
@@ -472,7 +480,7 @@ tok_login(struct tok *t, const char *pin, int allow_final_try)
 	} else if (pin == NULL) {
 		log_error("token '%s' needs a PIN and none is configured; set [token] pin_file",
 		          t->info.label);
-		r = P11E_ERR_TOKEN;
+		r = P11E_ERR_PIN;
 		goto out;
 	} else {
 		p = (CK_UTF8CHAR_PTR)pin;
@@ -482,7 +490,7 @@ tok_login(struct tok *t, const char *pin, int allow_final_try)
 	rv = t->f->C_Login(t->session, CKU_USER, p, plen);
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
 		log_login_error(t, rv);
-		r = P11E_ERR_TOKEN;
+		r = pin_rv(rv) ? P11E_ERR_PIN : P11E_ERR_TOKEN;
 		goto out;
 	}
 	t->logged_in = 1;
