@@ -235,6 +235,26 @@ out:
 	return r;
 }
 
+/* Retry-After of the latest 429/503 answer, in seconds (0: none); see http.h. */
+static long retry_after;
+
+static void
+note_retry_after(CURL *h, long status)
+{
+	curl_off_t ra = 0;
+
+	if (status != 429 && status != 503)
+		return;
+	/* libcurl parses both forms (seconds, HTTP-date); a date in the past is 0. */
+	if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &ra) != CURLE_OK || ra <= 0)
+		ra = 0;
+	if (ra > 86400) /* a day at most: a typo at the server must not park the agent */
+		ra = 86400;
+	retry_after = ra > 0 ? (long)ra : 1;
+	log_info("the server is busy (HTTP %ld)%s", status,
+	         ra > 0 ? "; it asks to retry later (Retry-After)" : "");
+}
+
 static int
 request(const char *method, const char *url, const char *ctype, const unsigned char *body,
         size_t len, const struct http_opts *o, struct http_resp **out)
@@ -343,6 +363,7 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 	}
 	if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status) != CURLE_OK)
 		resp->status = 0;
+	note_retry_after(h, resp->status);
 	if ((r = content_type(h, &resp->content_type)) != 0)
 		goto out;
 	if (resp->status >= 300 && resp->status <= 399 &&
@@ -371,6 +392,18 @@ out:
 	free(b.p);
 	http_resp_free(resp);
 	return r;
+}
+
+long
+http_retry_after(void)
+{
+	return retry_after;
+}
+
+void
+http_retry_after_reset(void)
+{
+	retry_after = 0;
 }
 
 int

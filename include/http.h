@@ -54,6 +54,15 @@ int http_get(const char *url, const struct http_opts *o, struct http_resp **out)
 int http_post(const char *url, const char *content_type, const unsigned char *body, size_t len,
               const struct http_opts *o, struct http_resp **out);
 
+/*
+ * The server's wish to be left alone: the seconds of the Retry-After header of
+ * the latest HTTP 429 or 503 answer since http_retry_after_reset() (at most a
+ * day), 1 for such an answer without the header, 0 when there was none. The
+ * daemon waits at least this long before its next attempt.
+ */
+long http_retry_after(void);
+void http_retry_after_reset(void);
+
 /* Frees the response. Accepts NULL. The body is not wiped: a caller whose
  * body holds a secret wipes it first. */
 void http_resp_free(struct http_resp *r);
