@@ -113,9 +113,10 @@ install: all
 	install -m 0644 conf/p11enroll.8 $(DESTDIR)$(MANDIR)/man8/p11enroll.8
 	install -m 0644 conf/p11enroll.conf.5 $(DESTDIR)$(MANDIR)/man5/p11enroll.conf.5
 	install -d $(DESTDIR)$(UNITDIR)
-	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
-		conf/p11enroll-renew.service > $(DESTDIR)$(UNITDIR)/p11enroll-renew.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/p11enroll-renew.service
+	for u in p11enroll.service p11enroll-renew.service; do \
+		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+			conf/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
 	install -m 0644 conf/p11enroll-renew.timer $(DESTDIR)$(UNITDIR)/p11enroll-renew.timer
 
 FORMAT_SRC = $(wildcard agent/*.c agent/*.h tokens/*.c tokens/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fleet/*.c tests/fault/*.c)

@@ -58,6 +58,7 @@ static int set_list(struct parser *, const struct keyword *, char *);
 static int set_ip_list(struct parser *, const struct keyword *, char *);
 static int set_proxy(struct parser *, const struct keyword *, char *);
 static int set_bool(struct parser *, const struct keyword *, char *);
+static int set_duration(struct parser *, const struct keyword *, char *);
 static int set_chars(struct parser *, const struct keyword *, char *);
 static int set_length(struct parser *, const struct keyword *, char *);
 static int set_interval(struct parser *, const struct keyword *, char *);
@@ -95,6 +96,8 @@ static const struct keyword keywords[] = {
     {"trust", "dir", set_path, F(trust_dir)},
     {"agent", "state_dir", set_path, F(state_dir)},
     {"agent", "cert_file", set_path, F(cert_file)},
+    {"agent", "retry_min", set_duration, F(retry_min)},
+    {"agent", "retry_max", set_duration, F(retry_max)},
     {"renewal", "interval", set_interval, F(renew_interval)},
     {"renewal", "before_expiry", set_before_expiry, F(renew_before_pct)},
     {"renewal", "new_key", set_bool, F(renew_new_key)},
@@ -382,6 +385,16 @@ set_bool(struct parser *p, const struct keyword *kw, char *v)
 		*field = 0;
 	else
 		return kw_error(p, kw, "'%s' is not yes or no", v);
+	return 0;
+}
+
+static int
+set_duration(struct parser *p, const struct keyword *kw, char *v)
+{
+	long *field = (long *)(void *)((char *)p->c + kw->off);
+
+	if (conf_parse_duration(v, field) != 0)
+		return kw_error(p, kw, "'%s' is not a duration (e.g. 90s, 30m, 1h)", v);
 	return 0;
 }
 
@@ -751,6 +764,13 @@ finish(struct parser *p)
 		return required(p, "token", "uri");
 	if (c->dn == NULL)
 		return required(p, "subject", "dn");
+	if (c->retry_max < c->retry_min && seen_at(p, "agent", "retry_max") == 0)
+		c->retry_max = c->retry_min;
+	if (c->retry_max < c->retry_min) {
+		log_error("%s:%u: [agent] retry_max is shorter than retry_min (%ld s < %ld s)",
+		          p->file, seen_at(p, "agent", "retry_max"), c->retry_max, c->retry_min);
+		return P11E_ERR_CONFIG;
+	}
 	if (c->key_type_str == NULL && (r = dup_str(DEFAULT_KEY_TYPE, &c->key_type_str)) != 0)
 		return r;
 	if (c->key_label == NULL && (r = dup_str(DEFAULT_LABEL, &c->key_label)) != 0)
@@ -791,6 +811,8 @@ conf_load(const char *path, struct conf **out)
 	c->renew_before_pct = 20;
 	c->renew_new_key = 1;
 	c->renew_jitter_pct = 10;
+	c->retry_min = 60;
+	c->retry_max = 3600;
 	p.c = c;
 	if ((r = parse_file(&p, ini)) != 0)
 		goto out;

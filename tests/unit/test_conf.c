@@ -820,6 +820,32 @@ test_renewal_keys(void **state)
 	conf_free(c);
 }
 
+static void
+test_retry_keys(void **state)
+{
+	struct conf *c;
+
+	(void)state;
+	c = load_ok(MIN);
+	assert_int_equal(c->retry_min, 60);
+	assert_int_equal(c->retry_max, 3600);
+	conf_free(c);
+	c = load_ok(MIN "[agent]\nretry_min = 5s\nretry_max = 10m\n");
+	assert_int_equal(c->retry_min, 5);
+	assert_int_equal(c->retry_max, 600);
+	conf_free(c);
+	/* a retry_min above the default retry_max raises it */
+	c = load_ok(MIN "[agent]\nretry_min = 2h\n");
+	assert_int_equal(c->retry_min, 7200);
+	assert_int_equal(c->retry_max, 7200);
+	conf_free(c);
+}
+
+ERROR_CASE(e_retry_order, MIN "[agent]\nretry_min = 10m\nretry_max = 1m\n",
+           "@:9: [agent] retry_max is shorter than retry_min (60 s < 600 s)")
+ERROR_CASE(e_retry_word, MIN "[agent]\nretry_min = soon\n",
+           "@:8: [agent] retry_min: 'soon' is not a duration (e.g. 90s, 30m, 1h)")
+
 ERROR_CASE(e_renew_interval, MIN "[renewal]\ninterval = monthly\n",
            "@:8: [renewal] interval: 'monthly' is not a duration (e.g. 30d, 12h; 0 = none)")
 ERROR_CASE(e_renew_before_pct, MIN "[renewal]\nbefore_expiry = 120%\n",
@@ -882,6 +908,8 @@ main(void)
 	    ERROR_TEST(e_renew_before_word),
 	    ERROR_TEST(e_renew_new_key),
 	    ERROR_TEST(e_renew_jitter),
+	    ERROR_TEST(e_retry_order),
+	    ERROR_TEST(e_retry_word),
 	    ERROR_TEST(e_renew_unknown),
 	    ERROR_TEST(e_chal_url_no_user),
 	    ERROR_TEST(e_chal_url_and_static),
@@ -906,6 +934,7 @@ main(void)
 	    cmocka_unit_test(test_line_length),
 	    cmocka_unit_test(test_nul_byte),
 	    cmocka_unit_test(test_free_null),
+	    cmocka_unit_test(test_retry_keys),
 	    ERROR_TEST(e_unknown_key),
 	    ERROR_TEST(e_unknown_key_scep),
 	    ERROR_TEST(e_bad_type),
