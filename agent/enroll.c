@@ -341,9 +341,8 @@ read_secrets(const struct conf *c, char **pin, char **challenge)
 	return r;
 }
 
-/* A one-time challenge from the NDES page, fetched right before it is used. */
-static int
-fetch_challenge(const struct conf *c, const struct ca_info *ci, char **challenge)
+int
+enroll_fetch_challenge(const struct conf *c, const struct ca_info *ci, char **challenge)
 {
 	int r, i, match = 0;
 	char *thumb = NULL, hex[33];
@@ -404,7 +403,8 @@ enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_in
 	}
 	/* The one-time challenge first: a refused login to the challenge page then
 	 * costs no key; a failed key generation costs one challenge. */
-	if (!have_pend && c->challenge_url != NULL && (r = fetch_challenge(c, ci, challenge)) != 0)
+	if (!have_pend && c->challenge_url != NULL &&
+	    (r = enroll_fetch_challenge(c, ci, challenge)) != 0)
 		return r;
 	t1 = exchange_now_ms();
 	if (!have_pend && (r = enroll_get_key(t, c, keyp, generated)) != 0)

@@ -1,7 +1,8 @@
 /*
  * renew.c: renewal of the profile's certificate with the current one
  * (RFC 8894 2.3, 2.5): schedule check -> CA, trust -> login -> new key ->
- * exchange signed by the old certificate -> store, read back -> remove old.
+ * exchange signed by the old certificate (an EC one: a new PKCSReq with the
+ * challenge) -> store, read back -> remove old.
  */
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +60,40 @@ read_challenge(const struct conf *c, char **out)
 	if (c->challenge != NULL)
 		return secret_dup(c->challenge, out);
 	return secret_read_file(c->challenge_file, "challenge file", out);
+}
+
+/*
+ * The current key signs the renewal only when it is RSA: the CA encrypts its
+ * reply to the signer's certificate with RSA key transport (servers offer no
+ * key agreement). Else the renewal is a PKCSReq as at enrollment (a transient
+ * RSA key carries it) that the configured challenge authenticates.
+ */
+static int
+signs_with_old(const struct tok_key *old)
+{
+	return old->type == CONF_KEY_RSA;
+}
+
+/*
+ * The challenge of a renewal that the current key cannot sign: the static
+ * one, read before anything is spent (ci NULL: warns when none is
+ * configured), or a one-time one from NDES (ci given: right before use). No
+ * challenge: *out stays NULL (the CA's policy decides).
+ */
+static int
+unsigned_challenge(const struct conf *c, const struct ca_info *ci, char **out)
+{
+	if (c->challenge_url != NULL)
+		return ci == NULL ? 0 : enroll_fetch_challenge(c, ci, out);
+	if (c->challenge != NULL || c->challenge_file != NULL)
+		return read_challenge(c, out);
+	if (ci != NULL)
+		return 0;
+	log_warn("%s: the current key is not RSA, so the renewal is a new request that only a "
+	         "challenge authenticates, and none is configured ([scep] challenge, "
+	         "challenge_file or challenge_url): the CA's policy decides",
+	         c->path);
+	return 0;
 }
 
 int
@@ -140,33 +175,50 @@ pick_key(const struct conf *c, struct tok *t, struct tok_key *old, struct pendin
 	return enroll_get_key(t, c, nk, generated);
 }
 
-/* The exchange signed by the current certificate; PENDING kept in state_dir. */
+/*
+ * The exchange signed by the current certificate, or for a current key that
+ * cannot sign it (signs_with_old) a PKCSReq with challenge uc (may be NULL);
+ * PENDING kept in state_dir.
+ */
 static int
 request(const struct conf *c, const struct ca_info *ci, struct tok *t, struct tok_key *old,
-        X509 *oldcert, struct tok_key *nk, struct pending *pend, int have_pend, X509 **cert)
+        X509 *oldcert, struct tok_key *nk, struct pending *pend, int have_pend, const char *uc,
+        X509 **cert)
 {
 	struct timing tm = {0, 0, 0, 0, 0};
 	struct exchange x;
 	char *challenge = NULL;
-	int r;
+	int r, by_old = signs_with_old(old);
 
 	memset(&x, 0, sizeof(x));
 	x.c = c;
 	x.ci = ci;
 	x.t = t;
 	x.key = nk;
-	x.signer_cert = oldcert;
-	x.signer_key = old;
+	x.signer_cert = by_old ? oldcert : NULL;
+	x.signer_key = by_old ? old : NULL;
+	x.challenge = by_old ? NULL : uc;
 	x.poll_txid = have_pend ? pend->txid : NULL;
-	x.msg_type = (ci->caps & SCEP_CAP_RENEWAL) ? SCEP_MSG_RENEWALREQ : SCEP_MSG_PKCSREQ;
-	log_info("sending a %s signed with the current certificate",
-	         have_pend                           ? "CertPoll"
-	         : x.msg_type == SCEP_MSG_RENEWALREQ ? "RenewalReq"
-	                                             : "PKCSReq (no Renewal in caps)");
+	x.msg_type =
+	    by_old && (ci->caps & SCEP_CAP_RENEWAL) ? SCEP_MSG_RENEWALREQ : SCEP_MSG_PKCSREQ;
+	if (by_old)
+		log_info("sending a %s signed with the current certificate",
+		         have_pend                           ? "CertPoll"
+		         : x.msg_type == SCEP_MSG_RENEWALREQ ? "RenewalReq"
+		                                             : "PKCSReq (no Renewal in caps)");
+	else
+		log_info("the current key is %s, which cannot receive SCEP's RSA-encrypted reply: "
+		         "sending a %s signed with a transient RSA key%s",
+		         old->type == CONF_KEY_EC ? "EC" : "not RSA",
+		         have_pend ? "CertPoll" : "new PKCSReq",
+		         have_pend    ? ""
+		         : uc != NULL ? ", with the challenge"
+		                      : ", without challenge");
 	/* RFC 8894 2.4: no challenge in a renewal; a CA that insists on one (the
 	 * micromdm scepserver checks it on every request) gets one more request
 	 * with the configured static challenge. */
-	x.quiet_reject = !have_pend && (c->challenge != NULL || c->challenge_file != NULL);
+	x.quiet_reject =
+	    by_old && !have_pend && (c->challenge != NULL || c->challenge_file != NULL);
 	r = exchange_run(&x, cert, &tm);
 	if (r == P11E_ERR_REJECTED && x.quiet_reject) {
 		log_info("the CA refused the renewal without a challenge (failInfo %s); asking "
@@ -231,19 +283,13 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 	struct tok_key **keys = NULL, *nk = NULL, *old = NULL;
 	size_t n = 0, cur = 0;
 	struct ca_info *ci = NULL;
-	char *pin = NULL, why[96], when[40];
+	char *pin = NULL, *uc = NULL, why[96], when[40];
 	X509 *oldcert = NULL, *cert = NULL;
 	struct pending pend;
 	time_t due;
 
 	if (c->pin_file == NULL) {
 		log_error("%s: [token] pin_file is required to renew", c->path);
-		return P11E_ERR_CONFIG;
-	}
-	if (c->key_type != CONF_KEY_RSA) {
-		log_error("%s: renewal signs with the current certificate's key, which must be RSA "
-		          "([key] type is %s); not supported yet",
-		          c->path, c->key_type_str);
 		return P11E_ERR_CONFIG;
 	}
 	if ((r = enroll_open_token(c, &t)) != 0 ||
@@ -266,8 +312,11 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 		log_info("polling pending renewal %s", pend.txid);
 	else
 		log_info("renewing %s (due %s: %s)", o->force ? "on request" : "now", when, why);
-	if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0 ||
-	    (r = ca_fetch(c, &ci)) != 0)
+	if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0)
+		goto out;
+	if (!have_pend && !signs_with_old(keys[cur]) && (r = unsigned_challenge(c, NULL, &uc)) != 0)
+		goto out;
+	if ((r = ca_fetch(c, &ci)) != 0)
 		goto out;
 	if ((r = ca_check_trust(c, ci, 1, &trust)) != 0 || (r = ca_write_trust(c, ci)) != 0)
 		goto out;
@@ -297,7 +346,10 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 	/* A pending renewal's own key is taken back when the CA refuses it. */
 	if (have_pend && !same_key(nk, old))
 		generated = 1;
-	if ((r = request(c, ci, t, old, oldcert, nk, &pend, have_pend, &cert)) != 0)
+	if (!have_pend && !signs_with_old(old) && uc == NULL &&
+	    (r = unsigned_challenge(c, ci, &uc)) != 0)
+		goto out;
+	if ((r = request(c, ci, t, old, oldcert, nk, &pend, have_pend, uc, &cert)) != 0)
 		goto out;
 	if ((r = tok_store_cert(t, nk, cert)) != 0)
 		goto out;
@@ -329,6 +381,7 @@ out:
 	}
 	r = enroll_blame_token(t, r);
 	secret_free(pin);
+	secret_free(uc);
 	X509_free(cert);
 	X509_free(oldcert);
 	if (nk != old)

@@ -32,12 +32,15 @@ int renew_due(const struct conf *c, const struct tok *t, X509 *cert, time_t *due
  * the CA. Else: CA and trust as enroll, login, the new key (new_key=yes; a key
  * of the profile left without certificate is reused) or the current one,
  * CSR without challenge, pkiMessage signed with the current certificate and
- * key (RenewalReq when the CA offers Renewal, else PKCSReq), the new
- * certificate stored and read back, cert_file, and only then the old
- * certificate (and key) removed unless keep_old. Any failure before that
- * leaves the old key and certificate as they were and takes back a key this
- * run generated; PENDING keeps it (P11E_ERR_PENDING; the next renew reuses
- * it). Returns 0 or a P11E_ERR_* (logged).
+ * key (RenewalReq when the CA offers Renewal, else PKCSReq); a current key
+ * that is not RSA cannot receive the reply, so its renewal is a PKCSReq
+ * carried by a transient RSA key, with the configured (or an NDES one-time)
+ * challenge in the CSR. Then the new certificate stored and read back,
+ * cert_file, and only then the old certificate (and key) removed unless
+ * keep_old. Any failure before that leaves the old key and certificate as
+ * they were and takes back a key this run generated; PENDING keeps it
+ * (P11E_ERR_PENDING; the next renew reuses it). Returns 0 or a P11E_ERR_*
+ * (logged).
  */
 int renew_run(const struct conf *c, const struct renew_opts *o);
 

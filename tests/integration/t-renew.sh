@@ -228,4 +228,87 @@ test_renew_pending_then_refused() {
 	check_untouched
 }
 
+
+# EC profiles. An EC key cannot receive SCEP's reply (RSA key transport to the signer's
+# certificate), so it cannot sign a RenewalReq: the renewal is a new PKCSReq signed by a
+# transient RSA key, with the configured challenge, and for a new EC key. Against the
+# project's responder (the Debian scepserver cannot issue EC certificates, t-enroll.sh).
+
+# check_ec_cert: cert_file holds a certificate for an EC P-256 key.
+check_ec_cert() {
+	openssl x509 -in "$CERT_FILE" -noout -text >cert.txt
+	assert_contains cert.txt "id-ecPublicKey"
+	assert_contains cert.txt "NIST CURVE: P-256"
+}
+
+test_renew_ec_new_key() {
+	KEY_TYPE=ec:P-256
+	responder_renew_setup normal || return
+	assert_exit 0 p11e -v renew --force || return
+	assert_contains "$ERR" "sending a new PKCSReq signed with a transient RSA key, with the challenge"
+	assert_not_contains "$ERR" "RenewalReq"
+	assert_match "$T/resp/responder.log" 'PKCSReq: SUCCESS'
+	assert_not_contains "$T/resp/responder.log" 'RenewalReq'
+	# check_enrollment: one key (sensitive, never extractable), its certificate under its
+	# CKA_ID carrying its public key, cert_file verifying against the trust dir.
+	check_renewed
+	check_ec_cert
+	assert_eq 1 "$([ "$NEW_ID" != "$OLD_ID" ] && echo 1)" "new key ID ($NEW_ID) differs from the old ($OLD_ID)"
+	check_second_enroll
+	assert_exit 0 p11e status || return
+	assert_contains "$OUT" "state:       enrolled, certificate valid"
+}
+
+test_renew_ec_same_key() {
+	KEY_TYPE=ec:P-256
+	responder_renew_setup normal || return
+	printf '\n[renewal]\nnew_key = no\n' >>"$CONF"
+	assert_exit 0 p11e renew --force || return
+	check_renewed
+	check_ec_cert
+	assert_eq "$OLD_ID" "$NEW_ID" "key ID with new_key = no"
+}
+
+# The CA refuses: 77, the old key and certificate stay, the new key is taken back.
+test_renew_ec_rejected() {
+	KEY_TYPE=ec:P-256
+	responder_renew_setup reject || return
+	assert_exit 77 p11e renew --force || return
+	assert_match "$T/resp/responder.log" 'FAILURE badRequest \(PKCSReq: rejected'
+	check_untouched
+}
+
+# The challenge is what authenticates an EC renewal: a wrong one is refused (77) and
+# nothing changes; none at all is said before the CA sees the request.
+test_renew_ec_wrong_challenge() {
+	KEY_TYPE=ec:P-256
+	responder_renew_setup normal || return
+	printf 'not-the-challenge\n' >"$CHALLENGE_FILE"
+	assert_exit 77 p11e renew --force || return
+	assert_match "$T/resp/responder.log" 'FAILURE badRequest \(PKCSReq: challengePassword mismatch'
+	check_untouched
+	sed -i '/^challenge_file = /d' "$CONF"
+	assert_exit 77 p11e renew --force || return
+	assert_contains "$ERR" "none is configured"
+	assert_match "$T/resp/responder.log" 'FAILURE badRequest \(PKCSReq: challengePassword missing'
+	check_untouched
+}
+
+# PENDING: 75 and both keys kept; the next renew polls with a CertPoll (also carried by a
+# transient RSA key) and completes.
+test_renew_ec_pending() {
+	KEY_TYPE=ec:P-256
+	responder_renew_setup pending || return
+	assert_exit 75 p11e renew --force || return
+	assert_eq 2 "$(count_objects privkey)" "private keys while PENDING (old + new)"
+	assert_contains "$STATE_DIR/pending-p11enroll.txn" "renewal=1"
+	assert_exit 0 p11e -v renew || return
+	assert_contains "$ERR" "sending a CertPoll signed with a transient RSA key"
+	assert_match "$T/resp/responder.log" 'CertPoll: SUCCESS'
+	assert_no_file "$STATE_DIR/pending-p11enroll.txn"
+	check_renewed
+	check_ec_cert
+	assert_eq 1 "$([ "$NEW_ID" != "$OLD_ID" ] && echo 1)" "new key ID"
+}
+
 run_tests
