@@ -109,3 +109,19 @@ schedule_backoff(unsigned attempt, long base, long cap, uint64_t rnd)
 		d = cap;
 	return (long)(rnd % ((uint64_t)d + 1));
 }
+
+long
+schedule_retry_delay(unsigned failures, long min, long max, long retry_after, uint64_t rnd,
+                     int *asked)
+{
+	long d = schedule_backoff(failures > 0 ? failures - 1 : 0, min, max, rnd);
+
+	*asked = 0;
+	if (d < 1)
+		d = 1;
+	if (retry_after > 0 && retry_after >= d) {
+		d = retry_after + 1;
+		*asked = 1;
+	}
+	return d;
+}

@@ -45,6 +45,17 @@ time_t schedule_due(const struct schedule_policy *p, time_t not_before, time_t n
  */
 long schedule_backoff(unsigned attempt, long base, long cap, uint64_t rnd);
 
+/*
+ * The daemon's pause before its next attempt after `failures` consecutive
+ * failed ones (1 = the first failure): schedule_backoff(failures - 1, min,
+ * max, rnd), at least 1 s (full jitter may draw 0: never spin). When the
+ * server asked for retry_after seconds (HTTP 503/429 Retry-After; 0 = not
+ * asked) and that is not shorter, retry_after + 1 (the caller's clock has
+ * whole seconds: never cut the server's wait short), and *asked = 1 (else 0).
+ */
+long schedule_retry_delay(unsigned failures, long min, long max, long retry_after, uint64_t rnd,
+                          int *asked);
+
 /* A duration as the largest exact unit: "30d", "12h", "90m", "45s", "2w". */
 void schedule_fmt_duration(long secs, char *buf, size_t len);
 

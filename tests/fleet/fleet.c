@@ -27,8 +27,8 @@
 #define ISSUE_START ((time_t)1767225600) /* 2026-01-01 00:00:00Z */
 #define ISSUE_SPAN 3600L
 #define OUTAGE 3600L
-#define BACKOFF_BASE 60L  /* seconds; the daemon's retry pause starts here... */
-#define BACKOFF_CAP 3600L /* ...and doubles up to this */
+#define BACKOFF_BASE 60L  /* seconds; [agent] retry_min's default... */
+#define BACKOFF_CAP 3600L /* ...and retry_max's */
 #define MAX_RATIO 2.0
 
 struct agent {
@@ -184,8 +184,8 @@ report(const char *what, const struct load *l)
 
 /*
  * A one-hour CA outage starting at the minute that opens the busiest hour of
- * renewals. Agents due inside it fail, pause schedule_backoff(attempt, base,
- * cap, rnd) and retry until the CA is back. Reports the retry wave after the
+ * renewals. Agents due inside it fail, pause schedule_retry_delay() (the
+ * daemon's own pause: full jitter, at least 1 s) and retry until the CA is back. Reports the retry wave after the
  * outage (the requests of the agents that failed) and all requests in that
  * span (retries plus agents due then anyway).
  */
@@ -195,6 +195,7 @@ outage(const struct agent *ag, const time_t *due_sorted, int *bad)
 	size_t i, j, n_fail = 0, n_wave = 0, n_all = 0, attempts_in = 0;
 	time_t start = 0, end, *wave = NULL, *all = NULL, t;
 	unsigned attempt, max_attempt = 0;
+	int asked;
 	struct load lw, la;
 	char s[32];
 	int r = -1;
@@ -217,7 +218,8 @@ outage(const struct agent *ag, const time_t *due_sorted, int *bad)
 			continue;
 		for (t = ag[i].due, attempt = 0; t < end; attempt++) {
 			attempts_in++;
-			t += schedule_backoff(attempt, BACKOFF_BASE, BACKOFF_CAP, rng());
+			t += schedule_retry_delay(attempt + 1, BACKOFF_BASE, BACKOFF_CAP, 0, rng(),
+			                          &asked);
 		}
 		if (attempt > max_attempt)
 			max_attempt = attempt;

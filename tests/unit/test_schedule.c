@@ -151,6 +151,33 @@ test_backoff(void **state)
 }
 
 static void
+test_retry_delay(void **state)
+{
+	int asked = -1;
+
+	(void)state;
+	/* first failure: full jitter over [0, min], never 0 */
+	assert_int_equal(schedule_retry_delay(1, 60, 3600, 0, 45, &asked), 45);
+	assert_int_equal(asked, 0);
+	assert_int_equal(schedule_retry_delay(1, 60, 3600, 0, 61, &asked), 1);
+	/* third failure: bound 240 */
+	assert_int_equal(schedule_retry_delay(3, 60, 3600, 0, 240, &asked), 240);
+	assert_int_equal(schedule_retry_delay(3, 60, 3600, 0, 241, &asked), 1);
+	/* capped */
+	assert_int_equal(schedule_retry_delay(40, 60, 3600, 0, 3600, &asked), 3600);
+	/* the server's Retry-After wins when longer, plus a second */
+	assert_int_equal(schedule_retry_delay(1, 60, 3600, 120, 45, &asked), 121);
+	assert_int_equal(asked, 1);
+	assert_int_equal(schedule_retry_delay(1, 60, 3600, 45, 45, &asked), 46);
+	assert_int_equal(asked, 1);
+	/* ...and not when shorter */
+	assert_int_equal(schedule_retry_delay(1, 60, 3600, 10, 45, &asked), 45);
+	assert_int_equal(asked, 0);
+	/* failures = 0 is treated as the first */
+	assert_int_equal(schedule_retry_delay(0, 60, 3600, 0, 30, &asked), 30);
+}
+
+static void
 test_fmt_duration(void **state)
 {
 	char b[32];
@@ -171,6 +198,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_default_pct),
+	    cmocka_unit_test(test_retry_delay),
 	    cmocka_unit_test(test_before_duration),
 	    cmocka_unit_test(test_interval_earlier),
 	    cmocka_unit_test(test_interval_jitter_stays_after_issuance),
