@@ -124,16 +124,22 @@ test_rsa2048_scepserver() {
 	assert_eq 1 "$(count_objects pubkey)" "public keys after a second enroll"
 }
 
-# (b) EC P-256 end to end against the project's responder (the Debian scepserver cannot
-# issue certificates for EC keys, see t-enroll.sh).
-test_ec_p256_responder() {
+# setup_tpm_ec_responder: TPM token, the project's responder, an EC P-256 profile, and
+# `p11enroll -v enroll` run (its exit status checked).
+setup_tpm_ec_responder() {
 	KEY_TYPE=ec:P-256
 	ISSUER_EXPECT="O=p11enroll tests"
 	make_tpm_token || return
 	wrap_p11enroll_for_lsan
 	start_responder "$T/resp" normal || return
 	write_conf
-	assert_exit 0 p11e -v enroll || return
+	assert_exit 0 p11e -v enroll
+}
+
+# (b) EC P-256 end to end against the project's responder (the Debian scepserver cannot
+# issue certificates for EC keys, see t-enroll.sh).
+test_ec_p256_responder() {
+	setup_tpm_ec_responder || return
 	echo "  EC P-256 keygen on swtpm: $(keygen_ms) ms; $(grep 'timing (ms)' "$ERR")" >&2
 	check_tpm_enrollment
 	openssl x509 -in "$CERT_FILE" -noout -text >cert.txt
@@ -269,6 +275,94 @@ test_finalize_once_per_run() {
 		"last PKCS#11 call"
 	assert_eq "0 CKR_OK" "$(sed -n 's/^Returned:[[:space:]]*//p' "$T/spy.log" | tail -n1)" \
 		"what C_Finalize returned"
+}
+
+
+# Renewal on the TPM (RSA-2048, the real scepserver with -allowrenew 0): the RenewalReq is
+# signed and the reply decrypted with the current key through tpm2-pkcs11, the new
+# certificate goes on the TPM token under the new key's CKA_ID, and the old pair goes.
+
+# renew_tpm_setup [NEW_KEY]: TPM token, scepserver, configuration ([renewal] new_key =
+# NEW_KEY when given), a first enrollment checked; sets OLD_SERIAL, OLD_ID.
+renew_tpm_setup() {
+	KEY_TYPE=rsa:2048
+	setup_tpm_scepserver -allowrenew 0 || return
+	[ -z "${1:-}" ] || printf '\n[renewal]\nnew_key = %s\n' "$1" >>"$CONF"
+	assert_exit 0 p11e enroll || return
+	check_tpm_enrollment
+	OLD_ID=$(grep '^privkey|' objects.txt | cut -d'|' -f2)
+	OLD_SERIAL=$(openssl x509 -in "$CERT_FILE" -noout -serial)
+}
+
+# renew_tpm_once: `renew --force` (-v), then what a user checks: one key pair (never
+# extractable, check_tpm_enrollment) and its certificate, verifying, with a new serial.
+# Sets NEW_ID and RUN_MS; moves OLD_SERIAL on.
+renew_tpm_once() {
+	local t0 serial
+	t0=$(date +%s%N)
+	assert_exit 0 p11e -v renew --force || return
+	RUN_MS=$((($(date +%s%N) - t0) / 1000000))
+	assert_contains "$ERR" "RenewalReq transactionID"
+	assert_contains "$ERR" "signing the request with the current certificate and its key"
+	check_tpm_enrollment
+	assert_eq 1 "$(count_objects pubkey)" "public keys on the TPM token"
+	serial=$(openssl x509 -in "$CERT_FILE" -noout -serial)
+	assert_eq 1 "$([ "$serial" != "$OLD_SERIAL" ] && echo 1)" "a new serial (old $OLD_SERIAL)"
+	OLD_SERIAL=$serial
+	NEW_ID=$(grep '^privkey|' objects.txt | cut -d'|' -f2)
+}
+
+# Three renewals in a row, each with a new key: nothing piles up on the TPM token. Each
+# run's time goes to the log (the median is reported; never asserted).
+test_renew_tpm_new_key() {
+	local i prev ms=()
+	renew_tpm_setup || return
+	prev=$OLD_ID
+	for i in 1 2 3; do
+		renew_tpm_once || return
+		assert_eq 1 "$([ "$NEW_ID" != "$prev" ] && [ -n "$NEW_ID" ] && echo 1)" \
+			"renewal $i: a new key ID ($NEW_ID, before $prev)"
+		echo "  renewal $i on swtpm: ${RUN_MS} ms (keygen $(keygen_ms) ms)" >&2
+		ms+=("$RUN_MS")
+		prev=$NEW_ID
+	done
+	echo "  renew --force on swtpm, new RSA-2048 key: median $(printf '%s\n' "${ms[@]}" |
+		sort -n | sed -n 2p) ms of ${ms[*]}" >&2
+	check_second_enroll
+}
+
+test_renew_tpm_same_key() {
+	local ms=()
+	renew_tpm_setup no || return
+	renew_tpm_once || return
+	assert_eq "$OLD_ID" "$NEW_ID" "key ID with new_key = no"
+	assert_not_contains "$ERR" "generating a"
+	ms+=("$RUN_MS")
+	renew_tpm_once || return
+	assert_eq "$OLD_ID" "$NEW_ID" "key ID after a second renewal with new_key = no"
+	ms+=("$RUN_MS")
+	echo "  renew --force on swtpm, same key: ${ms[*]} ms" >&2
+}
+
+
+# EC P-256 on the TPM, against the project's responder: the renewal is a new PKCSReq
+# carried by a transient RSA key with the challenge (t-renew.sh), for a new TPM key.
+test_renew_tpm_ec_responder() {
+	local t0 old_id new_id
+	setup_tpm_ec_responder || return
+	old_id=$(token_objects | grep '^privkey|' | cut -d'|' -f2)
+	t0=$(date +%s%N)
+	assert_exit 0 p11e -v renew --force || return
+	echo "  EC renew --force on swtpm: $((($(date +%s%N) - t0) / 1000000)) ms" >&2
+	assert_contains "$ERR" "sending a new PKCSReq signed with a transient RSA key, with the challenge"
+	assert_match "$T/resp/responder.log" 'PKCSReq: SUCCESS'
+	check_tpm_enrollment
+	assert_eq 1 "$(count_objects pubkey)" "public keys on the TPM token"
+	new_id=$(grep '^privkey|' objects.txt | cut -d'|' -f2)
+	assert_eq 1 "$([ "$new_id" != "$old_id" ] && [ -n "$new_id" ] && echo 1)" \
+		"a new key ID ($new_id, before $old_id)"
+	openssl x509 -in "$CERT_FILE" -noout -text >cert.txt
+	assert_contains cert.txt "NIST CURVE: P-256"
 }
 
 run_tests
