@@ -30,8 +30,12 @@ int enroll_run(const struct conf *c, const struct enroll_opts *o);
  */
 int check_run(const struct conf *c, int fetch_challenge);
 
-/* What is on the token for this profile (no login needed). */
-int status_run(const struct conf *c);
+/*
+ * What is on the token for this profile (no login needed), when it is due
+ * for renewal, the last enroll/renew attempt and a pending request: text,
+ * or with json one JSON object (fields in p11enroll(8)) on stdout.
+ */
+int status_run(const struct conf *c, int json);
 
 /* Opens the token the profile names (URI's module-path, else [token] module). */
 int enroll_open_token(const struct conf *c, struct tok **out);
@@ -62,15 +66,6 @@ struct pending;
  */
 int enroll_pending_key(struct tok *t, const struct conf *c, const struct pending *p,
                        struct tok_key **out);
-
-struct ca_info;
-
-/*
- * A one-time challenge from the NDES page (c->challenge_url), fetched right
- * before it is used; warns when the page names a CA thumbprint that is none
- * of ci's certificates. *challenge: secret_free. Errors as challenge_fetch.
- */
-int enroll_fetch_challenge(const struct conf *c, const struct ca_info *ci, char **challenge);
 
 /* Writes cert_file (PEM, 0644, atomically) when configured. */
 int enroll_write_cert_file(const struct conf *c, X509 *cert);

@@ -26,6 +26,9 @@ struct body {
 	int too_big, oom;
 };
 
+/* Requests started by this process (http_request_count). */
+static unsigned long requests;
+
 int
 http_init(void)
 {
@@ -42,6 +45,12 @@ void
 http_cleanup(void)
 {
 	curl_global_cleanup();
+}
+
+unsigned long
+http_request_count(void)
+{
+	return requests;
 }
 
 void
@@ -351,6 +360,7 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 		goto out;
 	}
 
+	requests++;
 	if ((c = curl_easy_perform(h)) != CURLE_OK) {
 		log_failure(o->quiet ? LOG_LVL_DEBUG : LOG_LVL_ERROR, h, c, errbuf, logurl, &b,
 		            short_t);

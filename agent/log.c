@@ -10,6 +10,9 @@ static int level = LOG_LVL_INFO;
 
 static const char *const prefix[] = {"error: ", "warning: ", "", ""};
 
+/* The last error line, for the record of an attempt (attempt.c). */
+static char last_error[256];
+
 void
 log_set_level(int l)
 {
@@ -22,11 +25,39 @@ log_get_level(void)
 	return level;
 }
 
+const char *
+log_last_error(void)
+{
+	return last_error;
+}
+
+void
+log_clear_last_error(void)
+{
+	last_error[0] = '\0';
+}
+
 static void
 vlog(int l, const char *fmt, va_list ap)
 {
+	va_list copy;
+
+	if (l <= LOG_LVL_ERROR) {
+		va_copy(copy, ap);
+		vsnprintf(last_error, sizeof(last_error), fmt, copy);
+		va_end(copy);
+	}
 	fprintf(stderr, "p11enroll: %s", prefix[l < 0 ? 0 : l > 3 ? 3 : l]);
 	vfprintf(stderr, fmt, ap);
+}
+
+/* Appends s to last_error (as far as it fits). */
+static void
+last_error_append(const char *s)
+{
+	size_t n = strlen(last_error);
+
+	snprintf(last_error + n, sizeof(last_error) - n, "%s", s);
 }
 
 void
@@ -61,6 +92,10 @@ log_openssl(int l, const char *fmt, ...)
 		if (first || level >= LOG_LVL_DEBUG) {
 			ERR_error_string_n(e, buf, sizeof(buf));
 			fprintf(stderr, "%s%s", first ? ": " : "\n  ", buf);
+			if (first && l <= LOG_LVL_ERROR) {
+				last_error_append(": ");
+				last_error_append(buf);
+			}
 		}
 		first = 0;
 	}

@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include "attempt.h"
 #include "conf.h"
 #include "enroll.h"
 #include "err.h"
@@ -47,8 +48,10 @@ static const char usage_text[] =
     "            [renewal], says when and exits 0 without contacting the CA\n"
     "            --force                renew now, due or not\n"
     "            --allow-final-pin-try  as for enroll\n"
-    "  status    what the token holds for this profile and when it is due for\n"
-    "            renewal (no PIN needed)\n"
+    "  status    what the token holds for this profile, when it is due for\n"
+    "            renewal, the last enroll/renew attempt and a pending request\n"
+    "            (no PIN needed)\n"
+    "            --json              one JSON object (fields: p11enroll(8))\n"
     "  tokens    the PKCS#11 modules, slots and tokens of this machine, what each\n"
     "            can do, the [token] uri that selects it, and the TPM; needs no\n"
     "            configuration file, never logs in\n"
@@ -102,6 +105,10 @@ main(int argc, char **argv)
 	    {"challenge", no_argument, NULL, 'C'},
 	    {NULL, 0, NULL, 0},
 	};
+	static const struct option status_opts[] = {
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
+	};
 	static const struct option enroll_opts[] = {
 	    {"allow-final-pin-try", no_argument, NULL, 'F'},
 	    {"wait", no_argument, NULL, 'w'},
@@ -113,6 +120,7 @@ main(int argc, char **argv)
 	struct conf *c = NULL;
 	struct enroll_opts eo = {0, 0, 3600};
 	struct renew_opts ro = {0, 0};
+	int status_json = 0;
 
 	harden();
 	while ((ch = getopt_long(argc, argv, "+c:vqhV", opts, NULL)) != -1) {
@@ -185,7 +193,15 @@ main(int argc, char **argv)
 			}
 			fetch_challenge = 1;
 		}
-	} else if (strcmp(cmd, "status") != 0) {
+	} else if (strcmp(cmd, "status") == 0) {
+		while ((ch = getopt_long(argc, argv, "+", status_opts, NULL)) != -1) {
+			if (ch != 'j') {
+				fputs(usage_text, stderr);
+				return P11E_EXIT_USAGE;
+			}
+			status_json = 1;
+		}
+	} else {
 		log_error("unknown command '%s' (check, enroll, renew, status, tokens; see --help)",
 		          cmd);
 		return P11E_EXIT_USAGE;
@@ -205,7 +221,11 @@ main(int argc, char **argv)
 	else if (strcmp(cmd, "check") == 0)
 		r = check_run(c, fetch_challenge);
 	else
-		r = status_run(c);
+		r = status_run(c, status_json);
+	/* An attempt is a run that reached the CA or failed; a renew not due is none. */
+	if ((strcmp(cmd, "enroll") == 0 || strcmp(cmd, "renew") == 0) &&
+	    (r != 0 || http_request_count() > 0))
+		attempt_record(c, cmd, r);
 	http_cleanup();
 out:
 	scep_cleanup();

@@ -13,35 +13,15 @@
 #include "err.h"
 #include "log.h"
 #include "pending.h"
+#include "statefile.h"
 #include "store.h"
 
 #define MAX_FILE 4096
 
-/* state_dir/pending-<label>.txn, the label reduced to [A-Za-z0-9._-]. */
 static int
-txn_path(const struct conf *c, char **out)
+parse_line(void *ud, const char *k, const char *v)
 {
-	size_t n = strlen(c->state_dir) + strlen(c->key_label) + 32, i, o;
-	char *p = malloc(n);
-
-	if (p == NULL)
-		return P11E_ERR_ALLOC;
-	o = (size_t)snprintf(p, n, "%s/pending-", c->state_dir);
-	for (i = 0; c->key_label[i] != '\0'; i++) {
-		char ch = c->key_label[i];
-		p[o++] = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		                 (ch >= '0' && ch <= '9') || ch == '.' || ch == '-'
-		             ? ch
-		             : '_';
-	}
-	snprintf(p + o, n - o, ".txn");
-	*out = p;
-	return 0;
-}
-
-static int
-parse_line(struct pending *p, char *k, char *v)
-{
+	struct pending *p = ud;
 	char *end = NULL;
 	long long n;
 	size_t i, len = strlen(v);
@@ -86,37 +66,23 @@ int
 pending_load(const struct conf *c, struct pending *out)
 {
 	int r;
-	char *path = NULL, *line, *save = NULL, *eq;
-	unsigned char *buf = NULL;
-	size_t len = 0;
+	char *path = NULL;
+	unsigned lineno = 0;
 	struct pending p;
 
 	memset(&p, 0, sizeof(p));
-	if ((r = txn_path(c, &path)) != 0)
+	if ((r = statefile_path(c, "pending-", ".txn", &path)) != 0)
 		return r;
-	if ((r = store_read_file(path, MAX_FILE, &buf, &len)) != 0)
-		goto out;
-	r = P11E_ERR_FILE;
-	for (line = strtok_r((char *)buf, "\n", &save); line != NULL;
-	     line = strtok_r(NULL, "\n", &save)) {
-		if (line[0] == '#')
-			continue;
-		if ((eq = strchr(line, '=')) == NULL)
-			goto bad;
-		*eq = '\0';
-		if (parse_line(&p, line, eq + 1) != 0)
-			goto bad;
+	r = statefile_read(path, MAX_FILE, parse_line, &p, &lineno);
+	if (r == 0 && (p.txid[0] == '\0' || p.key_id_len == 0))
+		r = P11E_ERR_MALFORMED;
+	if (r == P11E_ERR_MALFORMED) {
+		log_error("%s is damaged; remove it to start a new request", path);
+		r = P11E_ERR_FILE;
 	}
-	if (p.txid[0] == '\0' || p.key_id_len == 0)
-		goto bad;
-	*out = p;
-	r = 0;
-	goto out;
-bad:
-	log_error("%s is damaged; remove it to start a new request", path);
-out:
+	if (r == 0)
+		*out = p;
 	free(path);
-	free(buf);
 	return r;
 }
 
@@ -127,7 +93,7 @@ pending_save(const struct conf *c, const struct pending *p)
 	char *path = NULL, buf[1024];
 	size_t i, o;
 
-	if ((r = txn_path(c, &path)) != 0)
+	if ((r = statefile_path(c, "pending-", ".txn", &path)) != 0)
 		return r;
 	o = (size_t)snprintf(buf, sizeof(buf),
 	                     "# p11enroll: a request the CA put on hold; `p11enroll enroll` "
@@ -150,7 +116,7 @@ pending_clear(const struct conf *c)
 	int r;
 	char *path = NULL;
 
-	if ((r = txn_path(c, &path)) != 0)
+	if ((r = statefile_path(c, "pending-", ".txn", &path)) != 0)
 		return r;
 	if (unlink(path) != 0 && errno != ENOENT) {
 		log_error("cannot remove %s: %s", path, strerror(errno));

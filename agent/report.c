@@ -1,5 +1,6 @@
 /*
- * report.c: `check` (connection test) and `status` (what the token holds).
+ * report.c: `check` (connection test) and `status` (what the token holds,
+ * when it is due, the last attempt, a pending request; text or JSON).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,11 +11,14 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "attempt.h"
 #include "ca.h"
 #include "challenge.h"
 #include "enroll.h"
 #include "err.h"
+#include "json.h"
 #include "log.h"
+#include "pending.h"
 #include "renew.h"
 #include "secret.h"
 #include "tok.h"
@@ -154,66 +158,137 @@ out:
 	return r;
 }
 
-/* "renewal: due ..." for the profile's current certificate (latest notAfter). */
-static int
-print_renewal(const struct conf *c, struct tok *t, struct tok_key **keys, size_t n)
+/* What `status` reports, gathered once for the text and the JSON output. */
+struct status {
+	struct tok *t;
+	struct tok_key **keys; /* the profile's keys (tok_find_keys) */
+	size_t n, cur;         /* keys[cur] holds cert */
+	X509 *cert;            /* the current certificate, or NULL */
+	time_t due;            /* when cert is due for renewal */
+	char why[96];
+	struct attempt last;
+	int have_last;
+	struct pending pend;
+	int have_pend;
+};
+
+static void
+status_free(struct status *s)
 {
-	size_t which = 0;
-	X509 *x = NULL;
-	time_t due;
-	char why[96], when[40];
-	struct tm tmv;
-	BIGNUM *bn = NULL;
-	char *hex = NULL;
+	X509_free(s->cert);
+	tok_keys_free(s->keys, s->n);
+	tok_close(s->t);
+}
+
+/* The record of the last attempt and the pending request; problems are logged and skipped. */
+static void
+status_state(const struct conf *c, struct status *s)
+{
+	s->have_last = attempt_load(c, &s->last) == 0;
+	s->have_pend = pending_load(c, &s->pend) == 0;
+}
+
+/* The token's side: its keys, the current certificate and when it is due. */
+static int
+status_token(const struct conf *c, struct status *s)
+{
 	int r;
 
-	if ((r = enroll_find_current(t, keys, n, 0, &which, &x)) != 0)
-		return r == P11E_ERR_NOTFOUND ? 0 : r;
-	if ((r = renew_due(c, t, x, &due, why, sizeof(why))) != 0)
-		goto out;
+	if ((r = enroll_open_token(c, &s->t)) != 0 ||
+	    (r = tok_find_keys(s->t, c->key_label, &s->keys, &s->n)) != 0)
+		return r;
+	r = enroll_find_current(s->t, s->keys, s->n, 0, &s->cur, &s->cert);
+	if (r == P11E_ERR_NOTFOUND)
+		return 0;
+	if (r != 0)
+		return r;
+	return renew_due(c, s->t, s->cert, &s->due, s->why, sizeof(s->why));
+}
+
+static void
+fmt_time(time_t t, char *buf, size_t len)
+{
+	struct tm tmv;
+
+	strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", gmtime_r(&t, &tmv));
+}
+
+/* "renewal: due ..." for the profile's current certificate (latest notAfter). */
+static void
+print_renewal(const struct status *s)
+{
+	BIGNUM *bn = NULL;
+	char *hex = NULL, when[40];
+
+	if (s->cert == NULL)
+		return;
 	printf("\n");
-	if (n > 1 && (bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL)) != NULL &&
+	if (s->n > 1 && (bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(s->cert), NULL)) != NULL &&
 	    (hex = BN_bn2hex(bn)) != NULL)
 		printf("current:     serial %s (the latest notAfter; enroll and renew use it)\n",
 		       hex);
-	if (time(NULL) >= due) {
-		printf("renewal:     due now (%s)\n", why);
+	if (time(NULL) >= s->due) {
+		printf("renewal:     due now (%s)\n", s->why);
 	} else {
-		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", gmtime_r(&due, &tmv));
-		printf("renewal:     due %s (%s)\n", when, why);
+		fmt_time(s->due, when, sizeof(when));
+		printf("renewal:     due %s (%s)\n", when, s->why);
 	}
-out:
 	BN_free(bn);
 	OPENSSL_free(hex);
-	X509_free(x);
-	return r;
 }
 
-int
-status_run(const struct conf *c)
+/* The pending request and the last attempt, from state_dir. */
+static void
+print_state(const struct status *s)
+{
+	char when[40], next[40];
+
+	if (s->have_pend || s->have_last)
+		printf("\n");
+	if (s->have_pend) {
+		fmt_time(s->pend.created, when, sizeof(when));
+		fmt_time(s->pend.next_poll, next, sizeof(next));
+		printf("pending:     %s request, transactionID %s\n"
+		       "             since %s, %u polls; next poll from %s\n",
+		       s->pend.renewal ? "renewal" : "enrollment", s->pend.txid, when,
+		       s->pend.polls, next);
+	}
+	if (!s->have_last)
+		return;
+	fmt_time(s->last.at, when, sizeof(when));
+	printf("last attempt: %s %s %s", when, s->last.command,
+	       s->last.err == 0 ? "ok" : p11e_strerror(s->last.err));
+	if (s->last.err != 0)
+		printf(", exit %d", p11e_exit_code(s->last.err));
+	if (s->last.message[0] != '\0')
+		printf(" (%s)", s->last.message);
+	printf("\n");
+	if (s->last.failures > 0)
+		printf("failures:    %u in a row\n", s->last.failures);
+	if (s->last.next_at != 0) {
+		fmt_time(s->last.next_at, next, sizeof(next));
+		printf("next attempt: %s\n", next);
+	}
+}
+
+static int
+status_text(const struct conf *c, struct status *s)
 {
 	int r;
-	struct tok *t = NULL;
-	struct tok_key **keys = NULL;
-	size_t n = 0, i;
+	size_t i;
 	X509 *x = NULL;
-	const struct tok_info *ti;
+	const struct tok_info *ti = tok_get_info(s->t);
 
-	if ((r = enroll_open_token(c, &t)) != 0)
-		goto out;
-	ti = tok_get_info(t);
 	printf("token:       '%s' (%s %s, serial %s)\n", ti->label, ti->manufacturer, ti->model,
 	       ti->serial);
 	printf("profile:     key label '%s', %s\n", c->key_label, c->key_type_str);
-	if ((r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
-		goto out;
-	if (n == 0)
+	if (s->n == 0)
 		printf("state:       not enrolled (no key with this label)\n");
-	for (i = 0; i < n; i++) {
-		r = tok_find_cert(t, keys[i], &x);
+	for (i = 0; i < s->n; i++) {
+		r = tok_find_cert(s->t, s->keys[i], &x);
 		if (r != 0 && r != P11E_ERR_NOTFOUND)
-			goto out;
-		if (n > 1)
+			return r;
+		if (s->n > 1)
 			printf("\n");
 		if (x == NULL)
 			printf("state:       key without certificate (enroll will reuse it)\n");
@@ -222,16 +297,231 @@ status_run(const struct conf *c)
 		else
 			printf(
 			    "state:       certificate not valid now (expired or not yet valid)\n");
-		enroll_print_cert(stdout, t, keys[i], x);
+		enroll_print_cert(stdout, s->t, s->keys[i], x);
 		X509_free(x);
 		x = NULL;
 	}
-	if ((r = print_renewal(c, t, keys, n)) != 0)
-		goto out;
-	r = 0;
-out:
-	X509_free(x);
-	tok_keys_free(keys, n);
-	tok_close(t);
+	print_renewal(s);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+/* An X509_NAME as an RFC 4514 string, the order [subject] dn is written in ("CN=host,O=Example").
+ */
+static char *
+name_str(const X509_NAME *name)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *out = NULL, *p = NULL;
+	long len;
+
+	if (b == NULL)
+		return NULL;
+	if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0 &&
+	    (len = BIO_get_mem_data(b, &p)) >= 0 && (out = malloc((size_t)len + 1)) != NULL) {
+		memcpy(out, p, (size_t)len);
+		out[len] = '\0';
+	}
+	BIO_free(b);
+	return out;
+}
+
+static void
+json_kasn1time(FILE *f, int *first, const char *key, const ASN1_TIME *a)
+{
+	struct tm tmv;
+	char buf[32];
+
+	memset(&tmv, 0, sizeof(tmv));
+	if (ASN1_TIME_to_tm(a, &tmv) != 1 ||
+	    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tmv) == 0) {
+		json_kstr(f, first, key, NULL);
+		return;
+	}
+	json_kstr(f, first, key, buf);
+}
+
+/* The key status speaks of: the current certificate's, else the pending request's, else the first.
+ */
+static const struct tok_key *
+status_key(const struct status *s)
+{
+	size_t i;
+
+	if (s->cert != NULL)
+		return s->keys[s->cur];
+	for (i = 0; s->have_pend && i < s->n; i++)
+		if (s->keys[i]->id_len == s->pend.key_id_len &&
+		    memcmp(s->keys[i]->id, s->pend.key_id, s->pend.key_id_len) == 0)
+			return s->keys[i];
+	return s->n > 0 ? s->keys[0] : NULL;
+}
+
+static void
+json_key_cert(FILE *f, int *first, const struct status *s)
+{
+	const struct tok_key *k = status_key(s);
+	char *uri = NULL, *name = NULL, id[2 * sizeof(k->id) + 1], *hex = NULL;
+	BIGNUM *bn = NULL;
+	size_t i;
+	int sub = 1;
+
+	json_key(f, first, "key");
+	if (k == NULL) {
+		fputs("null", f);
+	} else {
+		for (i = 0; i < k->id_len; i++)
+			snprintf(id + 2 * i, 3, "%02x", k->id[i]);
+		id[2 * k->id_len] = '\0';
+		fputc('{', f);
+		tok_object_uri(s->t, k, "private", &uri);
+		json_kstr(f, &sub, "uri", uri);
+		json_kstr(f, &sub, "id", id);
+		json_kstr(f, &sub, "label", k->label);
+		fputc('}', f);
+		free(uri);
+		uri = NULL;
+	}
+	json_key(f, first, "certificate");
+	if (s->cert == NULL) {
+		fputs("null", f);
+		return;
+	}
+	sub = 1;
+	fputc('{', f);
+	tok_object_uri(s->t, k, "cert", &uri);
+	json_kstr(f, &sub, "uri", uri);
+	name = name_str(X509_get_subject_name(s->cert));
+	json_kstr(f, &sub, "subject", name);
+	free(name);
+	name = name_str(X509_get_issuer_name(s->cert));
+	json_kstr(f, &sub, "issuer", name);
+	free(name);
+	if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(s->cert), NULL)) != NULL)
+		hex = BN_bn2hex(bn);
+	json_kstr(f, &sub, "serial", hex);
+	json_kasn1time(f, &sub, "not_before", X509_get0_notBefore(s->cert));
+	json_kasn1time(f, &sub, "not_after", X509_get0_notAfter(s->cert));
+	json_kbool(f, &sub, "valid", enroll_cert_valid_now(s->cert));
+	fputc('}', f);
+	BN_free(bn);
+	OPENSSL_free(hex);
+	free(uri);
+}
+
+static void
+json_renewal(FILE *f, int *first, const struct status *s)
+{
+	int sub = 1;
+
+	json_key(f, first, "renewal");
+	fputc('{', f);
+	json_ktime(f, &sub, "due", s->cert != NULL ? s->due : 0);
+	json_kstr(f, &sub, "why", s->cert != NULL ? s->why : NULL);
+	json_kstr(f, &sub, "state",
+	          s->have_pend           ? "pending"
+	          : s->cert == NULL      ? "not-enrolled"
+	          : time(NULL) >= s->due ? "due"
+	                                 : "not-due");
+	fputc('}', f);
+}
+
+static void
+json_state(FILE *f, int *first, const struct status *s)
+{
+	int sub = 1;
+
+	json_key(f, first, "last_attempt");
+	if (!s->have_last) {
+		fputs("null", f);
+	} else {
+		fputc('{', f);
+		json_ktime(f, &sub, "at", s->last.at);
+		json_kstr(f, &sub, "command", s->last.command);
+		json_kstr(f, &sub, "result",
+		          s->last.err == 0                  ? "ok"
+		          : s->last.err == P11E_ERR_PENDING ? "pending"
+		                                            : "error");
+		json_klong(f, &sub, "exit_code", p11e_exit_code(s->last.err));
+		json_kstr(f, &sub, "error", s->last.err == 0 ? NULL : p11e_strerror(s->last.err));
+		json_kstr(f, &sub, "message", s->last.message);
+		json_kulong(f, &sub, "failures", s->last.failures);
+		json_ktime(f, &sub, "next_at", s->last.next_at);
+		fputc('}', f);
+	}
+	json_key(f, first, "pending");
+	if (!s->have_pend) {
+		fputs("null", f);
+		return;
+	}
+	sub = 1;
+	fputc('{', f);
+	json_kstr(f, &sub, "transaction_id", s->pend.txid);
+	json_ktime(f, &sub, "created", s->pend.created);
+	json_kulong(f, &sub, "polls", s->pend.polls);
+	json_ktime(f, &sub, "next_poll", s->pend.next_poll);
+	json_kbool(f, &sub, "renewal", s->pend.renewal);
+	fputc('}', f);
+}
+
+/*
+ * One object. Without the token (tok_err != 0) token, key, certificate and
+ * renewal are null and error says why; state_dir's part is there anyway.
+ */
+static void
+status_json(const struct conf *c, const struct status *s, int tok_err)
+{
+	FILE *f = stdout;
+	int first = 1, sub = 1;
+	const struct tok_info *ti;
+
+	fputc('{', f);
+	json_kstr(f, &first, "config", c->path);
+	json_kstr(f, &first, "key_label", c->key_label);
+	json_key(f, &first, "token");
+	if (tok_err != 0 || s->t == NULL) {
+		fputs("null", f);
+		json_kstr(f, &first, "key", NULL);
+		json_kstr(f, &first, "certificate", NULL);
+		json_kstr(f, &first, "renewal", NULL);
+	} else {
+		ti = tok_get_info(s->t);
+		fputc('{', f);
+		json_kstr(f, &sub, "label", ti->label);
+		json_kstr(f, &sub, "manufacturer", ti->manufacturer);
+		json_kstr(f, &sub, "model", ti->model);
+		json_kstr(f, &sub, "serial", ti->serial);
+		json_kstr(f, &sub, "uri", c->token_uri);
+		fputc('}', f);
+		json_kulong(f, &first, "keys", s->n);
+		json_key_cert(f, &first, s);
+		json_renewal(f, &first, s);
+	}
+	json_state(f, &first, s);
+	json_kstr(f, &first, "error",
+	          tok_err == 0               ? NULL
+	          : log_last_error()[0] != 0 ? log_last_error()
+	                                     : p11e_strerror(tok_err));
+	fputs("}\n", f);
+	fflush(f);
+}
+
+int
+status_run(const struct conf *c, int json)
+{
+	int r;
+	struct status s;
+
+	memset(&s, 0, sizeof(s));
+	r = status_token(c, &s);
+	status_state(c, &s);
+	if (json)
+		status_json(c, &s, r);
+	else if (r == 0)
+		r = status_text(c, &s);
+	if (!json)
+		print_state(&s);
+	status_free(&s);
 	return r;
 }

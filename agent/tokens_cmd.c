@@ -19,6 +19,7 @@
 
 #include "conf.h"
 #include "err.h"
+#include "json.h"
 #include "log.h"
 #include "tok.h"
 #include "tokens_cmd.h"
@@ -91,119 +92,6 @@ static const char *const mech_text[TOK_MECH_COUNT] = {
     [TOK_MECH_SHA256_RSA] = "SHA256-RSA-PKCS",
     [TOK_MECH_ECDSA] = "ECDSA",
 };
-
-/* ------------------------------------------------------------------ JSON */
-
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
-static size_t
-utf8_len(const unsigned char *s, size_t n)
-{
-	size_t len, i;
-	unsigned long cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
-void
-tokens_json_str(FILE *f, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n, len;
-
-	if (s == NULL) {
-		fputs("null", f);
-		return;
-	}
-	n = strlen(s);
-	fputc('"', f);
-	while (n > 0) {
-		switch (*p) {
-		case '"':
-			fputs("\\\"", f);
-			break;
-		case '\\':
-			fputs("\\\\", f);
-			break;
-		case '\n':
-			fputs("\\n", f);
-			break;
-		case '\r':
-			fputs("\\r", f);
-			break;
-		case '\t':
-			fputs("\\t", f);
-			break;
-		default:
-			if (*p < 0x20) {
-				fprintf(f, "\\u%04x", *p);
-			} else if ((len = utf8_len(p, n)) == 0) {
-				fputs("\\ufffd", f); /* not UTF-8: a token field in Latin-1? */
-			} else {
-				fwrite(p, 1, len, f);
-				p += len - 1;
-				n -= len - 1;
-			}
-			break;
-		}
-		p++;
-		n--;
-	}
-	fputc('"', f);
-}
-
-static void
-json_key(FILE *f, int *first, const char *key)
-{
-	fputs(*first ? "" : ",", f);
-	*first = 0;
-	tokens_json_str(f, key);
-	fputc(':', f);
-}
-
-static void
-json_kstr(FILE *f, int *first, const char *key, const char *val)
-{
-	json_key(f, first, key);
-	tokens_json_str(f, val);
-}
-
-static void
-json_kbool(FILE *f, int *first, const char *key, int val)
-{
-	json_key(f, first, key);
-	fputs(val ? "true" : "false", f);
-}
-
-static void
-json_kulong(FILE *f, int *first, const char *key, unsigned long val)
-{
-	json_key(f, first, key);
-	fprintf(f, "%lu", val);
-}
 
 /* -------------------------------------------------------------- analysis */
 
@@ -401,7 +289,7 @@ json_token(FILE *f, const struct tok_module_desc *m, const struct tok_slot_desc 
 	for (i = 0, k = 0; i < NKEY_TYPES; i++)
 		if (mask & (1u << i)) {
 			fputs(k++ ? "," : "", f);
-			tokens_json_str(f, key_types[i].name);
+			json_str(f, key_types[i].name);
 		}
 	fputc(']', f);
 	json_kstr(f, &first, "enrollment_problem", enrollment_problem(s));
@@ -712,7 +600,7 @@ print_report(const struct opts *o, const struct part *parts, size_t n, const str
 
 	if (o->json) {
 		fputs("{\"source\":", stdout);
-		tokens_json_str(stdout, o->module != NULL ? "--module" : "p11-kit");
+		json_str(stdout, o->module != NULL ? "--module" : "p11-kit");
 		fputs(",\"modules\":[", stdout);
 		for (i = 0; i < n; i++)
 			printf("%s%s", i ? "," : "", parts[i].text);

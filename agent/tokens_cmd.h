@@ -5,8 +5,6 @@
 #ifndef P11E_TOKENS_CMD_H
 #define P11E_TOKENS_CMD_H
 
-#include <stdio.h>
-
 /*
  * Runs the command; argv[0] is "tokens", then its options (--module PATH,
  * --json, --timeout DURATION). Reads no configuration. Each module is
@@ -16,8 +14,5 @@
  * answer (both logged); P11E_ERR_TOKEN when p11-kit cannot be asked.
  */
 int tokens_run(int argc, char **argv);
-
-/* Writes s as a JSON string (quotes included); NULL as null. */
-void tokens_json_str(FILE *f, const char *s);
 
 #endif

@@ -42,6 +42,12 @@ int http_init(void);
 void http_cleanup(void);
 
 /*
+ * How many requests this process has started so far (whether they were
+ * answered or not): tells a caller whether a run contacted a server.
+ */
+unsigned long http_request_count(void);
+
+/*
  * GET/POST url. No redirects are followed. Returns 0 with *out set for any
  * HTTP status (the caller judges it; a refused authentication is a 401).
  * NTLM runs its whole handshake within this one call on one keep-alive

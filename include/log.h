@@ -22,6 +22,16 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
  * the whole queue, else the first reason only); clears the queue. */
 void log_openssl(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * The last line logged at error level in this process, as printed but
+ * without the "p11enroll: error: " prefix (log_openssl's first OpenSSL
+ * reason included), truncated to 255 bytes; "" when there has been none
+ * since the start or log_clear_last_error(). Only what was already printed,
+ * so never a secret. The string is static: copy it before logging again.
+ */
+const char *log_last_error(void);
+void log_clear_last_error(void);
+
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)

@@ -1,6 +1,6 @@
 /*
- * test_tokens_json.c: the JSON string writer of `p11enroll tokens`
- * (tokens_json_str): escapes, control characters, and bytes that are not
+ * test_tokens_json.c: the JSON string writer of `p11enroll tokens` and `status`
+ * (json_str): escapes, control characters, and bytes that are not
  * UTF-8 (a token label in Latin-1 must not make the document invalid).
  */
 #include <setjmp.h>
@@ -13,9 +13,9 @@
 
 #include <cmocka.h>
 
-#include "tokens_cmd.h"
+#include "json.h"
 
-/* tokens_json_str(s) as a malloc'ed string. */
+/* json_str(s) as a malloc'ed string. */
 static char *
 json(const char *s)
 {
@@ -24,7 +24,7 @@ json(const char *s)
 	FILE *f = open_memstream(&buf, &len);
 
 	assert_non_null(f);
-	tokens_json_str(f, s);
+	json_str(f, s);
 	assert_int_equal(fclose(f), 0);
 	return buf;
 }

@@ -1,0 +1,185 @@
+/*
+ * attempt.c: the record of the last enroll/renew attempt of a profile, one
+ * small text file in state_dir: "last-<label>.txt" with key=value lines.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "attempt.h"
+#include "err.h"
+#include "log.h"
+#include "statefile.h"
+#include "store.h"
+
+#define MAX_FILE 4096
+#define MAX_FAILURES 1000000u
+
+/* s escaped into out (size > 4 * strlen(s)): '\\' doubled, control bytes and DEL as \xHH. */
+static void
+escape(const char *s, char *out)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (; *p != '\0'; p++) {
+		if (*p == '\\') {
+			*out++ = '\\';
+			*out++ = '\\';
+		} else if (*p < 0x20 || *p == 0x7f) {
+			out += sprintf(out, "\\x%02x", *p);
+		} else {
+			*out++ = (char)*p;
+		}
+	}
+	*out = '\0';
+}
+
+/* The inverse of escape() into out (size bytes); -1 on a bad escape or overflow. */
+static int
+unescape(const char *s, char *out, size_t size)
+{
+	size_t o = 0;
+	int hi, lo;
+
+	while (*s != '\0') {
+		if (o + 1 >= size)
+			return -1;
+		if (*s != '\\') {
+			out[o++] = *s++;
+			continue;
+		}
+		if (s[1] == '\\') {
+			out[o++] = '\\';
+			s += 2;
+			continue;
+		}
+		if (s[1] != 'x' || (hi = OPENSSL_hexchar2int((unsigned char)s[2])) < 0 ||
+		    (lo = OPENSSL_hexchar2int((unsigned char)s[3])) < 0 || (hi == 0 && lo == 0))
+			return -1;
+		out[o++] = (char)(hi << 4 | lo);
+		s += 4;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/* A command name: 1 to 15 characters a-z. */
+static int
+command_ok(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (s[i] < 'a' || s[i] > 'z')
+			return 0;
+	return i > 0 && i < sizeof(((struct attempt *)NULL)->command);
+}
+
+static int
+parse_line(void *ud, const char *k, const char *v)
+{
+	struct attempt *a = ud;
+	char *end = NULL;
+	long long n;
+
+	if (strcmp(k, "command") == 0) {
+		if (!command_ok(v))
+			return -1;
+		memcpy(a->command, v, strlen(v) + 1);
+		return 0;
+	}
+	if (strcmp(k, "message") == 0)
+		return unescape(v, a->message, sizeof(a->message));
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0')
+		return -1;
+	if (strcmp(k, "at") == 0 && n > 0)
+		a->at = (time_t)n;
+	else if (strcmp(k, "err") == 0 && n <= 0 && n >= -1000)
+		a->err = (int)n;
+	else if (strcmp(k, "failures") == 0 && n >= 0 && n <= MAX_FAILURES)
+		a->failures = (unsigned)n;
+	else if (strcmp(k, "next_at") == 0 && n >= 0)
+		a->next_at = (time_t)n;
+	else
+		return -1;
+	return 0;
+}
+
+int
+attempt_load(const struct conf *c, struct attempt *out)
+{
+	int r;
+	char *path = NULL;
+	unsigned lineno = 0;
+	struct attempt a;
+
+	memset(&a, 0, sizeof(a));
+	if ((r = statefile_path(c, "last-", ".txt", &path)) != 0)
+		return r;
+	r = statefile_read(path, MAX_FILE, parse_line, &a, &lineno);
+	if (r == 0 && (a.at == 0 || a.command[0] == '\0'))
+		r = P11E_ERR_MALFORMED;
+	if (r == P11E_ERR_MALFORMED) {
+		log_warn("%s is damaged (line %u); ignored, the next attempt replaces it", path,
+		         lineno);
+		r = P11E_ERR_NOTFOUND;
+	}
+	if (r == 0)
+		*out = a;
+	free(path);
+	return r;
+}
+
+int
+attempt_save(const struct conf *c, const struct attempt *a)
+{
+	int r;
+	char *path = NULL, msg[4 * sizeof(a->message)], buf[1536];
+	int n;
+
+	if ((r = statefile_path(c, "last-", ".txt", &path)) != 0)
+		return r;
+	escape(a->message, msg);
+	n = snprintf(buf, sizeof(buf),
+	             "# p11enroll: the last enroll/renew attempt; `p11enroll status` shows it\n"
+	             "at=%lld\ncommand=%s\nerr=%d\nmessage=%s\nfailures=%u\nnext_at=%lld\n",
+	             (long long)a->at, a->command, a->err, msg, a->failures, (long long)a->next_at);
+	r = P11E_ERR_INTERNAL;
+	if (n < 0 || (size_t)n >= sizeof(buf) || !command_ok(a->command))
+		goto out;
+	if ((r = store_mkdirs(c->state_dir, 0700)) == 0)
+		r = store_write_atomic(path, buf, (size_t)n, 0600);
+out:
+	free(path);
+	return r;
+}
+
+int
+attempt_record(const struct conf *c, const char *command, int err)
+{
+	struct attempt a, prev;
+	int r;
+
+	memset(&a, 0, sizeof(a));
+	a.at = time(NULL);
+	snprintf(a.command, sizeof(a.command), "%s", command);
+	a.err = err;
+	if (err != 0 && err != P11E_ERR_PENDING) {
+		snprintf(a.message, sizeof(a.message), "%s", log_last_error());
+		a.failures = 1;
+		if (attempt_load(c, &prev) == 0 && prev.failures < MAX_FAILURES)
+			a.failures = prev.failures + 1;
+	} else if (err == P11E_ERR_PENDING) {
+		snprintf(a.message, sizeof(a.message), "%s", log_last_error());
+	}
+	if ((r = attempt_save(c, &a)) != 0)
+		log_warn("the outcome of this %s is not recorded for `p11enroll status`", command);
+	log_clear_last_error();
+	return r;
+}

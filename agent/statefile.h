@@ -1,0 +1,31 @@
+/*
+ * statefile.h: the small per-profile text files in state_dir (the pending
+ * transaction, the record of the last attempt): their names and their
+ * key=value lines.
+ */
+#ifndef P11E_STATEFILE_H
+#define P11E_STATEFILE_H
+
+#include <stddef.h>
+
+#include "conf.h"
+
+/*
+ * state_dir/<prefix><key_label><suffix>, the label reduced to [A-Za-z0-9.-]
+ * (other bytes become '_'). *out is malloc'ed. Errors: P11E_ERR_ALLOC.
+ */
+int statefile_path(const struct conf *c, const char *prefix, const char *suffix, char **out);
+
+/*
+ * Reads the file at path (at most max bytes) and calls field(ud, key, value)
+ * for each "key=value" line in order, skipping lines that start with '#'.
+ * Returns 0; P11E_ERR_NOTFOUND when there is no file (not logged);
+ * P11E_ERR_FILE when it cannot be read (logged); P11E_ERR_MALFORMED (not
+ * logged: the caller names the file) when it holds a NUL byte, a line
+ * without '=', or field returns non-zero, with *lineno the line at fault.
+ */
+int statefile_read(const char *path, size_t max,
+                   int (*field)(void *ud, const char *k, const char *v), void *ud,
+                   unsigned *lineno);
+
+#endif
