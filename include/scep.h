@@ -7,6 +7,7 @@
 #define P11E_SCEP_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -64,6 +65,31 @@ struct scep_ca {
  */
 int scep_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out);
 void scep_ca_free(struct scep_ca *ca);
+
+/*
+ * Parses and verifies a GetNextCACert response (RFC 8894 section 4.7): a
+ * SignedData with exactly one signer, which must be among cur->certs (the
+ * current GetCACert certificates; certificates inside the message are not
+ * trusted) and be the current CA or chain to it; signature and digest must
+ * verify. Its content is a degenerate SignedData (or one DER certificate)
+ * holding the next CA and its RA certificates; roles are selected as by
+ * scep_ca_parse. The next CA must be a CA certificate (basicConstraints
+ * CA:TRUE), differ from the current one and not have expired. *out is new.
+ * Errors (logged): P11E_ERR_MALFORMED (cannot parse), P11E_ERR_VERIFY
+ * (signer, signature, digest, not a new CA).
+ */
+int scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
+                    struct scep_ca **out);
+
+/* The least lead time of the rollover window: 30 days. */
+#define SCEP_NEXT_LEAD_MIN (30L * 24 * 3600)
+
+/*
+ * When a client should start looking for the next CA of ca: notAfter minus
+ * the larger of 20% of its lifetime and SCEP_NEXT_LEAD_MIN, but not before
+ * notBefore. 0 when the validity cannot be read.
+ */
+time_t scep_next_window(X509 *ca);
 
 /* Digest of a DER certificate (md = EVP_sha256(), EVP_sha1(), EVP_md5()). */
 int scep_cert_digest(X509 *cert, const EVP_MD *md, unsigned char *out, unsigned int *len);

@@ -2,6 +2,10 @@
 """Regenerate the SCEP test fixtures in this directory.
 
     /usr/bin/python3 tests/data/gen-fixtures.py [OUTDIR]
+    /usr/bin/python3 tests/data/gen-fixtures.py --nextca-only [OUTDIR]
+
+--nextca-only regenerates only the GetNextCACert fixtures (nextca-*), reusing
+the CA, RA and intermediate keys already in OUTDIR.
 
 Uses only asn1crypto + cryptography (through tests/doubles/scepmsg.py), never
 p11enroll's code or the openssl CLI.  Keys are fresh on every run, so every
@@ -30,7 +34,9 @@ NOT_AFTER = datetime.datetime(2049, 12, 31, 23, 59, 59)
 CHALLENGE = "secret"
 CLIENT_CN = "client.example.com"
 
-OUT = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else HERE
+ARGS = [a for a in sys.argv[1:] if a != "--nextca-only"]
+NEXTCA_ONLY = len(ARGS) != len(sys.argv) - 1
+OUT = os.path.abspath(ARGS[0]) if ARGS else HERE
 rng = random.Random(8894)
 _serial = [0x1000]
 
@@ -248,6 +254,82 @@ def main():
     rep("certrep-bad-msgtype.der", message_type=scepmsg.MSG_PKCSREQ)
     rep("certrep-success-no-certs.der", certs=[])
 
+    nextca(ca, ca_key, ra_sign, ra_sign_key, root, root_key, ra_int, ra_int_key,
+           rogue, rogue_key, issued)
+
+
+def nextca(ca, ca_key, ra_sign, ra_sign_key, root, root_key, ra_int, ra_int_key,
+           rogue, rogue_key, issued):
+    """GetNextCACert responses (RFC 8894 4.7): SignedData by the current CA or
+    its RA whose content is a degenerate SignedData with the next CA (and RA)."""
+    next_key = newkey()
+    nxt = make_cert("Test SCEP CA 2", next_key, ca=True, ku=["key_cert_sign", "crl_sign"])
+    write("next-ca.der", der(nxt))
+    write_key("next-ca.key.pem", next_key)
+    next_ra = make_cert("Test RA Sign 2", newkey(), nxt, next_key, ku=["digital_signature"])
+    next_root_key = newkey()
+    next_root = make_cert("Test Root CA 2", next_root_key, ca=True,
+                          ku=["key_cert_sign", "crl_sign"])
+    expired = (x509.CertificateBuilder()
+               .subject_name(name("Test SCEP CA expired"))
+               .issuer_name(name("Test SCEP CA expired"))
+               .public_key(next_key.public_key()).serial_number(next_serial())
+               .not_valid_before(NOT_BEFORE)
+               .not_valid_after(datetime.datetime(2021, 1, 1))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+               .sign(next_key, hashes.SHA256()))
+    # a certificate in the current GetCACert bundle that does not chain to its CA
+    stranger_key = newkey()
+    stranger = make_cert("Test Stranger RA", stranger_key, root, root_key,
+                         ku=["digital_signature"])
+    write("getcacert-ra-stranger.p7", scepmsg.degenerate_certs([ca, ra_sign, stranger]))
+
+    def sd(fname, certs, signer=(ca, ca_key), content=None, **kw):
+        body = content if content is not None else scepmsg.degenerate_certs(certs)
+        data = scepmsg.signed_data(body, signer[0], signer[1], [], **kw)
+        write(fname, data)
+        return data
+
+    good = sd("nextca-by-ra.der", [nxt, next_ra], signer=(ra_sign, ra_sign_key))
+    sd("nextca-by-ca.der", [nxt])
+    sd("nextca-by-ca-sha1-no-cert.der", [nxt], digest="sha1", include_signer_cert=False)
+    sd("nextca-by-ra-int.der", [next_root], signer=(ra_int, ra_int_key))
+    sd("nextca-raw-cert.der", None, content=der(nxt))
+
+    def flip_mid(b):
+        i = len(b) // 2
+        return b[:i] + bytes([b[i] ^ 0x01]) + b[i + 1:]
+
+    sd("nextca-bad-signature.der", [nxt], tamper={"signature": flip_mid})
+    sd("nextca-bad-digest.der", [nxt], tamper={"content": flip_mid})
+    sd("nextca-rogue-signer.der", [nxt], signer=(rogue, rogue_key))
+    sd("nextca-stranger-signer.der", [nxt], signer=(stranger, stranger_key))
+    sd("nextca-same-ca.der", [ca])
+    sd("nextca-not-ca.der", [issued])
+    sd("nextca-expired.der", [expired])
+    sd("nextca-content-garbage.der", None,
+       content=bytes(rng.getrandbits(8) for _ in range(300)))
+    sd("nextca-no-content.der", None, content=b"")
+    write("nextca-truncated.der", good[:len(good) * 6 // 10])
+    write("nextca-garbage.der", bytes(rng.getrandbits(8) for _ in range(200)))
+    write("nextca-degenerate-only.der", scepmsg.degenerate_certs([nxt]))
+
+
+def nextca_only():
+    def cert(n):
+        return x509.load_der_x509_certificate(open(os.path.join(OUT, n), "rb").read())
+
+    def key(n):
+        return serialization.load_pem_private_key(open(os.path.join(OUT, n), "rb").read(),
+                                                  None)
+
+    nextca(cert("ca.der"), key("ca.key.pem"), cert("ra-sign.der"), key("ra-sign.key.pem"),
+           cert("root.der"), key("root.key.pem"), cert("ra-int.der"), key("ra-int.key.pem"),
+           cert("rogue.der"), key("rogue.key.pem"), cert("issued.der"))
+
 
 if __name__ == "__main__":
-    main()
+    if NEXTCA_ONLY:
+        nextca_only()
+    else:
+        main()

@@ -19,45 +19,10 @@
 #include "err.h"
 #include "log.h"
 #include "scep.h"
+#include "scep_fixture.h"
 
 static char txid[128];
 static unsigned char nonce[16];
-
-static unsigned char *
-load(const char *name, size_t *len)
-{
-	char path[512];
-	const char *dir = getenv("P11E_TEST_DATA");
-	FILE *f;
-	unsigned char *buf;
-	long n;
-
-	snprintf(path, sizeof(path), "%s/%s", dir ? dir : "tests/data", name);
-	f = fopen(path, "rb");
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
-
-static X509 *
-load_cert(const char *name)
-{
-	size_t len;
-	unsigned char *d = load(name, &len);
-	const unsigned char *p = d;
-	X509 *x = d2i_X509(NULL, &p, (long)len);
-
-	assert_non_null(x);
-	free(d);
-	return x;
-}
 
 static EVP_PKEY *
 load_key(const char *name)
@@ -155,27 +120,6 @@ test_caps_empty_and_des3(void **state)
 }
 
 /* GetCACert and RA selection */
-
-static struct scep_ca *
-ca_of(const char *name)
-{
-	size_t len;
-	unsigned char *d = load(name, &len);
-	struct scep_ca *ca = NULL;
-
-	assert_int_equal(scep_ca_parse(d, len, &ca), 0);
-	free(d);
-	return ca;
-}
-
-static void
-assert_subject(X509 *x, const char *file)
-{
-	X509 *want = load_cert(file);
-	assert_non_null(x);
-	assert_int_equal(X509_cmp(x, want), 0);
-	X509_free(want);
-}
 
 static void
 test_ca_only(void **state)

@@ -1,0 +1,77 @@
+/*
+ * scep_fixture.h: reading the SCEP fixtures in tests/data (made by
+ * tests/data/gen-fixtures.py) for the cmocka tests of the SCEP core.
+ * Include after <cmocka.h>. $P11E_TEST_DATA overrides the directory.
+ */
+#ifndef P11E_SCEP_FIXTURE_H
+#define P11E_SCEP_FIXTURE_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <openssl/x509.h>
+
+#include "scep.h"
+
+/* The whole file; malloc'ed, one spare byte at the end. */
+static inline unsigned char *
+load(const char *name, size_t *len)
+{
+	char path[512];
+	const char *dir = getenv("P11E_TEST_DATA");
+	FILE *f;
+	unsigned char *buf;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir ? dir : "tests/data", name);
+	f = fopen(path, "rb");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
+/* A DER certificate file. */
+static inline X509 *
+load_cert(const char *name)
+{
+	size_t len;
+	unsigned char *d = load(name, &len);
+	const unsigned char *p = d;
+	X509 *x = d2i_X509(NULL, &p, (long)len);
+
+	assert_non_null(x);
+	free(d);
+	return x;
+}
+
+/* A GetCACert response file, parsed. */
+static inline struct scep_ca *
+ca_of(const char *name)
+{
+	size_t len;
+	unsigned char *d = load(name, &len);
+	struct scep_ca *ca = NULL;
+
+	assert_int_equal(scep_ca_parse(d, len, &ca), 0);
+	free(d);
+	return ca;
+}
+
+/* x is the certificate in file. */
+static inline void
+assert_subject(X509 *x, const char *file)
+{
+	X509 *want = load_cert(file);
+	assert_non_null(x);
+	assert_int_equal(X509_cmp(x, want), 0);
+	X509_free(want);
+}
+
+#endif
