@@ -67,6 +67,15 @@ struct pending;
 int enroll_pending_key(struct tok *t, const struct conf *c, const struct pending *p,
                        struct tok_key **out);
 
+struct ca_info;
+
+/*
+ * A one-time challenge from the NDES page (c->challenge_url), fetched right
+ * before it is used; warns when the page names a CA thumbprint that is none
+ * of ci's certificates. *challenge: secret_free. Errors as challenge_fetch.
+ */
+int enroll_fetch_challenge(const struct conf *c, const struct ca_info *ci, char **challenge);
+
 /* Writes cert_file (PEM, 0644, atomically) when configured. */
 int enroll_write_cert_file(const struct conf *c, X509 *cert);
 
