@@ -65,6 +65,66 @@ fetch_caps(const struct conf *c, struct ca_info *ci)
 	return r;
 }
 
+/* "YYYY-MM-DD" of t. */
+static void
+day(const ASN1_TIME *t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (t == NULL || !ASN1_TIME_to_tm(t, &tm) || strftime(buf, len, "%Y-%m-%d", &tm) == 0)
+		snprintf(buf, len, "?");
+}
+
+/* GetNextCACert when advertised; anything but a verified next CA only logs. */
+static int
+fetch_next(const struct conf *c, struct ca_info *ci)
+{
+	int r;
+	struct http_resp *resp = NULL;
+	char *url = NULL, fp[3 * 32 + 1], nb[40] = "?", na[40] = "?";
+	unsigned char d[32];
+
+	if (!(ci->caps & SCEP_CAP_NEXTCA)) {
+		log_debug("GetNextCACert not advertised: not looking for a next CA");
+		return 0;
+	}
+	if ((url = op_url(c->scep_url, "GetNextCACert", "p11enroll")) == NULL)
+		return P11E_ERR_ALLOC;
+	ci->next_asked = 1;
+	ci->http.max_body = MAX_CACERT;
+	ci->http.quiet = 1;
+	r = http_get(url, &ci->http, &resp);
+	ci->http.quiet = 0;
+	if (r == P11E_ERR_ALLOC)
+		goto out;
+	if (r != 0) {
+		log_warn("GetNextCACert got no answer: looking for a next CA again next time");
+	} else if (resp->status == 404 || (resp->status == 200 && resp->len == 0)) {
+		log_debug("GetNextCACert: no next CA (HTTP %ld, %zu bytes): no rollover in "
+		          "progress",
+		          resp->status, resp->len);
+	} else if (resp->status != 200) {
+		log_warn("GetNextCACert failed: HTTP %ld; looking for a next CA again next time",
+		         resp->status);
+	} else if (scep_next_parse(resp->body, resp->len, ci->ca, &ci->next) != 0) {
+		log_warn("ignoring the next CA that %s offers: it is not trusted, and nothing is "
+		         "written for it",
+		         c->scep_url);
+	} else if ((r = scep_cert_digest(ci->next->ca, EVP_sha256(), d, NULL)) == 0) {
+		scep_hex_colon(d, 32, fp);
+		day(X509_get0_notBefore(ci->next->ca), nb, sizeof(nb));
+		day(X509_get0_notAfter(ci->next->ca), na, sizeof(na));
+		log_info("the CA announced its next CA (GetNextCACert, signed by the current "
+		         "one), valid %s to %s, sha256:%s",
+		         nb, na, fp);
+	}
+	r = r == P11E_ERR_ALLOC ? r : 0;
+out:
+	free(url);
+	http_resp_free(resp);
+	return r;
+}
+
 int
 ca_fetch(const struct conf *c, struct ca_info **out)
 {
@@ -94,7 +154,7 @@ ca_fetch(const struct conf *c, struct ca_info **out)
 	}
 	if ((r = scep_ca_parse(resp->body, resp->len, &ci->ca)) != 0 ||
 	    (r = scep_cert_digest(ci->ca->ca, EVP_sha256(), ci->fp, NULL)) != 0 ||
-	    (r = fetch_caps(c, ci)) != 0)
+	    (r = fetch_caps(c, ci)) != 0 || (r = fetch_next(c, ci)) != 0)
 		goto out;
 	ci->http.max_body = MAX_CERTREP;
 	*out = ci;
@@ -113,6 +173,8 @@ ca_info_free(struct ca_info *ci)
 	if (ci == NULL)
 		return;
 	scep_ca_free(ci->ca);
+	scep_ca_free(ci->next);
+	X509_free(ci->prev);
 	free(ci);
 }
 
@@ -127,13 +189,29 @@ pin_path(const struct conf *c, char **out)
 	return 0;
 }
 
+/* The CA differs from anchor ("sha256:..."): is it the next CA verified under it? */
+static int
+rolled_over(const struct conf *c, struct ca_info *ci, const char *anchor, const char *hex)
+{
+	int rolled = 0;
+
+	if (ca_next_rolled(c, ci, anchor, &rolled) != 0 || !rolled)
+		return 0;
+	ci->rolled = 1;
+	log_info("the server's CA (sha256:%s) is the next CA that %s announced and signed "
+	         "in advance (GetNextCACert): accepting the rollover",
+	         hex, anchor);
+	return 1;
+}
+
 int
-ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_contact, int *how)
+ca_check_trust(const struct conf *c, struct ca_info *ci, int pin_first_contact, int *how)
 {
 	int r = P11E_ERR_VERIFY;
 	unsigned char d[32], *old = NULL;
 	unsigned int dlen = 0;
-	char hex[3 * 32 + 1], want[3 * 32 + 1], line[128], *path = NULL;
+	char hex[3 * 32 + 1], want[3 * 32 + 1], line[128], anchor[128], *path = NULL;
+	const char *alg = c->ca_fp_alg == CONF_FP_SHA1 ? "sha1" : "sha256";
 	size_t olen = 0;
 
 	scep_hex_colon(ci->fp, 32, hex);
@@ -142,15 +220,20 @@ ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_con
 		                          c->ca_fp_alg == CONF_FP_SHA1 ? EVP_sha1() : EVP_sha256(),
 		                          d, &dlen)) != 0)
 			return r;
-		if (dlen != c->ca_fp_len || memcmp(d, c->ca_fp, dlen) != 0) {
-			scep_hex_colon(c->ca_fp, c->ca_fp_len, want);
+		scep_hex_colon(c->ca_fp, c->ca_fp_len, want);
+		snprintf(anchor, sizeof(anchor), "%s:%s", alg, want);
+		if ((dlen != c->ca_fp_len || memcmp(d, c->ca_fp, dlen) != 0) &&
+		    rolled_over(c, ci, anchor, hex)) {
+			log_warn("%s: [scep] ca_fingerprint names the previous CA; update it to\n"
+			         "  ca_fingerprint = sha256:%s",
+			         c->path, hex);
+		} else if (dlen != c->ca_fp_len || memcmp(d, c->ca_fp, dlen) != 0) {
 			scep_hex_colon(d, dlen, hex);
 			log_error(
 			    "the server's CA certificate does not match [scep] ca_fingerprint:\n"
 			    "  expected %s:%s\n  server   %s:%s\n"
 			    "refusing to enroll (wrong server, or the fingerprint is wrong)",
-			    c->ca_fp_alg == CONF_FP_SHA1 ? "sha1" : "sha256", want,
-			    c->ca_fp_alg == CONF_FP_SHA1 ? "sha1" : "sha256", hex);
+			    alg, want, alg, hex);
 			return P11E_ERR_VERIFY;
 		}
 		*how = CA_TRUST_FINGERPRINT;
@@ -158,19 +241,26 @@ ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_con
 	}
 	if ((r = pin_path(c, &path)) != 0)
 		return r;
+	snprintf(line, sizeof(line), "sha256:%s\n", hex);
 	r = store_read_file(path, 4096, &old, &olen);
 	if (r == 0) {
-		snprintf(line, sizeof(line), "sha256:%s\n", hex);
-		if (olen != strlen(line) || memcmp(old, line, olen) != 0) {
+		snprintf(anchor, sizeof(anchor), "%.*s",
+		         (int)(olen > 0 && old[olen - 1] == '\n' ? olen - 1 : olen),
+		         (const char *)old);
+		*how = CA_TRUST_PIN;
+		if (olen == strlen(line) && memcmp(old, line, olen) == 0)
+			goto out;
+		if (!rolled_over(c, ci, anchor, hex)) {
 			log_error(
 			    "the server's CA certificate (sha256:%s) is not the one pinned on "
-			    "first contact (%s: %.*s); refusing to enroll. If the CA really "
+			    "first contact (%s: %s); refusing to enroll. If the CA really "
 			    "changed, set [scep] ca_fingerprint or remove the pin file",
-			    hex, path, (int)(olen > 0 && old[olen - 1] == '\n' ? olen - 1 : olen),
-			    (const char *)old);
+			    hex, path, anchor);
 			r = P11E_ERR_VERIFY;
+		} else if (pin_first_contact &&
+		           (r = store_write_atomic(path, line, strlen(line), 0644)) == 0) {
+			log_info("CA rolled over to sha256:%s: pin %s moved to it", hex, path);
 		}
-		*how = CA_TRUST_PIN;
 		goto out;
 	}
 	if (r != P11E_ERR_NOTFOUND)
@@ -184,7 +274,6 @@ ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_con
 	         "  it is pinned from now on (%s); compare it with the CA's published fingerprint\n"
 	         "  and set ca_fingerprint = sha256:%s",
 	         hex, path, hex);
-	snprintf(line, sizeof(line), "sha256:%s\n", hex);
 	if ((r = store_mkdirs(c->state_dir, 0700)) != 0 ||
 	    (r = store_write_atomic(path, line, strlen(line), 0644)) != 0)
 		goto out;
@@ -201,7 +290,7 @@ ca_write_trust(const struct conf *c, const struct ca_info *ci)
 	struct store_cert certs[16];
 	char names[16][16];
 	size_t n = 0;
-	int i, extra = 0;
+	int i, r, extra = 0;
 
 	certs[n].name = "ca";
 	certs[n++].cert = ci->ca->ca;
@@ -213,6 +302,14 @@ ca_write_trust(const struct conf *c, const struct ca_info *ci)
 		certs[n].name = "ra-sign";
 		certs[n++].cert = ci->ca->ra_sign;
 	}
+	if (ci->next != NULL) {
+		certs[n].name = "ca-next";
+		certs[n++].cert = ci->next->ca;
+	}
+	if (ci->prev != NULL) {
+		certs[n].name = "ca-prev";
+		certs[n++].cert = ci->prev;
+	}
 	for (i = 0; i < sk_X509_num(ci->ca->certs) && n < 16; i++) {
 		X509 *x = sk_X509_value(ci->ca->certs, i);
 		if (x == ci->ca->ca || x == ci->ca->ra_enc || x == ci->ca->ra_sign)
@@ -221,7 +318,15 @@ ca_write_trust(const struct conf *c, const struct ca_info *ci)
 		certs[n].name = names[n];
 		certs[n++].cert = x;
 	}
-	return store_trust_write(c->trust_dir, certs, n);
+	if (ci->next != NULL && (r = ca_next_save(c, ci)) != 0)
+		return r;
+	if ((r = store_trust_write(c->trust_dir, certs, n)) != 0)
+		return r;
+	if (ci->next != NULL)
+		log_info("next CA written to %s/ca-next.crt: certificates it issues are trusted "
+		         "from now on",
+		         c->trust_dir);
+	return ci->next_asked ? ca_next_looked(c) : 0;
 }
 
 const EVP_CIPHER *

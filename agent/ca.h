@@ -6,6 +6,7 @@
 #define P11E_CA_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include "conf.h"
 #include "http.h"
@@ -17,12 +18,19 @@ struct ca_info {
 	struct scep_ca *ca;
 	unsigned char fp[32]; /* SHA-256 of the CA certificate */
 	struct http_opts http;
+	struct scep_ca *next; /* the next CA (GetNextCACert), verified against ca; or NULL */
+	int next_asked;       /* GetNextCACert was asked (advertised) */
+	int rolled;           /* ca_check_trust accepted ca as the verified next CA */
+	X509 *prev;           /* then the previous CA, from the trust dir, or NULL */
 };
 
 /*
  * GetCACert then GetCACaps. A failing GetCACaps means "no capabilities";
  * an unreachable server or a failing GetCACert is P11E_ERR_NETWORK,
- * an unusable bundle P11E_ERR_MALFORMED. All logged.
+ * an unusable bundle P11E_ERR_MALFORMED. All logged. When the caps advertise
+ * GetNextCACert it is asked too: a verified next CA lands in ci->next; no
+ * next CA (404, empty) is logged at debug level, an unverifiable one as a
+ * warning, and neither fails the call.
  */
 int ca_fetch(const struct conf *c, struct ca_info **out);
 void ca_info_free(struct ca_info *ci);
@@ -38,12 +46,44 @@ enum ca_trust {
  * Checks the CA against [scep] ca_fingerprint, else against the pin in
  * state_dir recorded on first contact. With pin_first_contact, an unpinned CA
  * is pinned (with a warning that prints its SHA-256 fingerprint). *how says
- * which (enum ca_trust). Mismatch: P11E_ERR_VERIFY.
+ * which (enum ca_trust). A CA that differs from the fingerprint or pin is
+ * accepted when it is the next CA stored by ca_write_trust and verified under
+ * that very fingerprint or pin (CA rollover): ci->rolled is set, the pin
+ * moves to it (only with pin_first_contact; logged at info level), and a
+ * fingerprint in the configuration draws a warning to update it.
+ * Mismatch: P11E_ERR_VERIFY.
  */
-int ca_check_trust(const struct conf *c, const struct ca_info *ci, int pin_first_contact, int *how);
+int ca_check_trust(const struct conf *c, struct ca_info *ci, int pin_first_contact, int *how);
 
-/* Writes the CA and RA certificates to [trust] dir. */
+/*
+ * Writes the CA and RA certificates to [trust] dir, plus "ca-next" (the
+ * verified next CA, also kept in state_dir/ca-next.pem) and, after a
+ * rollover, "ca-prev" (the previous CA). Call only after ca_check_trust.
+ */
 int ca_write_trust(const struct conf *c, const struct ca_info *ci);
+
+/*
+ * For a daemon: when to look for a next CA next. *when is 0 when there is
+ * nothing to schedule (not enrolled yet: no [trust] dir/ca.crt; or a next CA
+ * different from the current one is already stored). Otherwise it is the
+ * start of the rollover window of the current CA (notAfter minus the larger
+ * of 20% of its lifetime and 30 days; see scep_next_window), or, once the
+ * window has begun, one day after the last look (ca_write_trust records each
+ * one); a value <= now means "look now" (ca_refresh). Errors: P11E_ERR_FILE,
+ * P11E_ERR_ALLOC (logged); *when is then untouched.
+ */
+int ca_rollover_check_at(const struct conf *c, time_t *when);
+
+/*
+ * Looks for a next CA the way enroll does before a request: ca_fetch,
+ * ca_check_trust (pinning on first contact), ca_write_trust. Errors as those.
+ */
+int ca_refresh(const struct conf *c);
+
+/* Internal to ca.c and ca_next.c. */
+int ca_next_save(const struct conf *c, const struct ca_info *ci);
+int ca_next_rolled(const struct conf *c, struct ca_info *ci, const char *anchor, int *rolled);
+int ca_next_looked(const struct conf *c);
 
 /* The request protection the caps allow: AES-128-CBC or 3DES; SHA-256 or SHA-1. */
 const EVP_CIPHER *ca_cipher(const struct ca_info *ci);

@@ -17,12 +17,16 @@ DIR (created, or reused when present):
     ra-sign.pem ra-sign.key  RA signing cert (keyUsage digitalSignature), issued by the CA
     ra-enc.pem ra-enc.key    RA encryption cert (keyUsage keyEncipherment), issued by the CA
     issued/<serial>.pem    every certificate issued (serial in lowercase hex)
+    next-ca.pem next-ca.key, next-ra-sign.*, next-ra-enc.*   the next CA (same subject
+                           name, new key) and its RA pair, made in the rollover modes;
+                           next-ca.sha256 its fingerprint
 With --single-ca the CA decrypts requests and signs CertReps itself (like
 scepserver) and GetCACert returns the CA alone.
 
 Endpoints: /scep, /cgi-bin/pkiclient.exe, /certsrv/mscep/mscep.dll (any case).
     GET  ?operation=GetCACaps
     GET  ?operation=GetCACert
+    GET  ?operation=GetNextCACert           rollover modes (else 404)
     POST ?operation=PKIOperation            body = DER pkiMessage
     GET  ?operation=PKIOperation&message=B64 (URL-encoded base64)
 
@@ -91,7 +95,17 @@ MODES = {
     "slow": "SUCCESS sent one byte per second; stops when the client goes away",
     "http500": "PKIOperation -> HTTP 500 with a text body",
     "des-reply": "SUCCESS encrypted with single DES, signed with SHA-1 by the CA (like scepserver)",
+    "rollover": "caps add GetNextCACert, which serves the next CA (DIR/next-ca.pem, same subject "
+                "name) and its RA certificates, signed by the current RA (RFC 8894 4.7)",
+    "rollover-by-ca": "as rollover, GetNextCACert signed by the current CA itself",
+    "rollover-stranger": "as rollover, GetNextCACert signed by a stranger's self-signed key",
+    "rollover-forged": "as rollover, GetNextCACert with one byte of the signature flipped",
+    "rolled": "after the rollover: GetCACert serves the next CA and its RA, which issue; "
+              "GetNextCACert -> 404; renewals signed under the old CA are accepted",
 }
+
+# modes whose GetCACaps advertise GetNextCACert
+NEXT_CA_MODES = ("rollover", "rollover-by-ca", "rollover-stranger", "rollover-forged", "rolled")
 
 CAPS_NORMAL = b"POSTPKIOperation\nSHA-256\nAES\nSCEPStandard\nRenewal"
 CAPS_GETONLY = b"SHA-256\nAES\nDES3"
@@ -192,7 +206,7 @@ def pem(cert):
 class Pki:
     """CA + RA signing + RA encryption certificates kept in a directory."""
 
-    def __init__(self, directory, single_ca=False):
+    def __init__(self, directory, single_ca=False, mode="normal"):
         self.dir = directory
         self.issued_dir = os.path.join(directory, "issued")
         os.makedirs(self.issued_dir, exist_ok=True)
@@ -211,9 +225,16 @@ class Pki:
             "ra-enc", lambda key: self._ra_cert(key, "scep_responder RA encryption",
                                                 key_usage(key_encipherment=True)),
             recreate=ca_new)
-        ca_der = scepmsg.cert_der(self.ca_cert)
+        self.old_ca_cert = self.ca_cert
         write_file(os.path.join(directory, "ca.sha256"),
-                   (hashlib.sha256(ca_der).hexdigest() + "\n").encode())
+                   (hashlib.sha256(scepmsg.cert_der(self.ca_cert)).hexdigest() + "\n").encode())
+        if mode in NEXT_CA_MODES:
+            self._load_next(ca_new)
+        if mode == "rolled":
+            self.ca_key, self.ca_cert = self.next_ca_key, self.next_ca_cert
+            self.sign_key, self.sign_cert = self.next_sign_key, self.next_sign_cert
+            self.enc_key, self.enc_cert = self.next_enc_key, self.next_enc_cert
+        ca_der = scepmsg.cert_der(self.ca_cert)
         if single_ca:  # the CA is its own RA, like scepserver
             self.sign_key, self.sign_cert = self.ca_key, self.ca_cert
             self.enc_key, self.enc_cert = self.ca_key, self.ca_cert
@@ -222,9 +243,34 @@ class Pki:
             self.getcacert = ("application/x-x509-ca-ra-cert", scepmsg.degenerate_certs(
                 [self.ca_cert, self.sign_cert, self.enc_cert]))
 
-    def _ra_cert(self, key, common_name, ku):
+    def _load_next(self, recreate):
+        """The next CA: the current one's subject name, a new key, 20 years."""
         now = utcnow()
-        return build_cert(name(common_name), key.public_key(), self.ca_cert, self.ca_key,
+        self.next_ca_key, self.next_ca_cert, new = self._load_or_create(
+            "next-ca", lambda key: build_cert(
+                name("scep_responder CA"), key.public_key(), None, key,
+                [(x509.BasicConstraints(ca=True, path_length=None), True),
+                 (key_usage(cert_sign=True), True)],
+                now - datetime.timedelta(days=1), now + datetime.timedelta(days=7300)),
+            recreate=recreate)
+        issuer = (self.next_ca_cert, self.next_ca_key)
+        self.next_sign_key, self.next_sign_cert, _ = self._load_or_create(
+            "next-ra-sign", lambda key: self._ra_cert(key, "scep_responder next RA signing",
+                                                      key_usage(digital_signature=True),
+                                                      issuer),
+            recreate=new)
+        self.next_enc_key, self.next_enc_cert, _ = self._load_or_create(
+            "next-ra-enc", lambda key: self._ra_cert(key, "scep_responder next RA encryption",
+                                                     key_usage(key_encipherment=True), issuer),
+            recreate=new)
+        write_file(os.path.join(self.dir, "next-ca.sha256"),
+                   (hashlib.sha256(scepmsg.cert_der(self.next_ca_cert)).hexdigest()
+                    + "\n").encode())
+
+    def _ra_cert(self, key, common_name, ku, issuer=None):
+        now = utcnow()
+        ca_cert, ca_key = issuer or (self.ca_cert, self.ca_key)
+        return build_cert(name(common_name), key.public_key(), ca_cert, ca_key,
                           [(x509.BasicConstraints(ca=False, path_length=None), True),
                            (ku, True)],
                           now - datetime.timedelta(days=1), now + datetime.timedelta(days=3650))
@@ -243,16 +289,19 @@ class Pki:
         return key, cert, True
 
     def issued_by_ca(self, cert_der):
-        """True when cert_der is a certificate signed by this CA (a renewal signer)."""
-        try:
-            cert = scepmsg.load_cert(cert_der)
-            if cert.issuer != self.ca_cert.subject:
-                return False
-            self.ca_cert.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
-                                             padding.PKCS1v15(), cert.signature_hash_algorithm)
-            return True
-        except Exception:
-            return False
+        """True when cert_der is a certificate signed by this CA, or by the CA it
+        rolled over from (a renewal signer)."""
+        for ca in (self.ca_cert, self.old_ca_cert):
+            try:
+                cert = scepmsg.load_cert(cert_der)
+                if cert.issuer != ca.subject:
+                    continue
+                ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                       padding.PKCS1v15(), cert.signature_hash_algorithm)
+                return True
+            except Exception:
+                continue
+        return False
 
 
 # ---------------------------------------------------------------------------
@@ -326,6 +375,26 @@ class Responder:
                                   now + datetime.timedelta(days=30))
                 self._rogue = (key, cert)
             return self._rogue
+
+    # -- GetNextCACert
+
+    def next_ca(self):
+        """GetNextCACert body (RFC 8894 4.7): SignedData over a degenerate SignedData
+        holding the next CA and its RA pair; None when there is no next CA."""
+        pki = self.pki
+        if self.mode not in NEXT_CA_MODES or self.mode == "rolled":
+            return None
+        signer_cert, signer_key = pki.sign_cert, pki.sign_key
+        if self.mode == "rollover-by-ca":
+            signer_cert, signer_key = pki.ca_cert, pki.ca_key
+        elif self.mode == "rollover-stranger":
+            signer_key, signer_cert = self.rogue()
+        tamper = None
+        if self.mode == "rollover-forged":
+            tamper = {"signature": lambda s: flip_byte(s, len(s) // 2)}
+        content = scepmsg.degenerate_certs([pki.next_ca_cert, pki.next_sign_cert,
+                                            pki.next_enc_cert])
+        return scepmsg.signed_data(content, signer_cert, signer_key, [], tamper=tamper)
 
     # -- entry point
 
@@ -530,10 +599,19 @@ class Handler(BaseHTTPRequestHandler):
                 self.log_line(method, op, "connection closed without answer (mode nocaps)")
                 return
             caps = CAPS_GETONLY if mode == "getonly" else CAPS_NORMAL
+            if mode in NEXT_CA_MODES:
+                caps += b"\nGetNextCACert"
             return self.send_body(200, "text/plain", caps, method, op, "200")
         if op == "GetCACert" and method == "GET":
             ctype, body = self.responder.pki.getcacert
             return self.send_body(200, ctype, body, method, op, "200 %s" % ctype)
+        if op == "GetNextCACert" and method == "GET":
+            body = self.responder.next_ca()
+            if body is None:
+                return self.send_text(404, "no next CA\n",
+                                      "GET GetNextCACert -> 404 (no rollover in progress)")
+            return self.send_body(200, "application/x-x509-next-ca-cert", body, method, op,
+                                  "200 next CA (mode %s)" % mode)
         if op == "PKIOperation":
             if method == "POST":
                 if mode == "getonly":
@@ -702,7 +780,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     def build():
-        pki = Pki(args.dir, args.single_ca)
+        pki = Pki(args.dir, args.single_ca, args.mode)
         try:
             server = Server(("127.0.0.1", args.port), Handler)
         except OSError as e:

@@ -715,6 +715,122 @@ class TestModes(Checks):
 
 
 # ---------------------------------------------------------------------------
+# CA rollover (GetNextCACert, RFC 8894 section 4.7)
+
+
+class TestRollover(Checks):
+    """Each test has its own directory: rolled mode swaps the CA it serves."""
+
+    def start_in(self, mode, d=None):
+        if d is None:
+            d = tempfile.mkdtemp(prefix="scep-responder-rollover-")
+            self.addCleanup(shutil.rmtree, d, True)
+        return start(self, mode, state_dir=d), d
+
+    def next_ca(self, r):
+        """(parse result of the outer SignedData, next CA certificates) of GetNextCACert."""
+        status, ctype, body = r.get("operation=GetNextCACert")
+        self.assertEqual((status, ctype), (200, "application/x-x509-next-ca-cert"))
+        res = scepmsg.parse_pkimessage(body, extra_certs=r.ca_certs(), verify=False)
+        self.assertTrue(res["digest_ok"])
+        self.assertEqual(res["content_type"], "1.2.840.113549.1.7.1")
+        return body, res, [x509.load_der_x509_certificate(c)
+                           for c in scepmsg.parse_degenerate(res["econtent"])]
+
+    def openssl_verify(self, body, ca_pem_path):
+        """OpenSSL's CLI as the independent judge of the signature and the signer's chain."""
+        work = tempfile.mkdtemp(prefix="scep-nextca-")
+        self.addCleanup(shutil.rmtree, work, True)
+        with open(os.path.join(work, "next.der"), "wb") as f:
+            f.write(body)
+        return subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in",
+                               os.path.join(work, "next.der"), "-CAfile", ca_pem_path,
+                               "-purpose", "any", "-binary", "-out",
+                               os.path.join(work, "inner.der")],
+                              capture_output=True, text=True)
+
+    def test_normal_has_no_next_ca(self):
+        r, _ = self.start_in("normal")
+        self.assertNotIn(b"GetNextCACert", r.get("operation=GetCACaps")[2])
+        self.assertEqual(r.get("operation=GetNextCACert")[0], 404)
+
+    def test_rollover_signed_by_current_ra(self):
+        r, d = self.start_in("rollover")
+        self.assertTrue(r.get("operation=GetCACaps")[2].endswith(b"\nGetNextCACert"))
+        ca_certs = r.ca_certs()
+        current = x509.load_der_x509_certificate(ca_certs[0])
+        body, res, nxt = self.next_ca(r)
+        _, ra_sign = choose_ra(ca_certs)
+        self.assertTrue(res["signature_ok"])
+        self.assertEqual(res["signer_cert"], scepmsg.cert_der(ra_sign))
+        self.assertEqual(len(nxt), 3)
+        self.assertEqual(nxt[0], scepmsg.load_cert(os.path.join(d, "next-ca.pem")))
+        self.assertEqual(nxt[0].subject, current.subject)   # a renewed CA keeps its name
+        self.assertNotEqual(spki(nxt[0]), spki(current))
+        self.assertTrue(nxt[0].extensions.get_extension_for_class(x509.BasicConstraints)
+                        .value.ca)
+        for ra in nxt[1:]:
+            nxt[0].public_key().verify(ra.signature, ra.tbs_certificate_bytes,
+                                       padding.PKCS1v15(), ra.signature_hash_algorithm)
+        p = self.openssl_verify(body, os.path.join(d, "ca.pem"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # GetCACert and issuing stay with the current CA
+        self.assert_success(Exchange(r, make_csr(RSA_KEY)).send())
+        self.assertIn("GetNextCACert -> 200 next CA", r.log())
+
+    def test_rollover_by_ca(self):
+        r, d = self.start_in("rollover-by-ca")
+        body, res, _ = self.next_ca(r)
+        self.assertTrue(res["signature_ok"])
+        self.assertEqual(res["signer_cert"], r.ca_certs()[0])
+        self.assertEqual(self.openssl_verify(body, os.path.join(d, "ca.pem")).returncode, 0)
+
+    def test_rollover_stranger(self):
+        r, d = self.start_in("rollover-stranger")
+        body, res, nxt = self.next_ca(r)
+        self.assertTrue(res["signature_ok"])                 # valid, by a certificate ...
+        self.assertNotIn(res["signer_cert"], r.ca_certs())   # ... GetCACert never named
+        stranger = x509.load_der_x509_certificate(res["signer_cert"])
+        self.assertEqual(stranger.issuer, stranger.subject)
+        self.assertEqual(nxt[0], scepmsg.load_cert(os.path.join(d, "next-ca.pem")))
+        self.assertNotEqual(self.openssl_verify(body, os.path.join(d, "ca.pem")).returncode, 0)
+
+    def test_rollover_forged(self):
+        r, d = self.start_in("rollover-forged")
+        body, res, _ = self.next_ca(r)
+        self.assertFalse(res["signature_ok"])
+        self.assertNotEqual(self.openssl_verify(body, os.path.join(d, "ca.pem")).returncode, 0)
+
+    def test_rolled_serves_and_issues_with_the_next_ca(self):
+        r, d = self.start_in("rollover")
+        first = Exchange(r, make_csr(RSA_KEY)).send()
+        _, old_cert = self.assert_success(first)
+        old_ca = r.ca_certs()
+        _, _, nxt = self.next_ca(r)
+        r.stop()
+        r2, _ = self.start_in("rolled", d)
+        new_ca = r2.ca_certs()
+        self.assertEqual(len(new_ca), 3)
+        self.assertEqual(new_ca[0], scepmsg.cert_der(nxt[0]))
+        self.assertNotEqual(new_ca[0], old_ca[0])
+        self.assertIn(b"GetNextCACert", r2.get("operation=GetCACaps")[2])
+        self.assertEqual(r2.get("operation=GetNextCACert")[0], 404)
+        # issued (and signed, and encrypted to) under the next CA: assert_success
+        # checks the issued certificate against GetCACert's CA
+        ex = Exchange(r2, make_csr(EC_KEY)).send()
+        res, _ = self.assert_success(ex)
+        self.assert_signed_by(res, scepmsg.cert_der(choose_ra(new_ca)[1]))
+        # a renewal signed with the certificate of the old CA needs no challenge
+        new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ex = Exchange(r2, make_csr(new_key, challenge=None), signer=old_cert,
+                      signer_key=RSA_KEY, message_type=scepmsg.MSG_RENEWALREQ).send()
+        _, cert = self.assert_success(ex)
+        self.assertEqual(cert.issuer, nxt[0].subject)
+        nxt[0].public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                   padding.PKCS1v15(), cert.signature_hash_algorithm)
+
+
+# ---------------------------------------------------------------------------
 # process behaviour
 
 
