@@ -23,6 +23,7 @@
 #include "ini.h"
 #include "log.h"
 #include "secret.h"
+#include "template.h"
 
 #define LABEL_MAX 64
 #define DEFAULT_STATE_DIR "/var/lib/p11enroll"
@@ -46,6 +47,7 @@ struct keyword {
 };
 
 static int set_str(struct parser *, const struct keyword *, char *);
+static int set_template(struct parser *, const struct keyword *, char *);
 static int set_url(struct parser *, const struct keyword *, char *);
 static int set_token_uri(struct parser *, const struct keyword *, char *);
 static int set_challenge(struct parser *, const struct keyword *, char *);
@@ -85,9 +87,10 @@ static const struct keyword keywords[] = {
     {"token", "uri", set_token_uri, F(token_uri)},
     {"token", "module", set_path, F(module)},
     {"token", "pin_file", set_path, F(pin_file)},
+    {"token", "pin_map_file", set_path, F(pin_map_file)},
     {"key", "type", set_key_type, F(key_type)},
     {"key", "label", set_label, F(key_label)},
-    {"subject", "dn", set_str, F(dn)},
+    {"subject", "dn", set_template, F(dn)},
     {"subject", "san_dns", set_list, F(san_dns)},
     {"subject", "san_email", set_list, F(san_email)},
     {"subject", "san_uri", set_list, F(san_uri)},
@@ -221,6 +224,27 @@ static int
 set_str(struct parser *p, const struct keyword *kw, char *v)
 {
 	return dup_str(v, field(p, kw));
+}
+
+/* A value that may hold provision's {placeholders}: each must be known. */
+static int
+check_template(struct parser *p, const struct keyword *kw, const char *v)
+{
+	char why[256];
+
+	if (tmpl_check(v, why, sizeof(why)) != 0)
+		return kw_error(p, kw, "%s", why);
+	return 0;
+}
+
+static int
+set_template(struct parser *p, const struct keyword *kw, char *v)
+{
+	int r;
+
+	if ((r = check_template(p, kw, v)) != 0)
+		return r;
+	return set_str(p, kw, v);
 }
 
 static int
@@ -558,6 +582,8 @@ split_list(struct parser *p, const struct keyword *kw, char *v, int ip)
 			r = kw_error(p, kw, "'%s' is not an IPv4 or IPv6 address", item);
 			goto out;
 		}
+		if (!ip && (r = check_template(p, kw, item)) != 0)
+			goto out;
 		if ((r = dup_str(item, &l.v[l.n])) != 0)
 			goto out;
 		l.n++;
@@ -845,6 +871,7 @@ conf_free(struct conf *c)
 	free(c->token_uri);
 	free(c->module);
 	free(c->pin_file);
+	free(c->pin_map_file);
 	free(c->key_type_str);
 	free(c->key_label);
 	free(c->dn);

@@ -332,7 +332,8 @@ read_secrets(const struct conf *c, char **pin, char **challenge)
 	int r;
 	char *probe = NULL;
 
-	if ((r = secret_read_file(c->pin_file, "PIN file", pin)) != 0 ||
+	if ((r = c->pin != NULL ? secret_dup(c->pin, pin)
+	                        : secret_read_file(c->pin_file, "PIN file", pin)) != 0 ||
 	    (r = read_challenge(c, challenge)) != 0)
 		return r;
 	if (c->challenge_url != NULL &&
@@ -462,7 +463,7 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	struct pending pend;
 	double t0 = exchange_now_ms();
 
-	if (c->pin_file == NULL) {
+	if (c->pin_file == NULL && c->pin == NULL) {
 		log_error("%s: [token] pin_file is required to enroll", c->path);
 		return P11E_ERR_CONFIG;
 	}

@@ -50,6 +50,11 @@ struct conf {
 	char *token_uri; /* required, "pkcs11:..." */
 	char *module;    /* absolute path or NULL (then the URI must carry module-path) */
 	char *pin_file;  /* absolute path or NULL */
+	/* `provision`: "serial = PIN" lines (absolute path or NULL); wins over pin_file */
+	char *pin_map_file;
+	/* not from the file: the token's PIN (secret, not owned, never freed here),
+	 * set by `provision` on its per-token copy; read instead of pin_file */
+	char *pin;
 
 	/* [key] */
 	int key_type;       /* enum conf_key_type; default RSA */
@@ -58,7 +63,8 @@ struct conf {
 	char *key_type_str; /* as written, e.g. "rsa:2048" */
 	char *key_label;    /* default "p11enroll" */
 
-	/* [subject] */
+	/* [subject] dn and the SAN lists but san_ip may hold {placeholders} (template.h),
+	 * expanded per token by `provision`, checked here */
 	char *dn; /* required, e.g. "CN=host.example.com,O=Example" */
 	struct conf_list san_dns, san_email, san_uri, san_ip, san_upn;
 

@@ -10,6 +10,7 @@
 #define P11E_TOK_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -204,6 +205,30 @@ struct tok_module_desc {
  */
 int tok_describe_module(const char *path, struct tok_module_desc **out);
 void tok_module_desc_free(struct tok_module_desc *m);
+
+/*
+ * The initialised tokens of the module at module_path that uri matches (NULL
+ * or a URI without token attributes: all), in slot order, read with a fresh
+ * C_Initialize..C_Finalize (so a token that appeared since the last call is
+ * seen; SoftHSM reads its token directory at C_Initialize). *out (free())
+ * and *n are set on success, also when none matches. Errors (logged):
+ * P11E_ERR_CONFIG (module not loadable), P11E_ERR_TOKEN, P11E_ERR_ALLOC.
+ */
+int tok_list_tokens(const char *module_path, const struct tok_uri *uri, struct tok_info **out,
+                    size_t *n);
+
+/*
+ * Starts a process that loads the module and waits for its slot events
+ * (C_WaitForSlotEvent, blocking), writing one byte to *fd per event. When the
+ * module has no slot events (SoftHSM: CKR_FUNCTION_NOT_SUPPORTED) or fails,
+ * the process ends and *fd reads end-of-file: the caller then polls with
+ * tok_list_tokens. *pid and *fd (the read end) are set on success. Errors
+ * (logged): P11E_ERR_INTERNAL (pipe, fork). Stop it with tok_watch_stop.
+ */
+int tok_watch_start(const char *module_path, pid_t *pid, int *fd);
+
+/* Closes fd (-1: none) and kills and reaps the watcher (pid <= 0: none). */
+void tok_watch_stop(pid_t pid, int fd);
 
 /*
  * The modules p11-kit's configuration registers, asked in a child process

@@ -517,6 +517,28 @@ test_san_lists(void **state)
 	conf_free(c);
 }
 
+/* `provision`: placeholders are checked at load and kept as written; the PIN map file. */
+static void
+test_templates_pin_map(void **state)
+{
+	struct conf *c;
+
+	(void)state;
+	c = load_ok("[scep]\nurl = http://ca.example.com/scep\n"
+	            "[token]\nuri = pkcs11:manufacturer=SoftHSM%20project\n"
+	            "pin_map_file = pins.txt\n"
+	            "[subject]\ndn = CN=card-{token.serial},OU={token.model},O=Ex {{x}}\n"
+	            "san_dns = {token.serial}.{hostname}.example.com, fixed.example.com\n"
+	            "san_email = {token.label}@example.com\n");
+	assert_string_equal(c->dn, "CN=card-{token.serial},OU={token.model},O=Ex {{x}}");
+	assert_string_equal(c->san_dns.v[0], "{token.serial}.{hostname}.example.com");
+	assert_string_equal(c->san_email.v[0], "{token.label}@example.com");
+	assert_non_null(strstr(c->pin_map_file, "/pins.txt"));
+	assert_true(c->pin_map_file[0] == '/');
+	assert_null(c->pin_file);
+	conf_free(c);
+}
+
 static void
 test_challenge_inline_0600(void **state)
 {
@@ -671,6 +693,15 @@ ERROR_CASE(e_unknown_key_scep, MIN "[scep]\nchalenge = x\n",
            "@:8: [scep] chalenge: unknown key (expected url, challenge, challenge_file, "
            "ca_fingerprint, timeout, challenge_url, challenge_user, challenge_password_file, "
            "challenge_chars, challenge_length, use_proxy, proxy or ca_file)")
+ERROR_CASE(e_unknown_placeholder,
+           "[scep]\nurl = http://ca.example.com/scep\n[token]\nuri = pkcs11:\n[subject]\n"
+           "dn = CN={token.serial},O={token.colour}\n",
+           "@:6: [subject] dn: unknown placeholder {token.colour} (known: {token.label}, "
+           "{token.serial}, {token.manufacturer}, {token.model}, {hostname}, {date})")
+ERROR_CASE(e_placeholder_san, MIN "san_dns = a.example.com, {serial}.example.com\n",
+           "@:7: [subject] san_dns: unknown placeholder {serial}")
+ERROR_CASE(e_placeholder_open, MIN "san_uri = https://x/{date\n",
+           "@:7: [subject] san_uri: '{' without a closing '}'")
 ERROR_CASE(e_bad_type, MIN "[key]\ntype = rsa:1024\n",
            "@:8: [key] type: 'rsa:1024' is not supported (use rsa:2048, rsa:3072, rsa:4096, "
            "ec:P-256 or ec:P-384)")
@@ -927,6 +958,7 @@ main(void)
 	    cmocka_unit_test(test_fingerprint_forms),
 	    cmocka_unit_test(test_fingerprint_wrong_length),
 	    cmocka_unit_test(test_san_lists),
+	    cmocka_unit_test(test_templates_pin_map),
 	    cmocka_unit_test(test_challenge_inline_0600),
 	    cmocka_unit_test(test_challenge_inline_readable),
 	    cmocka_unit_test(test_challenge_then_error),
@@ -937,6 +969,9 @@ main(void)
 	    cmocka_unit_test(test_retry_keys),
 	    ERROR_TEST(e_unknown_key),
 	    ERROR_TEST(e_unknown_key_scep),
+	    ERROR_TEST(e_unknown_placeholder),
+	    ERROR_TEST(e_placeholder_san),
+	    ERROR_TEST(e_placeholder_open),
 	    ERROR_TEST(e_bad_type),
 	    ERROR_TEST(e_bad_type_curve),
 	    ERROR_TEST(e_missing_url),
