@@ -96,6 +96,13 @@ unsigned_challenge(const struct conf *c, const struct ca_info *ci, char **out)
 	return 0;
 }
 
+/* A new request (no pending one to poll) that old cannot sign, still without challenge. */
+static int
+needs_challenge(const struct tok_key *old, int have_pend, const char *uc)
+{
+	return !have_pend && !signs_with_old(old) && uc == NULL;
+}
+
 int
 renew_due(const struct conf *c, const struct tok *t, X509 *cert, time_t *due, char *why,
           size_t why_len)
@@ -314,7 +321,8 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 		log_info("renewing %s (due %s: %s)", o->force ? "on request" : "now", when, why);
 	if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0)
 		goto out;
-	if (!have_pend && !signs_with_old(keys[cur]) && (r = unsigned_challenge(c, NULL, &uc)) != 0)
+	if (needs_challenge(keys[cur], have_pend, uc) &&
+	    (r = unsigned_challenge(c, NULL, &uc)) != 0)
 		goto out;
 	if ((r = ca_fetch(c, &ci)) != 0)
 		goto out;
@@ -341,13 +349,16 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 		r = P11E_ERR_TOKEN;
 		goto out;
 	}
+	/* As enroll: the one-time challenge before the key (a refused challenge
+	 * page costs no key), or after it when a pending renewal's key is gone. */
+	if (needs_challenge(old, have_pend, uc) && (r = unsigned_challenge(c, ci, &uc)) != 0)
+		goto out;
 	if ((r = pick_key(c, t, old, &pend, &have_pend, &nk, &generated)) != 0)
 		goto out;
 	/* A pending renewal's own key is taken back when the CA refuses it. */
 	if (have_pend && !same_key(nk, old))
 		generated = 1;
-	if (!have_pend && !signs_with_old(old) && uc == NULL &&
-	    (r = unsigned_challenge(c, ci, &uc)) != 0)
+	if (needs_challenge(old, have_pend, uc) && (r = unsigned_challenge(c, ci, &uc)) != 0)
 		goto out;
 	if ((r = request(c, ci, t, old, oldcert, nk, &pend, have_pend, uc, &cert)) != 0)
 		goto out;

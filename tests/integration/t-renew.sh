@@ -311,4 +311,35 @@ test_renew_ec_pending() {
 	assert_eq 1 "$([ "$NEW_ID" != "$OLD_ID" ] && echo 1)" "new key ID"
 }
 
+
+# An EC profile with an NDES challenge page: the renewal fetches a one-time challenge, as
+# enroll does before the key is made, and its CSR carries it. Only the real scepserver
+# checks NDES challenges here (through its -csrverifierexec hook, each once), and it cannot
+# issue EC certificates: the run ends refused (77) after the server consumed the
+# challenge, and nothing changes. A refused login to the page costs no key.
+test_renew_ec_ndes_one_time_challenge() {
+	KEY_TYPE=ec:P-256
+	responder_renew_setup normal || return
+	start_ndes "$T/ndes" || return
+	SCEP_ONE_TIME=1 start_scepserver "$T/srv" -csrverifierexec "$NDES_VERIFY" || return
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	printf 'not-the-password\n' >"$T/wrong.pass"
+	chmod 600 "$T/wrong.pass"
+	CHALLENGE_FILE=- CHALLENGE_URL=$NDES_URL CHALLENGE_USER=enroll@example.com
+	CHALLENGE_PW_FILE=$T/wrong.pass
+	write_conf
+	assert_exit 77 p11e renew --force || return
+	assert_contains "$ERR" "401"
+	assert_not_contains "$ERR" "generating a"
+	check_untouched
+	CHALLENGE_PW_FILE=$NDES_PW_FILE
+	write_conf
+	assert_exit 77 p11e renew --force || return
+	assert_eq 1 "$(awk '/obtained a one-time challenge/ { c = NR } /generating a/ { k = NR }
+		END { print (c && k && c < k) ? 1 : 0 }' "$ERR")" "challenge obtained, then the key generated"
+	assert_eq 1 "$(wc -l <"$NDES_DIR/state/used")" "challenges the SCEP server consumed"
+	assert_not_contains "$ERR" "$(head -n1 "$NDES_DIR/state/challenges")"
+	check_untouched
+}
+
 run_tests
