@@ -15,6 +15,7 @@
 #include "err.h"
 #include "http.h"
 #include "log.h"
+#include "provision.h"
 #include "renew.h"
 #include "scep.h"
 #include "tokens_cmd.h"
@@ -42,6 +43,14 @@ static const char usage_text[] =
     "                                   (capped, jittered backoff) until issued\n"
     "            --max-wait DURATION    give up waiting after this (default 1h;\n"
     "                                   implies --wait); e.g. 90s, 30m, 2h, 1d\n"
+    "  provision every token that [token] uri matches (it may be partial) and\n"
+    "            that holds no valid certificate yet, several at a time\n"
+    "            --jobs N       at most N at once (default: the number of\n"
+    "                           tokens, at most 8)\n"
+    "            --watch        keep running, enroll tokens as they appear;\n"
+    "                           Ctrl-C stops after the cards in flight\n"
+    "            --report FILE  append one JSON line per token\n"
+    "            --allow-final-pin-try  as for enroll\n"
     "  renew     a new certificate (and, with [renewal] new_key = yes, a new key)\n"
     "            requested with the current certificate; the old ones are removed\n"
     "            once the new certificate is on the token. When not due under\n"
@@ -109,6 +118,13 @@ main(int argc, char **argv)
 	    {"json", no_argument, NULL, 'j'},
 	    {NULL, 0, NULL, 0},
 	};
+	static const struct option provision_opts[] = {
+	    {"jobs", required_argument, NULL, 'j'},
+	    {"watch", no_argument, NULL, 'w'},
+	    {"report", required_argument, NULL, 'r'},
+	    {"allow-final-pin-try", no_argument, NULL, 'F'},
+	    {NULL, 0, NULL, 0},
+	};
 	static const struct option enroll_opts[] = {
 	    {"allow-final-pin-try", no_argument, NULL, 'F'},
 	    {"wait", no_argument, NULL, 'w'},
@@ -120,6 +136,8 @@ main(int argc, char **argv)
 	struct conf *c = NULL;
 	struct enroll_opts eo = {0, 0, 3600};
 	struct renew_opts ro = {0, 0};
+	struct provision_opts po = {0, 0, NULL, 0};
+	char *end = NULL;
 	int status_json = 0;
 
 	harden();
@@ -185,6 +203,27 @@ main(int argc, char **argv)
 				return P11E_EXIT_USAGE;
 			}
 		}
+	} else if (strcmp(cmd, "provision") == 0) {
+		while ((ch = getopt_long(argc, argv, "+", provision_opts, NULL)) != -1) {
+			if (ch == 'j') {
+				po.jobs = (int)strtol(optarg, &end, 10);
+				if (*optarg == '\0' || *end != '\0' || po.jobs < 1 ||
+				    po.jobs > PROVISION_JOBS_MAX) {
+					log_error("--jobs '%s' is not a number from 1 to %d", optarg,
+					          PROVISION_JOBS_MAX);
+					return P11E_EXIT_USAGE;
+				}
+			} else if (ch == 'w') {
+				po.watch = 1;
+			} else if (ch == 'r') {
+				po.report = optarg;
+			} else if (ch == 'F') {
+				po.allow_final_pin_try = 1;
+			} else {
+				fputs(usage_text, stderr);
+				return P11E_EXIT_USAGE;
+			}
+		}
 	} else if (strcmp(cmd, "check") == 0) {
 		while ((ch = getopt_long(argc, argv, "+", check_opts, NULL)) != -1) {
 			if (ch != 'C') {
@@ -202,7 +241,8 @@ main(int argc, char **argv)
 			status_json = 1;
 		}
 	} else {
-		log_error("unknown command '%s' (check, enroll, renew, status, tokens; see --help)",
+		log_error("unknown command '%s' (check, enroll, provision, renew, status, tokens; "
+		          "see --help)",
 		          cmd);
 		return P11E_EXIT_USAGE;
 	}
@@ -220,6 +260,8 @@ main(int argc, char **argv)
 		r = renew_run(c, &ro);
 	else if (strcmp(cmd, "check") == 0)
 		r = check_run(c, fetch_challenge);
+	else if (strcmp(cmd, "provision") == 0)
+		r = provision_run(c, &po);
 	else
 		r = status_run(c, status_json);
 	/* An attempt is a run that reached the CA or failed; a renew not due is none. */

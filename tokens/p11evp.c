@@ -13,12 +13,15 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libp11.h>
 
 #include "err.h"
 #include "log.h"
 #include "p11int.h"
+
+#define ENUM_TRIES 5 /* PKCS11_enumerate_slots: 20, 40, 80, 160 ms apart */
 
 struct tok_evp {
 	PKCS11_CTX *ctx;
@@ -30,8 +33,9 @@ struct tok_evp {
 static int
 evp_load(struct tok *t)
 {
-	int r = P11E_ERR_INTERNAL;
+	int r = P11E_ERR_INTERNAL, tries = 0;
 	struct tok_evp *e = NULL;
+	struct timespec pause = {0, 20 * 1000000L};
 
 	if ((e = calloc(1, sizeof(*e))) == NULL) {
 		r = P11E_ERR_ALLOC;
@@ -48,9 +52,19 @@ evp_load(struct tok *t)
 		goto out;
 	}
 	e->loaded = 1;
-	if (PKCS11_enumerate_slots(e->ctx, &e->slots, &e->nslots) != 0) {
+	/* libp11 reads every slot's token; SoftHSM fails C_GetTokenInfo of a token
+	 * another process is writing at that moment (`provision`: CKR_GENERAL_ERROR
+	 * seen about once in 400 enrollments): a few more tries, a little later. */
+	while (PKCS11_enumerate_slots(e->ctx, &e->slots, &e->nslots) != 0) {
 		e->slots = NULL;
 		e->nslots = 0;
+		if (++tries < ENUM_TRIES) {
+			log_openssl(LOG_LVL_DEBUG, "libp11 cannot list the slots (try %d of %d)",
+			            tries, ENUM_TRIES);
+			nanosleep(&pause, NULL);
+			pause.tv_nsec *= 2;
+			continue;
+		}
 		log_openssl(LOG_LVL_ERROR, "libp11 cannot list the slots of token '%s'",
 		            t->info.label);
 		r = P11E_ERR_TOKEN;

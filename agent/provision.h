@@ -1,0 +1,32 @@
+/*
+ * provision.h: `p11enroll provision`, the provisioning station: every token
+ * of the module that [token] uri matches is enrolled, several at a time,
+ * with progress, a summary and an optional JSON-lines report.
+ */
+#ifndef P11E_PROVISION_H
+#define P11E_PROVISION_H
+
+#include "conf.h"
+
+struct provision_opts {
+	int watch;               /* keep running; enroll tokens as they appear */
+	int jobs;                /* at most this many at once; 0 = default */
+	const char *report;      /* --report FILE or NULL */
+	int allow_final_pin_try; /* as for enroll */
+};
+
+#define PROVISION_JOBS_MAX 64
+
+/*
+ * Lists the matching tokens (with --watch: again every second, until SIGINT
+ * or SIGTERM, after which the cards in flight are finished), and enrolls each
+ * in a child process running enroll_run on the profile narrowed to that
+ * token (URI with its serial, [subject] templates expanded, state in
+ * state_dir/tokens/SERIAL, no cert_file). A token that already holds a valid
+ * certificate is skipped. Returns 0 when every token was enrolled or
+ * skipped; else the error of the first failed token (in slot order), or
+ * P11E_ERR_PENDING when some are pending and none failed. Logged.
+ */
+int provision_run(const struct conf *c, const struct provision_opts *o);
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * provreport.h: `provision --report FILE`: one JSON object per line and per
+ * token, each appended with a single write and fsync'ed, so that a crash
+ * never loses the record of a card that was finished.
+ */
+#ifndef P11E_PROVREPORT_H
+#define P11E_PROVREPORT_H
+
+struct provreport_rec {
+	const char *serial, *label; /* the token's */
+	const char *result;         /* "enrolled", "skipped", "pending" or "failed" */
+	const char *cert_serial;    /* hex, or NULL */
+	const char *not_after;      /* as p11enroll prints it (ISO 8601), or NULL */
+	const char *key_uri;        /* RFC 7512 URI of the private key, or NULL */
+	const char *error;          /* why it failed or is pending, or NULL */
+};
+
+/*
+ * Opens (creates) path for appending: O_APPEND, mode 0600 when it is to hold
+ * secrets (an existing file that group or others can read is then refused),
+ * else 0644 (umask applies). *fd is set on success. Errors (logged):
+ * P11E_ERR_FILE, P11E_ERR_CONFIG (secret report readable by others).
+ */
+int provreport_open(const char *path, int secret, int *fd);
+
+/*
+ * Appends rec as one line ({"time":...,"serial":...,...}) with a single
+ * write(2), then fsync. Errors (logged naming path): P11E_ERR_FILE,
+ * P11E_ERR_ALLOC.
+ */
+int provreport_write(int fd, const char *path, const struct provreport_rec *rec);
+
+#endif

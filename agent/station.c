@@ -1,0 +1,374 @@
+/*
+ * station.c: the cards of a provisioning run (station.h): states read from
+ * the enrollment processes, progress on a terminal or log lines elsewhere,
+ * the report, the summary.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "log.h"
+#include "pinmap.h"
+#include "provreport.h"
+#include "station.h"
+#include "template.h"
+
+static const char *const state_names[] = {
+    [CARD_WAITING] = "waiting", [CARD_KEY] = "key",       [CARD_REQUEST] = "request",
+    [CARD_PENDING] = "pending", [CARD_STORED] = "stored", [CARD_DONE] = "done",
+    [CARD_SKIPPED] = "skipped", [CARD_FAILED] = "failed", [CARD_PENDING_FINAL] = "pending",
+};
+
+/* What the report and the summary call a final state. */
+static const char *
+result_name(int state)
+{
+	switch (state) {
+	case CARD_DONE:
+		return "enrolled";
+	case CARD_SKIPPED:
+		return "skipped";
+	case CARD_PENDING_FINAL:
+		return "pending";
+	default:
+		return "failed";
+	}
+}
+
+int
+station_add(struct station *s, const struct tok_info *info)
+{
+	struct card *v;
+	size_t cap;
+
+	if (s->n == s->cap) {
+		cap = s->cap == 0 ? 16 : 2 * s->cap;
+		if ((v = realloc(s->cards, cap * sizeof(*v))) == NULL) {
+			log_error("out of memory");
+			return P11E_ERR_ALLOC;
+		}
+		s->cards = v;
+		s->cap = cap;
+	}
+	memset(&s->cards[s->n], 0, sizeof(s->cards[s->n]));
+	s->cards[s->n].info = *info;
+	s->cards[s->n].fd[0] = s->cards[s->n].fd[1] = -1;
+	s->n++;
+	if (s->begun)
+		station_set_state(s, &s->cards[s->n - 1], CARD_WAITING, NULL);
+	return 0;
+}
+
+struct card *
+station_find(struct station *s, const struct tok_info *info)
+{
+	size_t i;
+	const struct tok_info *t;
+
+	for (i = 0; i < s->n; i++) {
+		t = &s->cards[i].info;
+		if (strcmp(t->serial, info->serial) == 0 && strcmp(t->label, info->label) == 0 &&
+		    strcmp(t->manufacturer, info->manufacturer) == 0 &&
+		    strcmp(t->model, info->model) == 0)
+			return &s->cards[i];
+	}
+	return NULL;
+}
+
+size_t
+station_waiting(const struct station *s)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < s->n; i++)
+		n += s->cards[i].state == CARD_WAITING;
+	return n;
+}
+
+/* Progress lines: every card's line, redrawn in place. */
+static void
+draw(struct station *s)
+{
+	size_t i;
+	const struct card *k;
+
+	if (s->drawn > 0)
+		fprintf(stderr, "\033[%zuA", s->drawn);
+	for (i = 0; i < s->n; i++) {
+		k = &s->cards[i];
+		fprintf(stderr, "\r\033[K  %-16s  %-24.32s  %s%s%s\n", k->info.serial,
+		        k->info.label, state_names[k->state], k->reason[0] != '\0' ? ": " : "",
+		        k->reason);
+	}
+	s->drawn = s->n;
+	fflush(stderr);
+}
+
+void
+station_begin(struct station *s)
+{
+	time_t now = time(NULL);
+	struct tm tmv;
+	size_t i;
+
+	s->begun = 1;
+	s->tty = isatty(STDERR_FILENO) && log_get_level() == LOG_LVL_INFO;
+	if (gethostname(s->hostname, sizeof(s->hostname) - 1) != 0)
+		snprintf(s->hostname, sizeof(s->hostname), "localhost");
+	strftime(s->date, sizeof(s->date), "%Y-%m-%d", gmtime_r(&now, &tmv));
+	if (s->tty)
+		draw(s);
+	else
+		for (i = 0; i < s->n; i++)
+			station_set_state(s, &s->cards[i], CARD_WAITING, NULL);
+}
+
+void
+station_set_state(struct station *s, struct card *k, int state, const char *reason)
+{
+	if (reason != NULL && k->reason[0] == '\0')
+		snprintf(k->reason, sizeof(k->reason), "%s", reason);
+	k->state = state;
+	if (s->tty) {
+		draw(s);
+	} else if (state == CARD_FAILED) {
+		log_error("token '%s' (serial %s): failed: %s", k->info.label, k->info.serial,
+		          k->reason[0] != '\0' ? k->reason : "see the log");
+	} else {
+		log_info("token '%s' (serial %s): %s", k->info.label, k->info.serial,
+		         state_names[state]);
+	}
+}
+
+/* Expands one template into *out. */
+static int
+expand(const struct tmpl_vars *v, const char *in, int esc, char **out)
+{
+	if (tmpl_expand(in, v, esc, out) != 0) {
+		log_error("cannot expand '%s'", in);
+		return P11E_ERR_CONFIG;
+	}
+	return 0;
+}
+
+static int
+expand_list(const struct tmpl_vars *v, struct conf_list *l)
+{
+	char **nv = calloc(l->n + 1, sizeof(*nv));
+	size_t i;
+	int r;
+
+	if (nv == NULL)
+		return P11E_ERR_ALLOC;
+	for (i = 0; i < l->n; i++)
+		if ((r = expand(v, l->v[i], TMPL_RAW, &nv[i])) != 0)
+			return r;
+	l->v = nv; /* the child's copy: the old array stays the parent's */
+	return 0;
+}
+
+int
+station_expand(const struct station *s, const struct card *k, struct conf *c)
+{
+	struct tmpl_vars v = {k->info.label, k->info.serial, k->info.manufacturer,
+	                      k->info.model, s->hostname,    s->date};
+	char *dir = NULL;
+	size_t n = strlen(c->state_dir) + sizeof("/tokens/") + sizeof(k->info.serial) + 16, i;
+	int r, o;
+
+	if ((r = expand(&v, c->dn, TMPL_DN, &c->dn)) != 0 ||
+	    (r = expand_list(&v, &c->san_dns)) != 0 || (r = expand_list(&v, &c->san_email)) != 0 ||
+	    (r = expand_list(&v, &c->san_uri)) != 0 || (r = expand_list(&v, &c->san_upn)) != 0)
+		return r;
+	if ((dir = malloc(n)) == NULL)
+		return P11E_ERR_ALLOC;
+	o = snprintf(dir, n, "%s/tokens/", c->state_dir);
+	for (i = 0; k->info.serial[i] != '\0'; i++) {
+		char ch = k->info.serial[i];
+		dir[o++] = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		                   (ch >= '0' && ch <= '9') || ch == '.' || ch == '-'
+		               ? ch
+		               : '_';
+	}
+	snprintf(dir + o, n - (size_t)o, "%s", i == 0 ? "slot" : "");
+	c->state_dir = dir;
+	return 0;
+}
+
+/* "KEY: value" from the certificate the child printed. */
+static void
+take(const char *line, const char *key, char *dst, size_t size)
+{
+	size_t n = strlen(key);
+
+	if (strncmp(line, key, n) != 0)
+		return;
+	line += n;
+	while (*line == ' ')
+		line++;
+	snprintf(dst, size, "%s", line);
+}
+
+/* The log lines that mark a step of enroll_run (enroll.c, exchange.c). */
+static const struct {
+	const char *text;
+	int state;
+} steps[] = {
+    {"PKCSReq transactionID", CARD_REQUEST},
+    {"CertPoll transactionID", CARD_REQUEST},
+    {"PENDING", CARD_PENDING},
+    {"enrolled: certificate stored", CARD_STORED},
+};
+
+static void
+child_line(struct station *s, struct card *k, int which, const char *line)
+{
+	static const char pfx[] = "p11enroll: ", err[] = "error: ";
+	size_t i;
+
+	if (which == 0) {
+		take(line, "key:", k->key_uri, sizeof(k->key_uri));
+		take(line, "serial:", k->cert_serial, sizeof(k->cert_serial));
+		take(line, "not after:", k->not_after, sizeof(k->not_after));
+		return;
+	}
+	if (log_get_level() >= LOG_LVL_DEBUG)
+		fprintf(stderr, "[%s] %s\n", k->info.serial, line);
+	if (strncmp(line, pfx, sizeof(pfx) - 1) == 0)
+		line += sizeof(pfx) - 1;
+	if (strncmp(line, err, sizeof(err) - 1) == 0 && k->reason[0] == '\0')
+		snprintf(k->reason, sizeof(k->reason), "%s", line + sizeof(err) - 1);
+	if (strstr(line, "already holds a valid certificate") != NULL)
+		k->holds = 1;
+	for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+		if (strstr(line, steps[i].text) != NULL && k->state != steps[i].state)
+			station_set_state(s, k, steps[i].state, NULL);
+}
+
+void
+station_read(struct station *s, struct card *k, int which)
+{
+	char *nl, *b = k->buf[which];
+	size_t *len = &k->len[which];
+	ssize_t n;
+
+	n = read(k->fd[which], b + *len, sizeof(k->buf[which]) - 1 - *len);
+	if (n < 0 && errno == EINTR)
+		return;
+	if (n > 0)
+		*len += (size_t)n;
+	b[*len] = '\0';
+	while ((nl = strchr(b, '\n')) != NULL || (n <= 0 && *len > 0) ||
+	       *len == sizeof(k->buf[which]) - 1) {
+		if (nl != NULL)
+			*nl = '\0';
+		child_line(s, k, which, b);
+		if (nl == NULL) {
+			*len = 0;
+			break;
+		}
+		*len -= (size_t)(nl + 1 - b);
+		memmove(b, nl + 1, *len + 1);
+	}
+	if (n <= 0) {
+		close(k->fd[which]);
+		k->fd[which] = -1;
+	}
+}
+
+void
+station_finish(struct station *s, struct card *k)
+{
+	struct provreport_rec rec;
+	int state = k->err == 0                  ? (k->holds ? CARD_SKIPPED : CARD_DONE)
+	            : k->err == P11E_ERR_PENDING ? CARD_PENDING_FINAL
+	                                         : CARD_FAILED;
+
+	if (state == CARD_FAILED && k->reason[0] == '\0')
+		snprintf(k->reason, sizeof(k->reason), "%s", p11e_strerror(k->err));
+	if (state != CARD_FAILED && state != CARD_PENDING_FINAL)
+		k->reason[0] = '\0';
+	station_set_state(s, k, state, NULL);
+	if (s->report_fd == -1)
+		return;
+	memset(&rec, 0, sizeof(rec));
+	rec.serial = k->info.serial;
+	rec.label = k->info.label;
+	rec.result = result_name(state);
+	rec.cert_serial = k->cert_serial[0] != '\0' ? k->cert_serial : NULL;
+	rec.not_after = k->not_after[0] != '\0' ? k->not_after : NULL;
+	rec.key_uri = k->key_uri[0] != '\0' ? k->key_uri : NULL;
+	rec.error = k->reason[0] != '\0' ? k->reason : NULL;
+	(void)provreport_write(s->report_fd, s->o->report, &rec);
+}
+
+void
+station_end(struct station *s)
+{
+	size_t i, count[CARD_PENDING_FINAL + 1];
+	const struct card *k;
+
+	memset(count, 0, sizeof(count));
+	printf("%-16s  %-24s  %-8s  %s\n", "SERIAL", "LABEL", "RESULT",
+	       "CERTIFICATE SERIAL, NOT AFTER / ERROR");
+	for (i = 0; i < s->n; i++) {
+		k = &s->cards[i];
+		count[k->state]++;
+		if (k->state == CARD_WAITING) {
+			printf("%-16s  %-24.32s  %-8s  %s\n", k->info.serial, k->info.label, "-",
+			       "not started (interrupted)");
+		} else if (k->state == CARD_FAILED || k->state == CARD_PENDING_FINAL) {
+			printf("%-16s  %-24.32s  %-8s  %s\n", k->info.serial, k->info.label,
+			       result_name(k->state), k->reason);
+		} else {
+			printf("%-16s  %-24.32s  %-8s  %s, %s\n", k->info.serial, k->info.label,
+			       result_name(k->state), k->cert_serial, k->not_after);
+		}
+	}
+	printf("%zu token%s: %zu enrolled, %zu skipped, %zu pending, %zu failed", s->n,
+	       s->n == 1 ? "" : "s", count[CARD_DONE], count[CARD_SKIPPED],
+	       count[CARD_PENDING_FINAL], count[CARD_FAILED]);
+	if (count[CARD_WAITING] > 0)
+		printf(", %zu not started", count[CARD_WAITING]);
+	printf("\n");
+	fflush(stdout);
+}
+
+int
+station_result(const struct station *s)
+{
+	size_t i;
+	int pending = 0, waiting = 0;
+
+	for (i = 0; i < s->n; i++) {
+		if (s->cards[i].state == CARD_FAILED)
+			return s->cards[i].err != 0 ? s->cards[i].err : P11E_ERR_INTERNAL;
+		pending |= s->cards[i].state == CARD_PENDING_FINAL;
+		waiting |= s->cards[i].state == CARD_WAITING;
+	}
+	return pending || (waiting && !s->o->watch) ? P11E_ERR_PENDING : 0;
+}
+
+void
+station_free(struct station *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++) {
+		if (s->cards[i].fd[0] != -1)
+			close(s->cards[i].fd[0]);
+		if (s->cards[i].fd[1] != -1)
+			close(s->cards[i].fd[1]);
+	}
+	if (s->report_fd != -1)
+		close(s->report_fd);
+	tok_watch_stop(s->watch_pid, s->watch_fd);
+	free(s->cards);
+	free(s->module);
+	tok_uri_free(s->uri);
+	pinmap_free(s->pins);
+}

@@ -1,0 +1,99 @@
+/*
+ * station.h: what `provision` knows about each card and how it shows it:
+ * the states read from the enrollment processes' output, the progress lines
+ * or log lines, the report records, the summary. Private to provision.c.
+ */
+#ifndef P11E_STATION_H
+#define P11E_STATION_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "conf.h"
+#include "provision.h"
+#include "tok.h"
+#include "uri.h"
+
+enum card_state {
+	CARD_WAITING, /* listed, not started */
+	CARD_KEY,     /* started: token, login, key */
+	CARD_REQUEST, /* the SCEP request is out */
+	CARD_PENDING,
+	CARD_STORED, /* certificate on the token, read back */
+	CARD_DONE,   /* final states from here on */
+	CARD_SKIPPED,
+	CARD_FAILED,
+	CARD_PENDING_FINAL, /* ended PENDING: the next run polls */
+};
+
+struct card {
+	struct tok_info info;
+	int state; /* enum card_state */
+	int holds; /* the child said the token already holds a valid certificate */
+	pid_t pid; /* running child, else 0 */
+	int fd[2]; /* its stdout, stderr; -1 when closed */
+	char buf[2][1024];
+	size_t len[2];
+	int err; /* the child's result as a P11E_ERR_* */
+	char reason[256], cert_serial[80], not_after[48], key_uri[512];
+};
+
+struct pinmap;
+
+struct station {
+	const struct conf *c;
+	const struct provision_opts *o;
+	struct pinmap *pins;
+	char *module;
+	struct tok_uri *uri;
+	unsigned char ca_fp[32]; /* the CA as the parent checked it */
+	struct card *cards;
+	size_t n, cap, running, jobs;
+	int report_fd;   /* -1: no report */
+	pid_t watch_pid; /* --watch: the slot event watcher (tok_watch_start), else 0 */
+	int watch_fd;    /* its pipe; -1 once it has ended (no events: poll) */
+	int rescan;      /* it reported an event */
+	int begun;       /* station_begin was called: new cards are shown at once */
+	int tty;         /* progress lines on a terminal, else log lines */
+	size_t drawn;    /* progress lines on the screen */
+	char hostname[256], date[16];
+};
+
+/* Appends a card in state WAITING. P11E_ERR_ALLOC. */
+int station_add(struct station *s, const struct tok_info *info);
+
+/* The card for this token (same serial, label, manufacturer, model) or NULL. */
+struct card *station_find(struct station *s, const struct tok_info *info);
+
+/* Cards not started yet. */
+size_t station_waiting(const struct station *s);
+
+/* Sets up the output (terminal or not) and the template values. */
+void station_begin(struct station *s);
+
+/*
+ * In the child: c (a copy of the profile) gets the card's expanded dn and
+ * SANs and its own state_dir (state_dir/tokens/SERIAL). P11E_ERR_ALLOC,
+ * P11E_ERR_CONFIG (logged).
+ */
+int station_expand(const struct station *s, const struct card *k, struct conf *c);
+
+/* A new state (reason: why it failed, or NULL), shown at once. */
+void station_set_state(struct station *s, struct card *k, int state, const char *reason);
+
+/* Reads the child's stdout (which 0) or stderr (1); closes it at EOF. */
+void station_read(struct station *s, struct card *k, int which);
+
+/* The child has ended (k->err set): final state, report line. */
+void station_finish(struct station *s, struct card *k);
+
+/* The summary table on stdout. */
+void station_end(struct station *s);
+
+/* 0, the first failed card's error, or P11E_ERR_PENDING (see provision_run). */
+int station_result(const struct station *s);
+
+/* Closes what is open, frees, wipes PINs. Running children are not waited for. */
+void station_free(struct station *s);
+
+#endif

@@ -1,0 +1,234 @@
+#!/bin/bash
+# t-provision.sh: `p11enroll provision`, the provisioning station: many SoftHSM tokens in
+# one token directory enrolled at once against the real scepserver, per-token subjects,
+# the JSON-lines report, the PIN map, and --watch with tokens that appear while it runs.
+. "$(dirname "$0")/lib.sh"
+
+# make_cards N: tokens card-01..card-N in $T/hsm (one PIN for all, in $T/hsm/pin).
+# Sets LABELS and SERIALS (same order).
+make_cards() {
+	local i
+	LABELS=() SERIALS=()
+	for ((i = 1; i <= $1; i++)); do
+		make_token "$(printf 'card-%02d' "$i")" || return
+	done
+	card_serials
+}
+
+# card_serials: LABELS and SERIALS of every token in $T/hsm, from softhsm2-util.
+card_serials() {
+	local label serial
+	LABELS=() SERIALS=()
+	while read -r label serial; do
+		LABELS+=("$label")
+		SERIALS+=("$serial")
+	done < <(softhsm2-util --show-slots 2>/dev/null | awk '
+		$1 == "Serial" && $2 == "number:" { serial = $3 }
+		$1 == "Label:" { label = $2 }
+		$1 == "Model:" && label != "" { print label, serial; label = "" }')
+}
+
+# station_conf: the station's configuration: a partial URI (the manufacturer only) and
+# per-token subject templates. Server and CA fingerprint from start_scepserver.
+station_conf() {
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	TOKEN_URI='pkcs11:manufacturer=SoftHSM%20project' CERT_FILE=- KEY_TYPE=${KEY_TYPE:-rsa:2048} \
+		DN='CN=card-{token.serial},OU={token.label},O=Example' \
+		SAN_DNS='{token.serial}.cards.example.com' write_conf
+}
+
+# report_count RESULT: report lines with "result":"RESULT".
+report_count() {
+	grep -c "\"result\":\"$1\"" "$T/report.jsonl" 2>/dev/null || true
+}
+
+# check_card LABEL SERIAL: one key and one certificate with its CKA_ID on the token, the
+# certificate verifies against the server's CA and carries the templated names.
+check_card() {
+	local label=$1 serial=$2 id
+	TOKEN_LABEL=$label
+	token_objects >"objects-$label.txt"
+	assert_eq 1 "$(grep -c '^privkey|' "objects-$label.txt")" "$label: private keys" || return
+	assert_eq 1 "$(grep -c '^cert|' "objects-$label.txt")" "$label: certificates" || return
+	id=$(grep '^privkey|' "objects-$label.txt" | cut -d'|' -f2)
+	assert_eq "$id" "$(grep '^cert|' "objects-$label.txt" | cut -d'|' -f2)" "$label: certificate CKA_ID"
+	p11tool --read-object --type cert --id "$id" -o "$label.der" >/dev/null 2>&1
+	openssl x509 -inform DER -in "$label.der" -out "$label.pem" 2>>openssl.err
+	openssl verify -CAfile "$SCEP_CA_PEM" "$label.pem" >"verify-$label.txt" 2>&1
+	assert_contains "verify-$label.txt" "$label.pem: OK"
+	openssl x509 -in "$label.pem" -noout -subject -nameopt RFC2253 -ext subjectAltName \
+		>"names-$label.txt" 2>&1
+	assert_contains "names-$label.txt" "CN=card-$serial,OU=$label,O=Example"
+	assert_contains "names-$label.txt" "DNS:$serial.cards.example.com"
+	assert_contains "$T/report.jsonl" "\"serial\":\"$serial\",\"label\":\"$label\",\"result\":\"enrolled\""
+}
+
+# scepserver's file depot can fail a request when two are signed at the same moment
+# ("could not convert  to serial number": it read the serial file while another request
+# rewrote it). Those requests, and only those, may fail; a second run enrolls them.
+server_serial_races() {
+	grep -c 'could not convert .*to serial number' "$T/srv/scepserver.log" || true
+}
+
+test_twenty_tokens_jobs_4() {
+	local i races
+	make_cards 20 || return
+	assert_eq 20 "${#SERIALS[@]}" "tokens created" || return
+	start_scepserver "$T/srv" || return
+	station_conf
+	p11e provision --jobs 4 --report "$T/report.jsonl"
+	races=$(server_serial_races)
+	if [ "$races" -gt 0 ]; then
+		echo "scepserver lost $races request(s) to its serial file race; running again" >&2
+		assert_eq 74 "$((RC == 77 ? 74 : RC))" "exit status when the CA refused some"
+		assert_eq "$races" "$(report_count failed)" "failed cards = requests scepserver lost"
+		cp "$T/report.jsonl" "$T/report-first.jsonl"
+		p11e provision --jobs 4 --report "$T/report.jsonl"
+		assert_eq "$races" "$(server_serial_races)" "no new race on the second run" || return
+	else
+		assert_eq 0 "$RC" "exit status of the first run"
+		assert_eq 20 "$(report_count enrolled)" "report lines 'enrolled'"
+	fi
+	assert_eq 0 "$RC" "exit status" || return
+	assert_eq 20 "$(grep -c '"result":"enrolled"' "$T/report.jsonl")" "cards enrolled in the report"
+	assert_match "$OUT" '^20 tokens: '
+	for ((i = 0; i < 20; i++)); do
+		check_card "${LABELS[$i]}" "${SERIALS[$i]}"
+	done
+	# Each line is a JSON object with the fields the station promises.
+	/usr/bin/python3 - "$T/report.jsonl" >report-check.txt 2>&1 <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    assert set(r) >= {"serial", "label", "result", "certificate_serial", "not_after", "key_uri", "error"}, r
+    if r["result"] == "enrolled":
+        assert r["certificate_serial"] and r["not_after"] and r["key_uri"].startswith("pkcs11:"), r
+        assert "serial=" + r["serial"] in r["key_uri"] and r["error"] is None, r
+print("report ok")
+PY
+	assert_contains report-check.txt "report ok"
+
+	# The second run touches nothing: all 20 skipped, still one key and one certificate each.
+	: >"$T/report.jsonl"
+	assert_exit 0 p11e provision --jobs 4 --report "$T/report.jsonl"
+	assert_eq 20 "$(report_count skipped)" "report lines 'skipped' on the second run"
+	assert_match "$OUT" '^20 tokens: 0 enrolled, 20 skipped, 0 pending, 0 failed'
+	for i in 0 7 19; do
+		TOKEN_LABEL=${LABELS[$i]}
+		assert_eq 1 "$(count_objects privkey)" "${LABELS[$i]}: private keys after the second run"
+		assert_eq 1 "$(count_objects cert)" "${LABELS[$i]}: certificates after the second run"
+	done
+}
+
+# A wrong PIN on two cards: those two fail after exactly one C_Login each and keep
+# nothing of this run; the 18 others are enrolled; exit 74.
+test_wrong_pin_on_two() {
+	local i pin bad1 bad2
+	make_cards 20 || return
+	start_scepserver "$T/srv" || return
+	MODULE=$P11E_FAULT_MODULE station_conf
+	pin=$(head -n1 "$T/hsm/pin")
+	bad1=${SERIALS[3]} bad2=${SERIALS[16]}
+	(
+		umask 077
+		echo "# serial = PIN"
+		for ((i = 0; i < 20; i++)); do
+			case ${SERIALS[$i]} in
+			"$bad1" | "$bad2") echo "${SERIALS[$i]} = 0000wrong" ;;
+			*) echo "${SERIALS[$i]} = $pin" ;;
+			esac
+		done
+	) >"$T/pins"
+	sed -i -e '/^pin_file/d' -e "/^\[token\]/a pin_map_file = $T/pins" "$CONF"
+
+	# A PIN map others can read is refused before any token is touched.
+	chmod 644 "$T/pins"
+	export FAULT_LOG=$T/fault.log
+	assert_exit 78 p11e provision --jobs 4
+	assert_contains "$ERR" "is readable by others (mode 0644)"
+	assert_eq 0 "$(awk '$1 == "C_Login"' "$FAULT_LOG" 2>/dev/null | wc -l)" "C_Login calls with a readable PIN map"
+	chmod 600 "$T/pins"
+
+	p11e provision --jobs 4 --report "$T/report.jsonl"
+	if [ "$(server_serial_races)" -gt 0 ]; then
+		skip "scepserver lost a request to its serial file race (see its log); not a p11enroll result"
+	fi
+	assert_eq 74 "$RC" "exit status with two wrong PINs"
+	assert_eq 18 "$(report_count enrolled)" "report lines 'enrolled'"
+	assert_eq 2 "$(report_count failed)" "report lines 'failed'"
+	for i in "$bad1" "$bad2"; do
+		assert_match "$T/report.jsonl" "\"serial\":\"$i\".*\"result\":\"failed\".*\"error\":\"wrong PIN"
+	done
+	assert_eq 20 "$(awk '$1 == "C_Login"' "$FAULT_LOG" | wc -l)" "C_Login calls (one per card)"
+	assert_eq 2 "$(awk '$1 == "C_Login" && $2 == "CKR_PIN_INCORRECT"' "$FAULT_LOG" | wc -l)" \
+		"C_Login calls refused (one per wrong PIN)"
+	assert_not_contains "$ERR" "0000wrong"
+	assert_not_contains "$OUT" "0000wrong"
+	assert_not_contains "$T/report.jsonl" "0000wrong"
+	assert_not_contains "$ERR" "$pin"
+	PIN=$pin
+	for ((i = 0; i < 20; i++)); do
+		TOKEN_LABEL=${LABELS[$i]}
+		case ${SERIALS[$i]} in
+		"$bad1" | "$bad2")
+			assert_eq 0 "$(count_objects privkey)" "${LABELS[$i]} (wrong PIN): private keys"
+			assert_eq 0 "$(count_objects cert)" "${LABELS[$i]} (wrong PIN): certificates"
+			;;
+		*)
+			assert_eq 1 "$(count_objects cert)" "${LABELS[$i]}: certificates"
+			;;
+		esac
+	done
+}
+
+# --watch: tokens that appear in the token directory while it runs are enrolled (SoftHSM
+# has no slot events: the slot list is read again, with a fresh C_Initialize, every
+# second); SIGINT ends it with exit 0 once the cards in flight are done.
+test_watch_new_tokens() {
+	local pid i rc
+	make_cards 1 || return
+	start_scepserver "$T/srv" || return
+	station_conf
+	"$P11ENROLL" -c "$CONF" provision --watch --report "$T/report.jsonl" \
+		>"$T/watch.out" 2>"$T/watch.err" </dev/null &
+	pid=$!
+	echo "$pid" >"$T/watch.pid"
+	register_pidfile "$T/watch.pid"
+	for ((i = 0; i < 300; i++)); do
+		[ "$(report_count enrolled)" -ge 1 ] && break
+		sleep 0.1
+	done
+	assert_eq 1 "$(report_count enrolled)" "cards enrolled before any was added" || return
+	make_token card-02 && make_token card-03 || return
+	for ((i = 0; i < 300; i++)); do
+		[ "$(report_count enrolled)" -ge 3 ] && break
+		sleep 0.1
+	done
+	assert_eq 3 "$(report_count enrolled)" "cards enrolled after two were added"
+	kill -INT "$pid"
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	wait "$pid"
+	rc=$?
+	rm -f "$T/watch.pid"
+	sed 's/^/  watch stdout: /' "$T/watch.out" >&2
+	sed 's/^/  watch stderr: /' "$T/watch.err" >&2
+	assert_eq 0 "$rc" "exit status of --watch after SIGINT"
+	assert_match "$T/watch.out" '^3 tokens: 3 enrolled, 0 skipped, 0 pending, 0 failed'
+	card_serials
+	for ((i = 0; i < 3; i++)); do
+		check_card "${LABELS[$i]}" "${SERIALS[$i]}"
+	done
+}
+
+# A placeholder the station does not know is a configuration error with file:line.
+test_unknown_placeholder() {
+	make_token || return
+	SCEP_URL=http://127.0.0.1:9/scep DN='CN={token.serail}' write_conf
+	assert_exit 78 p11e provision
+	assert_match "$ERR" "p11enroll.conf:[0-9]+: \\[subject\\] dn: unknown placeholder \\{token.serail\\}"
+}
+
+run_tests
