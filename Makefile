@@ -69,15 +69,20 @@ unit: $(UNIT_BIN)
 	@rc=0; for t in $(UNIT_BIN); do echo "== $$t"; P11E_TEST_DATA=tests/data $$t || rc=1; done; exit $$rc
 
 # A PKCS#11 module of the tests' own that wraps SoftHSM and injects faults (PIN counter
-# flags, token removal); never sanitized, since other tools load it too.
+# flags, token removal, SIGKILL at a call), and an LD_PRELOAD shim that SIGKILLs in the
+# middle of file writes; never sanitized, since other tools load them too.
 FAULT_SO := $(BUILD)/tests/fault-pkcs11.so
-$(FAULT_SO): $(wildcard tests/fault/*.c)
+FAULT_IO_SO := $(BUILD)/tests/fault-io.so
+$(FAULT_SO): tests/fault/fault_pkcs11.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_DEFAULT_SOURCE $(WARN) -O2 -g -fPIC -shared $(PKG_CFLAGS) -o $@ \
-		$(wildcard tests/fault/*.c) -ldl
+	$(CC) -std=c11 -D_DEFAULT_SOURCE $(WARN) -O2 -g -fPIC -shared $(PKG_CFLAGS) -o $@ $< -ldl
+$(FAULT_IO_SO): tests/fault/fault_io.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl
 
-integration: all $(if $(wildcard tests/fault/*.c),$(FAULT_SO))
-	P11ENROLL=$(BUILD)/p11enroll P11E_FAULT_MODULE=$(CURDIR)/$(FAULT_SO) tests/integration/run.sh
+integration: all $(FAULT_SO) $(FAULT_IO_SO)
+	P11ENROLL=$(BUILD)/p11enroll P11E_FAULT_MODULE=$(CURDIR)/$(FAULT_SO) \
+		P11E_FAULT_IO=$(CURDIR)/$(FAULT_IO_SO) tests/integration/run.sh
 
 # The Python test doubles check themselves (and against OpenSSL's CLI) before they judge us.
 doubles:

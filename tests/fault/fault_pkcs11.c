@@ -28,6 +28,12 @@
  *   FAULT_RV_AT=NAME:RV[:N][@AFTER],...
  *                            the Nth call (default 1st) of NAME (after AFTER, as above)
  *                            returns RV once, without reaching the real module.
+ *   FAULT_KILL_AT=NAME[:N][@AFTER][+after]
+ *                            the process raises SIGKILL at the Nth call (default 1st)
+ *                            of NAME (after AFTER, as above): before the call reaches
+ *                            the real module, or with "+after" right after it returned
+ *                            (its effect on the token done, the caller never told). The
+ *                            log gets "NAME KILLED" (before) or "NAME RV KILLED" first.
  *
  * NAME is any PKCS#11 2.40 function name ("C_Sign"); RV a CKR_ name or a hex
  * value ("CKR_DEVICE_ERROR", "0x30", "30"). All slots count as one token: a
@@ -38,6 +44,7 @@
  */
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,6 +274,9 @@ static struct {
 	int removed;
 	struct spec rv_at[MAX_RV_AT];
 	size_t nrv_at;
+	struct spec kill;
+	int kill_post; /* FAULT_KILL_AT "+after": the kill follows the call */
+	int kill_now;  /* the current call is the one to kill after */
 	unsigned long calls[NFUNCS];
 } S;
 
@@ -305,6 +315,27 @@ log_call(const char *name, CK_RV rv, int injected)
 	close(fd);
 }
 
+/* Logs the call (rv unused when before) and ends the process as a crash would. */
+static void
+kill_here(const char *name, CK_RV rv, int before)
+{
+	char line[128], r[48];
+	int fd, n;
+
+	if (S.log[0] != '\0') {
+		rv_text(rv, r, sizeof(r));
+		n = snprintf(line, sizeof(line), "%s%s%s KILLED\n", name, before ? "" : " ",
+		             before ? "" : r);
+		if (n > 0 && (size_t)n < sizeof(line) &&
+		    (fd = open(S.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) >= 0) {
+			if (write(fd, line, (size_t)n) != n)
+				fprintf(stderr, "fault-pkcs11: cannot write to %s\n", S.log);
+			close(fd);
+		}
+	}
+	raise(SIGKILL);
+}
+
 /* ------------------------------------------------------------------ faults */
 
 /*
@@ -327,6 +358,11 @@ fault_pre(enum fid f, enum kind k, CK_RV *rv)
 	int hit = -1;
 
 	S.calls[f]++;
+	if (S.kill.fn >= 0 && spec_count(&S.kill, f) == S.kill.n) {
+		if (!S.kill_post)
+			kill_here(fnames[f], CKR_OK, 1);
+		S.kill_now = 1;
+	}
 	for (i = 0; i < S.nrv_at; i++)
 		if (spec_count(&S.rv_at[i], f) == S.rv_at[i].n && hit < 0)
 			hit = (int)i;
@@ -348,6 +384,8 @@ fault_pre(enum fid f, enum kind k, CK_RV *rv)
 static CK_RV
 fault_post(enum fid f, CK_RV rv, int injected)
 {
+	if (S.kill_now)
+		kill_here(fnames[f], rv, 0);
 	log_call(fnames[f], rv, injected);
 	return rv;
 }
@@ -575,6 +613,20 @@ parse_rv_at(const char *v)
 	return 0;
 }
 
+static int
+parse_kill(const char *v)
+{
+	const char *end = v + strlen(v), *plus = strchr(v, '+');
+
+	if (plus != NULL) {
+		if (strcmp(plus, "+after") != 0)
+			return bad("FAULT_KILL_AT", v, "expected NAME[:N][@AFTER][+after]");
+		S.kill_post = 1;
+		end = plus;
+	}
+	return parse_spec("FAULT_KILL_AT", v, v, end, 0, &S.kill);
+}
+
 static CK_RV
 configure(void)
 {
@@ -585,6 +637,7 @@ configure(void)
 	memset(&S, 0, sizeof(S));
 	S.remove.fn = S.remove.after = -1;
 	S.remove.n = 1;
+	S.kill.fn = -1;
 	S.removed_rv = CKR_SESSION_HANDLE_INVALID;
 	if ((v = getenv("FAULT_PIN_FLAGS")) != NULL && parse_pin_flags(v) != 0)
 		return CKR_ARGUMENTS_BAD;
@@ -597,6 +650,8 @@ configure(void)
 		return CKR_ARGUMENTS_BAD;
 	}
 	if ((v = getenv("FAULT_RV_AT")) != NULL && parse_rv_at(v) != 0)
+		return CKR_ARGUMENTS_BAD;
+	if ((v = getenv("FAULT_KILL_AT")) != NULL && *v != '\0' && parse_kill(v) != 0)
 		return CKR_ARGUMENTS_BAD;
 	if ((v = getenv("FAULT_LOG")) != NULL && *v != '\0') {
 		if (strlen(v) >= sizeof(S.log)) {
