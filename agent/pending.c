@@ -118,10 +118,7 @@ pending_clear(const struct conf *c)
 
 	if ((r = statefile_path(c, "pending-", ".txn", &path)) != 0)
 		return r;
-	if (unlink(path) != 0 && errno != ENOENT) {
-		log_error("cannot remove %s: %s", path, strerror(errno));
-		r = P11E_ERR_FILE;
-	}
+	r = store_unlink(path);
 	free(path);
 	return r;
 }

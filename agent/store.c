@@ -1,6 +1,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,21 +115,51 @@ fsync_dir(const char *dir)
 	return 0;
 }
 
+/*
+ * Removes dname's "<base>.tmp.<pid>.XXXXXX" files whose writer is gone: what
+ * a crash between mkstemp and rename left. A live writer's file stays.
+ */
+static void
+sweep_temps(const char *dname, const char *base)
+{
+	DIR *d;
+	struct dirent *e;
+	size_t bl = strlen(base);
+	char *end;
+	long pid;
+
+	if ((d = opendir(dname)) == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, base, bl) != 0 || strncmp(e->d_name + bl, ".tmp.", 5) != 0)
+			continue;
+		pid = strtol(e->d_name + bl + 5, &end, 10);
+		if (end == e->d_name + bl + 5 || *end != '.' || pid <= 0 ||
+		    (long)(pid_t)pid != pid || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 ||
+		    errno != ESRCH)
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+			log_info("removed %s/%s, left by an interrupted run", dname, e->d_name);
+	}
+	closedir(d);
+}
+
 int
 store_write_atomic(const char *path, const void *buf, size_t len, mode_t mode)
 {
 	char *tmp = NULL, *dir = NULL, *slash;
-	const char *dname = ".";
+	const char *dname = ".", *base = path;
 	int fd = -1, r = P11E_ERR_INTERNAL, err = 0, made = 0;
-	size_t pl = strlen(path);
+	size_t tl = strlen(path) + 48;
 
-	if ((tmp = malloc(pl + sizeof(".tmp.XXXXXX"))) == NULL || (dir = strdup(path)) == NULL) {
+	if ((tmp = malloc(tl)) == NULL || (dir = strdup(path)) == NULL) {
 		r = P11E_ERR_ALLOC;
 		goto out;
 	}
-	memcpy(tmp, path, pl);
-	memcpy(tmp + pl, ".tmp.XXXXXX", sizeof(".tmp.XXXXXX"));
+	/* The writer's PID in the name tells sweep_temps whose it is. */
+	snprintf(tmp, tl, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
 	if ((slash = strrchr(dir, '/')) != NULL) {
+		base = path + (slash - dir) + 1;
 		slash[slash == dir ? 1 : 0] = '\0';
 		dname = dir;
 	}
@@ -160,6 +191,7 @@ store_write_atomic(const char *path, const void *buf, size_t len, mode_t mode)
 		r = P11E_ERR_FILE;
 		goto out;
 	}
+	sweep_temps(dname, base);
 	r = 0;
 	goto out;
 fail:
@@ -171,6 +203,31 @@ out:
 	if (made)
 		unlink(tmp);
 	free(tmp);
+	free(dir);
+	return r;
+}
+
+int
+store_unlink(const char *path)
+{
+	char *dir = NULL, *slash;
+	int r = 0;
+
+	if (unlink(path) != 0) {
+		if (errno == ENOENT)
+			return 0;
+		log_error("cannot remove %s: %s", path, strerror(errno));
+		return P11E_ERR_FILE;
+	}
+	if ((dir = strdup(path)) == NULL)
+		return P11E_ERR_ALLOC;
+	if ((slash = strrchr(dir, '/')) != NULL)
+		slash[slash == dir ? 1 : 0] = '\0';
+	if (fsync_dir(slash != NULL ? dir : ".") != 0) {
+		log_error("cannot sync directory %s after removing %s: %s",
+		          slash != NULL ? dir : ".", path, strerror(errno));
+		r = P11E_ERR_FILE;
+	}
 	free(dir);
 	return r;
 }

@@ -15,12 +15,19 @@ int store_mkdirs(const char *dir, mode_t mode);
 
 /*
  * Replaces path with buf atomically: a temporary file in the same directory
- * (created O_EXCL with mode), written in full, fsync'ed, renamed over path,
- * then the directory fsync'ed. On any failure the old file is untouched and
- * the temporary removed. Errors: P11E_ERR_FILE, logged with the path and the
- * reason (e.g. "No space left on device").
+ * ("<path>.tmp.<pid>.XXXXXX", created O_EXCL with mode), written in full,
+ * fsync'ed, renamed over path, then the directory fsync'ed. On any failure
+ * the old file is untouched and the temporary removed; temporaries that a
+ * killed writer (its pid gone) left beside path are removed after a success. Errors: P11E_ERR_FILE,
+ * logged with the path and the reason (e.g. "No space left on device").
  */
 int store_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
+
+/*
+ * Removes path (absent is fine), then fsyncs its directory so that the
+ * removal survives a crash. Errors: P11E_ERR_FILE, logged with the path.
+ */
+int store_unlink(const char *path);
 
 /*
  * Reads a whole file of at most max bytes. *out is malloc'ed (and

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -223,6 +224,36 @@ test_write_atomic_short_write(void **state)
 	assert_int_equal(r, P11E_ERR_FILE);
 	assert_content(p, "old content");
 	assert_int_equal(count_names(f->dir, ".tmp"), 0);
+}
+
+/*
+ * A temporary file a killed writer left ("<name>.tmp.<pid>.XXXXXX", that pid
+ * gone) is removed by the next write of the file; a live writer's stays, and
+ * so do other files' temporaries.
+ */
+static void
+test_write_atomic_sweeps_dead_temps(void **state)
+{
+	struct fx *f = *state;
+	char dead[64], live[64], other[64];
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	snprintf(dead, sizeof(dead), "cert.pem.tmp.%ld.AbCdEf", (long)pid);
+	snprintf(live, sizeof(live), "cert.pem.tmp.%ld.GhIjKl", (long)getppid());
+	snprintf(other, sizeof(other), "other.pem.tmp.%ld.MnOpQr", (long)pid);
+	put_file(pj(f, dead), "half a cert");
+	put_file(pj(f, live), "being written");
+	put_file(pj(f, other), "not ours");
+	assert_int_equal(store_write_atomic(pj(f, "cert.pem"), "new", 3, 0644), 0);
+	assert_content(pj(f, "cert.pem"), "new");
+	assert_int_equal(access(pj(f, dead), F_OK), -1);
+	assert_int_equal(access(pj(f, live), F_OK), 0);
+	assert_int_equal(access(pj(f, other), F_OK), 0);
+	assert_int_equal(count_names(f->dir, ".tmp"), 2);
 }
 
 static void
@@ -528,6 +559,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_write_atomic_bad_dir, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_atomic_rename_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_atomic_short_write, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_atomic_sweeps_dead_temps, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_file, setup, teardown),
 	    cmocka_unit_test(test_cert_pem),
 	    cmocka_unit_test_setup_teardown(test_trust_write, setup, teardown),
