@@ -247,9 +247,8 @@ out:
 	return r;
 }
 
-/* cert_file holds cert: (re)written when missing or different. */
-static int
-sync_cert_file(const struct conf *c, X509 *cert)
+int
+enroll_sync_cert_file(const struct conf *c, X509 *cert)
 {
 	int r;
 	unsigned char *old = NULL;
@@ -481,7 +480,7 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 		if (r != 0 || !pend.renewal)
 			r = pending_clear(c);
 		if (r == 0)
-			r = sync_cert_file(c, cert);
+			r = enroll_sync_cert_file(c, cert);
 		goto out;
 	}
 	if (r != P11E_ERR_NOTFOUND)

@@ -79,6 +79,9 @@ int enroll_fetch_challenge(const struct conf *c, const struct ca_info *ci, char 
 /* Writes cert_file (PEM, 0644, atomically) when configured. */
 int enroll_write_cert_file(const struct conf *c, X509 *cert);
 
+/* cert_file (when configured) holds cert: rewritten when missing or different. */
+int enroll_sync_cert_file(const struct conf *c, X509 *cert);
+
 /* 1 when cert is within its validity period now. */
 int enroll_cert_valid_now(X509 *cert);
 

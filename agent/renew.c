@@ -20,6 +20,7 @@
 #include "schedule.h"
 #include "scep.h"
 #include "secret.h"
+#include "tidy.h"
 #include "tok.h"
 
 static int
@@ -135,23 +136,70 @@ same_key(const struct tok_key *a, const struct tok_key *b)
 	return a->id_len == b->id_len && memcmp(a->id, b->id, a->id_len) == 0;
 }
 
-/* After the new certificate is on the token: the old one (and key) go. */
+/*
+ * After the new certificate (cert, of nk) is on the token: the old one (and
+ * key) go, with what earlier interrupted runs left (tidy.h).
+ */
 static void
-remove_old(const struct conf *c, struct tok *t, const struct tok_key *old, X509 *oldcert,
+remove_old(const struct conf *c, struct tok *t, const struct tok_key *old, X509 *cert,
            const struct tok_key *nk)
 {
-	int same = same_key(old, nk);
+	struct tidy_keep keep = {NULL, 0};
+	size_t n = 0;
 
-	if (c->renew_keep_old) {
-		log_info("keeping the old certificate%s (keep_old = yes)", same ? "" : " and key");
-		return;
-	}
-	if (tok_destroy_cert(t, old, oldcert) != 0)
-		log_warn("the old certificate stays on token '%s'; the new one is used (latest "
-		         "notAfter)",
+	if (c->renew_keep_old)
+		log_info("keeping the old certificate%s (keep_old = yes)",
+		         same_key(old, nk) ? "" : " and key");
+	if (tidy_run(c, t, nk, cert, &keep, 0, &n) != 0)
+		log_warn("the old certificate or key stays on token '%s'; the new one is used "
+		         "(latest notAfter) and the next `p11enroll renew` removes the rest",
 		         tok_get_info(t)->label);
-	if (!same && tok_destroy_key(t, old) != 0)
-		log_warn("the old key stays on token '%s'", tok_get_info(t)->label);
+}
+
+/*
+ * Before a renewal: leftovers of an interrupted one go, but for the key of a
+ * pending request and one key without certificate that pick_key reuses.
+ */
+static void
+tidy_before(const struct conf *c, struct tok *t, const struct tok_key *old, X509 *oldcert,
+            const struct pending *pend)
+{
+	struct tidy_keep keep = {pend, c->renew_new_key && (pend == NULL || !pend->renewal)};
+	size_t n = 0;
+
+	if (tidy_run(c, t, old, oldcert, &keep, 0, &n) != 0)
+		log_warn("leftovers of an earlier renewal stay on token '%s'; renewing anyway",
+		         tok_get_info(t)->label);
+}
+
+/*
+ * Not due: leftovers of an interrupted renewal (tidy.h) are removed, logging
+ * in only for them, and cert_file is made to hold the current certificate.
+ */
+static int
+settle(const struct conf *c, const struct renew_opts *o, struct tok *t, const struct tok_key *cur,
+       X509 *curcert, const struct pending *pend)
+{
+	struct tidy_keep keep = {pend, 0};
+	char *pin = NULL;
+	size_t left = 0;
+	int r;
+
+	if ((r = tidy_run(c, t, cur, curcert, &keep, 1, &left)) != 0)
+		return r;
+	if (left > 0) {
+		log_info("token '%s' holds %zu object%s of an interrupted renewal; logging in to "
+		         "remove %s",
+		         tok_get_info(t)->label, left, left == 1 ? "" : "s",
+		         left == 1 ? "it" : "them");
+		if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0)
+			return r;
+		r = tok_login(t, pin, o->allow_final_pin_try);
+		secret_free(pin);
+		if (r != 0 || (r = tidy_run(c, t, cur, curcert, &keep, 0, &left)) != 0)
+			return r;
+	}
+	return enroll_sync_cert_file(c, curcert);
 }
 
 /*
@@ -285,7 +333,7 @@ find_current(const struct conf *c, struct tok *t, struct tok_key ***keys, size_t
 int
 renew_run(const struct conf *c, const struct renew_opts *o)
 {
-	int r, trust = 0, generated = 0, have_pend = 0;
+	int r, trust = 0, generated = 0, have_pend = 0, loaded;
 	struct tok *t = NULL;
 	struct tok_key **keys = NULL, *nk = NULL, *old = NULL;
 	size_t n = 0, cur = 0;
@@ -304,7 +352,8 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 		goto out;
 	if ((r = pending_load(c, &pend)) != 0 && r != P11E_ERR_NOTFOUND)
 		goto out;
-	have_pend = r == 0 && pend.renewal;
+	loaded = r == 0;
+	have_pend = loaded && pend.renewal;
 	if ((r = renew_due(c, t, oldcert, &due, why, sizeof(why))) != 0)
 		goto out;
 	fmt_time(due, when, sizeof(when));
@@ -312,7 +361,7 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 		printf("renewal:     not due; due %s (%s)\n", when, why);
 		log_info("not due for renewal before %s (%s); `renew --force` renews now", when,
 		         why);
-		r = 0;
+		r = settle(c, o, t, keys[cur], oldcert, loaded ? &pend : NULL);
 		goto out;
 	}
 	if (have_pend)
@@ -349,6 +398,7 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 		r = P11E_ERR_TOKEN;
 		goto out;
 	}
+	tidy_before(c, t, old, oldcert, loaded ? &pend : NULL);
 	/* As enroll: the one-time challenge before the key (a refused challenge
 	 * page costs no key), or after it when a pending renewal's key is gone. */
 	if (needs_challenge(old, have_pend, uc) && (r = unsigned_challenge(c, ci, &uc)) != 0)
@@ -373,7 +423,7 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 	generated = 0; /* the new key has its certificate: it stays */
 	if ((r = pending_clear(c)) != 0 || (r = enroll_write_cert_file(c, cert)) != 0)
 		goto out;
-	remove_old(c, t, old, oldcert, nk);
+	remove_old(c, t, old, cert, nk);
 	log_info("renewed: new certificate stored on token '%s' next to its key",
 	         tok_get_info(t)->label);
 	enroll_print_cert(stdout, t, nk, cert);

@@ -135,6 +135,13 @@ int tok_has_cert(struct tok *t, const struct tok_key *k, X509 *cert);
 int tok_destroy_cert(struct tok *t, const struct tok_key *k, X509 *cert);
 
 /*
+ * The certificate objects with the key's CKA_ID other than keep (exactly its
+ * DER; NULL: all of them): *n counts them, and with destroy they are
+ * destroyed (failures logged as warnings give P11E_ERR_TOKEN, *n still set).
+ */
+int tok_other_certs(struct tok *t, const struct tok_key *k, X509 *keep, int destroy, size_t *n);
+
+/*
  * Stores cert as a token object (CKO_CERTIFICATE, CKC_X_509, CKA_TOKEN=TRUE,
  * CKA_PRIVATE=FALSE, the key's CKA_ID and label, CKA_SUBJECT, CKA_ISSUER,
  * CKA_SERIAL_NUMBER, CKA_VALUE), then reads CKA_VALUE back and compares.

@@ -206,3 +206,39 @@ tok_destroy_cert(struct tok *t, const struct tok_key *k, X509 *cert)
 	free(hs);
 	return r;
 }
+
+int
+tok_other_certs(struct tok *t, const struct tok_key *k, X509 *keep, int destroy, size_t *n)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_ATTRIBUTE tmpl[2];
+	CK_OBJECT_HANDLE *hs = NULL;
+	unsigned char *der = NULL, *kder = NULL;
+	size_t nh = 0, i, len = 0, found = 0;
+	int klen = 0, r;
+
+	if (keep != NULL && (klen = i2d_X509(keep, &kder)) <= 0) {
+		log_openssl(LOG_LVL_ERROR, "cannot encode the certificate");
+		return P11E_ERR_INTERNAL;
+	}
+	tmpl[0] = (CK_ATTRIBUTE){CKA_CLASS, &cls, sizeof(cls)};
+	tmpl[1] = (CK_ATTRIBUTE){CKA_ID, (void *)k->id, (CK_ULONG)k->id_len};
+	if ((r = tok_find_objects(t, tmpl, 2, "certificates", &hs, &nh)) != 0)
+		goto out;
+	for (i = 0; i < nh; i++) {
+		free(der);
+		der = NULL;
+		if (keep != NULL && tok_attr_get(t, hs[i], CKA_VALUE, &der, &len) == CKR_OK &&
+		    len == (size_t)klen && memcmp(der, kder, len) == 0)
+			continue;
+		found++;
+		if (destroy && tok_destroy_object(t, hs[i], "a superseded certificate") != 0)
+			r = P11E_ERR_TOKEN;
+	}
+	*n = found;
+out:
+	free(der);
+	free(hs);
+	OPENSSL_free(kder);
+	return r;
+}

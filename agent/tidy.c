@@ -1,0 +1,103 @@
+/*
+ * tidy.c: leftovers of an interrupted renewal on the token (tidy.h).
+ */
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "err.h"
+#include "log.h"
+#include "tidy.h"
+
+static int
+same_id(const struct tok_key *k, const unsigned char *id, size_t len)
+{
+	return k->id_len == len && memcmp(k->id, id, len) == 0;
+}
+
+/*
+ * Removes the private key, then k's certificates, then the public key: a
+ * crash in between leaves a public key that tidy_run recognises (no private
+ * key), never a certificate without any key object beside it.
+ */
+static int
+remove_pair(struct tok *t, const struct tok_key *k)
+{
+	struct tok_key priv = *k, pub = *k;
+	size_t n = 0;
+
+	priv.pub_handle = 0;
+	pub.priv_handle = 0;
+	if ((priv.priv_handle != 0 && tok_destroy_key(t, &priv) != 0) ||
+	    tok_other_certs(t, k, NULL, 1, &n) != 0 || tok_destroy_key(t, &pub) != 0)
+		return P11E_ERR_TOKEN;
+	return 0;
+}
+
+/* What to do with key k (not the current one); 1: it goes. */
+static int
+goes(const struct conf *c, struct tok *t, const struct tok_key *k, const struct tidy_keep *keep,
+     int *kept, const char **why)
+{
+	size_t nc = 0;
+
+	if (keep->pend != NULL && same_id(k, keep->pend->key_id, keep->pend->key_id_len))
+		return 0;
+	if (tok_other_certs(t, k, NULL, 0, &nc) != 0)
+		return 0;
+	if (nc > 0) {
+		*why = "a superseded key and its certificate";
+		return !c->renew_keep_old;
+	}
+	if (k->priv_handle == 0) {
+		*why = "a public key whose private key is gone (an interrupted removal)";
+		return 1;
+	}
+	if (keep->reuse && !*kept && k->type == c->key_type &&
+	    EVP_PKEY_get_bits(k->pub) == c->key_bits) {
+		*kept = 1;
+		return 0;
+	}
+	*why = "a key left without certificate by an interrupted run";
+	return 1;
+}
+
+int
+tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,
+         const struct tidy_keep *keep, int dry, size_t *n)
+{
+	struct tok_key **keys = NULL;
+	size_t nk = 0, i, count = 0, extra = 0;
+	const char *why = NULL;
+	int r, kept = 0, failed = 0;
+
+	if ((r = tok_find_keys(t, c->key_label, &keys, &nk)) != 0)
+		return r;
+	for (i = 0; i < nk; i++) {
+		if (same_id(keys[i], cur->id, cur->id_len)) {
+			if (c->renew_keep_old)
+				continue;
+			if (tok_other_certs(t, keys[i], curcert, !dry, &extra) != 0)
+				failed = 1;
+			else if (extra > 0 && !dry)
+				log_info("removed %zu superseded certificate%s of the current key",
+				         extra, extra == 1 ? "" : "s");
+			count += extra;
+			continue;
+		}
+		/* Before login no private key is visible: dry runs do not judge by it. */
+		if (dry && keys[i]->priv_handle == 0)
+			keys[i]->priv_handle = 1;
+		if (!goes(c, t, keys[i], keep, &kept, &why))
+			continue;
+		count++;
+		if (dry)
+			continue;
+		log_info("removing %s from token '%s'", why, tok_get_info(t)->label);
+		if (remove_pair(t, keys[i]) != 0)
+			failed = 1;
+	}
+	tok_keys_free(keys, nk);
+	*n = count;
+	return failed ? P11E_ERR_TOKEN : 0;
+}

@@ -1,0 +1,38 @@
+/*
+ * tidy.h: what an interrupted renewal leaves on the token for the profile,
+ * and its removal. A renewal stores the new certificate before it removes the
+ * old pair, so a crash in between leaves two pairs; one before the new
+ * certificate is stored leaves a key without certificate.
+ */
+#ifndef P11E_TIDY_H
+#define P11E_TIDY_H
+
+#include <stddef.h>
+
+#include <openssl/x509.h>
+
+#include "conf.h"
+#include "pending.h"
+#include "tok.h"
+
+/* What tidy_run keeps besides the current pair. */
+struct tidy_keep {
+	const struct pending *pend; /* its key stays (NULL: no pending request) */
+	int reuse; /* this run goes on to make a new key: one key without certificate stays */
+};
+
+/*
+ * Among the profile's keys (label c->key_label) other than cur (whose
+ * certificate is curcert): superseded pairs (a key with a certificate),
+ * certificates of cur other than curcert, keys without certificate, and key
+ * halves whose private key is gone. With keep_old, pairs and certificates
+ * stay. With dry, *n counts them (no login needed: private objects are not
+ * looked at); else, logged in, they are removed (private key, certificates,
+ * then public key, so that a crash leaves what this function recognises)
+ * and *n counts what was removed. Failures to remove are warnings
+ * (P11E_ERR_TOKEN; the next run tries again).
+ */
+int tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,
+             const struct tidy_keep *keep, int dry, size_t *n);
+
+#endif
