@@ -53,8 +53,8 @@ enroll_open_token(const struct conf *c, struct tok **out)
 int
 enroll_blame_token(struct tok *t, int r)
 {
-	if (r == 0 || r == P11E_ERR_TOKEN || r == P11E_ERR_PIN || r == P11E_ERR_PENDING || t == NULL ||
-	    tok_present(t))
+	if (r == 0 || r == P11E_ERR_TOKEN || r == P11E_ERR_PIN || r == P11E_ERR_PENDING ||
+	    t == NULL || tok_present(t))
 		return r;
 	log_error("token '%s' was removed or stopped responding", tok_get_info(t)->label);
 	return P11E_ERR_TOKEN;

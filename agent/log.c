@@ -10,6 +10,9 @@ static int level = LOG_LVL_INFO;
 
 static const char *const prefix[] = {"error: ", "warning: ", "", ""};
 
+/* A profile's name in the daemon: "p11enroll[name]: " ("" = none). */
+static char tag[64];
+
 /* The last error line, for the record of an attempt (attempt.c). */
 static char last_error[256];
 
@@ -23,6 +26,12 @@ int
 log_get_level(void)
 {
 	return level;
+}
+
+void
+log_set_tag(const char *t)
+{
+	snprintf(tag, sizeof(tag), "%s", t != NULL ? t : "");
 }
 
 const char *
@@ -47,7 +56,10 @@ vlog(int l, const char *fmt, va_list ap)
 		vsnprintf(last_error, sizeof(last_error), fmt, copy);
 		va_end(copy);
 	}
-	fprintf(stderr, "p11enroll: %s", prefix[l < 0 ? 0 : l > 3 ? 3 : l]);
+	fprintf(stderr, "p11enroll%s%s%s: %s", tag[0] ? "[" : "", tag, tag[0] ? "]" : "",
+	        prefix[l < 0   ? 0
+	               : l > 3 ? 3
+	                       : l]);
 	vfprintf(stderr, fmt, ap);
 }
 

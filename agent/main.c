@@ -11,6 +11,7 @@
 
 #include "attempt.h"
 #include "conf.h"
+#include "daemon.h"
 #include "enroll.h"
 #include "err.h"
 #include "http.h"
@@ -57,6 +58,11 @@ static const char usage_text[] =
     "            [renewal], says when and exits 0 without contacting the CA\n"
     "            --force                renew now, due or not\n"
     "            --allow-final-pin-try  as for enroll\n"
+    "  run       the agent: enrolls each profile that has no valid certificate,\n"
+    "            renews when due, polls pending requests, retries failures with\n"
+    "            capped, jittered backoff (or as the server's Retry-After asks);\n"
+    "            sleeps in between. -c may be repeated, or name a directory of\n"
+    "            *.conf files. SIGHUP reloads, SIGTERM stops\n"
     "  status    what the token holds for this profile, when it is due for\n"
     "            renewal, the last enroll/renew attempt and a pending request\n"
     "            (no PIN needed)\n"
@@ -70,7 +76,8 @@ static const char usage_text[] =
     "            --timeout DURATION  per module and for the TPM (default 15s)\n"
     "\n"
     "Options:\n"
-    "  -c, --config FILE   configuration (default " P11E_SYSCONFDIR "/p11enroll/p11enroll.conf)\n"
+    "  -c, --config FILE   configuration (default " P11E_SYSCONFDIR "/p11enroll/p11enroll.conf);\n"
+    "                      run: repeatable, or a directory of *.conf files\n"
     "  -v, --verbose       more detail on stderr\n"
     "  -q, --quiet         errors only on stderr\n"
     "  -h, --help          this text\n"
@@ -82,6 +89,8 @@ static const char usage_text[] =
     "  69 server unreachable, HTTP error 76  response failed verification\n"
     "  70 internal error                     (fingerprint, signature, nonce, malformed)\n"
     "  77 rejected by the CA             78  configuration error\n";
+
+#define MAX_PROFILES 64
 
 static void
 harden(void)
@@ -131,7 +140,9 @@ main(int argc, char **argv)
 	    {"max-wait", required_argument, NULL, 'W'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *path = P11E_SYSCONFDIR "/p11enroll/p11enroll.conf", *cmd;
+	char *paths[MAX_PROFILES], *defpath = P11E_SYSCONFDIR "/p11enroll/p11enroll.conf";
+	const char *path, *cmd;
+	size_t npaths = 0;
 	int ch, r, level = LOG_LVL_INFO, fetch_challenge = 0;
 	struct conf *c = NULL;
 	struct enroll_opts eo = {0, 0, 3600};
@@ -144,7 +155,11 @@ main(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "+c:vqhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
-			path = optarg;
+			if (npaths == MAX_PROFILES) {
+				log_error("at most %d -c options", MAX_PROFILES);
+				return P11E_EXIT_USAGE;
+			}
+			paths[npaths++] = optarg;
 			break;
 		case 'v':
 			level = LOG_LVL_DEBUG;
@@ -232,6 +247,19 @@ main(int argc, char **argv)
 			}
 			fetch_challenge = 1;
 		}
+	} else if (strcmp(cmd, "run") == 0) {
+		if (argc > 1) {
+			log_error("run takes no arguments; profiles are given with -c");
+			return P11E_EXIT_USAGE;
+		}
+		if (npaths == 0)
+			paths[npaths++] = defpath;
+		if ((r = scep_init()) == 0 && (r = http_init()) == 0) {
+			r = daemon_run(paths, npaths);
+			http_cleanup();
+		}
+		scep_cleanup();
+		return p11e_exit_code(r);
 	} else if (strcmp(cmd, "status") == 0) {
 		while ((ch = getopt_long(argc, argv, "+", status_opts, NULL)) != -1) {
 			if (ch != 'j') {
@@ -241,7 +269,7 @@ main(int argc, char **argv)
 			status_json = 1;
 		}
 	} else {
-		log_error("unknown command '%s' (check, enroll, provision, renew, status, tokens; "
+		log_error("unknown command '%s' (check, enroll, provision, renew, run, status, tokens; "
 		          "see --help)",
 		          cmd);
 		return P11E_EXIT_USAGE;
@@ -250,6 +278,11 @@ main(int argc, char **argv)
 		log_error("unexpected argument '%s'", argv[optind]);
 		return P11E_EXIT_USAGE;
 	}
+	if (npaths > 1) {
+		log_error("several -c options are for `run` only; %s takes one configuration", cmd);
+		return P11E_EXIT_USAGE;
+	}
+	path = npaths == 1 ? paths[0] : defpath;
 	if ((r = conf_load(path, &c)) != 0)
 		goto out;
 	if ((r = scep_init()) != 0 || (r = http_init()) != 0)

@@ -27,6 +27,14 @@ mix(uint64_t z)
 }
 
 void
+schedule_fmt_time(time_t when, char *buf, size_t len)
+{
+	struct tm tmv;
+
+	strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", gmtime_r(&when, &tmv));
+}
+
+void
 schedule_fmt_duration(long secs, char *buf, size_t len)
 {
 	static const struct {

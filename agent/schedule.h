@@ -56,6 +56,9 @@ long schedule_backoff(unsigned attempt, long base, long cap, uint64_t rnd);
 long schedule_retry_delay(unsigned failures, long min, long max, long retry_after, uint64_t rnd,
                           int *asked);
 
+/* A moment as "2026-11-25 22:15:28Z" (UTC). */
+void schedule_fmt_time(time_t when, char *buf, size_t len);
+
 /* A duration as the largest exact unit: "30d", "12h", "90m", "45s", "2w". */
 void schedule_fmt_duration(long secs, char *buf, size_t len);
 

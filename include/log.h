@@ -12,6 +12,10 @@ enum log_level {
 	LOG_LVL_DEBUG = 3,
 };
 
+/* Lines carry "p11enroll[t]: " instead of "p11enroll: " (the daemon's profile
+ * name); NULL or "" for none. Copied, at most 63 bytes. */
+void log_set_tag(const char *t);
+
 /* Messages above this level are dropped. Default LOG_LVL_INFO. */
 void log_set_level(int level);
 int log_get_level(void);

@@ -73,6 +73,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: 
 from serving import write_file  # noqa: E402
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID  # noqa: E402
 
+BUSY_COUNT = 2         # mode busy: PKIOperations answered 503 before serving
+BUSY_RETRY_AFTER = 4   # mode busy: the Retry-After of those answers, seconds
+
 MODES = {
     "normal": "issue at once",
     "nocaps": "GetCACaps: close the connection without answering (old NDES)",
@@ -102,6 +105,8 @@ MODES = {
     "rollover-forged": "as rollover, GetNextCACert with one byte of the signature flipped",
     "rolled": "after the rollover: GetCACert serves the next CA and its RA, which issue; "
               "GetNextCACert -> 404; renewals signed under the old CA are accepted",
+    "busy": "the first %d PKIOperations -> HTTP 503 with Retry-After: %d, then as normal"
+            % (BUSY_COUNT, BUSY_RETRY_AFTER),
 }
 
 # modes whose GetCACaps advertise GetNextCACert
@@ -363,6 +368,7 @@ class Responder:
         self.pending = {}   # txid -> CSR DER awaiting a CertPoll
         self.issued = {}    # txid -> issued certificate
         self._rogue = None
+        self.busy_left = BUSY_COUNT if mode == "busy" else 0
 
     def rogue(self):
         with self.lock:
@@ -654,6 +660,16 @@ class Handler(BaseHTTPRequestHandler):
     def pki_operation(self, method, der, note):
         op = "PKIOperation"
         mode = self.responder.mode
+        if mode == "busy":
+            with self.responder.lock:
+                busy = self.responder.busy_left > 0
+                self.responder.busy_left -= busy
+            if busy:
+                return self.send_text(503, "busy, come back later\n",
+                                      "%s %s -> 503 Retry-After %d at %.3f (mode busy)"
+                                      % (method, op, BUSY_RETRY_AFTER, time.time()),
+                                      {"Retry-After": str(BUSY_RETRY_AFTER)})
+            log("%s %s served at %.3f (mode busy)" % (method, op, time.time()))
         if mode == "http500":
             return self.send_text(500, "simulated internal server error\n",
                                   "%s %s -> 500 (mode http500)" % (method, op))

@@ -494,6 +494,21 @@ class TestModes(Checks):
         res, _ = self.assert_success(ex)
         self.assert_answers(ex, res)
 
+    def test_busy_then_serves(self):
+        r = start(self, "busy")
+        ex = Exchange(r, make_csr(RSA_KEY))
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=HTTP_TIMEOUT)
+            try:
+                conn.request("POST", "/scep?operation=PKIOperation", ex.message,
+                             {"Content-Type": "application/x-pki-message"})
+                resp = conn.getresponse()
+                resp.read()
+                self.assertEqual((resp.status, resp.getheader("Retry-After")), (503, "4"))
+            finally:
+                conn.close()
+        self.assert_success(ex.send())
+
     def test_single_ca(self):
         r = start(self, "normal", "--single-ca")
         status, ctype, body = r.get("operation=GetCACert")

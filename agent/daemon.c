@@ -1,0 +1,630 @@
+/*
+ * daemon.c: `p11enroll run`. The parent keeps one schedule per profile and
+ * sleeps; each attempt (plan, then enroll, renew or poll) runs in a child.
+ */
+#define _GNU_SOURCE /* pipe2, asprintf */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "attempt.h"
+#include "ca.h"
+#include "conf.h"
+#include "daemon.h"
+#include "enroll.h"
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "pending.h"
+#include "renew.h"
+#include "schedule.h"
+#include "tok.h"
+
+enum action { ACT_NONE = 0, ACT_ENROLL, ACT_RENEW, ACT_CA };
+
+/* What a child reports back over its pipe. */
+struct tick_result {
+	int err;          /* outcome: of the action when one ran, else of planning */
+	int acted;        /* an enroll, renew or poll ran */
+	time_t next_at;   /* the plan's next moment after the attempt; 0 = none */
+	long retry_after; /* seconds the server asked for (HTTP 429/503), 0 = none */
+	char what[256];   /* what next_at is for */
+};
+
+struct profile {
+	char *name; /* config file name without ".conf", for log lines */
+	struct conf *c;
+	time_t next_at;
+	unsigned failures; /* consecutive failed attempts */
+	int parked;        /* refused PIN or bad configuration: waits for SIGHUP */
+	char what[256];
+};
+
+struct daemon {
+	char *const *paths;
+	size_t npaths;
+	struct profile *p;
+	size_t n;
+	int sfd, tfd;
+	int stop, reload;
+};
+
+static void
+profiles_free(struct profile *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; p != NULL && i < n; i++) {
+		free(p[i].name);
+		conf_free(p[i].c);
+	}
+	free(p);
+}
+
+static int
+has_conf_suffix(const struct dirent *e)
+{
+	size_t l = strlen(e->d_name);
+
+	return e->d_name[0] != '.' && l > 5 && strcmp(e->d_name + l - 5, ".conf") == 0;
+}
+
+static int
+add_profile(struct profile **p, size_t *n, const char *path)
+{
+	struct profile *np;
+	const char *base = strrchr(path, '/');
+	size_t l;
+	int r;
+
+	if ((np = realloc(*p, (*n + 1) * sizeof(**p))) == NULL)
+		return P11E_ERR_ALLOC;
+	*p = np;
+	np = &(*p)[*n];
+	memset(np, 0, sizeof(*np));
+	base = base != NULL ? base + 1 : path;
+	l = strlen(base);
+	if (l > 5 && strcmp(base + l - 5, ".conf") == 0)
+		l -= 5;
+	if ((np->name = strndup(base, l)) == NULL)
+		return P11E_ERR_ALLOC;
+	(*n)++;
+	if ((r = conf_load(path, &np->c)) != 0)
+		return r;
+	return 0;
+}
+
+/* Two profiles with one state_dir and key label would share their state files. */
+static int
+check_distinct(const struct profile *p, size_t n)
+{
+	size_t i, j;
+
+	for (i = 0; i < n; i++)
+		for (j = i + 1; j < n; j++)
+			if (strcmp(p[i].c->state_dir, p[j].c->state_dir) == 0 &&
+			    strcmp(p[i].c->key_label, p[j].c->key_label) == 0) {
+				log_error("%s and %s: both use key label '%s' in state_dir %s; "
+				          "give each profile its own [key] label or [agent] "
+				          "state_dir",
+				          p[i].c->path, p[j].c->path, p[i].c->key_label,
+				          p[i].c->state_dir);
+				return P11E_ERR_CONFIG;
+			}
+	return 0;
+}
+
+/* Loads every profile named by the paths (files, or directories of *.conf). */
+static int
+load_profiles(char *const *paths, size_t npaths, struct profile **out, size_t *nout)
+{
+	struct profile *p = NULL;
+	struct dirent **ents = NULL;
+	struct stat st;
+	size_t n = 0, i;
+	int r = P11E_ERR_INTERNAL, k, ne = 0;
+	char *f = NULL;
+
+	for (i = 0; i < npaths; i++) {
+		if (stat(paths[i], &st) != 0 || !S_ISDIR(st.st_mode)) {
+			if ((r = add_profile(&p, &n, paths[i])) != 0)
+				goto out;
+			continue;
+		}
+		if ((ne = scandir(paths[i], &ents, has_conf_suffix, alphasort)) < 0) {
+			log_error("cannot read directory %s: %s", paths[i], strerror(errno));
+			r = P11E_ERR_FILE;
+			goto out;
+		}
+		for (k = 0; k < ne; k++) {
+			if (asprintf(&f, "%s/%s", paths[i], ents[k]->d_name) < 0) {
+				f = NULL;
+				r = P11E_ERR_ALLOC;
+				goto out;
+			}
+			if ((r = add_profile(&p, &n, f)) != 0)
+				goto out;
+			free(f);
+			f = NULL;
+		}
+		if (ne == 0) {
+			log_error("%s holds no *.conf file", paths[i]);
+			r = P11E_ERR_CONFIG;
+			goto out;
+		}
+		for (k = 0; k < ne; k++)
+			free(ents[k]);
+		free(ents);
+		ents = NULL;
+		ne = 0;
+	}
+	if ((r = check_distinct(p, n)) != 0)
+		goto out;
+	*out = p;
+	*nout = n;
+	p = NULL;
+	n = 0;
+	r = 0;
+out:
+	for (k = 0; k < ne; k++)
+		free(ents[k]);
+	free(ents);
+	free(f);
+	profiles_free(p, n);
+	return r;
+}
+
+/*
+ * What the profile needs now: a pending transaction is polled, a token
+ * without a valid certificate of the profile is enrolled, else the renewal
+ * moment decides. Opens the token without logging in.
+ */
+static int
+plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
+{
+	struct pending pend;
+	struct tok *t = NULL;
+	struct tok_key **keys = NULL;
+	size_t n = 0, cur = 0;
+	X509 *cert = NULL;
+	time_t now = time(NULL), due = 0, ca_at = 0;
+	char why[96], when[32];
+	int r;
+
+	if ((r = pending_load(c, &pend)) == 0) {
+		*act = pend.renewal ? ACT_RENEW : ACT_ENROLL;
+		*at = now;
+		snprintf(what, len, "poll of pending %s %s",
+		         pend.renewal ? "renewal" : "enrollment", pend.txid);
+		return 0;
+	}
+	if (r != P11E_ERR_NOTFOUND)
+		return r;
+	if ((r = enroll_open_token(c, &t)) != 0 ||
+	    (r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
+		goto out;
+	if ((r = enroll_find_current(t, keys, n, 1, &cur, &cert)) == P11E_ERR_NOTFOUND) {
+		*act = ACT_ENROLL;
+		*at = now;
+		snprintf(what, len, "enrollment (no valid certificate for key '%s')", c->key_label);
+		r = 0;
+		goto out;
+	}
+	if (r != 0 || (r = renew_due(c, t, cert, &due, why, sizeof(why))) != 0 ||
+	    (r = ca_rollover_check_at(c, &ca_at)) != 0)
+		goto out;
+	schedule_fmt_time(due, when, sizeof(when));
+	*act = due <= now ? ACT_RENEW : ACT_NONE;
+	*at = due;
+	snprintf(what, len, "renewal due %s (%s)", when, why);
+	/* Before the CA expires, its successor must reach the trust dir (GetNextCACert). */
+	if (*act == ACT_NONE && ca_at != 0 && ca_at < due) {
+		schedule_fmt_time(ca_at, when, sizeof(when));
+		*act = ca_at <= now ? ACT_CA : ACT_NONE;
+		*at = ca_at;
+		snprintf(what, len, "look for the CA's successor %s (the CA expires soon)", when);
+	}
+	r = 0;
+out:
+	X509_free(cert);
+	tok_keys_free(keys, n);
+	tok_close(t);
+	return r;
+}
+
+/* The child's whole job: plan, act when due, plan again. */
+static void
+tick(const struct conf *c, struct tick_result *res)
+{
+	struct enroll_opts eo = {0, 0, 0};
+	struct renew_opts ro = {0, 0};
+	enum action act = ACT_NONE;
+	time_t at = 0;
+
+	memset(res, 0, sizeof(*res));
+	http_retry_after_reset();
+	log_clear_last_error();
+	if ((res->err = plan(c, &act, &at, res->what, sizeof(res->what))) != 0)
+		return;
+	res->next_at = at;
+	if (act == ACT_NONE)
+		return;
+	log_info("now: %s", res->what);
+	res->acted = 1;
+	if (act == ACT_ENROLL)
+		res->err = enroll_run(c, &eo);
+	else if (act == ACT_RENEW)
+		res->err = renew_run(c, &ro);
+	else
+		res->err = ca_refresh(c);
+	attempt_record(c,
+	               act == ACT_ENROLL  ? "enroll"
+	               : act == ACT_RENEW ? "renew"
+	                                  : "ca-check",
+	               res->err);
+	res->retry_after = http_retry_after();
+	res->next_at = 0;
+	if (res->err == 0 && plan(c, &act, &at, res->what, sizeof(res->what)) == 0)
+		res->next_at = at;
+}
+
+static long
+deadline_of(const struct conf *c)
+{
+	/* GetCACert, GetCACaps, the challenge page and two PKIOperations, each
+	 * within the timeout, plus the token's own work. */
+	return 6 * c->timeout + 120;
+}
+
+static void
+child_main(struct daemon *d, const struct profile *p, int wfd)
+{
+	struct tick_result res;
+	sigset_t all;
+	const char *b = (const char *)&res;
+	size_t off = 0;
+	ssize_t w;
+
+	close(d->sfd);
+	close(d->tfd);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	sigfillset(&all);
+	sigprocmask(SIG_UNBLOCK, &all, NULL);
+	if (d->n > 1)
+		log_set_tag(p->name);
+	tick(p->c, &res);
+	while (off < sizeof(res) &&
+	       ((w = write(wfd, b + off, sizeof(res) - off)) > 0 || (w < 0 && errno == EINTR)))
+		off += w > 0 ? (size_t)w : 0;
+	fflush(NULL);
+	_exit(0);
+}
+
+/* Reads the signals that arrived; sets d->stop / d->reload. */
+static void
+drain_signals(struct daemon *d)
+{
+	struct signalfd_siginfo si;
+
+	while (read(d->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGHUP) {
+			d->reload = 1;
+		} else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			if (!d->stop)
+				log_info("signal %s: stopping",
+				         si.ssi_signo == SIGTERM ? "TERM" : "INT");
+			d->stop = 1;
+		}
+	}
+}
+
+/*
+ * One attempt in a child. Signals arriving meanwhile are noted; a stop lets
+ * the attempt finish (its writes are crash-safe anyway, but a clean end
+ * leaves nothing to tidy). Past the deadline the child is killed.
+ */
+static void
+run_child(struct daemon *d, const struct profile *p, struct tick_result *res)
+{
+	struct pollfd pf[2];
+	long limit = deadline_of(p->c);
+	time_t end = time(NULL) + limit;
+	size_t got = 0;
+	ssize_t k;
+	int fds[2] = {-1, -1}, status = 0, killed = 0;
+	pid_t pid;
+
+	memset(res, 0, sizeof(*res));
+	res->err = P11E_ERR_INTERNAL;
+	fflush(NULL);
+	if (pipe2(fds, O_CLOEXEC) != 0 || (pid = fork()) < 0) {
+		log_error("cannot start an attempt: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		child_main(d, p, fds[1]);
+	}
+	close(fds[1]);
+	fds[1] = -1;
+	pf[0].fd = fds[0];
+	pf[0].events = POLLIN;
+	pf[1].fd = d->sfd;
+	pf[1].events = POLLIN;
+	while (got < sizeof(*res)) {
+		long left = (long)(end - time(NULL));
+
+		if (left <= 0) {
+			log_error("the attempt took longer than %ld s (token or server hung); "
+			          "stopped it",
+			          limit);
+			kill(pid, SIGKILL);
+			killed = 1;
+			break;
+		}
+		if (poll(pf, 2, (int)(left > 3600 ? 3600000 : left * 1000)) < 0 && errno != EINTR)
+			break;
+		if (pf[1].revents & POLLIN)
+			drain_signals(d);
+		if (pf[0].revents & (POLLIN | POLLHUP)) {
+			k = read(fds[0], (char *)res + got, sizeof(*res) - got);
+			if (k <= 0 && !(k < 0 && errno == EINTR))
+				break;
+			got += k > 0 ? (size_t)k : 0;
+		}
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (got != sizeof(*res)) {
+		memset(res, 0, sizeof(*res));
+		res->err = P11E_ERR_INTERNAL;
+		if (!killed)
+			log_error("the attempt ended without a result (%s %d)",
+			          WIFSIGNALED(status) ? "signal" : "exit status",
+			          WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+	}
+out:
+	if (fds[0] >= 0)
+		close(fds[0]);
+	if (fds[1] >= 0)
+		close(fds[1]);
+}
+
+static uint64_t
+random64(void)
+{
+	uint64_t v = 0;
+
+	if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
+		v = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+	return v;
+}
+
+/* Keeps the daemon's plan in the profile's attempt record, for `status`. */
+static void
+note_next(const struct profile *p)
+{
+	struct attempt a;
+
+	if (attempt_load(p->c, &a) != 0 || a.next_at == p->next_at)
+		return;
+	a.next_at = p->next_at;
+	(void)attempt_save(p->c, &a);
+}
+
+/* The next moment of p after an attempt's result. */
+static void
+schedule(struct profile *p, const struct tick_result *res)
+{
+	time_t now = time(NULL);
+	char when[32], d[32];
+	long delay;
+	int asked = 0;
+
+	if (res->err == P11E_ERR_PIN || res->err == P11E_ERR_CONFIG) {
+		p->parked = 1;
+		log_error("%s; no further attempt until the configuration is reloaded "
+		          "(fix it, then `systemctl reload p11enroll` or SIGHUP)",
+		          res->err == P11E_ERR_PIN
+		              ? "the token refused the PIN (a retry could lock it)"
+		              : "the configuration is not usable");
+		return;
+	}
+	if (res->err == 0 && res->next_at > now) {
+		p->failures = 0;
+		p->next_at = res->next_at;
+		snprintf(p->what, sizeof(p->what), "%s", res->what);
+		schedule_fmt_time(p->next_at, when, sizeof(when));
+		log_info("next: %s", p->what);
+		note_next(p);
+		return;
+	}
+	if (res->err == 0) /* still due right after a successful attempt: never spin */
+		log_warn("still due after the attempt (%s); retrying later", res->what);
+	p->failures++;
+	delay = schedule_retry_delay(p->failures, p->c->retry_min, p->c->retry_max,
+	                             res->retry_after, random64(), &asked);
+	p->next_at = now + delay;
+	schedule_fmt_duration(delay, d, sizeof(d));
+	snprintf(p->what, sizeof(p->what), "retry %u", p->failures);
+	log_info("attempt failed (%s); retry %u in %s%s", p11e_strerror(res->err), p->failures, d,
+	         asked ? " (as the server asked)" : "");
+	note_next(p);
+}
+
+/* A restart continues the backoff of the last failed attempt, and a refused
+ * PIN stays refused while its file is unchanged. */
+static void
+resume(struct profile *p)
+{
+	struct attempt a;
+	time_t now = time(NULL);
+
+	struct stat st;
+	char when[32];
+
+	p->next_at = now;
+	if (attempt_load(p->c, &a) != 0 || a.err == 0)
+		return;
+	/* A boot or restart must not spend one more PIN attempt on the same PIN. */
+	if (a.err == P11E_ERR_PIN && p->c->pin_file != NULL && stat(p->c->pin_file, &st) == 0 &&
+	    st.st_mtime <= a.at) {
+		p->parked = 1;
+		schedule_fmt_time(a.at, when, sizeof(when));
+		log_error("the token refused the PIN at %s and %s has not changed since; no "
+		          "attempt until the configuration is reloaded (fix the PIN file, or the "
+		          "token's PIN, then SIGHUP)",
+		          when, p->c->pin_file);
+		return;
+	}
+	p->failures = a.failures;
+	if (a.next_at > now && a.next_at - now <= p->c->retry_max)
+		p->next_at = a.next_at;
+}
+
+static int
+reload(struct daemon *d)
+{
+	struct profile *np = NULL;
+	size_t nn = 0, i, j;
+	int r;
+
+	d->reload = 0;
+	if ((r = load_profiles(d->paths, d->npaths, &np, &nn)) != 0) {
+		log_error("configuration not reloaded; the profiles loaded before stay in use");
+		return r;
+	}
+	for (i = 0; i < nn; i++) {
+		np[i].next_at = time(NULL);
+		for (j = 0; j < d->n; j++)
+			if (strcmp(np[i].c->path, d->p[j].c->path) == 0)
+				np[i].failures = d->p[j].failures;
+	}
+	profiles_free(d->p, d->n);
+	d->p = np;
+	d->n = nn;
+	log_info("configuration reloaded: %zu profile%s", nn, nn == 1 ? "" : "s");
+	return 0;
+}
+
+/* Arms the timer for the earliest moment; returns 0 when nothing is scheduled. */
+static int
+arm(struct daemon *d)
+{
+	struct itimerspec its;
+	size_t i, best = d->n;
+	char when[32];
+
+	for (i = 0; i < d->n; i++)
+		if (!d->p[i].parked && (best == d->n || d->p[i].next_at < d->p[best].next_at))
+			best = i;
+	memset(&its, 0, sizeof(its));
+	if (best < d->n) {
+		its.it_value.tv_sec = d->p[best].next_at;
+		its.it_value.tv_nsec = 1; /* 0/0 would disarm */
+	}
+	if (timerfd_settime(d->tfd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &its, NULL) != 0)
+		log_warn("cannot set the timer: %s", strerror(errno));
+	if (best == d->n) {
+		log_info("nothing scheduled (every profile is parked); waiting for SIGHUP or "
+		         "SIGTERM");
+		return 0;
+	}
+	schedule_fmt_time(d->p[best].next_at, when, sizeof(when));
+	log_debug("sleeping until %s (%s: %s)", when, d->p[best].name, d->p[best].what);
+	return 1;
+}
+
+static int
+setup(struct daemon *d)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0 ||
+	    (d->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK)) < 0 ||
+	    (d->tfd = timerfd_create(CLOCK_REALTIME, TFD_CLOEXEC | TFD_NONBLOCK)) < 0) {
+		log_error("cannot set up signals and timer: %s", strerror(errno));
+		return P11E_ERR_INTERNAL;
+	}
+	return 0;
+}
+
+int
+daemon_run(char *const *paths, size_t npaths)
+{
+	struct daemon d;
+	struct tick_result res;
+	struct pollfd pf[2];
+	uint64_t expirations;
+	size_t i;
+	int r;
+
+	memset(&d, 0, sizeof(d));
+	d.paths = paths;
+	d.npaths = npaths;
+	d.sfd = d.tfd = -1;
+	if ((r = load_profiles(paths, npaths, &d.p, &d.n)) != 0 || (r = setup(&d)) != 0)
+		goto out;
+	for (i = 0; i < d.n; i++)
+		resume(&d.p[i]);
+	log_info("running %zu profile%s; SIGHUP reloads, SIGTERM stops", d.n, d.n == 1 ? "" : "s");
+	while (!d.stop) {
+		for (i = 0; i < d.n && !d.stop && !d.reload; i++) {
+			if (d.p[i].parked || d.p[i].next_at > time(NULL))
+				continue;
+			run_child(&d, &d.p[i], &res);
+			log_set_tag(d.n > 1 ? d.p[i].name : NULL);
+			schedule(&d.p[i], &res);
+			log_set_tag(NULL);
+		}
+		if (d.stop)
+			break;
+		if (d.reload) {
+			(void)reload(&d);
+			continue;
+		}
+		arm(&d);
+		pf[0].fd = d.sfd;
+		pf[0].events = POLLIN;
+		pf[1].fd = d.tfd;
+		pf[1].events = POLLIN;
+		if (poll(pf, 2, -1) < 0 && errno != EINTR) {
+			log_error("poll: %s", strerror(errno));
+			r = P11E_ERR_INTERNAL;
+			goto out;
+		}
+		if (pf[0].revents & POLLIN)
+			drain_signals(&d);
+		/* ECANCELED: the clock was set; the moments are wall-clock, re-arm. */
+		if (pf[1].revents & POLLIN)
+			(void)!read(d.tfd, &expirations, sizeof(expirations));
+	}
+	log_info("stopped");
+	r = 0;
+out:
+	if (d.sfd >= 0)
+		close(d.sfd);
+	if (d.tfd >= 0)
+		close(d.tfd);
+	profiles_free(d.p, d.n);
+	return r;
+}

@@ -1,0 +1,284 @@
+#!/bin/bash
+# shellcheck source-path=SCRIPTDIR disable=SC2031,SC2034,SC2119  # T is set per test by run_tests; variables feed lib.sh functions
+# t-daemon.sh: `p11enroll run`, the agent, against the real scepserver (and the responder
+# double where a case needs it): enrolls, sleeps until due, renews, retries with backoff,
+# honours Retry-After, parks on a refused PIN, reloads on SIGHUP, stops on SIGTERM, makes no
+# wake-ups while idle.
+. "$(dirname "$0")/lib.sh"
+
+# start_daemon [p11enroll options before `run`...]: the agent in the background (default
+# -c $CONF), stdout in $T/daemon.out, stderr in $T/daemon.log; sets DAEMON_PID.
+start_daemon() {
+	local args=("$@")
+	[ ${#args[@]} -gt 0 ] || args=(-c "$CONF")
+	"$P11ENROLL" "${args[@]}" run >"$T/daemon.out" 2>"$T/daemon.log" </dev/null &
+	DAEMON_PID=$!
+	echo "$DAEMON_PID" >"$T/daemon.pid"
+	register_pidfile "$T/daemon.pid"
+}
+
+# wait_log REGEX [SECONDS] [COUNT]: waits until COUNT (default 1) lines of the agent's log
+# match REGEX; fails (showing the log) after SECONDS (default 30) or when the agent died.
+wait_log() {
+	local re=$1 secs=${2:-30} count=${3:-1} i
+	for ((i = 0; i < secs * 10; i++)); do
+		[ "$(grep -cE "$re" "$T/daemon.log")" -ge "$count" ] && return 0
+		kill -0 "$DAEMON_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	fail "no $count line(s) matching /$re/ in the agent's log within $secs s$(kill -0 "$DAEMON_PID" 2>/dev/null || echo ' (the agent exited)')"
+	sed 's/^/  daemon: /' "$T/daemon.log" >&2
+	return 1
+}
+
+# stop_daemon: SIGTERM; asserts a clean exit 0 within 10 s and no child left behind.
+stop_daemon() {
+	local i rc children
+	children=$(pgrep -P "$DAEMON_PID" | tr '\n' ' ')
+	kill -TERM "$DAEMON_PID" || return
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$DAEMON_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	wait "$DAEMON_PID"
+	rc=$?
+	rm -f "$T/daemon.pid"
+	assert_eq 0 "$rc" "the agent's exit status after SIGTERM"
+	assert_contains "$T/daemon.log" "stopped"
+	for i in $children; do
+		kill -0 "$i" 2>/dev/null && fail "child $i of the agent still runs"
+	done
+	return 0
+}
+
+# renewal_conf [renewal lines...]: appends a [renewal] section to $CONF.
+renewal_conf() {
+	printf '\n[renewal]\n' >>"$CONF"
+	printf '%s\n' "$@" >>"$CONF"
+}
+
+# agent_conf LINE...: appends lines to the [agent] section (the last section of write_conf).
+agent_conf() {
+	printf '%s\n' "$@" >>"$CONF"
+}
+
+# pair_count: "KEYS CERTS" of the test token.
+pair_count() {
+	echo "$(count_objects privkey) $(count_objects cert)"
+}
+
+test_run_enrolls_then_renews_when_due() {
+	make_token || return
+	start_scepserver "$T/srv" -allowrenew 0 || return
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	write_conf
+	# scepserver backdates notBefore: the interval is what makes the next renewal due
+	# 8 s after the agent's first enrollment.
+	assert_exit 0 p11e enroll || return
+	local nb now first second
+	nb=$(date -d "$(openssl x509 -in "$CERT_FILE" -noout -startdate | cut -d= -f2)" +%s)
+	now=$(date +%s)
+	assert_exit 0 p11e renew --force || return # the agent starts from a fresh pair
+	first=$(openssl x509 -in "$CERT_FILE" -noout -serial)
+	renewal_conf "interval = $((now - nb + 8))s" "jitter = 0%"
+	start_daemon
+	wait_log 'next: renewal due' 20 || return
+	assert_not_contains "$T/daemon.log" "starting"
+	assert_eq "1 1" "$(pair_count)" "keys and certificates before the renewal"
+	wait_log 'renewed: new certificate stored' 40 || return
+	wait_log 'next: renewal due' 20 2 || return
+	second=$(openssl x509 -in "$CERT_FILE" -noout -serial)
+	assert_eq 1 "$([ "$first" != "$second" ] && echo 1)" "a new serial after the renewal ($first)"
+	assert_eq "1 1" "$(pair_count)" "keys and certificates after the renewal"
+	openssl verify -CApath "$TRUST_DIR" "$CERT_FILE" >verify.txt 2>&1
+	assert_contains verify.txt "$CERT_FILE: OK"
+	stop_daemon
+}
+
+test_run_enrolls_a_fresh_token_and_reports_it() {
+	setup_enroll || return
+	start_daemon
+	wait_log 'next: renewal due' 30 || return
+	OUT=$T/daemon.out
+	check_enrollment
+	assert_exit 0 p11e status || return
+	assert_match "$OUT" '^renewal:[[:space:]]+due [0-9]{4}-'
+	stop_daemon
+}
+
+test_run_retries_until_the_server_is_up() {
+	make_token || return
+	SCEP_PORT=$(free_port)
+	SCEP_URL=http://127.0.0.1:$SCEP_PORT/scep CA_FP=- SCEP_TIMEOUT=3
+	SCEP_CHALLENGE=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+	write_conf
+	agent_conf "retry_min = 1s" "retry_max = 2s"
+	start_daemon
+	wait_log 'attempt failed \(server unreachable.*\); retry 2 in [0-9]+s' 30 || return
+	assert_eq "0 0" "$(pair_count)" "keys and certificates while the server is down"
+	SCEP_LISTEN_PORT=$SCEP_PORT start_scepserver "$T/srv" || return
+	wait_log 'next: renewal due' 30 || return
+	assert_eq "1 1" "$(pair_count)" "keys and certificates once the server is up"
+	stop_daemon
+}
+
+test_run_honours_retry_after() {
+	make_token || return
+	start_responder "$T/resp" busy || return
+	write_conf
+	agent_conf "retry_min = 1s" "retry_max = 1s"
+	start_daemon
+	wait_log 'next: renewal due' 40 || return
+	assert_contains "$T/daemon.log" "retry 1 in 5s (as the server asked)"
+	assert_contains "$T/daemon.log" "retry 2 in 5s (as the server asked)"
+	# The responder's clock: each request came at least Retry-After after the 503.
+	local times gaps
+	times=$(sed -n 's/.*PKIOperation -> 503 Retry-After 4 at \([0-9.]*\).*/\1/p; s/.*PKIOperation served at \([0-9.]*\).*/\1/p' \
+		"$T/resp/responder.log")
+	gaps=$(echo "$times" | awk 'NR > 1 { printf "%s%.1f", sep, $1 - prev; sep = " " } { prev = $1 }')
+	assert_eq 3 "$(echo "$times" | grep -c .)" "PKIOperations seen by the responder" || return
+	awk -v g="$gaps" 'BEGIN { n = split(g, a, " "); for (i = 1; i <= n; i++) if (a[i] < 4) exit 1 }' ||
+		fail "a request came sooner than Retry-After (gaps: $gaps s)"
+	_pass "gaps between requests: $gaps s"
+	stop_daemon
+}
+
+test_run_wrong_pin_parks_the_profile() {
+	[ -n "${P11E_FAULT_MODULE:-}" ] || {
+		fail "P11E_FAULT_MODULE is not set (make integration sets it)"
+		return
+	}
+	setup_enroll || return
+	local good_pin=$PIN
+	MODULE=$P11E_FAULT_MODULE
+	write_conf
+	agent_conf "retry_min = 1s" "retry_max = 1s"
+	(umask 077 && echo 999999 >"$T/wrong.pin")
+	sed -i "s|^pin_file = .*|pin_file = $T/wrong.pin|" "$CONF"
+	export FAULT_LOG=$T/fault.log
+	start_daemon
+	wait_log 'no further attempt until the configuration is reloaded' 30 || return
+	sleep 3 # retry_min is 1 s: a retry, if there were one, would have come by now
+	assert_eq 1 "$(awk '$1 == "C_Login"' "$FAULT_LOG" | grep -c .)" "C_Login calls" || return
+	assert_eq "0 0" "$(pair_count)" "keys and certificates after the refused PIN"
+	assert_not_contains "$T/daemon.log" "999999"
+	# A restart with the same PIN file spends no further attempt. (pair_count's
+	# pkcs11-tool logs in through the fault module too: count from here.)
+	local logins
+	logins=$(awk '$1 == "C_Login"' "$FAULT_LOG" | grep -c .)
+	stop_daemon
+	start_daemon
+	wait_log 'has not changed since; no attempt until the configuration is reloaded' 10 || return
+	sleep 2
+	assert_eq "$logins" "$(awk '$1 == "C_Login"' "$FAULT_LOG" | grep -c .)" \
+		"C_Login calls, before and after a restart"
+	# Fixed, then reloaded: the agent goes on.
+	sed -i "s|^pin_file = .*|pin_file = $PIN_FILE|" "$CONF"
+	PIN=$good_pin
+	kill -HUP "$DAEMON_PID"
+	wait_log 'configuration reloaded' 10 || return
+	wait_log 'next: renewal due' 30 || return
+	assert_eq "1 1" "$(pair_count)" "keys and certificates after the reload"
+	stop_daemon
+}
+
+test_run_sighup_keeps_the_old_configuration_when_the_new_one_is_bad() {
+	setup_enroll || return
+	start_daemon
+	wait_log 'next: renewal due' 30 || return
+	cp "$CONF" "$T/good.conf"
+	echo "bogus_key = 1" >>"$CONF"
+	kill -HUP "$DAEMON_PID"
+	wait_log 'configuration not reloaded' 10 || return
+	assert_contains "$T/daemon.log" "bogus_key"
+	kill -0 "$DAEMON_PID" || fail "the agent exited on a bad configuration"
+	cp "$T/good.conf" "$CONF"
+	kill -HUP "$DAEMON_PID"
+	wait_log 'configuration reloaded: 1 profile' 10 || return
+	wait_log 'next: renewal due' 20 2 || return
+	assert_eq "1 1" "$(pair_count)" "keys and certificates (nothing enrolled twice)"
+	stop_daemon
+}
+
+test_run_two_profiles_from_a_directory() {
+	make_token || return
+	start_scepserver "$T/srv" || return
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	mkdir -p "$T/conf.d"
+	KEY_LABEL=wifi DN=CN=wifi.example.com,O=Example STATE_DIR=$T/state-wifi \
+		CERT_FILE=$T/wifi.pem write_conf "$T/conf.d/wifi.conf"
+	KEY_LABEL=vpn DN=CN=vpn.example.com,O=Example STATE_DIR=$T/state-vpn \
+		CERT_FILE=$T/vpn.pem write_conf "$T/conf.d/vpn.conf"
+	echo "not a profile" >"$T/conf.d/README"
+	start_daemon -c "$T/conf.d"
+	wait_log 'next: renewal due' 60 2 || return
+	assert_contains "$T/daemon.log" "running 2 profiles"
+	assert_contains "$T/daemon.log" "p11enroll[wifi]: next: renewal due"
+	assert_contains "$T/daemon.log" "p11enroll[vpn]: next: renewal due"
+	assert_contains "$T/daemon.log" "p11enroll[vpn]: enrolled: certificate stored"
+	assert_eq "2 2" "$(pair_count)" "keys and certificates for two profiles"
+	openssl x509 -in "$T/wifi.pem" -noout -subject >wifi.txt && assert_contains wifi.txt "wifi.example.com"
+	openssl x509 -in "$T/vpn.pem" -noout -subject >vpn.txt && assert_contains vpn.txt "vpn.example.com"
+	stop_daemon
+	# One state_dir and one label for two profiles: refused at start.
+	KEY_LABEL=wifi DN=CN=x.example.com STATE_DIR=$T/state-wifi write_conf "$T/dup.conf"
+	assert_exit 78 p11e_raw -c "$T/conf.d/wifi.conf" -c "$T/dup.conf" run
+	assert_contains "$ERR" "both use key label 'wifi'"
+}
+
+test_run_sigterm_lets_the_attempt_in_progress_finish() {
+	make_token || return
+	start_responder "$T/resp" slow || return
+	SCEP_TIMEOUT=4 write_conf
+	start_daemon
+	# The reply is trickling in (one byte a second) when the agent is told to stop.
+	local i
+	for ((i = 0; i < 300; i++)); do
+		grep -q 'PKIOperation' "$T/resp/responder.log" 2>/dev/null && break
+		sleep 0.1
+	done
+	assert_contains "$T/resp/responder.log" "PKIOperation" || return
+	assert_eq 1 "$(pgrep -P "$DAEMON_PID" | grep -c .)" "attempts (children) running at SIGTERM"
+	kill -TERM "$DAEMON_PID"
+	wait_log 'signal TERM: stopping' 5 || return
+	kill -0 "$DAEMON_PID" 2>/dev/null && _pass "the agent waits for the attempt in progress"
+	stop_daemon
+	# The attempt ran to its end (the reply timed out) and took its key back.
+	assert_contains "$T/daemon.log" "timed out after 4 s"
+	assert_contains "$T/daemon.log" "removed the key this attempt generated"
+	assert_eq "0 0" "$(pair_count)" "keys and certificates after the interrupted attempt"
+}
+
+test_run_idle_makes_no_wakeups() {
+	setup_enroll || return
+	local secs=${P11E_IDLE_SECONDS:-60} a b rss
+	start_daemon
+	wait_log 'next: renewal due' 30 || return
+	sleep 1
+	sample() {
+		awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { s = s $2 " " } END { printf "%s", s }' \
+			"/proc/$DAEMON_PID/status"
+		awk '{ print "cpu " $14 + $15 }' "/proc/$DAEMON_PID/stat"
+	}
+	a=$(sample)
+	sleep "$secs"
+	b=$(sample)
+	assert_eq "$a" "$b" "context switches and CPU ticks of the idle agent over $secs s"
+	assert_eq "" "$(pgrep -P "$DAEMON_PID")" "children of the idle agent"
+	rss=$(awk '/^VmRSS/ { print $2 " " $3 }' "/proc/$DAEMON_PID/status")
+	echo "idle agent over $secs s: switches+cpu '$a' -> '$b'; VmRSS $rss" | tee -a "$T/../idle-rss.txt" >&2
+	stop_daemon
+}
+
+test_run_usage() {
+	T=$T p11e_raw -c /nonexistent.conf run extra
+	assert_eq 64 "$RC" "exit status of run with an argument"
+	p11e_raw -c a.conf -c b.conf status
+	assert_eq 64 "$RC" "exit status of status with two -c"
+	assert_contains "$ERR" "several -c options are for \`run\` only"
+	p11e_raw -c /nonexistent.conf run
+	assert_eq 74 "$RC" "exit status of run without its configuration file"
+	assert_contains "$ERR" "/nonexistent.conf"
+}
+
+run_tests
