@@ -333,13 +333,13 @@ test_login_wrong_pin(void **state)
 		skip();
 	open_t1(spy_module(), &t);
 	cap_begin();
-	assert_int_equal(tok_login(t, "0000", 0), P11E_ERR_TOKEN);
+	assert_int_equal(tok_login(t, "0000", 0), P11E_ERR_PIN);
 	msg = cap_end();
 	assert_non_null(strstr(msg, "wrong PIN for token 't1'"));
 	assert_non_null(strstr(msg, "not retried"));
 	assert_null(strstr(msg, "0000"));
 	cap_begin();
-	assert_int_equal(tok_login(t, PIN, 0), P11E_ERR_TOKEN);
+	assert_int_equal(tok_login(t, PIN, 0), P11E_ERR_PIN);
 	msg = cap_end();
 	assert_non_null(strstr(msg, "not retried"));
 	tok_close(t);
