@@ -514,6 +514,7 @@ status_run(const struct conf *c, int json)
 	struct status s;
 
 	memset(&s, 0, sizeof(s));
+	log_clear_last_error(); /* error: what this run could not read */
 	r = status_token(c, &s);
 	status_state(c, &s);
 	if (json)

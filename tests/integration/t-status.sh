@@ -65,6 +65,8 @@ test_status_before_enrollment() {
 	assert_exit 0 p11e status || return
 	assert_contains "$OUT" "state:       not enrolled"
 	assert_not_contains "$OUT" "last attempt:"
+	assert_exit 64 p11e status --yaml
+	assert_exit 64 p11e status --json extra
 }
 
 test_status_json_after_enroll() {
