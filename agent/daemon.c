@@ -2,8 +2,7 @@
  * daemon.c: `p11enroll run`. The parent keeps one schedule per profile and
  * sleeps; each attempt (plan, then enroll, renew or poll) runs in a child.
  */
-#define _GNU_SOURCE /* pipe2, asprintf */
-#include <dirent.h>
+#define _GNU_SOURCE /* pipe2 */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -29,6 +28,7 @@
 #include "http.h"
 #include "log.h"
 #include "pending.h"
+#include "profile.h"
 #include "renew.h"
 #include "schedule.h"
 #include "tok.h"
@@ -44,15 +44,6 @@ struct tick_result {
 	char what[256];   /* what next_at is for */
 };
 
-struct profile {
-	char *name; /* config file name without ".conf", for log lines */
-	struct conf *c;
-	time_t next_at;
-	unsigned failures; /* consecutive failed attempts */
-	int parked;        /* refused PIN or bad configuration: waits for SIGHUP */
-	char what[256];
-};
-
 struct daemon {
 	char *const *paths;
 	size_t npaths;
@@ -61,131 +52,6 @@ struct daemon {
 	int sfd, tfd;
 	int stop, reload;
 };
-
-static void
-profiles_free(struct profile *p, size_t n)
-{
-	size_t i;
-
-	for (i = 0; p != NULL && i < n; i++) {
-		free(p[i].name);
-		conf_free(p[i].c);
-	}
-	free(p);
-}
-
-static int
-has_conf_suffix(const struct dirent *e)
-{
-	size_t l = strlen(e->d_name);
-
-	return e->d_name[0] != '.' && l > 5 && strcmp(e->d_name + l - 5, ".conf") == 0;
-}
-
-static int
-add_profile(struct profile **p, size_t *n, const char *path)
-{
-	struct profile *np;
-	const char *base = strrchr(path, '/');
-	size_t l;
-	int r;
-
-	if ((np = realloc(*p, (*n + 1) * sizeof(**p))) == NULL)
-		return P11E_ERR_ALLOC;
-	*p = np;
-	np = &(*p)[*n];
-	memset(np, 0, sizeof(*np));
-	base = base != NULL ? base + 1 : path;
-	l = strlen(base);
-	if (l > 5 && strcmp(base + l - 5, ".conf") == 0)
-		l -= 5;
-	if ((np->name = strndup(base, l)) == NULL)
-		return P11E_ERR_ALLOC;
-	(*n)++;
-	if ((r = conf_load(path, &np->c)) != 0)
-		return r;
-	return 0;
-}
-
-/* Two profiles with one state_dir and key label would share their state files. */
-static int
-check_distinct(const struct profile *p, size_t n)
-{
-	size_t i, j;
-
-	for (i = 0; i < n; i++)
-		for (j = i + 1; j < n; j++)
-			if (strcmp(p[i].c->state_dir, p[j].c->state_dir) == 0 &&
-			    strcmp(p[i].c->key_label, p[j].c->key_label) == 0) {
-				log_error("%s and %s: both use key label '%s' in state_dir %s; "
-				          "give each profile its own [key] label or [agent] "
-				          "state_dir",
-				          p[i].c->path, p[j].c->path, p[i].c->key_label,
-				          p[i].c->state_dir);
-				return P11E_ERR_CONFIG;
-			}
-	return 0;
-}
-
-/* Loads every profile named by the paths (files, or directories of *.conf). */
-static int
-load_profiles(char *const *paths, size_t npaths, struct profile **out, size_t *nout)
-{
-	struct profile *p = NULL;
-	struct dirent **ents = NULL;
-	struct stat st;
-	size_t n = 0, i;
-	int r = P11E_ERR_INTERNAL, k, ne = 0;
-	char *f = NULL;
-
-	for (i = 0; i < npaths; i++) {
-		if (stat(paths[i], &st) != 0 || !S_ISDIR(st.st_mode)) {
-			if ((r = add_profile(&p, &n, paths[i])) != 0)
-				goto out;
-			continue;
-		}
-		if ((ne = scandir(paths[i], &ents, has_conf_suffix, alphasort)) < 0) {
-			log_error("cannot read directory %s: %s", paths[i], strerror(errno));
-			r = P11E_ERR_FILE;
-			goto out;
-		}
-		for (k = 0; k < ne; k++) {
-			if (asprintf(&f, "%s/%s", paths[i], ents[k]->d_name) < 0) {
-				f = NULL;
-				r = P11E_ERR_ALLOC;
-				goto out;
-			}
-			if ((r = add_profile(&p, &n, f)) != 0)
-				goto out;
-			free(f);
-			f = NULL;
-		}
-		if (ne == 0) {
-			log_error("%s holds no *.conf file", paths[i]);
-			r = P11E_ERR_CONFIG;
-			goto out;
-		}
-		for (k = 0; k < ne; k++)
-			free(ents[k]);
-		free(ents);
-		ents = NULL;
-		ne = 0;
-	}
-	if ((r = check_distinct(p, n)) != 0)
-		goto out;
-	*out = p;
-	*nout = n;
-	p = NULL;
-	n = 0;
-	r = 0;
-out:
-	for (k = 0; k < ne; k++)
-		free(ents[k]);
-	free(ents);
-	free(f);
-	profiles_free(p, n);
-	return r;
-}
 
 /*
  * What the profile needs now: a pending transaction is polled, a token
@@ -505,7 +371,7 @@ reload(struct daemon *d)
 	int r;
 
 	d->reload = 0;
-	if ((r = load_profiles(d->paths, d->npaths, &np, &nn)) != 0) {
+	if ((r = profile_load_all(d->paths, d->npaths, &np, &nn)) != 0) {
 		log_error("configuration not reloaded; the profiles loaded before stay in use");
 		return r;
 	}
@@ -515,7 +381,7 @@ reload(struct daemon *d)
 			if (strcmp(np[i].c->path, d->p[j].c->path) == 0)
 				np[i].failures = d->p[j].failures;
 	}
-	profiles_free(d->p, d->n);
+	profile_free_all(d->p, d->n);
 	d->p = np;
 	d->n = nn;
 	log_info("configuration reloaded: %zu profile%s", nn, nn == 1 ? "" : "s");
@@ -582,7 +448,7 @@ daemon_run(char *const *paths, size_t npaths)
 	d.paths = paths;
 	d.npaths = npaths;
 	d.sfd = d.tfd = -1;
-	if ((r = load_profiles(paths, npaths, &d.p, &d.n)) != 0 || (r = setup(&d)) != 0)
+	if ((r = profile_load_all(paths, npaths, &d.p, &d.n)) != 0 || (r = setup(&d)) != 0)
 		goto out;
 	for (i = 0; i < d.n; i++)
 		resume(&d.p[i]);
@@ -625,6 +491,6 @@ out:
 		close(d.sfd);
 	if (d.tfd >= 0)
 		close(d.tfd);
-	profiles_free(d.p, d.n);
+	profile_free_all(d.p, d.n);
 	return r;
 }

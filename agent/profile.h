@@ -1,0 +1,35 @@
+/*
+ * profile.h: the daemon's profiles: one configuration file each, with its
+ * schedule.
+ */
+#ifndef P11E_PROFILE_H
+#define P11E_PROFILE_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "conf.h"
+
+struct profile {
+	char *name; /* config file name without ".conf", for log lines */
+	struct conf *c;
+	time_t next_at;
+	unsigned failures; /* consecutive failed attempts */
+	int parked;        /* refused PIN or bad configuration: waits for SIGHUP */
+	char what[256];
+};
+
+/*
+ * Loads every profile the paths name: a file, or a directory standing for
+ * every "*.conf" in it (name order; hidden files skipped; none is an error).
+ * Two profiles with the same state_dir and [key] label are refused (their
+ * state files would collide). On success *out is an array of *nout profiles
+ * (schedules zeroed), freed with profile_free_all. Errors: conf_load's,
+ * P11E_ERR_FILE (directory unreadable), P11E_ERR_CONFIG, P11E_ERR_ALLOC.
+ */
+int profile_load_all(char *const *paths, size_t npaths, struct profile **out, size_t *nout);
+
+/* Frees n profiles and the array. Accepts NULL. */
+void profile_free_all(struct profile *p, size_t n);
+
+#endif
