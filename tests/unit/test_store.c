@@ -23,6 +23,7 @@
 
 #include "err.h"
 #include "store.h"
+#include "tmpdir.h"
 
 struct fx {
 	char dir[256];
@@ -32,12 +33,8 @@ static int
 setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	const char *t = getenv("TMPDIR");
 
-	if (f == NULL)
-		return -1;
-	snprintf(f->dir, sizeof(f->dir), "%s/p11e-store-XXXXXX", t != NULL ? t : "/tmp");
-	if (mkdtemp(f->dir) == NULL) {
+	if (f == NULL || tmpdir_make(f->dir, sizeof(f->dir), "store") != 0) {
 		free(f);
 		return -1;
 	}
@@ -49,13 +46,10 @@ static int
 teardown(void **state)
 {
 	struct fx *f = *state;
-	char cmd[300];
-	int rc;
+	int rc = tmpdir_remove(f->dir);
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-	rc = system(cmd);
 	free(f);
-	return rc == 0 ? 0 : -1;
+	return rc;
 }
 
 /* f->dir/name in one of four rotating static buffers. */
