@@ -48,6 +48,7 @@ struct keyword {
 
 static int set_str(struct parser *, const struct keyword *, char *);
 static int set_template(struct parser *, const struct keyword *, char *);
+static int set_init_label(struct parser *, const struct keyword *, char *);
 static int set_url(struct parser *, const struct keyword *, char *);
 static int set_token_uri(struct parser *, const struct keyword *, char *);
 static int set_challenge(struct parser *, const struct keyword *, char *);
@@ -88,6 +89,9 @@ static const struct keyword keywords[] = {
     {"token", "module", set_path, F(module)},
     {"token", "pin_file", set_path, F(pin_file)},
     {"token", "pin_map_file", set_path, F(pin_map_file)},
+    {"token", "init", set_bool, F(token_init)},
+    {"token", "so_pin_file", set_path, F(so_pin_file)},
+    {"token", "init_label", set_init_label, F(init_label)},
     {"key", "type", set_key_type, F(key_type)},
     {"key", "label", set_label, F(key_label)},
     {"subject", "dn", set_template, F(dn)},
@@ -245,6 +249,16 @@ set_template(struct parser *p, const struct keyword *kw, char *v)
 	if ((r = check_template(p, kw, v)) != 0)
 		return r;
 	return set_str(p, kw, v);
+}
+
+/* A token label to give blank tokens: a template, at most 32 bytes as written. */
+static int
+set_init_label(struct parser *p, const struct keyword *kw, char *v)
+{
+	if (strlen(v) > 32)
+		return kw_error(p, kw, "the label is %zu bytes long (a token label has 1 to 32)",
+		                strlen(v));
+	return set_template(p, kw, v);
 }
 
 static int
@@ -790,6 +804,12 @@ finish(struct parser *p)
 		return required(p, "token", "uri");
 	if (c->dn == NULL)
 		return required(p, "subject", "dn");
+	if (c->token_init && c->so_pin_file == NULL) {
+		log_error("%s:%u: [token] init = yes needs so_pin_file (the security officer PIN "
+		          "that C_InitToken sets)",
+		          p->file, seen_at(p, "token", "init"));
+		return P11E_ERR_CONFIG;
+	}
 	if (c->retry_max < c->retry_min && seen_at(p, "agent", "retry_max") == 0)
 		c->retry_max = c->retry_min;
 	if (c->retry_max < c->retry_min) {
@@ -872,6 +892,8 @@ conf_free(struct conf *c)
 	free(c->module);
 	free(c->pin_file);
 	free(c->pin_map_file);
+	free(c->so_pin_file);
+	free(c->init_label);
 	free(c->key_type_str);
 	free(c->key_label);
 	free(c->dn);

@@ -26,7 +26,9 @@
 #include "pinmap.h"
 #include "provision.h"
 #include "provreport.h"
+#include "secret.h"
 #include "station.h"
+#include "template.h"
 #include "tok.h"
 #include "uri.h"
 
@@ -123,7 +125,7 @@ scan(struct station *s)
 	size_t n = 0;
 	int r;
 
-	if ((r = tok_list_tokens(s->module, s->uri, &found, &n)) == 0)
+	if ((r = tok_list_tokens(s->module, s->uri, s->c->token_init, &found, &n)) == 0)
 		r = add_new(s, found, n);
 	free(found);
 	return r;
@@ -151,14 +153,41 @@ child_conf(const struct station *s, const struct card *k, struct conf *c)
 	c->ca_fp_len = 32;
 }
 
+/*
+ * In the child, for a blank card: C_InitToken, C_InitPIN with the PIN the
+ * parent generated; the card as it now is goes to stdout for the parent.
+ */
+static int
+child_init(const struct station *s, struct card *k)
+{
+	struct tmpl_vars v = {k->info.label, k->info.serial, k->info.manufacturer,
+	                      k->info.model, s->hostname,    s->date};
+	struct tok_info ni;
+	char *label = NULL;
+	int r;
+
+	if ((r = tmpl_expand(s->c->init_label != NULL ? s->c->init_label : "p11enroll", &v,
+	                     TMPL_RAW, &label)) != 0)
+		return r;
+	log_info("initialising the blank token in slot %lu as '%s'", k->info.slot_id, label);
+	r = tok_init_token(s->module, k->info.slot_id, s->so_pin, label, k->new_pin, &ni);
+	free(label);
+	if (r != 0)
+		return r;
+	printf("token-serial: %s\ntoken-label: %s\n", ni.serial, ni.label);
+	fflush(stdout);
+	k->info = ni;
+	return 0;
+}
+
 /* In the child: never returns. */
 static void
 child_main(struct station *s, struct card *k, int out, int err)
 {
 	struct conf c = *s->c;
 	struct enroll_opts eo = {s->o->allow_final_pin_try, 0, 0};
-	const char *pin = pinmap_get(s->pins, k->info.serial);
-	int r;
+	const char *pin = NULL;
+	int r = 0;
 
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_DFL);
@@ -168,6 +197,13 @@ child_main(struct station *s, struct card *k, int out, int err)
 	close(err);
 	setvbuf(stderr, NULL, _IOLBF, BUFSIZ);
 	log_set_level(LOG_LVL_DEBUG);
+	if (k->blank) {
+		if ((r = child_init(s, k)) != 0)
+			goto out;
+		pin = k->new_pin;
+	} else {
+		pin = pinmap_get(s->pins, k->info.serial);
+	}
 	child_conf(s, k, &c);
 	c.pin = (char *)pin;
 	if (pin == NULL && c.pin_file == NULL) {
@@ -177,6 +213,7 @@ child_main(struct station *s, struct card *k, int out, int err)
 	} else {
 		r = enroll_run(&c, &eo);
 	}
+out:
 	fflush(stdout);
 	fflush(stderr);
 	_exit(p11e_exit_code(r));
@@ -188,6 +225,8 @@ start(struct station *s, struct card *k)
 	int out[2] = {-1, -1}, err[2] = {-1, -1};
 	pid_t pid;
 
+	if (k->blank && station_new_pin(k) != 0)
+		return P11E_ERR_INTERNAL;
 	if (pipe(out) == -1 || pipe(err) == -1) {
 		log_error("cannot create a pipe: %s", strerror(errno));
 		goto fail;
@@ -398,9 +437,18 @@ provision_run(const struct conf *c, const struct provision_opts *o)
 	}
 	if (c->pin_map_file != NULL && (r = pinmap_load(c->pin_map_file, &s.pins)) != 0)
 		goto out;
+	if (c->token_init && o->watch) {
+		/* SoftHSM always offers one blank token: it would be initialised again
+		 * and again. */
+		log_error("%s: [token] init = yes is not supported with --watch", c->path);
+		r = P11E_ERR_USAGE;
+		goto out;
+	}
+	if (c->token_init && (r = secret_read_file(c->so_pin_file, "SO PIN file", &s.so_pin)) != 0)
+		goto out;
 	if ((r = profile_token(c, &s.module, &s.uri)) != 0)
 		goto out;
-	if (o->report != NULL && (r = provreport_open(o->report, 0, &s.report_fd)) != 0)
+	if (o->report != NULL && (r = provreport_open(o->report, c->token_init, &s.report_fd)) != 0)
 		goto out;
 	if ((r = scan(&s)) != 0)
 		goto out;

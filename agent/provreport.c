@@ -59,6 +59,8 @@ provreport_write(int fd, const char *path, const struct provreport_rec *rec)
 	json_kstr(f, &first, "not_after", rec->not_after);
 	json_kstr(f, &first, "key_uri", rec->key_uri);
 	json_kstr(f, &first, "error", rec->error);
+	if (rec->pin != NULL)
+		json_kstr(f, &first, "pin", rec->pin);
 	fputs("}\n", f);
 	if (fclose(f) != 0) {
 		f = NULL;

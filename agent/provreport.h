@@ -13,6 +13,7 @@ struct provreport_rec {
 	const char *not_after;      /* as p11enroll prints it (ISO 8601), or NULL */
 	const char *key_uri;        /* RFC 7512 URI of the private key, or NULL */
 	const char *error;          /* why it failed or is pending, or NULL */
+	const char *pin; /* [token] init = yes: the new user PIN, else NULL (no member) */
 };
 
 /*

@@ -7,13 +7,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "err.h"
 #include "log.h"
 #include "pinmap.h"
 #include "provreport.h"
+#include "secret.h"
 #include "station.h"
 #include "template.h"
 
@@ -56,6 +61,7 @@ station_add(struct station *s, const struct tok_info *info)
 	}
 	memset(&s->cards[s->n], 0, sizeof(s->cards[s->n]));
 	s->cards[s->n].info = *info;
+	s->cards[s->n].blank = !(info->flags & TOK_TOKEN_INITIALIZED);
 	s->cards[s->n].fd[0] = s->cards[s->n].fd[1] = -1;
 	s->n++;
 	if (s->begun)
@@ -73,10 +79,32 @@ station_find(struct station *s, const struct tok_info *info)
 		t = &s->cards[i].info;
 		if (strcmp(t->serial, info->serial) == 0 && strcmp(t->label, info->label) == 0 &&
 		    strcmp(t->manufacturer, info->manufacturer) == 0 &&
-		    strcmp(t->model, info->model) == 0)
+		    strcmp(t->model, info->model) == 0 &&
+		    ((info->flags & TOK_TOKEN_INITIALIZED) || t->slot_id == info->slot_id))
 			return &s->cards[i];
 	}
 	return NULL;
+}
+
+int
+station_new_pin(struct card *k)
+{
+	unsigned char b[8];
+	size_t i;
+
+	if (RAND_bytes(b, sizeof(b)) != 1) {
+		log_openssl(LOG_LVL_ERROR, "cannot generate a PIN");
+		return P11E_ERR_INTERNAL;
+	}
+	/* Only 0..249, so that every digit is as likely. */
+	for (i = 0; i < 8; i++) {
+		while (b[i] >= 250 && RAND_bytes(&b[i], 1) == 1)
+			;
+		k->new_pin[i] = (char)('0' + b[i] % 10);
+	}
+	k->new_pin[8] = '\0';
+	OPENSSL_cleanse(b, sizeof(b));
+	return 0;
 }
 
 size_t
@@ -95,14 +123,21 @@ draw(struct station *s)
 {
 	size_t i;
 	const struct card *k;
+	struct winsize ws;
+	int width = 80;
+	char row[512];
 
+	/* A line longer than the terminal would wrap and throw the redraw off. */
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 8)
+		width = ws.ws_col;
 	if (s->drawn > 0)
 		fprintf(stderr, "\033[%zuA", s->drawn);
 	for (i = 0; i < s->n; i++) {
 		k = &s->cards[i];
-		fprintf(stderr, "\r\033[K  %-16s  %-24.32s  %s%s%s\n", k->info.serial,
-		        k->info.label, state_names[k->state], k->reason[0] != '\0' ? ": " : "",
-		        k->reason);
+		snprintf(row, sizeof(row), "  %-16s  %-24.32s  %s%s%s", k->info.serial,
+		         k->info.label, state_names[k->state], k->reason[0] != '\0' ? ": " : "",
+		         k->reason);
+		fprintf(stderr, "\r\033[K%.*s\n", width - 1, row);
 	}
 	s->drawn = s->n;
 	fflush(stderr);
@@ -133,15 +168,18 @@ station_set_state(struct station *s, struct card *k, int state, const char *reas
 	if (reason != NULL && k->reason[0] == '\0')
 		snprintf(k->reason, sizeof(k->reason), "%s", reason);
 	k->state = state;
-	if (s->tty) {
+	if (s->tty)
 		draw(s);
-	} else if (state == CARD_FAILED) {
+	else if (k->blank && !k->inited)
+		log_msg(state == CARD_FAILED ? LOG_LVL_ERROR : LOG_LVL_INFO,
+		        "blank token in slot %lu: %s%s%s", k->info.slot_id, state_names[state],
+		        state == CARD_FAILED ? ": " : "", state == CARD_FAILED ? k->reason : "");
+	else if (state == CARD_FAILED)
 		log_error("token '%s' (serial %s): failed: %s", k->info.label, k->info.serial,
 		          k->reason[0] != '\0' ? k->reason : "see the log");
-	} else {
+	else
 		log_info("token '%s' (serial %s): %s", k->info.label, k->info.serial,
 		         state_names[state]);
-	}
 }
 
 /* Expands one template into *out. */
@@ -231,6 +269,10 @@ child_line(struct station *s, struct card *k, int which, const char *line)
 	size_t i;
 
 	if (which == 0) {
+		if (strncmp(line, "token-serial:", 13) == 0)
+			k->inited = 1;
+		take(line, "token-serial:", k->info.serial, sizeof(k->info.serial));
+		take(line, "token-label:", k->info.label, sizeof(k->info.label));
 		take(line, "key:", k->key_uri, sizeof(k->key_uri));
 		take(line, "serial:", k->cert_serial, sizeof(k->cert_serial));
 		take(line, "not after:", k->not_after, sizeof(k->not_after));
@@ -303,6 +345,7 @@ station_finish(struct station *s, struct card *k)
 	rec.not_after = k->not_after[0] != '\0' ? k->not_after : NULL;
 	rec.key_uri = k->key_uri[0] != '\0' ? k->key_uri : NULL;
 	rec.error = k->reason[0] != '\0' ? k->reason : NULL;
+	rec.pin = k->inited ? k->new_pin : NULL;
 	(void)provreport_write(s->report_fd, s->o->report, &rec);
 }
 
@@ -367,7 +410,10 @@ station_free(struct station *s)
 	if (s->report_fd != -1)
 		close(s->report_fd);
 	tok_watch_stop(s->watch_pid, s->watch_fd);
+	if (s->cards != NULL)
+		OPENSSL_cleanse(s->cards, s->n * sizeof(*s->cards));
 	free(s->cards);
+	secret_free(s->so_pin);
 	free(s->module);
 	tok_uri_free(s->uri);
 	pinmap_free(s->pins);

@@ -34,7 +34,10 @@ struct card {
 	int fd[2]; /* its stdout, stderr; -1 when closed */
 	char buf[2][1024];
 	size_t len[2];
-	int err; /* the child's result as a P11E_ERR_* */
+	int err;          /* the child's result as a P11E_ERR_* */
+	int blank;        /* not initialised when listed ([token] init = yes) */
+	int inited;       /* the child initialised it: new_pin is its PIN */
+	char new_pin[16]; /* for a blank card: generated before it is started (secret) */
 	char reason[256], cert_serial[80], not_after[48], key_uri[512];
 };
 
@@ -44,6 +47,7 @@ struct station {
 	const struct conf *c;
 	const struct provision_opts *o;
 	struct pinmap *pins;
+	char *so_pin; /* [token] init = yes: the SO PIN (secret) */
 	char *module;
 	struct tok_uri *uri;
 	unsigned char ca_fp[32]; /* the CA as the parent checked it */
@@ -64,6 +68,9 @@ int station_add(struct station *s, const struct tok_info *info);
 
 /* The card for this token (same serial, label, manufacturer, model) or NULL. */
 struct card *station_find(struct station *s, const struct tok_info *info);
+
+/* A new user PIN for a blank card: 8 random digits into k->new_pin. P11E_ERR_INTERNAL. */
+int station_new_pin(struct card *k);
 
 /* Cards not started yet. */
 size_t station_waiting(const struct station *s);

@@ -52,6 +52,11 @@ struct conf {
 	char *pin_file;  /* absolute path or NULL */
 	/* `provision`: "serial = PIN" lines (absolute path or NULL); wins over pin_file */
 	char *pin_map_file;
+	/* `provision`: blank tokens get C_InitToken with so_pin_file's PIN and
+	 * init_label (a template; default "p11enroll"), then a generated user PIN */
+	int token_init;
+	char *so_pin_file;
+	char *init_label;
 	/* not from the file: the token's PIN (secret, not owned, never freed here),
 	 * set by `provision` on its per-token copy; read instead of pin_file */
 	char *pin;

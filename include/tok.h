@@ -26,6 +26,8 @@ struct tok_info {
 	unsigned long slot_id;
 };
 
+#define TOK_TOKEN_INITIALIZED 0x400UL /* CKF_TOKEN_INITIALIZED, in tok_info.flags */
+
 struct tok_keyspec {
 	int type;  /* CONF_KEY_RSA | CONF_KEY_EC */
 	int bits;  /* RSA modulus bits; EC field bits (256, 384) */
@@ -217,12 +219,23 @@ void tok_module_desc_free(struct tok_module_desc *m);
  * The initialised tokens of the module at module_path that uri matches (NULL
  * or a URI without token attributes: all), in slot order, read with a fresh
  * C_Initialize..C_Finalize (so a token that appeared since the last call is
- * seen; SoftHSM reads its token directory at C_Initialize). *out (free())
+ * seen; SoftHSM reads its token directory at C_Initialize); with blank, the
+ * uninitialised tokens too (CKF_TOKEN_INITIALIZED clear). *out (free())
  * and *n are set on success, also when none matches. Errors (logged):
  * P11E_ERR_CONFIG (module not loadable), P11E_ERR_TOKEN, P11E_ERR_ALLOC.
  */
-int tok_list_tokens(const char *module_path, const struct tok_uri *uri, struct tok_info **out,
-                    size_t *n);
+int tok_list_tokens(const char *module_path, const struct tok_uri *uri, int blank,
+                    struct tok_info **out, size_t *n);
+
+/*
+ * Initialises the blank token in slot_id (C_InitToken with so_pin and label,
+ * then as security officer C_InitPIN with user_pin) through its own
+ * C_Initialize..C_Finalize; *out is the token as it is then. A token that is
+ * already initialised is refused (never wiped). Errors (logged, never with a
+ * PIN): P11E_ERR_TOKEN, P11E_ERR_CONFIG (module not loadable).
+ */
+int tok_init_token(const char *module_path, unsigned long slot_id, const char *so_pin,
+                   const char *label, const char *user_pin, struct tok_info *out);
 
 /*
  * Starts a process that loads the module and waits for its slot events

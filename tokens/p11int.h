@@ -32,6 +32,12 @@ struct tok {
 	struct tok_evp *evp; /* NULL until tok_key_evp */
 };
 
+/* Copies a blank-padded CK_*_INFO field of n bytes into dst (n + 1), trailing blanks removed. */
+void tok_copy_field(char *dst, const unsigned char *src, size_t n);
+
+/* info from a CK_TOKEN_INFO (fields trimmed) and its slot. */
+void tok_fill_info(struct tok_info *info, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti);
+
 /* "CKR_PIN_INCORRECT", or "CKR_0x..." for an unknown value; never NULL. */
 const char *tok_rv_name(CK_RV rv);
 

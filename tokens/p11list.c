@@ -43,16 +43,6 @@ set_error(char *buf, size_t size, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Copies a blank-padded CK_*_INFO field, removing trailing blanks. */
-static void
-copy_field(char *dst, const unsigned char *src, size_t n)
-{
-	memcpy(dst, src, n);
-	dst[n] = '\0';
-	while (n > 0 && (dst[n - 1] == ' ' || dst[n - 1] == '\0'))
-		dst[--n] = '\0';
-}
-
 /* tpm2-pkcs11 says "TPM2.0 Cryptoki", made by "tpm2-software.github.io". */
 static int
 is_tpm2_pkcs11(const char *description, const char *manufacturer)
@@ -117,8 +107,8 @@ read_slot(CK_FUNCTION_LIST_PTR f, struct tok_slot_desc *s)
 		set_error(s->error, sizeof(s->error), "C_GetSlotInfo failed: %s", tok_rv_name(rv));
 		return 0;
 	}
-	copy_field(s->description, si.slotDescription, sizeof(si.slotDescription));
-	copy_field(s->manufacturer, si.manufacturerID, sizeof(si.manufacturerID));
+	tok_copy_field(s->description, si.slotDescription, sizeof(si.slotDescription));
+	tok_copy_field(s->manufacturer, si.manufacturerID, sizeof(si.manufacturerID));
 	s->flags = si.flags;
 	if (!(si.flags & CKF_TOKEN_PRESENT))
 		return 0;
@@ -129,12 +119,7 @@ read_slot(CK_FUNCTION_LIST_PTR f, struct tok_slot_desc *s)
 		return 0;
 	}
 	s->has_token = 1;
-	copy_field(s->token.label, ti.label, sizeof(ti.label));
-	copy_field(s->token.manufacturer, ti.manufacturerID, sizeof(ti.manufacturerID));
-	copy_field(s->token.model, ti.model, sizeof(ti.model));
-	copy_field(s->token.serial, ti.serialNumber, sizeof(ti.serialNumber));
-	s->token.flags = ti.flags;
-	s->token.slot_id = s->id;
+	tok_fill_info(&s->token, s->id, &ti);
 	read_mechanisms(f, s);
 	if ((ti.flags & CKF_TOKEN_INITIALIZED) && token_uri(s) != 0)
 		return P11E_ERR_ALLOC;
@@ -233,9 +218,10 @@ describe(void *dl, struct tok_module_desc *m)
 		goto out;
 	}
 	if ((rv = f->C_GetInfo(&info)) == CKR_OK) {
-		copy_field(m->lib_description, info.libraryDescription,
-		           sizeof(info.libraryDescription));
-		copy_field(m->lib_manufacturer, info.manufacturerID, sizeof(info.manufacturerID));
+		tok_copy_field(m->lib_description, info.libraryDescription,
+		               sizeof(info.libraryDescription));
+		tok_copy_field(m->lib_manufacturer, info.manufacturerID,
+		               sizeof(info.manufacturerID));
 		m->lib_major = info.libraryVersion.major;
 		m->lib_minor = info.libraryVersion.minor;
 		m->ck_major = info.cryptokiVersion.major;

@@ -1,7 +1,8 @@
 /*
  * p11scan.c: for `provision`: the tokens of a module that a (possibly
  * partial) [token] uri matches, read with a fresh C_Initialize each time, and
- * a process that reports the module's slot events.
+ * a process that reports the module's slot events, and initialising a blank
+ * token.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -27,11 +28,11 @@ pad(unsigned char *dst, const char *src, size_t n)
 }
 
 static int
-matches(const struct tok_uri *uri, const struct tok_slot_desc *s)
+matches(const struct tok_uri *uri, int blank, const struct tok_slot_desc *s)
 {
 	unsigned char label[32], manufacturer[32], model[16], serial[16];
 
-	if (!s->has_token || !(s->token.flags & CKF_TOKEN_INITIALIZED))
+	if (!s->has_token || (!blank && !(s->token.flags & CKF_TOKEN_INITIALIZED)))
 		return 0;
 	if (uri == NULL)
 		return 1;
@@ -47,13 +48,13 @@ matches(const struct tok_uri *uri, const struct tok_slot_desc *s)
 /*
  * Loads the module (tok_describe_module: dlopen, C_Initialize, every slot,
  * C_Finalize, dlclose), keeps the initialised tokens uri matches (NULL: all),
- * in slot order. *out (free()) and *n are set on success, also when none
- * matches. Errors (logged): P11E_ERR_CONFIG (module not loadable),
+ * and with blank the uninitialised ones too, in slot order. *out (free()) and *n are set on
+ * success, also when none matches. Errors (logged): P11E_ERR_CONFIG (module not loadable),
  * P11E_ERR_TOKEN (C_Initialize or C_GetSlotList failed), P11E_ERR_ALLOC.
  */
 int
-tok_list_tokens(const char *module_path, const struct tok_uri *uri, struct tok_info **out,
-                size_t *n)
+tok_list_tokens(const char *module_path, const struct tok_uri *uri, int blank,
+                struct tok_info **out, size_t *n)
 {
 	int r = P11E_ERR_INTERNAL;
 	struct tok_module_desc *m = NULL;
@@ -75,7 +76,7 @@ tok_list_tokens(const char *module_path, const struct tok_uri *uri, struct tok_i
 		goto out;
 	}
 	for (i = 0; i < m->nslots; i++)
-		if (matches(uri, &m->slots[i]))
+		if (matches(uri, blank, &m->slots[i]))
 			v[k++] = m->slots[i].token;
 	*out = v;
 	*n = k;
@@ -87,33 +88,126 @@ out:
 	return r;
 }
 
-/* In the watcher process: one byte per slot event; returns when events stop. */
-static void
-watch_events(const char *module_path, int fd)
+/* dlopen, C_GetFunctionList, C_Initialize (ours: the caller finalizes). Logs. */
+static int
+load(const char *module_path, void **dl, CK_FUNCTION_LIST_PTR *fl)
 {
-	void *dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL);
 	CK_C_GetFunctionList get_list = NULL;
 	CK_FUNCTION_LIST_PTR f = NULL;
 	CK_C_INITIALIZE_ARGS args;
-	CK_SLOT_ID slot;
-	CK_RV rv;
+	CK_RV rv = CKR_OK;
 
-	if (dl == NULL)
-		return;
-	*(void **)(&get_list) = dlsym(dl, "C_GetFunctionList");
-	if (get_list == NULL || get_list(&f) != CKR_OK || f == NULL)
-		return;
+	if ((*dl = dlopen(module_path, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		log_error("cannot load PKCS#11 module %s", module_path);
+		return P11E_ERR_CONFIG;
+	}
+	*(void **)(&get_list) = dlsym(*dl, "C_GetFunctionList");
+	if (get_list == NULL || get_list(&f) != CKR_OK || f == NULL) {
+		log_error("%s is not a PKCS#11 module", module_path);
+		return P11E_ERR_CONFIG;
+	}
 	memset(&args, 0, sizeof(args));
 	args.flags = CKF_OS_LOCKING_OK;
 	if ((rv = f->C_Initialize(&args)) == CKR_CANT_LOCK)
 		rv = f->C_Initialize(NULL);
-	if (rv != CKR_OK)
+	if (rv != CKR_OK) {
+		log_error("C_Initialize of PKCS#11 module %s failed: %s", module_path,
+		          tok_rv_name(rv));
+		return P11E_ERR_TOKEN;
+	}
+	*fl = f;
+	return 0;
+}
+
+/* In the watcher process: one byte per slot event; returns when events stop. */
+static void
+watch_events(const char *module_path, int fd)
+{
+	void *dl = NULL;
+	CK_FUNCTION_LIST_PTR f = NULL;
+	CK_SLOT_ID slot;
+	CK_RV rv;
+
+	if (load(module_path, &dl, &f) != 0)
 		return;
 	while ((rv = f->C_WaitForSlotEvent(0, &slot, NULL)) == CKR_OK)
 		if (write(fd, "e", 1) != 1)
 			break;
 	log_debug("C_WaitForSlotEvent of %s: %s", module_path, tok_rv_name(rv));
 	(void)f->C_Finalize(NULL);
+}
+
+/* SO login, C_InitPIN, logout, on a R/W session of the slot. */
+static int
+init_pin(CK_FUNCTION_LIST_PTR f, CK_SLOT_ID slot, const char *so_pin, const char *user_pin)
+{
+	CK_SESSION_HANDLE h = 0;
+	CK_RV rv;
+	const char *what = "C_OpenSession";
+
+	if ((rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h)) ==
+	    CKR_OK) {
+		what = "C_Login as security officer";
+		rv = f->C_Login(h, CKU_SO, (CK_UTF8CHAR_PTR)so_pin, (CK_ULONG)strlen(so_pin));
+		if (rv == CKR_OK) {
+			what = "C_InitPIN";
+			rv = f->C_InitPIN(h, (CK_UTF8CHAR_PTR)user_pin, (CK_ULONG)strlen(user_pin));
+			(void)f->C_Logout(h);
+		}
+		(void)f->C_CloseSession(h);
+	}
+	if (rv != CKR_OK) {
+		log_error("%s on the new token in slot %lu failed: %s", what, (unsigned long)slot,
+		          tok_rv_name(rv));
+		return P11E_ERR_TOKEN;
+	}
+	return 0;
+}
+
+int
+tok_init_token(const char *module_path, unsigned long slot_id, const char *so_pin,
+               const char *label, const char *user_pin, struct tok_info *out)
+{
+	int r = P11E_ERR_INTERNAL;
+	void *dl = NULL;
+	CK_FUNCTION_LIST_PTR f = NULL;
+	CK_TOKEN_INFO ti;
+	unsigned char lab[32];
+	CK_RV rv;
+
+	if ((r = load(module_path, &dl, &f)) != 0)
+		goto out;
+	if ((rv = f->C_GetTokenInfo(slot_id, &ti)) != CKR_OK ||
+	    (ti.flags & CKF_TOKEN_INITIALIZED)) {
+		log_error("the token in slot %lu is %s; not initialised", slot_id,
+		          rv != CKR_OK ? "gone" : "already initialised");
+		r = P11E_ERR_TOKEN;
+		goto out;
+	}
+	pad(lab, label, sizeof(lab));
+	if ((rv = f->C_InitToken(slot_id, (CK_UTF8CHAR_PTR)so_pin, (CK_ULONG)strlen(so_pin),
+	                         lab)) != CKR_OK) {
+		log_error("C_InitToken in slot %lu failed: %s%s", slot_id, tok_rv_name(rv),
+		          rv == CKR_PIN_INCORRECT ? " (check [token] so_pin_file)" : "");
+		r = P11E_ERR_TOKEN;
+		goto out;
+	}
+	if ((r = init_pin(f, slot_id, so_pin, user_pin)) != 0)
+		goto out;
+	if ((rv = f->C_GetTokenInfo(slot_id, &ti)) != CKR_OK) {
+		log_error("C_GetTokenInfo of the new token in slot %lu failed: %s", slot_id,
+		          tok_rv_name(rv));
+		r = P11E_ERR_TOKEN;
+		goto out;
+	}
+	tok_fill_info(out, slot_id, &ti);
+	r = 0;
+out:
+	if (f != NULL)
+		(void)f->C_Finalize(NULL);
+	if (dl != NULL)
+		dlclose(dl);
+	return r;
 }
 
 int

@@ -53,9 +53,8 @@ sb_str(const struct sb *b)
 	return b->s != NULL ? b->s : "";
 }
 
-/* Copies a blank-padded CK_*_INFO field, removing trailing blanks. */
-static void
-copy_field(char *dst, const unsigned char *src, size_t n)
+void
+tok_copy_field(char *dst, const unsigned char *src, size_t n)
 {
 	memcpy(dst, src, n);
 	dst[n] = '\0';
@@ -63,14 +62,14 @@ copy_field(char *dst, const unsigned char *src, size_t n)
 		dst[--n] = '\0';
 }
 
-static void
-fill_info(struct tok_info *info, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
+void
+tok_fill_info(struct tok_info *info, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 {
 	memset(info, 0, sizeof(*info));
-	copy_field(info->label, ti->label, sizeof(ti->label));
-	copy_field(info->manufacturer, ti->manufacturerID, sizeof(ti->manufacturerID));
-	copy_field(info->model, ti->model, sizeof(ti->model));
-	copy_field(info->serial, ti->serialNumber, sizeof(ti->serialNumber));
+	tok_copy_field(info->label, ti->label, sizeof(ti->label));
+	tok_copy_field(info->manufacturer, ti->manufacturerID, sizeof(ti->manufacturerID));
+	tok_copy_field(info->model, ti->model, sizeof(ti->model));
+	tok_copy_field(info->serial, ti->serialNumber, sizeof(ti->serialNumber));
 	info->flags = ti->flags;
 	info->slot_id = slot;
 }
@@ -190,7 +189,7 @@ slot_desc(struct tok *t, CK_SLOT_ID slot, char desc[65])
 	CK_SLOT_INFO si;
 
 	if (t->f->C_GetSlotInfo(slot, &si) == CKR_OK)
-		copy_field(desc, si.slotDescription, sizeof(si.slotDescription));
+		tok_copy_field(desc, si.slotDescription, sizeof(si.slotDescription));
 	else
 		snprintf(desc, 65, "slot %lu", (unsigned long)slot);
 }
@@ -225,7 +224,7 @@ scan_slots(struct tok *t, const struct tok_uri *uri, struct tok_info *match, siz
 			          (unsigned long)present[i], refusal(rv), tok_rv_name(rv));
 			continue;
 		}
-		fill_info(&info, present[i], &ti);
+		tok_fill_info(&info, present[i], &ti);
 		if (!(ti.flags & CKF_TOKEN_INITIALIZED)) {
 			sb_printf(seen, "%suninitialised token in slot %lu", sep,
 			          (unsigned long)present[i]);
@@ -250,7 +249,7 @@ scan_slots(struct tok *t, const struct tok_uri *uri, struct tok_info *match, siz
 			continue;
 		if (t->f->C_GetSlotInfo(all[i], &si) != CKR_OK)
 			continue;
-		copy_field(desc, si.slotDescription, sizeof(si.slotDescription));
+		tok_copy_field(desc, si.slotDescription, sizeof(si.slotDescription));
 		sep = seen->len == 0 ? "" : "; ";
 		if (reader)
 			sep = ", ";

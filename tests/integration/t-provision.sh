@@ -223,6 +223,42 @@ test_watch_new_tokens() {
 	done
 }
 
+# [token] init = yes: a blank token (SoftHSM always offers one) is initialised with the SO
+# PIN and a generated user PIN, which only the report (created 0600) holds; then enrolled.
+test_init_blank_token() {
+	local pin so_pin newpin
+	make_cards 1 || return
+	start_scepserver "$T/srv" || return
+	station_conf
+	sed -i "/^\[token\]/a init = yes\nso_pin_file = $T/hsm/so-pin\ninit_label = new-{date}" "$CONF"
+	pin=$(head -n1 "$T/hsm/pin") so_pin=$(head -n1 "$T/hsm/so-pin")
+	assert_exit 64 p11e provision --watch
+	assert_contains "$ERR" "init = yes is not supported with --watch"
+	assert_exit 0 p11e provision --report "$T/report.jsonl"
+	assert_eq 600 "$(stat -c %a "$T/report.jsonl")" "mode of a report that holds PINs"
+	assert_eq 2 "$(report_count enrolled)" "cards enrolled (card-01 and the blank one)"
+	assert_eq 1 "$(grep -c '"pin":' "$T/report.jsonl")" "report lines with a PIN"
+	newpin=$(sed -n 's/.*"label":"new-[0-9-]*".*"pin":"\([0-9]*\)".*/\1/p' "$T/report.jsonl")
+	assert_eq 8 "${#newpin}" "length of the generated PIN" || return
+	for f in "$OUT" "$ERR"; do
+		assert_not_contains "$f" "$newpin"
+		assert_not_contains "$f" "$so_pin"
+		assert_not_contains "$f" "$pin"
+	done
+	card_serials
+	assert_eq 2 "${#SERIALS[@]}" "initialised tokens" || return
+	# softhsm2-util lists them in slot order (SoftHSM derives slot ids from serials).
+	local new=0 old=1
+	case ${LABELS[0]} in new-*) ;; *) new=1 old=0 ;; esac
+	assert_match "$T/report.jsonl" "\"serial\":\"${SERIALS[$new]}\",\"label\":\"${LABELS[$new]}\".*\"pin\":\"$newpin\""
+	# The generated PIN is the new token's user PIN, and the token holds its key and certificate.
+	PIN=$newpin check_card "${LABELS[$new]}" "${SERIALS[$new]}"
+	PIN=$pin check_card "${LABELS[$old]}" "${SERIALS[$old]}"
+	# card-01 was not initialised again: its PIN is still the old one.
+	assert_eq card-01 "${LABELS[$old]}" "the other token"
+	assert_eq 0 "$(grep -c "\"serial\":\"${SERIALS[$old]}\".*\"pin\"" "$T/report.jsonl")" "a PIN for card-01"
+}
+
 # A placeholder the station does not know is a configuration error with file:line.
 test_unknown_placeholder() {
 	make_token || return

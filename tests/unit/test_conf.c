@@ -536,6 +536,13 @@ test_templates_pin_map(void **state)
 	assert_non_null(strstr(c->pin_map_file, "/pins.txt"));
 	assert_true(c->pin_map_file[0] == '/');
 	assert_null(c->pin_file);
+	assert_int_equal(c->token_init, 0);
+	conf_free(c);
+	c = load_ok(MIN "[token]\ninit = yes\nso_pin_file = /etc/so-pin\n"
+	                "init_label = c-{date}\n");
+	assert_int_equal(c->token_init, 1);
+	assert_string_equal(c->so_pin_file, "/etc/so-pin");
+	assert_string_equal(c->init_label, "c-{date}");
 	conf_free(c);
 }
 
@@ -702,6 +709,10 @@ ERROR_CASE(e_placeholder_san, MIN "san_dns = a.example.com, {serial}.example.com
            "@:7: [subject] san_dns: unknown placeholder {serial}")
 ERROR_CASE(e_placeholder_open, MIN "san_uri = https://x/{date\n",
            "@:7: [subject] san_uri: '{' without a closing '}'")
+ERROR_CASE(e_init_without_so_pin, MIN "[token]\ninit = yes\n",
+           "@:8: [token] init = yes needs so_pin_file")
+ERROR_CASE(e_init_label_long, MIN "[token]\ninit_label = 0123456789abcdef0123456789abcdef0\n",
+           "@:8: [token] init_label: the label is 33 bytes long")
 ERROR_CASE(e_bad_type, MIN "[key]\ntype = rsa:1024\n",
            "@:8: [key] type: 'rsa:1024' is not supported (use rsa:2048, rsa:3072, rsa:4096, "
            "ec:P-256 or ec:P-384)")
@@ -972,6 +983,8 @@ main(void)
 	    ERROR_TEST(e_unknown_placeholder),
 	    ERROR_TEST(e_placeholder_san),
 	    ERROR_TEST(e_placeholder_open),
+	    ERROR_TEST(e_init_without_so_pin),
+	    ERROR_TEST(e_init_label_long),
 	    ERROR_TEST(e_bad_type),
 	    ERROR_TEST(e_bad_type_curve),
 	    ERROR_TEST(e_missing_url),
