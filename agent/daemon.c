@@ -10,14 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <openssl/rand.h>
 
 #include "attempt.h"
 #include "ca.h"
@@ -30,6 +29,7 @@
 #include "pending.h"
 #include "profile.h"
 #include "renew.h"
+#include "scep.h"
 #include "schedule.h"
 #include "tok.h"
 
@@ -173,7 +173,11 @@ child_main(struct daemon *d, const struct profile *p, int wfd)
 	sigprocmask(SIG_UNBLOCK, &all, NULL);
 	if (d->n > 1)
 		log_set_tag(p->name);
-	tick(p->c, &res);
+	/* OpenSSL and libcurl are set up here, in the child: the parent, which
+	 * rests for months, keeps only the pages the dynamic linker touched. */
+	memset(&res, 0, sizeof(res));
+	if ((res.err = scep_init()) == 0 && (res.err = http_init()) == 0)
+		tick(p->c, &res);
 	while (off < sizeof(res) &&
 	       ((w = write(wfd, b + off, sizeof(res) - off)) > 0 || (w < 0 && errno == EINTR)))
 		off += w > 0 ? (size_t)w : 0;
@@ -276,7 +280,8 @@ random64(void)
 {
 	uint64_t v = 0;
 
-	if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
+	/* getrandom, not OpenSSL: the resting parent never initialises libcrypto. */
+	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
 		v = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
 	return v;
 }

@@ -254,12 +254,7 @@ main(int argc, char **argv)
 		}
 		if (npaths == 0)
 			paths[npaths++] = defpath;
-		if ((r = scep_init()) == 0 && (r = http_init()) == 0) {
-			r = daemon_run(paths, npaths);
-			http_cleanup();
-		}
-		scep_cleanup();
-		return p11e_exit_code(r);
+		return p11e_exit_code(daemon_run(paths, npaths));
 	} else if (strcmp(cmd, "status") == 0) {
 		while ((ch = getopt_long(argc, argv, "+", status_opts, NULL)) != -1) {
 			if (ch != 'j') {
