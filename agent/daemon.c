@@ -31,6 +31,7 @@
 #include "renew.h"
 #include "scep.h"
 #include "schedule.h"
+#include "tidy.h"
 #include "tok.h"
 
 enum action { ACT_NONE = 0, ACT_ENROLL, ACT_RENEW, ACT_CA };
@@ -68,7 +69,7 @@ plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
 	X509 *cert = NULL;
 	time_t now = time(NULL), due = 0, ca_at = 0;
 	char why[96], when[32];
-	int r;
+	int r, mess = 0;
 
 	if ((r = pending_load(c, &pend)) == 0) {
 		*act = pend.renewal ? ACT_RENEW : ACT_ENROLL;
@@ -96,6 +97,15 @@ plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
 	*act = due <= now ? ACT_RENEW : ACT_NONE;
 	*at = due;
 	snprintf(what, len, "renewal due %s (%s)", when, why);
+	/* A renewal cut short (a crash) left objects or an old cert_file: `renew`
+	 * tidies up now, due or not (tidy.h). */
+	if (*act == ACT_NONE && ((r = tidy_needed(c, t, keys[cur], cert, &mess)) != 0 || mess)) {
+		if (r != 0)
+			goto out;
+		*act = ACT_RENEW;
+		*at = now;
+		snprintf(what, len, "tidying up after an interrupted renewal");
+	}
 	/* Before the CA expires, its successor must reach the trust dir (GetNextCACert). */
 	if (*act == ACT_NONE && ca_at != 0 && ca_at < due) {
 		schedule_fmt_time(ca_at, when, sizeof(when));

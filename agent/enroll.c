@@ -248,28 +248,39 @@ out:
 }
 
 int
-enroll_sync_cert_file(const struct conf *c, X509 *cert)
+enroll_cert_file_stale(const struct conf *c, X509 *cert, int *stale)
 {
 	int r;
 	unsigned char *old = NULL;
 	char *pem = NULL;
 	size_t oldlen = 0, len = 0;
 
-	if (c->cert_file == NULL)
+	if (c->cert_file == NULL) {
+		*stale = 0;
 		return 0;
+	}
 	if ((r = store_cert_pem(cert, &pem, &len)) != 0)
 		goto out;
 	r = store_read_file(c->cert_file, 1024 * 1024, &old, &oldlen);
-	if (r == 0 && oldlen == len && memcmp(old, pem, len) == 0)
-		goto out;
 	if (r != 0 && r != P11E_ERR_NOTFOUND)
 		goto out;
-	log_info("writing the token's certificate to %s", c->cert_file);
-	r = enroll_write_cert_file(c, cert);
+	*stale = r != 0 || oldlen != len || memcmp(old, pem, len) != 0;
+	r = 0;
 out:
 	free(old);
 	free(pem);
 	return r;
+}
+
+int
+enroll_sync_cert_file(const struct conf *c, X509 *cert)
+{
+	int r, stale = 0;
+
+	if ((r = enroll_cert_file_stale(c, cert, &stale)) != 0 || !stale)
+		return r;
+	log_info("writing the token's certificate to %s", c->cert_file);
+	return enroll_write_cert_file(c, cert);
 }
 
 #define POLL_BASE 2  /* seconds before the first CertPoll */

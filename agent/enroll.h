@@ -82,6 +82,9 @@ int enroll_write_cert_file(const struct conf *c, X509 *cert);
 /* cert_file (when configured) holds cert: rewritten when missing or different. */
 int enroll_sync_cert_file(const struct conf *c, X509 *cert);
 
+/* *stale: cert_file is configured and missing or not exactly cert (PEM). */
+int enroll_cert_file_stale(const struct conf *c, X509 *cert, int *stale);
+
 /* 1 when cert is within its validity period now. */
 int enroll_cert_valid_now(X509 *cert);
 

@@ -5,6 +5,7 @@
 
 #include <openssl/evp.h>
 
+#include "enroll.h"
 #include "err.h"
 #include "log.h"
 #include "tidy.h"
@@ -100,4 +101,19 @@ tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *c
 	tok_keys_free(keys, nk);
 	*n = count;
 	return failed ? P11E_ERR_TOKEN : 0;
+}
+
+int
+tidy_needed(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,
+            int *needed)
+{
+	struct tidy_keep keep = {NULL, 0};
+	size_t n = 0;
+	int r, stale = 0;
+
+	if ((r = tidy_run(c, t, cur, curcert, &keep, 1, &n)) != 0 ||
+	    (r = enroll_cert_file_stale(c, curcert, &stale)) != 0)
+		return r;
+	*needed = n > 0 || stale;
+	return 0;
 }

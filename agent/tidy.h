@@ -35,4 +35,13 @@ struct tidy_keep {
 int tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,
              const struct tidy_keep *keep, int dry, size_t *n);
 
+/*
+ * *needed: a `renew` that is not due has work to do for the current pair cur
+ * and curcert: leftovers (tidy_run, dry, nothing pending) or a cert_file that
+ * does not hold curcert. No login needed. For the agent, which otherwise runs
+ * `renew` only when due.
+ */
+int tidy_needed(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,
+                int *needed);
+
 #endif

@@ -217,6 +217,27 @@ test_kill_after_new_cert_stored() {
 	crash_at due 1 FAULT_KILL_AT=C_CreateObject+after
 }
 
+# The same kill, then the agent (`p11enroll run`) instead of `renew`: not due, it still
+# tidies up at once, then sleeps until the renewal is due.
+test_kill_after_new_cert_stored_then_agent() {
+	crash_setup || return
+	killed_renew FAULT_KILL_AT=C_CreateObject+after || return
+	check_after_kill
+	"$P11ENROLL" -c "$CONF" run >agent.out 2>agent.log </dev/null &
+	echo $! >"$T/agent.pid"
+	register_pidfile "$T/agent.pid"
+	local i
+	for ((i = 0; i < 300; i++)); do
+		grep -q 'next: renewal due' agent.log && break
+		kill -0 "$(cat "$T/agent.pid")" 2>/dev/null || break
+		sleep 0.1
+	done
+	stop_pid "$T/agent.pid"
+	sed 's/^/  agent: /' agent.log >&2
+	assert_contains agent.log "next: renewal due"
+	check_tidy 1
+}
+
 test_kill_before_old_cert_removed() {
 	crash_setup || return
 	crash_at due 1 FAULT_KILL_AT=C_DestroyObject
