@@ -27,6 +27,7 @@
 #include "scep.h"
 #include "secret.h"
 #include "store.h"
+#include "tidy.h"
 #include "tok.h"
 #include "uri.h"
 
@@ -488,10 +489,13 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 		/* An earlier run may have stored it and then lost the token; a
 		 * pending renewal stays for `renew`. */
 		r = pending_load(c, &pend);
-		if (r != 0 || !pend.renewal)
+		have_pend = r == 0 && pend.renewal;
+		if (!have_pend)
 			r = pending_clear(c);
+		/* What an interrupted renewal left goes (tidy.h). */
 		if (r == 0)
-			r = enroll_sync_cert_file(c, cert);
+			r = tidy_settle(c, t, keys[which], cert, have_pend ? &pend : NULL,
+			                o->allow_final_pin_try);
 		goto out;
 	}
 	if (r != P11E_ERR_NOTFOUND)

@@ -173,36 +173,6 @@ tidy_before(const struct conf *c, struct tok *t, const struct tok_key *old, X509
 }
 
 /*
- * Not due: leftovers of an interrupted renewal (tidy.h) are removed, logging
- * in only for them, and cert_file is made to hold the current certificate.
- */
-static int
-settle(const struct conf *c, const struct renew_opts *o, struct tok *t, const struct tok_key *cur,
-       X509 *curcert, const struct pending *pend)
-{
-	struct tidy_keep keep = {pend, 0};
-	char *pin = NULL;
-	size_t left = 0;
-	int r;
-
-	if ((r = tidy_run(c, t, cur, curcert, &keep, 1, &left)) != 0)
-		return r;
-	if (left > 0) {
-		log_info("token '%s' holds %zu object%s of an interrupted renewal; logging in to "
-		         "remove %s",
-		         tok_get_info(t)->label, left, left == 1 ? "" : "s",
-		         left == 1 ? "it" : "them");
-		if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0)
-			return r;
-		r = tok_login(t, pin, o->allow_final_pin_try);
-		secret_free(pin);
-		if (r != 0 || (r = tidy_run(c, t, cur, curcert, &keep, 0, &left)) != 0)
-			return r;
-	}
-	return enroll_sync_cert_file(c, curcert);
-}
-
-/*
  * The key to certify: a pending renewal's, else a new one (new_key; a key
  * of the profile left without certificate is reused, *generated says when
  * this run made it), else the current one (*nk == old, borrowed).
@@ -361,7 +331,8 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 		printf("renewal:     not due; due %s (%s)\n", when, why);
 		log_info("not due for renewal before %s (%s); `renew --force` renews now", when,
 		         why);
-		r = settle(c, o, t, keys[cur], oldcert, loaded ? &pend : NULL);
+		r = tidy_settle(c, t, keys[cur], oldcert, loaded ? &pend : NULL,
+		                o->allow_final_pin_try);
 		goto out;
 	}
 	if (have_pend)

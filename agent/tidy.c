@@ -8,6 +8,7 @@
 #include "enroll.h"
 #include "err.h"
 #include "log.h"
+#include "secret.h"
 #include "tidy.h"
 
 static int
@@ -101,6 +102,32 @@ tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *c
 	tok_keys_free(keys, nk);
 	*n = count;
 	return failed ? P11E_ERR_TOKEN : 0;
+}
+
+int
+tidy_settle(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,
+            const struct pending *pend, int allow_final_pin_try)
+{
+	struct tidy_keep keep = {pend, 0};
+	char *pin = NULL;
+	size_t left = 0;
+	int r;
+
+	if ((r = tidy_run(c, t, cur, curcert, &keep, 1, &left)) != 0)
+		return r;
+	if (left > 0) {
+		log_info("token '%s' holds %zu object%s of an interrupted renewal; logging in to "
+		         "remove %s",
+		         tok_get_info(t)->label, left, left == 1 ? "" : "s",
+		         left == 1 ? "it" : "them");
+		if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0)
+			return r;
+		r = tok_login(t, pin, allow_final_pin_try);
+		secret_free(pin);
+		if (r != 0 || (r = tidy_run(c, t, cur, curcert, &keep, 0, &left)) != 0)
+			return r;
+	}
+	return enroll_sync_cert_file(c, curcert);
 }
 
 int

@@ -36,7 +36,16 @@ int tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X50
              const struct tidy_keep *keep, int dry, size_t *n);
 
 /*
- * *needed: a `renew` that is not due has work to do for the current pair cur
+ * With the current pair (cur, curcert) in place and nothing to renew: the
+ * leftovers of tidy_run go (logged in only when there are some; the key of
+ * pend, when given, stays) and cert_file is made to hold curcert. Errors as
+ * tidy_run, tok_login, enroll_sync_cert_file.
+ */
+int tidy_settle(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,
+                const struct pending *pend, int allow_final_pin_try);
+
+/*
+ * *needed: tidy_settle has work to do for the current pair cur
  * and curcert: leftovers (tidy_run, dry, nothing pending) or a cert_file that
  * does not hold curcert. No login needed. For the agent, which otherwise runs
  * `renew` only when due.

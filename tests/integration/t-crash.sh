@@ -238,6 +238,17 @@ test_kill_after_new_cert_stored_then_agent() {
 	check_tidy 1
 }
 
+# The same kill, then `enroll` (a script that enrolls idempotently): already enrolled, it
+# tidies up the same way.
+test_kill_after_new_cert_stored_then_enroll() {
+	crash_setup || return
+	killed_renew FAULT_KILL_AT=C_CreateObject+after || return
+	check_after_kill
+	assert_exit 0 p11e enroll || return
+	assert_contains_i "$ERR" "already"
+	check_tidy 1
+}
+
 test_kill_before_old_cert_removed() {
 	crash_setup || return
 	crash_at due 1 FAULT_KILL_AT=C_DestroyObject
