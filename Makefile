@@ -2,7 +2,8 @@
 #   make              build/p11enroll
 #   make check        install test packages, unit + integration tests, then again under ASan+UBSan
 #   make demo         install packages, enroll a SoftHSM key against a local scepserver, tear down
-#   make bench        benchmark against scepclient (figures, not assertions), then `fleet`
+#   make bench        benchmark against scepclient (figures, not assertions), the
+#                     provisioning station (tests/bench-station.sh), then `fleet`
 #   make fleet        10,000-agent simulation of the real renewal scheduling (peak vs mean)
 #   make install      PREFIX=/usr/local DESTDIR=
 #   make format / format-check
@@ -100,6 +101,7 @@ demo: deps
 bench: test-deps
 	$(MAKE) all
 	tests/bench.sh $(BUILD)/p11enroll
+	tests/bench-station.sh $(BUILD)/p11enroll
 	-$(MAKE) fleet  # figures here; `make fleet` alone fails on a peak over its goal
 
 # The fleet simulation links the real scheduling code (schedule_due, schedule_backoff).

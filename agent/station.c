@@ -326,6 +326,7 @@ void
 station_finish(struct station *s, struct card *k)
 {
 	struct provreport_rec rec;
+	char *cut;
 	int state = k->err == 0                  ? (k->holds ? CARD_SKIPPED : CARD_DONE)
 	            : k->err == P11E_ERR_PENDING ? CARD_PENDING_FINAL
 	                                         : CARD_FAILED;
@@ -334,6 +335,10 @@ station_finish(struct station *s, struct card *k)
 		snprintf(k->reason, sizeof(k->reason), "%s", p11e_strerror(k->err));
 	if (state != CARD_FAILED && state != CARD_PENDING_FINAL)
 		k->reason[0] = '\0';
+	/* enroll's advice names `enroll`; here the next `provision` polls. */
+	if (state == CARD_PENDING_FINAL && (cut = strstr(k->reason, "; run `p11enroll enroll`")))
+		snprintf(cut, sizeof(k->reason) - (size_t)(cut - k->reason),
+		         "; the next `p11enroll provision` polls it");
 	station_set_state(s, k, state, NULL);
 	if (s->report_fd == -1)
 		return;

@@ -259,6 +259,38 @@ test_init_blank_token() {
 	assert_eq 0 "$(grep -c "\"serial\":\"${SERIALS[$old]}\".*\"pin\"" "$T/report.jsonl")" "a PIN for card-01"
 }
 
+# PENDING: each card keeps its key and its transaction in state_dir/tokens/SERIAL, is
+# reported as pending (exit 75), and the next run polls it to the certificate.
+test_pending_then_polled() {
+	local i id
+	make_cards 3 || return
+	SCEP_CHALLENGE=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+	start_responder "$T/resp" pending || return
+	KEY_TYPE=ec:P-256 station_conf
+	assert_exit 75 p11e provision --report "$T/report.jsonl"
+	assert_eq 3 "$(report_count pending)" "report lines 'pending'"
+	assert_match "$OUT" '^3 tokens: 0 enrolled, 0 skipped, 3 pending, 0 failed'
+	for ((i = 0; i < 3; i++)); do
+		TOKEN_LABEL=${LABELS[$i]}
+		assert_eq 1 "$(count_objects privkey)" "${LABELS[$i]}: the pending request's key stays"
+		assert_eq 0 "$(count_objects cert)" "${LABELS[$i]}: certificates while pending"
+		assert_file "$T/state/tokens/${SERIALS[$i]}/pending-p11enroll.txn"
+		token_objects >"pending-${LABELS[$i]}.txt"
+	done
+	: >"$T/report.jsonl"
+	assert_exit 0 p11e provision --report "$T/report.jsonl"
+	assert_eq 3 "$(report_count enrolled)" "report lines 'enrolled' after polling"
+	for ((i = 0; i < 3; i++)); do
+		TOKEN_LABEL=${LABELS[$i]}
+		token_objects >objects.txt
+		id=$(grep '^privkey|' "pending-${LABELS[$i]}.txt" | cut -d'|' -f2)
+		assert_eq 1 "$(grep -c '^privkey|' objects.txt)" "${LABELS[$i]}: private keys after polling"
+		assert_eq "$id" "$(grep '^cert|' objects.txt | cut -d'|' -f2)" \
+			"${LABELS[$i]}: the certificate is for the pending request's key"
+		assert_no_file "$T/state/tokens/${SERIALS[$i]}/pending-p11enroll.txn"
+	done
+}
+
 # A placeholder the station does not know is a configuration error with file:line.
 test_unknown_placeholder() {
 	make_token || return

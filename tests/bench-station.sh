@@ -1,0 +1,181 @@
+#!/bin/bash
+# bench-station.sh BINARY: `make bench`, the provisioning station. TOKENS (default 100)
+# SoftHSM tokens in one token directory, enrolled by one `provision --jobs J` for J in JOBS
+# (default "1 2 4 8"): RSA-2048 against scepserver, EC P-256 against the project's SCEP
+# responder double (scepserver cannot sign an ECDSA-signed CSR). Each server's ceiling at
+# the same parallelism: J Debian scepclient processes with pre-made RSA-2048 keys, TOKENS
+# requests in all, against the same server in the same run. Each series twice: keys
+# generated on the tokens by provision (what a station does), and keys made beforehand on
+# each token with pkcs11-tool (provision then reuses the key a profile left without
+# certificate): like scepclient's pre-made keys, so that the share measures the agent, not
+# SoftHSM's key generation. Peak RSS: the largest of provision and its children (GNU
+# time), with 20 and with TOKENS tokens.
+# Figures, not assertions; the table also goes to build/bench-station.md.
+set -uo pipefail
+
+[ $# -ge 1 ] || {
+	echo "usage: $0 BINARY" >&2
+	exit 64
+}
+BIN=$1
+case "$BIN" in /*) ;; *) BIN=$PWD/$BIN ;; esac
+TOKENS=${TOKENS:-100}
+JOBS=${JOBS:-1 2 4 8}
+OUT_MD=${BENCH_OUT:-$(dirname "$BIN")/bench-station.md}
+
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/integration/lib.sh"
+
+T=$(mktemp -d /tmp/p11enroll-station.XXXXXX)
+export T
+P11E_RUN_DIR=$T
+export P11E_RUN_DIR
+# shellcheck disable=SC2317  # called by the trap
+cleanup() {
+	stop_all
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+cd "$T" || exit 1
+
+now() { date +%s.%N; }
+
+# cards N: a fresh token directory $T/hsm with N tokens (not measured).
+cards() {
+	local i
+	rm -rf "$T/hsm" "$T/hsm.env" "$T/state" "$T/trust"
+	for ((i = 1; i <= $1; i++)); do
+		make_token "$(printf 'card-%03d' "$i")" || return 1
+	done
+}
+
+# premade KEYTYPE: a key pair labelled p11enroll on every token of $T/hsm (not measured).
+premade() {
+	local label pin spec=$1
+	pin=$(head -n1 "$T/hsm/pin")
+	case $spec in rsa:2048) spec=rsa:2048 ;; ec:P-256) spec=EC:prime256v1 ;; esac
+	softhsm2-util --show-slots 2>/dev/null | awk '$1 == "Label:" && $2 != "" { print $2 }' |
+		while read -r label; do
+			pkcs11-tool --module "$MODULE" --token-label "$label" --login --pin "$pin" \
+				--keypairgen --key-type "$spec" --label p11enroll --id 01 \
+				--usage-sign --usage-decrypt >/dev/null 2>&1 || echo "$label" >>"$T/premade.failed"
+		done
+	[ ! -s "$T/premade.failed" ]
+}
+
+# station KEYTYPE N J [premade]: enrolls N fresh tokens with provision --jobs J; prints
+# "enrolled_per_s peak_rss_kib failed" ("fail" when it did not run). A card the server
+# refused (scepserver's serial race, see README) counts as not enrolled.
+station() {
+	local t0 t1 rss
+	cards "$2" || return 1
+	if [ -n "${4:-}" ] && ! premade "$1"; then
+		echo "bench-station: pkcs11-tool could not make the keys" >&2
+		echo fail
+		return 0
+	fi
+	TOKEN_URI='pkcs11:manufacturer=SoftHSM%20project' CERT_FILE=- KEY_TYPE=$1 \
+		DN='CN=card-{token.serial},O=Example' SAN_DNS=- write_conf "$T/station.conf"
+	t0=$(now)
+	/usr/bin/time -f %M -o "$T/rss" "$BIN" -c "$T/station.conf" -q provision --jobs "$3" \
+		>"$T/station.out" 2>"$T/station.err"
+	local rc=$?
+	t1=$(now)
+	rss=$(tail -n1 "$T/rss")
+	local ok failed
+	ok=$(sed -n "s/^$2 tokens: \([0-9]*\) enrolled.*/\1/p" "$T/station.out")
+	if [ -z "$ok" ]; then
+		echo "bench-station: provision $1 --jobs $3 (exit $rc):" >&2
+		tail -n 5 "$T/station.out" "$T/station.err" >&2
+		echo fail
+		return 0
+	fi
+	failed=$(($2 - ok))
+	[ $failed -eq 0 ] || grep -m1 'failed' "$T/station.err" >&2
+	python3 -c "print(f'{$ok / ($t1 - $t0):.2f} $rss $failed')"
+}
+
+# ceiling J N: N scepclient requests, J at a time, each with a copy of one pre-made key;
+# prints "issued_per_s failed".
+ceiling() {
+	local j=$1 n=$2 t0 t1 w i fails=0
+	rm -rf "$T/sc" && mkdir -p "$T/sc" || return 1
+	t0=$(now)
+	for ((w = 0; w < j; w++)); do
+		(
+			for ((i = w; i < n; i += j)); do
+				mkdir "$T/sc/$i" && cp "$T/client.key" "$T/sc/$i/key.pem" || exit 1
+				(cd "$T/sc/$i" && scepclient -private-key key.pem -certificate cert.pem \
+					-server-url "$SCEP_URL" -challenge "$SCEP_CHALLENGE" \
+					-cn "sc-$RANDOM-$i" >out.txt 2>&1) || echo "$i" >>"$T/sc/failed"
+			done
+		) &
+	done
+	wait
+	t1=$(now)
+	[ -s "$T/sc/failed" ] && fails=$(wc -l <"$T/sc/failed")
+	if [ "$fails" -gt 0 ]; then
+		echo "bench-station: $fails of $n scepclient requests failed, e.g.:" >&2
+		tail -n 1 "$T/sc/$(head -n1 "$T/sc/failed")/out.txt" >&2
+	fi
+	python3 -c "print(f'{($n - $fails) / ($t1 - $t0):.2f} $fails')"
+}
+
+openssl genrsa -traditional -out "$T/client.key" 2048 2>/dev/null || exit 1
+rows=()
+
+# RSA-2048 against scepserver (one server for the whole series; -allowrenew 0: scepclient's
+# subjects may repeat).
+start_scepserver "$T/srv" -allowrenew 0 || exit 1
+CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+for j in $JOBS; do
+	read -r ceil cfailed < <(ceiling "$j" "$TOKENS")
+	for keys in token premade; do
+		read -r rate rss failed < <(station rsa:2048 "$TOKENS" "$j" "${keys#token}")
+		rows+=("rsa:2048 scepserver $keys $j $rate $ceil $rss ${failed:-?} ${cfailed:-?}")
+		echo "rsa:2048 ($keys keys), jobs $j: ${rate} enrollments/s (scepclient ceiling ${ceil}/s), peak RSS ${rss:-?} KiB" >&2
+	done
+done
+read -r _ rss20 _ < <(station rsa:2048 20 4)
+stop_all
+
+# EC P-256 against the responder double.
+SCEP_CHALLENGE=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+start_responder "$T/resp" normal || exit 1
+for j in $JOBS; do
+	read -r ceil cfailed < <(ceiling "$j" "$TOKENS")
+	for keys in token premade; do
+		read -r rate rss failed < <(station ec:P-256 "$TOKENS" "$j" "${keys#token}")
+		rows+=("ec:P-256 responder $keys $j $rate $ceil $rss ${failed:-?} ${cfailed:-?}")
+		echo "ec:P-256 ($keys keys), jobs $j: ${rate} enrollments/s (scepclient ceiling ${ceil}/s), peak RSS ${rss:-?} KiB" >&2
+	done
+done
+stop_all
+
+python3 - "$TOKENS" "${rss20:-0}" "${rows[@]}" >"$OUT_MD" <<'PY'
+import sys
+tokens, rss20, rows = sys.argv[1], sys.argv[2], sys.argv[3:]
+print(f"Provisioning station: {tokens} SoftHSM tokens per run, one `provision --jobs J`; ceiling: "
+      f"J scepclient processes, {tokens} requests, same server.\n")
+print("| key | server | keys | jobs | p11enroll enrollments/s | scepclient ceiling /s | share "
+      "| peak RSS MiB | refused by the server (p11enroll / scepclient) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    key, srv, keys, j, rate, ceil, rss, f1, f2 = (r.split() + ["?"] * 9)[:9]
+    keys = "made by provision" if keys == "token" else "pre-made on the token"
+    try:
+        share = f"{100 * float(rate) / float(ceil):.0f}%"
+    except ValueError:
+        share = "n/a"
+    try:
+        mib = f"{int(rss) / 1024:.1f}"
+    except ValueError:
+        mib = "?"
+    print(f"| {key} | {srv} | {keys} | {j} | {rate} | {ceil} | {share} | {mib} | {f1} / {f2} |")
+try:
+    print(f"\nPeak RSS with 20 tokens (rsa:2048, jobs 4): {int(rss20) / 1024:.1f} MiB.")
+except ValueError:
+    pass
+PY
+cat "$OUT_MD"
