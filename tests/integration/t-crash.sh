@@ -397,6 +397,7 @@ in_tmpfs() {
 	OUT=$T/run$P11E_RUNS.out
 	ERR=$T/run$P11E_RUNS.err
 	echo "+ p11enroll $* (in a 64 KiB tmpfs at $dir, full: $fill)" >&2
+	# shellcheck disable=SC2016  # the script expands its own arguments
 	"${ns[@]}" bash -c '
 		dir=$1 fill=$2 setup=$3 out=$4 err=$5
 		shift 5
@@ -461,7 +462,7 @@ test_disk_full_pending_file() {
 	assert_contains "$T/full.after/pending-p11enroll.txn" "polls=0"
 	in_tmpfs "$T/full" 1 "cp -a '$T/full.before/.' ." renew
 	assert_enospc "$T/full/pending-p11enroll.txn"
-	assert_eq "" "$(ls -A "$T/full.after" | grep tmp)" "temporary files in state_dir"
+	assert_eq "" "$(find "$T/full.after" -name '*.tmp*')" "temporary files in state_dir"
 	assert_contains "$T/full.after/pending-p11enroll.txn" "polls=0"
 	assert_eq 2 "$(count_objects privkey)" "private keys (the old one and the request's)"
 	assert_eq 1 "$(count_objects cert)" "certificates (the old one)"
