@@ -31,6 +31,7 @@
 #include "renew.h"
 #include "scep.h"
 #include "schedule.h"
+#include "statefile.h"
 #include "tidy.h"
 #include "tok.h"
 
@@ -129,6 +130,7 @@ tick(const struct conf *c, struct tick_result *res)
 	struct renew_opts ro = {0, 0};
 	enum action act = ACT_NONE;
 	time_t at = 0;
+	int lock = -1;
 
 	memset(res, 0, sizeof(*res));
 	http_retry_after_reset();
@@ -137,6 +139,8 @@ tick(const struct conf *c, struct tick_result *res)
 		return;
 	res->next_at = at;
 	if (act == ACT_NONE)
+		return;
+	if ((res->err = statefile_lock(c, &lock)) != 0)
 		return;
 	log_info("now: %s", res->what);
 	res->acted = 1;
@@ -151,6 +155,7 @@ tick(const struct conf *c, struct tick_result *res)
 	               : act == ACT_RENEW ? "renew"
 	                                  : "ca-check",
 	               res->err);
+	statefile_unlock(lock);
 	res->retry_after = http_retry_after();
 	res->next_at = 0;
 	if (res->err == 0 && plan(c, &act, &at, res->what, sizeof(res->what)) == 0)

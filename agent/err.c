@@ -32,6 +32,8 @@ p11e_strerror(int err)
 		return "not found";
 	case P11E_ERR_PIN:
 		return "PIN refused or not usable";
+	case P11E_ERR_BUSY:
+		return "another run is working on this profile";
 	}
 	return "unknown error";
 }
@@ -49,6 +51,7 @@ p11e_exit_code(int err)
 	case P11E_ERR_NETWORK:
 		return P11E_EXIT_UNAVAILABLE;
 	case P11E_ERR_PENDING:
+	case P11E_ERR_BUSY:
 		return P11E_EXIT_TEMPFAIL;
 	case P11E_ERR_REJECTED:
 		return P11E_EXIT_NOPERM;

@@ -19,6 +19,7 @@
 #include "provision.h"
 #include "renew.h"
 #include "scep.h"
+#include "statefile.h"
 #include "tokens_cmd.h"
 
 #ifndef P11E_VERSION
@@ -85,7 +86,8 @@ static const char usage_text[] =
     "\n"
     "Exit codes:\n"
     "  0  success                        74  token or file error (no token, wrong PIN)\n"
-    "  64 usage error                    75  pending at the CA: try again later\n"
+    "  64 usage error                    75  pending at the CA, or another run\n"
+    "                                        holds the profile: try again later\n"
     "  69 server unreachable, HTTP error 76  response failed verification\n"
     "  70 internal error                     (fingerprint, signature, nonce, malformed)\n"
     "  77 rejected by the CA             78  configuration error\n";
@@ -143,6 +145,7 @@ main(int argc, char **argv)
 	char *paths[MAX_PROFILES], *defpath = P11E_SYSCONFDIR "/p11enroll/p11enroll.conf";
 	const char *path, *cmd;
 	size_t npaths = 0;
+	int lock = -1;
 	int ch, r, level = LOG_LVL_INFO, fetch_challenge = 0;
 	struct conf *c = NULL;
 	struct enroll_opts eo = {0, 0, 3600};
@@ -282,6 +285,12 @@ main(int argc, char **argv)
 		goto out;
 	if ((r = scep_init()) != 0 || (r = http_init()) != 0)
 		goto out;
+	/* One run per profile at a time: a busy profile is no attempt to record. */
+	if ((strcmp(cmd, "enroll") == 0 || strcmp(cmd, "renew") == 0) &&
+	    (r = statefile_lock(c, &lock)) != 0) {
+		http_cleanup();
+		goto out;
+	}
 	if (strcmp(cmd, "enroll") == 0)
 		r = enroll_run(c, &eo);
 	else if (strcmp(cmd, "renew") == 0)
@@ -296,6 +305,7 @@ main(int argc, char **argv)
 	if ((strcmp(cmd, "enroll") == 0 || strcmp(cmd, "renew") == 0) &&
 	    (r != 0 || http_request_count() > 0))
 		attempt_record(c, cmd, r);
+	statefile_unlock(lock);
 	http_cleanup();
 out:
 	scep_cleanup();

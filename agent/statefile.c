@@ -1,11 +1,16 @@
 /*
  * statefile.c: names and key=value lines of the files in state_dir.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "err.h"
+#include "log.h"
 #include "statefile.h"
 #include "store.h"
 
@@ -66,4 +71,45 @@ out:
 	*lineno = n;
 	free(buf);
 	return r;
+}
+
+int
+statefile_lock(const struct conf *c, int *fd_out)
+{
+	char *path = NULL;
+	int fd = -1, r;
+
+	if ((r = store_mkdirs(c->state_dir, 0700)) != 0 ||
+	    (r = statefile_path(c, "lock-", "", &path)) != 0)
+		return r;
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+		log_error("cannot open the lock file %s: %s", path, strerror(errno));
+		r = P11E_ERR_FILE;
+		goto out;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK) {
+			log_error("another p11enroll run is working on key '%s' (%s is locked); "
+			          "try again when it has finished",
+			          c->key_label, path);
+			r = P11E_ERR_BUSY;
+		} else {
+			log_error("cannot lock %s: %s", path, strerror(errno));
+			r = P11E_ERR_FILE;
+		}
+		close(fd);
+		goto out;
+	}
+	*fd_out = fd;
+	r = 0;
+out:
+	free(path);
+	return r;
+}
+
+void
+statefile_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
 }

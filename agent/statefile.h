@@ -28,4 +28,17 @@ int statefile_read(const char *path, size_t max,
                    int (*field)(void *ud, const char *k, const char *v), void *ud,
                    unsigned *lineno);
 
+/*
+ * Takes the profile's lock, state_dir/lock-<key_label> (created 0600, and
+ * state_dir with it), so that two runs (the agent, a timer, a manual renew)
+ * never work on one profile's token objects and state files at once. Does
+ * not wait. On success *fd holds the lock until statefile_unlock(*fd) or the
+ * process ends (a crash releases it). Errors: P11E_ERR_BUSY (logged: another
+ * run holds it), P11E_ERR_FILE (logged), P11E_ERR_ALLOC.
+ */
+int statefile_lock(const struct conf *c, int *fd);
+
+/* Releases a lock taken by statefile_lock. Accepts -1. */
+void statefile_unlock(int fd);
+
 #endif

@@ -25,6 +25,7 @@ enum p11e_err {
 	P11E_ERR_NOTFOUND = -12, /* an object looked up does not exist */
 	P11E_ERR_PIN = -13,      /* PIN refused, locked, final try or missing: never retried
 	                            without a change (the daemon parks the profile) */
+	P11E_ERR_BUSY = -14,     /* another p11enroll run holds the profile's lock */
 };
 
 /* Process exit codes: part of the interface, stable, never reordered. */

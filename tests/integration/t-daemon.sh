@@ -101,6 +101,7 @@ test_run_enrolls_a_fresh_token_and_reports_it() {
 	wait_log 'next: renewal due' 30 || return
 	OUT=$T/daemon.out
 	check_enrollment
+	assert_eq 600 "$(stat -c %a "$STATE_DIR/lock-p11enroll")" "mode of the profile's lock file"
 	assert_exit 0 p11e status || return
 	assert_match "$OUT" '^renewal:[[:space:]]+due [0-9]{4}-'
 	stop_daemon
@@ -247,6 +248,31 @@ test_run_sigterm_lets_the_attempt_in_progress_finish() {
 	assert_contains "$T/daemon.log" "timed out after 4 s"
 	assert_contains "$T/daemon.log" "removed the key this attempt generated"
 	assert_eq "0 0" "$(pair_count)" "keys and certificates after the interrupted attempt"
+}
+
+test_one_run_per_profile_at_a_time() {
+	setup_enroll || return
+	agent_conf "retry_min = 1s" "retry_max = 1s"
+	mkdir -p "$STATE_DIR"
+	# Another run (here: flock(1)) holds the profile's lock.
+	flock --no-fork -x "$STATE_DIR/lock-p11enroll" sleep 60 </dev/null >/dev/null 2>&1 &
+	echo $! >"$T/holder.pid"
+	register_pidfile "$T/holder.pid"
+	local i
+	for ((i = 0; i < 50; i++)); do
+		flock -n "$STATE_DIR/lock-p11enroll" true 2>/dev/null || break
+		sleep 0.1
+	done
+	assert_exit 75 p11e enroll || return
+	assert_contains "$ERR" "another p11enroll run is working on key 'p11enroll'"
+	assert_eq "0 0" "$(pair_count)" "keys and certificates while another run holds the profile"
+	assert_no_file "$STATE_DIR/last-p11enroll.txt"
+	start_daemon
+	wait_log 'attempt failed \(another run is working on this profile\); retry 2' 20 || return
+	stop_pid "$T/holder.pid"
+	wait_log 'next: renewal due' 30 || return
+	assert_eq "1 1" "$(pair_count)" "keys and certificates once the lock is free"
+	stop_daemon
 }
 
 test_run_idle_makes_no_wakeups() {

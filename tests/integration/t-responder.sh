@@ -202,8 +202,10 @@ hostile() {
 	assert_eq 0 "$(count_objects cert)" "certificates on the token after '$mode'"
 	assert_no_file "$CERT_FILE"
 	assert_eq 0 "$(count_objects privkey)" "private keys (this run's key taken back)"
-	# state_dir as before: nothing pending, no stray files; the record of this attempt.
-	assert_eq "" "$(ls -A "$STATE_DIR" 2>/dev/null | grep -v -e '^ca.pin$' -e '^last-p11enroll.txt$')" \
+	# state_dir as before: nothing pending, no stray files; the record of this attempt
+	# and the profile's (empty) lock file.
+	assert_eq "" "$(ls -A "$STATE_DIR" 2>/dev/null |
+		grep -v -e '^ca.pin$' -e '^last-p11enroll.txt$' -e '^lock-p11enroll$')" \
 		"files in state_dir"
 	assert_contains "$STATE_DIR/last-p11enroll.txt" "err=-"
 }
