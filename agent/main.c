@@ -227,8 +227,8 @@ main(int argc, char **argv)
 				po.jobs = (int)strtol(optarg, &end, 10);
 				if (*optarg == '\0' || *end != '\0' || po.jobs < 1 ||
 				    po.jobs > PROVISION_JOBS_MAX) {
-					log_error("--jobs '%s' is not a number from 1 to %d", optarg,
-					          PROVISION_JOBS_MAX);
+					log_error("--jobs '%s' is not a number from 1 to %d",
+					          optarg, PROVISION_JOBS_MAX);
 					return P11E_EXIT_USAGE;
 				}
 			} else if (ch == 'w') {
@@ -267,9 +267,10 @@ main(int argc, char **argv)
 			status_json = 1;
 		}
 	} else {
-		log_error("unknown command '%s' (check, enroll, provision, renew, run, status, tokens; "
-		          "see --help)",
-		          cmd);
+		log_error(
+		    "unknown command '%s' (check, enroll, provision, renew, run, status, tokens; "
+		    "see --help)",
+		    cmd);
 		return P11E_EXIT_USAGE;
 	}
 	if (optind < argc) {
