@@ -185,9 +185,9 @@ report(const char *what, const struct load *l)
 /*
  * A one-hour CA outage starting at the minute that opens the busiest hour of
  * renewals. Agents due inside it fail, pause schedule_retry_delay() (the
- * daemon's own pause: full jitter, at least 1 s) and retry until the CA is back. Reports the retry wave after the
- * outage (the requests of the agents that failed) and all requests in that
- * span (retries plus agents due then anyway).
+ * daemon's own pause: full jitter, at least 1 s) and retry until the CA is back. Reports the retry
+ * wave after the outage (the requests of the agents that failed) and all requests in that span
+ * (retries plus agents due then anyway).
  */
 static int
 outage(const struct agent *ag, const time_t *due_sorted, int *bad)
