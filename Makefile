@@ -91,7 +91,7 @@ doubles:
 
 # Plain build first, then everything again under ASan+UBSan.
 check: test-deps
-	$(MAKE) doubles unit integration
+	$(MAKE) format-check doubles unit integration
 	$(MAKE) BUILD=build-san SAN=1 unit integration
 
 demo: deps

@@ -10,7 +10,8 @@ BUILD_PKGS=(build-essential pkg-config libssl-dev libp11-dev libp11-kit-dev
 	libcurl4-openssl-dev libtss2-dev softhsm2 scep opensc)
 TEST_PKGS=(libcmocka-dev python3 python3-asn1crypto python3-cryptography time clang-format
 	swtpm swtpm-tools tpm2-tools tpm2-abrmd libtpm2-pkcs11-1 libtpm2-pkcs11-tools
-	libtss2-tcti-tabrmd0 dbus pcscd vsmartcard-vpcd vsmartcard-vpicc python3-pycryptodome strace)
+	libtss2-tcti-tabrmd0 dbus pcscd vsmartcard-vpcd vsmartcard-vpicc python3-pycryptodome strace
+	procps util-linux)
 
 usage() {
 	echo "usage: $0 build|test" >&2
