@@ -1,0 +1,133 @@
+/*
+ * test_provreport.c: provision's JSON-lines report (provreport.c).
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "err.h"
+#include "provreport.h"
+
+static char dir[] = "/tmp/p11e-provreport.XXXXXX";
+static char path[PATH_MAX];
+
+static int
+setup(void **state)
+{
+	(void)state;
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	snprintf(path, sizeof(path), "%s/report.jsonl", dir);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	unlink(path);
+	return rmdir(dir);
+}
+
+static size_t
+read_all(char *buf, size_t size)
+{
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	assert_non_null(f);
+	n = fread(buf, 1, size - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return n;
+}
+
+/* Each record is one line appended; strings are escaped, absent ones are null. */
+static void
+test_lines(void **state)
+{
+	struct provreport_rec a = {"0a1b",
+	                           "card \"1\"\n",
+	                           "enrolled",
+	                           "1F",
+	                           "2027-11-25 22:24:03Z",
+	                           "pkcs11:token=card;type=private",
+	                           NULL,
+	                           NULL};
+	struct provreport_rec b = {"0a1c", "card-2", "failed", NULL, NULL, NULL, "wrong PIN", NULL};
+	char buf[2048];
+	struct stat st;
+	int fd = -1;
+
+	(void)state;
+	unlink(path);
+	assert_int_equal(provreport_open(path, 0, &fd), 0);
+	assert_int_equal(provreport_write(fd, path, &a), 0);
+	assert_int_equal(provreport_write(fd, path, &b), 0);
+	close(fd);
+	/* Opened again, it appends. */
+	assert_int_equal(provreport_open(path, 0, &fd), 0);
+	assert_int_equal(provreport_write(fd, path, &b), 0);
+	close(fd);
+	read_all(buf, sizeof(buf));
+	assert_non_null(strstr(buf,
+	                       "\"serial\":\"0a1b\",\"label\":\"card \\\"1\\\"\\n\",\"result\":"
+	                       "\"enrolled\",\"certificate_serial\":\"1F\",\"not_after\":"
+	                       "\"2027-11-25 22:24:03Z\",\"key_uri\":\"pkcs11:token=card;type="
+	                       "private\",\"error\":null}\n"));
+	assert_non_null(strstr(buf,
+	                       "\"serial\":\"0a1c\",\"label\":\"card-2\",\"result\":\"failed\","
+	                       "\"certificate_serial\":null,\"not_after\":null,\"key_uri\":null,"
+	                       "\"error\":\"wrong PIN\"}\n"));
+	assert_null(strstr(buf, "\"pin\""));
+	assert_int_equal(strncmp(buf, "{\"time\":\"", 9), 0);
+	assert_non_null(strstr(strstr(buf, "wrong PIN") + 1, "wrong PIN"));
+	assert_null(strchr(strstr(strstr(buf, "wrong PIN") + 1, "wrong PIN"), '{'));
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0022, 0); /* 0644 less the umask */
+}
+
+/* A report that holds PINs is created 0600 and refused when others can read it. */
+static void
+test_secret(void **state)
+{
+	struct provreport_rec a = {"0a1b", "new", "enrolled", NULL, NULL, NULL, NULL, "12345678"};
+	char buf[1024];
+	struct stat st;
+	int fd = -1;
+
+	(void)state;
+	unlink(path);
+	assert_int_equal(provreport_open(path, 1, &fd), 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(provreport_write(fd, path, &a), 0);
+	close(fd);
+	read_all(buf, sizeof(buf));
+	assert_non_null(strstr(buf, "\"error\":null,\"pin\":\"12345678\"}\n"));
+	assert_int_equal(chmod(path, 0644), 0);
+	fd = -1;
+	assert_int_equal(provreport_open(path, 1, &fd), P11E_ERR_CONFIG);
+	assert_int_equal(fd, -1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_lines),
+	    cmocka_unit_test(test_secret),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
