@@ -27,6 +27,7 @@
 #include "provision.h"
 #include "provreport.h"
 #include "secret.h"
+#include "statefile.h"
 #include "station.h"
 #include "template.h"
 #include "tok.h"
@@ -187,7 +188,7 @@ child_main(struct station *s, struct card *k, int out, int err)
 	struct conf c = *s->c;
 	struct enroll_opts eo = {s->o->allow_final_pin_try, 0, 0};
 	const char *pin = NULL;
-	int r = 0;
+	int r = 0, lock = -1;
 
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_DFL);
@@ -206,6 +207,9 @@ child_main(struct station *s, struct card *k, int out, int err)
 	}
 	child_conf(s, k, &c);
 	c.pin = (char *)pin;
+	/* As enroll does: one run per card at a time (held until this process ends). */
+	if ((r = statefile_lock(&c, &lock)) != 0)
+		goto out;
 	if (pin == NULL && c.pin_file == NULL) {
 		log_error("no PIN for serial %s in %s (and no [token] pin_file)", k->info.serial,
 		          s->c->pin_map_file);

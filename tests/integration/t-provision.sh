@@ -291,6 +291,29 @@ test_pending_then_polled() {
 	done
 }
 
+# A card another run holds (its lock in state_dir/tokens/SERIAL, as enroll takes it) is
+# left alone: reported pending with the reason, exit 75; the next run enrolls it.
+test_busy_card() {
+	local busy
+	make_cards 3 || return
+	start_scepserver "$T/srv" || return
+	station_conf
+	busy=${SERIALS[1]}
+	mkdir -p "$T/state/tokens/$busy"
+	OUT=$T/busy.out ERR=$T/busy.err
+	flock "$T/state/tokens/$busy/lock-p11enroll" \
+		"$P11ENROLL" -c "$CONF" provision --report "$T/report.jsonl" >"$OUT" 2>"$ERR"
+	assert_eq 75 "$?" "exit status with a card locked by another run"
+	assert_eq 2 "$(report_count enrolled)" "cards enrolled"
+	assert_match "$T/report.jsonl" "\"serial\":\"$busy\".*\"result\":\"pending\".*another p11enroll run is working"
+	TOKEN_LABEL=${LABELS[1]}
+	assert_eq 0 "$(count_objects privkey)" "keys on the locked card"
+	: >"$T/report.jsonl"
+	assert_exit 0 p11e provision --report "$T/report.jsonl"
+	assert_match "$OUT" '^3 tokens: 1 enrolled, 2 skipped, 0 pending, 0 failed'
+	check_card "${LABELS[1]}" "$busy"
+}
+
 # A placeholder the station does not know is a configuration error with file:line.
 test_unknown_placeholder() {
 	make_token || return
