@@ -67,14 +67,14 @@ unescape(const char *s, char *out, size_t size)
 	return 0;
 }
 
-/* A command name: 1 to 15 characters a-z. */
+/* A command name: 1 to 15 characters a-z and '-' ("ca-check"). */
 static int
 command_ok(const char *s)
 {
 	size_t i;
 
 	for (i = 0; s[i] != '\0'; i++)
-		if (s[i] < 'a' || s[i] > 'z')
+		if ((s[i] < 'a' || s[i] > 'z') && s[i] != '-')
 			return 0;
 	return i > 0 && i < sizeof(((struct attempt *)NULL)->command);
 }

@@ -211,7 +211,7 @@ def pem(cert):
 class Pki:
     """CA + RA signing + RA encryption certificates kept in a directory."""
 
-    def __init__(self, directory, single_ca=False, mode="normal"):
+    def __init__(self, directory, single_ca=False, mode="normal", ca_days=3650):
         self.dir = directory
         self.issued_dir = os.path.join(directory, "issued")
         os.makedirs(self.issued_dir, exist_ok=True)
@@ -221,7 +221,7 @@ class Pki:
                 name("scep_responder CA"), key.public_key(), None, key,
                 [(x509.BasicConstraints(ca=True, path_length=None), True),
                  (key_usage(cert_sign=True), True)],
-                now - datetime.timedelta(days=1), now + datetime.timedelta(days=3650)))
+                now - datetime.timedelta(days=1), now + datetime.timedelta(days=ca_days)))
         self.sign_key, self.sign_cert, _ = self._load_or_create(
             "ra-sign", lambda key: self._ra_cert(key, "scep_responder RA signing",
                                                  key_usage(digital_signature=True)),
@@ -787,6 +787,9 @@ def parse_args(argv):
                    help="the CA is its own RA (GetCACert = CA certificate only), like scepserver")
     p.add_argument("--max-url", type=int, default=0,
                    help="answer 414 to request URLs longer than this (IIS: 2048)")
+    p.add_argument("--ca-days", type=int, default=3650, metavar="N",
+                   help="validity of a CA created in --dir (default 3650 days; an existing "
+                        "CA is kept)")
     p.add_argument("--pidfile", help="write the process id here")
     p.add_argument("--ready-file", help="write the port here once listening")
     return p.parse_args(argv)
@@ -796,7 +799,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     def build():
-        pki = Pki(args.dir, args.single_ca, args.mode)
+        pki = Pki(args.dir, args.single_ca, args.mode, args.ca_days)
         try:
             server = Server(("127.0.0.1", args.port), Handler)
         except OSError as e:

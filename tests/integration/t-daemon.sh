@@ -275,6 +275,35 @@ test_one_run_per_profile_at_a_time() {
 	stop_daemon
 }
 
+test_run_looks_for_the_next_ca_before_the_ca_expires() {
+	make_token || return
+	# A CA of its own (not the run's cached one) that expires in 20 days: its
+	# rollover window (the last 30 days, or 20% of its life) has begun.
+	mkdir -p "$T/resp/pki"
+	P11E_CA_CACHE=$T/ca-cache start_responder "$T/resp" normal --ca-days 20 || return
+	write_conf
+	assert_exit 0 p11e enroll || return
+	assert_no_file "$TRUST_DIR/ca-next.crt"
+	# The server now offers a successor (GetNextCACert); the last look is forgotten.
+	stop_pid "$SCEP_PIDFILE"
+	rm -f "$STATE_DIR/ca-next.looked"
+	P11E_CA_CACHE=$T/ca-cache start_responder "$T/resp" rollover --ca-days 20 || return
+	sed -i "s|^url = .*|url = $SCEP_URL|" "$CONF"
+	start_daemon
+	wait_log 'now: look for the CA.s successor' 20 || return
+	wait_log 'next: renewal due' 20 || return
+	assert_file "$TRUST_DIR/ca-next.crt" || return
+	assert_eq "$(openssl x509 -in "$T/resp/pki/next-ca.pem" -noout -fingerprint -sha256)" \
+		"$(openssl x509 -in "$TRUST_DIR/ca-next.crt" -noout -fingerprint -sha256)" \
+		"the successor in the trust dir is the server's next CA"
+	assert_eq "1 1" "$(pair_count)" "keys and certificates (the look changes nothing on the token)"
+	assert_not_contains "$T/daemon.log" "not recorded"
+	assert_exit 0 p11e status --json || return
+	assert_eq ca-check "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["last_attempt"]["command"])' "$OUT")" \
+		"the last attempt shown by status --json"
+	stop_daemon
+}
+
 test_run_idle_makes_no_wakeups() {
 	setup_enroll || return
 	local secs=${P11E_IDLE_SECONDS:-60} a b rss
