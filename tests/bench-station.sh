@@ -128,6 +128,7 @@ rows=()
 # RSA-2048 against scepserver (one server for the whole series; -allowrenew 0: scepclient's
 # subjects may repeat).
 start_scepserver "$T/srv" -allowrenew 0 || exit 1
+# shellcheck disable=SC2034  # read by write_conf
 CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
 for j in $JOBS; do
 	read -r ceil cfailed < <(ceiling "$j" "$TOKENS")

@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck source-path=SCRIPTDIR disable=SC2031,SC2034,SC2119  # T is set per test by run_tests; variables feed lib.sh functions
 # t-provision.sh: `p11enroll provision`, the provisioning station: many SoftHSM tokens in
 # one token directory enrolled at once against the real scepserver, per-token subjects,
 # the JSON-lines report, the PIN map, and --watch with tokens that appear while it runs.
