@@ -17,6 +17,7 @@
 
 #include "err.h"
 #include "pinmap.h"
+#include "tmpdir.h"
 
 #define SENTINEL ((struct pinmap *)(uintptr_t)0x5a5a)
 
@@ -100,12 +101,12 @@ test_errors(void **state)
 static void
 test_load_modes(void **state)
 {
-	char dir[] = "/tmp/p11e-pinmap.XXXXXX", path[PATH_MAX], link[PATH_MAX];
+	char dir[256], path[PATH_MAX], link[PATH_MAX];
 	struct pinmap *m = SENTINEL;
 	int fd;
 
 	(void)state;
-	assert_non_null(mkdtemp(dir));
+	assert_int_equal(tmpdir_make(dir, sizeof(dir), "pinmap"), 0);
 	snprintf(path, sizeof(path), "%s/pins", dir);
 	snprintf(link, sizeof(link), "%s/link", dir);
 	assert_int_equal(run(NULL, path, &m), P11E_ERR_FILE);
@@ -125,9 +126,7 @@ test_load_modes(void **state)
 	assert_int_equal(run(NULL, path, &m), 0);
 	assert_string_equal(pinmap_get(m, "s1"), "1111");
 	pinmap_free(m);
-	unlink(link);
-	unlink(path);
-	rmdir(dir);
+	assert_int_equal(tmpdir_remove(dir), 0);
 }
 
 int

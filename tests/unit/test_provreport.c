@@ -17,15 +17,16 @@
 
 #include "err.h"
 #include "provreport.h"
+#include "tmpdir.h"
 
-static char dir[] = "/tmp/p11e-provreport.XXXXXX";
+static char dir[256];
 static char path[PATH_MAX];
 
 static int
 setup(void **state)
 {
 	(void)state;
-	if (mkdtemp(dir) == NULL)
+	if (tmpdir_make(dir, sizeof(dir), "provreport") != 0)
 		return -1;
 	snprintf(path, sizeof(path), "%s/report.jsonl", dir);
 	return 0;
@@ -35,8 +36,7 @@ static int
 teardown(void **state)
 {
 	(void)state;
-	unlink(path);
-	return rmdir(dir);
+	return tmpdir_remove(dir);
 }
 
 static size_t
