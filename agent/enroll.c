@@ -24,6 +24,7 @@
 #include "exchange.h"
 #include "log.h"
 #include "pending.h"
+#include "progress.h"
 #include "scep.h"
 #include "secret.h"
 #include "store.h"
@@ -81,12 +82,47 @@ print_time(FILE *f, const char *label, const ASN1_TIME *t)
 	BIO_free(b);
 }
 
+/* The certificate's serial number in hex (OPENSSL_free), or NULL. */
+static char *
+serial_hex(X509 *cert)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+	BN_free(bn);
+	return hex;
+}
+
+/* The result's key and certificate as progress lines (progress.h), when wanted. */
+static void
+note_cert(const struct tok *t, const struct tok_key *k, X509 *cert)
+{
+	char *ku = NULL, *hex = NULL, when[64];
+	BIO *b = NULL;
+	int n;
+
+	if (!progress_on())
+		return;
+	if (tok_object_uri(t, k, "private", &ku) == 0)
+		progress_note("key", "%s", ku);
+	if ((hex = serial_hex(cert)) != NULL)
+		progress_note("cert-serial", "%s", hex);
+	if ((b = BIO_new(BIO_s_mem())) != NULL &&
+	    ASN1_TIME_print_ex(b, X509_get0_notAfter(cert), ASN1_DTFLGS_ISO8601) == 1 &&
+	    (n = BIO_read(b, when, sizeof(when) - 1)) > 0) {
+		when[n] = '\0';
+		progress_note("not-after", "%s", when);
+	}
+	BIO_free(b);
+	OPENSSL_free(hex);
+	free(ku);
+}
+
 void
 enroll_print_cert(FILE *f, const struct tok *t, const struct tok_key *k, X509 *cert)
 {
 	char *ku = NULL, *cu = NULL, *hex = NULL;
 	BIO *b = BIO_new_fp(f, BIO_NOCLOSE);
-	BIGNUM *bn = NULL;
 
 	if (tok_object_uri(t, k, "private", &ku) == 0)
 		fprintf(f, "key:         %s\n", ku);
@@ -104,15 +140,13 @@ enroll_print_cert(FILE *f, const struct tok *t, const struct tok_key *k, X509 *c
 		BIO_printf(b, "\n");
 		BIO_flush(b);
 	}
-	if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL)) != NULL &&
-	    (hex = BN_bn2hex(bn)) != NULL)
+	if ((hex = serial_hex(cert)) != NULL)
 		fprintf(f, "serial:      %s\n", hex);
 	print_time(f, "not before:  ", X509_get0_notBefore(cert));
 	print_time(f, "not after:   ", X509_get0_notAfter(cert));
 out:
 	fflush(f);
 	BIO_free(b);
-	BN_free(bn);
 	OPENSSL_free(hex);
 	free(ku);
 	free(cu);
@@ -419,6 +453,7 @@ enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_in
 	    (r = enroll_fetch_challenge(c, ci, challenge)) != 0)
 		return r;
 	t1 = exchange_now_ms();
+	progress_note("state", "key");
 	if (!have_pend && (r = enroll_get_key(t, c, keyp, generated)) != 0)
 		return r;
 	tm->keygen = exchange_now_ms() - t1;
@@ -449,6 +484,7 @@ enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_in
 		pend->next_poll = time(NULL) + delay;
 		if ((r = pending_save(c, pend)) != 0)
 			return r;
+		progress_note("state", "pending");
 		if (!o->wait || pend->next_poll > deadline) {
 			if (o->wait)
 				log_error("--max-wait reached");
@@ -486,6 +522,8 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 		log_info("token '%s' already holds a valid certificate for key '%s'; nothing to do",
 		         tok_get_info(t)->label, c->key_label);
 		enroll_print_cert(stdout, t, keys[which], cert);
+		progress_note("state", "skipped");
+		note_cert(t, keys[which], cert);
 		/* An earlier run may have stored it and then lost the token; a
 		 * pending renewal stays for `renew`. */
 		r = pending_load(c, &pend);
@@ -538,6 +576,8 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	tm.store += exchange_now_ms() - t0;
 	log_info("enrolled: certificate stored on token '%s' next to its key",
 	         tok_get_info(t)->label);
+	progress_note("state", "stored");
+	note_cert(t, key, cert);
 	log_debug("timing (ms): token open+login %.1f, key %.1f, CSR+sign %.1f, "
 	          "network+server %.1f, decrypt+check+store %.1f",
 	          tm.token, tm.keygen, tm.csr, tm.network, tm.store);

@@ -14,6 +14,7 @@
 #include "err.h"
 #include "exchange.h"
 #include "log.h"
+#include "progress.h"
 #include "scep.h"
 
 static void
@@ -155,6 +156,7 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	if ((r = scep_req_build(&sr, &msg, &msg_len)) != 0)
 		goto out;
 	tm->csr = exchange_now_ms() - t0;
+	progress_note("state", "request");
 	t0 = exchange_now_ms();
 	if ((r = ca_pkioperation(c, ci, msg, msg_len, &rep_der, &rep_len)) != 0)
 		goto out;

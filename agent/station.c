@@ -1,7 +1,7 @@
 /*
  * station.c: the cards of a provisioning run (station.h): states read from
- * the enrollment processes, progress on a terminal or log lines elsewhere,
- * the report, the summary.
+ * the enrollment processes' progress lines (progress.h), progress on a
+ * terminal or log lines elsewhere, the report, the summary.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,6 +17,7 @@
 #include "err.h"
 #include "log.h"
 #include "pinmap.h"
+#include "progress.h"
 #include "provreport.h"
 #include "secret.h"
 #include "station.h"
@@ -237,58 +238,59 @@ station_expand(const struct station *s, const struct card *k, struct conf *c)
 	return 0;
 }
 
-/* "KEY: value" from the certificate the child printed. */
-static void
-take(const char *line, const char *key, char *dst, size_t size)
-{
-	size_t n = strlen(key);
-
-	if (strncmp(line, key, n) != 0)
-		return;
-	line += n;
-	while (*line == ' ')
-		line++;
-	snprintf(dst, size, "%s", line);
-}
-
-/* The log lines that mark a step of enroll_run (enroll.c, exchange.c). */
+/* The steps of enroll_run as its progress lines name them (progress.h). */
 static const struct {
-	const char *text;
+	const char *name;
 	int state;
 } steps[] = {
-    {"PKCSReq transactionID", CARD_REQUEST},
-    {"CertPoll transactionID", CARD_REQUEST},
-    {"PENDING", CARD_PENDING},
-    {"enrolled: certificate stored", CARD_STORED},
+    {"key", CARD_KEY},
+    {"request", CARD_REQUEST},
+    {"pending", CARD_PENDING},
+    {"stored", CARD_STORED},
 };
 
+/* One progress line of the child: a step, or a fact for the report. */
 static void
-child_line(struct station *s, struct card *k, int which, const char *line)
+progress_line(struct station *s, struct card *k, char *line)
 {
-	static const char pfx[] = "p11enroll: ", err[] = "error: ";
+	const char *v = NULL, *key = progress_split(line, &v);
+	struct {
+		const char *name;
+		char *dst;
+		size_t size;
+	} facts[] = {
+	    {"token-serial", k->info.serial, sizeof(k->info.serial)},
+	    {"token-label", k->info.label, sizeof(k->info.label)},
+	    {"key", k->key_uri, sizeof(k->key_uri)},
+	    {"cert-serial", k->cert_serial, sizeof(k->cert_serial)},
+	    {"not-after", k->not_after, sizeof(k->not_after)},
+	};
 	size_t i;
 
-	if (which == 0) {
-		if (strncmp(line, "token-serial:", 13) == 0)
-			k->inited = 1;
-		take(line, "token-serial:", k->info.serial, sizeof(k->info.serial));
-		take(line, "token-label:", k->info.label, sizeof(k->info.label));
-		take(line, "key:", k->key_uri, sizeof(k->key_uri));
-		take(line, "serial:", k->cert_serial, sizeof(k->cert_serial));
-		take(line, "not after:", k->not_after, sizeof(k->not_after));
+	if (key == NULL)
+		return;
+	if (strcmp(key, "state") == 0) {
+		k->holds |= strcmp(v, "skipped") == 0;
+		for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+			if (strcmp(v, steps[i].name) == 0 && k->state != steps[i].state)
+				station_set_state(s, k, steps[i].state, NULL);
 		return;
 	}
-	if (log_get_level() >= LOG_LVL_DEBUG)
+	if (strcmp(key, "error") == 0 && k->reason[0] == '\0')
+		snprintf(k->reason, sizeof(k->reason), "%s", v);
+	k->inited |= strcmp(key, "token-serial") == 0;
+	for (i = 0; i < sizeof(facts) / sizeof(facts[0]); i++)
+		if (strcmp(key, facts[i].name) == 0)
+			snprintf(facts[i].dst, facts[i].size, "%s", v);
+}
+
+static void
+child_line(struct station *s, struct card *k, int which, char *line)
+{
+	if (which == 0)
+		progress_line(s, k, line);
+	else if (log_get_level() >= LOG_LVL_DEBUG)
 		fprintf(stderr, "[%s] %s\n", k->info.serial, line);
-	if (strncmp(line, pfx, sizeof(pfx) - 1) == 0)
-		line += sizeof(pfx) - 1;
-	if (strncmp(line, err, sizeof(err) - 1) == 0 && k->reason[0] == '\0')
-		snprintf(k->reason, sizeof(k->reason), "%s", line + sizeof(err) - 1);
-	if (strstr(line, "already holds a valid certificate") != NULL)
-		k->holds = 1;
-	for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
-		if (strstr(line, steps[i].text) != NULL && k->state != steps[i].state)
-			station_set_state(s, k, steps[i].state, NULL);
 }
 
 void

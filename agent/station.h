@@ -1,7 +1,8 @@
 /*
  * station.h: what `provision` knows about each card and how it shows it:
- * the states read from the enrollment processes' output, the progress lines
- * or log lines, the report records, the summary. Private to provision.c.
+ * the states read from the enrollment processes' progress.h lines, the
+ * terminal or log lines, the report records, the summary. Private to
+ * provision.c.
  */
 #ifndef P11E_STATION_H
 #define P11E_STATION_H
@@ -10,6 +11,7 @@
 #include <sys/types.h>
 
 #include "conf.h"
+#include "progress.h"
 #include "provision.h"
 #include "tok.h"
 #include "uri.h"
@@ -31,8 +33,8 @@ struct card {
 	int state; /* enum card_state */
 	int holds; /* the child said the token already holds a valid certificate */
 	pid_t pid; /* running child, else 0 */
-	int fd[2]; /* its stdout, stderr; -1 when closed */
-	char buf[2][1024];
+	int fd[2]; /* its progress lines (progress.h), its stderr; -1 when closed */
+	char buf[2][PROGRESS_LINE_MAX + 1];
 	size_t len[2];
 	int err;          /* the child's result as a P11E_ERR_* */
 	int blank;        /* not initialised when listed ([token] init = yes) */
@@ -88,7 +90,10 @@ int station_expand(const struct station *s, const struct card *k, struct conf *c
 /* A new state (reason: why it failed, or NULL), shown at once. */
 void station_set_state(struct station *s, struct card *k, int state, const char *reason);
 
-/* Reads the child's stdout (which 0) or stderr (1); closes it at EOF. */
+/*
+ * Reads the child's progress lines (which 0: the card's state and facts) or
+ * its stderr (1: shown at debug level, else dropped); closes it at EOF.
+ */
 void station_read(struct station *s, struct card *k, int which);
 
 /* The child has ended (k->err set): final state, report line. */

@@ -43,10 +43,10 @@ report_count() {
 	grep -c "\"result\":\"$1\"" "$T/report.jsonl" 2>/dev/null || true
 }
 
-# check_card LABEL SERIAL: one key and one certificate with its CKA_ID on the token, the
-# certificate verifies against the server's CA and carries the templated names.
-check_card() {
-	local label=$1 serial=$2 id
+# card_cert LABEL: one key and one certificate with its CKA_ID on the token, the
+# certificate (then in LABEL.pem) verifies against the server's CA.
+card_cert() {
+	local label=$1 id
 	TOKEN_LABEL=$label
 	token_objects >"objects-$label.txt"
 	assert_eq 1 "$(grep -c '^privkey|' "objects-$label.txt")" "$label: private keys" || return
@@ -57,6 +57,12 @@ check_card() {
 	openssl x509 -inform DER -in "$label.der" -out "$label.pem" 2>>openssl.err
 	openssl verify -CAfile "$SCEP_CA_PEM" "$label.pem" >"verify-$label.txt" 2>&1
 	assert_contains "verify-$label.txt" "$label.pem: OK"
+}
+
+# check_card LABEL SERIAL: card_cert, and the certificate carries the templated names.
+check_card() {
+	local label=$1 serial=$2
+	card_cert "$label" || return
 	openssl x509 -in "$label.pem" -noout -subject -nameopt RFC2253 -ext subjectAltName \
 		>"names-$label.txt" 2>&1
 	assert_contains "names-$label.txt" "CN=card-$serial,OU=$label,O=Example"
@@ -66,9 +72,11 @@ check_card() {
 
 # scepserver's file depot can fail a request when two are signed at the same moment
 # ("could not convert  to serial number": it read the serial file while another request
-# rewrote it). Those requests, and only those, may fail; a second run enrolls them.
+# rewrote it; "open .../depot/serial: file exists": two requests created it at once).
+# Those requests, and only those, may fail; a second run enrolls them.
 server_serial_races() {
-	grep -c 'could not convert .*to serial number' "$T/srv/scepserver.log" || true
+	grep -cE 'could not convert .*to serial number|depot/serial: file exists' \
+		"$T/srv/scepserver.log" || true
 }
 
 test_twenty_tokens_jobs_4() {
@@ -313,6 +321,53 @@ test_busy_card() {
 	assert_exit 0 p11e provision --report "$T/report.jsonl"
 	assert_match "$OUT" '^3 tokens: 1 enrolled, 2 skipped, 0 pending, 0 failed'
 	check_card "${LABELS[1]}" "$busy"
+}
+
+# The report comes from the cards' progress lines, not from their log: with -q (errors
+# only) it still holds each card's certificate serial, notAfter and key URI, and the
+# reason of a failure. EC keys against the responder double: every card's exchange goes
+# through the one transient RSA key provision makes for the run, and each certificate
+# still verifies.
+test_quiet_report_ec() {
+	local i pin bad label cserial notafter
+	make_cards 3 || return
+	SCEP_CHALLENGE=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+	start_responder "$T/resp" normal || return
+	KEY_TYPE=ec:P-256 station_conf
+	pin=$(head -n1 "$T/hsm/pin") bad=${SERIALS[1]}
+	for ((i = 0; i < 3; i++)); do
+		if [ "${SERIALS[$i]}" = "$bad" ]; then
+			echo "${SERIALS[$i]} = 0000wrong"
+		else
+			echo "${SERIALS[$i]} = $pin"
+		fi
+	done >"$T/pins"
+	chmod 600 "$T/pins"
+	sed -i -e '/^pin_file/d' -e "/^\[token\]/a pin_map_file = $T/pins" "$CONF"
+	p11e -q provision --jobs 2 --report "$T/report.jsonl"
+	assert_eq 74 "$RC" "exit status with one wrong PIN"
+	assert_match "$OUT" '^3 tokens: 2 enrolled, 0 skipped, 0 pending, 1 failed'
+	# -q: no line per change of state; the failure alone, with its reason.
+	assert_not_contains "$ERR" "token '${LABELS[0]}'"
+	assert_match "$ERR" "token '${LABELS[1]}' \\(serial $bad\\): failed: wrong PIN"
+	assert_match "$T/report.jsonl" "\"serial\":\"$bad\".*\"result\":\"failed\",\"certificate_serial\":null,\"not_after\":null,\"key_uri\":null,\"error\":\"wrong PIN for token"
+	for i in 0 1 2; do
+		label=${LABELS[$i]} TOKEN_LABEL=${LABELS[$i]} PIN=$pin
+		if [ "${SERIALS[$i]}" = "$bad" ]; then
+			assert_eq 0 "$(count_objects privkey)" "$label (wrong PIN): private keys"
+			continue
+		fi
+		card_cert "$label" || continue
+		# The report's facts are those of the certificate on the token.
+		openssl x509 -in "$label.pem" -noout -serial -enddate -dateopt iso_8601 \
+			>"facts-$label.txt" 2>&1
+		assert_match "facts-$label.txt" '^serial=[0-9A-F]+$'
+		cserial=$(sed -n 's/^serial=//p' "facts-$label.txt")
+		notafter=$(sed -n 's/^notAfter=//p' "facts-$label.txt")
+		assert_match "$T/report.jsonl" "\"serial\":\"${SERIALS[$i]}\".*\"certificate_serial\":\"$cserial\",\"not_after\":\"$notafter\",\"key_uri\":\"pkcs11:[^\"]*serial=${SERIALS[$i]}[^\"]*type=private"
+	done
+	assert_not_contains "$T/report.jsonl" "0000wrong"
+	assert_not_contains "$ERR" "0000wrong"
 }
 
 # A placeholder the station does not know is a configuration error with file:line.
