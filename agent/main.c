@@ -19,6 +19,7 @@
 #include "provision.h"
 #include "renew.h"
 #include "scep.h"
+#include "profile.h"
 #include "statefile.h"
 #include "tokens_cmd.h"
 
@@ -283,6 +284,9 @@ main(int argc, char **argv)
 	}
 	path = npaths == 1 ? paths[0] : defpath;
 	if ((r = conf_load(path, &c)) != 0)
+		goto out;
+	if ((strcmp(cmd, "enroll") == 0 || strcmp(cmd, "renew") == 0) &&
+	    (r = profile_check_subject(c, cmd)) != 0)
 		goto out;
 	if ((r = scep_init()) != 0 || (r = http_init()) != 0)
 		goto out;

@@ -12,6 +12,20 @@
 #include "err.h"
 #include "log.h"
 #include "profile.h"
+#include "template.h"
+
+int
+profile_check_subject(const struct conf *c, const char *cmd)
+{
+	const char *which = tmpl_conf_placeholder(c);
+
+	if (which == NULL)
+		return 0;
+	log_error("%s: [subject] %s holds {placeholders}, which only `provision` expands (per "
+	          "card); write the values out for `%s`",
+	          c->path, which, cmd);
+	return P11E_ERR_CONFIG;
+}
 
 void
 profile_free_all(struct profile *p, size_t n)
@@ -55,7 +69,7 @@ add_profile(struct profile **p, size_t *n, const char *path)
 	(*n)++;
 	if ((r = conf_load(path, &np->c)) != 0)
 		return r;
-	return 0;
+	return profile_check_subject(np->c, "run");
 }
 
 /* Two profiles with one state_dir and key label would share their state files. */

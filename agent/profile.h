@@ -29,6 +29,13 @@ struct profile {
  */
 int profile_load_all(char *const *paths, size_t npaths, struct profile **out, size_t *nout);
 
+/*
+ * 0 when c's subject holds no {placeholder}; else logs that only
+ * `provision` expands them (cmd: the command refusing) and returns
+ * P11E_ERR_CONFIG.
+ */
+int profile_check_subject(const struct conf *c, const char *cmd);
+
 /* Frees n profiles and the array. Accepts NULL. */
 void profile_free_all(struct profile *p, size_t n);
 

@@ -325,6 +325,17 @@ test_run_idle_makes_no_wakeups() {
 	stop_daemon
 }
 
+test_placeholders_are_for_provision_only() {
+	make_token || return
+	SCEP_URL=http://127.0.0.1:9/scep DN='CN=card-{token.serial},O=Example' write_conf
+	assert_exit 78 p11e enroll || return
+	assert_contains "$ERR" "[subject] dn holds {placeholders}, which only \`provision\` expands"
+	assert_exit 78 p11e renew --force
+	assert_exit 78 p11e run
+	assert_contains "$ERR" "write the values out for \`run\`"
+	assert_eq "0 0" "$(pair_count)" "keys and certificates"
+}
+
 test_run_usage() {
 	T=$T p11e_raw -c /nonexistent.conf run extra
 	assert_eq 64 "$RC" "exit status of run with an argument"
