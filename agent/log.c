@@ -1,6 +1,9 @@
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 
@@ -9,6 +12,9 @@
 static int level = LOG_LVL_INFO;
 
 static const char *const prefix[] = {"error: ", "warning: ", "", ""};
+
+/* 1 when stderr is the journal's stream; -1 = not yet known. */
+static int journal = -1;
 
 /* A profile's name in the daemon: "p11enroll[name]: " ("" = none). */
 static char tag[64];
@@ -46,9 +52,24 @@ log_clear_last_error(void)
 	last_error[0] = '\0';
 }
 
+/* systemd's test: JOURNAL_STREAM names the device and inode of stderr. */
+static int
+stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+	       fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	       (unsigned long long)st.st_ino == ino;
+}
+
 static void
 vlog(int l, const char *fmt, va_list ap)
 {
+	static const int syslog_pri[] = {3, 4, 6, 7}; /* err, warning, info, debug */
+	int i = l < 0 ? 0 : l > 3 ? 3 : l;
 	va_list copy;
 
 	if (l <= LOG_LVL_ERROR) {
@@ -56,10 +77,14 @@ vlog(int l, const char *fmt, va_list ap)
 		vsnprintf(last_error, sizeof(last_error), fmt, copy);
 		va_end(copy);
 	}
+	/* Under systemd, stderr is the journal's stream: "<N>" sets the priority
+	 * (`journalctl -p err` then finds the errors). */
+	if (journal < 0)
+		journal = stderr_is_journal();
+	if (journal)
+		fprintf(stderr, "<%d>", syslog_pri[i]);
 	fprintf(stderr, "p11enroll%s%s%s: %s", tag[0] ? "[" : "", tag, tag[0] ? "]" : "",
-	        prefix[l < 0   ? 0
-	               : l > 3 ? 3
-	                       : l]);
+	        prefix[i]);
 	vfprintf(stderr, fmt, ap);
 }
 

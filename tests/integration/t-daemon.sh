@@ -344,6 +344,15 @@ test_run_usage() {
 	assert_contains "$ERR" "several -c options are for \`run\` only"
 	p11e_raw -c /nonexistent.conf run
 	assert_eq 74 "$RC" "exit status of run without its configuration file"
+	# When stderr is the journal's stream (JOURNAL_STREAM names its device:inode, as
+	# systemd sets it) each line carries its syslog priority; elsewhere it does not.
+	: >journal.err
+	JOURNAL_STREAM=$(stat -c '%d:%i' journal.err) "$P11ENROLL" -c /nonexistent.conf run \
+		2>>journal.err </dev/null
+	assert_match journal.err '^<3>p11enroll: error: .*/nonexistent.conf'
+	JOURNAL_STREAM=1:1 p11e_raw -c /nonexistent.conf run
+	assert_match "$ERR" '^p11enroll: error: '
+
 	assert_contains "$ERR" "/nonexistent.conf"
 }
 
