@@ -17,6 +17,18 @@
 #include "progress.h"
 #include "scep.h"
 
+/* exchange_set_transient: the RSA key every EC exchange of this process uses, or NULL. */
+static EVP_PKEY *shared_transient;
+
+void
+exchange_set_transient(EVP_PKEY *pkey)
+{
+	if (pkey != NULL && EVP_PKEY_up_ref(pkey) != 1)
+		pkey = NULL;
+	EVP_PKEY_free(shared_transient);
+	shared_transient = pkey;
+}
+
 static void
 report_failure(const struct scep_rep *rep, int had_challenge)
 {
@@ -93,13 +105,16 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	} else if (key->type != CONF_KEY_RSA) {
 		/* SCEP's envelope needs an RSA key: a transient one carries the
 		 * exchange; the CSR inside is the EC token key's. */
-		if ((transient = EVP_RSA_gen(2048)) == NULL) {
+		if (shared_transient != NULL && EVP_PKEY_up_ref(shared_transient) == 1)
+			transient = shared_transient;
+		else if ((transient = EVP_RSA_gen(2048)) == NULL) {
 			log_openssl(LOG_LVL_ERROR, "cannot generate the transient RSA key");
 			r = P11E_ERR_INTERNAL;
 			goto out;
 		}
 		signer = transient;
-		log_debug("EC key: the SCEP exchange uses a transient RSA-2048 key");
+		log_debug("EC key: the SCEP exchange uses %s transient RSA-2048 key",
+		          transient == shared_transient ? "this run's shared" : "a");
 	}
 	if (x->poll_txid == NULL) {
 		if ((r = csr_build(c, key->pub, tokkey, challenge, &req)) != 0)

@@ -39,6 +39,17 @@ struct exchange {
 };
 
 /*
+ * The RSA key that signs the envelope of every exchange for an EC key from
+ * now on, instead of a transient key generated per exchange (about 150 ms of
+ * CPU each): `provision` makes one per run before it starts the cards'
+ * processes. Takes a reference of its own (the caller frees pkey as usual)
+ * and drops the previous one; NULL goes back to a key per exchange. Each
+ * exchange still has its own self-signed certificate, transactionID and
+ * senderNonce.
+ */
+void exchange_set_transient(EVP_PKEY *pkey);
+
+/*
  * Runs the exchange. On SUCCESS *issued is the certificate for x->key,
  * verified to chain to the CA. PENDING: P11E_ERR_PENDING (not logged: the
  * caller says what happens next). FAILURE: P11E_ERR_REJECTED, logged with
