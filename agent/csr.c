@@ -31,7 +31,7 @@ is_printable(const char *s, size_t len)
 }
 
 static int
-add_entry(X509_NAME *name, const char *type, const char *val, size_t vlen, int set)
+add_entry(X509_NAME *name, const char *type, const char *val, size_t vlen, int loc, int set)
 {
 	int nid = OBJ_txt2nid(type), stype = MBSTRING_UTF8;
 	ASN1_STRING_TABLE *tbl;
@@ -43,8 +43,8 @@ add_entry(X509_NAME *name, const char *type, const char *val, size_t vlen, int s
 	tbl = ASN1_STRING_TABLE_get(nid);
 	if (is_printable(val, vlen) && (tbl == NULL || (tbl->mask & B_ASN1_PRINTABLESTRING)))
 		stype = V_ASN1_PRINTABLESTRING;
-	if (!X509_NAME_add_entry_by_NID(name, nid, stype, (const unsigned char *)val, (int)vlen, -1,
-	                                set)) {
+	if (!X509_NAME_add_entry_by_NID(name, nid, stype, (const unsigned char *)val, (int)vlen,
+	                                loc, set)) {
 		log_openssl(LOG_LVL_ERROR, "subject dn: value of '%s' is not acceptable", type);
 		return P11E_ERR_CONFIG;
 	}
@@ -107,10 +107,12 @@ csr_parse_dn(const char *dn, X509_NAME **out)
 			log_error("subject dn '%s': empty value for %s", dn, type);
 			goto out;
 		}
-		if ((r = add_entry(name, type, val, vn, set)) != 0)
+		/* RFC 4514 writes the most specific RDN first: each RDN goes in
+		 * front of the ones before it, a '+' value into that same RDN. */
+		if ((r = add_entry(name, type, val, vn, 0, set)) != 0)
 			goto out;
 		r = P11E_ERR_CONFIG;
-		set = (p < end && *p == '+') ? -1 : 0;
+		set = (p < end && *p == '+') ? 1 : 0;
 		if (p < end)
 			p++;
 	}

@@ -13,7 +13,9 @@
 
 /*
  * Parses an RFC 4514 string ("CN=host,O=Example"; '\' escapes, '+' for
- * multi-valued RDNs) into a name whose RDNs keep the order written.
+ * multi-valued RDNs) into a name the RFC 4514 way: the first RDN written is
+ * the most specific, the last one in the encoding ("CN=host,O=Example" is
+ * encoded O, then CN, and every CA and LDAP tool prints it back as written).
  * PrintableString where the value allows, else UTF8String. Errors:
  * P11E_ERR_CONFIG (logged, naming the attribute).
  */
