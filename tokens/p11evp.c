@@ -21,7 +21,7 @@
 #include "log.h"
 #include "p11int.h"
 
-#define ENUM_TRIES 5 /* PKCS11_enumerate_slots: 20, 40, 80, 160 ms apart */
+#define ENUM_TRIES 5 /* PKCS11_enumerate_slots/_keys: 20, 40, 80, 160 ms apart */
 
 struct tok_evp {
 	PKCS11_CTX *ctx;
@@ -98,13 +98,27 @@ evp_find_key(struct tok *t, const struct tok_key *k)
 	PKCS11_SLOT *slot;
 	PKCS11_KEY *keys = NULL;
 	unsigned int n = 0, i;
+	struct timespec pause = {0, 20 * 1000000L};
+	int tries;
 
-	if ((slot = evp_slot(t)) == NULL || PKCS11_enumerate_keys(slot->token, &keys, &n) != 0)
+	if ((slot = evp_slot(t)) == NULL)
 		return NULL;
-	for (i = 0; i < n; i++)
-		if (keys[i].id_len == k->id_len && memcmp(keys[i].id, k->id, k->id_len) == 0)
-			return &keys[i];
-	return NULL;
+	/* The key is there (our own C_FindObjects saw it), but under several
+	 * processes on one SoftHSM directory libp11's search can come back without
+	 * it (`provision`: 2 in 800 enrollments): search again, a little later. */
+	for (tries = 1;; tries++) {
+		if (PKCS11_enumerate_keys(slot->token, &keys, &n) == 0)
+			for (i = 0; i < n; i++)
+				if (keys[i].id_len == k->id_len &&
+				    memcmp(keys[i].id, k->id, k->id_len) == 0)
+					return &keys[i];
+		if (tries == ENUM_TRIES)
+			return NULL;
+		log_openssl(LOG_LVL_DEBUG, "libp11 does not see key '%s' (try %d of %d)", k->label,
+		            tries, ENUM_TRIES);
+		nanosleep(&pause, NULL);
+		pause.tv_nsec *= 2;
+	}
 }
 
 /* An EVP_PKEY of k's private key that signs and decrypts on the token. */
