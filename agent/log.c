@@ -13,9 +13,6 @@ static int level = LOG_LVL_INFO;
 
 static const char *const prefix[] = {"error: ", "warning: ", "", ""};
 
-/* 1 when stderr is the journal's stream; -1 = not yet known. */
-static int journal = -1;
-
 /* A profile's name in the daemon: "p11enroll[name]: " ("" = none). */
 static char tag[64];
 
@@ -52,7 +49,9 @@ log_clear_last_error(void)
 	last_error[0] = '\0';
 }
 
-/* systemd's test: JOURNAL_STREAM names the device and inode of stderr. */
+/* systemd's test: JOURNAL_STREAM names the device and inode of stderr. Asked
+ * per line: a forked child's stderr may be a pipe while its parent's is the
+ * journal. */
 static int
 stderr_is_journal(void)
 {
@@ -79,9 +78,7 @@ vlog(int l, const char *fmt, va_list ap)
 	}
 	/* Under systemd, stderr is the journal's stream: "<N>" sets the priority
 	 * (`journalctl -p err` then finds the errors). */
-	if (journal < 0)
-		journal = stderr_is_journal();
-	if (journal)
+	if (stderr_is_journal())
 		fprintf(stderr, "<%d>", syslog_pri[i]);
 	fprintf(stderr, "p11enroll%s%s%s: %s", tag[0] ? "[" : "", tag, tag[0] ? "]" : "",
 	        prefix[i]);
