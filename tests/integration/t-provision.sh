@@ -370,6 +370,25 @@ test_quiet_report_ec() {
 	assert_not_contains "$ERR" "0000wrong"
 }
 
+# On a terminal (script(1) gives it a pty): one line per card, redrawn in place, no log
+# line per change of state, then the summary table.
+test_terminal_progress_lines() {
+	local i
+	make_cards 3 || return
+	start_scepserver "$T/srv" || return
+	station_conf
+	script -q -e -c "$(printf '%q ' "$P11ENROLL" -c "$CONF" provision --jobs 1)" /dev/null \
+		</dev/null >"$T/tty.out" 2>&1
+	assert_eq 0 "$?" "exit status on a terminal" || sed 's/^/  tty: /' "$T/tty.out" >&2
+	assert_contains "$T/tty.out" $'\033[3A' # cursor up over the 3 card lines: a redraw
+	for ((i = 0; i < 3; i++)); do
+		assert_match "$T/tty.out" "${SERIALS[$i]} +${LABELS[$i]} +waiting"
+		assert_match "$T/tty.out" "${SERIALS[$i]} +${LABELS[$i]} +done"
+	done
+	assert_contains "$T/tty.out" "3 tokens: 3 enrolled, 0 skipped, 0 pending, 0 failed"
+	assert_not_contains "$T/tty.out" "(serial ${SERIALS[0]}):"
+}
+
 # A placeholder the station does not know is a configuration error with file:line.
 test_unknown_placeholder() {
 	make_token || return
