@@ -391,7 +391,7 @@ reload(struct daemon *d)
 	int r;
 
 	d->reload = 0;
-	if ((r = profile_load_all(d->paths, d->npaths, &np, &nn)) != 0) {
+	if ((r = profile_load_all(d->paths, d->npaths, "run", &np, &nn)) != 0) {
 		log_error("configuration not reloaded; the profiles loaded before stay in use");
 		return r;
 	}
@@ -468,7 +468,7 @@ daemon_run(char *const *paths, size_t npaths)
 	d.paths = paths;
 	d.npaths = npaths;
 	d.sfd = d.tfd = -1;
-	if ((r = profile_load_all(paths, npaths, &d.p, &d.n)) != 0 || (r = setup(&d)) != 0)
+	if ((r = profile_load_all(paths, npaths, "run", &d.p, &d.n)) != 0 || (r = setup(&d)) != 0)
 		goto out;
 	for (i = 0; i < d.n; i++)
 		resume(&d.p[i]);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "attempt.h"
 #include "conf.h"
@@ -79,7 +80,7 @@ static const char usage_text[] =
     "\n"
     "Options:\n"
     "  -c, --config FILE   configuration (default " P11E_SYSCONFDIR "/p11enroll/p11enroll.conf);\n"
-    "                      run: repeatable, or a directory of *.conf files\n"
+    "                      run, status: repeatable, or a directory of *.conf files\n"
     "  -v, --verbose       more detail on stderr\n"
     "  -q, --quiet         errors only on stderr\n"
     "  -h, --help          this text\n"
@@ -94,6 +95,46 @@ static const char usage_text[] =
     "  77 rejected by the CA             78  configuration error\n";
 
 #define MAX_PROFILES 64
+
+static int
+is_dir(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/*
+ * status of every profile the paths name (files, directories of *.conf):
+ * text sections headed "== NAME (FILE)", or one JSON array of the objects.
+ * The first error among them decides the result.
+ */
+static int
+status_many(char *const *paths, size_t npaths, int json)
+{
+	struct profile *p = NULL;
+	size_t n = 0, i;
+	int r, first_err = 0;
+
+	if ((r = profile_load_all(paths, npaths, NULL, &p, &n)) != 0)
+		return r;
+	if (json)
+		fputs("[\n", stdout);
+	for (i = 0; i < n; i++) {
+		if (json && i > 0)
+			fputs(",\n", stdout);
+		else if (!json)
+			printf("%s== %s (%s)\n", i > 0 ? "\n" : "", p[i].name, p[i].c->path);
+		r = status_run(p[i].c, json);
+		fflush(stdout);
+		if (r != 0 && first_err == 0)
+			first_err = r;
+	}
+	if (json)
+		fputs("]\n", stdout);
+	profile_free_all(p, n);
+	return first_err;
+}
 
 static void
 harden(void)
@@ -278,11 +319,21 @@ main(int argc, char **argv)
 		log_error("unexpected argument '%s'", argv[optind]);
 		return P11E_EXIT_USAGE;
 	}
+	path = npaths == 1 ? paths[0] : defpath;
+	if (strcmp(cmd, "status") == 0 && (npaths > 1 || is_dir(path))) {
+		if (npaths == 0)
+			paths[npaths++] = defpath;
+		if ((r = scep_init()) == 0)
+			r = status_many(paths, npaths, status_json);
+		scep_cleanup();
+		return p11e_exit_code(r);
+	}
 	if (npaths > 1) {
-		log_error("several -c options are for `run` only; %s takes one configuration", cmd);
+		log_error("several -c options are for `run` and `status` only; %s takes one "
+		          "configuration",
+		          cmd);
 		return P11E_EXIT_USAGE;
 	}
-	path = npaths == 1 ? paths[0] : defpath;
 	if ((r = conf_load(path, &c)) != 0)
 		goto out;
 	if ((strcmp(cmd, "enroll") == 0 || strcmp(cmd, "renew") == 0) &&

@@ -48,7 +48,7 @@ has_conf_suffix(const struct dirent *e)
 }
 
 static int
-add_profile(struct profile **p, size_t *n, const char *path)
+add_profile(struct profile **p, size_t *n, const char *path, const char *cmd)
 {
 	struct profile *np;
 	const char *base = strrchr(path, '/');
@@ -69,7 +69,7 @@ add_profile(struct profile **p, size_t *n, const char *path)
 	(*n)++;
 	if ((r = conf_load(path, &np->c)) != 0)
 		return r;
-	return profile_check_subject(np->c, "run");
+	return cmd != NULL ? profile_check_subject(np->c, cmd) : 0;
 }
 
 /* Two profiles with one state_dir and key label would share their state files. */
@@ -93,7 +93,8 @@ check_distinct(const struct profile *p, size_t n)
 }
 
 int
-profile_load_all(char *const *paths, size_t npaths, struct profile **out, size_t *nout)
+profile_load_all(char *const *paths, size_t npaths, const char *cmd, struct profile **out,
+                 size_t *nout)
 {
 	struct profile *p = NULL;
 	struct dirent **ents = NULL;
@@ -104,7 +105,7 @@ profile_load_all(char *const *paths, size_t npaths, struct profile **out, size_t
 
 	for (i = 0; i < npaths; i++) {
 		if (stat(paths[i], &st) != 0 || !S_ISDIR(st.st_mode)) {
-			if ((r = add_profile(&p, &n, paths[i])) != 0)
+			if ((r = add_profile(&p, &n, paths[i], cmd)) != 0)
 				goto out;
 			continue;
 		}
@@ -119,7 +120,7 @@ profile_load_all(char *const *paths, size_t npaths, struct profile **out, size_t
 				r = P11E_ERR_ALLOC;
 				goto out;
 			}
-			if ((r = add_profile(&p, &n, f)) != 0)
+			if ((r = add_profile(&p, &n, f, cmd)) != 0)
 				goto out;
 			free(f);
 			f = NULL;

@@ -218,6 +218,15 @@ test_run_two_profiles_from_a_directory() {
 	assert_contains "$T/daemon.log" "p11enroll[vpn]: next: renewal due"
 	assert_contains "$T/daemon.log" "p11enroll[vpn]: enrolled: certificate stored"
 	assert_eq "2 2" "$(pair_count)" "keys and certificates for two profiles"
+	# status over the same directory: a section per profile, or one JSON array.
+	assert_exit 0 p11e_raw -c "$T/conf.d" status || return
+	assert_match "$OUT" "^== vpn \\($T/conf.d/vpn.conf\\)"
+	assert_match "$OUT" "^== wifi \\($T/conf.d/wifi.conf\\)"
+	assert_exit 0 p11e_raw -c "$T/conf.d" status --json || return
+	assert_eq "vpn.example.com wifi.example.com" \
+		"$(python3 -c 'import json, sys
+print(" ".join(p["certificate"]["subject"].split(",")[0][3:] for p in json.load(open(sys.argv[1]))))' "$OUT")" \
+		"the profiles' subjects in status --json"
 	openssl x509 -in "$T/wifi.pem" -noout -subject >wifi.txt && assert_contains wifi.txt "wifi.example.com"
 	openssl x509 -in "$T/vpn.pem" -noout -subject >vpn.txt && assert_contains vpn.txt "vpn.example.com"
 	stop_daemon
@@ -339,9 +348,9 @@ test_placeholders_are_for_provision_only() {
 test_run_usage() {
 	T=$T p11e_raw -c /nonexistent.conf run extra
 	assert_eq 64 "$RC" "exit status of run with an argument"
-	p11e_raw -c a.conf -c b.conf status
-	assert_eq 64 "$RC" "exit status of status with two -c"
-	assert_contains "$ERR" "several -c options are for \`run\` only"
+	p11e_raw -c a.conf -c b.conf enroll
+	assert_eq 64 "$RC" "exit status of enroll with two -c"
+	assert_contains "$ERR" "several -c options are for \`run\` and \`status\` only"
 	p11e_raw -c /nonexistent.conf run
 	assert_eq 74 "$RC" "exit status of run without its configuration file"
 	# When stderr is the journal's stream (JOURNAL_STREAM names its device:inode, as
