@@ -40,7 +40,6 @@ enum action { ACT_NONE = 0, ACT_ENROLL, ACT_RENEW, ACT_CA };
 /* What a child reports back over its pipe. */
 struct tick_result {
 	int err;          /* outcome: of the action when one ran, else of planning */
-	int acted;        /* an enroll, renew or poll ran */
 	time_t next_at;   /* the plan's next moment after the attempt; 0 = none */
 	long retry_after; /* seconds the server asked for (HTTP 429/503), 0 = none */
 	char what[256];   /* what next_at is for */
@@ -143,7 +142,6 @@ tick(const struct conf *c, struct tick_result *res)
 	if ((res->err = statefile_lock(c, &lock)) != 0)
 		return;
 	log_info("now: %s", res->what);
-	res->acted = 1;
 	if (act == ACT_ENROLL)
 		res->err = enroll_run(c, &eo);
 	else if (act == ACT_RENEW)

@@ -122,14 +122,6 @@ renew_due(const struct conf *c, const struct tok *t, X509 *cert, time_t *due, ch
 	return 0;
 }
 
-static void
-fmt_time(time_t when, char *buf, size_t len)
-{
-	struct tm tmv;
-
-	strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", gmtime_r(&when, &tmv));
-}
-
 static int
 same_key(const struct tok_key *a, const struct tok_key *b)
 {
@@ -326,7 +318,7 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 	have_pend = loaded && pend.renewal;
 	if ((r = renew_due(c, t, oldcert, &due, why, sizeof(why))) != 0)
 		goto out;
-	fmt_time(due, when, sizeof(when));
+	schedule_fmt_time(due, when, sizeof(when));
 	if (time(NULL) < due && !o->force && !have_pend) {
 		printf("renewal:     not due; due %s (%s)\n", when, why);
 		log_info("not due for renewal before %s (%s); `renew --force` renews now", when,

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "pending.h"
 #include "renew.h"
+#include "schedule.h"
 #include "secret.h"
 #include "tok.h"
 
@@ -205,14 +206,6 @@ status_token(const struct conf *c, struct status *s)
 	return renew_due(c, s->t, s->cert, &s->due, s->why, sizeof(s->why));
 }
 
-static void
-fmt_time(time_t t, char *buf, size_t len)
-{
-	struct tm tmv;
-
-	strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", gmtime_r(&t, &tmv));
-}
-
 /* "renewal: due ..." for the profile's current certificate (latest notAfter). */
 static void
 print_renewal(const struct status *s)
@@ -230,7 +223,7 @@ print_renewal(const struct status *s)
 	if (time(NULL) >= s->due) {
 		printf("renewal:     due now (%s)\n", s->why);
 	} else {
-		fmt_time(s->due, when, sizeof(when));
+		schedule_fmt_time(s->due, when, sizeof(when));
 		printf("renewal:     due %s (%s)\n", when, s->why);
 	}
 	BN_free(bn);
@@ -246,8 +239,8 @@ print_state(const struct status *s)
 	if (s->have_pend || s->have_last)
 		printf("\n");
 	if (s->have_pend) {
-		fmt_time(s->pend.created, when, sizeof(when));
-		fmt_time(s->pend.next_poll, next, sizeof(next));
+		schedule_fmt_time(s->pend.created, when, sizeof(when));
+		schedule_fmt_time(s->pend.next_poll, next, sizeof(next));
 		printf("pending:     %s request, transactionID %s\n"
 		       "             since %s, %u polls; next poll from %s\n",
 		       s->pend.renewal ? "renewal" : "enrollment", s->pend.txid, when,
@@ -255,7 +248,7 @@ print_state(const struct status *s)
 	}
 	if (!s->have_last)
 		return;
-	fmt_time(s->last.at, when, sizeof(when));
+	schedule_fmt_time(s->last.at, when, sizeof(when));
 	printf("last attempt: %s %s %s", when, s->last.command,
 	       s->last.err == 0 ? "ok" : p11e_strerror(s->last.err));
 	if (s->last.err != 0)
@@ -266,7 +259,7 @@ print_state(const struct status *s)
 	if (s->last.failures > 0)
 		printf("failures:    %u in a row\n", s->last.failures);
 	if (s->last.next_at != 0) {
-		fmt_time(s->last.next_at, next, sizeof(next));
+		schedule_fmt_time(s->last.next_at, next, sizeof(next));
 		printf("next attempt: %s\n", next);
 	}
 }
