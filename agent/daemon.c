@@ -316,7 +316,7 @@ static void
 schedule(struct profile *p, const struct tick_result *res)
 {
 	time_t now = time(NULL);
-	char when[32], d[32];
+	char d[32];
 	long delay;
 	int asked = 0;
 
@@ -333,7 +333,6 @@ schedule(struct profile *p, const struct tick_result *res)
 		p->failures = 0;
 		p->next_at = res->next_at;
 		snprintf(p->what, sizeof(p->what), "%s", res->what);
-		schedule_fmt_time(p->next_at, when, sizeof(when));
 		log_info("next: %s", p->what);
 		note_next(p);
 		return;
@@ -357,9 +356,8 @@ static void
 resume(struct profile *p)
 {
 	struct attempt a;
-	time_t now = time(NULL);
-
 	struct stat st;
+	time_t now = time(NULL);
 	char when[32];
 
 	p->next_at = now;
@@ -406,8 +404,8 @@ reload(struct daemon *d)
 	return 0;
 }
 
-/* Arms the timer for the earliest moment; returns 0 when nothing is scheduled. */
-static int
+/* Arms the timer for the earliest moment of the profiles not parked (none: disarmed). */
+static void
 arm(struct daemon *d)
 {
 	struct itimerspec its;
@@ -427,11 +425,10 @@ arm(struct daemon *d)
 	if (best == d->n) {
 		log_info("nothing scheduled (every profile is parked); waiting for SIGHUP or "
 		         "SIGTERM");
-		return 0;
+		return;
 	}
 	schedule_fmt_time(d->p[best].next_at, when, sizeof(when));
 	log_debug("sleeping until %s (%s: %s)", when, d->p[best].name, d->p[best].what);
-	return 1;
 }
 
 static int
