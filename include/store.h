@@ -10,6 +10,9 @@
 
 #include <openssl/x509.h>
 
+/* "dir/name", malloc'ed; NULL when out of memory. */
+char *store_path_join(const char *dir, const char *name);
+
 /* mkdir -p with mode for the directories it creates. P11E_ERR_FILE (logged). */
 int store_mkdirs(const char *dir, mode_t mode);
 
