@@ -3,9 +3,18 @@
 
     /usr/bin/python3 tests/data/gen-fixtures.py [OUTDIR]
     /usr/bin/python3 tests/data/gen-fixtures.py --nextca-only [OUTDIR]
+    /usr/bin/python3 tests/data/gen-fixtures.py --chains-only [OUTDIR]
 
 --nextca-only regenerates only the GetNextCACert fixtures (nextca-*), reusing
 the CA, RA and intermediate keys already in OUTDIR.
+
+--chains-only regenerates only the multi-tier GetCACert fixtures (a PKI of
+their own: root2, policy2, issuing1/2, ra2-*, stranger-self, getcacert-2tier*,
+-3tier, -ndes-*, -issuing-only*, -stranger*, -two-roots, and the CertReps
+certrep-*-signed / certrep-success-issuing1), reusing ca.der, ra-sign.der,
+ra-enc.der, the client's key and certificate and TXID/NONCE from OUTDIR; in
+fixtures.txt it replaces or appends only its own keys (ROOT2_SHA256,
+ISSUING1_SHA256, ISSUING2_SHA256, POLICY2_SHA256, STRANGER_SHA256).
 
 Uses only asn1crypto + cryptography (through tests/doubles/scepmsg.py), never
 p11enroll's code or the openssl CLI.  Keys are fresh on every run, so every
@@ -24,18 +33,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "doubles"))
 
 import scepmsg  # noqa: E402
+from asn1crypto import core  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+from cryptography.x509.oid import (AuthorityInformationAccessOID,  # noqa: E402
+                                   ExtendedKeyUsageOID, NameOID)
 
 NOT_BEFORE = datetime.datetime(2020, 1, 1, 0, 0, 0)
 NOT_AFTER = datetime.datetime(2049, 12, 31, 23, 59, 59)
 CHALLENGE = "secret"
 CLIENT_CN = "client.example.com"
 
-ARGS = [a for a in sys.argv[1:] if a != "--nextca-only"]
-NEXTCA_ONLY = len(ARGS) != len(sys.argv) - 1
+ONLY_FLAGS = ("--nextca-only", "--chains-only")
+ARGS = [a for a in sys.argv[1:] if a not in ONLY_FLAGS]
+NEXTCA_ONLY = "--nextca-only" in sys.argv[1:]
+CHAINS_ONLY = "--chains-only" in sys.argv[1:]
 OUT = os.path.abspath(ARGS[0]) if ARGS else HERE
 rng = random.Random(8894)
 _serial = [0x1000]
@@ -77,8 +90,9 @@ KU_NONE = dict(digital_signature=False, content_commitment=False, key_encipherme
 
 
 def make_cert(cn, key, issuer_cert=None, issuer_key=None, ca=False, ku=None,
-              eku=None, digest=hashes.SHA256):
-    """ku: None -> no keyUsage extension; else dict of KeyUsage flags set True."""
+              eku=None, digest=hashes.SHA256, ca_issuers=None):
+    """ku: None -> no keyUsage extension; else dict of KeyUsage flags set True.
+    ca_issuers: URL for an authorityInfoAccess caIssuers entry."""
     pub = key.public_key()
     b = (x509.CertificateBuilder()
          .subject_name(name(cn))
@@ -99,6 +113,10 @@ def make_cert(cn, key, issuer_cert=None, issuer_key=None, ca=False, ku=None,
     if issuer_cert is not None:
         b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
             issuer_cert.public_key()), critical=False)
+    if ca_issuers is not None:
+        b = b.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS,
+            x509.UniformResourceIdentifier(ca_issuers))]), critical=False)
     return b.sign(issuer_key if issuer_key is not None else key, digest())
 
 
@@ -256,6 +274,7 @@ def main():
 
     nextca(ca, ca_key, ra_sign, ra_sign_key, root, root_key, ra_int, ra_int_key,
            rogue, rogue_key, issued)
+    chains(ca, ra_sign, ra_enc, client_ss, client_key, txid, nonce)
 
 
 def nextca(ca, ca_key, ra_sign, ra_sign_key, root, root_key, ra_int, ra_int_key,
@@ -328,8 +347,125 @@ def nextca_only():
            cert("rogue.der"), key("rogue.key.pem"), cert("issued.der"))
 
 
+ISSUING1_AIA = "http://127.0.0.1:1/root2.der"   # fixed, never contacted
+CHAIN_KEYS = ("ROOT2_SHA256", "ISSUING1_SHA256", "ISSUING2_SHA256", "POLICY2_SHA256",
+              "STRANGER_SHA256")
+
+
+def update_fixtures_txt(values):
+    """Replaces the values of these keys in fixtures.txt, appends the missing ones;
+    every other line stays as it is."""
+    path = os.path.join(OUT, "fixtures.txt")
+    with open(path, newline="") as f:
+        lines = f.read().splitlines()
+    left = dict(values)
+    out = []
+    for line in lines:
+        k = line.split("=", 1)[0]
+        if k in left:
+            line = "%s=%s" % (k, left.pop(k))
+        out.append(line)
+    out += ["%s=%s" % (k, v) for k, v in values if k in left]
+    write("fixtures.txt", "".join(line + "\n" for line in out))
+
+
+def chains(ca, ra_sign, ra_enc, client_ss, client_key, txid, nonce):
+    """Multi-tier GetCACert fixtures: a PKI of their own (root2 -> policy2 -> issuing2,
+    root2 -> issuing1 -> RA pair), a self-signed stranger posing as an RA, bundles
+    mixing them (also with the single-tier ca.der and its RA pair), and CertReps
+    answering pkcsreq.der signed by each of them."""
+    crng = random.Random(88940)   # its own stream: the other fixtures stay as they are
+    _serial[0] = 0x2000           # serials apart from the other fixtures'
+    ca_ku = ["key_cert_sign", "crl_sign"]
+
+    def mk(fname, cn, issuer=None, **kw):
+        key = newkey()
+        c = make_cert(cn, key, issuer[0] if issuer else None, issuer[1] if issuer else None,
+                      **kw)
+        write(fname + ".der", der(c))
+        write_key(fname + ".key.pem", key)
+        return c, key
+
+    root2 = mk("root2", "Test Root CA 2", ca=True, ku=ca_ku)
+    policy2 = mk("policy2", "Test Policy CA 2", root2, ca=True, ku=ca_ku)
+    issuing2 = mk("issuing2", "Test Issuing CA 2", policy2, ca=True, ku=ca_ku)
+    issuing1 = mk("issuing1", "Test Issuing CA 1", root2, ca=True, ku=ca_ku,
+                  ca_issuers=ISSUING1_AIA)
+    ra2_enc = mk("ra2-enc", "Test RA2 Enc", issuing1, ku=["key_encipherment"])
+    ra2_sign = mk("ra2-sign", "Test RA2 Sign", issuing1, ku=["digital_signature"])
+    ra2_both = mk("ra2-both", "Test RA2 Both", issuing1,
+                  ku=["digital_signature", "key_encipherment"])
+    stranger = mk("stranger-self", "Test RA (stranger)",
+                  ku=["digital_signature", "key_encipherment"])
+    issued1 = make_cert(CLIENT_CN, client_key, issuing1[0], issuing1[1],
+                        ku=["digital_signature", "key_encipherment"],
+                        eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    write("issued-issuing1.der", der(issued1))
+
+    # --- GetCACert responses ----------------------------------------------
+    r2, i1, i2, p2 = root2[0], issuing1[0], issuing2[0], policy2[0]
+    st = stranger[0]
+    for fname, certs in [
+            ("getcacert-2tier.p7", [i1, r2]),
+            ("getcacert-2tier-reversed.p7", [r2, i1]),
+            ("getcacert-issuing-only.p7", [i1]),
+            ("getcacert-3tier.p7", [p2, r2, i2]),   # deliberately not in chain order
+            ("getcacert-ndes-2tier.p7", [ra2_sign[0], ra2_enc[0], i1]),   # NDES: no root
+            ("getcacert-ndes-2tier-root.p7", [ra2_enc[0], r2, ra2_sign[0], i1]),
+            ("getcacert-2tier-ra-both.p7", [r2, ra2_both[0], i1]),
+            ("getcacert-stranger-self.p7", [ca, st]),
+            ("getcacert-ndes-stranger.p7", [ca, ra_sign, ra_enc, st]),
+            ("getcacert-2tier-stranger.p7", [i1, st, r2]),
+            ("getcacert-two-roots.p7", [r2, i1, ca])]:
+        write(fname, scepmsg.degenerate_certs(certs))
+    write("getcacert-issuing-only.der", der(i1))
+
+    # --- CertReps answering pkcsreq.der (same TXID and NONCE) --------------
+    def rep(fname, signer, status=scepmsg.STATUS_PENDING, certs=(), **kw):
+        args = dict(txid=txid, recipient_nonce=nonce, sender_nonce=None,
+                    status=status, issued_certs=list(certs), recipient_cert=client_ss,
+                    rng=crng)
+        args.update(kw)
+        write(fname, scepmsg.certrep(signer[0], signer[1], **args))
+
+    rep("certrep-stranger-signed.der", stranger)
+    rep("certrep-issuing1-signed.der", issuing1)
+    rep("certrep-ra2-signed.der", ra2_sign)
+    rep("certrep-root2-signed.der", root2)
+    rep("certrep-success-issuing1.der", issuing1, status=scepmsg.STATUS_SUCCESS,
+        certs=(issued1, i1))
+    # failInfoText as RFC 8894 puts it, and as step-ca does (under the id-scep arc)
+    for fname, oid in [("certrep-failure-text.der", "1.3.6.1.5.5.7.24.1"),
+                       ("certrep-failure-text-arc.der", "1.3.6.1.5.5.7.24")]:
+        rep(fname, issuing1, status=scepmsg.STATUS_FAILURE,
+            fail_info=scepmsg.FAIL_BAD_REQUEST,
+            extra_attributes=[scepmsg._attr(oid, [core.UTF8String("wrong password provided")])])
+
+    def fp(c):
+        return hashlib.sha256(der(c)).hexdigest().upper()
+
+    update_fixtures_txt(list(zip(CHAIN_KEYS, (fp(r2), fp(i1), fp(i2), fp(p2), fp(st)))))
+
+
+def chains_only():
+    def cert(n):
+        return x509.load_der_x509_certificate(open(os.path.join(OUT, n), "rb").read())
+
+    def key(n):
+        return serialization.load_pem_private_key(open(os.path.join(OUT, n), "rb").read(),
+                                                  None)
+
+    with open(os.path.join(OUT, "fixtures.txt")) as f:
+        fx = dict(line.strip().split("=", 1) for line in f if "=" in line)
+    chains(cert("ca.der"), cert("ra-sign.der"), cert("ra-enc.der"),
+           cert("client-selfsigned.der"), key("client.key.pem"), fx["TXID"],
+           bytes.fromhex(fx["NONCE"]))
+
+
 if __name__ == "__main__":
     if NEXTCA_ONLY:
         nextca_only()
+    elif CHAINS_ONLY:
+        chains_only()
     else:
         main()

@@ -6,6 +6,7 @@ independent of p11enroll's C code.  It listens on 127.0.0.1 only.
 
     scep_responder.py --port PORT --dir DIR --mode MODE [--challenge SECRET]
                       [--single-ca] [--max-url N] [--pidfile FILE] [--ready-file FILE]
+                      [--two-tier [--include-root] [--aia-broken | --aia-wrong]]
 
 --port 0 picks a free port.  The ready-file (written atomically, content
 "PORT\\n") appears only once the socket listens; a stale one is removed at
@@ -20,8 +21,32 @@ DIR (created, or reused when present):
     next-ca.pem next-ca.key, next-ra-sign.*, next-ra-enc.*   the next CA (same subject
                            name, new key) and its RA pair, made in the rollover modes;
                            next-ca.sha256 its fingerprint
+    root.pem root.key root.sha256   --two-tier: "Responder Root CA", self-signed
+    issuing.pem issuing.key issuing.sha256   --two-tier: "Responder Issuing CA", CA:TRUE,
+                           issued by the root, caIssuers http://127.0.0.1:PORT/aia/root.der
+    issuing-ra-sign.* issuing-ra-enc.*   --two-tier: the RA pair, issued by the issuing CA
+    aia-wrong-root.pem .key   --aia-wrong: another "Responder Root CA" (other key)
+    stranger.pem stranger.key   mode stranger: "scep_responder RA (stranger)", self-signed,
+                           keyUsage digitalSignature+keyEncipherment, CA:FALSE
 With --single-ca the CA decrypts requests and signs CertReps itself (like
 scepserver) and GetCACert returns the CA alone.
+
+--two-tier (NDES on two-tier AD CS): the issuing CA issues, the RA pair decrypts
+and signs (with --single-ca the issuing CA does both), and GetCACert returns
+[RA signing, RA encryption, issuing CA], no root; --include-root appends the
+root.  A single certificate goes out as application/x-x509-ca-cert, more as a
+degenerate PKCS#7 (application/x-x509-ca-ra-cert).  The ca.* files stay those
+of the single-tier CA, unused.  GET /aia/root.der serves the root's DER as
+application/pkix-cert (404 without --two-tier); --aia-broken serves an HTML
+page there instead, --aia-wrong a different self-signed root of the same name
+that did not sign the issuing CA.  The port is known only once the socket is
+bound (and DIR may be a copy from another run), so when issuing.pem's caIssuers
+URL names another port the certificate is issued again at start (same key, new
+serial; the RA certificates stay valid) and issuing.pem/issuing.sha256 are
+rewritten, logging
+    issuing CA certificate issued again for caIssuers URL (serial HEX)
+Read issuing.* only after the ready-file appears.  --two-tier does not combine
+with the rollover modes.
 
 Endpoints: /scep, /cgi-bin/pkiclient.exe, /certsrv/mscep/mscep.dll (any case).
     GET  ?operation=GetCACaps
@@ -29,6 +54,9 @@ Endpoints: /scep, /cgi-bin/pkiclient.exe, /certsrv/mscep/mscep.dll (any case).
     GET  ?operation=GetNextCACert           rollover modes (else 404)
     POST ?operation=PKIOperation            body = DER pkiMessage
     GET  ?operation=PKIOperation&message=B64 (URL-encoded base64)
+    GET  /aia/root.der                      --two-tier only, logged as "GET /aia/root.der
+         -> 200 root certificate" ("... not a certificate (--aia-broken)", "... a root
+         that did not sign the issuing CA (--aia-wrong)")
 
 Request handling: the pkiMessage is verified and decrypted with scepmsg.
 Unparseable -> HTTP 500; not verifiable/decryptable -> CertRep FAILURE with
@@ -45,6 +73,20 @@ FAILURE badRequest.  The request's signer certificate must hold an RSA key
 The hostile modes break only SUCCESS replies to PKIOperation (and the
 transport modes every PKIOperation reply); GetCACaps/GetCACert stay normal.
 One line per request is logged to stderr; challenges are never logged.
+
+Mode stranger: GetCACert returns the genuine certificates (as above) plus the
+stranger's (last).  Every parseable PKIOperation is answered with CertRep
+PENDING signed by the stranger (its certificate included; transactionID and
+recipientNonce answer the request, only the signer is wrong).  Before that
+answer one of these lines is logged (tests assert on them):
+    stranger decrypted the request
+    stranger could not decrypt the request (encrypted to RECIPIENT[; RECIPIENT...])
+    stranger could not decrypt the request (no pkcsPKIEnvelope)
+RECIPIENT is the subject (RFC 4514, e.g. "CN=scep_responder RA encryption,O=p11enroll
+tests") of the GetCACert certificate a RecipientInfo names, else "an unknown
+certificate (issuer NAME, serial HEX)" or "an unknown certificate
+(subjectKeyIdentifier HEX)".  The reply's own line reads
+"POST PKIOperation -> 200 PKCSReq: PENDING signed by the stranger (mode stranger)".
 """
 
 import argparse
@@ -66,12 +108,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import scepmsg  # noqa: E402
 import serving  # noqa: E402
-from asn1crypto import x509 as asn1x509  # noqa: E402
+from asn1crypto import cms, x509 as asn1x509  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
 from serving import write_file  # noqa: E402
-from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID  # noqa: E402
+from cryptography.x509.oid import (AttributeOID, AuthorityInformationAccessOID,  # noqa: E402
+                                   ExtendedKeyUsageOID, NameOID)
 
 BUSY_COUNT = 2         # mode busy: PKIOperations answered 503 before serving
 BUSY_RETRY_AFTER = 4   # mode busy: the Retry-After of those answers, seconds
@@ -107,6 +150,9 @@ MODES = {
               "GetNextCACert -> 404; renewals signed under the old CA are accepted",
     "busy": "the first %d PKIOperations -> HTTP 503 with Retry-After: %d, then as normal"
             % (BUSY_COUNT, BUSY_RETRY_AFTER),
+    "stranger": "GetCACert adds a stranger's self-signed certificate (DIR/stranger.pem); every "
+                "PKIOperation -> PENDING signed by the stranger, logging whether the stranger "
+                "could decrypt the request",
 }
 
 # modes whose GetCACaps advertise GetNextCACert
@@ -116,6 +162,9 @@ CAPS_NORMAL = b"POSTPKIOperation\nSHA-256\nAES\nSCEPStandard\nRenewal"
 CAPS_GETONLY = b"SHA-256\nAES\nDES3"
 
 SCEP_PATHS = ("/scep", "/cgi-bin/pkiclient.exe", "/certsrv/mscep/mscep.dll")
+AIA_PATH = "/aia/root.der"   # --two-tier: the root, named by the issuing CA's caIssuers
+CT_AIA = "application/pkix-cert"
+AIA_BROKEN_BODY = b"<html><body>The certificate has moved.</body></html>\n"
 CT_PKI = "application/x-pki-message"
 MAX_BODY = 1 << 20          # largest POSTed pkiMessage accepted
 HUGE_SIZE = 50 * 1024 * 1024
@@ -208,10 +257,29 @@ def pem(cert):
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-class Pki:
-    """CA + RA signing + RA encryption certificates kept in a directory."""
+def ca_extensions():
+    return [(x509.BasicConstraints(ca=True, path_length=None), True),
+            (key_usage(cert_sign=True), True)]
 
-    def __init__(self, directory, single_ca=False, mode="normal", ca_days=3650):
+
+def ca_issuers_urls(cert):
+    """The caIssuers URLs of a certificate's authorityInfoAccess ([] without one)."""
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return []
+    return [d.access_location.value for d in aia
+            if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS]
+
+
+class Pki:
+    """CA + RA signing + RA encryption certificates kept in a directory.
+
+    two_tier: root -> issuing CA -> RA pair; the issuing CA (ca_cert/ca_key here)
+    issues and names http://127.0.0.1:<aia_port>/aia/root.der as caIssuers."""
+
+    def __init__(self, directory, single_ca=False, mode="normal", ca_days=3650,
+                 two_tier=False, include_root=False, aia_port=None, aia="good"):
         self.dir = directory
         self.issued_dir = os.path.join(directory, "issued")
         os.makedirs(self.issued_dir, exist_ok=True)
@@ -239,14 +307,89 @@ class Pki:
             self.ca_key, self.ca_cert = self.next_ca_key, self.next_ca_cert
             self.sign_key, self.sign_cert = self.next_sign_key, self.next_sign_cert
             self.enc_key, self.enc_cert = self.next_enc_key, self.next_enc_cert
-        ca_der = scepmsg.cert_der(self.ca_cert)
+        self.aia = None     # (body, log note) served at AIA_PATH in two-tier mode
+        if two_tier:
+            self._load_two_tier(aia_port, ca_days, aia)
+            self.ca_key, self.ca_cert = self.issuing_key, self.issuing_cert
+            self.old_ca_cert = self.ca_cert
+            self.sign_key, self.sign_cert = self.issuing_sign_key, self.issuing_sign_cert
+            self.enc_key, self.enc_cert = self.issuing_enc_key, self.issuing_enc_cert
+        if mode == "stranger":
+            self.stranger_key, self.stranger_cert, _ = self._load_or_create(
+                "stranger", lambda key: build_cert(
+                    name("scep_responder RA (stranger)"), key.public_key(), None, key,
+                    [(x509.BasicConstraints(ca=False, path_length=None), True),
+                     (key_usage(digital_signature=True, key_encipherment=True), True)],
+                    utcnow() - datetime.timedelta(days=1),
+                    utcnow() + datetime.timedelta(days=3650)))
         if single_ca:  # the CA is its own RA, like scepserver
             self.sign_key, self.sign_cert = self.ca_key, self.ca_cert
             self.enc_key, self.enc_cert = self.ca_key, self.ca_cert
-            self.getcacert = ("application/x-x509-ca-cert", ca_der)
+            ras = []
         else:
-            self.getcacert = ("application/x-x509-ca-ra-cert", scepmsg.degenerate_certs(
-                [self.ca_cert, self.sign_cert, self.enc_cert]))
+            ras = [self.sign_cert, self.enc_cert]
+        if two_tier:   # NDES on two-tier AD CS: the RA pair and the issuing CA, no root
+            certs = ras + [self.ca_cert] + ([self.root_cert] if include_root else [])
+        else:
+            certs = [self.ca_cert] + ras
+        if mode == "stranger":
+            certs.append(self.stranger_cert)
+        if len(certs) == 1:
+            self.getcacert = ("application/x-x509-ca-cert", scepmsg.cert_der(certs[0]))
+        else:
+            self.getcacert = ("application/x-x509-ca-ra-cert", scepmsg.degenerate_certs(certs))
+        self.known_certs = certs + [self.ca_cert, self.sign_cert, self.enc_cert]
+
+    def _load_two_tier(self, aia_port, ca_days, aia):
+        """root.* and issuing.* (and the issuing CA's RA pair, issuing-ra-sign.* and
+        issuing-ra-enc.*): created when missing; the issuing CA certificate is issued
+        again (same key, new serial) when its caIssuers URL names another port, as in
+        a directory copied from another run."""
+        now = utcnow()
+        validity = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=ca_days))
+        self.root_key, self.root_cert, root_new = self._load_or_create(
+            "root", lambda key: build_cert(name("Responder Root CA"), key.public_key(), None,
+                                           key, ca_extensions(), *validity))
+        url = "http://127.0.0.1:%d%s" % (aia_port, AIA_PATH)
+
+        def issuing(key):
+            aia_ext = x509.AuthorityInformationAccess([x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url))])
+            return build_cert(name("Responder Issuing CA"), key.public_key(), self.root_cert,
+                              self.root_key, ca_extensions() + [(aia_ext, False)], *validity)
+
+        self.issuing_key, self.issuing_cert, issuing_new = self._load_or_create(
+            "issuing", issuing, recreate=root_new)
+        if not issuing_new and ca_issuers_urls(self.issuing_cert) != [url]:
+            self.issuing_cert = issuing(self.issuing_key)
+            write_file(os.path.join(self.dir, "issuing.pem"), pem(self.issuing_cert))
+            log("issuing CA certificate issued again for caIssuers %s (serial %x)"
+                % (url, self.issuing_cert.serial_number))
+        for stem, cert in (("root", self.root_cert), ("issuing", self.issuing_cert)):
+            write_file(os.path.join(self.dir, stem + ".sha256"),
+                       (hashlib.sha256(scepmsg.cert_der(cert)).hexdigest() + "\n").encode())
+        issuer = (self.issuing_cert, self.issuing_key)
+        self.issuing_sign_key, self.issuing_sign_cert, _ = self._load_or_create(
+            "issuing-ra-sign", lambda key: self._ra_cert(key, "Responder RA signing",
+                                                         key_usage(digital_signature=True),
+                                                         issuer),
+            recreate=issuing_new)
+        self.issuing_enc_key, self.issuing_enc_cert, _ = self._load_or_create(
+            "issuing-ra-enc", lambda key: self._ra_cert(key, "Responder RA encryption",
+                                                        key_usage(key_encipherment=True),
+                                                        issuer),
+            recreate=issuing_new)
+        if aia == "broken":
+            self.aia = (AIA_BROKEN_BODY, "not a certificate (--aia-broken)")
+        elif aia == "wrong":
+            _, wrong, _ = self._load_or_create(
+                "aia-wrong-root", lambda key: build_cert(name("Responder Root CA"),
+                                                        key.public_key(), None, key,
+                                                        ca_extensions(), *validity))
+            self.aia = (scepmsg.cert_der(wrong), "a root that did not sign the issuing CA "
+                        "(--aia-wrong)")
+        else:
+            self.aia = (scepmsg.cert_der(self.root_cert), "root certificate")
 
     def _load_next(self, recreate):
         """The next CA: the current one's subject name, a new key, 20 years."""
@@ -356,6 +499,12 @@ def challenge_of(csr):
         return None
 
 
+def describe_recipient(who):
+    """A certificate as its subject (RFC 4514, e.g. "CN=scep_responder CA,O=p11enroll
+    tests"); a string as it is."""
+    return who.subject.rfc4514_string() if isinstance(who, x509.Certificate) else who
+
+
 def names_equal(der_a, der_b):
     """RFC 5280 name comparison (asn1crypto normalises case/space/string type)."""
     return asn1x509.Name.load(der_a) == asn1x509.Name.load(der_b)
@@ -411,6 +560,8 @@ class Responder:
             return Reply(("cannot parse pkiMessage: %s\n" % e).encode(),
                          "unparseable (%s)" % e, code=500, ctype="text/plain")
         mname = MSG_NAMES.get(outer["message_type"], "type=%s" % outer["message_type"])
+        if self.mode == "stranger":
+            return self.stranger(outer, mname)
         try:
             req = scepmsg.parse_pkimessage(der, ra_key=self.pki.enc_key, ra_cert=self.pki.enc_cert)
         except scepmsg.ScepError as e:
@@ -430,6 +581,65 @@ class Responder:
                 return self.poll(req, mname)
             return self.enroll(req, mname)
         return self.failure(req, scepmsg.FAIL_BAD_REQUEST, "%s: unsupported" % mname)
+
+    # -- mode stranger
+
+    def stranger(self, outer, mname):
+        """Whatever the request: try the stranger's key on it, log the outcome, answer
+        PENDING signed by the stranger (transactionID and recipientNonce correct)."""
+        pki = self.pki
+        env = outer["envelope"]
+        if env is None:
+            log("stranger could not decrypt the request (no pkcsPKIEnvelope)")
+        else:
+            try:
+                named = self.recipients(env)
+            except Exception as e:   # asn1crypto on a malformed envelope
+                named = [("unparseable EnvelopedData: %s" % e, None)]
+            mine = [rid for who, rid in named if who is pki.stranger_cert]
+            try:
+                if not mine:
+                    raise scepmsg.ScepError("not encrypted to the stranger")
+                cert = pki.stranger_cert if mine[0] == "issuer_and_serial_number" else None
+                scepmsg.decrypt_envelope(env, pki.stranger_key, cert)
+                log("stranger decrypted the request")
+            except Exception:
+                log("stranger could not decrypt the request (encrypted to %s)"
+                    % "; ".join(describe_recipient(who) for who, _ in named))
+        kw = self._certrep_args(outer, scepmsg.STATUS_PENDING)
+        kw.update(signer_cert=pki.stranger_cert, signer_key=pki.stranger_key)
+        return Reply(scepmsg.certrep(**kw), "%s: PENDING signed by the stranger (mode stranger)"
+                     % mname)
+
+    def recipients(self, env_der):
+        """[(known certificate or a description string, rid kind)] for each
+        RecipientInfo of an EnvelopedData."""
+        out = []
+        for ri in cms.ContentInfo.load(env_der)["content"]["recipient_infos"]:
+            if ri.name != "ktri":
+                out.append(("a %s recipient" % ri.name, None))
+                continue
+            rid = ri.chosen["rid"]
+            who = None
+            for c in self.pki.known_certs:
+                ac = asn1x509.Certificate.load(scepmsg.cert_der(c))
+                if rid.name == "issuer_and_serial_number":
+                    if (ac.issuer == rid.chosen["issuer"]
+                            and ac.serial_number == rid.chosen["serial_number"].native):
+                        who = c
+                elif ac.key_identifier == rid.chosen.native:
+                    who = c
+                if who is not None:
+                    break
+            if who is None:
+                if rid.name == "issuer_and_serial_number":
+                    who = "an unknown certificate (issuer %s, serial %x)" % (
+                        rid.chosen["issuer"].human_friendly, rid.chosen["serial_number"].native)
+                else:
+                    who = "an unknown certificate (subjectKeyIdentifier %s)" % (
+                        rid.chosen.native.hex())
+            out.append((who, rid.name))
+        return out
 
     # -- message types
 
@@ -594,6 +804,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_text(414, "URI too long\n", "%s -> 414 (URL of %d > %d chars)"
                                   % (method, len(self.path), max_url))
         url = urlsplit(self.path)
+        aia = self.responder.pki.aia
+        if aia is not None and url.path == AIA_PATH and method == "GET":
+            return self.send_body(200, CT_AIA, aia[0], method, AIA_PATH, "200 %s" % aia[1])
         if url.path.lower().rstrip("/") not in SCEP_PATHS:
             return self.send_text(404, "not found\n", "%s %s -> 404" % (method, url.path[:80]))
         params = parse_qs(url.query)
@@ -790,25 +1003,57 @@ def parse_args(argv):
     p.add_argument("--ca-days", type=int, default=3650, metavar="N",
                    help="validity of a CA created in --dir (default 3650 days; an existing "
                         "CA is kept)")
+    p.add_argument("--two-tier", action="store_true",
+                   help="root -> issuing CA -> RA pair; GetCACert = RA pair + issuing CA "
+                        "(no root); the root is served at %s (the issuing CA's caIssuers)"
+                        % AIA_PATH)
+    p.add_argument("--include-root", action="store_true",
+                   help="with --two-tier: GetCACert also returns the root (last)")
+    p.add_argument("--aia-broken", action="store_true",
+                   help="with --two-tier: %s serves an HTML page, not a certificate" % AIA_PATH)
+    p.add_argument("--aia-wrong", action="store_true",
+                   help="with --two-tier: %s serves another self-signed root of the same "
+                        "name, which did not sign the issuing CA" % AIA_PATH)
     p.add_argument("--pidfile", help="write the process id here")
     p.add_argument("--ready-file", help="write the port here once listening")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.two_tier:
+        for flag in ("include_root", "aia_broken", "aia_wrong"):
+            if getattr(args, flag):
+                p.error("--%s needs --two-tier" % flag.replace("_", "-"))
+    if args.aia_broken and args.aia_wrong:
+        p.error("--aia-broken and --aia-wrong exclude each other")
+    if args.two_tier and args.mode in NEXT_CA_MODES:
+        p.error("--two-tier does not combine with mode %s" % args.mode)
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    aia = "broken" if args.aia_broken else "wrong" if args.aia_wrong else "good"
 
     def build():
-        pki = Pki(args.dir, args.single_ca, args.mode, args.ca_days)
+        # listen first: the two-tier issuing CA names this port in its caIssuers URL
         try:
             server = Server(("127.0.0.1", args.port), Handler)
         except OSError as e:
             log("cannot listen on 127.0.0.1:%d: %s" % (args.port, e))
             return None
+        port = server.server_address[1]
+        try:
+            pki = Pki(args.dir, args.single_ca, args.mode, args.ca_days, args.two_tier,
+                      args.include_root, port, aia)
+        except BaseException:
+            server.server_close()
+            raise
         server.responder = Responder(pki, args.mode, args.challenge)
         server.max_url = args.max_url
+        flags = "".join(" " + f for f, on in [
+            ("single-ca", args.single_ca), ("two-tier", args.two_tier),
+            ("include-root", args.include_root), ("aia-broken", args.aia_broken),
+            ("aia-wrong", args.aia_wrong)] if on)
         return server, "listening on http://127.0.0.1:%d/scep mode=%s%s%s" % (
-            server.server_address[1], args.mode, " single-ca" if args.single_ca else "",
+            port, args.mode, flags,
             " challenge required" if args.challenge is not None else "")
 
     return serving.run(build, args.pidfile, args.ready_file, log)

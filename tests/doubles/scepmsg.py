@@ -433,7 +433,8 @@ def certrep(signer_cert, signer_key, txid, recipient_nonce, sender_nonce, status
             fail_info=None, issued_certs=None, recipient_cert=None, cipher="aes128",
             digest="sha256", include_signer_cert=True, message_type=MSG_CERTREP,
             rng=None, signing_time=None, signature_oid="rsaEncryption",
-            extra_certs=(), omit=(), empty_content=False, tamper=None):
+            extra_certs=(), omit=(), empty_content=False, tamper=None,
+            extra_attributes=()):
     """CertRep pkiMessage, DER.
 
     status "0" SUCCESS: issued_certs (list, leaf first; may be empty) go into a
@@ -454,7 +455,8 @@ def certrep(signer_cert, signer_key, txid, recipient_nonce, sender_nonce, status
                       fail_info=fail_info, include_signer_cert=include_signer_cert,
                       extra_certs=extra_certs, signing_time=signing_time,
                       signature_oid=signature_oid, rng=rng, omit=omit,
-                      empty_content=empty_content, tamper=tamper)
+                      empty_content=empty_content, tamper=tamper,
+                      extra_attributes=extra_attributes)
 
 
 def pkcsreq(signer_cert, signer_key, ra_cert, csr_der, txid, sender_nonce=None,

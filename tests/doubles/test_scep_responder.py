@@ -160,6 +160,22 @@ def choose_ra(cert_ders):
     return (enc or leaves)[0], (sig or leaves)[0]
 
 
+def is_ca(cert):
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def issuing_ca(cert_ders):
+    """The CA certificate of a GetCACert bundle that issued no other CA in it (the one
+    that issues end-entity certificates): the CA itself, or a two-tier issuing CA."""
+    certs = [x509.load_der_x509_certificate(d) for d in cert_ders]
+    cas = [c for c in certs if is_ca(c)]
+    lowest = [c for c in cas if not any(o is not c and o.issuer == c.subject for o in cas)]
+    return scepmsg.cert_der(lowest[0])
+
+
 SUBJECT = x509.Name([
     x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
     x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Org"),
@@ -207,6 +223,7 @@ class Exchange:
                  message=None, recipient=None, **kw):
         self.r = responder
         self.ca_certs = responder.ca_certs()
+        self.ca = issuing_ca(self.ca_certs)
         self.ra_enc, self.ra_sign = choose_ra(self.ca_certs)
         self.signer, self.signer_key = signer, signer_key
         self.txid = kw.pop("txid", None) or new_txid()
@@ -221,7 +238,7 @@ class Exchange:
         """A CertPoll for this transaction (same txid, fresh nonce)."""
         self.nonce = os.urandom(16)
         csr = x509.load_der_x509_csr(self.csr_der)
-        ca = x509.load_der_x509_certificate(self.ca_certs[0])
+        ca = x509.load_der_x509_certificate(self.ca)
         self.message = scepmsg.certpoll(self.signer, self.signer_key, self.ra_enc,
                                         ca.subject.public_bytes(), csr.subject.public_bytes(),
                                         self.txid, sender_nonce=self.nonce)
@@ -267,7 +284,7 @@ class Checks(unittest.TestCase):
         self.assertEqual(res["digest"], "sha256")
         issued = [x509.load_der_x509_certificate(d) for d in res["issued_certs"]]
         self.assertEqual(len(issued), 2)
-        self.assertEqual(scepmsg.cert_der(issued[1]), ex.ca_certs[0])
+        self.assertEqual(scepmsg.cert_der(issued[1]), ex.ca)
         cert, ca = issued[0], issued[1]
         ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
                                cert.signature_hash_algorithm)
@@ -843,6 +860,330 @@ class TestRollover(Checks):
         self.assertEqual(cert.issuer, nxt[0].subject)
         nxt[0].public_key().verify(cert.signature, cert.tbs_certificate_bytes,
                                    padding.PKCS1v15(), cert.signature_hash_algorithm)
+
+
+# ---------------------------------------------------------------------------
+# two-tier PKI (root -> issuing CA -> RA pair, NDES on two-tier AD CS)
+
+
+def ca_issuers(cert):
+    aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    return [d.access_location.value for d in aia
+            if d.access_method == x509.oid.AuthorityInformationAccessOID.CA_ISSUERS]
+
+
+def signed_by(child, parent):
+    """True when parent's key signed child (names not compared)."""
+    try:
+        parent.public_key().verify(child.signature, child.tbs_certificate_bytes,
+                                   padding.PKCS1v15(), child.signature_hash_algorithm)
+        return True
+    except Exception:
+        return False
+
+
+def free_port(avoid=()):
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+class TestTwoTier(Checks):
+    """One directory for the class (keys made once); each test starts its own
+    responder, so issuing.pem always names the port of the running one."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="scep-responder-2tier-")
+        cls.addClassCleanup(shutil.rmtree, cls.dir, True)
+
+    def start2(self, *extra, mode="normal", state_dir=None):
+        return start(self, mode, "--two-tier", *extra, state_dir=state_dir or self.dir)
+
+    def file_cert(self, stem, d=None):
+        return scepmsg.load_cert(os.path.join(d or self.dir, stem + ".pem"))
+
+    def check_pki(self, r, d=None):
+        """(root, issuing) from DIR, checked against each other and the port."""
+        root, issuing = self.file_cert("root", d), self.file_cert("issuing", d)
+        self.assertEqual(root.subject.rfc4514_string(), "CN=Responder Root CA,O=p11enroll tests")
+        self.assertEqual(root.issuer, root.subject)
+        self.assertTrue(signed_by(root, root))
+        self.assertEqual(issuing.subject.rfc4514_string(),
+                         "CN=Responder Issuing CA,O=p11enroll tests")
+        self.assertEqual(issuing.issuer, root.subject)
+        self.assertTrue(signed_by(issuing, root))
+        for c in (root, issuing):
+            self.assertTrue(is_ca(c))
+            ku = key_usage(c)
+            self.assertTrue(ku.key_cert_sign and ku.crl_sign and not ku.digital_signature)
+            self.assertEqual(c.public_key().key_size, 2048)
+        self.assertEqual(ca_issuers(issuing), ["http://127.0.0.1:%d/aia/root.der" % r.port])
+        for stem, c in (("root", root), ("issuing", issuing)):
+            with open(os.path.join(d or self.dir, stem + ".sha256")) as f:
+                self.assertEqual(f.read().strip(),
+                                 hashlib.sha256(scepmsg.cert_der(c)).hexdigest())
+        return root, issuing
+
+    def test_getcacert_ndes_shape_without_root(self):
+        r = self.start2()
+        status, ctype, body = r.get("operation=GetCACert")
+        self.assertEqual((status, ctype), (200, "application/x-x509-ca-ra-cert"))
+        sign, enc, issuing = [x509.load_der_x509_certificate(d)
+                              for d in scepmsg.parse_degenerate(body)]
+        root, issuing_file = self.check_pki(r)
+        self.assertEqual(issuing, issuing_file)
+        for ra in (sign, enc):
+            self.assertEqual(ra.issuer, issuing.subject)
+            self.assertTrue(signed_by(ra, issuing))
+            self.assertFalse(is_ca(ra))
+        self.assertEqual((key_usage(sign).digital_signature, key_usage(sign).key_encipherment),
+                         (True, False))
+        self.assertEqual((key_usage(enc).digital_signature, key_usage(enc).key_encipherment),
+                         (False, True))
+        self.assertEqual(choose_ra(scepmsg.parse_degenerate(body)), (enc, sign))
+        self.assertIn("mode=normal two-tier", r.log())
+
+    def test_include_root(self):
+        r = self.start2("--include-root")
+        certs = r.ca_certs()
+        root, issuing = self.check_pki(r)
+        self.assertEqual(len(certs), 4)
+        self.assertEqual(certs[2:], [scepmsg.cert_der(issuing), scepmsg.cert_der(root)])
+
+    def test_enroll_issued_by_the_issuing_ca(self):
+        r = self.start2()
+        ex = Exchange(r, make_csr(RSA_KEY)).send()
+        res, cert = self.assert_success(ex)   # issued[1] is the issuing CA of the bundle
+        self.assert_answers(ex, res)
+        self.assert_signed_by(res, scepmsg.cert_der(ex.ra_sign))
+        root, issuing = self.check_pki(r)
+        self.assertEqual(ex.ca, scepmsg.cert_der(issuing))
+        self.assertEqual(cert.issuer, issuing.subject)
+        self.assertTrue(signed_by(cert, issuing))
+        # OpenSSL builds the whole chain to the root
+        work = tempfile.mkdtemp(prefix="scep-2tier-")
+        self.addCleanup(shutil.rmtree, work, True)
+        with open(os.path.join(work, "leaf.pem"), "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        p = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(self.dir, "root.pem"),
+                            "-untrusted", os.path.join(self.dir, "issuing.pem"),
+                            os.path.join(work, "leaf.pem")], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        # a CertPoll names the issuing CA as issuer
+        res, again = self.assert_success(ex.poll().send())
+        self.assertEqual(again, cert)
+
+    def test_single_ca(self):
+        r = self.start2("--single-ca")
+        status, ctype, body = r.get("operation=GetCACert")
+        self.assertEqual((status, ctype), (200, "application/x-x509-ca-cert"))
+        root, issuing = self.check_pki(r)
+        self.assertEqual(body, scepmsg.cert_der(issuing))
+        ex = Exchange(r, make_csr(EC_KEY)).send()
+        res, cert = self.assert_success(ex)
+        self.assert_signed_by(res, body)
+        self.assertEqual(cert.issuer, issuing.subject)
+        r.stop()
+        r = self.start2("--single-ca", "--include-root")
+        self.assertEqual(r.ca_certs(), [scepmsg.cert_der(self.file_cert("issuing")),
+                                        scepmsg.cert_der(root)])
+
+    def test_aia_serves_the_root(self):
+        r = self.start2()
+        status, ctype, body = r.get("", path="/aia/root.der")
+        self.assertEqual((status, ctype), (200, "application/pkix-cert"))
+        root, issuing = self.check_pki(r)
+        self.assertEqual(body, scepmsg.cert_der(root))
+        # the client's way: follow the issuing CA's caIssuers URL, check the signature
+        url = urllib.parse.urlsplit(ca_issuers(issuing)[0])
+        self.assertEqual((url.hostname, url.port), ("127.0.0.1", r.port))
+        status, _, fetched = r.get("", path=url.path)
+        fetched = x509.load_der_x509_certificate(fetched)
+        self.assertTrue(signed_by(issuing, fetched))
+        self.assertTrue(signed_by(fetched, fetched))
+        self.assertIn("GET /aia/root.der -> 200 root certificate", r.log())
+        self.assertEqual(r.get("", path="/aia/other.der")[0], 404)
+
+    def test_aia_broken(self):
+        r = self.start2("--aia-broken")
+        status, ctype, body = r.get("", path="/aia/root.der")
+        self.assertEqual((status, ctype), (200, "application/pkix-cert"))
+        self.assertTrue(body)
+        with self.assertRaises(ValueError):
+            x509.load_der_x509_certificate(body)
+        with self.assertRaises(ValueError):
+            x509.load_pem_x509_certificate(body)
+        self.check_pki(r)
+        self.assertIn("GET /aia/root.der -> 200 not a certificate (--aia-broken)", r.log())
+
+    def test_aia_wrong(self):
+        r = self.start2("--aia-wrong")
+        status, ctype, body = r.get("", path="/aia/root.der")
+        self.assertEqual((status, ctype), (200, "application/pkix-cert"))
+        root, issuing = self.check_pki(r)
+        wrong = x509.load_der_x509_certificate(body)
+        self.assertEqual(wrong.subject, root.subject)   # same name ...
+        self.assertEqual(wrong.issuer, wrong.subject)
+        self.assertTrue(signed_by(wrong, wrong))
+        self.assertNotEqual(spki(wrong), spki(root))    # ... other key:
+        self.assertFalse(signed_by(issuing, wrong))     # it did not sign the issuing CA
+        self.assertIn("GET /aia/root.der -> 200 a root that did not sign the issuing CA",
+                      r.log())
+
+    def test_reissued_for_a_new_port(self):
+        d = tempfile.mkdtemp(prefix="scep-responder-2tier-copy-")
+        self.addCleanup(shutil.rmtree, d, True)
+        r1 = self.start2(state_dir=d)
+        root1, issuing1 = self.check_pki(r1, d)
+        ras1 = r1.ca_certs()[:2]
+        r1.stop()
+        self.assertNotIn("issued again", r1.log())
+        # the same port again: nothing changes
+        r2 = self.start2("--port", str(r1.port), state_dir=d)
+        self.assertEqual(r2.port, r1.port)
+        self.assertEqual(self.check_pki(r2, d), (root1, issuing1))
+        self.assertNotIn("issued again", r2.log())
+        r2.stop()
+        # a copy of the directory (as tests/integration/lib.sh makes from its cache),
+        # served on another port
+        copy = d + ".copy"
+        shutil.copytree(d, copy)
+        self.addCleanup(shutil.rmtree, copy, True)
+        r3 = self.start2("--port", str(free_port({r1.port})), state_dir=copy)
+        root3, issuing3 = self.check_pki(r3, copy)
+        self.assertEqual(root3, root1)
+        self.assertEqual(spki(issuing3), spki(issuing1))
+        self.assertEqual(issuing3.subject, issuing1.subject)
+        self.assertNotEqual(issuing3.serial_number, issuing1.serial_number)
+        self.assertEqual(ca_issuers(issuing1), ["http://127.0.0.1:%d/aia/root.der" % r1.port])
+        self.assertIn("issuing CA certificate issued again for caIssuers "
+                      "http://127.0.0.1:%d/aia/root.der (serial %x)"
+                      % (r3.port, issuing3.serial_number), r3.log())
+        certs = r3.ca_certs()
+        self.assertEqual(certs[:2], ras1)               # the RA pair is kept ...
+        self.assertEqual(certs[2], scepmsg.cert_der(issuing3))
+        for ra in certs[:2]:                            # ... and chains to the new cert
+            self.assertTrue(signed_by(x509.load_der_x509_certificate(ra), issuing3))
+        self.assertEqual(r3.get("", path="/aia/root.der")[2], scepmsg.cert_der(root1))
+        self.assert_success(Exchange(r3, make_csr(RSA_KEY)).send())
+        # the original directory is untouched
+        self.assertEqual(self.file_cert("issuing", d), issuing1)
+
+    def test_no_aia_without_two_tier(self):
+        r = start(self, "normal")
+        self.assertEqual(r.get("", path="/aia/root.der")[0], 404)
+
+    def test_option_errors(self):
+        for extra in (["--include-root"], ["--aia-broken"], ["--aia-wrong"],
+                      ["--two-tier", "--aia-broken", "--aia-wrong"],
+                      ["--two-tier", "--mode", "rollover"]):
+            p = subprocess.run([sys.executable, RESPONDER, "--port", "0", "--dir", self.dir]
+                               + extra, capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 2, extra)
+            self.assertIn("error:", p.stderr)
+
+
+# ---------------------------------------------------------------------------
+# mode stranger: a self-signed certificate posing as an RA in GetCACert
+
+
+class TestStranger(Checks):
+    def stranger(self, d=None):
+        return scepmsg.load_cert(os.path.join(d or STATE, "stranger.pem"))
+
+    def check_reply(self, r, ex):
+        """PENDING signed by the stranger, answering ex; only the signer is wrong."""
+        res = self.assert_certrep(ex, scepmsg.STATUS_PENDING)
+        self.assert_answers(ex, res)
+        self.assert_signed_by(res, scepmsg.cert_der(self.stranger()))
+        self.assertIn(res["signer_cert"], res["certs"])
+        self.assertNotIn(CHALLENGE, r.log())
+        self.assertIn("POST PKIOperation -> 200 PKCSReq: PENDING signed by the stranger "
+                      "(mode stranger)", r.log())
+        return res
+
+    def test_getcacert(self):
+        r = start(self, "stranger")
+        certs = r.ca_certs()
+        self.assertEqual(len(certs), 4)
+        ca, sign, enc, stranger = [x509.load_der_x509_certificate(d) for d in certs]
+        self.assertEqual(stranger, self.stranger())
+        self.assertEqual(ca, scepmsg.load_cert(os.path.join(STATE, "ca.pem")))
+        self.assertEqual(stranger.issuer, stranger.subject)
+        self.assertEqual(stranger.subject.rfc4514_string(),
+                         "CN=scep_responder RA (stranger),O=p11enroll tests")
+        self.assertTrue(signed_by(stranger, stranger))
+        self.assertFalse(signed_by(stranger, ca))
+        self.assertFalse(is_ca(stranger))
+        ku = key_usage(stranger)
+        self.assertEqual((ku.digital_signature, ku.key_encipherment, ku.key_cert_sign),
+                         (True, True, False))
+        self.assertEqual(issuing_ca(certs), certs[0])
+        # cached: a restart serves the same stranger
+        r.stop()
+        self.assertEqual(start(self, "stranger").ca_certs()[3], certs[3])
+
+    def test_request_encrypted_to_the_ra(self):
+        r = start(self, "stranger")
+        ex = Exchange(r, make_csr(RSA_KEY)).send()
+        self.check_reply(r, ex)
+        self.assertIn("stranger could not decrypt the request (encrypted to "
+                      "CN=scep_responder RA encryption,O=p11enroll tests)", r.log())
+        self.assertNotIn("stranger decrypted", r.log())
+
+    def test_request_encrypted_to_the_stranger(self):
+        r = start(self, "stranger")
+        ex = Exchange(r, make_csr(RSA_KEY), recipient=self.stranger()).send()
+        self.check_reply(r, ex)
+        self.assertIn("scep_responder: stranger decrypted the request\n", r.log())
+        self.assertNotIn("could not decrypt", r.log())
+        # a CertPoll is answered the same way
+        ex.poll()
+        ex.message = scepmsg.certpoll(ex.signer, ex.signer_key, self.stranger(),
+                                      x509.load_der_x509_certificate(ex.ca).subject.public_bytes(),
+                                      SUBJECT.public_bytes(), ex.txid, sender_nonce=ex.nonce)
+        res = self.assert_certrep(ex.send(), scepmsg.STATUS_PENDING)
+        self.assert_answers(ex, res)
+        self.assertEqual(r.log().count("stranger decrypted the request"), 2)
+
+    def test_request_encrypted_to_an_unknown_certificate(self):
+        r = start(self, "stranger")
+        ex = Exchange(r, make_csr(RSA_KEY), recipient=SIGNER).send()
+        self.check_reply(r, ex)
+        self.assertIn("stranger could not decrypt the request (encrypted to an unknown "
+                      "certificate (issuer ", r.log())
+        self.assertIn("serial %x))" % SIGNER.serial_number, r.log())
+
+    def test_single_ca(self):
+        r = start(self, "stranger", "--single-ca")
+        status, ctype, body = r.get("operation=GetCACert")
+        self.assertEqual((status, ctype), (200, "application/x-x509-ca-ra-cert"))
+        certs = scepmsg.parse_degenerate(body)
+        self.assertEqual(certs[1], scepmsg.cert_der(self.stranger()))
+        self.assertEqual(len(certs), 2)
+        ex = Exchange(r, make_csr(RSA_KEY), recipient=certs[0]).send()
+        self.check_reply(r, ex)
+        self.assertIn("stranger could not decrypt the request (encrypted to "
+                      "CN=scep_responder CA,O=p11enroll tests)", r.log())
+
+    def test_two_tier(self):
+        d = tempfile.mkdtemp(prefix="scep-responder-stranger-2tier-")
+        self.addCleanup(shutil.rmtree, d, True)
+        r = start(self, "stranger", "--two-tier", state_dir=d)
+        certs = r.ca_certs()
+        self.assertEqual(len(certs), 4)
+        self.assertEqual(certs[3], scepmsg.cert_der(self.stranger(d)))
+        self.assertEqual(issuing_ca(certs), certs[2])
+        ex = Exchange(r, make_csr(RSA_KEY)).send()
+        res = self.assert_certrep(ex, scepmsg.STATUS_PENDING)
+        self.assert_answers(ex, res)
+        self.assertEqual(res["signer_cert"], certs[3])
+        self.assertIn("stranger could not decrypt the request (encrypted to "
+                      "CN=Responder RA encryption,O=p11enroll tests)", r.log())
 
 
 # ---------------------------------------------------------------------------

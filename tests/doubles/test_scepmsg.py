@@ -692,6 +692,40 @@ class TestOpenSSLCrossCheck(unittest.TestCase):
                     if l.startswith("subject=")]
             self.assertEqual(subj, cns, f)
 
+    def test_chain_fixtures(self):
+        for n in ["root2", "policy2", "issuing2", "issuing1", "ra2-enc", "ra2-sign",
+                  "ra2-both", "stranger-self", "issued-issuing1"]:
+            self.pem(n)
+        for leaf, untrusted in [("root2", ()), ("policy2", ()), ("issuing2", ("policy2",)),
+                                ("issuing1", ()), ("ra2-enc", ("issuing1",)),
+                                ("ra2-sign", ("issuing1",)), ("ra2-both", ("issuing1",)),
+                                ("issued-issuing1", ("issuing1",))]:
+            args = ["verify", "-CAfile", self.pem("root2")]
+            for u in untrusted:
+                args += ["-untrusted", self.pem(u)]
+            p = self.run_ossl(*(args + [self.pem(leaf)]))
+            self.assertEqual(p.returncode, 0, leaf + p.stdout.decode() + p.stderr.decode())
+        p = self.run_ossl("verify", "-CAfile", self.pem("root2"), self.pem("stranger-self"))
+        self.assertNotEqual(p.returncode, 0)
+        for f in ["getcacert-2tier.p7", "getcacert-3tier.p7", "getcacert-ndes-2tier-root.p7",
+                  "getcacert-two-roots.p7", "getcacert-2tier-stranger.p7"]:
+            p = self.run_ossl("pkcs7", "-inform", "DER", "-in", os.path.join(DATA, f),
+                              "-print_certs", "-noout")
+            self.assertEqual(p.returncode, 0, f)
+        # the SUCCESS reply verifies up to root2 and decrypts with the client's key
+        rc, env = self.verify("certrep-success-issuing1.der", ("issuing1",))
+        self.assertEqual(rc, 0)
+        rc, inner = self.decrypt(env)
+        self.assertEqual(rc, 0)
+        with open(inner, "rb") as f:
+            self.assertEqual(scepmsg.parse_degenerate(f.read()),
+                             [rd("issued-issuing1.der"), rd("issuing1.der")])
+        p = self.run_ossl("cms", "-verify", "-inform", "DER", "-in",
+                          os.path.join(DATA, "certrep-stranger-signed.der"), "-content",
+                          os.devnull, "-CAfile", self.pem("root2"), "-purpose", "any",
+                          "-out", os.devnull)
+        self.assertNotEqual(p.returncode, 0)
+
     def test_pkcsreq(self):
         rc, env = self.verify("pkcsreq.der", ())
         self.assertEqual(rc, 0)
@@ -699,6 +733,152 @@ class TestOpenSSLCrossCheck(unittest.TestCase):
         self.assertEqual(rc, 0)
         with open(out, "rb") as f:
             self.assertEqual(f.read(), rd("client.csr.der"))
+
+
+class TestChainFixtures(unittest.TestCase):
+    """The multi-tier GetCACert fixtures (gen-fixtures.py --chains-only)."""
+
+    def _issued_by(self, child, parent):
+        c, p = cert(child + ".der"), cert(parent + ".der")
+        self.assertEqual(c.issuer, p.subject, child)
+        p.public_key().verify(c.signature, c.tbs_certificate_bytes, padding.PKCS1v15(),
+                              c.signature_hash_algorithm)
+
+    def _ext(self, n, cls):
+        try:
+            return cert(n + ".der").extensions.get_extension_for_class(cls).value
+        except x509.ExtensionNotFound:
+            return None
+
+    def test_fixtures_txt(self):
+        for k, n in [("ROOT2_SHA256", "root2"), ("ISSUING1_SHA256", "issuing1"),
+                     ("ISSUING2_SHA256", "issuing2"), ("POLICY2_SHA256", "policy2"),
+                     ("STRANGER_SHA256", "stranger-self")]:
+            self.assertEqual(FX[k], hashlib.sha256(rd(n + ".der")).hexdigest().upper(), k)
+
+    def test_keys_match_certs(self):
+        for n in ["root2", "policy2", "issuing2", "issuing1", "ra2-enc", "ra2-sign",
+                  "ra2-both", "stranger-self"]:
+            self.assertEqual(spki(cert(n + ".der")), spki(key(n + ".key.pem")), n)
+        self.assertEqual(spki(cert("issued-issuing1.der")), spki(CLIENT_KEY))
+
+    def test_chains(self):
+        cas = {"root2": "CN=Test Root CA 2", "policy2": "CN=Test Policy CA 2",
+               "issuing2": "CN=Test Issuing CA 2", "issuing1": "CN=Test Issuing CA 1"}
+        for n, subject in cas.items():
+            self.assertEqual(cert(n + ".der").subject.rfc4514_string(), subject)
+            self.assertTrue(self._ext(n, x509.BasicConstraints).ca, n)
+            ku = self._ext(n, x509.KeyUsage)
+            self.assertTrue(ku.key_cert_sign and ku.crl_sign and not ku.digital_signature, n)
+            self.assertEqual(cert(n + ".der").public_key().key_size, 2048)
+        for child, parent in [("root2", "root2"), ("policy2", "root2"), ("issuing2", "policy2"),
+                              ("issuing1", "root2"), ("ra2-enc", "issuing1"),
+                              ("ra2-sign", "issuing1"), ("ra2-both", "issuing1"),
+                              ("issued-issuing1", "issuing1"),
+                              ("stranger-self", "stranger-self")]:
+            self._issued_by(child, parent)
+        # names distinct from the first PKI's
+        first = {cert(n + ".der").subject for n in ["ca", "root", "intermediate", "ra-sign",
+                                                    "ra-enc", "ra-both", "ra-int", "rogue"]}
+        for n in list(cas) + ["ra2-enc", "ra2-sign", "ra2-both", "stranger-self"]:
+            self.assertNotIn(cert(n + ".der").subject, first, n)
+        aia = self._ext("issuing1", x509.AuthorityInformationAccess)
+        self.assertEqual([(d.access_method, d.access_location.value) for d in aia],
+                         [(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                           "http://127.0.0.1:1/root2.der")])
+        for n in ["root2", "policy2", "issuing2"]:
+            self.assertIsNone(self._ext(n, x509.AuthorityInformationAccess), n)
+        for n, ds, ke in [("ra2-enc", False, True), ("ra2-sign", True, False),
+                          ("ra2-both", True, True), ("stranger-self", True, True)]:
+            ku = self._ext(n, x509.KeyUsage)
+            self.assertEqual((ku.digital_signature, ku.key_encipherment, ku.key_cert_sign),
+                             (ds, ke, False), n)
+            bc = self._ext(n, x509.BasicConstraints)
+            self.assertTrue(bc is None or not bc.ca, n)
+        self.assertEqual(cert("stranger-self.der").subject.rfc4514_string(),
+                         "CN=Test RA (stranger)")
+
+    def test_getcacert(self):
+        self.assertEqual(rd("getcacert-issuing-only.der"), rd("issuing1.der"))
+        for f, names in [
+                ("getcacert-2tier.p7", ["issuing1", "root2"]),
+                ("getcacert-2tier-reversed.p7", ["root2", "issuing1"]),
+                ("getcacert-issuing-only.p7", ["issuing1"]),
+                ("getcacert-3tier.p7", ["policy2", "root2", "issuing2"]),
+                ("getcacert-ndes-2tier.p7", ["ra2-sign", "ra2-enc", "issuing1"]),
+                ("getcacert-ndes-2tier-root.p7", ["ra2-enc", "root2", "ra2-sign", "issuing1"]),
+                ("getcacert-2tier-ra-both.p7", ["root2", "ra2-both", "issuing1"]),
+                ("getcacert-stranger-self.p7", ["ca", "stranger-self"]),
+                ("getcacert-ndes-stranger.p7", ["ca", "ra-sign", "ra-enc", "stranger-self"]),
+                ("getcacert-2tier-stranger.p7", ["issuing1", "stranger-self", "root2"]),
+                ("getcacert-two-roots.p7", ["root2", "issuing1", "ca"])]:
+            der = rd(f)
+            self.assertEqual(scepmsg.parse_degenerate(der), [rd(n + ".der") for n in names], f)
+            sd = cms.ContentInfo.load(der)["content"]
+            self.assertEqual(len(sd["signer_infos"]), 0, f)
+
+    def test_certreps_pending(self):
+        for f, signer in [("certrep-stranger-signed.der", "stranger-self"),
+                          ("certrep-issuing1-signed.der", "issuing1"),
+                          ("certrep-ra2-signed.der", "ra2-sign"),
+                          ("certrep-root2-signed.der", "root2")]:
+            r = parse(f)
+            self.assertTrue(r["signature_ok"] and r["digest_ok"], f)
+            self.assertEqual(r["signer_cert"], rd(signer + ".der"), f)
+            self.assertEqual(r["certs"], [rd(signer + ".der")], f)
+            self.assertEqual((r["status"], r["fail_info"], r["message_type"]), ("3", None, "3"))
+            self.assertEqual((r["txid"], r["recipient_nonce"]), (TXID, NONCE), f)
+            self.assertEqual(len(r["sender_nonce"]), 16)
+            self.assertFalse(r["econtent_present"], f)
+
+    def test_success_issuing1(self):
+        r = parse("certrep-success-issuing1.der")
+        self.assertTrue(r["signature_ok"] and r["digest_ok"])
+        self.assertEqual(r["signer_cert"], rd("issuing1.der"))
+        self.assertEqual((r["status"], r["txid"], r["recipient_nonce"]), ("0", TXID, NONCE))
+        self.assertEqual((r["cipher"], r["digest"]), ("aes128", "sha256"))
+        self.assertEqual(r["issued_certs"], [rd("issued-issuing1.der"), rd("issuing1.der")])
+
+    def test_chains_only_leaves_the_rest_alone(self):
+        tmp = tempfile.mkdtemp(prefix="scepgen-chains-")
+        try:
+            keep = [f for f in os.listdir(DATA) if os.path.isfile(os.path.join(DATA, f))
+                    and not f.startswith(("gen-", "."))]
+            for f in keep:
+                shutil.copy(os.path.join(DATA, f), tmp)
+            with open(os.path.join(tmp, "fixtures.txt")) as f:
+                lines = [l for l in f.read().splitlines() if not l.startswith(
+                    ("ROOT2_", "ISSUING1_", "ISSUING2_", "POLICY2_", "STRANGER_"))]
+            with open(os.path.join(tmp, "fixtures.txt"), "w") as f:
+                f.write("".join(l + "\n" for l in lines))
+            subprocess.run([sys.executable, os.path.join(DATA, "gen-fixtures.py"),
+                            "--chains-only", tmp], check=True)
+            self.assertEqual(sorted(os.listdir(tmp)), sorted(keep))
+            with open(os.path.join(tmp, "fixtures.txt")) as f:
+                new = f.read().splitlines()
+            self.assertEqual(new[:len(lines)], lines)
+            self.assertEqual([l.split("=")[0] for l in new[len(lines):]],
+                             ["ROOT2_SHA256", "ISSUING1_SHA256", "ISSUING2_SHA256",
+                              "POLICY2_SHA256", "STRANGER_SHA256"])
+            chain_files = ("root2", "policy2", "issuing", "issued-issuing1", "ra2-",
+                           "stranger-self", "getcacert-2tier", "getcacert-3tier",
+                           "getcacert-ndes-", "getcacert-issuing-only", "getcacert-stranger-self",
+                           "getcacert-two-roots", "certrep-stranger-signed", "certrep-failure-text",
+                           "certrep-issuing1-signed", "certrep-ra2-signed",
+                           "certrep-root2-signed", "certrep-success-issuing1")
+            for f in keep:
+                if f == "fixtures.txt":
+                    continue
+                with open(os.path.join(tmp, f), "rb") as fh:
+                    same = fh.read() == rd(f)
+                self.assertEqual(same, not f.startswith(chain_files), f)
+            # a second run replaces its keys instead of appending them again
+            subprocess.run([sys.executable, os.path.join(DATA, "gen-fixtures.py"),
+                            "--chains-only", tmp], check=True)
+            with open(os.path.join(tmp, "fixtures.txt")) as f:
+                self.assertEqual(len(f.read().splitlines()), len(new))
+        finally:
+            shutil.rmtree(tmp)
 
 
 class TestRegeneration(unittest.TestCase):
