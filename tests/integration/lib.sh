@@ -614,7 +614,7 @@ assert_no_file() {
 # skip REASON: ends the current test as skipped (only for a real impossibility).
 skip() {
 	echo "$*" >"$T/.skip"
-	touch "$T/.done"
+	echo 0 >"$T/.done"
 	exit 0
 }
 
@@ -648,7 +648,7 @@ _run_one() {
 		trap _test_exit EXIT
 		trap 'fail "interrupted"; exit 130' INT TERM
 		"$fn"
-		touch "$T/.done"
+		echo "$?" >"$T/.done"
 	) >"$dir/log" 2>&1 </dev/null
 	rc=$?
 	if [ -s "$dir/.failures" ]; then
@@ -658,6 +658,9 @@ _run_one() {
 		[ "$n" -le 1 ] || reason="$reason (+$((n - 1)) more)"
 	elif [ ! -e "$dir/.done" ]; then
 		reason="test aborted with exit status $rc (log: $dir/log)"
+	elif [ "$(cat "$dir/.done")" != 0 ]; then
+		# A step that failed without an assertion (`start_... || return`) fails the test too.
+		reason="test returned status $(cat "$dir/.done") without a failed assertion (a setup step failed? log: $dir/log)"
 	fi
 	if [ -n "${reason:-}" ]; then
 		_report FAIL "$name" "$reason"
