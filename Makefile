@@ -38,7 +38,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit doubles integration demo bench fleet install format format-check clean deps test-deps
+.PHONY: FORCE all check unit doubles integration demo bench fleet install format format-check clean deps test-deps
 
 all: $(BUILD)/p11enroll
 
@@ -66,8 +66,18 @@ deps:
 test-deps:
 	tests/install-deps.sh test
 
-unit: $(UNIT_BIN)
-	@rc=0; for t in $(UNIT_BIN); do echo "== $$t"; P11E_TEST_DATA=tests/data $$t || rc=1; done; exit $$rc
+# Older OpenSSL builds side by side (tests/old-openssl.sh: apt-get download, never
+# installed): the trust directory must verify with their `openssl verify -CApath` too.
+OLD_OPENSSL_DIR ?= build/old-openssl
+# Asked every time (about 1 s when cached): an upgrade changes which builds are older.
+$(BUILD)/old-openssl.list: FORCE
+	@mkdir -p $(dir $@)
+	tests/old-openssl.sh $(OLD_OPENSSL_DIR) >$@.tmp && mv $@.tmp $@
+
+unit: $(UNIT_BIN) $(BUILD)/old-openssl.list
+	@bins=$$(tr '\n' : <$(BUILD)/old-openssl.list); rc=0; for t in $(UNIT_BIN); do \
+		echo "== $$t"; P11E_OPENSSL_BINS=$$bins P11E_TEST_DATA=tests/data $$t || rc=1; \
+	done; exit $$rc
 
 # A PKCS#11 module of the tests' own that wraps SoftHSM and injects faults (PIN counter
 # flags, token removal, SIGKILL at a call), and an LD_PRELOAD shim that SIGKILLs in the
@@ -81,9 +91,10 @@ $(FAULT_IO_SO): tests/fault/fault_io.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl
 
-integration: all $(FAULT_SO) $(FAULT_IO_SO)
+integration: all $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list
 	P11ENROLL=$(BUILD)/p11enroll P11E_FAULT_MODULE=$(CURDIR)/$(FAULT_SO) \
-		P11E_FAULT_IO=$(CURDIR)/$(FAULT_IO_SO) tests/integration/run.sh
+		P11E_FAULT_IO=$(CURDIR)/$(FAULT_IO_SO) \
+		P11E_OPENSSL_BINS=$$(tr '\n' : <$(BUILD)/old-openssl.list) tests/integration/run.sh
 
 # The Python test doubles check themselves (and against OpenSSL's CLI) before they judge us.
 doubles:
@@ -131,6 +142,8 @@ format:
 	clang-format -i $(FORMAT_SRC)
 format-check:
 	clang-format --dry-run -Werror $(FORMAT_SRC)
+
+FORCE:
 
 clean:
 	rm -rf build build-san

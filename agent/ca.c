@@ -320,7 +320,7 @@ ca_write_trust(const struct conf *c, const struct ca_info *ci)
 	}
 	if (ci->next != NULL && (r = ca_next_save(c, ci)) != 0)
 		return r;
-	if ((r = store_trust_write(c->trust_dir, certs, n)) != 0)
+	if ((r = store_trust_write(c->trust_dir, certs, n, NULL, 0)) != 0)
 		return r;
 	if (ci->next != NULL)
 		log_info("next CA written to %s/ca-next.crt: certificates it issues are trusted "

@@ -46,12 +46,22 @@ struct store_cert {
 
 /*
  * Writes each certificate as DIR/<name>.crt (PEM, 0644, atomically) and an
- * OpenSSL hash link DIR/<subject-hash>.N -> <name>.crt for it (replacing a
- * link of ours that points elsewhere atomically, reusing N when the link
- * already points at that file), so that `openssl verify -CApath DIR` works.
- * Creates DIR (0755) if needed. Errors: P11E_ERR_FILE, P11E_ERR_ALLOC.
+ * OpenSSL hash link DIR/<subject-hash>.N -> <name>.crt for it, so that
+ * `openssl verify -CApath DIR` finds it with every OpenSSL 3.0 (whose lookup
+ * stops at the first missing HASH.N, and before 3.0.22 also at the first one
+ * that does not load as a PEM certificate). For each hash involved the
+ * entries then form a run from .0 without gaps: other certificates keep
+ * their order, our links follow (reused when they already point right), and
+ * entries that do not load (someone else's junk, a dangling link, a CRL) are
+ * moved behind ours, never removed. Stale or duplicate links of ours go.
+ * Files "<stem>.crt" whose stem matches one of owned[0..nowned) (a pattern in
+ * which '#' stands for one or more digits) and that certs does not name are
+ * removed with their links: certificates of ours that are no longer trusted.
+ * Creates DIR (0755) if needed. Errors: P11E_ERR_FILE, P11E_ERR_ALLOC,
+ * P11E_ERR_INTERNAL (an invalid or repeated name).
  */
-int store_trust_write(const char *dir, const struct store_cert *certs, size_t n);
+int store_trust_write(const char *dir, const struct store_cert *certs, size_t n,
+                      const char *const *owned, size_t nowned);
 
 /* PEM encoding of a certificate; *out malloc'ed. */
 int store_cert_pem(X509 *cert, char **out, size_t *len);

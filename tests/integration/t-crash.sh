@@ -154,8 +154,7 @@ check_tidy() {
 	local ok=0 f
 	for f in token-certs/*.pem; do same_cert "$CERT_FILE" "$f" && ok=1; done
 	assert_eq 1 $ok "cert_file equals a certificate on the token"
-	openssl verify -CApath "$TRUST_DIR" "$CERT_FILE" >verify.txt 2>&1
-	assert_contains verify.txt "$CERT_FILE: OK"
+	verify_capath "$TRUST_DIR" "$CERT_FILE"
 }
 
 # crash_at FORCE PAIRS VAR=VALUE...: the whole scenario after crash_setup: the kill, the

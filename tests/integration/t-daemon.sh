@@ -90,8 +90,7 @@ test_run_enrolls_then_renews_when_due() {
 	second=$(openssl x509 -in "$CERT_FILE" -noout -serial)
 	assert_eq 1 "$([ "$first" != "$second" ] && echo 1)" "a new serial after the renewal ($first)"
 	assert_eq "1 1" "$(pair_count)" "keys and certificates after the renewal"
-	openssl verify -CApath "$TRUST_DIR" "$CERT_FILE" >verify.txt 2>&1
-	assert_contains verify.txt "$CERT_FILE: OK"
+	verify_capath "$TRUST_DIR" "$CERT_FILE"
 	stop_daemon
 }
 

@@ -95,8 +95,7 @@ test_renew_keep_old() {
 	newserial=$(out_value serial)
 	assert_eq 2 "$(count_objects privkey)" "private keys with keep_old = yes"
 	assert_eq 2 "$(count_objects cert)" "certificates with keep_old = yes"
-	openssl verify -CApath "$TRUST_DIR" "$CERT_FILE" >verify.txt 2>&1
-	assert_contains verify.txt "$CERT_FILE: OK"
+	verify_capath "$TRUST_DIR" "$CERT_FILE"
 	assert_exit 0 p11e status || return
 	assert_match "$OUT" "^current:[[:space:]]+serial $newserial "
 	assert_exit 0 p11e enroll || return

@@ -373,15 +373,30 @@ lexists(const char *dir, X509 *cert, unsigned n)
 	return lstat(p, &st) == 0;
 }
 
+/*
+ * `openssl verify -CApath` of the system's openssl and of every older build
+ * listed in $P11E_OPENSSL_BINS (colon-separated wrappers made by
+ * tests/old-openssl.sh; their by_dir lookup differs): 0 when all accept.
+ */
 static int
 verify(const char *capath, const char *certfile)
 {
-	char cmd[1500];
+	char cmd[2048], bins[4096], *bin, *save = NULL;
+	const char *list = getenv("P11E_OPENSSL_BINS");
+	int bad = 0;
 
-	snprintf(cmd, sizeof(cmd),
-	         "openssl verify -no-CAfile -no-CAstore -CApath '%s' '%s' >/dev/null 2>&1", capath,
-	         certfile);
-	return system(cmd);
+	snprintf(bins, sizeof(bins), "openssl:%s", list != NULL ? list : "");
+	for (bin = strtok_r(bins, ":", &save); bin != NULL; bin = strtok_r(NULL, ":", &save)) {
+		snprintf(cmd, sizeof(cmd),
+		         "'%s' verify -no-CAfile -no-CAstore -CApath '%s' '%s' >/dev/null 2>&1",
+		         bin, capath, certfile);
+		if (system(cmd) != 0) {
+			print_message("verify: %s refuses %s with -CApath %s\n", bin, certfile,
+			              capath);
+			bad++;
+		}
+	}
+	return bad;
 }
 
 static void
@@ -428,7 +443,7 @@ test_trust_write(void **state)
 	free(pem);
 	assert_int_not_equal(verify(dir, pj(f, "leaf.pem")), 0);
 
-	assert_int_equal(store_trust_write(dir, certs, 2), 0);
+	assert_int_equal(store_trust_write(dir, certs, 2, NULL, 0), 0);
 	assert_int_equal(stat(dir, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0755);
 	assert_int_equal(stat(pj(f, "etc/trust/ca.crt"), &st), 0);
@@ -440,7 +455,7 @@ test_trust_write(void **state)
 	assert_int_equal(count_symlinks(dir), 2);
 	assert_int_equal(verify(dir, pj(f, "leaf.pem")), 0);
 
-	assert_int_equal(store_trust_write(dir, certs, 2), 0);
+	assert_int_equal(store_trust_write(dir, certs, 2, NULL, 0), 0);
 	assert_link(dir, p.ca, 0, "ca.crt");
 	assert_link(dir, p.leaf, 0, "leaf.crt");
 	assert_int_equal(count_symlinks(dir), 2);
@@ -466,10 +481,11 @@ test_trust_replace(void **state)
 
 	certs[0] = (struct store_cert){"ca", a.ca};
 	certs[1] = (struct store_cert){"leaf", a.leaf};
-	assert_int_equal(store_trust_write(dir, certs, 2), 0);
+	assert_int_equal(store_trust_write(dir, certs, 2, NULL, 0), 0);
 	assert_link(dir, a.ca, 0, "ca.crt");
 
-	/* Someone else's entries under the new CA's hash are left alone. */
+	/* Someone else's entries under the new CA's hash: a file that is not a
+	 * certificate and a dangling link, where OpenSSL before 3.0.22 stops looking. */
 	snprintf(target, sizeof(target), "%s/%08lx.0", dir, X509_subject_name_hash(b.ca));
 	put_file(target, "not ours");
 	snprintf(target, sizeof(target), "%s/%08lx.1", dir, X509_subject_name_hash(b.ca));
@@ -480,13 +496,18 @@ test_trust_replace(void **state)
 
 	certs[0] = (struct store_cert){"ca", b.ca};
 	certs[1] = (struct store_cert){"leaf", b.leaf};
-	assert_int_equal(store_trust_write(dir, certs, 2), 0);
+	assert_int_equal(store_trust_write(dir, certs, 2, NULL, 0), 0);
 	assert_false(lexists(dir, a.ca, 0));
 	assert_false(lexists(dir, a.leaf, 5));
-	assert_link(dir, b.ca, 1, "other.crt");
-	assert_link(dir, b.ca, 2, "ca.crt");
+	/* ours first; theirs kept, in their order, behind it, with no gap */
+	assert_link(dir, b.ca, 0, "ca.crt");
+	snprintf(target, sizeof(target), "%s/%08lx.1", dir, X509_subject_name_hash(b.ca));
+	assert_content(target, "not ours");
+	assert_link(dir, b.ca, 2, "other.crt");
+	assert_false(lexists(dir, b.ca, 3));
 	assert_link(dir, b.leaf, 0, "leaf.crt");
 	assert_int_equal(count_symlinks(dir), 3);
+	assert_int_equal(count_names(dir, ".mv"), 0);
 	assert_int_equal(store_cert_pem(b.ca, &pem, &len), 0);
 	assert_content(pj(f, "trust/ca.crt"), pem);
 	free(pem);
@@ -494,6 +515,89 @@ test_trust_replace(void **state)
 	assert_int_equal(store_write_atomic(pj(f, "leaf.pem"), pem, len, 0644), 0);
 	free(pem);
 	assert_int_equal(verify(dir, pj(f, "leaf.pem")), 0);
+
+	/* Rewriting changes nothing. */
+	assert_int_equal(store_trust_write(dir, certs, 2, NULL, 0), 0);
+	assert_link(dir, b.ca, 0, "ca.crt");
+	assert_content(target, "not ours");
+	assert_link(dir, b.ca, 2, "other.crt");
+	assert_int_equal(count_symlinks(dir), 3);
+	pki_free(&a);
+	pki_free(&b);
+}
+
+/* A gap below a link (someone removed .0) hides it from every OpenSSL: closed. */
+static void
+test_trust_gap_closed(void **state)
+{
+	struct fx *f = *state;
+	char dir[512], name[600];
+	struct pki a = {0}, other = {0};
+	struct store_cert certs[2];
+	char *pem = NULL;
+	size_t len;
+
+	snprintf(dir, sizeof(dir), "%s", pj(f, "trust"));
+	pki_make(&a, "p11enroll gap CA");
+	pki_make(&other, "p11enroll other CA");
+	certs[0] = (struct store_cert){"ca", a.ca};
+	certs[1] = (struct store_cert){"leaf", a.leaf};
+	assert_int_equal(store_trust_write(dir, certs, 2, NULL, 0), 0);
+	/* our link moved up to .3 behind a gap; a foreign certificate at .5 */
+	snprintf(name, sizeof(name), "%s/%08lx.0", dir, X509_subject_name_hash(a.ca));
+	assert_int_equal(unlink(name), 0);
+	snprintf(name, sizeof(name), "%s/%08lx.3", dir, X509_subject_name_hash(a.ca));
+	assert_int_equal(symlink("ca.crt", name), 0);
+	assert_int_equal(store_cert_pem(other.ca, &pem, &len), 0);
+	snprintf(name, sizeof(name), "%s/%08lx.5", dir, X509_subject_name_hash(a.ca));
+	put_file(name, pem);
+	free(pem);
+	assert_int_equal(store_cert_pem(a.leaf, &pem, &len), 0);
+	assert_int_equal(store_write_atomic(pj(f, "leaf.pem"), pem, len, 0644), 0);
+	free(pem);
+	assert_int_not_equal(verify(dir, pj(f, "leaf.pem")), 0);
+
+	assert_int_equal(store_trust_write(dir, certs, 2, NULL, 0), 0);
+	assert_link(dir, a.ca, 0, "ca.crt");
+	assert_true(lexists(dir, a.ca, 1));
+	assert_false(lexists(dir, a.ca, 2));
+	assert_false(lexists(dir, a.ca, 3));
+	assert_false(lexists(dir, a.ca, 5));
+	assert_int_equal(verify(dir, pj(f, "leaf.pem")), 0);
+	pki_free(&a);
+	pki_free(&other);
+}
+
+/* Files of ours that a write no longer names go, with their links; others stay. */
+static void
+test_trust_stale_removed(void **state)
+{
+	struct fx *f = *state;
+	char dir[512];
+	struct pki a = {0}, b = {0};
+	struct store_cert certs[3];
+	static const char *const owned[] = {"ca", "ra", "ca-int-#"};
+
+	snprintf(dir, sizeof(dir), "%s", pj(f, "trust"));
+	pki_make(&a, "p11enroll stale CA");
+	pki_make(&b, "p11enroll stale RA");
+	certs[0] = (struct store_cert){"ca", a.ca};
+	certs[1] = (struct store_cert){"ra", b.ca};
+	certs[2] = (struct store_cert){"ca-int-12", b.leaf};
+	assert_int_equal(store_trust_write(dir, certs, 3, owned, 3), 0);
+	put_file(pj(f, "trust/other.crt"), "someone else's");
+	put_file(pj(f, "trust/ca-int-x.crt"), "not a name of ours");
+	assert_int_equal(count_symlinks(dir), 3);
+
+	assert_int_equal(store_trust_write(dir, certs, 1, owned, 3), 0);
+	assert_link(dir, a.ca, 0, "ca.crt");
+	assert_false(lexists(dir, b.ca, 0));
+	assert_false(lexists(dir, b.leaf, 0));
+	assert_int_equal(count_symlinks(dir), 1);
+	assert_int_equal(access(pj(f, "trust/ra.crt"), F_OK), -1);
+	assert_int_equal(access(pj(f, "trust/ca-int-12.crt"), F_OK), -1);
+	assert_int_equal(access(pj(f, "trust/other.crt"), F_OK), 0);
+	assert_int_equal(access(pj(f, "trust/ca-int-x.crt"), F_OK), 0);
 	pki_free(&a);
 	pki_free(&b);
 }
@@ -514,12 +618,12 @@ test_trust_same_subject(void **state)
 	certs[0] = (struct store_cert){"ca", a.ca};
 	certs[1] = (struct store_cert){"ca-next", b.ca};
 	for (round = 0; round < 2; round++) {
-		assert_int_equal(store_trust_write(dir, certs, 2), 0);
+		assert_int_equal(store_trust_write(dir, certs, 2, NULL, 0), 0);
 		assert_link(dir, a.ca, 0, "ca.crt");
 		assert_link(dir, b.ca, 1, "ca-next.crt");
 		assert_int_equal(count_symlinks(dir), 2);
 	}
-	assert_int_equal(store_trust_write(dir, certs + 1, 1), 0);
+	assert_int_equal(store_trust_write(dir, certs + 1, 1, NULL, 0), 0);
 	assert_link(dir, a.ca, 0, "ca.crt");
 	assert_link(dir, b.ca, 1, "ca-next.crt");
 	pki_free(&a);
@@ -535,12 +639,12 @@ test_trust_bad_names(void **state)
 
 	pki_make(&a, "p11enroll CA");
 	certs[0] = (struct store_cert){"../ca", a.ca};
-	assert_int_equal(store_trust_write(pj(f, "t"), certs, 1), P11E_ERR_INTERNAL);
+	assert_int_equal(store_trust_write(pj(f, "t"), certs, 1, NULL, 0), P11E_ERR_INTERNAL);
 	certs[0] = (struct store_cert){"ca", a.ca};
 	certs[1] = (struct store_cert){"ca", a.leaf};
-	assert_int_equal(store_trust_write(pj(f, "t"), certs, 2), P11E_ERR_INTERNAL);
+	assert_int_equal(store_trust_write(pj(f, "t"), certs, 2, NULL, 0), P11E_ERR_INTERNAL);
 	put_file(pj(f, "file"), "x");
-	assert_int_equal(store_trust_write(pj(f, "file/t"), certs, 1), P11E_ERR_FILE);
+	assert_int_equal(store_trust_write(pj(f, "file/t"), certs, 1, NULL, 0), P11E_ERR_FILE);
 	pki_free(&a);
 }
 
@@ -558,6 +662,8 @@ main(void)
 	    cmocka_unit_test(test_cert_pem),
 	    cmocka_unit_test_setup_teardown(test_trust_write, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_replace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trust_gap_closed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trust_stale_removed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_same_subject, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_bad_names, setup, teardown),
 	};
