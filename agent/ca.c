@@ -131,7 +131,7 @@ ca_fetch(const struct conf *c, struct ca_info **out)
 	int r = P11E_ERR_ALLOC;
 	struct ca_info *ci = NULL;
 	struct http_resp *resp = NULL;
-	char *url = NULL;
+	char *url = NULL, reason[4 * HTTP_REASON_MAX + 1];
 
 	if ((ci = calloc(1, sizeof(*ci))) == NULL)
 		return P11E_ERR_ALLOC;
@@ -147,8 +147,10 @@ ca_fetch(const struct conf *c, struct ca_info **out)
 	if ((r = http_get(url, &ci->http, &resp)) != 0)
 		goto out;
 	if (resp->status != 200) {
-		log_error("GetCACert from %s failed: HTTP %ld (check [scep] url)", c->scep_url,
-		          resp->status);
+		http_resp_reason(resp, reason, sizeof(reason));
+		log_error("GetCACert from %s failed: HTTP %ld%s%s%s (check [scep] url)",
+		          c->scep_url, resp->status, reason[0] ? ": \"" : "", reason,
+		          reason[0] ? "\"" : "");
 		r = P11E_ERR_NETWORK;
 		goto out;
 	}
@@ -368,7 +370,7 @@ ca_pkioperation(const struct conf *c, const struct ca_info *ci, const unsigned c
                 size_t len, unsigned char **rep, size_t *rep_len)
 {
 	int r = P11E_ERR_ALLOC;
-	char *url = NULL, *m = NULL;
+	char *url = NULL, *m = NULL, reason[4 * HTTP_REASON_MAX + 1];
 	struct http_resp *resp = NULL;
 	int post = (ci->caps & SCEP_CAP_POST) != 0;
 
@@ -392,8 +394,12 @@ ca_pkioperation(const struct conf *c, const struct ca_info *ci, const unsigned c
 			    "URL) was probably too long for the server, and it does not offer "
 			    "POST",
 			    resp->status, strlen(url));
-		else
-			log_error("PKIOperation at %s failed: HTTP %ld", c->scep_url, resp->status);
+		else {
+			http_resp_reason(resp, reason, sizeof(reason));
+			log_error("PKIOperation at %s failed: HTTP %ld%s%s%s", c->scep_url,
+			          resp->status, reason[0] ? ": \"" : "", reason,
+			          reason[0] ? "\"" : "");
+		}
 		r = P11E_ERR_NETWORK;
 		goto out;
 	}

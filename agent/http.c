@@ -64,6 +64,32 @@ http_resp_free(struct http_resp *r)
 	free(r);
 }
 
+void
+http_resp_reason(const struct http_resp *r, char *buf, size_t size)
+{
+	size_t i = 0, o = 0, n = 0;
+	const unsigned char *b = r != NULL ? r->body : NULL;
+	size_t len = b != NULL ? r->len : 0;
+
+	if (size == 0)
+		return;
+	buf[0] = '\0';
+	while (i < len && (b[i] == '\r' || b[i] == '\n' || b[i] == ' ' || b[i] == '\t'))
+		i++;
+	for (; i < len && b[i] != '\r' && b[i] != '\n' && n < HTTP_REASON_MAX; i++, n++) {
+		char esc[8];
+		int k = b[i] >= 0x20 && b[i] < 0x7f ? snprintf(esc, sizeof(esc), "%c", b[i])
+		                                    : snprintf(esc, sizeof(esc), "\\x%02x", b[i]);
+		if (o + (size_t)k >= size)
+			break;
+		memcpy(buf + o, esc, (size_t)k);
+		o += (size_t)k;
+	}
+	while (o > 0 && (buf[o - 1] == ' ' || buf[o - 1] == '\t'))
+		o--;
+	buf[o] = '\0';
+}
+
 /* Writes s[0..n) into buf at *pos, stopping at size - 1; returns whether all fit. */
 static int
 put(char *buf, size_t size, size_t *pos, const char *s, size_t n)

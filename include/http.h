@@ -69,6 +69,18 @@ int http_post(const char *url, const char *content_type, const unsigned char *bo
 long http_retry_after(void);
 void http_retry_after_reset(void);
 
+/* The longest reason http_resp_reason copies, in characters of the body. */
+#define HTTP_REASON_MAX 200
+
+/*
+ * The server's reason in an error answer, for a log line: the first line of
+ * the body that is not blank, at most HTTP_REASON_MAX bytes of it, control
+ * and non-ASCII bytes written as \xNN; "" when there is none. buf gets at
+ * most size - 1 characters (4 * HTTP_REASON_MAX + 1 holds any reason whole).
+ * Only for bodies that cannot hold a secret (SCEP error answers).
+ */
+void http_resp_reason(const struct http_resp *r, char *buf, size_t size);
+
 /* Frees the response. Accepts NULL. The body is not wiped: a caller whose
  * body holds a secret wipes it first. */
 void http_resp_free(struct http_resp *r);
