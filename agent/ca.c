@@ -75,6 +75,22 @@ day(const ASN1_TIME *t, char *buf, size_t len)
 		snprintf(buf, len, "?");
 }
 
+/* At -v: what GetCACert sent that plays no role (a stranger's certificate). */
+static void
+log_ignored(const struct scep_ca *ca)
+{
+	char subj[256];
+	int i;
+
+	for (i = 0; i < sk_X509_num(ca->ignored); i++) {
+		scep_name_str(X509_get_subject_name(sk_X509_value(ca->ignored, i)), subj,
+		              sizeof(subj));
+		log_debug("GetCACert: ignoring %s: neither a CA of the chain nor an RA certificate "
+		          "that it issued",
+		          subj);
+	}
+}
+
 /* GetNextCACert when advertised; anything but a verified next CA only logs. */
 static int
 fetch_next(const struct conf *c, struct ca_info *ci)
@@ -155,9 +171,11 @@ ca_fetch(const struct conf *c, struct ca_info **out)
 		goto out;
 	}
 	if ((r = scep_ca_parse(resp->body, resp->len, &ci->ca)) != 0 ||
-	    (r = scep_cert_digest(ci->ca->ca, EVP_sha256(), ci->fp, NULL)) != 0 ||
+	    (r = ca_complete_chain(c, ci)) != 0 ||
+	    (r = scep_cert_digest(scep_ca_top(ci->ca), EVP_sha256(), ci->fp, NULL)) != 0 ||
 	    (r = fetch_caps(c, ci)) != 0 || (r = fetch_next(c, ci)) != 0)
 		goto out;
+	log_ignored(ci->ca);
 	ci->http.max_body = MAX_CERTREP;
 	*out = ci;
 	ci = NULL;
@@ -177,18 +195,9 @@ ca_info_free(struct ca_info *ci)
 	scep_ca_free(ci->ca);
 	scep_ca_free(ci->next);
 	X509_free(ci->prev);
+	sk_X509_pop_free(ci->roots, X509_free);
+	sk_X509_pop_free(ci->aia, X509_free);
 	free(ci);
-}
-
-static int
-pin_path(const struct conf *c, char **out)
-{
-	size_t n = strlen(c->state_dir) + sizeof(PIN_FILE) + 2;
-
-	if ((*out = malloc(n)) == NULL)
-		return P11E_ERR_ALLOC;
-	snprintf(*out, n, "%s/%s", c->state_dir, PIN_FILE);
-	return 0;
 }
 
 /* The CA differs from anchor ("sha256:..."): is it the next CA verified under it? */
@@ -206,43 +215,101 @@ rolled_over(const struct conf *c, struct ca_info *ci, const char *anchor, const 
 	return 1;
 }
 
+/* The chain must reach a root, verify, and end at a root of root_file when that is set. */
+static int
+judge_chain(const struct conf *c, const struct ca_info *ci)
+{
+	X509 *top = scep_ca_top(ci->ca);
+	char why[512], s[256], iss[256], hex[3 * 32 + 1];
+	int i;
+
+	scep_name_str(X509_get_subject_name(top), s, sizeof(s));
+	if (!scep_ca_complete_p(ci->ca)) {
+		scep_name_str(X509_get_issuer_name(top), iss, sizeof(iss));
+		log_error("the CA chain of %s ends at %s, issued by %s, a root that the server "
+		          "does not send%s: set [trust] root_file to that root certificate (PEM)%s",
+		          c->scep_url, s, iss,
+		          c->trust_root_file != NULL ? " and [trust] root_file does not hold" : "",
+		          c->trust_fetch_aia ? ""
+		                             : ", or fetch_aia = yes to fetch it from the URL the "
+		                               "CA certificate names (AIA), if it names one");
+		return P11E_ERR_CONFIG;
+	}
+	if (scep_ca_verify(ci->ca, why, sizeof(why)) != 0) {
+		log_error("the CA chain of %s does not verify: %s; refusing it", c->scep_url, why);
+		return P11E_ERR_VERIFY;
+	}
+	if (ci->roots == NULL)
+		return 0;
+	for (i = 0; i < sk_X509_num(ci->roots); i++)
+		if (X509_cmp(sk_X509_value(ci->roots, i), top) == 0)
+			return 0;
+	scep_hex_colon(ci->fp, 32, hex);
+	log_error("the CA chain of %s ends at the root %s (sha256:%s), which is not in "
+	          "[trust] root_file %s: refusing it",
+	          c->scep_url, s, hex, c->trust_root_file);
+	return P11E_ERR_VERIFY;
+}
+
+/* Whether anchor ("sha256:AB:..." or "sha1:...") names a certificate of the chain. */
+static int
+chain_has(const struct ca_info *ci, const char *anchor, int *yes)
+{
+	int i, r;
+
+	*yes = 0;
+	for (i = 0; i < sk_X509_num(ci->ca->chain) && !*yes; i++)
+		if ((r = ca_is_anchor(sk_X509_value(ci->ca->chain, i), anchor, yes)) != 0)
+			return r;
+	return 0;
+}
+
 int
 ca_check_trust(const struct conf *c, struct ca_info *ci, int pin_first_contact, int *how)
 {
-	int r = P11E_ERR_VERIFY;
+	int r, yes = 0;
 	unsigned char d[32], *old = NULL;
 	unsigned int dlen = 0;
 	char hex[3 * 32 + 1], want[3 * 32 + 1], line[128], anchor[128], *path = NULL;
 	const char *alg = c->ca_fp_alg == CONF_FP_SHA1 ? "sha1" : "sha256";
 	size_t olen = 0;
 
+	if ((r = judge_chain(c, ci)) != 0)
+		return r;
 	scep_hex_colon(ci->fp, 32, hex);
 	if (c->ca_fp_len != 0) {
-		if ((r = scep_cert_digest(ci->ca->ca,
-		                          c->ca_fp_alg == CONF_FP_SHA1 ? EVP_sha1() : EVP_sha256(),
-		                          d, &dlen)) != 0)
-			return r;
 		scep_hex_colon(c->ca_fp, c->ca_fp_len, want);
 		snprintf(anchor, sizeof(anchor), "%s:%s", alg, want);
-		if ((dlen != c->ca_fp_len || memcmp(d, c->ca_fp, dlen) != 0) &&
-		    rolled_over(c, ci, anchor, hex)) {
+		if ((r = chain_has(ci, anchor, &yes)) != 0)
+			return r;
+		if (!yes && rolled_over(c, ci, anchor, hex)) {
 			log_warn("%s: [scep] ca_fingerprint names the previous CA; update it to\n"
 			         "  ca_fingerprint = sha256:%s",
 			         c->path, hex);
-		} else if (dlen != c->ca_fp_len || memcmp(d, c->ca_fp, dlen) != 0) {
+		} else if (!yes) {
+			if ((r = scep_cert_digest(ci->ca->ca,
+			                          c->ca_fp_alg == CONF_FP_SHA1 ? EVP_sha1()
+			                                                       : EVP_sha256(),
+			                          d, &dlen)) != 0)
+				return r;
 			scep_hex_colon(d, dlen, hex);
-			log_error(
-			    "the server's CA certificate does not match [scep] ca_fingerprint:\n"
-			    "  expected %s:%s\n  server   %s:%s\n"
-			    "refusing to enroll (wrong server, or the fingerprint is wrong)",
-			    alg, want, alg, hex);
+			log_error("no certificate of the server's CA chain matches [scep] "
+			          "ca_fingerprint:\n  expected   %s:%s\n  issuing CA %s:%s%s\n"
+			          "refusing to enroll (wrong server, or the fingerprint is wrong)",
+			          alg, want, alg, hex,
+			          sk_X509_num(ci->ca->chain) > 1 ? " (and its chain: see `check`)"
+			                                         : "");
 			return P11E_ERR_VERIFY;
 		}
 		*how = CA_TRUST_FINGERPRINT;
 		return 0;
 	}
-	if ((r = pin_path(c, &path)) != 0)
-		return r;
+	if (ci->roots != NULL) {
+		*how = CA_TRUST_ROOT_FILE;
+		return 0;
+	}
+	if ((path = store_path_join(c->state_dir, PIN_FILE)) == NULL)
+		return P11E_ERR_ALLOC;
 	snprintf(line, sizeof(line), "sha256:%s\n", hex);
 	r = store_read_file(path, 4096, &old, &olen);
 	if (r == 0) {
@@ -250,14 +317,13 @@ ca_check_trust(const struct conf *c, struct ca_info *ci, int pin_first_contact, 
 		         (int)(olen > 0 && old[olen - 1] == '\n' ? olen - 1 : olen),
 		         (const char *)old);
 		*how = CA_TRUST_PIN;
-		if (olen == strlen(line) && memcmp(old, line, olen) == 0)
+		if ((r = chain_has(ci, anchor, &yes)) != 0 || yes)
 			goto out;
 		if (!rolled_over(c, ci, anchor, hex)) {
-			log_error(
-			    "the server's CA certificate (sha256:%s) is not the one pinned on "
-			    "first contact (%s: %s); refusing to enroll. If the CA really "
-			    "changed, set [scep] ca_fingerprint or remove the pin file",
-			    hex, path, anchor);
+			log_error("the server's CA chain (sha256:%s) does not hold the CA pinned "
+			          "on first contact (%s: %s); refusing to enroll. If the CA really "
+			          "changed, set [scep] ca_fingerprint or remove the pin file",
+			          hex, path, anchor);
 			r = P11E_ERR_VERIFY;
 		} else if (pin_first_contact &&
 		           (r = store_write_atomic(path, line, strlen(line), 0644)) == 0) {
@@ -286,23 +352,37 @@ out:
 	return r;
 }
 
+/* Trust-dir names of the chain and the RA certificates: ours, also when stale. */
+static const char *const owned_names[] = {"ca",     "ca-int-#", "root", "ra",
+                                          "ra-enc", "ra-sign",  "ca-#"};
+
 int
 ca_write_trust(const struct conf *c, const struct ca_info *ci)
 {
 	struct store_cert certs[16];
-	char names[16][16];
+	char names[16][24];
 	size_t n = 0;
-	int i, r, extra = 0;
+	int i, r, nchain = sk_X509_num(ci->ca->chain);
+	const struct scep_ca *ca = ci->ca;
 
-	certs[n].name = "ca";
-	certs[n++].cert = ci->ca->ca;
-	if (ci->ca->ra_enc != ci->ca->ca) {
-		certs[n].name = ci->ca->ra_enc == ci->ca->ra_sign ? "ra" : "ra-enc";
-		certs[n++].cert = ci->ca->ra_enc;
+	for (i = 0; i < nchain && n < 12; i++) {
+		X509 *x = sk_X509_value(ca->chain, i);
+		if (i == 0)
+			snprintf(names[n], sizeof(names[n]), "ca");
+		else if (i == nchain - 1 && scep_ca_role(ca, x) == SCEP_ROLE_ROOT)
+			snprintf(names[n], sizeof(names[n]), "root");
+		else
+			snprintf(names[n], sizeof(names[n]), "ca-int-%d", i);
+		certs[n].name = names[n];
+		certs[n++].cert = x;
 	}
-	if (ci->ca->ra_sign != ci->ca->ca && ci->ca->ra_sign != ci->ca->ra_enc) {
+	if (ca->ra_enc != ca->ca) {
+		certs[n].name = ca->ra_enc == ca->ra_sign ? "ra" : "ra-enc";
+		certs[n++].cert = ca->ra_enc;
+	}
+	if (ca->ra_sign != ca->ca && ca->ra_sign != ca->ra_enc) {
 		certs[n].name = "ra-sign";
-		certs[n++].cert = ci->ca->ra_sign;
+		certs[n++].cert = ca->ra_sign;
 	}
 	if (ci->next != NULL) {
 		certs[n].name = "ca-next";
@@ -312,17 +392,10 @@ ca_write_trust(const struct conf *c, const struct ca_info *ci)
 		certs[n].name = "ca-prev";
 		certs[n++].cert = ci->prev;
 	}
-	for (i = 0; i < sk_X509_num(ci->ca->certs) && n < 16; i++) {
-		X509 *x = sk_X509_value(ci->ca->certs, i);
-		if (x == ci->ca->ca || x == ci->ca->ra_enc || x == ci->ca->ra_sign)
-			continue;
-		snprintf(names[n], sizeof(names[n]), "ca-%d", ++extra);
-		certs[n].name = names[n];
-		certs[n++].cert = x;
-	}
 	if (ci->next != NULL && (r = ca_next_save(c, ci)) != 0)
 		return r;
-	if ((r = store_trust_write(c->trust_dir, certs, n, NULL, 0)) != 0)
+	if ((r = store_trust_write(c->trust_dir, certs, n, owned_names,
+	                           sizeof(owned_names) / sizeof(owned_names[0]))) != 0)
 		return r;
 	if (ci->next != NULL)
 		log_info("next CA written to %s/ca-next.crt: certificates it issues are trusted "

@@ -14,9 +14,11 @@
 
 struct ca_info {
 	unsigned caps;
-	int caps_answered; /* GetCACaps gave a 200 with a body */
-	struct scep_ca *ca;
-	unsigned char fp[32]; /* SHA-256 of the CA certificate */
+	int caps_answered;      /* GetCACaps gave a 200 with a body */
+	struct scep_ca *ca;     /* GetCACert, its chain completed by ca_complete_chain */
+	unsigned char fp[32];   /* SHA-256 of the top of the chain (what a pin records) */
+	STACK_OF(X509) * roots; /* [trust] root_file's certificates, or NULL */
+	STACK_OF(X509) * aia;   /* certificates fetched from AIA caIssuers URLs, or NULL */
 	struct http_opts http;
 	struct scep_ca *next; /* the next CA (GetNextCACert), verified against ca; or NULL */
 	int next_asked;       /* GetNextCACert was asked (advertised) */
@@ -27,7 +29,9 @@ struct ca_info {
 /*
  * GetCACert then GetCACaps. A failing GetCACaps means "no capabilities";
  * an unreachable server or a failing GetCACert is P11E_ERR_NETWORK,
- * an unusable bundle P11E_ERR_MALFORMED. All logged. When the caps advertise
+ * an unusable bundle P11E_ERR_MALFORMED, an unusable [trust] root_file
+ * P11E_ERR_CONFIG. All logged. The CA chain is completed (ca_complete_chain)
+ * but not judged: an incomplete one is refused by ca_check_trust. When the caps advertise
  * GetNextCACert it is asked too: a verified next CA lands in ci->next; no
  * next CA (404, empty) is logged at debug level, an unverifiable one as a
  * warning, and neither fails the call.
@@ -35,17 +39,40 @@ struct ca_info {
 int ca_fetch(const struct conf *c, struct ca_info **out);
 void ca_info_free(struct ca_info *ci);
 
+/*
+ * Completes ci->ca's chain up to a self-signed root with issuers whose
+ * signatures verify, taken from [trust] root_file (kept in ci->roots), then
+ * the trust directory's certificates, then (with [trust] fetch_aia) the AIA
+ * caIssuers URL of the top, over http(s) with a size cap, hop by hop. Leaves
+ * the chain incomplete when nothing fits (not an error). Errors:
+ * P11E_ERR_CONFIG (root_file missing, unreadable, not roots: logged),
+ * P11E_ERR_ALLOC.
+ */
+int ca_complete_chain(const struct conf *c, struct ca_info *ci);
+
+/* [trust] root_file's certificates (*out NULL when not configured). Errors as above. */
+int ca_load_roots(const struct conf *c, STACK_OF(X509) * *out);
+
+/* Where x came from: "GetCACert", "root_file", "AIA" or "trust dir". */
+const char *ca_cert_source(const struct ca_info *ci, X509 *x);
+
 enum ca_trust {
 	CA_TRUST_FINGERPRINT = 1, /* matches [scep] ca_fingerprint */
 	CA_TRUST_PIN,             /* matches the pin recorded on first contact */
 	CA_TRUST_UNPINNED,        /* no fingerprint, no pin yet (not pinned by this call) */
 	CA_TRUST_PINNED_NOW,      /* no fingerprint: pinned by this call */
+	CA_TRUST_ROOT_FILE,       /* no fingerprint: the chain ends at a root of root_file */
 };
 
 /*
- * Checks the CA against [scep] ca_fingerprint, else against the pin in
- * state_dir recorded on first contact. With pin_first_contact, an unpinned CA
- * is pinned (with a warning that prints its SHA-256 fingerprint). *how says
+ * Judges the CA chain: it must end in a self-signed root (else
+ * P11E_ERR_CONFIG, naming [trust] root_file and fetch_aia), verify now from
+ * that root down to the issuing CA and the RA certificates, and end at a root
+ * of [trust] root_file when that is set. Then the anchor: [scep]
+ * ca_fingerprint naming any certificate of the chain; else root_file; else
+ * the pin in state_dir recorded on first contact (naming any certificate of
+ * the chain). With pin_first_contact, an unpinned CA is pinned (the top of
+ * the chain, with a warning that prints its SHA-256 fingerprint). *how says
  * which (enum ca_trust). A CA that differs from the fingerprint or pin is
  * accepted when it is the next CA stored by ca_write_trust and verified under
  * that very fingerprint or pin (CA rollover): ci->rolled is set, the pin
@@ -56,9 +83,14 @@ enum ca_trust {
 int ca_check_trust(const struct conf *c, struct ca_info *ci, int pin_first_contact, int *how);
 
 /*
- * Writes the CA and RA certificates to [trust] dir, plus "ca-next" (the
- * verified next CA, also kept in state_dir/ca-next.pem) and, after a
- * rollover, "ca-prev" (the previous CA). Call only after ca_check_trust.
+ * Writes the verified chain and the RA certificates to [trust] dir: "ca"
+ * (the issuing CA), "ca-int-N" (CAs between it and the root, upwards),
+ * "root", "ra" (one RA certificate for both jobs) or "ra-enc" and "ra-sign";
+ * plus "ca-next" (the verified next CA, also kept in state_dir/ca-next.pem)
+ * and, after a rollover, "ca-prev" (the previous CA). Files of those names
+ * (and "ca-N" of older versions) that this write does not hold are removed:
+ * certificates GetCACert sent that play no role are never written. Call only
+ * after ca_check_trust.
  */
 int ca_write_trust(const struct conf *c, const struct ca_info *ci);
 
@@ -81,6 +113,8 @@ int ca_rollover_check_at(const struct conf *c, time_t *when);
 int ca_refresh(const struct conf *c);
 
 /* Internal to ca.c and ca_next.c. */
+/* *yes: anchor ("sha256:AB:..." or "sha1:...", as a pin or ca_fingerprint) names cert. */
+int ca_is_anchor(X509 *cert, const char *anchor, int *yes);
 int ca_next_save(const struct conf *c, const struct ca_info *ci);
 int ca_next_rolled(const struct conf *c, struct ca_info *ci, const char *anchor, int *rolled);
 int ca_next_looked(const struct conf *c);

@@ -48,9 +48,8 @@ fp_text(X509 *cert, const EVP_MD *md, char *buf)
 	return 0;
 }
 
-/* Whether anchor ("sha256:..." or "sha1:...") names cert. */
-static int
-is_anchor(X509 *cert, const char *anchor, int *yes)
+int
+ca_is_anchor(X509 *cert, const char *anchor, int *yes)
 {
 	char a[8 + 96], b[8 + 96];
 	int r;
@@ -153,7 +152,7 @@ ca_next_rolled(const struct conf *c, struct ca_info *ci, const char *anchor, int
 	*rolled = 1;
 	/* The previous CA stays trusted: what it issued is valid until it expires. */
 	if (read_pem(c->trust_dir, TRUST_CA_FILE, &prev, NULL) == 0) {
-		if ((r = is_anchor(prev, anchor, &same)) != 0)
+		if ((r = ca_is_anchor(prev, anchor, &same)) != 0)
 			goto out;
 		if (!same) {
 			X509_free(prev);

@@ -101,6 +101,8 @@ static const struct keyword keywords[] = {
     {"subject", "san_ip", set_ip_list, F(san_ip)},
     {"subject", "san_upn", set_list, F(san_upn)},
     {"trust", "dir", set_path, F(trust_dir)},
+    {"trust", "root_file", set_path, F(trust_root_file)},
+    {"trust", "fetch_aia", set_bool, F(trust_fetch_aia)},
     {"agent", "state_dir", set_path, F(state_dir)},
     {"agent", "cert_file", set_path, F(cert_file)},
     {"agent", "retry_min", set_duration, F(retry_min)},
@@ -903,6 +905,7 @@ conf_free(struct conf *c)
 	list_clear(&c->san_ip);
 	list_clear(&c->san_upn);
 	free(c->trust_dir);
+	free(c->trust_root_file);
 	free(c->state_dir);
 	free(c->cert_file);
 	OPENSSL_cleanse(c, sizeof(*c));

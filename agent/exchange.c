@@ -3,6 +3,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <openssl/err.h>
@@ -45,6 +46,21 @@ report_failure(const struct scep_rep *rep, int had_challenge)
 		          "challenge or its policy for this subject; the CA's log tells which");
 }
 
+/* At -v: who signed the reply and with which digest; SHA-1 is accepted with a warning
+ * (once per process). */
+static void
+report_signature(const struct scep_rep *rep)
+{
+	static int warned_sha1;
+	char subj[256];
+
+	scep_name_str(X509_get_subject_name(rep->signer), subj, sizeof(subj));
+	log_debug("reply signed by %s, digest %s", subj, rep->sig_md);
+	if (strcasecmp(rep->sig_md, "SHA1") == 0 && !warned_sha1++)
+		log_warn("the server signed its answer with SHA-1; accepted, as RFC 8894 allows, "
+		         "but SHA-1 signatures can be forged: ask the CA to sign with SHA-256");
+}
+
 double
 exchange_now_ms(void)
 {
@@ -82,7 +98,7 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	const struct tok_key *key = x->key;
 	const char *challenge = x->poll_txid ? NULL : x->challenge;
 	X509_NAME *subject = NULL;
-	int r = P11E_ERR_INTERNAL, n = 0, weak = 0;
+	int r = P11E_ERR_INTERNAL, n = 0, cipher = NID_undef;
 	EVP_PKEY *tokkey = NULL, *transient = NULL, *oldkey = NULL, *signer;
 	int req_type = x->msg_type != 0 ? x->msg_type : SCEP_MSG_PKCSREQ;
 	X509_REQ *req = NULL;
@@ -130,13 +146,10 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 			goto out;
 		}
 	} else {
-		/* The issuing CA is the RA's issuer (NDES), or the CA that is its own RA. */
-		X509 *ra = ci->ca->ra_enc;
 		snprintf(x->txid, sizeof(x->txid), "%s", x->poll_txid);
 		if ((r = csr_parse_dn(c->dn, &subject)) != 0 ||
-		    (r = scep_issuer_and_subject(ra == ci->ca->ca ? X509_get_subject_name(ra)
-		                                                  : X509_get_issuer_name(ra),
-		                                 subject, &inner, &inner_len)) != 0)
+		    (r = scep_issuer_and_subject(X509_get_subject_name(ci->ca->ca), subject, &inner,
+		                                 &inner_len)) != 0)
 			goto out;
 	}
 	if (x->signer_cert != NULL) {
@@ -177,8 +190,9 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 		goto out;
 	tm->network += exchange_now_ms() - t0;
 	t0 = exchange_now_ms();
-	if ((r = scep_rep_parse(rep_der, rep_len, ci->ca->certs, x->txid, sr.nonce, &rep)) != 0)
+	if ((r = scep_rep_parse(rep_der, rep_len, ci->ca->signers, x->txid, sr.nonce, &rep)) != 0)
 		goto out;
+	report_signature(rep);
 	if (rep->status == SCEP_STATUS_FAILURE) {
 		x->fail_info = rep->fail_info;
 		if (!x->quiet_reject)
@@ -190,12 +204,24 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 		r = P11E_ERR_PENDING;
 		goto out;
 	}
-	if ((r = scep_rep_decrypt(rep, signer, self, &got, &weak)) != 0)
-		goto out;
-	if (weak)
+	r = scep_rep_decrypt(rep, signer, self, &got, &cipher);
+	log_debug("reply content cipher: %s",
+	          cipher != NID_undef ? OBJ_nid2sn(cipher) : "unknown (envelope unreadable)");
+	if (r == 0 && cipher == NID_des_cbc)
 		log_warn("the server encrypted its answer with single DES; accepted, since the "
 		         "envelope only carries the public certificate");
-	if ((r = scep_pick_issued(got, key->pub, ci->ca->ca, ci->ca->certs, issued)) != 0)
+	if (r == 0)
+		r = scep_pick_issued(got, key->pub, ci->ca->ca, ci->ca->chain, issued);
+	if (r != 0 && r != P11E_ERR_TOKEN && r != P11E_ERR_ALLOC) {
+		log_error(
+		    "the CA answered SUCCESS, so it may have issued a certificate (transaction "
+		    "%s) that p11enroll could not read; nothing was stored. The CA's log and "
+		    "its list of issued certificates tell; a certificate that was issued "
+		    "can be revoked there",
+		    x->txid);
+		goto out;
+	}
+	if (r != 0)
 		goto out;
 	tm->store = exchange_now_ms() - t0;
 	r = 0;

@@ -37,9 +37,11 @@ static const char usage_text[] =
     "Enrolls a non-exportable key on a PKCS#11 token with a CA over SCEP.\n"
     "\n"
     "Commands:\n"
-    "  check     connection test: GetCACaps, GetCACert, CA fingerprint/pin, the\n"
+    "  check     connection test: GetCACaps, GetCACert, the CA chain and RA\n"
+    "            certificates with their roles, fingerprint/pin/root_file, the\n"
     "            NDES challenge page (without logging in)\n"
     "            --challenge  also log in to it and obtain a challenge (spends one)\n"
+    "            --json       one JSON object (fields: p11enroll(8))\n"
     "  enroll    key on the token -> SCEP -> certificate on the token + trust dir\n"
     "            --allow-final-pin-try  log in even when the token says one PIN\n"
     "                                   attempt is left\n"
@@ -165,6 +167,7 @@ main(int argc, char **argv)
 	};
 	static const struct option check_opts[] = {
 	    {"challenge", no_argument, NULL, 'C'},
+	    {"json", no_argument, NULL, 'j'},
 	    {NULL, 0, NULL, 0},
 	};
 	static const struct option status_opts[] = {
@@ -194,7 +197,7 @@ main(int argc, char **argv)
 	struct renew_opts ro = {0, 0};
 	struct provision_opts po = {0, 0, NULL, 0};
 	char *end = NULL;
-	int status_json = 0;
+	int status_json = 0, check_json = 0;
 
 	harden();
 	while ((ch = getopt_long(argc, argv, "+c:vqhV", opts, NULL)) != -1) {
@@ -286,11 +289,14 @@ main(int argc, char **argv)
 		}
 	} else if (strcmp(cmd, "check") == 0) {
 		while ((ch = getopt_long(argc, argv, "+", check_opts, NULL)) != -1) {
-			if (ch != 'C') {
+			if (ch == 'C') {
+				fetch_challenge = 1;
+			} else if (ch == 'j') {
+				check_json = 1;
+			} else {
 				fputs(usage_text, stderr);
 				return P11E_EXIT_USAGE;
 			}
-			fetch_challenge = 1;
 		}
 	} else if (strcmp(cmd, "run") == 0) {
 		if (argc > 1) {
@@ -352,7 +358,7 @@ main(int argc, char **argv)
 	else if (strcmp(cmd, "renew") == 0)
 		r = renew_run(c, &ro);
 	else if (strcmp(cmd, "check") == 0)
-		r = check_run(c, fetch_challenge);
+		r = check_run(c, fetch_challenge, check_json);
 	else if (strcmp(cmd, "provision") == 0)
 		r = provision_run(c, &po);
 	else

@@ -23,10 +23,12 @@
 #define OID_RECIPIENT_NONCE "2.16.840.1.113733.1.9.6"
 #define OID_TRANSACTION_ID "2.16.840.1.113733.1.9.7"
 #define OID_FAIL_INFO_TEXT "1.3.6.1.5.5.7.24.1"
+/* step-ca (its pkcs7/scep library) sends failInfoText under the id-scep arc itself */
+#define OID_FAIL_INFO_TEXT_ARC "1.3.6.1.5.5.7.24"
 
 static OSSL_PROVIDER *prov_default, *prov_legacy;
 static int nid_message_type, nid_pki_status, nid_fail_info, nid_sender_nonce, nid_recipient_nonce,
-    nid_transaction_id, nid_fail_info_text;
+    nid_transaction_id, nid_fail_info_text, nid_fail_info_text_arc;
 
 static int
 make_nid(const char *oid, const char *name)
@@ -57,10 +59,11 @@ scep_init(void)
 	nid_recipient_nonce = make_nid(OID_RECIPIENT_NONCE, "scepRecipientNonce");
 	nid_transaction_id = make_nid(OID_TRANSACTION_ID, "scepTransactionID");
 	nid_fail_info_text = make_nid(OID_FAIL_INFO_TEXT, "scepFailInfoText");
+	nid_fail_info_text_arc = make_nid(OID_FAIL_INFO_TEXT_ARC, "scepFailInfoTextArc");
 	if (nid_message_type == NID_undef || nid_pki_status == NID_undef ||
 	    nid_fail_info == NID_undef || nid_sender_nonce == NID_undef ||
 	    nid_recipient_nonce == NID_undef || nid_transaction_id == NID_undef ||
-	    nid_fail_info_text == NID_undef) {
+	    nid_fail_info_text == NID_undef || nid_fail_info_text_arc == NID_undef) {
 		log_openssl(LOG_LVL_ERROR, "cannot register the SCEP attribute OIDs");
 		nid_transaction_id = 0;
 		return P11E_ERR_INTERNAL;
@@ -140,166 +143,6 @@ scep_caps_str(unsigned caps, char *buf, size_t len)
 	}
 	if (off == 0)
 		snprintf(buf, len, "(none)");
-}
-
-/* GetCACert and RA selection */
-
-static int
-issued_other(X509 *issuer, STACK_OF(X509) * all)
-{
-	int i;
-
-	for (i = 0; i < sk_X509_num(all); i++) {
-		X509 *c = sk_X509_value(all, i);
-		if (c != issuer && X509_cmp(c, issuer) != 0 &&
-		    X509_check_issued(issuer, c) == X509_V_OK)
-			return 1;
-	}
-	return 0;
-}
-
-static int
-issued_by_other(X509 *subject, STACK_OF(X509) * all)
-{
-	int i;
-
-	for (i = 0; i < sk_X509_num(all); i++) {
-		X509 *c = sk_X509_value(all, i);
-		if (c != subject && X509_cmp(c, subject) != 0 &&
-		    X509_check_issued(c, subject) == X509_V_OK)
-			return 1;
-	}
-	return 0;
-}
-
-static void
-select_roles(struct scep_ca *ca)
-{
-	int i;
-	X509 *both = NULL;
-
-	for (i = 0; i < sk_X509_num(ca->certs); i++) {
-		X509 *c = sk_X509_value(ca->certs, i);
-		if (ca->ca == NULL && X509_check_issued(c, c) == X509_V_OK)
-			ca->ca = c;
-	}
-	for (i = 0; ca->ca == NULL && i < sk_X509_num(ca->certs); i++) {
-		X509 *c = sk_X509_value(ca->certs, i);
-		if (!issued_by_other(c, ca->certs))
-			ca->ca = c;
-	}
-	if (ca->ca == NULL)
-		ca->ca = sk_X509_value(ca->certs, 0);
-
-	for (i = 0; i < sk_X509_num(ca->certs); i++) {
-		X509 *c = sk_X509_value(ca->certs, i);
-		uint32_t ku;
-
-		if (issued_other(c, ca->certs) || (c == ca->ca && sk_X509_num(ca->certs) > 1))
-			continue;
-		ku = X509_get_key_usage(c);
-		if (ku == UINT32_MAX) {
-			if (both == NULL)
-				both = c;
-			continue;
-		}
-		if (ca->ra_enc == NULL && (ku & KU_KEY_ENCIPHERMENT))
-			ca->ra_enc = c;
-		if (ca->ra_sign == NULL && (ku & KU_DIGITAL_SIGNATURE))
-			ca->ra_sign = c;
-	}
-	for (i = 0; ca->ra_enc == NULL && i < sk_X509_num(ca->certs); i++) {
-		X509 *c = sk_X509_value(ca->certs, i);
-		uint32_t ku = X509_get_key_usage(c);
-		if (!issued_other(c, ca->certs) && ku != UINT32_MAX && (ku & KU_DATA_ENCIPHERMENT))
-			ca->ra_enc = c;
-	}
-	if (ca->ra_enc == NULL)
-		ca->ra_enc = both;
-	if (ca->ra_sign == NULL)
-		ca->ra_sign = both;
-	if (ca->ra_enc == NULL)
-		ca->ra_enc = ca->ca;
-	if (ca->ra_sign == NULL)
-		ca->ra_sign = ca->ca;
-}
-
-int
-scep_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
-{
-	int r = P11E_ERR_MALFORMED;
-	struct scep_ca *ca = NULL;
-	X509 *one = NULL;
-	CMS_ContentInfo *cms = NULL;
-	const unsigned char *p = der;
-
-	if ((ca = calloc(1, sizeof(*ca))) == NULL)
-		return P11E_ERR_ALLOC;
-	if (len == 0) {
-		log_error("GetCACert returned an empty body");
-		goto out;
-	}
-	if ((one = d2i_X509(NULL, &p, (long)len)) != NULL && p == der + len) {
-		if ((ca->certs = sk_X509_new_null()) == NULL || !sk_X509_push(ca->certs, one)) {
-			r = P11E_ERR_ALLOC;
-			goto out;
-		}
-		one = NULL;
-	} else {
-		ERR_clear_error();
-		p = der;
-		cms = d2i_CMS_ContentInfo(NULL, &p, (long)len);
-		if (cms == NULL || p != der + len ||
-		    OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
-			log_openssl(LOG_LVL_ERROR, "GetCACert response is neither a certificate "
-			                           "nor a PKCS#7 certificate bundle");
-			goto out;
-		}
-		ca->certs = CMS_get1_certs(cms);
-		if (ca->certs == NULL || sk_X509_num(ca->certs) == 0) {
-			log_error("GetCACert bundle holds no certificate");
-			goto out;
-		}
-	}
-	select_roles(ca);
-	*out = ca;
-	ca = NULL;
-	r = 0;
-out:
-	X509_free(one);
-	CMS_ContentInfo_free(cms);
-	scep_ca_free(ca);
-	return r;
-}
-
-void
-scep_ca_free(struct scep_ca *ca)
-{
-	if (ca == NULL)
-		return;
-	sk_X509_pop_free(ca->certs, X509_free);
-	free(ca);
-}
-
-int
-scep_cert_digest(X509 *cert, const EVP_MD *md, unsigned char *out, unsigned int *len)
-{
-	if (!X509_digest(cert, md, out, len)) {
-		log_openssl(LOG_LVL_ERROR, "cannot compute a certificate digest");
-		return P11E_ERR_INTERNAL;
-	}
-	return 0;
-}
-
-void
-scep_hex_colon(const unsigned char *d, size_t len, char *buf)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		sprintf(buf + 3 * i, "%02X%s", d[i], i + 1 < len ? ":" : "");
-	if (len == 0)
-		buf[0] = '\0';
 }
 
 /* pkiMessage */
@@ -520,8 +363,8 @@ scep_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted, c
 	}
 	if ((rep->signer = find_signer(si, trusted)) == NULL || !X509_up_ref(rep->signer)) {
 		rep->signer = NULL;
-		log_error("CertRep is signed by a certificate that is not among the CA/RA "
-		          "certificates from GetCACert: refusing it");
+		log_error("CertRep is signed by a certificate that is neither the issuing CA nor "
+		          "its RA signing certificate from GetCACert: refusing it");
 		r = P11E_ERR_VERIFY;
 		goto out;
 	}
@@ -576,7 +419,8 @@ scep_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted, c
 	if (rep->status == SCEP_STATUS_FAILURE &&
 	    small_int(get_attr_text(si, nid_fail_info), &rep->fail_info) != 0)
 		rep->fail_info = -1;
-	if ((s = get_attr_text(si, nid_fail_info_text)) != NULL) {
+	if ((s = get_attr_text(si, nid_fail_info_text)) != NULL ||
+	    (s = get_attr_text(si, nid_fail_info_text_arc)) != NULL) {
 		printable_copy(s, buf, sizeof(buf));
 		if ((rep->fail_text = strdup(buf)) == NULL) {
 			r = P11E_ERR_ALLOC;
@@ -633,7 +477,7 @@ envelope_cipher_nid(const unsigned char *der, size_t len)
 
 int
 scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF(X509) * *certs,
-                 int *weak_cipher)
+                 int *cipher_nid)
 {
 	int r = P11E_ERR_MALFORMED, nid;
 	CMS_ContentInfo *env = NULL, *deg = NULL;
@@ -643,13 +487,14 @@ scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF
 	long dlen;
 	STACK_OF(X509) *got = NULL;
 
+	*cipher_nid = NID_undef;
 	env = d2i_CMS_ContentInfo(NULL, &p, (long)rep->envelope_len);
 	if (env == NULL || p != rep->envelope + rep->envelope_len ||
 	    OBJ_obj2nid(CMS_get0_type(env)) != NID_pkcs7_enveloped) {
 		log_openssl(LOG_LVL_ERROR, "CertRep envelope is not a valid EnvelopedData");
 		goto out;
 	}
-	nid = envelope_cipher_nid(rep->envelope, rep->envelope_len);
+	*cipher_nid = nid = envelope_cipher_nid(rep->envelope, rep->envelope_len);
 	if ((plain = BIO_new(BIO_s_mem())) == NULL) {
 		r = P11E_ERR_ALLOC;
 		goto out;
@@ -674,7 +519,6 @@ scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF
 		log_error("CertRep says SUCCESS but holds no certificate");
 		goto out;
 	}
-	*weak_cipher = (nid == NID_des_cbc);
 	*certs = got;
 	got = NULL;
 	r = 0;

@@ -121,9 +121,9 @@ scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
 		r = P11E_ERR_ALLOC;
 		goto out;
 	}
-	/* Only the GetCACert certificates can be the signer (CMS_NOINTERN);
-	 * its chain to the current CA is checked below, not by CMS_verify. */
-	if (CMS_verify(cms, cur->certs, NULL, NULL, content,
+	/* Only the current CA or its RA signing certificate can be the signer
+	 * (CMS_NOINTERN); its chain to the current CA is checked below. */
+	if (CMS_verify(cms, cur->signers, NULL, NULL, content,
 	               CMS_NOINTERN | CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) != 1) {
 		log_openssl(LOG_LVL_WARN,
 		            "GetNextCACert response is not signed by the current CA or its RA "
@@ -145,7 +145,10 @@ scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
 		         ilen);
 		goto out;
 	}
-	if ((r = scep_ca_parse(inner, (size_t)ilen, &next)) != 0 ||
+	/* It is a bundle: what scep_ca_parse can still refuse is one without a CA. */
+	if ((r = scep_ca_parse(inner, (size_t)ilen, &next)) == P11E_ERR_MALFORMED)
+		r = P11E_ERR_VERIFY;
+	if (r != 0 || (r = scep_ca_complete(next, cur->chain, NULL)) != 0 ||
 	    (r = check_next(next->ca, cur->ca)) != 0)
 		goto out;
 	*out = next;

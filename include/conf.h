@@ -74,7 +74,10 @@ struct conf {
 	struct conf_list san_dns, san_email, san_uri, san_ip, san_upn;
 
 	/* [trust] */
-	char *trust_dir; /* default <state_dir>/trust */
+	char *trust_dir;       /* default <state_dir>/trust */
+	char *trust_root_file; /* PEM root certificates completing the CA chain (absolute), or
+	                          NULL; when set, the chain must end at one of them */
+	int trust_fetch_aia;   /* 1: complete the chain from the CA's AIA caIssuers URL */
 
 	/* [agent] */
 	char *state_dir; /* default /var/lib/p11enroll */

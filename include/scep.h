@@ -46,33 +46,81 @@ unsigned scep_caps_parse(const unsigned char *body, size_t len);
 void scep_caps_str(unsigned caps, char *buf, size_t len);
 
 struct scep_ca {
-	STACK_OF(X509) * certs; /* everything GetCACert returned */
-	X509 *ca;               /* the CA (root of the bundle), borrowed from certs */
-	X509 *ra_enc;           /* recipient of requests, borrowed */
-	X509 *ra_sign;          /* signer of CertReps, borrowed */
+	STACK_OF(X509) * certs;   /* everything GetCACert returned */
+	STACK_OF(X509) * chain;   /* the CA chain: the issuing CA first, then each one's
+	                             issuer (references); the last is the top, a
+	                             self-signed root when the chain is complete */
+	X509 *ca;                 /* the issuing CA: chain[0], borrowed */
+	X509 *ra_enc;             /* recipient of requests, borrowed */
+	X509 *ra_sign;            /* signer of CertReps, borrowed */
+	STACK_OF(X509) * signers; /* who may sign a reply: ra_sign, and ca (references) */
+	STACK_OF(X509) * ignored; /* certificates of certs in no role: strangers (references) */
+};
+
+/* What a certificate is to a struct scep_ca (scep_ca_role). */
+enum scep_role {
+	SCEP_ROLE_IGNORED = 0, /* not issued by the CA chain, or an RA certificate not used */
+	SCEP_ROLE_ROOT,        /* the self-signed top of the chain, above the issuing CA */
+	SCEP_ROLE_INTERMEDIATE,
+	SCEP_ROLE_ISSUING, /* the CA that issues end-entity certificates */
+	SCEP_ROLE_RA,      /* RA certificate that receives requests and signs replies */
+	SCEP_ROLE_RA_ENC,
+	SCEP_ROLE_RA_SIGN,
 };
 
 /*
  * Parses a GetCACert response: one DER certificate
  * (application/x-x509-ca-cert) or a degenerate PKCS#7 SignedData
  * (application/x-x509-ca-ra-cert); the content type is advisory, the bytes
- * decide. Selects the RA certificates: certificates that issued another one
- * in the bundle are skipped; among the rest keyUsage keyEncipherment (else
- * dataEncipherment) marks the recipient, digitalSignature the signer, a leaf
- * without keyUsage serves both; with no leaf at all the CA is both. The CA is
- * the self-signed certificate, else the top of the chain. Errors:
- * P11E_ERR_MALFORMED (logged).
+ * decide. Then the roles, by issuance (names, key identifiers, keyCertSign and
+ * a verified signature), never by order:
+ * - the issuing CA is a CA certificate of the bundle that issued no other CA
+ *   certificate of it (never a root that issued an intermediate in the same
+ *   reply); among several, the one that issued an RA certificate of the
+ *   bundle, then one whose issuer is in the bundle, then the first;
+ * - the chain goes from it up through the bundle's CA certificates;
+ * - RA certificates are the non-CA certificates issued by a CA of the chain:
+ *   keyUsage keyEncipherment (else dataEncipherment) receives requests,
+ *   digitalSignature signs replies, one without keyUsage does both; without
+ *   them the issuing CA does both;
+ * - everything else (a stranger's certificate) is ignored.
+ * A lone self-signed certificate counts as a CA. Errors: P11E_ERR_MALFORMED
+ * (logged: unparsable, no CA certificate), P11E_ERR_ALLOC.
  */
 int scep_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out);
 void scep_ca_free(struct scep_ca *ca);
 
 /*
+ * Extends ca->chain upwards with certificates of candidates (CA certificates
+ * that issued the current top, signature verified), until it ends in a
+ * self-signed root or no candidate fits. *added (may be NULL) counts them.
+ * Errors: P11E_ERR_ALLOC.
+ */
+int scep_ca_complete(struct scep_ca *ca, STACK_OF(X509) * candidates, int *added);
+
+/* The top of the chain, borrowed; and whether it is a self-signed root. */
+X509 *scep_ca_top(const struct scep_ca *ca);
+int scep_ca_complete_p(const struct scep_ca *ca);
+
+/*
+ * Verifies now, with the chain's top as the only trust anchor: the issuing
+ * CA and the RA certificates chain to it (signatures, validity, CA flags).
+ * P11E_ERR_VERIFY with the reason in why (not logged), P11E_ERR_ALLOC.
+ */
+int scep_ca_verify(const struct scep_ca *ca, char *why, size_t len);
+
+/* enum scep_role of x (compared by content), and its name ("issuing CA"...). */
+int scep_ca_role(const struct scep_ca *ca, X509 *x);
+const char *scep_role_str(int role);
+
+/*
  * Parses and verifies a GetNextCACert response (RFC 8894 section 4.7): a
- * SignedData with exactly one signer, which must be among cur->certs (the
- * current GetCACert certificates; certificates inside the message are not
- * trusted) and be the current CA or chain to it; signature and digest must
- * verify. Its content is a degenerate SignedData (or one DER certificate)
- * holding the next CA and its RA certificates; roles are selected as by
+ * SignedData with exactly one signer, which must be among cur->signers (the
+ * current issuing CA or its RA signing certificate; certificates inside the
+ * message are not trusted) and chain to the current CA; signature and digest
+ * must verify. Its content is a degenerate SignedData (or one DER certificate)
+ * holding the next CA and its RA certificates; its chain is completed from
+ * cur->chain (a new issuing CA under the same root); roles are selected as by
  * scep_ca_parse. The next CA must be a CA certificate (basicConstraints
  * CA:TRUE), differ from the current one and not have expired. *out is new.
  * Errors (logged): P11E_ERR_MALFORMED (cannot parse), P11E_ERR_VERIFY
@@ -93,6 +141,9 @@ time_t scep_next_window(X509 *ca);
 
 /* Digest of a DER certificate (md = EVP_sha256(), EVP_sha1(), EVP_md5()). */
 int scep_cert_digest(X509 *cert, const EVP_MD *md, unsigned char *out, unsigned int *len);
+
+/* A name as p11enroll prints names ("O=Example,CN=host", RFC 2253 escapes), cut at len - 1. */
+void scep_name_str(const X509_NAME *name, char *buf, size_t len);
 
 /* "AB:CD:..." of a digest; buf needs 3*len bytes. */
 void scep_hex_colon(const unsigned char *d, size_t len, char *buf);
@@ -121,7 +172,8 @@ int scep_req_build(const struct scep_req *req, unsigned char **der, size_t *der_
 struct scep_rep {
 	int status;              /* enum scep_status */
 	int fail_info;           /* -1 when absent */
-	char *fail_text;         /* pkiStatusText / failInfoText if present, else NULL */
+	char *fail_text;         /* failInfoText (RFC 8894's OID, or step-ca's id-scep arc) if
+	                            present, non-printable bytes as '?'; else NULL */
 	X509 *signer;            /* which of the trusted certs signed it (a reference) */
 	const char *sig_md;      /* digest the signer used, e.g. "SHA1" */
 	unsigned char *envelope; /* DER EnvelopedData on SUCCESS */
@@ -130,8 +182,9 @@ struct scep_rep {
 
 /*
  * Parses and verifies a CertRep against what was sent: the signature must be
- * by one of trusted (the GetCACert certificates; certificates inside the
- * message are not trusted), messageType CertRep, transactionID exactly txid,
+ * by one of trusted (struct scep_ca's signers: the RA signing certificate and
+ * the issuing CA; certificates inside the message are not trusted),
+ * messageType CertRep, transactionID exactly txid,
  * recipientNonce exactly nonce, a valid pkiStatus; SUCCESS needs an envelope.
  * Errors (logged, naming what was wrong): P11E_ERR_MALFORMED (cannot parse),
  * P11E_ERR_VERIFY (signature, signer, transaction, nonce).
@@ -142,12 +195,13 @@ void scep_rep_free(struct scep_rep *rep);
 
 /*
  * Decrypts a SUCCESS envelope with key/cert (the request signer) and returns
- * the certificates of the degenerate PKCS#7 inside. *weak_cipher is set to 1
- * when the server used single DES (needs the legacy provider, loaded by
- * scep_init). Errors: P11E_ERR_VERIFY/MALFORMED (logged), P11E_ERR_TOKEN.
+ * the certificates of the degenerate PKCS#7 inside. *cipher_nid is set to the
+ * envelope's content cipher (NID_undef when unreadable) also on failure;
+ * single DES (NID_des_cbc) needs the legacy provider, loaded by scep_init.
+ * Errors: P11E_ERR_VERIFY/MALFORMED (logged), P11E_ERR_TOKEN.
  */
 int scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF(X509) * *certs,
-                     int *weak_cipher);
+                     int *cipher_nid);
 
 /*
  * Finds among got (the certificates a CertRep delivered) the one whose public

@@ -215,7 +215,7 @@ test_hostile_missing_nonce_76() { hostile no-nonce 76 "recipientNonce is missing
 test_hostile_txid_prefix_76() { hostile txid-prefix 76 "transactionID"; }
 test_hostile_txid_longer_76() { hostile txid-longer 76 "transactionID"; }
 test_hostile_bad_signature_76() { hostile bad-signature 76 "signature does not verify"; }
-test_hostile_rogue_signer_76() { hostile rogue-signer 76 "not among the CA/RA certificates"; }
+test_hostile_rogue_signer_76() { hostile rogue-signer 76 "neither the issuing CA nor its RA signing certificate"; }
 test_hostile_garbage_76() { hostile garbage 76 "not a valid CMS message"; }
 test_hostile_http500_69() { hostile http500 69 "HTTP 500"; }
 

@@ -73,7 +73,7 @@ test_rollover_next_ca_trusted_then_pin_moves() {
 	assert_not_contains "$ERR" "rolled over"
 	assert_not_contains "$ERR" "warning"
 	assert_exit 0 p11e check || return
-	assert_contains "$OUT" "CA matches the one pinned on first contact"
+	assert_contains "$OUT" "the chain holds the CA pinned on first contact"
 }
 
 test_rollover_fingerprint_names_old_ca() {
@@ -125,7 +125,7 @@ test_rollover_hostile_next_ca_refused() {
 	# The server then switches to that CA: still refused, as an unannounced change.
 	serve rolled || return
 	assert_exit 76 p11e renew --force || return
-	assert_contains "$ERR" "is not the one pinned on first contact"
+	assert_contains "$ERR" "does not hold the CA pinned on first contact"
 	assert_eq "sha256:$(sha256_of "$OLD_CA")" "$(cat "$STATE_DIR/ca.pin")" "pin unchanged"
 }
 
@@ -138,13 +138,13 @@ test_rollover_unannounced_change_76() {
 	check_nothing_next
 	serve rolled || return
 	assert_exit 76 p11e renew --force || return
-	assert_contains "$ERR" "is not the one pinned on first contact"
+	assert_contains "$ERR" "does not hold the CA pinned on first contact"
 	assert_eq "sha256:$(sha256_of "$OLD_CA")" "$(cat "$STATE_DIR/ca.pin")" "pin unchanged"
 	# With [scep] ca_fingerprint naming the old CA: refused as well.
 	CONF_FP=sha256:$(sha256_of "$OLD_CA")
 	serve rolled || return
 	assert_exit 76 p11e renew --force || return
-	assert_contains "$ERR" "does not match [scep] ca_fingerprint"
+	assert_contains "$ERR" "no certificate of the server's CA chain matches [scep] ca_fingerprint"
 }
 
 test_rollover_no_next_ca_is_quiet() {

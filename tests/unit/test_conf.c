@@ -283,6 +283,24 @@ test_trust_dir_follows_state_dir(void **state)
 }
 
 static void
+test_trust_keys(void **state)
+{
+	struct conf *c;
+
+	(void)state;
+	c = load_ok(MIN "[trust]\nroot_file = roots.pem\nfetch_aia = yes\n");
+	assert_non_null(c->trust_root_file);
+	assert_int_equal(c->trust_root_file[0], '/');
+	assert_non_null(strstr(c->trust_root_file, "/roots.pem"));
+	assert_int_equal(c->trust_fetch_aia, 1);
+	conf_free(c);
+	c = load_ok(MIN);
+	assert_null(c->trust_root_file);
+	assert_int_equal(c->trust_fetch_aia, 0);
+	conf_free(c);
+}
+
+static void
 test_comments_quotes_whitespace(void **state)
 {
 	struct conf *c;
@@ -805,6 +823,8 @@ ERROR_CASE(e_chal_length, MIN "[scep]\nchallenge_length = 300\n",
            "@:8: [scep] challenge_length: '300' is not a length from 0 (any) to 256")
 ERROR_CASE(e_use_proxy, MIN "[scep]\nuse_proxy = maybe\n",
            "@:8: [scep] use_proxy: 'maybe' is not yes or no")
+ERROR_CASE(e_fetch_aia, MIN "[trust]\nfetch_aia = sometimes\n",
+           "@:8: [trust] fetch_aia: 'sometimes' is not yes or no")
 ERROR_CASE(e_proxy, MIN "[scep]\nproxy = proxy.example.com:3128\n",
            "@:8: [scep] proxy: 'proxy.example.com:3128' is not a proxy URL (expected e.g. "
            "http://proxy.example.com:3128)")
@@ -958,9 +978,11 @@ main(void)
 	    ERROR_TEST(e_chal_chars),
 	    ERROR_TEST(e_chal_length),
 	    ERROR_TEST(e_use_proxy),
+	    ERROR_TEST(e_fetch_aia),
 	    ERROR_TEST(e_proxy),
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_trust_dir_follows_state_dir),
+	    cmocka_unit_test(test_trust_keys),
 	    cmocka_unit_test(test_comments_quotes_whitespace),
 	    cmocka_unit_test(test_key_types),
 	    cmocka_unit_test(test_label_limits),

@@ -160,7 +160,7 @@ test_ra_both_and_intermediate(void **state)
 	scep_ca_free(ca);
 
 	ca = ca_of("getcacert-intermediate.p7");
-	assert_subject(ca->ca, "root.der");
+	assert_subject(ca->ca, "intermediate.der");
 	assert_subject(ca->ra_enc, "ra-int.der");
 	assert_ptr_equal(ca->ra_enc, ca->ra_sign);
 	scep_ca_free(ca);
@@ -181,11 +181,12 @@ test_cacert_garbage(void **state)
 
 /* CertRep */
 
+/* Who may sign replies under getcacert-ra.p7: its RA signing certificate and the CA. */
 static STACK_OF(X509) * trusted_ra(void)
 {
 	struct scep_ca *ca = ca_of("getcacert-ra.p7");
-	STACK_OF(X509) *s = ca->certs;
-	ca->certs = NULL;
+	STACK_OF(X509) *s = ca->signers;
+	ca->signers = NULL;
 	scep_ca_free(ca);
 	return s;
 }
@@ -203,15 +204,15 @@ parse(const char *name, struct scep_rep **rep)
 }
 
 static void
-decrypt_ok(struct scep_rep *rep, int want_weak)
+decrypt_ok(struct scep_rep *rep, int want_cipher)
 {
 	EVP_PKEY *key = load_key("client.key.pem"), *pub;
 	X509 *self = load_cert("client-selfsigned.der"), *ca = load_cert("ca.der"), *issued = NULL;
 	STACK_OF(X509) *certs = NULL, *chain = sk_X509_new_null();
-	int weak = -1;
+	int cipher = -1;
 
-	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &weak), 0);
-	assert_int_equal(weak, want_weak);
+	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &cipher), 0);
+	assert_int_equal(cipher, want_cipher);
 	pub = X509_get0_pubkey(self);
 	assert_int_equal(scep_pick_issued(certs, pub, ca, chain, &issued), 0);
 	assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(issued), pub), 1);
@@ -231,7 +232,7 @@ test_success_aes(void **state)
 	assert_int_equal(parse("certrep-success.der", &rep), 0);
 	assert_int_equal(rep->status, SCEP_STATUS_SUCCESS);
 	assert_subject(rep->signer, "ra-sign.der");
-	decrypt_ok(rep, 0);
+	decrypt_ok(rep, NID_aes_128_cbc);
 	scep_rep_free(rep);
 }
 
@@ -241,11 +242,11 @@ test_success_des3_and_des(void **state)
 	struct scep_rep *rep = NULL;
 	(void)state;
 	assert_int_equal(parse("certrep-success-des3.der", &rep), 0);
-	decrypt_ok(rep, 0);
+	decrypt_ok(rep, NID_des_ede3_cbc);
 	scep_rep_free(rep);
 	rep = NULL;
 	assert_int_equal(parse("certrep-success-des.der", &rep), 0);
-	decrypt_ok(rep, 1);
+	decrypt_ok(rep, NID_des_cbc);
 	scep_rep_free(rep);
 }
 
@@ -257,7 +258,7 @@ test_success_sha1_signed_by_ca(void **state)
 	assert_int_equal(parse("certrep-success-sha1-by-ca.der", &rep), 0);
 	assert_subject(rep->signer, "ca.der");
 	assert_string_equal(rep->sig_md, "SHA1");
-	decrypt_ok(rep, 0);
+	decrypt_ok(rep, NID_aes_128_cbc);
 	scep_rep_free(rep);
 }
 
@@ -333,17 +334,17 @@ test_success_without_or_with_wrong_cert(void **state)
 	EVP_PKEY *key = load_key("client.key.pem");
 	X509 *self = load_cert("client-selfsigned.der"), *ca = load_cert("ca.der"), *issued = NULL;
 	STACK_OF(X509) *certs = NULL, *chain = sk_X509_new_null();
-	int weak;
+	int cipher;
 	(void)state;
 
 	assert_int_equal(parse("certrep-success-no-certs.der", &rep), 0);
-	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &weak), P11E_ERR_MALFORMED);
+	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &cipher), P11E_ERR_MALFORMED);
 	assert_null(certs);
 	scep_rep_free(rep);
 	rep = NULL;
 
 	assert_int_equal(parse("certrep-wrong-key.der", &rep), 0);
-	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &weak), 0);
+	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &cipher), 0);
 	assert_int_equal(scep_pick_issued(certs, X509_get0_pubkey(self), ca, chain, &issued),
 	                 P11E_ERR_VERIFY);
 	assert_null(issued);
@@ -355,7 +356,7 @@ test_success_without_or_with_wrong_cert(void **state)
 	/* decrypting with a key the envelope was not made for fails cleanly */
 	EVP_PKEY *other = load_key("other.key.pem");
 	assert_int_equal(parse("certrep-success.der", &rep), 0);
-	assert_int_not_equal(scep_rep_decrypt(rep, other, self, &certs, &weak), 0);
+	assert_int_not_equal(scep_rep_decrypt(rep, other, self, &certs, &cipher), 0);
 	assert_null(certs);
 	EVP_PKEY_free(other);
 	scep_rep_free(rep);
