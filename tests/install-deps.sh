@@ -1,17 +1,19 @@
 #!/bin/bash
 # install-deps.sh MODE: install the Debian 12 packages p11enroll needs.
 #   build  compiler, libraries, and what `make demo` runs (SoftHSM, scepserver, OpenSC)
-#   test   all of that plus what `make check` needs
+#   test   all of that plus what `make check` needs (step-ca is built from Debian's Go
+#          source by tests/stepca/build.sh: golang-go + golang-github-smallstep-certificates-dev)
 # Does nothing when every package is already installed (no apt-get update), so a
 # repeated `make check` stays quick. FORCE=1 always runs apt-get update + install (CI).
 set -euo pipefail
 
 BUILD_PKGS=(build-essential pkg-config libssl-dev libp11-dev libp11-kit-dev
-	libcurl4-openssl-dev libtss2-dev softhsm2 scep opensc)
+	libcurl4-openssl-dev libtss2-dev softhsm2 scep opensc curl python3)
 TEST_PKGS=(libcmocka-dev python3 python3-asn1crypto python3-cryptography time clang-format
 	swtpm swtpm-tools tpm2-tools tpm2-abrmd libtpm2-pkcs11-1 libtpm2-pkcs11-tools
 	libtss2-tcti-tabrmd0 dbus pcscd vsmartcard-vpcd vsmartcard-vpicc python3-pycryptodome strace
-	procps util-linux)
+	procps util-linux iproute2 golang-go golang-github-smallstep-certificates-dev
+	libengine-pkcs11-openssl)
 
 usage() {
 	echo "usage: $0 build|test" >&2

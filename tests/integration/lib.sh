@@ -226,6 +226,196 @@ start_ndes() {
 		--write-wrapper "$dir/state") || return 1
 }
 
+# ---------------------------------------------------------------- step-ca
+
+# _stepca_bin: builds smallstep step-ca 0.19 from Debian's Go source if needed
+#   (tests/stepca/build.sh; cached in ${P11E_BUILD_DIR:-$SRCDIR/build}/stepca: the first
+#   build takes about 45 s, later ones nothing) and sets STEPCA_BIN. On failure it
+#   records a test failure: a missing step-ca is a failure, not a skip.
+_stepca_bin() {
+	local out=${P11E_BUILD_DIR:-$SRCDIR/build}/stepca
+	mkdir -p "$out" || {
+		fail "cannot create $out for step-ca"
+		return 1
+	}
+	if ! "$SRCDIR/tests/stepca/build.sh" "$out" >"$T/stepca-build.log" 2>&1; then
+		cat "$T/stepca-build.log" >&2
+		fail "step-ca could not be built: $(grep -v '^ ' "$T/stepca-build.log" | tail -n1 | cut -c1-300)"
+		return 1
+	fi
+	STEPCA_BIN=$out/step-ca
+}
+
+# _stepca_make_pki DIR: a two-tier PKI made with the openssl CLI in DIR: root.pem (RSA,
+#   self-signed) and int.pem/int.key (RSA, CA:TRUE pathlen 0, keyCertSign+cRLSign only,
+#   the key encrypted with the password in DIR/password, 0600). step-ca needs no root key.
+_stepca_make_pki() {
+	local dir=$1
+	(umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$dir/password") || return 1
+	cat >"$dir/openssl.cnf" <<'CNF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[root]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[int]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+CNF
+	(
+		umask 077
+		cd "$dir" &&
+			openssl req -x509 -newkey rsa:2048 -nodes -keyout root.key -days 3650 -sha256 \
+				-subj "/O=p11enroll test/CN=p11enroll step-ca test root" \
+				-config openssl.cnf -extensions root -out root.pem &&
+			openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -aes-256-cbc \
+				-pass file:password -out int.key &&
+			openssl req -new -key int.key -passin file:password -config openssl.cnf \
+				-subj "/O=p11enroll test/CN=p11enroll step-ca test intermediate" -out int.csr &&
+			openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -set_serial 0x1001 \
+				-days 3650 -sha256 -extfile openssl.cnf -extensions int -out int.pem &&
+			chmod 0644 root.pem int.pem
+	)
+}
+
+# _stepca_pki DEST: copies the run's step-ca PKI (made once per run in
+#   $P11E_CA_CACHE/stepca, like _ca_depot) into DEST: root.pem, int.pem, int.key, password.
+_stepca_pki() {
+	local dest=$1 cache tmp
+	cache=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}/stepca
+	if [ ! -f "$cache/int.pem" ]; then
+		mkdir -p "${cache%/*}"
+		tmp=$(mktemp -d "${cache%/*}/.new.XXXXXX") || return 1
+		if ! _stepca_make_pki "$tmp" >"$tmp/pki.log" 2>&1; then
+			cat "$tmp/pki.log" >&2
+			rm -rf "$tmp"
+			fail "could not make the step-ca test PKI with openssl"
+			return 1
+		fi
+		rm -rf "$cache"
+		mv "$tmp" "$cache" || return 1
+	fi
+	rm -rf "$dest"
+	(umask 077 && mkdir -p "$dest") &&
+		cp -p "$cache/root.pem" "$cache/int.pem" "$cache/int.key" "$cache/password" "$dest/"
+}
+
+# _json_str TEXT: TEXT as a JSON string (quotes and backslashes escaped).
+_json_str() {
+	local s=${1//\\/\\\\}
+	printf '"%s"' "${s//\"/\\\"}"
+}
+
+# start_stepca DIR [--include-root] [--cipher N]
+#   Runs smallstep step-ca 0.19 in the background with one SCEP provisioner "scep":
+#   challenge $SCEP_CHALLENGE (else a random one), includeRoot false (step-ca's default;
+#   --include-root: true, GetCACert then returns the intermediate and the root),
+#   minimumPublicKeyLength 2048, encryptionAlgorithmIdentifier N for its replies (0
+#   DES-CBC, the default; 1 AES-128-CBC; 2 AES-256-CBC; 3/4 AES-GCM), certificates valid
+#   24 h (EC keys need no setting: step-ca's key validator accepts them).
+#   The two-tier PKI (RSA root, RSA intermediate that signs and decrypts) is made once
+#   per run and copied to DIR/pki; DIR/ca.json (it holds the challenge) and the key's
+#   password file are 0600; the password is passed by file. It listens on 127.0.0.1
+#   only: https on one free port (unused by the tests), plain http on another (SCEP).
+#   Sets (not exported): SCEP_URL (http://127.0.0.1:PORT/scep/scep), SCEP_PORT,
+#   SCEP_CHALLENGE, SCEP_PIDFILE, STEPCA_DIR, STEPCA_LOG, STEPCA_ROOT_PEM, STEPCA_INT_PEM,
+#   ROOT_FP and INT_FP ("sha256:AB:CD:..."). Registers the pidfile: the test's trap
+#   stops it. Must not be called in $(...). Records a failure (and returns 1) if step-ca
+#   cannot be built or does not start.
+start_stepca() {
+	local dir=$1 include_root=false cipher=0 hport iport pid tries i
+	shift
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--include-root) include_root=true ;;
+		--cipher)
+			cipher=${2:-}
+			shift
+			;;
+		*)
+			fail "start_stepca: unknown option '$1'"
+			return 1
+			;;
+		esac
+		shift
+	done
+	case "$cipher" in '' | *[!0-9]*)
+		fail "start_stepca: --cipher wants a number, got '$cipher'"
+		return 1
+		;;
+	esac
+	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || return 1
+	_stepca_bin || return 1
+	_stepca_pki "$dir/pki" || return 1
+	SCEP_CHALLENGE=${SCEP_CHALLENGE:-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
+	for ((tries = 0; tries < 3; tries++)); do
+		hport=$(free_port)
+		iport=$(free_port)
+		[ "$hport" != "$iport" ] || continue
+		(
+			umask 077
+			cat >"$dir/ca.json" <<JSON
+{
+	"root": $(_json_str "$dir/pki/root.pem"),
+	"crt": $(_json_str "$dir/pki/int.pem"),
+	"key": $(_json_str "$dir/pki/int.key"),
+	"address": "127.0.0.1:$hport",
+	"insecureAddress": "127.0.0.1:$iport",
+	"dnsNames": ["127.0.0.1", "localhost"],
+	"logger": {"format": "text"},
+	"db": null,
+	"authority": {
+		"provisioners": [{
+			"type": "SCEP",
+			"name": "scep",
+			"challenge": $(_json_str "$SCEP_CHALLENGE"),
+			"includeRoot": $include_root,
+			"minimumPublicKeyLength": 2048,
+			"encryptionAlgorithmIdentifier": $cipher,
+			"claims": {"defaultTLSCertDuration": "24h"}
+		}]
+	}
+}
+JSON
+		) || return 1
+		# STEPPATH: its config directory, which it creates, stays in DIR (not ~/.step).
+		STEPPATH=$dir/steppath "$STEPCA_BIN" --password-file "$dir/pki/password" \
+			"$dir/ca.json" >>"$dir/step-ca.log" 2>&1 </dev/null &
+		pid=$!
+		echo "$pid" >"$dir/step-ca.pid"
+		register_pidfile "$dir/step-ca.pid"
+		for ((i = 0; i < 100; i++)); do
+			if ! kill -0 "$pid" 2>/dev/null; then
+				wait "$pid" 2>/dev/null
+				break
+			fi
+			if curl -fsS --max-time 1 -o /dev/null \
+				"http://127.0.0.1:$iport/scep/scep?operation=GetCACaps" 2>/dev/null; then
+				# Not exported: the challenge must not reach p11enroll's environment.
+				SCEP_URL=http://127.0.0.1:$iport/scep/scep SCEP_PORT=$iport
+				SCEP_PIDFILE=$dir/step-ca.pid STEPCA_DIR=$dir STEPCA_LOG=$dir/step-ca.log
+				STEPCA_ROOT_PEM=$dir/pki/root.pem STEPCA_INT_PEM=$dir/pki/int.pem
+				ROOT_FP=sha256:$(ca_fingerprint "$STEPCA_ROOT_PEM")
+				INT_FP=sha256:$(ca_fingerprint "$STEPCA_INT_PEM")
+				return 0
+			fi
+			sleep 0.1
+		done
+		stop_pid "$dir/step-ca.pid"
+		# "address already in use": lost the race for a port; try others.
+		grep -q 'address already in use' "$dir/step-ca.log" || break
+	done
+	tail -n 20 "$dir/step-ca.log" >&2
+	fail "step-ca did not answer GetCACaps on 127.0.0.1:$iport within 10 s: $(grep -v '^time=' \
+		"$dir/step-ca.log" | tail -n1 | cut -c1-300)"
+	return 1
+}
+
 # ---------------------------------------------------------------- token
 
 # make_token [LABEL]: a fresh SoftHSM token in $T/hsm (softhsm-setup/softhsm-token.sh).
