@@ -328,6 +328,21 @@ check_content_digest(CMS_SignerInfo *si, const unsigned char *content, size_t le
 }
 
 int
+scep_digest_acceptable(const X509_ALGOR *alg)
+{
+	switch (alg != NULL ? OBJ_obj2nid(alg->algorithm) : NID_undef) {
+	case NID_sha1:
+	case NID_sha224:
+	case NID_sha256:
+	case NID_sha384:
+	case NID_sha512:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+int
 scep_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted, const char *txid,
                const unsigned char nonce[16], struct scep_rep **out)
 {
@@ -356,9 +371,22 @@ scep_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted, c
 		log_error("CertRep is not a SignedData with exactly one signer");
 		goto out;
 	}
+	if (OBJ_obj2nid(CMS_get0_eContentType(cms)) != NID_pkcs7_data) {
+		log_error("CertRep's content type is %s, not data (RFC 8894 3.1)",
+		          OBJ_nid2sn(OBJ_obj2nid(CMS_get0_eContentType(cms))));
+		goto out;
+	}
 	si = sk_CMS_SignerInfo_value(sis, 0);
 	if (CMS_signed_get_attr_count(si) <= 0) {
 		log_error("CertRep carries no signed attributes");
+		goto out;
+	}
+	CMS_SignerInfo_get0_algs(si, NULL, NULL, &dig, NULL);
+	if (!scep_digest_acceptable(dig)) {
+		log_error("CertRep is signed with %s: only SHA-1 and SHA-2 are accepted (RFC 8894 "
+		          "2.9 forbids MD5)",
+		          dig != NULL ? OBJ_nid2sn(OBJ_obj2nid(dig->algorithm)) : "no digest");
+		r = P11E_ERR_VERIFY;
 		goto out;
 	}
 	if ((rep->signer = find_signer(si, trusted)) == NULL || !X509_up_ref(rep->signer)) {
@@ -383,8 +411,7 @@ scep_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted, c
 			r = P11E_ERR_VERIFY;
 		goto out;
 	}
-	CMS_SignerInfo_get0_algs(si, NULL, NULL, &dig, NULL);
-	rep->sig_md = dig ? OBJ_nid2sn(OBJ_obj2nid(dig->algorithm)) : "?";
+	rep->sig_md = OBJ_nid2sn(OBJ_obj2nid(dig->algorithm));
 
 	r = P11E_ERR_VERIFY;
 	if (small_int(get_attr_text(si, nid_message_type), &v) != 0 || v != SCEP_MSG_CERTREP) {
@@ -514,6 +541,12 @@ scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF
 		log_openssl(LOG_LVL_ERROR, "CertRep envelope does not hold a certificate bundle");
 		goto out;
 	}
+	if (p != data + dlen) {
+		log_error(
+		    "CertRep envelope holds %ld bytes after its certificate bundle: refusing it",
+		    (long)(data + dlen - p));
+		goto out;
+	}
 	got = CMS_get1_certs(deg);
 	if (got == NULL || sk_X509_num(got) == 0) {
 		log_error("CertRep says SUCCESS but holds no certificate");
@@ -582,33 +615,38 @@ int
 scep_issuer_and_subject(X509_NAME *issuer, X509_NAME *subject, unsigned char **der, size_t *len)
 {
 	unsigned char *i = NULL, *s = NULL, *out = NULL;
-	int il, sl;
-	size_t body, hdr, o = 0;
+	int il, sl, k;
+	size_t body, nlen, o = 0;
 
 	if ((il = i2d_X509_NAME(issuer, &i)) <= 0 || (sl = i2d_X509_NAME(subject, &s)) <= 0) {
 		OPENSSL_free(i);
 		return P11E_ERR_INTERNAL;
 	}
+	/* SEQUENCE { issuer, subject }: DER length in short or long form (two names of
+	 * at most INT_MAX bytes each fit in four length octets). */
 	body = (size_t)il + (size_t)sl;
-	hdr = body < 0x80 ? 2 : body < 0x100 ? 3 : body < 0x10000 ? 4 : 0;
-	if (hdr == 0 || (out = OPENSSL_malloc(hdr + body)) == NULL) {
+	nlen = 0;
+	if (body >= 0x80)
+		for (nlen = 1; nlen < sizeof(size_t) && (body >> (8 * nlen)) != 0; nlen++)
+			;
+	if ((out = OPENSSL_malloc(2 + nlen + body)) == NULL) {
 		OPENSSL_free(i);
 		OPENSSL_free(s);
 		return P11E_ERR_ALLOC;
 	}
 	out[o++] = 0x30;
-	if (hdr == 3)
-		out[o++] = 0x81;
-	else if (hdr == 4) {
-		out[o++] = 0x82;
-		out[o++] = (unsigned char)(body >> 8);
+	if (nlen == 0) {
+		out[o++] = (unsigned char)body;
+	} else {
+		out[o++] = (unsigned char)(0x80 | nlen);
+		for (k = (int)nlen - 1; k >= 0; k--)
+			out[o++] = (unsigned char)(body >> (8 * k));
 	}
-	out[o++] = (unsigned char)(body & 0xff);
 	memcpy(out + o, i, (size_t)il);
 	memcpy(out + o + (size_t)il, s, (size_t)sl);
 	OPENSSL_free(i);
 	OPENSSL_free(s);
 	*der = out;
-	*len = hdr + body;
+	*len = o + body;
 	return 0;
 }

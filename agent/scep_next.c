@@ -102,6 +102,7 @@ scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
 	const unsigned char *p = der;
 	unsigned char *inner = NULL;
 	long ilen;
+	X509_ALGOR *dig = NULL;
 
 	cms = d2i_CMS_ContentInfo(NULL, &p, (long)len);
 	if (cms == NULL || p != der + len || OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
@@ -114,6 +115,14 @@ scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
 		log_warn("GetNextCACert response is not signed by exactly one signer (%d): "
 		         "refusing it",
 		         sis != NULL ? sk_CMS_SignerInfo_num(sis) : 0);
+		r = P11E_ERR_VERIFY;
+		goto out;
+	}
+	CMS_SignerInfo_get0_algs(sk_CMS_SignerInfo_value(sis, 0), NULL, NULL, &dig, NULL);
+	if (!scep_digest_acceptable(dig)) {
+		log_warn("GetNextCACert response is signed with %s, not SHA-1 or SHA-2: refusing "
+		         "the next CA",
+		         dig != NULL ? OBJ_nid2sn(OBJ_obj2nid(dig->algorithm)) : "no digest");
 		r = P11E_ERR_VERIFY;
 		goto out;
 	}

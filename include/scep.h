@@ -180,12 +180,16 @@ struct scep_rep {
 	size_t envelope_len;
 };
 
+/* 1 when a signer's digest is SHA-1 or SHA-2 (224 to 512), the ones SCEP replies may use. */
+int scep_digest_acceptable(const X509_ALGOR *alg);
+
 /*
  * Parses and verifies a CertRep against what was sent: the signature must be
  * by one of trusted (struct scep_ca's signers: the RA signing certificate and
  * the issuing CA; certificates inside the message are not trusted),
  * messageType CertRep, transactionID exactly txid,
- * recipientNonce exactly nonce, a valid pkiStatus; SUCCESS needs an envelope.
+ * recipientNonce exactly nonce, a valid pkiStatus, eContentType data, a
+ * SHA-1 or SHA-2 digest (scep_digest_acceptable); SUCCESS needs an envelope.
  * Errors (logged, naming what was wrong): P11E_ERR_MALFORMED (cannot parse),
  * P11E_ERR_VERIFY (signature, signer, transaction, nonce).
  */

@@ -434,6 +434,17 @@ def chains(ca, ra_sign, ra_enc, client_ss, client_key, txid, nonce):
     rep("certrep-root2-signed.der", root2)
     rep("certrep-success-issuing1.der", issuing1, status=scepmsg.STATUS_SUCCESS,
         certs=(issued1, i1))
+    # Digests: SHA-2 is fine, MD5 is refused (RFC 8894 2.9); eContentType must be data;
+    # the certificates inside the envelope must not be followed by trailing bytes.
+    rep("certrep-sha512-signed.der", issuing1, digest="sha512")
+    rep("certrep-md5-signed.der", issuing1, digest="md5")
+    write("certrep-econtent-signed-data.der", scepmsg.pkimessage(
+        issuing1[0], issuing1[1], scepmsg.MSG_CERTREP, txid, bytes(range(16)), recipient_nonce=nonce,
+        status=scepmsg.STATUS_PENDING, rng=crng, econtent_type="signed_data"))
+    write("certrep-success-trailing.der", scepmsg.pkimessage(
+        issuing1[0], issuing1[1], scepmsg.MSG_CERTREP, txid, bytes(range(16)), recipient_nonce=nonce,
+        status=scepmsg.STATUS_SUCCESS, recipient_cert=client_ss, rng=crng,
+        inner=scepmsg.degenerate_certs([issued1, i1]) + b"\x00\x00"))
     # failInfoText as RFC 8894 puts it, and as step-ca does (under the id-scep arc)
     for fname, oid in [("certrep-failure-text.der", "1.3.6.1.5.5.7.24.1"),
                        ("certrep-failure-text-arc.der", "1.3.6.1.5.5.7.24")]:

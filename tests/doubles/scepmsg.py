@@ -323,7 +323,7 @@ def envelope(content, recipient_cert, cipher="aes128", rng=None, key=None, iv=No
 def signed_data(content, signer_cert, signer_key, attributes, digest="sha256",
                 include_signer_cert=True, extra_certs=(), signing_time=None,
                 signature_oid="rsaEncryption", empty_content=False,
-                tamper=None):
+                tamper=None, econtent_type="data"):
     """SignedData ContentInfo (DER) with one RSA PKCS#1 v1.5 signer.
 
     content: eContent bytes, or None for no eContent (messageDigest is then the
@@ -336,7 +336,9 @@ def signed_data(content, signer_cert, signer_key, attributes, digest="sha256",
     signature_oid: "rsaEncryption" (what OpenSSL writes) or "withHash"
       (sha256WithRSAEncryption etc.).
     tamper: optional dict for negative fixtures, applied after signing:
-      {"signature": fn(bytes)->bytes, "content": fn(bytes)->bytes}."""
+      {"signature": fn(bytes)->bytes, "content": fn(bytes)->bytes}.
+    econtent_type: the eContentType (and signed contentType), "data" unless a
+      negative fixture wants another (e.g. "signed_data")."""
     if content is None and empty_content:
         content = b""
         has_content = True
@@ -345,7 +347,7 @@ def signed_data(content, signer_cert, signer_key, attributes, digest="sha256",
     body = content if content is not None else b""
     md = hashlib.new(digest, body).digest()
     attrs = [
-        cms.CMSAttribute({"type": "content_type", "values": [cms.ContentType("data")]}),
+        cms.CMSAttribute({"type": "content_type", "values": [cms.ContentType(econtent_type)]}),
     ]
     if signing_time is not None:
         if signing_time.tzinfo is None:
@@ -381,7 +383,7 @@ def signed_data(content, signer_cert, signer_key, attributes, digest="sha256",
         "signature_algorithm": sig_alg,
         "signature": sig,
     })
-    eci = {"content_type": "data"}
+    eci = {"content_type": econtent_type}
     if has_content:
         eci["content"] = core.OctetString(content)
     certs = ([signer_cert] if include_signer_cert else []) + list(extra_certs)
@@ -402,7 +404,7 @@ def pkimessage(signer_cert, signer_key, message_type, txid, sender_nonce,
                recipient_nonce=None, status=None, fail_info=None,
                include_signer_cert=True, extra_certs=(), signing_time=None,
                signature_oid="rsaEncryption", rng=None, extra_attributes=(),
-               omit=(), empty_content=False, tamper=None):
+               omit=(), empty_content=False, tamper=None, econtent_type="data"):
     """Generic pkiMessage: SignedData(data = EnvelopedData(inner)).
 
     inner None -> no pkcsPKIEnvelope (no eContent).  omit: names among
@@ -426,7 +428,7 @@ def pkimessage(signer_cert, signer_key, message_type, txid, sender_nonce,
                        include_signer_cert=include_signer_cert,
                        extra_certs=extra_certs, signing_time=signing_time,
                        signature_oid=signature_oid, empty_content=empty_content,
-                       tamper=tamper)
+                       tamper=tamper, econtent_type=econtent_type)
 
 
 def certrep(signer_cert, signer_key, txid, recipient_nonce, sender_nonce, status,

@@ -864,6 +864,8 @@ class TestChainFixtures(unittest.TestCase):
                            "stranger-self", "getcacert-2tier", "getcacert-3tier",
                            "getcacert-ndes-", "getcacert-issuing-only", "getcacert-stranger-self",
                            "getcacert-two-roots", "certrep-stranger-signed", "certrep-failure-text",
+                           "certrep-sha512-signed", "certrep-md5-signed",
+                           "certrep-econtent-signed-data", "certrep-success-trailing",
                            "certrep-issuing1-signed", "certrep-ra2-signed",
                            "certrep-root2-signed", "certrep-success-issuing1")
             for f in keep:

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "err.h"
@@ -368,6 +369,88 @@ test_fail_text_both_oids(void **state)
 	}
 }
 
+/* Digests: SHA-2 accepted, MD5 refused; eContentType must be data. */
+static void
+test_digest_and_content_type(void **state)
+{
+	(void)state;
+	assert_int_equal(reply("getcacert-2tier.p7", "certrep-sha512-signed.der"), 0);
+	assert_int_equal(reply("getcacert-2tier.p7", "certrep-md5-signed.der"), P11E_ERR_VERIFY);
+	assert_int_equal(reply("getcacert-2tier.p7", "certrep-econtent-signed-data.der"),
+	                 P11E_ERR_MALFORMED);
+}
+
+/* Bytes after the certificate bundle inside the envelope: refused. */
+static void
+test_envelope_trailing_data(void **state)
+{
+	struct scep_ca *ca = ca_of("getcacert-2tier.p7");
+	struct scep_rep *rep = NULL;
+	size_t len, klen;
+	unsigned char *d = load("certrep-success-trailing.der", &len);
+	unsigned char *k = load("client.key.pem", &klen);
+	BIO *b = BIO_new_mem_buf(k, (int)klen);
+	EVP_PKEY *key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+	X509 *self = load_cert("client-selfsigned.der");
+	STACK_OF(X509) *certs = NULL;
+	int cipher = 0;
+	(void)state;
+
+	assert_non_null(key);
+	assert_int_equal(scep_rep_parse(d, len, ca->signers, txid, nonce, &rep), 0);
+	assert_int_equal(scep_rep_decrypt(rep, key, self, &certs, &cipher), P11E_ERR_MALFORMED);
+	assert_null(certs);
+	assert_int_equal(cipher, NID_aes_128_cbc);
+	scep_rep_free(rep);
+	X509_free(self);
+	EVP_PKEY_free(key);
+	BIO_free(b);
+	free(k);
+	free(d);
+	scep_ca_free(ca);
+}
+
+/* A CertPoll's IssuerAndSubject with names longer than 64 KiB is encoded, not refused. */
+static void
+test_issuer_and_subject_long(void **state)
+{
+	X509_NAME *issuer = X509_NAME_new(), *subject = X509_NAME_new();
+	char *big = malloc(61);
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	size_t len = 0;
+	long plen;
+	int tag, xclass, n;
+	(void)state;
+
+	assert_non_null(big);
+	memset(big, 'a', 60);
+	big[60] = '\0';
+	/* 1200 RDNs of 60 characters: a name of about 84 KiB */
+	for (n = 0; n < 1200; n++)
+		assert_int_equal(X509_NAME_add_entry_by_txt(issuer, "OU", MBSTRING_ASC,
+		                                            (const unsigned char *)big, -1, -1, 0),
+		                 1);
+	assert_int_equal(X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
+	                                            (const unsigned char *)"host", -1, -1, 0),
+	                 1);
+	assert_int_equal(scep_issuer_and_subject(issuer, subject, &der, &len), 0);
+	p = der;
+	assert_int_equal(ASN1_get_object(&p, &plen, &tag, &xclass, (long)len) & 0x80, 0);
+	assert_int_equal(tag, V_ASN1_SEQUENCE);
+	assert_int_equal((size_t)(p - der) + (size_t)plen, len);
+	assert_true(plen > 65536);
+	OPENSSL_free(der);
+	der = NULL;
+	/* and a short one in the short form */
+	assert_int_equal(scep_issuer_and_subject(subject, subject, &der, &len), 0);
+	assert_int_equal(der[1], len - 2);
+	OPENSSL_free(der);
+	free(big);
+	X509_NAME_free(issuer);
+	X509_NAME_free(subject);
+}
+
 /* A bundle without a CA certificate is refused. */
 static void
 test_no_ca(void **state)
@@ -396,6 +479,9 @@ main(void)
 	    cmocka_unit_test(test_two_roots),
 	    cmocka_unit_test(test_reply_signers),
 	    cmocka_unit_test(test_fail_text_both_oids),
+	    cmocka_unit_test(test_digest_and_content_type),
+	    cmocka_unit_test(test_envelope_trailing_data),
+	    cmocka_unit_test(test_issuer_and_subject_long),
 	    cmocka_unit_test(test_no_ca),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
