@@ -311,7 +311,7 @@ ca_check_trust(const struct conf *c, struct ca_info *ci, int pin_first_contact, 
 	if ((path = store_path_join(c->state_dir, PIN_FILE)) == NULL)
 		return P11E_ERR_ALLOC;
 	snprintf(line, sizeof(line), "sha256:%s\n", hex);
-	r = store_read_file(path, 4096, &old, &olen);
+	r = store_read_state(path, 4096, &old, &olen);
 	if (r == 0) {
 		snprintf(anchor, sizeof(anchor), "%.*s",
 		         (int)(olen > 0 && old[olen - 1] == '\n' ? olen - 1 : olen),

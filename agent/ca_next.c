@@ -73,7 +73,7 @@ read_pem(const char *dir, const char *name, X509 **cert, char **text)
 
 	if (path == NULL)
 		return P11E_ERR_ALLOC;
-	if ((r = store_read_file(path, MAX_PEM, &buf, &len)) != 0)
+	if ((r = store_read_state(path, MAX_PEM, &buf, &len)) != 0)
 		goto out;
 	r = P11E_ERR_MALFORMED;
 	if ((b = BIO_new_mem_buf(buf, (int)len)) == NULL ||

@@ -19,6 +19,7 @@
 #include "json.h"
 #include "log.h"
 #include "secret.h"
+#include "statefile.h"
 
 /* What the challenge page said (check_page). */
 struct page {
@@ -329,7 +330,7 @@ check_run(const struct conf *c, int fetch_challenge, int json)
 		                              : c->proxy    ? c->proxy
 		                                            : "from the environment, if set");
 	}
-	if ((r = ca_fetch(c, &ci)) != 0) {
+	if ((r = statefile_check_dirs(c)) != 0 || (r = ca_fetch(c, &ci)) != 0) {
 		if (json)
 			print_json(c, NULL, NULL, 0, r, 0, 0, NULL);
 		goto out;

@@ -17,6 +17,7 @@
 #include "pending.h"
 #include "renew.h"
 #include "schedule.h"
+#include "statefile.h"
 #include "tok.h"
 
 /* What `status` reports, gathered once for the text and the JSON output. */
@@ -363,13 +364,17 @@ status_json(const struct conf *c, const struct status *s, int tok_err)
 int
 status_run(const struct conf *c, int json)
 {
-	int r;
+	int r, dirs;
 	struct status s;
 
 	memset(&s, 0, sizeof(s));
 	log_clear_last_error(); /* error: what this run could not read */
+	dirs = statefile_check_dirs(c);
 	r = status_token(c, &s);
-	status_state(c, &s);
+	if (dirs == 0)
+		status_state(c, &s);
+	else if (r == 0)
+		r = dirs;
 	if (json)
 		status_json(c, &s, r);
 	else if (r == 0)
@@ -377,5 +382,5 @@ status_run(const struct conf *c, int json)
 	if (!json)
 		print_state(&s);
 	status_free(&s);
-	return r;
+	return r != 0 ? r : dirs;
 }

@@ -47,7 +47,7 @@ statefile_read(const char *path, size_t max, int (*field)(void *ud, const char *
 	size_t len = 0;
 	unsigned n = 0;
 
-	if ((r = store_read_file(path, max, &buf, &len)) != 0)
+	if ((r = store_read_state(path, max, &buf, &len)) != 0)
 		return r;
 	r = P11E_ERR_MALFORMED;
 	if (strlen((char *)buf) != len)
@@ -74,12 +74,22 @@ out:
 }
 
 int
+statefile_check_dirs(const struct conf *c)
+{
+	int r;
+
+	if ((r = store_check_dir(c->state_dir, "[agent] state_dir")) == 0)
+		r = store_check_dir(c->trust_dir, "[trust] dir");
+	return r;
+}
+
+int
 statefile_lock(const struct conf *c, int *fd_out)
 {
 	char *path = NULL;
 	int fd = -1, r;
 
-	if ((r = store_mkdirs(c->state_dir, 0700)) != 0 ||
+	if ((r = statefile_check_dirs(c)) != 0 || (r = store_mkdirs(c->state_dir, 0700)) != 0 ||
 	    (r = statefile_path(c, "lock-", "", &path)) != 0)
 		return r;
 	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {

@@ -17,10 +17,12 @@
 int statefile_path(const struct conf *c, const char *prefix, const char *suffix, char **out);
 
 /*
- * Reads the file at path (at most max bytes) and calls field(ud, key, value)
+ * Reads the file at path (at most max bytes, store_read_state: never through
+ * a link, only ours and not writable by others) and calls field(ud, key, value)
  * for each "key=value" line in order, skipping lines that start with '#'.
  * Returns 0; P11E_ERR_NOTFOUND when there is no file (not logged);
- * P11E_ERR_FILE when it cannot be read (logged); P11E_ERR_MALFORMED (not
+ * P11E_ERR_FILE when it cannot be read, P11E_ERR_CONFIG when it is refused
+ * (both logged); P11E_ERR_MALFORMED (not
  * logged: the caller names the file) when it holds a NUL byte, a line
  * without '=', or field returns non-zero, with *lineno the line at fault.
  */
@@ -29,12 +31,18 @@ int statefile_read(const char *path, size_t max,
                    unsigned *lineno);
 
 /*
+ * store_check_dir of state_dir and the trust dir: refuses (P11E_ERR_CONFIG,
+ * logged) directories that another user could write or swap.
+ */
+int statefile_check_dirs(const struct conf *c);
+
+/*
  * Takes the profile's lock, state_dir/lock-<key_label> (created 0600, and
  * state_dir with it), so that two runs (the agent, a timer, a manual renew)
  * never work on one profile's token objects and state files at once. Does
- * not wait. On success *fd holds the lock until statefile_unlock(*fd) or the
- * process ends (a crash releases it). Errors: P11E_ERR_BUSY (logged: another
- * run holds it), P11E_ERR_FILE (logged), P11E_ERR_ALLOC.
+ * not wait; checks the directories first (statefile_check_dirs). On success *fd holds the lock
+ * until statefile_unlock(*fd) or the process ends (a crash releases it). Errors: P11E_ERR_BUSY
+ * (logged: another run holds it), P11E_ERR_FILE (logged), P11E_ERR_ALLOC.
  */
 int statefile_lock(const struct conf *c, int *fd);
 

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,23 +235,16 @@ store_unlink(const char *path)
 	return r;
 }
 
-int
-store_read_file(const char *path, size_t max, unsigned char **out, size_t *len)
+/* Reads the open file fd (path for messages) whole, at most max bytes. */
+static int
+read_fd(int fd, const char *path, size_t max, unsigned char **out, size_t *len)
 {
 	struct stat st;
 	unsigned char *buf = NULL, *nb;
 	size_t cap, n = 0, limit = max < SIZE_MAX - 1 ? max : SIZE_MAX - 2;
 	ssize_t k;
-	int fd = -1, r = P11E_ERR_INTERNAL, err;
+	int r = P11E_ERR_INTERNAL, err;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-		if (errno == ENOENT) {
-			r = P11E_ERR_NOTFOUND;
-			goto out;
-		}
-		err = errno;
-		goto fail;
-	}
 	if (fstat(fd, &st) != 0) {
 		err = errno;
 		goto fail;
@@ -303,9 +297,164 @@ fail:
 	log_error("cannot read %s: %s", path, strerror(err));
 	r = P11E_ERR_FILE;
 out:
-	if (fd >= 0)
-		close(fd);
 	free(buf);
+	return r;
+}
+
+int
+store_read_file(const char *path, size_t max, unsigned char **out, size_t *len)
+{
+	int fd, r;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		if (errno == ENOENT)
+			return P11E_ERR_NOTFOUND;
+		log_error("cannot read %s: %s", path, strerror(errno));
+		return P11E_ERR_FILE;
+	}
+	r = read_fd(fd, path, max, out, len);
+	close(fd);
+	return r;
+}
+
+/* uid's name for a message ("uid 1234" when it has none). */
+static void
+user_name(uid_t uid, char *buf, size_t len)
+{
+	struct passwd *pw = getpwuid(uid);
+
+	if (pw != NULL)
+		snprintf(buf, len, "%s", pw->pw_name);
+	else
+		snprintf(buf, len, "uid %lu", (unsigned long)uid);
+}
+
+/* Owned by us or root and writable by nobody else, or (sticky_ok) root's and sticky. */
+static int
+safe_owner_mode(const struct stat *st, int sticky_ok)
+{
+	uid_t me = geteuid();
+
+	if (st->st_uid != me && st->st_uid != 0)
+		return 0;
+	if ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0)
+		return 1;
+	return sticky_ok && S_ISDIR(st->st_mode) && st->st_uid == 0 && (st->st_mode & S_ISVTX);
+}
+
+/* The message for a path that is not safe_owner_mode. */
+static int
+refuse(const char *what, const char *path, const struct stat *st)
+{
+	char owner[64], me[80] = "root";
+
+	user_name(st->st_uid, owner, sizeof(owner));
+	if (geteuid() != 0) {
+		user_name(geteuid(), me, sizeof(me) - 8);
+		strcat(me, " or root");
+	}
+	log_error("refusing %s %s: owned by %s, mode %04o; it must belong to %s and not be "
+	          "writable by group or others (chown/chmod it, or choose another path)",
+	          what, path, owner, (unsigned)(st->st_mode & 07777), me);
+	return P11E_ERR_CONFIG;
+}
+
+int
+store_read_state(const char *path, size_t max, unsigned char **out, size_t *len)
+{
+	struct stat st;
+	int fd, r;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0) {
+		if (errno == ENOENT)
+			return P11E_ERR_NOTFOUND;
+		if (errno == ELOOP) {
+			log_error("refusing state file %s: it is a symbolic link", path);
+			return P11E_ERR_CONFIG;
+		}
+		log_error("cannot read %s: %s", path, strerror(errno));
+		return P11E_ERR_FILE;
+	}
+	if (fstat(fd, &st) != 0) {
+		log_error("cannot read %s: %s", path, strerror(errno));
+		r = P11E_ERR_FILE;
+	} else if (!S_ISREG(st.st_mode)) {
+		log_error("refusing state file %s: not a regular file", path);
+		r = P11E_ERR_CONFIG;
+	} else if (!safe_owner_mode(&st, 0)) {
+		r = refuse("state file", path, &st);
+	} else {
+		r = read_fd(fd, path, max, out, len);
+	}
+	close(fd);
+	return r;
+}
+
+int
+store_check_dir(const char *dir, const char *what)
+{
+	char *p = NULL, *real = NULL, *slash;
+	struct stat st;
+	int r = P11E_ERR_ALLOC, last, whole = 1;
+
+	if (dir == NULL || dir[0] != '/') {
+		log_error("%s %s is not an absolute path", what, dir != NULL ? dir : "(none)");
+		return P11E_ERR_CONFIG;
+	}
+	if ((p = strdup(dir)) == NULL)
+		goto out;
+	/* Each prefix as given: a symbolic link must be ours or root's. */
+	for (slash = p + 1, last = 0; !last; slash++) {
+		if (*slash != '/' && *slash != '\0')
+			continue;
+		last = *slash == '\0';
+		*slash = '\0';
+		if (lstat(p, &st) != 0)
+			break;
+		if (S_ISLNK(st.st_mode) && st.st_uid != 0 && st.st_uid != geteuid()) {
+			r = refuse(what, p, &st);
+			goto out;
+		}
+		*slash = last ? '\0' : '/';
+	}
+	/* The part that exists, resolved: every directory ours or root's and not
+	 * writable by others (above dir, a root-owned sticky one such as /tmp may be). */
+	strcpy(p, dir);
+	while ((real = realpath(p, NULL)) == NULL) {
+		if (errno != ENOENT) {
+			log_error("cannot resolve %s: %s", p, strerror(errno));
+			r = P11E_ERR_FILE;
+			goto out;
+		}
+		whole = 0;
+		if ((slash = strrchr(p, '/')) == p) {
+			p[1] = '\0';
+			continue;
+		}
+		*slash = '\0';
+	}
+	for (;;) {
+		if (stat(real, &st) != 0) {
+			log_error("cannot inspect %s: %s", real, strerror(errno));
+			r = P11E_ERR_FILE;
+			goto out;
+		}
+		if (!safe_owner_mode(&st, !whole)) {
+			r = refuse(whole ? what : "parent directory", real, &st);
+			goto out;
+		}
+		whole = 0;
+		if (strcmp(real, "/") == 0)
+			break;
+		if ((slash = strrchr(real, '/')) == real)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	r = 0;
+out:
+	free(p);
+	free(real);
 	return r;
 }
 

@@ -39,6 +39,27 @@ int store_unlink(const char *path);
  */
 int store_read_file(const char *path, size_t max, unsigned char **out, size_t *len);
 
+/*
+ * As store_read_file, for a file of p11enroll's state (a pin, a pending
+ * transaction, a record): never through a symbolic link (O_NOFOLLOW), and only
+ * a regular file owned by the running user or root that group and others
+ * cannot write. Refused: P11E_ERR_CONFIG, logged naming the path, its owner
+ * and mode. P11E_ERR_NOTFOUND (not logged) when it does not exist.
+ */
+int store_read_state(const char *path, size_t max, unsigned char **out, size_t *len);
+
+/*
+ * Whether p11enroll may keep its state (or trust) in dir, as OpenSSH's
+ * StrictModes judges: dir and every directory above it must belong to the
+ * running user or root and not be writable by group or others (a root-owned
+ * sticky directory such as /tmp may be, above dir), and no component of the
+ * path may be a symbolic link of another user's. A dir that does not exist yet
+ * is judged by its existing ancestors (store_mkdirs creates the rest, 0700 or
+ * 0755). what names it in the message ("state_dir"). Refused:
+ * P11E_ERR_CONFIG, logged naming the path, owner and mode.
+ */
+int store_check_dir(const char *dir, const char *what);
+
 struct store_cert {
 	const char *name; /* file stem: "ca", "ra-sign", "ra-enc", ... */
 	X509 *cert;

@@ -648,6 +648,84 @@ test_trust_bad_names(void **state)
 	pki_free(&a);
 }
 
+/* StrictModes for state_dir and the trust dir: ours or root's, writable by nobody else. */
+static void
+test_check_dir(void **state)
+{
+	struct fx *f = *state;
+	char link[600];
+
+	assert_int_equal(store_mkdirs(pj(f, "good/state"), 0700), 0);
+	assert_int_equal(store_check_dir(pj(f, "good/state"), "state_dir"), 0);
+	/* not there yet: judged by what exists above it */
+	assert_int_equal(store_check_dir(pj(f, "good/state/sub/deeper"), "state_dir"), 0);
+	assert_int_equal(store_check_dir("relative/dir", "state_dir"), P11E_ERR_CONFIG);
+
+	assert_int_equal(chmod(pj(f, "good/state"), 0777), 0);
+	assert_int_equal(store_check_dir(pj(f, "good/state"), "state_dir"), P11E_ERR_CONFIG);
+	assert_int_equal(chmod(pj(f, "good/state"), 0770), 0);
+	assert_int_equal(store_check_dir(pj(f, "good/state"), "state_dir"), P11E_ERR_CONFIG);
+	assert_int_equal(chmod(pj(f, "good/state"), 0755), 0);
+	assert_int_equal(store_check_dir(pj(f, "good/state"), "state_dir"), 0);
+	/* a parent that others can write, without the sticky bit */
+	assert_int_equal(chmod(pj(f, "good"), 0777), 0);
+	assert_int_equal(store_check_dir(pj(f, "good/state"), "state_dir"), P11E_ERR_CONFIG);
+	assert_int_equal(store_check_dir(pj(f, "good/state/new"), "state_dir"), P11E_ERR_CONFIG);
+	assert_int_equal(chmod(pj(f, "good"), 0700), 0);
+	assert_int_equal(store_check_dir(pj(f, "good/state"), "state_dir"), 0);
+
+	if (geteuid() != 0)
+		return; /* the rest needs another owner */
+	/* owned by someone else */
+	assert_int_equal(chown(pj(f, "good/state"), 65534, 65534), 0);
+	assert_int_equal(store_check_dir(pj(f, "good/state"), "state_dir"), P11E_ERR_CONFIG);
+	assert_int_equal(chown(pj(f, "good/state"), 0, 0), 0);
+	/* a root-owned sticky directory that all can write is fine above it (/tmp) */
+	assert_int_equal(chmod(pj(f, "good"), 01777), 0);
+	assert_int_equal(store_check_dir(pj(f, "good/state"), "state_dir"), 0);
+	/* ... but not as the state_dir itself */
+	assert_int_equal(store_check_dir(pj(f, "good"), "state_dir"), P11E_ERR_CONFIG);
+	/* a symbolic link of another user's in the path */
+	snprintf(link, sizeof(link), "%s", pj(f, "good/link"));
+	assert_int_equal(symlink(pj(f, "good/state"), link), 0);
+	assert_int_equal(store_check_dir(link, "state_dir"), 0);
+	assert_int_equal(lchown(link, 65534, 65534), 0);
+	assert_int_equal(store_check_dir(link, "state_dir"), P11E_ERR_CONFIG);
+	assert_int_equal(chmod(pj(f, "good"), 0700), 0);
+}
+
+/* State files: never through a link; ours or root's; not writable by others. */
+static void
+test_read_state(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *buf = NULL;
+	size_t len = 0;
+
+	put_file(pj(f, "ca.pin"), "sha256:AB\n");
+	assert_int_equal(chmod(pj(f, "ca.pin"), 0644), 0);
+	assert_int_equal(store_read_state(pj(f, "ca.pin"), 4096, &buf, &len), 0);
+	assert_int_equal(len, 10);
+	free(buf);
+	buf = NULL;
+	assert_int_equal(store_read_state(pj(f, "none"), 4096, &buf, &len), P11E_ERR_NOTFOUND);
+	assert_int_equal(chmod(pj(f, "ca.pin"), 0666), 0);
+	assert_int_equal(store_read_state(pj(f, "ca.pin"), 4096, &buf, &len), P11E_ERR_CONFIG);
+	assert_null(buf);
+	assert_int_equal(chmod(pj(f, "ca.pin"), 0600), 0);
+	assert_int_equal(symlink(pj(f, "ca.pin"), pj(f, "link.pin")), 0);
+	assert_int_equal(store_read_state(pj(f, "link.pin"), 4096, &buf, &len), P11E_ERR_CONFIG);
+	assert_null(buf);
+	assert_int_equal(mkdir(pj(f, "dir.pin"), 0700), 0);
+	assert_int_equal(store_read_state(pj(f, "dir.pin"), 4096, &buf, &len), P11E_ERR_CONFIG);
+	if (geteuid() == 0) {
+		assert_int_equal(chown(pj(f, "ca.pin"), 65534, 65534), 0);
+		assert_int_equal(store_read_state(pj(f, "ca.pin"), 4096, &buf, &len),
+		                 P11E_ERR_CONFIG);
+		assert_null(buf);
+	}
+}
+
 int
 main(void)
 {
@@ -663,6 +741,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_trust_write, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_replace, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_gap_closed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_check_dir, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_stale_removed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_same_subject, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_bad_names, setup, teardown),
