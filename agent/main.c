@@ -56,6 +56,9 @@ static const char usage_text[] =
     "            --watch        keep running, enroll tokens as they appear;\n"
     "                           Ctrl-C stops after the cards in flight\n"
     "            --report FILE  append one JSON line per token\n"
+    "            --init         initialise blank tokens of the uri's make\n"
+    "                           ([token] init = yes); without it they are\n"
+    "                           left alone\n"
     "            --allow-final-pin-try  as for enroll\n"
     "  renew     a new certificate (and, with [renewal] new_key = yes, a new key)\n"
     "            requested with the current certificate; the old ones are removed\n"
@@ -179,6 +182,7 @@ main(int argc, char **argv)
 	    {"watch", no_argument, NULL, 'w'},
 	    {"report", required_argument, NULL, 'r'},
 	    {"allow-final-pin-try", no_argument, NULL, 'F'},
+	    {"init", no_argument, NULL, 'I'},
 	    {NULL, 0, NULL, 0},
 	};
 	static const struct option enroll_opts[] = {
@@ -195,7 +199,7 @@ main(int argc, char **argv)
 	struct conf *c = NULL;
 	struct enroll_opts eo = {0, 0, 3600};
 	struct renew_opts ro = {0, 0};
-	struct provision_opts po = {0, 0, NULL, 0};
+	struct provision_opts po = {0, 0, NULL, 0, 0};
 	char *end = NULL;
 	int status_json = 0, check_json = 0;
 
@@ -282,6 +286,8 @@ main(int argc, char **argv)
 				po.report = optarg;
 			} else if (ch == 'F') {
 				po.allow_final_pin_try = 1;
+			} else if (ch == 'I') {
+				po.init = 1;
 			} else {
 				fputs(usage_text, stderr);
 				return P11E_EXIT_USAGE;

@@ -26,6 +26,7 @@
 #include <openssl/rsa.h>
 
 #include "ca.h"
+#include "cardid.h"
 #include "enroll.h"
 #include "err.h"
 #include "exchange.h"
@@ -199,7 +200,7 @@ child_main(struct station *s, struct card *k, int prog, int err)
 	struct conf c = *s->c;
 	struct enroll_opts eo = {s->o->allow_final_pin_try, 0, 0};
 	const char *pin = NULL;
-	int r = 0, lock = -1, null;
+	int r = 0, lock = -1, null, first = 0;
 
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_DFL);
@@ -223,6 +224,9 @@ child_main(struct station *s, struct card *k, int prog, int err)
 	c.pin = (char *)pin;
 	/* As enroll does: one run per card at a time (held until this process ends). */
 	if ((r = statefile_lock(&c, &lock)) != 0)
+		goto out;
+	/* A card that shows a known serial must be the card first seen with it. */
+	if ((r = cardid_check(c.state_dir, &k->info, &first)) != 0)
 		goto out;
 	if (pin == NULL && c.pin_file == NULL) {
 		log_error("no PIN for serial %s in %s (and no [token] pin_file)", k->info.serial,
@@ -444,6 +448,39 @@ make_transient(const struct conf *c, EVP_PKEY **out)
 	return 0;
 }
 
+/*
+ * [token] init = yes hands the SO PIN to any card that says it is blank: only
+ * to cards of the make the uri names, and only in a run given --init.
+ */
+static int
+check_init(const struct conf *c, const struct provision_opts *o)
+{
+	struct tok_uri *u = NULL;
+	int r, named;
+
+	if (o->init && !c->token_init) {
+		log_error("--init: %s does not set [token] init = yes; blank cards are "
+		          "initialised only when both say so",
+		          c->path);
+		return P11E_ERR_USAGE;
+	}
+	if (!c->token_init)
+		return 0;
+	if ((r = tok_uri_parse(c->token_uri, &u)) != 0)
+		return r;
+	named = (u->manufacturer != NULL && u->manufacturer[0] != '\0') ||
+	        (u->model != NULL && u->model[0] != '\0');
+	tok_uri_free(u);
+	if (!named) {
+		log_error("%s: [token] init = yes needs a uri that names the cards' manufacturer "
+		          "and/or model (e.g. pkcs11:manufacturer=...;model=...): the SO PIN goes "
+		          "only to blank cards of that make",
+		          c->path);
+		return P11E_ERR_CONFIG;
+	}
+	return 0;
+}
+
 static int
 jobs_for(const struct provision_opts *o, size_t ntokens)
 {
@@ -480,6 +517,8 @@ provision_run(const struct conf *c, const struct provision_opts *o)
 	}
 	if (c->pin_map_file != NULL && (r = pinmap_load(c->pin_map_file, &s.pins)) != 0)
 		goto out;
+	if ((r = check_init(c, o)) != 0)
+		goto out;
 	if (c->token_init && o->watch) {
 		/* SoftHSM always offers one blank token: it would be initialised again
 		 * and again. */
@@ -487,7 +526,8 @@ provision_run(const struct conf *c, const struct provision_opts *o)
 		r = P11E_ERR_USAGE;
 		goto out;
 	}
-	if (c->token_init && (r = secret_read_file(c->so_pin_file, "SO PIN file", &s.so_pin)) != 0)
+	if (c->token_init && o->init &&
+	    (r = secret_read_file(c->so_pin_file, "SO PIN file", &s.so_pin)) != 0)
 		goto out;
 	if ((r = profile_token(c, &s.module, &s.uri)) != 0)
 		goto out;

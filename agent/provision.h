@@ -13,6 +13,7 @@ struct provision_opts {
 	int jobs;                /* at most this many at once; 0 = default */
 	const char *report;      /* --report FILE or NULL */
 	int allow_final_pin_try; /* as for enroll */
+	int init;                /* --init: [token] init = yes may initialise blank cards */
 };
 
 #define PROVISION_JOBS_MAX 64
@@ -22,10 +23,16 @@ struct provision_opts {
  * or SIGTERM, after which the cards in flight are finished), and enrolls each
  * in a child process running enroll_run on the profile narrowed to that
  * token (URI with its serial, [subject] templates expanded, state in
- * state_dir/tokens/SERIAL, no cert_file). A token that already holds a valid
- * certificate is skipped. Returns 0 when every token was enrolled or
- * skipped; else the error of the first failed token (in slot order), or
- * P11E_ERR_PENDING when some are pending and none failed. Logged.
+ * state_dir/tokens/NAME (cardid_dirname), no cert_file). Before a card is
+ * given a PIN, its identity record there (cardid_check) must match: a
+ * mismatch fails that card (P11E_ERR_TOKEN) without a login. A token that
+ * already holds a valid certificate is skipped. Blank tokens ([token]
+ * init = yes, whose uri must name a manufacturer or model, else
+ * P11E_ERR_CONFIG) are initialised only with o->init, else left alone
+ * (skipped); o->init without init = yes is P11E_ERR_USAGE. Returns 0 when
+ * every token was enrolled or skipped; else the error of the first failed
+ * token (in slot order), or P11E_ERR_PENDING when some are pending and none
+ * failed. Logged.
  */
 int provision_run(const struct conf *c, const struct provision_opts *o);
 

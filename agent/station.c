@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "cardid.h"
 #include "err.h"
 #include "log.h"
 #include "pinmap.h"
@@ -64,8 +65,17 @@ station_add(struct station *s, const struct tok_info *info)
 	s->cards[s->n].info = *info;
 	s->cards[s->n].blank = !(info->flags & TOK_TOKEN_INITIALIZED);
 	s->cards[s->n].fd[0] = s->cards[s->n].fd[1] = -1;
+	/* The SO PIN goes to a blank card only when this run was asked to (--init). */
+	if (s->cards[s->n].blank && !s->o->init) {
+		s->cards[s->n].left = 1;
+		s->cards[s->n].state = CARD_SKIPPED;
+		snprintf(s->cards[s->n].reason, sizeof(s->cards[s->n].reason), "%s",
+		         "blank token left alone: initialising it needs --init");
+	}
 	s->n++;
-	if (s->begun)
+	if (s->begun && s->cards[s->n - 1].left)
+		station_finish(s, &s->cards[s->n - 1]);
+	else if (s->begun)
 		station_set_state(s, &s->cards[s->n - 1], CARD_WAITING, NULL);
 	return 0;
 }
@@ -118,12 +128,26 @@ station_waiting(const struct station *s)
 	return n;
 }
 
+/* A card's serial and label as they may be printed (cardid_show). */
+struct shown {
+	char serial[72], label[136], reason[300];
+};
+
+static const struct shown *
+show(const struct card *k, struct shown *sh)
+{
+	cardid_show(k->info.serial, sh->serial, sizeof(sh->serial));
+	cardid_show(k->info.label, sh->label, sizeof(sh->label));
+	cardid_show(k->reason, sh->reason, sizeof(sh->reason));
+	return sh;
+}
+
 /* Progress lines: every card's line, redrawn in place. */
 static void
 draw(struct station *s)
 {
 	size_t i;
-	const struct card *k;
+	struct shown sh;
 	struct winsize ws;
 	int width = 80;
 	char row[512];
@@ -134,10 +158,10 @@ draw(struct station *s)
 	if (s->drawn > 0)
 		fprintf(stderr, "\033[%zuA", s->drawn);
 	for (i = 0; i < s->n; i++) {
-		k = &s->cards[i];
-		snprintf(row, sizeof(row), "  %-16s  %-24.32s  %s%s%s", k->info.serial,
-		         k->info.label, state_names[k->state], k->reason[0] != '\0' ? ": " : "",
-		         k->reason);
+		show(&s->cards[i], &sh);
+		snprintf(row, sizeof(row), "  %-16s  %-24.32s  %s%s%s", sh.serial, sh.label,
+		         state_names[s->cards[i].state], sh.reason[0] != '\0' ? ": " : "",
+		         sh.reason);
 		fprintf(stderr, "\r\033[K%.*s\n", width - 1, row);
 	}
 	s->drawn = s->n;
@@ -158,29 +182,38 @@ station_begin(struct station *s)
 	strftime(s->date, sizeof(s->date), "%Y-%m-%d", gmtime_r(&now, &tmv));
 	if (s->tty)
 		draw(s);
-	else
-		for (i = 0; i < s->n; i++)
+	for (i = 0; i < s->n; i++) {
+		if (s->cards[i].left)
+			station_finish(s, &s->cards[i]);
+		else if (!s->tty)
 			station_set_state(s, &s->cards[i], CARD_WAITING, NULL);
+	}
 }
 
 void
 station_set_state(struct station *s, struct card *k, int state, const char *reason)
 {
+	struct shown sh;
+
 	if (reason != NULL && k->reason[0] == '\0')
 		snprintf(k->reason, sizeof(k->reason), "%s", reason);
 	k->state = state;
+	show(k, &sh);
 	if (s->tty)
 		draw(s);
+	else if (k->left)
+		log_warn("blank token in slot %lu left alone: initialising it needs --init "
+		         "(p11enroll provision --init)",
+		         k->info.slot_id);
 	else if (k->blank && !k->inited)
 		log_msg(state == CARD_FAILED ? LOG_LVL_ERROR : LOG_LVL_INFO,
 		        "blank token in slot %lu: %s%s%s", k->info.slot_id, state_names[state],
-		        state == CARD_FAILED ? ": " : "", state == CARD_FAILED ? k->reason : "");
+		        state == CARD_FAILED ? ": " : "", state == CARD_FAILED ? sh.reason : "");
 	else if (state == CARD_FAILED)
-		log_error("token '%s' (serial %s): failed: %s", k->info.label, k->info.serial,
-		          k->reason[0] != '\0' ? k->reason : "see the log");
+		log_error("token '%s' (serial %s): failed: %s", sh.label, sh.serial,
+		          sh.reason[0] != '\0' ? sh.reason : "see the log");
 	else
-		log_info("token '%s' (serial %s): %s", k->info.label, k->info.serial,
-		         state_names[state]);
+		log_info("token '%s' (serial %s): %s", sh.label, sh.serial, state_names[state]);
 }
 
 /* Expands one template into *out. */
@@ -215,25 +248,24 @@ station_expand(const struct station *s, const struct card *k, struct conf *c)
 {
 	struct tmpl_vars v = {k->info.label, k->info.serial, k->info.manufacturer,
 	                      k->info.model, s->hostname,    s->date};
-	char *dir = NULL;
-	size_t n = strlen(c->state_dir) + sizeof("/tokens/") + sizeof(k->info.serial) + 16, i;
-	int r, o;
+	char *dir = NULL, *name = NULL;
+	size_t n;
+	int r;
 
 	if ((r = expand(&v, c->dn, TMPL_DN, &c->dn)) != 0 ||
 	    (r = expand_list(&v, &c->san_dns)) != 0 || (r = expand_list(&v, &c->san_email)) != 0 ||
 	    (r = expand_list(&v, &c->san_uri)) != 0 || (r = expand_list(&v, &c->san_upn)) != 0)
 		return r;
-	if ((dir = malloc(n)) == NULL)
+	/* The serial is the card's word: never a path of its own (cardid.h). */
+	if ((r = cardid_dirname(k->info.serial, &name)) != 0)
+		return r;
+	n = strlen(c->state_dir) + strlen("/tokens/") + strlen(name) + 1;
+	if ((dir = malloc(n)) == NULL) {
+		free(name);
 		return P11E_ERR_ALLOC;
-	o = snprintf(dir, n, "%s/tokens/", c->state_dir);
-	for (i = 0; k->info.serial[i] != '\0'; i++) {
-		char ch = k->info.serial[i];
-		dir[o++] = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		                   (ch >= '0' && ch <= '9') || ch == '.' || ch == '-'
-		               ? ch
-		               : '_';
 	}
-	snprintf(dir + o, n - (size_t)o, "%s", i == 0 ? "slot" : "");
+	snprintf(dir, n, "%s/tokens/%s", c->state_dir, name);
+	free(name);
 	c->state_dir = dir;
 	return 0;
 }
@@ -287,10 +319,16 @@ progress_line(struct station *s, struct card *k, char *line)
 static void
 child_line(struct station *s, struct card *k, int which, char *line)
 {
-	if (which == 0)
+	struct shown sh;
+	char text[PROGRESS_LINE_MAX * 4 + 1];
+
+	if (which == 0) {
 		progress_line(s, k, line);
-	else if (log_get_level() >= LOG_LVL_DEBUG)
-		fprintf(stderr, "[%s] %s\n", k->info.serial, line);
+	} else if (log_get_level() >= LOG_LVL_DEBUG) {
+		/* The card's log names what the card reports: printed as it may be. */
+		fprintf(stderr, "[%s] %s\n", show(k, &sh)->serial,
+		        cardid_show(line, text, sizeof(text)));
+	}
 }
 
 void
@@ -335,7 +373,9 @@ station_finish(struct station *s, struct card *k)
 
 	if (state == CARD_FAILED && k->reason[0] == '\0')
 		snprintf(k->reason, sizeof(k->reason), "%s", p11e_strerror(k->err));
-	if (state != CARD_FAILED && state != CARD_PENDING_FINAL)
+	if (k->left)
+		state = CARD_SKIPPED; /* keeps its reason */
+	else if (state != CARD_FAILED && state != CARD_PENDING_FINAL)
 		k->reason[0] = '\0';
 	/* enroll's advice names `enroll`; here the next `provision` polls. */
 	if (state == CARD_PENDING_FINAL && (cut = strstr(k->reason, "; run `p11enroll enroll`")))
@@ -361,6 +401,7 @@ station_end(struct station *s)
 {
 	size_t i, count[CARD_PENDING_FINAL + 1];
 	const struct card *k;
+	struct shown sh;
 
 	memset(count, 0, sizeof(count));
 	printf("%-16s  %-24s  %-8s  %s\n", "SERIAL", "LABEL", "RESULT",
@@ -368,14 +409,15 @@ station_end(struct station *s)
 	for (i = 0; i < s->n; i++) {
 		k = &s->cards[i];
 		count[k->state]++;
+		show(k, &sh);
 		if (k->state == CARD_WAITING) {
-			printf("%-16s  %-24.32s  %-8s  %s\n", k->info.serial, k->info.label, "-",
+			printf("%-16s  %-24.32s  %-8s  %s\n", sh.serial, sh.label, "-",
 			       "not started (interrupted)");
-		} else if (k->state == CARD_FAILED || k->state == CARD_PENDING_FINAL) {
-			printf("%-16s  %-24.32s  %-8s  %s\n", k->info.serial, k->info.label,
-			       result_name(k->state), k->reason);
+		} else if (k->state == CARD_FAILED || k->state == CARD_PENDING_FINAL || k->left) {
+			printf("%-16s  %-24.32s  %-8s  %s\n", sh.serial, sh.label,
+			       result_name(k->state), sh.reason);
 		} else {
-			printf("%-16s  %-24.32s  %-8s  %s, %s\n", k->info.serial, k->info.label,
+			printf("%-16s  %-24.32s  %-8s  %s, %s\n", sh.serial, sh.label,
 			       result_name(k->state), k->cert_serial, k->not_after);
 		}
 	}

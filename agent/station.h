@@ -38,6 +38,7 @@ struct card {
 	size_t len[2];
 	int err;          /* the child's result as a P11E_ERR_* */
 	int blank;        /* not initialised when listed ([token] init = yes) */
+	int left;         /* blank, and this run has no --init: never started, SKIPPED */
 	int inited;       /* the child initialised it: new_pin is its PIN */
 	char new_pin[16]; /* for a blank card: generated before it is started (secret) */
 	char reason[256], cert_serial[80], not_after[48], key_uri[512];
@@ -65,7 +66,10 @@ struct station {
 	char hostname[256], date[16];
 };
 
-/* Appends a card in state WAITING. P11E_ERR_ALLOC. */
+/*
+ * Appends a card in state WAITING; a blank card when the run has no --init
+ * in state SKIPPED ("left alone"), never to be started. P11E_ERR_ALLOC.
+ */
 int station_add(struct station *s, const struct tok_info *info);
 
 /* The card for this token (same serial, label, manufacturer, model) or NULL. */
@@ -82,8 +86,9 @@ void station_begin(struct station *s);
 
 /*
  * In the child: c (a copy of the profile) gets the card's expanded dn and
- * SANs and its own state_dir (state_dir/tokens/SERIAL). P11E_ERR_ALLOC,
- * P11E_ERR_CONFIG (logged).
+ * SANs and its own state_dir, state_dir/tokens/NAME where NAME is
+ * cardid_dirname of the serial. P11E_ERR_ALLOC, P11E_ERR_CONFIG (logged),
+ * P11E_ERR_INTERNAL.
  */
 int station_expand(const struct station *s, const struct card *k, struct conf *c);
 

@@ -52,6 +52,69 @@ placeholder(const char *s, size_t *len, char *why, size_t whylen)
 	return -1;
 }
 
+size_t
+tmpl_printable_len(const char *p)
+{
+	const unsigned char *s = (const unsigned char *)p;
+	size_t n, i;
+	unsigned long cp;
+
+	if (s[0] >= 0x20 && s[0] < 0x7f)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if (cp < 0xa0 || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return n;
+}
+
+/*
+ * Appends val escaped as an RFC 4514 attribute value to out at *o: the
+ * special characters, a leading '#' and every blank of a leading or
+ * trailing run get a backslash; controls, DEL, C1 controls and bytes that
+ * are not well-formed UTF-8 become \XX pairs (so the dn is one printable
+ * line and a parser gives back exactly these bytes).
+ */
+static void
+escape_dn(const char *val, char *out, size_t *o)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t k, n, vn = strlen(val), lead = 0, trail = vn;
+	unsigned char c;
+
+	while (lead < vn && val[lead] == ' ')
+		lead++;
+	while (trail > lead && val[trail - 1] == ' ')
+		trail--;
+	for (k = 0; k < vn; k += n) {
+		c = (unsigned char)val[k];
+		if ((n = tmpl_printable_len(val + k)) == 0) {
+			out[(*o)++] = '\\';
+			out[(*o)++] = hex[c >> 4];
+			out[(*o)++] = hex[c & 15];
+			n = 1;
+			continue;
+		}
+		if (strchr(",+=\\\"<>;", c) != NULL || (k == 0 && c == '#') ||
+		    (c == ' ' && (k < lead || k >= trail)))
+			out[(*o)++] = '\\';
+		memcpy(out + *o, val + k, n);
+		*o += n;
+	}
+}
+
 /*
  * Walks s once. With out == NULL only checks; else appends the expansion to
  * out (which has room for the worst case, see tmpl_expand).
@@ -60,7 +123,7 @@ static int
 walk(const char *s, const struct tmpl_vars *v, int esc, char *out, int *found, char *why,
      size_t whylen)
 {
-	size_t len = 0, o = 0, k, vn;
+	size_t len = 0, o = 0;
 	const char *val;
 	int i;
 
@@ -90,13 +153,11 @@ walk(const char *s, const struct tmpl_vars *v, int esc, char *out, int *found, c
 		if (out == NULL)
 			continue;
 		val = value_of(v, (size_t)i);
-		vn = strlen(val);
-		for (k = 0; k < vn; k++) {
-			if (esc == TMPL_DN &&
-			    (strchr(",+=\\\"<>;", val[k]) != NULL || (k == 0 && val[k] == '#') ||
-			     ((k == 0 || k + 1 == vn) && val[k] == ' ')))
-				out[o++] = '\\';
-			out[o++] = val[k];
+		if (esc == TMPL_DN) {
+			escape_dn(val, out, &o);
+		} else {
+			memcpy(out + o, val, strlen(val));
+			o += strlen(val);
 		}
 	}
 	if (out != NULL)
@@ -130,11 +191,12 @@ tmpl_expand(const char *s, const struct tmpl_vars *v, int esc, char **out)
 
 	if ((r = walk(s, NULL, TMPL_RAW, NULL, &found, why, sizeof(why))) != 0)
 		return r;
-	/* Every placeholder is at least 6 bytes ({date}); a value may double when escaped. */
+	/* Every placeholder is at least 6 bytes ({date}); an escaped value is at most 3 times
+	 * as long (\XX). */
 	for (i = 0; i < NNAMES; i++)
 		if (strlen(value_of(v, i)) > max)
 			max = strlen(value_of(v, i));
-	if ((buf = malloc(n + (n / 6 + 1) * (2 * max) + 1)) == NULL)
+	if ((buf = malloc(n + (n / 6 + 1) * (3 * max) + 1)) == NULL)
 		return P11E_ERR_ALLOC;
 	walk(s, v, esc, buf, &found, why, sizeof(why));
 	*out = buf;

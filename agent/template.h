@@ -18,8 +18,17 @@ struct tmpl_vars {
 
 enum tmpl_escape {
 	TMPL_RAW = 0, /* values inserted as they are (SAN entries) */
-	TMPL_DN = 1, /* values escaped for the dn syntax: \, \+ \= \\ \" \< \> \; \#, edge blanks */
+	TMPL_DN = 1,  /* values escaped as RFC 4514 attribute values: \, \+ \= \\ \" \< \> \;, a
+	                 leading \#, every blank of a leading or trailing run as "\ ", controls,
+	                 DEL, C1 controls and malformed UTF-8 as \XX */
 };
+
+/*
+ * Length of the printable character at s: 1 for printable ASCII (0x20 to
+ * 0x7e), 2 to 4 for well-formed UTF-8 of U+00A0 and up; 0 for anything else
+ * (a control, DEL, a C1 control, a byte of malformed UTF-8, the end).
+ */
+size_t tmpl_printable_len(const char *s);
 
 /*
  * 0 when s is a valid template (or holds no placeholder at all); else

@@ -7,6 +7,16 @@
  *   FAULT_PIN_FLAGS=LIST     comma-separated count_low, final_try, locked: OR'ed into
  *                            CK_TOKEN_INFO.flags (CKF_USER_PIN_COUNT_LOW, _FINAL_TRY,
  *                            _LOCKED) by C_GetTokenInfo. SoftHSM keeps no PIN counters.
+ *   FAULT_TOKEN_INFO=RULE;...  C_GetTokenInfo reports other strings, as a card that
+ *                            lies would. RULE is WHEN:FIELD=VALUE[,FIELD=VALUE...] with
+ *                            WHEN one of  *  (every token),  blank  (tokens not
+ *                            initialised) or  label=L  (the token whose real label is
+ *                            L), FIELD one of label, manufacturer (32 bytes at most),
+ *                            model, serial (16). L and VALUE are percent-decoded (%2E
+ *                            is '.', %3B ';'; any byte but NUL); a value is blank-padded
+ *                            as PKCS#11 wants. Every rule whose WHEN matches the real
+ *                            token applies, in order. "label=card-02:serial=%2E%2E"
+ *                            makes card-02 report the serial "..".
  *   FAULT_LOG=FILE           appends one line per call: "NAME RV", e.g. "C_Login CKR_OK",
  *                            with " injected" when this module answered or altered the
  *                            call (count calls with awk '$1 == "C_Login"'). No arguments,
@@ -54,6 +64,7 @@
 
 #define DEFAULT_REAL "/usr/lib/softhsm/libsofthsm2.so"
 #define MAX_RV_AT 16
+#define MAX_INFO_RULES 16
 
 enum kind {
 	K_LIB,  /* not about a token: passes through after removal */
@@ -263,6 +274,17 @@ struct spec {
 	CK_RV rv;           /* FAULT_RV_AT: the value returned */
 };
 
+/* One FAULT_TOKEN_INFO rule. */
+enum when { W_ANY, W_BLANK, W_LABEL };
+enum field { FLD_LABEL, FLD_MANUFACTURER, FLD_MODEL, FLD_SERIAL, NFIELDS };
+
+struct info_rule {
+	int when;                /* enum when */
+	unsigned char label[32]; /* W_LABEL: the real label, blank-padded */
+	int set[NFIELDS];        /* the field is replaced */
+	unsigned char value[NFIELDS][32];
+};
+
 static struct {
 	int configured;
 	void *dl;
@@ -278,6 +300,8 @@ static struct {
 	int kill_post; /* FAULT_KILL_AT "+after": the kill follows the call */
 	int kill_now;  /* the current call is the one to kill after */
 	unsigned long calls[NFUNCS];
+	struct info_rule info[MAX_INFO_RULES];
+	size_t ninfo;
 } S;
 
 /* ------------------------------------------------------------------ log */
@@ -446,6 +470,33 @@ fw_C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 	return fault_post(F_C_GetSlotInfo, rv, inj);
 }
 
+static const size_t field_size[NFIELDS] = {32, 32, 16, 16};
+
+/* FAULT_TOKEN_INFO: the rules that match the real token info rewrite it; 1 if any did. */
+static int
+rewrite_info(CK_TOKEN_INFO_PTR info)
+{
+	unsigned char real_label[32];
+	unsigned char *dst[NFIELDS] = {info->label, info->manufacturerID, info->model,
+	                               info->serialNumber};
+	size_t i, f;
+	int done = 0;
+	const struct info_rule *r;
+
+	memcpy(real_label, info->label, sizeof(real_label));
+	for (i = 0; i < S.ninfo; i++) {
+		r = &S.info[i];
+		if ((r->when == W_BLANK && (info->flags & CKF_TOKEN_INITIALIZED)) ||
+		    (r->when == W_LABEL && memcmp(r->label, real_label, 32) != 0))
+			continue;
+		for (f = 0; f < NFIELDS; f++)
+			if (r->set[f])
+				memcpy(dst[f], r->value[f], field_size[f]);
+		done = 1;
+	}
+	return done;
+}
+
 static CK_RV
 fw_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 {
@@ -458,6 +509,8 @@ fw_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 			info->flags |= S.pin_flags;
 			inj = 1;
 		}
+		if (rv == CKR_OK && info != NULL && rewrite_info(info))
+			inj = 1;
 	}
 	return fault_post(F_C_GetTokenInfo, rv, inj);
 }
@@ -613,6 +666,99 @@ parse_rv_at(const char *v)
 	return 0;
 }
 
+/*
+ * p..end percent-decoded into dst (n bytes), blank-padded. -1 when it holds a
+ * NUL, a bad %XX or more than n bytes.
+ */
+static int
+decode_padded(const char *p, const char *end, unsigned char *dst, size_t n)
+{
+	size_t o = 0;
+	char hex[3] = {0, 0, 0}, *e;
+	unsigned long b;
+
+	memset(dst, ' ', n);
+	while (p < end) {
+		if (o == n)
+			return -1;
+		if (*p != '%') {
+			dst[o++] = (unsigned char)*p++;
+			continue;
+		}
+		if (end - p < 3)
+			return -1;
+		hex[0] = p[1];
+		hex[1] = p[2];
+		b = strtoul(hex, &e, 16);
+		if (*e != '\0' || b == 0 || hex[0] == '-' || hex[0] == '+' || hex[0] == ' ')
+			return -1;
+		dst[o++] = (unsigned char)b;
+		p += 3;
+	}
+	return 0;
+}
+
+/* One "WHEN:FIELD=VALUE,..." rule in p..end. */
+static int
+parse_info_rule(const char *v, const char *p, const char *end, struct info_rule *r)
+{
+	static const char *const names[NFIELDS] = {"label", "manufacturer", "model", "serial"};
+	const char *colon = memchr(p, ':', (size_t)(end - p)), *q, *comma, *eq;
+	size_t f;
+
+	memset(r, 0, sizeof(*r));
+	if (colon == NULL)
+		return bad("FAULT_TOKEN_INFO", v, "expected WHEN:FIELD=VALUE[,...]");
+	if (colon - p == 1 && *p == '*')
+		r->when = W_ANY;
+	else if (colon - p == 5 && strncmp(p, "blank", 5) == 0)
+		r->when = W_BLANK;
+	else if (colon - p >= 6 && strncmp(p, "label=", 6) == 0)
+		r->when = W_LABEL;
+	else
+		return bad("FAULT_TOKEN_INFO", v, "WHEN must be *, blank or label=L");
+	if (r->when == W_LABEL && decode_padded(p + 6, colon, r->label, 32) != 0)
+		return bad("FAULT_TOKEN_INFO", v, "bad label after label=");
+	for (q = colon + 1; q < end; q = comma + 1) {
+		if ((comma = memchr(q, ',', (size_t)(end - q))) == NULL)
+			comma = end;
+		if ((eq = memchr(q, '=', (size_t)(comma - q))) == NULL)
+			return bad("FAULT_TOKEN_INFO", v, "expected FIELD=VALUE");
+		for (f = 0; f < NFIELDS; f++)
+			if (strlen(names[f]) == (size_t)(eq - q) &&
+			    strncmp(q, names[f], (size_t)(eq - q)) == 0)
+				break;
+		if (f == NFIELDS)
+			return bad("FAULT_TOKEN_INFO", v,
+			           "FIELD must be label, manufacturer, model or serial");
+		if (decode_padded(eq + 1, comma, r->value[f], field_size[f]) != 0)
+			return bad("FAULT_TOKEN_INFO", v,
+			           "VALUE too long for its field, or a bad %XX (or %00)");
+		r->set[f] = 1;
+	}
+	return 0;
+}
+
+static int
+parse_token_info(const char *v)
+{
+	const char *p = v, *end;
+
+	while (*p != '\0') {
+		if ((end = strchr(p, ';')) == NULL)
+			end = p + strlen(p);
+		if (end != p) {
+			if (S.ninfo == MAX_INFO_RULES)
+				return bad("FAULT_TOKEN_INFO", v, "too many rules");
+			if (parse_info_rule(v, p, end, &S.info[S.ninfo]) != 0)
+				return -1;
+			S.ninfo++;
+		}
+		p = *end == ';' ? end + 1 : end;
+	}
+	return 0;
+}
+
 static int
 parse_kill(const char *v)
 {
@@ -652,6 +798,8 @@ configure(void)
 	if ((v = getenv("FAULT_RV_AT")) != NULL && parse_rv_at(v) != 0)
 		return CKR_ARGUMENTS_BAD;
 	if ((v = getenv("FAULT_KILL_AT")) != NULL && *v != '\0' && parse_kill(v) != 0)
+		return CKR_ARGUMENTS_BAD;
+	if ((v = getenv("FAULT_TOKEN_INFO")) != NULL && parse_token_info(v) != 0)
 		return CKR_ARGUMENTS_BAD;
 	if ((v = getenv("FAULT_LOG")) != NULL && *v != '\0') {
 		if (strlen(v) >= sizeof(S.log)) {

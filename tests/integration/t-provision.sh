@@ -3,6 +3,9 @@
 # t-provision.sh: `p11enroll provision`, the provisioning station: many SoftHSM tokens in
 # one token directory enrolled at once against the real scepserver, per-token subjects,
 # the JSON-lines report, the PIN map, and --watch with tokens that appear while it runs.
+# What a card reports is not trusted: serials that are no names, a card showing another
+# card's serial, blank cards and the SO PIN (the fault module's FAULT_TOKEN_INFO makes
+# SoftHSM tokens report other serials, labels and models).
 . "$(dirname "$0")/lib.sh"
 
 # make_cards N: tokens card-01..card-N in $T/hsm (one PIN for all, in $T/hsm/pin).
@@ -235,20 +238,61 @@ test_watch_new_tokens() {
 	done
 }
 
-# [token] init = yes: a blank token (SoftHSM always offers one) is initialised with the SO
-# PIN and a generated user PIN, which only the report (created 0600) holds; then enrolled.
+# init_conf [URI]: station_conf for blank tokens: [token] init = yes with the SO PIN, a
+# template label, and a uri naming the make (manufacturer and model), through the fault
+# module (FAULT_LOG counts the calls).
+init_conf() {
+	TOKEN_URI=${1:-'pkcs11:manufacturer=SoftHSM%20project;model=SoftHSM%20v2'}
+	MODULE=$P11E_FAULT_MODULE station_conf
+	sed -i -e "s|^uri = .*|uri = $TOKEN_URI|" \
+		-e "/^\[token\]/a init = yes\nso_pin_file = $T/hsm/so-pin\ninit_label = new-{date}" "$CONF"
+	export FAULT_LOG=$T/fault.log
+}
+
+# calls NAME: the calls of NAME in the fault module's log.
+calls() {
+	awk -v n="$1" '$1 == n' "$FAULT_LOG" 2>/dev/null | wc -l
+}
+
+# [token] init = yes hands the SO PIN to a card that says it is blank: only with --init
+# on the command line, and only to cards of the make the uri names. Without --init the
+# blank token is listed, left alone (no C_InitToken, the SO PIN file not even read) and
+# the run says --init is needed. Then with --init it is initialised with a generated user
+# PIN, which only the report (created 0600) holds, and enrolled.
 test_init_blank_token() {
 	local pin so_pin newpin
 	make_cards 1 || return
 	start_scepserver "$T/srv" || return
-	station_conf
-	sed -i "/^\[token\]/a init = yes\nso_pin_file = $T/hsm/so-pin\ninit_label = new-{date}" "$CONF"
+	init_conf
 	pin=$(head -n1 "$T/hsm/pin") so_pin=$(head -n1 "$T/hsm/so-pin")
-	assert_exit 64 p11e provision --watch
+	assert_exit 64 p11e provision --watch --init
 	assert_contains "$ERR" "init = yes is not supported with --watch"
+
+	# Without --init: left alone, and the SO PIN is not needed.
+	sed -i "s|^so_pin_file = .*|so_pin_file = $T/no-such-so-pin|" "$CONF"
 	assert_exit 0 p11e provision --report "$T/report.jsonl"
+	assert_match "$ERR" "blank token in slot [0-9]+ left alone: initialising it needs --init"
+	assert_match "$OUT" '^2 tokens: 1 enrolled, 1 skipped, 0 pending, 0 failed'
+	assert_match "$OUT" 'skipped +blank token left alone: initialising it needs --init'
+	assert_eq 0 "$(calls C_InitToken)" "C_InitToken calls without --init"
+	assert_eq 1 "$(report_count enrolled)" "cards enrolled without --init"
+	assert_match "$T/report.jsonl" '"result":"skipped".*"error":"blank token left alone: initialising it needs --init"'
+	card_serials
+	assert_eq 1 "${#SERIALS[@]}" "initialised tokens after a run without --init"
+	sed -i "s|^so_pin_file = .*|so_pin_file = $T/hsm/so-pin|" "$CONF"
+
+	# --init, but the blank card says it is of another model than the uri names: untouched.
+	FAULT_TOKEN_INFO='blank:model=Other%20Card' p11e provision --init
+	assert_eq 0 "$RC" "exit status with a blank card of another model"
+	assert_match "$OUT" '^1 token: 0 enrolled, 1 skipped, 0 pending, 0 failed'
+	assert_eq 0 "$(calls C_InitToken)" "C_InitToken calls for a card of another model"
+
+	: >"$T/report.jsonl"
+	assert_exit 0 p11e provision --init --report "$T/report.jsonl"
+	assert_eq 1 "$(calls C_InitToken)" "C_InitToken calls with --init"
 	assert_eq 600 "$(stat -c %a "$T/report.jsonl")" "mode of a report that holds PINs"
-	assert_eq 2 "$(report_count enrolled)" "cards enrolled (card-01 and the blank one)"
+	assert_eq 1 "$(report_count enrolled)" "cards enrolled with --init (the blank one)"
+	assert_eq 1 "$(report_count skipped)" "cards skipped with --init (card-01)"
 	assert_eq 1 "$(grep -c '"pin":' "$T/report.jsonl")" "report lines with a PIN"
 	newpin=$(sed -n 's/.*"label":"new-[0-9-]*".*"pin":"\([0-9]*\)".*/\1/p' "$T/report.jsonl")
 	assert_eq 8 "${#newpin}" "length of the generated PIN" || return
@@ -265,10 +309,143 @@ test_init_blank_token() {
 	assert_match "$T/report.jsonl" "\"serial\":\"${SERIALS[$new]}\",\"label\":\"${LABELS[$new]}\".*\"pin\":\"$newpin\""
 	# The generated PIN is the new token's user PIN, and the token holds its key and certificate.
 	PIN=$newpin check_card "${LABELS[$new]}" "${SERIALS[$new]}"
-	PIN=$pin check_card "${LABELS[$old]}" "${SERIALS[$old]}"
+	PIN=$pin card_cert "${LABELS[$old]}"
+	# The new card's identity is recorded in its own directory.
+	assert_contains "$T/state/tokens/${SERIALS[$new]}/token-identity.txt" "label=${LABELS[$new]}"
 	# card-01 was not initialised again: its PIN is still the old one.
 	assert_eq card-01 "${LABELS[$old]}" "the other token"
 	assert_eq 0 "$(grep -c "\"serial\":\"${SERIALS[$old]}\".*\"pin\"" "$T/report.jsonl")" "a PIN for card-01"
+
+	# --init needs init = yes in the file: both must say so.
+	sed -i '/^init = yes/d' "$CONF"
+	assert_exit 64 p11e provision --init
+	assert_contains "$ERR" "--init: $CONF does not set [token] init = yes"
+}
+
+# init = yes with a uri that names no make (here: every token of the module) would give the
+# SO PIN to any card that says it is blank: the configuration is refused (78, naming the
+# file) before any token is touched.
+test_init_needs_make_in_uri() {
+	make_cards 1 || return
+	start_scepserver "$T/srv" || return
+	init_conf 'pkcs11:'
+	assert_exit 78 p11e provision --init
+	assert_contains "$ERR" "$CONF: [token] init = yes needs a uri that names the cards' manufacturer and/or model"
+	assert_eq 0 "$(calls C_InitToken)" "C_InitToken calls"
+	assert_eq 0 "$(calls C_Login)" "C_Login calls"
+	card_serials
+	assert_eq 1 "${#SERIALS[@]}" "initialised tokens"
+	# A label alone does not name a make either.
+	sed -i 's|^uri = .*|uri = pkcs11:token=card-01|' "$CONF"
+	assert_exit 78 p11e provision
+	assert_contains "$ERR" "init = yes needs a uri that names the cards' manufacturer and/or model"
+}
+
+# A card that shows the serial of a card this station has seen before, but another label
+# (or model), is refused before it gets that serial's PIN from the PIN map: no C_Login, no
+# key, exit 74, the reason in the summary and the report. The card first seen with that
+# serial goes on as before; the record is in its directory from the first run on.
+test_known_serial_other_card() {
+	local pin s1 s2
+	make_cards 1 || return
+	start_scepserver "$T/srv" || return
+	MODULE=$P11E_FAULT_MODULE station_conf
+	pin=$(head -n1 "$T/hsm/pin") s1=${SERIALS[0]}
+	(umask 077 && echo "$s1 = $pin" >"$T/pins")
+	sed -i -e '/^pin_file/d' -e "/^\[token\]/a pin_map_file = $T/pins" "$CONF"
+	assert_exit 0 p11e provision
+	assert_file "$T/state/tokens/$s1/token-identity.txt"
+	assert_contains "$T/state/tokens/$s1/token-identity.txt" "serial=$s1"
+	assert_contains "$T/state/tokens/$s1/token-identity.txt" "label=card-01"
+	assert_contains "$T/state/tokens/$s1/token-identity.txt" "model=SoftHSM%20v2"
+
+	# card-02 (no certificate yet) says it is card-01's serial.
+	make_token card-02 || return
+	card_serials
+	s2=${SERIALS[1]}
+	[ "$s2" != "$s1" ] || s2=${SERIALS[0]}
+	echo "$s2 = $pin" >>"$T/pins"
+	export FAULT_LOG=$T/fault.log FAULT_TOKEN_INFO="label=card-02:serial=$s1"
+	p11e provision --jobs 1 --report "$T/report.jsonl"
+	assert_eq 74 "$RC" "exit status with a card that shows another card's serial"
+	assert_eq 0 "$(awk '$1 == "C_Login"' "$FAULT_LOG" | wc -l)" "C_Login calls"
+	assert_match "$OUT" '^2 tokens: 0 enrolled, 1 skipped, 0 pending, 1 failed'
+	assert_contains "$ERR" "serial '$s1': label 'card-02' differs from 'card-01', recorded when this station first saw that serial: a different card? Refused, no PIN given"
+	assert_match "$T/report.jsonl" "\"serial\":\"$s1\",\"label\":\"card-02\",\"result\":\"failed\".*\"error\":\"serial '$s1': label 'card-02' differs"
+	TOKEN_LABEL=card-02 PIN=$pin
+	assert_eq 0 "$(count_objects privkey)" "card-02: private keys"
+	assert_eq 0 "$(count_objects cert)" "card-02: certificates"
+	assert_contains "$T/state/tokens/$s1/token-identity.txt" "label=card-01"
+
+	# card-01 itself, now reporting another model: refused as well; card-02 under its own
+	# serial is a first contact and is enrolled.
+	: >"$FAULT_LOG"
+	FAULT_TOKEN_INFO='label=card-01:model=Other' p11e provision --jobs 1
+	assert_eq 74 "$RC" "exit status with a card that reports another model"
+	assert_contains "$ERR" "serial '$s1': model 'Other' differs from 'SoftHSM v2'"
+	assert_match "$OUT" '^2 tokens: 1 enrolled, 0 skipped, 0 pending, 1 failed'
+	assert_eq 1 "$(awk '$1 == "C_Login"' "$FAULT_LOG" | wc -l)" "C_Login calls (card-02 only)"
+	TOKEN_LABEL=card-01
+	assert_eq 1 "$(count_objects cert)" "card-01: certificates"
+	unset FAULT_TOKEN_INFO
+	assert_exit 0 p11e provision
+	assert_match "$OUT" '^2 tokens: 0 enrolled, 2 skipped, 0 pending, 0 failed'
+}
+
+# Serials are the card's word: "..", ".", "ABC/../x", "/", bytes that are no text, 16
+# bytes none of which may stand in a name, and "A/B" beside "A_B" (which the old
+# flattening gave one directory) each get a directory of their own under state_dir/tokens;
+# no card's state lands in state_dir itself or in tokens/. Each card gets its certificate,
+# and the second run skips them all.
+test_serials_that_are_not_names() {
+	local i rules='' dots want got
+	make_cards 8 || return
+	start_scepserver "$T/srv" || return
+	dots=%2E%2E%2E%2E%2E%2E%2E%2E%2E%2E%2E%2E%2E%2E%2E%2E
+	local -a fake=(%2E%2E %2E ABC%2F%2E%2E%2Fx %2F %01%FF%7F%C3%28 "$dots" A%2FB A_B)
+	for ((i = 0; i < 8; i++)); do
+		rules+="label=${LABELS[$i]}:serial=${fake[$i]};"
+	done
+	export FAULT_TOKEN_INFO=$rules
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	MODULE=$P11E_FAULT_MODULE TOKEN_URI='pkcs11:manufacturer=SoftHSM%20project' CERT_FILE=- \
+		DN='CN={token.label},O=Example' SAN_DNS='{token.label}.cards.example.com' write_conf
+	p11e provision --jobs 1 --report "$T/report.jsonl"
+	assert_eq 0 "$RC" "exit status"
+	assert_match "$OUT" '^8 tokens: 8 enrolled, 0 skipped, 0 pending, 0 failed'
+	want=$(printf 'tokens/%s/lock-p11enroll\n' "${fake[@]}" | sort)
+	got=$(cd "$T/state" && find . -name 'lock-*' | sed 's|^\./||' | sort)
+	assert_eq "$want" "$got" "lock files: one per card, each in its own directory"
+	assert_eq "$(printf '%s\n' "${fake[@]}" | sort)" "$(cd "$T/state/tokens" && find . -mindepth 1 -maxdepth 1 | sed 's|^\./||' | sort)" \
+		"directories under state_dir/tokens"
+	assert_contains "$T/state/tokens/%2E%2E/token-identity.txt" "serial=.."
+	assert_contains "$T/state/tokens/ABC%2F%2E%2E%2Fx/token-identity.txt" "serial=ABC/../x"
+	assert_contains "$T/state/tokens/%01%FF%7F%C3%28/token-identity.txt" "serial=%01%FF%7F%C3("
+	assert_contains "$T/state/tokens/A%2FB/token-identity.txt" "label=${LABELS[6]}"
+	assert_contains "$T/state/tokens/A_B/token-identity.txt" "label=${LABELS[7]}"
+	for ((i = 0; i < 8; i++)); do
+		card_cert "${LABELS[$i]}"
+	done
+	assert_exit 0 p11e provision --jobs 4
+	assert_match "$OUT" '^8 tokens: 0 enrolled, 8 skipped, 0 pending, 0 failed'
+}
+
+# A label or serial is printed as it may be on a terminal: a card whose label holds escape
+# sequences cannot move the cursor, retitle the window or clear the screen of the station,
+# in the log lines, the summary or (-v) the card's own log.
+test_label_with_terminal_escapes() {
+	local esc=$'\x1b' bel=$'\x07'
+	make_cards 1 || return
+	start_scepserver "$T/srv" || return
+	export FAULT_TOKEN_INFO='label=card-01:label=evil%1B%5B2J%1B%5D0%3Bpwn%07'
+	MODULE=$P11E_FAULT_MODULE station_conf
+	sed -i 's|^dn = .*|dn = CN=card-{token.serial},O=Example|' "$CONF"
+	assert_exit 0 p11e -v provision
+	assert_not_contains "$ERR" "$esc"
+	assert_not_contains "$ERR" "$bel"
+	assert_not_contains "$OUT" "$esc"
+	assert_contains "$ERR" "token 'evil\\x1B[2J\\x1B]0;pwn\\x07' (serial ${SERIALS[0]}): done"
+	assert_contains "$OUT" 'evil\x1B[2J\x1B]0;pwn\x07'
 }
 
 # PENDING: each card keeps its key and its transaction in state_dir/tokens/SERIAL, is

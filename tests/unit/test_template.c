@@ -73,6 +73,100 @@ test_dn_escaping(void **state)
 	expect_with(&v, "CN=x{token.label}y", TMPL_DN, "CN=xy");
 }
 
+/*
+ * An RFC 4514 attribute value read back as a parser that follows the RFC
+ * must read it: NULL when s is not a valid value (an unescaped special
+ * character, leading '#' or blank, trailing blank, or a dangling '\\').
+ * *len gets the length (the value may hold any byte).
+ */
+static char *
+rfc4514_value(const char *s, size_t *len)
+{
+	static char out[512];
+	size_t n = strlen(s), i, o = 0;
+	int h1, h2, last_plain_blank = 0;
+
+	if (s[0] == '#' || s[0] == ' ')
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if (s[i] != '\\') {
+			if (strchr("\"+,;<>", s[i]) != NULL)
+				return NULL;
+			last_plain_blank = s[i] == ' ';
+			out[o++] = s[i];
+			continue;
+		}
+		last_plain_blank = 0;
+		if (i + 1 >= n)
+			return NULL;
+		if (strchr("\"+,;<>\\ #=", s[i + 1]) != NULL) {
+			out[o++] = s[++i];
+			continue;
+		}
+		h1 = s[i + 1] >= 'A' && s[i + 1] <= 'F' ? s[i + 1] - 'A' + 10 : s[i + 1] - '0';
+		h2 = i + 2 < n ? (s[i + 2] >= 'A' && s[i + 2] <= 'F' ? s[i + 2] - 'A' + 10
+		                                                     : s[i + 2] - '0')
+		               : -1;
+		if (h1 < 0 || h1 > 15 || h2 < 0 || h2 > 15)
+			return NULL;
+		out[o++] = (char)(h1 << 4 | h2);
+		i += 2;
+	}
+	if (last_plain_blank)
+		return NULL;
+	*len = o;
+	return out;
+}
+
+/* The value the dn holds after "CN=" is exactly label, and the dn is printable. */
+static void
+expect_exact(const char *label, const char *want)
+{
+	struct tmpl_vars v = vars;
+	char *out = NULL, *back;
+	size_t i, n = 0;
+
+	v.label = label;
+	assert_int_equal(tmpl_expand("CN={token.label}", &v, TMPL_DN, &out), 0);
+	assert_string_equal(out, want);
+	for (i = 0; out[i] != '\0'; i++) {
+		/* one printable line: no C0 control, DEL or C1 control in the dn */
+		assert_true((unsigned char)out[i] >= 0x20 && (unsigned char)out[i] != 0x7f);
+		if ((unsigned char)out[i] == 0xc2)
+			assert_true((unsigned char)out[i + 1] >= 0xa0);
+	}
+	back = rfc4514_value(out + 3, &n);
+	assert_non_null(back);
+	assert_int_equal(n, strlen(label));
+	assert_memory_equal(back, label, n);
+	free(out);
+}
+
+/*
+ * A label whose edges are blanks or '#', or that holds bytes a terminal
+ * acts on, survives into the dn exactly (RFC 4514): every blank of a leading
+ * or trailing run is escaped (a parser trims unescaped edge blanks), and
+ * controls, C1 controls and malformed UTF-8 are \XX pairs.
+ */
+static void
+test_dn_edges_exact(void **state)
+{
+	(void)state;
+	expect_exact("abc ", "CN=abc\\ ");
+	expect_exact("abc  ", "CN=abc\\ \\ ");
+	expect_exact("  abc", "CN=\\ \\ abc");
+	expect_exact(" a b ", "CN=\\ a b\\ ");
+	expect_exact("   ", "CN=\\ \\ \\ ");
+	expect_exact("# x", "CN=\\# x");
+	expect_exact("a#", "CN=a#");
+	expect_exact("\\20", "CN=\\\\20");
+	expect_exact("a\x1b[2Jb\n", "CN=a\\1B[2Jb\\0A");
+	expect_exact("\x7f\x01", "CN=\\7F\\01");
+	expect_exact("csi\xc2\x9b", "CN=csi\\C2\\9B");
+	expect_exact("bad\xff\xc3", "CN=bad\\FF\\C3");
+	expect_exact("caf\xc3\xa9 \xe2\x82\xac", "CN=caf\xc3\xa9 \xe2\x82\xac");
+}
+
 static void
 test_errors(void **state)
 {
@@ -102,7 +196,7 @@ static void
 test_growth(void **state)
 {
 	struct tmpl_vars v = vars;
-	char in[6 * 50 + 1], want[2 * 32 * 50 + 1], *out = NULL;
+	char in[6 * 50 + 1], want[3 * 32 * 50 + 1], *out = NULL;
 	int i;
 
 	(void)state;
@@ -116,6 +210,15 @@ test_growth(void **state)
 	assert_int_equal(tmpl_expand(in, &v, TMPL_DN, &out), 0);
 	assert_string_equal(out, want);
 	free(out);
+	/* Controls take 3 bytes each (\XX). */
+	v.date = "\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"
+	         "\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01";
+	want[0] = '\0';
+	for (i = 0; i < 50 * 32; i++)
+		strcat(want, "\\01");
+	assert_int_equal(tmpl_expand(in, &v, TMPL_DN, &out), 0);
+	assert_string_equal(out, want);
+	free(out);
 }
 
 int
@@ -125,6 +228,7 @@ main(void)
 	    cmocka_unit_test(test_every_placeholder),
 	    cmocka_unit_test(test_literal_braces),
 	    cmocka_unit_test(test_dn_escaping),
+	    cmocka_unit_test(test_dn_edges_exact),
 	    cmocka_unit_test(test_errors),
 	    cmocka_unit_test(test_growth),
 	};
