@@ -380,7 +380,8 @@ test_cert_file_write_order() {
 
 # in_tmpfs DIR FILL SETUP CMD...: in a mount namespace of its own, DIR is a 64 KiB tmpfs;
 # SETUP (shell code) runs in DIR, then (FILL=1) a file fills DIR to the last block, then
-# p11enroll -c $CONF CMD... runs (RC, OUT, ERR as p11e). DIR's files (the filler removed)
+# p11enroll -c $CONF CMD... runs (RC, OUT, ERR as p11e). The tmpfs is 0700, as a state_dir must
+# be (a 1777 one is refused). DIR's files (the filler removed)
 # are copied to DIR.after (the previous DIR.after becomes DIR.before); the tmpfs goes with the namespace, also on failure. Needs root
 # (as CI runs) or user namespaces; without either the test is skipped, saying why.
 in_tmpfs() {
@@ -390,7 +391,7 @@ in_tmpfs() {
 	mkdir -p "$dir"
 	rm -rf "$dir.before"
 	[ ! -d "$dir.after" ] || mv "$dir.after" "$dir.before"
-	"${ns[@]}" mount -t tmpfs -o size=64k p11e-full "$dir" 2>mount.err ||
+	"${ns[@]}" mount -t tmpfs -o size=64k,mode=0700 p11e-full "$dir" 2>mount.err ||
 		skip "cannot mount a tmpfs here ($(head -n1 mount.err)): needs root or user namespaces"
 	P11E_RUNS=$((P11E_RUNS + 1))
 	OUT=$T/run$P11E_RUNS.out
@@ -400,7 +401,7 @@ in_tmpfs() {
 	"${ns[@]}" bash -c '
 		dir=$1 fill=$2 setup=$3 out=$4 err=$5
 		shift 5
-		mount -t tmpfs -o size=64k p11e-full "$dir" || exit 99
+		mount -t tmpfs -o size=64k,mode=0700 p11e-full "$dir" || exit 99
 		(cd "$dir" && eval "$setup") || exit 98
 		[ "$fill" = 0 ] || dd if=/dev/zero of="$dir/filler" bs=4k >/dev/null 2>&1
 		timeout -k 5 120 "$@" >"$out" 2>"$err" </dev/null
