@@ -22,6 +22,7 @@
 #include "enroll.h"
 #include "err.h"
 #include "exchange.h"
+#include "keyrec.h"
 #include "log.h"
 #include "pending.h"
 #include "progress.h"
@@ -213,22 +214,25 @@ enroll_get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *g
 {
 	int r;
 	struct tok_key **keys = NULL;
+	struct keyrec *rec = NULL;
 	size_t n = 0, i;
 	X509 *x = NULL;
-	struct tok_keyspec spec = {c->key_type, c->key_bits, c->key_curve};
 
-	if ((r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
-		return r;
+	if ((r = keyrec_load(c, &rec)) != 0 || (r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
+		goto out;
 	for (i = 0; i < n; i++) {
-		if (keys[i]->priv_handle == 0 || !key_matches_spec(keys[i], c))
+		if (keys[i]->priv_handle == 0 || !key_matches_spec(keys[i], c) ||
+		    !keyrec_owns(rec, keys[i]))
 			continue;
 		r = tok_find_cert(t, keys[i], &x);
 		X509_free(x);
 		x = NULL;
 		if (r == P11E_ERR_NOTFOUND) {
+			if ((r = keyrec_certifiable(t, keys[i])) != 0)
+				goto out;
 			log_info("reusing key '%s' left without certificate by an earlier attempt",
 			         c->key_label);
-			if ((r = tok_key_fix_id(t, keys[i])) != 0)
+			if ((r = keyrec_fix_id(c, t, keys[i])) != 0)
 				goto out;
 			*out = keys[i];
 			keys[i] = NULL;
@@ -238,11 +242,11 @@ enroll_get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *g
 		if (r != 0)
 			goto out;
 	}
-	log_info("generating a %s key on token '%s'", c->key_type_str, tok_get_info(t)->label);
-	if ((r = tok_generate_key(t, &spec, c->key_label, out)) == 0)
+	if ((r = keyrec_generate(c, t, out)) == 0)
 		*generated = 1;
 out:
 	tok_keys_free(keys, n);
+	keyrec_free(rec);
 	return r;
 }
 
@@ -352,19 +356,36 @@ enroll_pending_key(struct tok *t, const struct conf *c, const struct pending *p,
 {
 	int r;
 	struct tok_key **keys = NULL;
-	size_t n = 0, i;
+	size_t n = 0, i, j;
+	unsigned char pub[20];
+	char hex[2 * sizeof(p->key_id) + 1];
 
 	if ((r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
 		return r;
 	r = P11E_ERR_NOTFOUND;
 	for (i = 0; i < n; i++) {
-		if (keys[i]->priv_handle != 0 && keys[i]->id_len == p->key_id_len &&
-		    memcmp(keys[i]->id, p->key_id, p->key_id_len) == 0) {
-			*out = keys[i];
-			keys[i] = NULL;
-			r = 0;
+		if (keys[i]->priv_handle == 0 || keys[i]->id_len != p->key_id_len ||
+		    memcmp(keys[i]->id, p->key_id, p->key_id_len) != 0)
+			continue;
+		if ((r = keyrec_certifiable(t, keys[i])) != 0)
+			break;
+		/* The transaction names the key of its request: its public key too. */
+		if (p->has_key_pub && (tok_key_id_for(keys[i]->pub, pub) != 0 ||
+		                       memcmp(pub, p->key_pub, sizeof(pub)) != 0)) {
+			for (j = 0; j < p->key_id_len; j++)
+				snprintf(hex + 2 * j, 3, "%02x", p->key_id[j]);
+			log_error(
+			    "key '%s' (CKA_ID %s) on token '%s' has the CKA_ID of pending "
+			    "transaction %s but not the public key of its request: it is not "
+			    "the key the transaction names (nothing on the token was changed)",
+			    keys[i]->label, hex, tok_get_info(t)->label, p->txid);
+			r = P11E_ERR_TOKEN;
 			break;
 		}
+		*out = keys[i];
+		keys[i] = NULL;
+		r = 0;
+		break;
 	}
 	tok_keys_free(keys, n);
 	return r;
@@ -475,6 +496,7 @@ enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_in
 			snprintf(pend->txid, sizeof(pend->txid), "%s", x.txid);
 			memcpy(pend->key_id, (*keyp)->id, (*keyp)->id_len);
 			pend->key_id_len = (*keyp)->id_len;
+			pend->has_key_pub = tok_key_id_for((*keyp)->pub, pend->key_pub) == 0;
 			pend->created = time(NULL);
 			have_pend = 1;
 		} else {
@@ -510,11 +532,15 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	struct pending pend;
 	double t0 = exchange_now_ms();
 
+	/* First: before anything this run leaves in state_dir (keyrec.h). */
+	if ((r = keyrec_init(c)) != 0)
+		return r;
 	if (c->pin_file == NULL && c->pin == NULL) {
 		log_error("%s: [token] pin_file is required to enroll", c->path);
 		return P11E_ERR_CONFIG;
 	}
-	if ((r = enroll_open_token(c, &t)) != 0)
+	if ((r = enroll_open_token(c, &t)) != 0 ||
+	    (r = keyrec_check_token(c, t, o->allow_final_pin_try)) != 0)
 		goto out;
 	if ((r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
 		goto out;
@@ -587,12 +613,14 @@ out:
 	/* A key this run generated and could not use is taken back (a PENDING
 	 * request still needs it); earlier runs' keys are left for reuse. */
 	if (r != 0 && r != P11E_ERR_PENDING && generated && key != NULL) {
-		if (tok_destroy_key(t, key) == 0)
+		if (tok_destroy_key(t, key) == 0) {
+			keyrec_forget(c, key);
 			log_info("removed the key this attempt generated; the token is as it was");
-		else
+		} else {
 			log_info("the key this attempt generated stays on token '%s'; the next "
 			         "`p11enroll enroll` uses it",
 			         tok_get_info(t)->label);
+		}
 	}
 	r = enroll_blame_token(t, r);
 	secret_free(pin);

@@ -18,7 +18,8 @@ struct enroll_opts {
 };
 
 /*
- * The whole enrollment: token check, CA, key, request, CertRep, store.
+ * The whole enrollment: token check (the keys under the label must be the
+ * profile's, keyrec_check_token), CA, key, request, CertRep, store.
  * Returns 0 or a P11E_ERR_* (already logged). Results go to stdout.
  */
 int enroll_run(const struct conf *c, const struct enroll_opts *o);
@@ -55,8 +56,10 @@ int enroll_find_current(struct tok *t, struct tok_key **keys, size_t n, int vali
                         size_t *which, X509 **cert);
 
 /*
- * Reuses a key of the profile left without certificate by an earlier attempt
- * (matching [key] type), or generates one (*generated = 1). Needs login.
+ * Reuses a key of the profile (keyrec.h) left without certificate by an
+ * earlier attempt (matching [key] type), or generates one (keyrec_generate,
+ * *generated = 1). A key to reuse must be certifiable (keyrec_certifiable):
+ * else P11E_ERR_TOKEN, logged. Needs login.
  */
 int enroll_get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generated);
 
@@ -64,7 +67,10 @@ struct pending;
 
 /*
  * The key (of the profile's label) a pending request was made with.
- * P11E_ERR_NOTFOUND (not logged) when it is gone from the token.
+ * P11E_ERR_NOTFOUND (not logged) when it is gone from the token;
+ * P11E_ERR_TOKEN (logged) when it is not certifiable (keyrec_certifiable)
+ * or not the key of the request (another public key under its CKA_ID).
+ * Needs login.
  */
 int enroll_pending_key(struct tok *t, const struct conf *c, const struct pending *p,
                        struct tok_key **out);

@@ -45,6 +45,19 @@ parse_line(void *ud, const char *k, const char *v)
 		p->key_id_len = len / 2;
 		return 0;
 	}
+	if (strcmp(k, "key_pub") == 0) {
+		if (len != 2 * sizeof(p->key_pub))
+			return -1;
+		for (i = 0; i < sizeof(p->key_pub); i++) {
+			int hi = OPENSSL_hexchar2int((unsigned char)v[2 * i]);
+			int lo = OPENSSL_hexchar2int((unsigned char)v[2 * i + 1]);
+			if (hi < 0 || lo < 0)
+				return -1;
+			p->key_pub[i] = (unsigned char)(hi << 4 | lo);
+		}
+		p->has_key_pub = 1;
+		return 0;
+	}
 	errno = 0;
 	n = strtoll(v, &end, 10);
 	if (errno != 0 || end == v || *end != '\0' || n < 0)
@@ -101,6 +114,11 @@ pending_save(const struct conf *c, const struct pending *p)
 	                     p->txid);
 	for (i = 0; i < p->key_id_len && o + 3 < sizeof(buf); i++)
 		o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%02x", p->key_id[i]);
+	if (p->has_key_pub) {
+		o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\nkey_pub=");
+		for (i = 0; i < sizeof(p->key_pub); i++)
+			o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%02x", p->key_pub[i]);
+	}
 	o += (size_t)snprintf(buf + o, sizeof(buf) - o,
 	                      "\ncreated=%lld\nnext_poll=%lld\npolls=%u\nrenewal=%d\n",
 	                      (long long)p->created, (long long)p->next_poll, p->polls, p->renewal);

@@ -15,10 +15,12 @@ struct pending {
 	char txid[129];           /* transactionID as sent */
 	unsigned char key_id[64]; /* CKA_ID of the key the request is for */
 	size_t key_id_len;
-	time_t created;   /* first PENDING answer */
-	time_t next_poll; /* when polling is worth it again */
-	unsigned polls;   /* CertPolls answered PENDING so far */
-	int renewal;      /* 1: a `renew` request (signed with the current certificate) */
+	unsigned char key_pub[20]; /* SHA-1 of that key's public key (tok_key_id_for) */
+	int has_key_pub;           /* 0 in a file an earlier version wrote */
+	time_t created;            /* first PENDING answer */
+	time_t next_poll;          /* when polling is worth it again */
+	unsigned polls;            /* CertPolls answered PENDING so far */
+	int renewal;               /* 1: a `renew` request (signed with the current certificate) */
 };
 
 /*

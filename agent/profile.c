@@ -13,6 +13,7 @@
 #include "log.h"
 #include "profile.h"
 #include "template.h"
+#include "uri.h"
 
 int
 profile_check_subject(const struct conf *c, const char *cmd)
@@ -72,11 +73,54 @@ add_profile(struct profile **p, size_t *n, const char *path, const char *cmd)
 	return cmd != NULL ? profile_check_subject(np->c, cmd) : 0;
 }
 
-/* Two profiles with one state_dir and key label would share their state files. */
+/* Where a profile's keys live: its token URI (parsed) and its module. */
+struct where {
+	struct tok_uri *u;
+	char *module; /* realpath of the module, or the path as written */
+};
+
+static int
+where_of(const struct conf *c, struct where *w)
+{
+	const char *m;
+	int r;
+
+	if ((r = tok_uri_parse(c->token_uri, &w->u)) != 0)
+		return r;
+	m = w->u->module_path != NULL ? w->u->module_path : c->module != NULL ? c->module : "";
+	if ((w->module = realpath(m, NULL)) == NULL && (w->module = strdup(m)) == NULL)
+		return P11E_ERR_ALLOC;
+	return 0;
+}
+
+/* Two values of one token attribute that tell two tokens apart; NULL matches anything. */
+static int
+differ(const char *a, const char *b)
+{
+	return a != NULL && b != NULL && strcmp(a, b) != 0;
+}
+
+/* 1 when the two profiles' URIs may select one token of one module. */
+static int
+same_token(const struct where *a, const struct where *b)
+{
+	return strcmp(a->module, b->module) == 0 && !differ(a->u->token, b->u->token) &&
+	       !differ(a->u->manufacturer, b->u->manufacturer) &&
+	       !differ(a->u->serial, b->u->serial) && !differ(a->u->model, b->u->model) &&
+	       !(a->u->has_slot_id && b->u->has_slot_id && a->u->slot_id != b->u->slot_id);
+}
+
+/*
+ * Two profiles with one state_dir and key label would share their state files;
+ * two with one key label on one token, whatever their state_dirs, would each
+ * take the other's keys for leftovers of their own (tidy.h).
+ */
 static int
 check_distinct(const struct profile *p, size_t n)
 {
+	struct where *w = NULL;
 	size_t i, j;
+	int r = P11E_ERR_INTERNAL;
 
 	for (i = 0; i < n; i++)
 		for (j = i + 1; j < n; j++)
@@ -89,7 +133,35 @@ check_distinct(const struct profile *p, size_t n)
 				          p[i].c->state_dir);
 				return P11E_ERR_CONFIG;
 			}
-	return 0;
+	if (n < 2)
+		return 0;
+	if ((w = calloc(n, sizeof(*w))) == NULL)
+		return P11E_ERR_ALLOC;
+	for (i = 0; i < n; i++)
+		if ((r = where_of(p[i].c, &w[i])) != 0)
+			goto out;
+	r = 0;
+	for (i = 0; r == 0 && i < n; i++)
+		for (j = i + 1; r == 0 && j < n; j++)
+			if (strcmp(p[i].c->key_label, p[j].c->key_label) == 0 &&
+			    same_token(&w[i], &w[j])) {
+				log_error(
+				    "%s and %s: both use key label '%s' on what may be one token "
+				    "(uri %s and %s, module %s), with state_dirs %s and %s: "
+				    "each would take the other's keys for its own; give each "
+				    "profile its own [key] label",
+				    p[i].c->path, p[j].c->path, p[i].c->key_label,
+				    p[i].c->token_uri, p[j].c->token_uri, w[i].module,
+				    p[i].c->state_dir, p[j].c->state_dir);
+				r = P11E_ERR_CONFIG;
+			}
+out:
+	for (i = 0; w != NULL && i < n; i++) {
+		tok_uri_free(w[i].u);
+		free(w[i].module);
+	}
+	free(w);
+	return r;
 }
 
 int

@@ -23,11 +23,14 @@ struct profile {
  * Loads every profile the paths name: a file, or a directory standing for
  * every "*.conf" in it (name order; hidden files skipped; none is an error).
  * Two profiles with the same state_dir and [key] label are refused (their
- * state files would collide). On success *out is an array of *nout profiles
- * (schedules zeroed), freed with profile_free_all. With cmd (the command
- * that will act on them: "run"), a subject with {placeholders} is refused
- * (profile_check_subject); NULL reads them as they are. Errors: conf_load's,
- * P11E_ERR_FILE (directory unreadable), P11E_ERR_CONFIG, P11E_ERR_ALLOC.
+ * state files would collide), and so are two with the same [key] label
+ * whose token URIs may select one token of one module (no token attribute
+ * that both name differs; modules compared by their real paths), whatever
+ * their state_dirs: each would take the other's keys for its own. On success *out is an array of
+ * *nout profiles (schedules zeroed), freed with profile_free_all. With cmd (the command that will
+ * act on them: "run"), a subject with {placeholders} is refused (profile_check_subject); NULL reads
+ * them as they are. Errors: conf_load's, P11E_ERR_FILE (directory unreadable), P11E_ERR_CONFIG,
+ * P11E_ERR_ALLOC.
  */
 int profile_load_all(char *const *paths, size_t npaths, const char *cmd, struct profile **out,
                      size_t *nout);

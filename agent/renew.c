@@ -14,6 +14,7 @@
 #include "enroll.h"
 #include "err.h"
 #include "exchange.h"
+#include "keyrec.h"
 #include "log.h"
 #include "pending.h"
 #include "renew.h"
@@ -186,6 +187,8 @@ pick_key(const struct conf *c, struct tok *t, struct tok_key *old, struct pendin
 		*have_pend = 0;
 	}
 	if (!c->renew_new_key) {
+		if ((r = keyrec_certifiable(t, old)) != 0)
+			return r;
 		*nk = old;
 		return 0;
 	}
@@ -256,6 +259,7 @@ request(const struct conf *c, const struct ca_info *ci, struct tok *t, struct to
 		snprintf(pend->txid, sizeof(pend->txid), "%s", x.txid);
 		memcpy(pend->key_id, nk->id, nk->id_len);
 		pend->key_id_len = nk->id_len;
+		pend->has_key_pub = tok_key_id_for(nk->pub, pend->key_pub) == 0;
 		pend->created = time(NULL);
 		pend->renewal = 1;
 	} else {
@@ -305,11 +309,15 @@ renew_run(const struct conf *c, const struct renew_opts *o)
 	struct pending pend;
 	time_t due;
 
+	/* First: before anything this run leaves in state_dir (keyrec.h). */
+	if ((r = keyrec_init(c)) != 0)
+		return r;
 	if (c->pin_file == NULL) {
 		log_error("%s: [token] pin_file is required to renew", c->path);
 		return P11E_ERR_CONFIG;
 	}
 	if ((r = enroll_open_token(c, &t)) != 0 ||
+	    (r = keyrec_check_token(c, t, o->allow_final_pin_try)) != 0 ||
 	    (r = find_current(c, t, &keys, &n, &cur, &oldcert)) != 0)
 		goto out;
 	if ((r = pending_load(c, &pend)) != 0 && r != P11E_ERR_NOTFOUND)
@@ -396,12 +404,14 @@ out:
 	 * renewal's key the CA refused; kept on PENDING and for the next poll. */
 	if (generated && nk != NULL &&
 	    (r == P11E_ERR_REJECTED || (r != 0 && r != P11E_ERR_PENDING && !have_pend))) {
-		if (tok_destroy_key(t, nk) == 0)
+		if (tok_destroy_key(t, nk) == 0) {
+			keyrec_forget(c, nk);
 			log_info("removed the new key; the current key and certificate are "
 			         "unchanged");
-		else
+		} else {
 			log_info("the new key stays on token '%s'; the next renewal reuses it",
 			         tok_get_info(t)->label);
+		}
 	}
 	r = enroll_blame_token(t, r);
 	secret_free(pin);

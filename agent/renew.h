@@ -28,9 +28,11 @@ int renew_due(const struct conf *c, const struct tok *t, X509 *cert, time_t *due
               size_t why_len);
 
 /*
- * The renewal. Not due (and no force): says when, exits 0 without contacting
- * the CA. Else: CA and trust as enroll, login, the new key (new_key=yes; a key
- * of the profile left without certificate is reused) or the current one,
+ * The renewal. First the keys under the label must all be the profile's
+ * (keyrec_check_token: else P11E_ERR_TOKEN, nothing done). Not due (and no
+ * force): says when, exits 0 without contacting the CA. Else: CA and trust as
+ * enroll, login, the new key (new_key=yes; a key of the profile left without
+ * certificate is reused) or the current one (if keyrec_certifiable),
  * CSR without challenge, pkiMessage signed with the current certificate and
  * key (RenewalReq when the CA offers Renewal, else PKCSReq); a current key
  * that is not RSA cannot receive the reply, so its renewal is a PKCSReq

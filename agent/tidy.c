@@ -7,6 +7,7 @@
 
 #include "enroll.h"
 #include "err.h"
+#include "keyrec.h"
 #include "log.h"
 #include "secret.h"
 #include "tidy.h"
@@ -69,12 +70,14 @@ tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *c
          const struct tidy_keep *keep, int dry, size_t *n)
 {
 	struct tok_key **keys = NULL;
+	struct keyrec *rec = NULL;
 	size_t nk = 0, i, count = 0, extra = 0;
 	const char *why = NULL;
 	int r, kept = 0, failed = 0;
 
-	if ((r = tok_find_keys(t, c->key_label, &keys, &nk)) != 0)
-		return r;
+	if ((r = keyrec_load(c, &rec)) != 0 ||
+	    (r = tok_find_keys(t, c->key_label, &keys, &nk)) != 0)
+		goto out;
 	for (i = 0; i < nk; i++) {
 		if (same_id(keys[i], cur->id, cur->id_len)) {
 			if (c->renew_keep_old)
@@ -87,6 +90,9 @@ tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *c
 			count += extra;
 			continue;
 		}
+		/* Only what this profile generated goes (keyrec.h). */
+		if (!keyrec_owns(rec, keys[i]))
+			continue;
 		/* Before login no private key is visible: dry runs do not judge by it. */
 		if (dry && keys[i]->priv_handle == 0)
 			keys[i]->priv_handle = 1;
@@ -98,10 +104,15 @@ tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *c
 		log_info("removing %s from token '%s'", why, tok_get_info(t)->label);
 		if (remove_pair(t, keys[i]) != 0)
 			failed = 1;
+		else
+			keyrec_forget(c, keys[i]);
 	}
-	tok_keys_free(keys, nk);
 	*n = count;
-	return failed ? P11E_ERR_TOKEN : 0;
+	r = failed ? P11E_ERR_TOKEN : 0;
+out:
+	tok_keys_free(keys, nk);
+	keyrec_free(rec);
+	return r;
 }
 
 int
@@ -136,11 +147,12 @@ tidy_needed(const struct conf *c, struct tok *t, const struct tok_key *cur, X509
 {
 	struct tidy_keep keep = {NULL, 0};
 	size_t n = 0;
-	int r, stale = 0;
+	int r, stale = 0, unsettled = 0;
 
-	if ((r = tidy_run(c, t, cur, curcert, &keep, 1, &n)) != 0 ||
+	if ((r = keyrec_unsettled(c, t, &unsettled)) != 0 ||
+	    (r = tidy_run(c, t, cur, curcert, &keep, 1, &n)) != 0 ||
 	    (r = enroll_cert_file_stale(c, curcert, &stale)) != 0)
 		return r;
-	*needed = n > 0 || stale;
+	*needed = unsettled || n > 0 || stale;
 	return 0;
 }

@@ -22,15 +22,17 @@ struct tidy_keep {
 };
 
 /*
- * Among the profile's keys (label c->key_label) other than cur (whose
- * certificate is curcert): superseded pairs (a key with a certificate),
+ * Among the profile's keys (label c->key_label, and only those its record
+ * names: keyrec.h) other than cur (whose certificate is curcert): superseded
+ * pairs (a key with a certificate),
  * certificates of cur other than curcert, keys without certificate, and key
  * halves whose private key is gone. With keep_old, pairs and certificates
  * stay. With dry, *n counts them (no login needed: private objects are not
  * looked at); else, logged in, they are removed (private key, certificates,
  * then public key, so that a crash leaves what this function recognises)
- * and *n counts what was removed. Failures to remove are warnings
- * (P11E_ERR_TOKEN; the next run tries again).
+ * and *n counts what was removed (and is dropped from the record). Failures
+ * to remove are warnings (P11E_ERR_TOKEN; the next run tries again); a key
+ * under the label that the record does not name is never touched.
  */
 int tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,
              const struct tidy_keep *keep, int dry, size_t *n);
@@ -45,9 +47,11 @@ int tidy_settle(const struct conf *c, struct tok *t, const struct tok_key *cur, 
                 const struct pending *pend, int allow_final_pin_try);
 
 /*
- * *needed: tidy_settle has work to do for the current pair cur
- * and curcert: leftovers (tidy_run, dry, nothing pending) or a cert_file that
- * does not hold curcert. No login needed. For the agent, which otherwise runs
+ * *needed: `renew` has work to do now for the current pair cur and curcert,
+ * due or not: leftovers (tidy_run, dry, nothing pending), a cert_file that
+ * does not hold curcert, or keys to check (keyrec_unsettled: a migration to
+ * make, a key under the label the record does not name, which renew then
+ * refuses naming it). No login needed. For the agent, which otherwise runs
  * `renew` only when due.
  */
 int tidy_needed(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,

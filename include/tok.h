@@ -72,8 +72,11 @@ const struct tok_info *tok_get_info(const struct tok *t);
 int tok_login(struct tok *t, const char *pin, int allow_final_try);
 
 /*
- * Key pairs whose public key object has CKA_LABEL == label, in handle order.
- * Needs no login (public objects). *keys is an array of *n keys to release
+ * Key pairs whose public key object has CKA_LABEL == label, in handle order,
+ * each with the private key of its CKA_ID (priv_handle 0 when none is
+ * visible; for a pair whose generation stopped between setting its two
+ * CKA_IDs, the private key that has the final one). Needs no login (public
+ * objects). *keys is an array of *n keys to release
  * with tok_keys_free (empty: *keys may be NULL and *n 0).
  */
 int tok_find_keys(struct tok *t, const char *label, struct tok_key ***keys, size_t *n);
@@ -81,15 +84,33 @@ void tok_keys_free(struct tok_key **keys, size_t n);
 void tok_key_free(struct tok_key *k);
 
 /*
+ * How tok_generate_key names a new pair. It is created with CKA_ID tmp_id
+ * (tmp_len bytes, 1 to 64), which the caller can record first, so that a
+ * crash right after the generation leaves a pair the caller recognises; then
+ * named(ud, id, len), when set, is told the final CKA_ID before it replaces
+ * tmp_id on the token (the caller records it too). A non-zero result of named
+ * is returned, after the pair is destroyed.
+ */
+struct tok_keygen_ids {
+	const unsigned char *tmp_id;
+	size_t tmp_len;
+	int (*named)(void *ud, const unsigned char *id, size_t len);
+	void *ud;
+};
+
+/*
  * Generates a key pair on the token with CKA_TOKEN, CKA_PRIVATE,
  * CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE set explicitly, CKA_SIGN and
  * CKA_DECRYPT on the private key, CKA_LABEL=label on both, then sets CKA_ID
  * on both to the SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2 (1),
- * what a CA puts in the Subject Key Identifier). Needs tok_login first.
- * Errors: P11E_ERR_TOKEN (logged with the CKR name).
+ * what a CA puts in the Subject Key Identifier). ids: the temporary CKA_ID and
+ * the hook (above); NULL: a random temporary ID and no hook. Needs tok_login
+ * first. Any failure after C_GenerateKeyPair destroys both objects. Errors:
+ * P11E_ERR_TOKEN (logged with the CKR name), P11E_ERR_CONFIG (key type),
+ * named's error.
  */
-int tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *label,
-                     struct tok_key **out);
+int tok_generate_key(struct tok *t, const struct tok_keygen_ids *ids,
+                     const struct tok_keyspec *spec, const char *label, struct tok_key **out);
 
 /*
  * Destroys the key pair's objects (to take back a key this run generated
@@ -118,7 +139,10 @@ int tok_key_id_for(EVP_PKEY *pub, unsigned char id[20]);
  */
 int tok_key_evp(struct tok *t, const struct tok_key *k, EVP_PKEY **out);
 
-/* Reads the private key's protection attributes (needs login). */
+/*
+ * Reads the private key's protection attributes (needs login): each 1 (true),
+ * 0 (false) or -1 (the module does not report it).
+ */
 int tok_key_attrs(struct tok *t, const struct tok_key *k, struct tok_key_attrs *out);
 
 /*

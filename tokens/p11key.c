@@ -249,13 +249,13 @@ set_id(struct tok *t, CK_OBJECT_HANDLE h, const unsigned char *id, size_t len)
 }
 
 /*
- * The key pair gets a random temporary CKA_ID, then the SHA-1 one once the
- * public key is known. Any failure after C_GenerateKeyPair destroys both
- * objects.
+ * The key pair gets the temporary CKA_ID (ids->tmp_id, or a random one), then
+ * the SHA-1 one once the public key is known and ids->named has heard of it.
+ * Any failure after C_GenerateKeyPair destroys both objects.
  */
 int
-tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *label,
-                 struct tok_key **out)
+tok_generate_key(struct tok *t, const struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
+                 const char *label, struct tok_key **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	CK_OBJECT_CLASS pubc = CKO_PUBLIC_KEY, privc = CKO_PRIVATE_KEY;
@@ -268,13 +268,16 @@ tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *labe
 	CK_ATTRIBUTE pubt[10], privt[10];
 	CK_ULONG npub = 0, npriv = 0;
 	CK_RV rv;
-	unsigned char tmpid[16], *ecparams = NULL, *p;
+	unsigned char rnd[16], *ecparams = NULL, *p;
+	const unsigned char *tmpid = rnd;
+	size_t tmplen = sizeof(rnd);
 	int eclen = 0, nid = NID_undef;
 	char what[32];
 	struct tok_key *k = NULL;
 	struct timespec t0;
 
-	if (t == NULL || spec == NULL || label == NULL || out == NULL)
+	if (t == NULL || spec == NULL || label == NULL || out == NULL ||
+	    (ids != NULL && ids->tmp_id != NULL && (ids->tmp_len == 0 || ids->tmp_len > 64)))
 		goto out;
 	if (spec->type == CONF_KEY_RSA) {
 		if (spec->bits < 1024) {
@@ -303,8 +306,12 @@ tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *labe
 	} else {
 		goto out;
 	}
-	if (RAND_bytes(tmpid, sizeof(tmpid)) != 1)
+	if (ids != NULL && ids->tmp_id != NULL) {
+		tmpid = ids->tmp_id;
+		tmplen = ids->tmp_len;
+	} else if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
 		goto out;
+	}
 
 	add(pubt, &npub, CKA_CLASS, &pubc, sizeof(pubc));
 	add(pubt, &npub, CKA_KEY_TYPE, &kt, sizeof(kt));
@@ -312,7 +319,7 @@ tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *labe
 	add(pubt, &npub, CKA_PRIVATE, &no, sizeof(no));
 	add(pubt, &npub, CKA_VERIFY, &yes, sizeof(yes));
 	add(pubt, &npub, CKA_LABEL, (void *)label, strlen(label));
-	add(pubt, &npub, CKA_ID, tmpid, sizeof(tmpid));
+	add(pubt, &npub, CKA_ID, (void *)tmpid, tmplen);
 	add(privt, &npriv, CKA_CLASS, &privc, sizeof(privc));
 	add(privt, &npriv, CKA_KEY_TYPE, &kt, sizeof(kt));
 	add(privt, &npriv, CKA_TOKEN, &yes, sizeof(yes));
@@ -321,7 +328,7 @@ tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *labe
 	add(privt, &npriv, CKA_EXTRACTABLE, &no, sizeof(no));
 	add(privt, &npriv, CKA_SIGN, &yes, sizeof(yes));
 	add(privt, &npriv, CKA_LABEL, (void *)label, strlen(label));
-	add(privt, &npriv, CKA_ID, tmpid, sizeof(tmpid));
+	add(privt, &npriv, CKA_ID, (void *)tmpid, tmplen);
 	if (kt == CKK_RSA) {
 		add(pubt, &npub, CKA_ENCRYPT, &yes, sizeof(yes));
 		add(pubt, &npub, CKA_MODULUS_BITS, &bits, sizeof(bits));
@@ -350,8 +357,12 @@ tok_generate_key(struct tok *t, const struct tok_keyspec *spec, const char *labe
 	if ((r = read_pub(t, hpub, kt, &k->pub)) != 0 || (r = tok_key_id_for(k->pub, k->id)) != 0)
 		goto out;
 	k->id_len = 20;
-	if ((r = set_id(t, hpub, k->id, k->id_len)) != 0 ||
-	    (r = set_id(t, hpriv, k->id, k->id_len)) != 0)
+	/* The private key first: a crash in between leaves a public key with the
+	 * temporary ID whose private key load_key finds by the final one. */
+	if ((ids != NULL && ids->named != NULL &&
+	     (r = ids->named(ids->ud, k->id, k->id_len)) != 0) ||
+	    (r = set_id(t, hpriv, k->id, k->id_len)) != 0 ||
+	    (r = set_id(t, hpub, k->id, k->id_len)) != 0)
 		goto out;
 	k->pub_handle = hpub;
 	k->priv_handle = hpriv;
@@ -378,7 +389,7 @@ load_key(struct tok *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **
 {
 	int r = P11E_ERR_INTERNAL;
 	struct tok_key *k = NULL;
-	unsigned char *id = NULL;
+	unsigned char *id = NULL, final[20];
 	size_t idlen = 0, npriv = 0;
 	CK_KEY_TYPE kt = 0;
 	CK_OBJECT_CLASS privc = CKO_PRIVATE_KEY;
@@ -414,6 +425,14 @@ load_key(struct tok *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **
 	tmpl[2] = (CK_ATTRIBUTE){CKA_ID, id, (CK_ULONG)idlen};
 	if ((r = tok_find_objects(t, tmpl, 3, "private keys", &priv, &npriv)) != 0)
 		goto out;
+	/* A generation cut short between the two IDs (tok_generate_key): the
+	 * private key already has the final one, the public key not yet. */
+	if (npriv == 0 && tok_key_id_for(k->pub, final) == 0 &&
+	    (idlen != sizeof(final) || memcmp(id, final, sizeof(final)) != 0)) {
+		tmpl[2] = (CK_ATTRIBUTE){CKA_ID, final, sizeof(final)};
+		if ((r = tok_find_objects(t, tmpl, 3, "private keys", &priv, &npriv)) != 0)
+			goto out;
+	}
 	if (npriv > 1)
 		log_warn("token '%s' has %zu private keys with the CKA_ID of key '%s'; "
 		         "using the first",

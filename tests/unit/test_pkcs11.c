@@ -222,7 +222,7 @@ gen(struct tok *t, int type, int bits, const char *label)
 	unsigned char id[20];
 	double t0 = now_ms();
 
-	assert_int_equal(tok_generate_key(t, &spec, label, &k), 0);
+	assert_int_equal(tok_generate_key(t, NULL, &spec, label, &k), 0);
 	print_message("keygen %s-%d: %.1f ms\n", type == CONF_KEY_RSA ? "RSA" : "EC", bits,
 	              now_ms() - t0);
 	assert_non_null(k->pub);
@@ -648,7 +648,7 @@ test_keygen_errors(void **state)
 		skip();
 	open_login(&t);
 	cap_begin();
-	assert_int_equal(tok_generate_key(t, &big, "bad1", &k), P11E_ERR_TOKEN);
+	assert_int_equal(tok_generate_key(t, NULL, &big, "bad1", &k), P11E_ERR_TOKEN);
 	msg = cap_end();
 	assert_null(k);
 	assert_non_null(strstr(msg, "C_GenerateKeyPair (RSA-32768) on token 't1' failed: CKR_"));
@@ -659,7 +659,7 @@ test_keygen_errors(void **state)
 	fl.C_SetAttributeValue = fail_set_attr;
 	t->f = &fl;
 	cap_begin();
-	assert_int_equal(tok_generate_key(t, &ec, "bad2", &k), P11E_ERR_TOKEN);
+	assert_int_equal(tok_generate_key(t, NULL, &ec, "bad2", &k), P11E_ERR_TOKEN);
 	msg = cap_end();
 	t->f = real;
 	assert_null(k);
@@ -676,6 +676,117 @@ test_keygen_errors(void **state)
 		assert_int_equal(n, 0);
 		free(hs);
 	}
+	tok_close(t);
+}
+
+/* Objects of any class on the token whose CKA_ID is id. */
+static size_t
+count_with_id(struct tok *t, const unsigned char *id, size_t len)
+{
+	CK_ATTRIBUTE tmpl[] = {{CKA_ID, (void *)id, (CK_ULONG)len}};
+	CK_OBJECT_HANDLE *hs = NULL;
+	size_t n = 0;
+
+	assert_int_equal(tok_find_objects(t, tmpl, 1, "test", &hs, &n), 0);
+	free(hs);
+	return n;
+}
+
+/* What tok_generate_key's hook saw of the token when it was called. */
+struct hook_seen {
+	struct tok *t;
+	const unsigned char *tmp;
+	int calls, fail;
+	size_t n_tmp, n_final;
+	unsigned char id[20];
+};
+
+static int
+hook(void *ud, const unsigned char *id, size_t len)
+{
+	struct hook_seen *h = ud;
+
+	h->calls++;
+	assert_int_equal(len, 20);
+	memcpy(h->id, id, 20);
+	h->n_tmp = count_with_id(h->t, h->tmp, 16);
+	h->n_final = count_with_id(h->t, id, len);
+	return h->fail;
+}
+
+/*
+ * The caller names the new pair: created with its temporary CKA_ID, the hook
+ * hears the final one while the token still has only the temporary one, and
+ * a hook that fails leaves nothing behind.
+ */
+static void
+test_keygen_ids(void **state)
+{
+	static const unsigned char tmp[16] = "p11e-temporary!";
+	struct tok *t = NULL;
+	struct tok_key *k = NULL;
+	struct tok_keyspec ec = {CONF_KEY_EC, 256, 0};
+	struct hook_seen h = {NULL, tmp, 0, 0, 0, 0, {0}};
+	struct tok_keygen_ids ids = {tmp, sizeof(tmp), hook, &h};
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	h.t = t;
+	assert_int_equal(tok_generate_key(t, &ids, &ec, "ids1", &k), 0);
+	assert_int_equal(h.calls, 1);
+	assert_int_equal(h.n_tmp, 2); /* the pair, still under the temporary ID */
+	assert_int_equal(h.n_final, 0);
+	assert_int_equal(k->id_len, 20);
+	assert_memory_equal(k->id, h.id, 20);
+	assert_int_equal(count_with_id(t, h.id, 20), 2);
+	assert_int_equal(count_with_id(t, tmp, sizeof(tmp)), 0);
+	tok_key_free(k);
+	k = NULL;
+
+	h.fail = P11E_ERR_FILE;
+	assert_int_equal(tok_generate_key(t, &ids, &ec, "ids2", &k), P11E_ERR_FILE);
+	assert_null(k);
+	assert_int_equal(h.calls, 2);
+	assert_int_equal(count_with_id(t, tmp, sizeof(tmp)), 0);
+	assert_int_equal(count_with_id(t, h.id, 20), 0);
+	tok_close(t);
+}
+
+/*
+ * A generation cut short between its two CKA_IDs (the private key has the
+ * final one, the public key still the temporary one): the pair is found
+ * whole, and tok_key_fix_id completes it.
+ */
+static void
+test_keygen_cut_between_ids(void **state)
+{
+	static const unsigned char tmp[16] = "p11e-cut-short!";
+	struct tok *t = NULL;
+	struct tok_key *k = NULL, **ks = NULL;
+	CK_ATTRIBUTE a = {CKA_ID, (void *)tmp, sizeof(tmp)};
+	size_t n = 0;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	k = gen(t, CONF_KEY_EC, 256, "cut1");
+	assert_int_equal(t->f->C_SetAttributeValue(t->session, k->pub_handle, &a, 1), CKR_OK);
+	assert_int_equal(tok_find_keys(t, "cut1", &ks, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ks[0]->id_len, sizeof(tmp));
+	assert_memory_equal(ks[0]->id, tmp, sizeof(tmp));
+	assert_int_equal(ks[0]->priv_handle, k->priv_handle);
+	assert_int_equal(tok_key_fix_id(t, ks[0]), 0);
+	tok_keys_free(ks, n);
+	assert_int_equal(tok_find_keys(t, "cut1", &ks, &n), 0);
+	assert_int_equal(n, 1);
+	assert_memory_equal(ks[0]->id, k->id, 20);
+	assert_int_equal(ks[0]->priv_handle, k->priv_handle);
+	tok_keys_free(ks, n);
+	tok_key_free(k);
 	tok_close(t);
 }
 
@@ -703,11 +814,18 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_open_errors),   cmocka_unit_test(test_login_wrong_pin),
-	    cmocka_unit_test(test_rsa_key),       cmocka_unit_test(test_spy_counts),
-	    cmocka_unit_test(test_ec_keys),       cmocka_unit_test(test_cms),
-	    cmocka_unit_test(test_certs),         cmocka_unit_test(test_pkcs11_tool),
-	    cmocka_unit_test(test_keygen_errors), cmocka_unit_test(test_ambiguous),
+	    cmocka_unit_test(test_open_errors),
+	    cmocka_unit_test(test_login_wrong_pin),
+	    cmocka_unit_test(test_rsa_key),
+	    cmocka_unit_test(test_spy_counts),
+	    cmocka_unit_test(test_ec_keys),
+	    cmocka_unit_test(test_cms),
+	    cmocka_unit_test(test_certs),
+	    cmocka_unit_test(test_pkcs11_tool),
+	    cmocka_unit_test(test_keygen_errors),
+	    cmocka_unit_test(test_keygen_ids),
+	    cmocka_unit_test(test_keygen_cut_between_ids),
+	    cmocka_unit_test(test_ambiguous),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
