@@ -125,7 +125,7 @@ fetch_next(const struct conf *c, struct ca_info *ci)
 	} else if (scep_next_parse(resp->body, resp->len, ci->ca, &ci->next) != 0) {
 		log_warn("ignoring the next CA that %s offers: it is not trusted, and nothing is "
 		         "written for it",
-		         c->scep_url);
+		         c->scep_url_shown);
 	} else if ((r = scep_cert_digest(ci->next->ca, EVP_sha256(), d, NULL)) == 0) {
 		scep_hex_colon(d, 32, fp);
 		day(X509_get0_notBefore(ci->next->ca), nb, sizeof(nb));
@@ -165,7 +165,7 @@ ca_fetch(const struct conf *c, struct ca_info **out)
 	if (resp->status != 200) {
 		http_resp_reason(resp, reason, sizeof(reason));
 		log_error("GetCACert from %s failed: HTTP %ld%s%s%s (check [scep] url)",
-		          c->scep_url, resp->status, reason[0] ? ": \"" : "", reason,
+		          c->scep_url_shown, resp->status, reason[0] ? ": \"" : "", reason,
 		          reason[0] ? "\"" : "");
 		r = P11E_ERR_NETWORK;
 		goto out;
@@ -228,7 +228,7 @@ judge_chain(const struct conf *c, const struct ca_info *ci)
 		scep_name_str(X509_get_issuer_name(top), iss, sizeof(iss));
 		log_error("the CA chain of %s ends at %s, issued by %s, a root that the server "
 		          "does not send%s: set [trust] root_file to that root certificate (PEM)%s",
-		          c->scep_url, s, iss,
+		          c->scep_url_shown, s, iss,
 		          c->trust_root_file != NULL ? " and [trust] root_file does not hold" : "",
 		          c->trust_fetch_aia ? ""
 		                             : ", or fetch_aia = yes to fetch it from the URL the "
@@ -236,7 +236,8 @@ judge_chain(const struct conf *c, const struct ca_info *ci)
 		return P11E_ERR_CONFIG;
 	}
 	if (scep_ca_verify(ci->ca, why, sizeof(why)) != 0) {
-		log_error("the CA chain of %s does not verify: %s; refusing it", c->scep_url, why);
+		log_error("the CA chain of %s does not verify: %s; refusing it", c->scep_url_shown,
+		          why);
 		return P11E_ERR_VERIFY;
 	}
 	if (ci->roots == NULL)
@@ -247,7 +248,7 @@ judge_chain(const struct conf *c, const struct ca_info *ci)
 	scep_hex_colon(ci->fp, 32, hex);
 	log_error("the CA chain of %s ends at the root %s (sha256:%s), which is not in "
 	          "[trust] root_file %s: refusing it",
-	          c->scep_url, s, hex, c->trust_root_file);
+	          c->scep_url_shown, s, hex, c->trust_root_file);
 	return P11E_ERR_VERIFY;
 }
 
@@ -469,7 +470,7 @@ ca_pkioperation(const struct conf *c, const struct ca_info *ci, const unsigned c
 			    resp->status, strlen(url));
 		else {
 			http_resp_reason(resp, reason, sizeof(reason));
-			log_error("PKIOperation at %s failed: HTTP %ld%s%s%s", c->scep_url,
+			log_error("PKIOperation at %s failed: HTTP %ld%s%s%s", c->scep_url_shown,
 			          resp->status, reason[0] ? ": \"" : "", reason,
 			          reason[0] ? "\"" : "");
 		}

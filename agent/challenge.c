@@ -1,14 +1,14 @@
 /*
  * challenge.c: one-time challenges from a Microsoft NDES MSCEP_ADMIN page.
- * The page is decoded into an ASCII working buffer (it holds the challenge,
- * so it is wiped), then searched for its marker texts.
+ * The page is received into the secret arena and decoded into an ASCII
+ * working buffer there (both hold the challenge), then searched for its
+ * marker texts; every buffer is wiped when released (secret.h).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-#include <openssl/crypto.h>
 
 #include "challenge.h"
 #include "conf.h"
@@ -72,18 +72,21 @@ ascii(unsigned long u)
 	return u < 0x80 ? (char)u : NON_ASCII;
 }
 
-/* The page as a NUL-terminated ASCII string (wipe it: it holds the challenge). */
+/* The page as a NUL-terminated ASCII string in the arena (secret_release). */
 static int
 decode(const unsigned char *b, size_t len, char **out)
 {
 	enum encoding enc;
 	size_t i, skip, n = 0, pending = 0;
 	unsigned long u, lo;
-	char *w;
+	char *w = NULL;
+	int r;
 
 	enc = detect(b, len, &skip);
-	if ((w = malloc(len + 1)) == NULL)
+	if (len == SIZE_MAX)
 		return P11E_ERR_ALLOC;
+	if ((r = secret_alloc(len + 1, (void **)&w)) != 0)
+		return r;
 	if (enc == ENC_UTF8) {
 		for (i = skip; i < len; i++) {
 			if (b[i] >= 0x80 && b[i] < 0xc0 && pending > 0) {
@@ -247,10 +250,8 @@ challenge_parse(const unsigned char *body, size_t len, char **challenge, char **
 	}
 	if (thumbprint != NULL && (r = thumbprint_of(w, &tp)) != 0)
 		goto out;
-	if ((ch = malloc(n + 1)) == NULL) {
-		r = P11E_ERR_ALLOC;
+	if ((r = secret_alloc(n + 1, (void **)&ch)) != 0)
 		goto out;
-	}
 	memcpy(ch, b, n);
 	ch[n] = '\0';
 	*challenge = ch;
@@ -261,9 +262,7 @@ challenge_parse(const unsigned char *body, size_t len, char **challenge, char **
 	}
 	r = 0;
 out:
-	if (w != NULL)
-		OPENSSL_cleanse(w, strlen(w));
-	free(w);
+	secret_release(w);
 	secret_free(ch);
 	free(tp);
 	return r;
@@ -379,14 +378,6 @@ proxy_status(long status)
 	return status == 407 || status == 502 || status == 503 || status == 504;
 }
 
-static void
-resp_free(struct http_resp *resp)
-{
-	if (resp != NULL && resp->body != NULL)
-		OPENSSL_cleanse(resp->body, resp->len);
-	http_resp_free(resp);
-}
-
 /* GETs the page, following allowed redirects; *out is the final non-3xx response. */
 static int
 fetch_page(const struct conf *c, const char *password, char *logurl, struct http_resp **out)
@@ -405,6 +396,7 @@ fetch_page(const struct conf *c, const char *password, char *logurl, struct http
 		memset(&o, 0, sizeof(o));
 		o.timeout_s = c->timeout;
 		o.max_body = FETCH_MAX_BODY;
+		o.secret_body = 1; /* the page holds the challenge */
 		o.ca_file = c->ca_file;
 		o.no_proxy = !c->use_proxy;
 		o.proxy = c->proxy;
@@ -416,7 +408,7 @@ fetch_page(const struct conf *c, const char *password, char *logurl, struct http
 		          is_https(url) ? "NTLM or Basic (https)"
 		                        : "NTLM only (no Basic over http: it sends the password "
 		                          "in clear)");
-		resp_free(resp);
+		http_resp_free(resp);
 		resp = NULL;
 		if ((r = http_get(url, &o, &resp)) != 0)
 			goto out;
@@ -456,7 +448,7 @@ fetch_page(const struct conf *c, const char *password, char *logurl, struct http
 	resp = NULL;
 	r = 0;
 out:
-	resp_free(resp);
+	http_resp_free(resp);
 	free(url);
 	return r;
 }
@@ -503,6 +495,21 @@ challenge_fetch(const struct conf *c, char **challenge, char **thumbprint)
 		log_error("[scep] challenge_url needs challenge_user and challenge_password_file");
 		r = P11E_ERR_CONFIG;
 		goto out;
+	}
+	if (!is_https(c->challenge_url)) {
+		http_url_for_log(c->challenge_url, logurl, sizeof(logurl));
+		if (!c->challenge_insecure_http) {
+			log_error("the NDES challenge page %s is plain http: the NTLM login to it "
+			          "could be captured and cracked offline or relayed; use https, or "
+			          "accept that risk with [scep] challenge_insecure_http = yes",
+			          logurl);
+			r = P11E_ERR_CONFIG;
+			goto out;
+		}
+		log_warn("the NDES challenge page %s is plain http: the NTLM login to it can be "
+		         "captured and cracked offline or relayed ([scep] challenge_insecure_http "
+		         "= yes accepts that); use https",
+		         logurl);
 	}
 	if ((r = secret_read_file(c->challenge_password_file, "NDES password file", &pw)) != 0 ||
 	    (r = latin1_in_place(pw, c->challenge_password_file)) != 0)
@@ -554,7 +561,7 @@ challenge_fetch(const struct conf *c, char **challenge, char **thumbprint)
 	}
 	r = 0;
 out:
-	resp_free(resp);
+	http_resp_free(resp);
 	secret_free(pw);
 	secret_free(ch);
 	free(tp);

@@ -213,7 +213,7 @@ print_text(const struct ca_info *ci, const struct shown *v, size_t n, int trust_
 static void
 print_page_text(const struct conf *c, int r, const struct page *pg)
 {
-	printf("challenge URL: %s (user %s)\n", c->challenge_url, c->challenge_user);
+	printf("challenge URL: %s (user %s)\n", c->challenge_url_shown, c->challenge_user);
 	if (r != 0)
 		printf("  FAILED: %s\n", log_last_error());
 	else if (!pg->fetched && pg->status == 401)
@@ -241,7 +241,7 @@ print_json(const struct conf *c, const struct ca_info *ci, const struct shown *v
 	size_t i;
 
 	printf("{");
-	json_kstr(stdout, &first, "server", c->scep_url);
+	json_kstr(stdout, &first, "server", c->scep_url_shown);
 	if (ci == NULL) {
 		json_kstr(stdout, &first, "error", log_last_error());
 		printf("}\n");
@@ -290,7 +290,7 @@ print_json(const struct conf *c, const struct ca_info *ci, const struct shown *v
 		json_key(stdout, &first, "challenge_page");
 		f2 = 1;
 		printf("{");
-		json_kstr(stdout, &f2, "url", c->challenge_url);
+		json_kstr(stdout, &f2, "url", c->challenge_url_shown);
 		json_kstr(stdout, &f2, "user", c->challenge_user);
 		json_kbool(stdout, &f2, "ok", page_r == 0);
 		json_kstr(stdout, &f2, "error", page_r == 0 ? NULL : log_last_error());
@@ -319,7 +319,7 @@ check_run(const struct conf *c, int fetch_challenge, int json)
 
 	memset(&pg, 0, sizeof(pg));
 	if (!json) {
-		printf("server:        %s\n", c->scep_url);
+		printf("server:        %s\n", c->scep_url_shown);
 		printf("transport:     %s\n",
 		       strncasecmp(c->scep_url, "https:", 6) != 0
 		           ? "http, no TLS (the SCEP messages are signed and encrypted)"
@@ -327,7 +327,7 @@ check_run(const struct conf *c, int fetch_challenge, int json)
 		           ? "https, server verified against [scep] ca_file"
 		           : "https, server verified against the system trust store");
 		printf("proxy:         %s\n", !c->use_proxy ? "none (use_proxy = no)"
-		                              : c->proxy    ? c->proxy
+		                              : c->proxy    ? c->proxy_shown
 		                                            : "from the environment, if set");
 	}
 	if ((r = statefile_check_dirs(c)) != 0 || (r = ca_fetch(c, &ci)) != 0) {

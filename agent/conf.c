@@ -20,6 +20,7 @@
 
 #include "conf.h"
 #include "err.h"
+#include "http.h"
 #include "ini.h"
 #include "log.h"
 #include "secret.h"
@@ -33,6 +34,7 @@
 #define TIMEOUT_MAX 3600
 #define CHALLENGE_LENGTH_MAX 256
 #define DURATION_MAX (10L * 366 * 86400)
+#define URL_SHOWN 200 /* longest URL a message shows */
 
 struct parser;
 struct keyword;
@@ -82,6 +84,7 @@ static const struct keyword keywords[] = {
     {"scep", "challenge_password_file", set_path, F(challenge_password_file)},
     {"scep", "challenge_chars", set_chars, F(challenge_chars)},
     {"scep", "challenge_length", set_length, F(challenge_length)},
+    {"scep", "challenge_insecure_http", set_bool, F(challenge_insecure_http)},
     {"scep", "use_proxy", set_bool, F(use_proxy)},
     {"scep", "proxy", set_proxy, F(proxy)},
     {"scep", "ca_file", set_path, F(ca_file)},
@@ -266,6 +269,7 @@ set_init_label(struct parser *p, const struct keyword *kw, char *v)
 static int
 set_url(struct parser *p, const struct keyword *kw, char *v)
 {
+	char shown[URL_SHOWN + 1];
 	size_t skip = 0, i;
 
 	if (strncasecmp(v, "http://", 7) == 0)
@@ -275,21 +279,39 @@ set_url(struct parser *p, const struct keyword *kw, char *v)
 	for (i = 0; skip != 0 && v[i] != '\0'; i++)
 		if ((unsigned char)v[i] <= ' ' || v[i] == 0x7f)
 			skip = 0;
-	if (skip == 0 || v[skip] == '\0' || v[skip] == '/')
+	if (skip == 0 || v[skip] == '\0' || v[skip] == '/') {
+		http_url_for_log(v, shown, sizeof(shown)); /* never a user:password@ */
 		return kw_error(p, kw,
 		                "'%s' is not an http:// or https:// URL (expected e.g. "
 		                "http://ca.example.com/scep)",
-		                v);
+		                shown);
+	}
 	return set_str(p, kw, v);
+}
+
+/* Whether s contains the lower-case ASCII needle, ignoring case. */
+static int
+contains_ci(const char *s, const char *needle)
+{
+	size_t n = strlen(needle);
+
+	for (; *s != '\0'; s++)
+		if (strncasecmp(s, needle, n) == 0)
+			return 1;
+	return 0;
 }
 
 static int
 set_token_uri(struct parser *p, const struct keyword *kw, char *v)
 {
-	if (strncmp(v, "pkcs11:", 7) != 0)
-		return kw_error(
-		    p, kw, "'%s' is not a PKCS#11 URI (expected e.g. pkcs11:token=mytoken)", v);
-	return set_str(p, kw, v);
+	if (strncmp(v, "pkcs11:", 7) == 0)
+		return set_str(p, kw, v);
+	/* A pin-value attribute is a PIN: a rejected value is not shown then. */
+	if (contains_ci(v, "pin-value"))
+		return kw_error(p, kw,
+		                "the value (not shown: it has a pin-value) is not a PKCS#11 URI "
+		                "(expected e.g. pkcs11:token=mytoken)");
+	return kw_error(p, kw, "'%s' is not a PKCS#11 URI (expected e.g. pkcs11:token=mytoken)", v);
 }
 
 static int
@@ -515,14 +537,16 @@ set_proxy(struct parser *p, const struct keyword *kw, char *v)
 {
 	static const char *const schemes[] = {"http://",    "https://",  "socks4://",
 	                                      "socks4a://", "socks5://", "socks5h://"};
+	char shown[URL_SHOWN + 1];
 	size_t i;
 
 	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
 		if (strncasecmp(v, schemes[i], strlen(schemes[i])) == 0 &&
 		    v[strlen(schemes[i])] != '\0' && strpbrk(v, " \t") == NULL)
 			return set_str(p, kw, v);
-	return kw_error(p, kw,
-	                "'%s' is not a proxy URL (expected e.g. http://proxy.example.com:3128)", v);
+	http_url_for_log(v, shown, sizeof(shown)); /* a proxy URL may carry user:password@ */
+	return kw_error(
+	    p, kw, "'%s' is not a proxy URL (expected e.g. http://proxy.example.com:3128)", shown);
 }
 
 static int
@@ -754,21 +778,42 @@ required(const struct parser *p, const char *section, const char *key)
 	return P11E_ERR_CONFIG;
 }
 
-/* challenge_url needs its account and excludes a static challenge. */
+/*
+ * challenge_url needs its account, excludes a static challenge, and over plain
+ * http needs challenge_insecure_http = yes: the NTLM exchange would go in
+ * clear (crackable offline, or relayed).
+ */
 static int
 check_challenge_url(const struct parser *p)
 {
 	const struct conf *c = p->c;
 	unsigned at = seen_at(p, "scep", "challenge_url");
 	unsigned st = seen_at(p, "scep", "challenge") + seen_at(p, "scep", "challenge_file");
+	unsigned ins = seen_at(p, "scep", "challenge_insecure_http");
+	char shown[URL_SHOWN + 1];
 
 	if (at == 0) {
 		if (c->challenge_user != NULL || c->challenge_password_file != NULL)
 			log_warn("%s: [scep] challenge_user/challenge_password_file are ignored "
 			         "without challenge_url",
 			         p->file);
+		if (ins != 0)
+			log_warn("%s:%u: [scep] challenge_insecure_http is ignored without "
+			         "challenge_url",
+			         p->file, ins);
 		return 0;
 	}
+	http_url_for_log(c->challenge_url, shown, sizeof(shown));
+	if (strncasecmp(c->challenge_url, "https://", 8) != 0 && !c->challenge_insecure_http) {
+		log_error("%s:%u: [scep] challenge_url: %s is plain http: the NTLM login to the "
+		          "challenge page could be captured and cracked offline or relayed; use "
+		          "https, or accept that risk with challenge_insecure_http = yes",
+		          p->file, at, shown);
+		return P11E_ERR_CONFIG;
+	}
+	if (strncasecmp(c->challenge_url, "https://", 8) == 0 && c->challenge_insecure_http)
+		log_warn("%s:%u: [scep] challenge_insecure_http is ignored: challenge_url is https",
+		         p->file, ins);
 	if (st != 0) {
 		log_error("%s:%u: [scep] challenge_url: a one-time challenge page and a static "
 		          "challenge (line %u) are both set; keep only one",
@@ -785,6 +830,18 @@ check_challenge_url(const struct parser *p)
 }
 
 /* Checks that need the whole file, then fills defaults. */
+/* url without user:password@, for messages (NULL stays NULL). */
+static int
+shown_url(const char *url, char **out)
+{
+	if (url == NULL)
+		return 0;
+	if ((*out = malloc(URL_SHOWN + 1)) == NULL)
+		return P11E_ERR_ALLOC;
+	http_url_for_log(url, *out, URL_SHOWN + 1);
+	return 0;
+}
+
 static int
 finish(struct parser *p)
 {
@@ -826,6 +883,10 @@ finish(struct parser *p)
 	if (c->state_dir == NULL && (r = dup_str(DEFAULT_STATE_DIR, &c->state_dir)) != 0)
 		return r;
 	if (c->trust_dir == NULL && (r = path_join(c->state_dir, "trust", &c->trust_dir)) != 0)
+		return r;
+	if ((r = shown_url(c->scep_url, &c->scep_url_shown)) != 0 ||
+	    (r = shown_url(c->challenge_url, &c->challenge_url_shown)) != 0 ||
+	    (r = shown_url(c->proxy, &c->proxy_shown)) != 0)
 		return r;
 	return 0;
 }
@@ -886,6 +947,9 @@ conf_free(struct conf *c)
 	secret_free(c->challenge);
 	free(c->challenge_file);
 	free(c->challenge_url);
+	free(c->scep_url_shown);
+	free(c->challenge_url_shown);
+	free(c->proxy_shown);
 	free(c->challenge_user);
 	free(c->challenge_password_file);
 	free(c->proxy);

@@ -40,24 +40,99 @@ add_entry(X509_NAME *name, const char *type, const char *val, size_t vlen, int l
 		log_error("subject dn: unknown attribute type '%s'", type);
 		return P11E_ERR_CONFIG;
 	}
+	if (memchr(val, '\0', vlen) != NULL) {
+		log_error("subject dn: the value of '%s' holds a NUL byte (\\00), which names "
+		          "must not contain",
+		          type);
+		return P11E_ERR_CONFIG;
+	}
 	tbl = ASN1_STRING_TABLE_get(nid);
 	if (is_printable(val, vlen) && (tbl == NULL || (tbl->mask & B_ASN1_PRINTABLESTRING)))
 		stype = V_ASN1_PRINTABLESTRING;
 	if (!X509_NAME_add_entry_by_NID(name, nid, stype, (const unsigned char *)val, (int)vlen,
 	                                loc, set)) {
-		log_openssl(LOG_LVL_ERROR, "subject dn: value of '%s' is not acceptable", type);
+		log_openssl(LOG_LVL_ERROR,
+		            "subject dn: value of '%s' is not acceptable (not UTF-8, or too long?)",
+		            type);
 		return P11E_ERR_CONFIG;
 	}
 	return 0;
 }
 
+/*
+ * The RFC 4514 form "#" hexstring: the BER encoding of the value itself, a
+ * string type, taken as it is (type and bytes).
+ */
+static int
+add_ber_entry(X509_NAME *name, const char *type, const char *hex, size_t hn, int loc, int set)
+{
+	unsigned char *der = NULL;
+	const unsigned char *q;
+	ASN1_TYPE *t = NULL;
+	size_t i, dn = hn / 2;
+	int nid = OBJ_txt2nid(type), h1, h2, r = P11E_ERR_CONFIG;
+
+	if (nid == NID_undef) {
+		log_error("subject dn: unknown attribute type '%s'", type);
+		return P11E_ERR_CONFIG;
+	}
+	if (hn == 0 || hn % 2 != 0 || hn / 2 > 4096) {
+		log_error("subject dn: the value of '%s' starts with '#', the hex-encoded form of "
+		          "RFC 4514, but is no even number of hex digits; write \\# for a "
+		          "literal '#'",
+		          type);
+		return P11E_ERR_CONFIG;
+	}
+	if ((der = malloc(dn)) == NULL)
+		return P11E_ERR_ALLOC;
+	for (i = 0; i < dn; i++) {
+		if ((h1 = OPENSSL_hexchar2int((unsigned char)hex[2 * i])) < 0 ||
+		    (h2 = OPENSSL_hexchar2int((unsigned char)hex[2 * i + 1])) < 0) {
+			log_error("subject dn: the value of '%s' starts with '#', the hex-encoded "
+			          "form of RFC 4514, but holds other characters than hex digits; "
+			          "write \\# for a literal '#'",
+			          type);
+			goto out;
+		}
+		der[i] = (unsigned char)(h1 << 4 | h2);
+	}
+	q = der;
+	if ((t = d2i_ASN1_TYPE(NULL, &q, (long)dn)) == NULL || q != der + dn ||
+	    !(ASN1_tag2bit(t->type) & (B_ASN1_DIRECTORYSTRING | B_ASN1_IA5STRING |
+	                               B_ASN1_NUMERICSTRING | B_ASN1_VISIBLESTRING))) {
+		log_error("subject dn: the value of '%s' after '#' is no BER-encoded string (RFC "
+		          "4514); write \\# for a literal '#'",
+		          type);
+		goto out;
+	}
+	if (memchr(ASN1_STRING_get0_data(t->value.asn1_string), '\0',
+	           (size_t)ASN1_STRING_length(t->value.asn1_string)) != NULL &&
+	    t->type != V_ASN1_BMPSTRING && t->type != V_ASN1_UNIVERSALSTRING) {
+		log_error("subject dn: the value of '%s' holds a NUL byte, which names must not "
+		          "contain",
+		          type);
+		goto out;
+	}
+	if (!X509_NAME_add_entry_by_NID(name, nid, t->type,
+	                                ASN1_STRING_get0_data(t->value.asn1_string),
+	                                ASN1_STRING_length(t->value.asn1_string), loc, set)) {
+		log_openssl(LOG_LVL_ERROR, "subject dn: value of '%s' is not acceptable", type);
+		goto out;
+	}
+	r = 0;
+out:
+	ASN1_TYPE_free(t);
+	free(der);
+	return r;
+}
+
 int
 csr_parse_dn(const char *dn, X509_NAME **out)
 {
-	int r = P11E_ERR_CONFIG, set = 0, h1, h2;
+	int r = P11E_ERR_CONFIG, set = 0, h1, h2, ber;
 	X509_NAME *name = NULL;
 	char *type = NULL, *val = NULL;
-	size_t tn, vn, n = strlen(dn);
+	size_t tn, vn, keep, n = strlen(dn);
 	const char *p = dn, *end = dn + n;
 
 	if ((name = X509_NAME_new()) == NULL || (type = malloc(n + 1)) == NULL ||
@@ -82,6 +157,13 @@ csr_parse_dn(const char *dn, X509_NAME **out)
 		p++;
 		while (p < end && *p == ' ')
 			p++;
+		/* An unescaped '#' first: the value is its BER encoding in hex. */
+		ber = p < end && *p == '#';
+		if (ber)
+			p++;
+		/* keep: the value up to its last escaped character, which stays
+		 * even when it is a space; unescaped trailing spaces go. */
+		keep = 0;
 		while (p < end && *p != ',' && *p != '+') {
 			if (*p == '\\') {
 				if (p + 1 >= end) {
@@ -97,19 +179,21 @@ csr_parse_dn(const char *dn, X509_NAME **out)
 					val[vn++] = p[1];
 					p += 2;
 				}
+				keep = vn;
 				continue;
 			}
 			val[vn++] = *p++;
 		}
-		while (vn > 0 && val[vn - 1] == ' ' && !(vn >= 2 && val[vn - 2] == '\\'))
+		while (vn > keep && val[vn - 1] == ' ')
 			vn--;
-		if (vn == 0) {
+		if (vn == 0 && !ber) {
 			log_error("subject dn '%s': empty value for %s", dn, type);
 			goto out;
 		}
 		/* RFC 4514 writes the most specific RDN first: each RDN goes in
 		 * front of the ones before it, a '+' value into that same RDN. */
-		if ((r = add_entry(name, type, val, vn, 0, set)) != 0)
+		if ((r = ber ? add_ber_entry(name, type, val, vn, 0, set)
+		             : add_entry(name, type, val, vn, 0, set)) != 0)
 			goto out;
 		r = P11E_ERR_CONFIG;
 		set = (p < end && *p == '+') ? 1 : 0;
@@ -272,10 +356,35 @@ csr_build(const struct conf *c, EVP_PKEY *pub, EVP_PKEY *signer, const char *cha
 	req = NULL;
 	r = 0;
 out:
-	X509_REQ_free(req);
+	csr_req_free(req);
 	X509_NAME_free(name);
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
 	return r;
+}
+
+void
+csr_req_free(X509_REQ *req)
+{
+	X509_ATTRIBUTE *a;
+	ASN1_TYPE *t;
+	int i, j;
+
+	if (req == NULL)
+		return;
+	for (i = 0; i < X509_REQ_get_attr_count(req); i++) {
+		a = X509_REQ_get_attr(req, i);
+		if (OBJ_obj2nid(X509_ATTRIBUTE_get0_object(a)) != NID_pkcs9_challengePassword)
+			continue;
+		for (j = 0; j < X509_ATTRIBUTE_count(a); j++) {
+			t = X509_ATTRIBUTE_get0_type(a, j);
+			if (t == NULL || t->type == V_ASN1_BOOLEAN || t->type == V_ASN1_NULL ||
+			    t->type == V_ASN1_OBJECT || t->value.asn1_string == NULL)
+				continue;
+			OPENSSL_cleanse((void *)ASN1_STRING_get0_data(t->value.asn1_string),
+			                (size_t)ASN1_STRING_length(t->value.asn1_string));
+		}
+	}
+	X509_REQ_free(req);
 }
 
 int

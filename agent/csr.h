@@ -16,8 +16,13 @@
  * multi-valued RDNs) into a name the RFC 4514 way: the first RDN written is
  * the most specific, the last one in the encoding ("CN=host,O=Example" is
  * encoded O, then CN, and every CA and LDAP tool prints it back as written).
- * PrintableString where the value allows, else UTF8String. Errors:
- * P11E_ERR_CONFIG (logged, naming the attribute).
+ * A value holds exactly the bytes written: "\X" is the character X, "\XX"
+ * the byte with that hex value (so "\C3\A9" is UTF-8 e-acute); unescaped
+ * spaces around a value are dropped, escaped ones ("\ ", "\20") kept, also
+ * at either end. "#" hexstring first is RFC 4514's BER form, a string type
+ * taken as encoded ("\#" is a literal '#'). PrintableString where the value
+ * allows, else UTF8String. Errors: P11E_ERR_CONFIG (logged, naming the
+ * attribute) also for a NUL byte or bytes that are not UTF-8.
  */
 int csr_parse_dn(const char *dn, X509_NAME **out);
 
@@ -29,6 +34,13 @@ int csr_parse_dn(const char *dn, X509_NAME **out);
  */
 int csr_build(const struct conf *c, EVP_PKEY *pub, EVP_PKEY *signer, const char *challenge,
               X509_REQ **out);
+
+/*
+ * Frees a request after wiping the values of its challengePassword
+ * attribute (X509_REQ_free leaves them in freed memory). Accepts NULL. Use
+ * it for every request that may hold a challenge.
+ */
+void csr_req_free(X509_REQ *req);
 
 /*
  * A self-signed certificate with the given subject and public key pub,

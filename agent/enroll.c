@@ -418,7 +418,7 @@ enroll_fetch_challenge(const struct conf *c, const struct ca_info *ci, char **ch
 
 	if ((r = challenge_fetch(c, challenge, &thumb)) != 0)
 		return r;
-	log_info("obtained a one-time challenge from %s", c->challenge_url);
+	log_info("obtained a one-time challenge from %s", c->challenge_url_shown);
 	for (i = 0; thumb != NULL && !match && i < sk_X509_num(ci->ca->certs); i++) {
 		if (scep_cert_digest(sk_X509_value(ci->ca->certs, i), EVP_md5(), d, &dl) != 0)
 			break;

@@ -183,6 +183,12 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	          x->txid, EVP_CIPHER_get0_name(sr.cipher), EVP_MD_get0_name(sr.md));
 	if ((r = scep_req_build(&sr, &msg, &msg_len)) != 0)
 		goto out;
+	/* The request and its DER hold the challenge: gone before the network wait. */
+	csr_req_free(req);
+	req = NULL;
+	OPENSSL_clear_free(inner, inner_len);
+	inner = NULL;
+	inner_len = 0;
 	tm->csr = exchange_now_ms() - t0;
 	progress_note("state", "request");
 	t0 = exchange_now_ms();
@@ -229,7 +235,7 @@ out:
 	EVP_PKEY_free(tokkey);
 	EVP_PKEY_free(oldkey);
 	EVP_PKEY_free(transient);
-	X509_REQ_free(req);
+	csr_req_free(req);
 	X509_NAME_free(subject);
 	X509_free(self);
 	OPENSSL_clear_free(inner, inner_len); /* a CSR holds the challenge */

@@ -11,6 +11,7 @@
 #include "err.h"
 #include "http.h"
 #include "log.h"
+#include "secret.h"
 
 #ifndef P11E_VERSION
 #define P11E_VERSION "0"
@@ -19,10 +20,12 @@
 #define LOW_SPEED_LIMIT 64L
 #define CONNECT_TIMEOUT_MAX 10L
 #define URL_LOG_MAX 120
+#define BURN_STACK (64 * 1024) /* stack zeroed after a request with credentials */
 
 struct body {
 	unsigned char *p;
 	size_t len, cap, max;
+	int secret; /* p is in the arena */
 	int too_big, oom;
 };
 
@@ -34,7 +37,11 @@ http_init(void)
 {
 	CURLcode c;
 
-	if ((c = curl_global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK) {
+	/* Every block libcurl frees is wiped: its copies of the user, the
+	 * password, the Authorization header and received pages. */
+	if ((c = curl_global_init_mem(CURL_GLOBAL_DEFAULT, secret_wipe_malloc, secret_wipe_free,
+	                              secret_wipe_realloc, secret_wipe_strdup,
+	                              secret_wipe_calloc)) != CURLE_OK) {
 		log_error("cannot initialise libcurl: %s", curl_easy_strerror(c));
 		return P11E_ERR_INTERNAL;
 	}
@@ -59,7 +66,9 @@ http_resp_free(struct http_resp *r)
 	if (r == NULL)
 		return;
 	free(r->content_type);
-	free(r->body);
+	if (r->body != NULL)
+		OPENSSL_cleanse(r->body, r->len);
+	secret_release(r->body); /* the arena's, or malloc'ed: wiped whole either way */
 	free(r->location);
 	free(r);
 }
@@ -106,11 +115,35 @@ put(char *buf, size_t size, size_t *pos, const char *s, size_t n)
 	return 1;
 }
 
+/* Whether s[0..n) is host[:port]: a name or address, or an [IPv6] literal. */
+static int
+authority_ok(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	if (n > 0 && s[0] == '[') {
+		while (i < n && s[i] != ']')
+			i++;
+		if (i == n)
+			return 0;
+		i++;
+	} else {
+		while (i < n && (isalnum((unsigned char)s[i]) || strchr(".-_~%", s[i]) != NULL))
+			i++;
+		if (i == 0)
+			return 0;
+	}
+	if (i < n && s[i] == ':')
+		for (i++; i < n && isdigit((unsigned char)s[i]); i++)
+			;
+	return i == n;
+}
+
 void
 http_url_for_log(const char *url, char *buf, size_t size)
 {
-	const char *rest = url, *host, *at;
-	size_t pre = 0, scheme, pos = 0;
+	const char *rest, *host = url, *at;
+	size_t pre = 0, scheme, pos = 0, n;
 
 	if (size == 0)
 		return;
@@ -118,10 +151,19 @@ http_url_for_log(const char *url, char *buf, size_t size)
 	if (scheme > 0 && scheme < 16 && strncmp(url + scheme, "://", 3) == 0) {
 		host = url + scheme + 3;
 		pre = (size_t)(host - url);
-		rest = host;
-		if ((at = memchr(host, '@', strcspn(host, "/?#"))) != NULL)
-			rest = at + 1;
 	}
+	rest = host;
+	/* A URL: user information ends at the authority's first '@', and a
+	 * valid host[:port] follows. Anything else (a password holding '@',
+	 * '/', '#' or '?', a value without a scheme): up to the last '@'. */
+	n = strcspn(host, "/?#");
+	at = memchr(host, '@', n);
+	if (at != NULL && authority_ok(at + 1, n - (size_t)(at + 1 - host)))
+		rest = at + 1;
+	else if (at == NULL && authority_ok(host, n))
+		rest = host;
+	else if ((at = strrchr(host, '@')) != NULL)
+		rest = at + 1;
 	if (!put(buf, size, &pos, url, pre) || !put(buf, size, &pos, rest, strlen(rest))) {
 		if (size >= 4)
 			memcpy(buf + size - 4, "...", 3);
@@ -145,7 +187,7 @@ write_cb(char *data, size_t size, size_t nmemb, void *ud)
 		while (cap < b->len + n)
 			cap = cap > b->max / 2 ? b->max : cap * 2;
 		/* not realloc: the old buffer is wiped, a body may hold a secret */
-		if ((np = malloc(cap)) == NULL) {
+		if (b->secret ? secret_alloc(cap, (void **)&np) != 0 : (np = malloc(cap)) == NULL) {
 			b->oom = 1;
 			return 0;
 		}
@@ -153,7 +195,7 @@ write_cb(char *data, size_t size, size_t nmemb, void *ud)
 			memcpy(np, b->p, b->len);
 		if (b->p != NULL)
 			OPENSSL_cleanse(b->p, b->cap);
-		free(b->p);
+		secret_release(b->p);
 		b->p = np;
 		b->cap = cap;
 	}
@@ -296,7 +338,7 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 {
 	struct http_resp *resp = NULL;
 	struct curl_slist *hdrs = NULL, *nh;
-	struct body b = {NULL, 0, 0, o->max_body, 0, 0};
+	struct body b = {NULL, 0, 0, o->max_body, o->secret_body, 0, 0};
 	char errbuf[CURL_ERROR_SIZE], logurl[URL_LOG_MAX + 1], logloc[URL_LOG_MAX + 1];
 	char *hdr = NULL, *loc = NULL;
 	long timeout = o->timeout_s > 0 ? o->timeout_s : 0;
@@ -313,6 +355,10 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 		log_error(
 		    "request to %s: user and authentication method must come together (a bug)",
 		    logurl);
+		goto out;
+	}
+	if (o->max_body == 0) {
+		log_error("request to %s: no size limit for the answer (a bug)", logurl);
 		goto out;
 	}
 	if ((h = curl_easy_init()) == NULL) {
@@ -425,8 +471,11 @@ out:
 	free(hdr);
 	if (b.p != NULL)
 		OPENSSL_cleanse(b.p, b.cap);
-	free(b.p);
+	secret_release(b.p);
 	http_resp_free(resp);
+	/* NTLM hashes the password in stack buffers of libcurl's. */
+	if (o->password != NULL)
+		secret_burn_stack(BURN_STACK);
 	return r;
 }
 

@@ -1,8 +1,9 @@
 /*
  * ini.c: the INI lexer behind conf.c.
  *
- * The whole file is read into one buffer that is split into lines in place
- * and wiped at the end, since it may hold the challenge. Each call to
+ * The whole file is read into one buffer in the secret arena (secret.h) that
+ * is split into lines in place and wiped at the end, since it may hold the
+ * challenge. Each call to
  * ini_next hands out the next header or key line; what they mean is
  * conf.c's business.
  */
@@ -13,11 +14,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-
 #include "err.h"
 #include "ini.h"
 #include "log.h"
+#include "secret.h"
 
 #define LINE_MAX_BYTES 4096
 #define FILE_MAX_BYTES (1024 * 1024)
@@ -67,15 +67,6 @@ at_end(const char *s)
 	return *s == '\0' || *s == '#' || *s == ';';
 }
 
-/* Wipes the size bytes at b, which may hold a secret, and frees them; accepts NULL. */
-static void
-wipe_free(char *b, size_t size)
-{
-	if (b != NULL)
-		OPENSSL_cleanse(b, size);
-	free(b);
-}
-
 /* Reads the whole file; *buf is NUL-terminated one past *len, to wipe and free. */
 static int
 read_file(const char *path, char **buf, size_t *len, mode_t *mode)
@@ -98,11 +89,8 @@ read_file(const char *path, char **buf, size_t *len, mode_t *mode)
 		goto out;
 	}
 	size = (size_t)st.st_size;
-	if ((b = malloc(size + 1)) == NULL) {
-		log_error("out of memory");
-		r = P11E_ERR_ALLOC;
+	if ((r = secret_alloc(size + 1, (void **)&b)) != 0)
 		goto out;
-	}
 	while (got < size) {
 		if ((k = read(fd, b + got, size - got)) == -1 && errno == EINTR)
 			continue;
@@ -122,7 +110,7 @@ read_file(const char *path, char **buf, size_t *len, mode_t *mode)
 	b = NULL;
 	r = 0;
 out:
-	wipe_free(b, size + 1);
+	secret_release(b);
 	if (fd != -1)
 		close(fd);
 	return r;
@@ -154,7 +142,7 @@ ini_open(const char *path, struct ini **out)
 	ini = NULL;
 	r = 0;
 out:
-	wipe_free(buf, len + 1);
+	secret_release(buf);
 	ini_free(ini);
 	return r;
 }
@@ -299,6 +287,6 @@ ini_free(struct ini *ini)
 {
 	if (ini == NULL)
 		return;
-	wipe_free(ini->buf, ini->len + 1);
+	secret_release(ini->buf);
 	free(ini);
 }

@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "attempt.h"
@@ -20,6 +18,7 @@
 #include "provision.h"
 #include "renew.h"
 #include "scep.h"
+#include "secret.h"
 #include "profile.h"
 #include "statefile.h"
 #include "tokens_cmd.h"
@@ -144,12 +143,6 @@ status_many(char *const *paths, size_t npaths, int json)
 static void
 harden(void)
 {
-	struct rlimit rl = {0, 0};
-
-	/* PINs and challenges pass through memory: no core dumps, no ptrace by
-	 * other users' tools. */
-	setrlimit(RLIMIT_CORE, &rl);
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	/* A file size limit makes write() fail with EFBIG, reported like a full
 	 * disk, instead of killing the process mid-write. */
 	signal(SIGXFSZ, SIG_IGN);
@@ -203,6 +196,10 @@ main(int argc, char **argv)
 	char *end = NULL;
 	int status_json = 0, check_json = 0;
 
+	/* First, before OpenSSL or libcurl allocate: no core dumps, not dumpable,
+	 * the secret arena, OpenSSL wiping what it frees (secret.h). */
+	if ((r = secret_harden()) != 0)
+		return p11e_exit_code(r);
 	harden();
 	while ((ch = getopt_long(argc, argv, "+c:vqhV", opts, NULL)) != -1) {
 		switch (ch) {

@@ -86,11 +86,13 @@ pinmap_parse(const char *text, size_t len, const char *where, struct pinmap **ou
 
 	for (i = 0; i < len; i++)
 		lines += text[i] == '\n';
-	if ((m = calloc(1, sizeof(*m))) == NULL || (m->v = calloc(lines, sizeof(*m->v))) == NULL ||
-	    (buf = malloc(len + 1)) == NULL) {
+	if ((m = calloc(1, sizeof(*m))) == NULL || (m->v = calloc(lines, sizeof(*m->v))) == NULL) {
 		log_error("out of memory");
 		goto out;
 	}
+	if ((r = secret_alloc(len + 1, (void **)&buf)) != 0)
+		goto out;
+	r = P11E_ERR_ALLOC;
 	memcpy(buf, text, len);
 	buf[len] = '\0';
 	if (strlen(buf) != len) {
@@ -112,10 +114,7 @@ pinmap_parse(const char *text, size_t len, const char *where, struct pinmap **ou
 	m = NULL;
 	r = 0;
 out:
-	if (buf != NULL) {
-		OPENSSL_cleanse(buf, len);
-		free(buf);
-	}
+	secret_release(buf);
 	pinmap_free(m);
 	return r;
 }
@@ -152,11 +151,9 @@ pinmap_load(const char *path, struct pinmap **out)
 		r = P11E_ERR_CONFIG;
 		goto out;
 	}
-	if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
-		log_error("out of memory");
-		r = P11E_ERR_ALLOC;
+	if ((r = secret_alloc((size_t)st.st_size + 1, (void **)&buf)) != 0)
 		goto out;
-	}
+	r = P11E_ERR_FILE;
 	while (len < (size_t)st.st_size) {
 		if ((k = read(fd, buf + len, (size_t)st.st_size - len)) == -1 && errno == EINTR)
 			continue;
@@ -170,10 +167,7 @@ pinmap_load(const char *path, struct pinmap **out)
 	}
 	r = pinmap_parse(buf, len, path, out);
 out:
-	if (buf != NULL) {
-		OPENSSL_cleanse(buf, len);
-		free(buf);
-	}
+	secret_release(buf);
 	if (fd != -1)
 		close(fd);
 	return r;

@@ -14,6 +14,13 @@
 #include "json.h"
 #include "log.h"
 #include "provreport.h"
+#include "secret.h"
+
+/* Bytes json_str writes at most per byte of a string ("\u00XX"). */
+#define JSON_PER_BYTE 6
+/* Room for the braces, keys, commas, quotes and the time. */
+#define REC_OVERHEAD 256
+#define BURN_STACK (32 * 1024)
 
 int
 provreport_open(const char *path, int secret, int *fd)
@@ -37,17 +44,27 @@ provreport_open(const char *path, int secret, int *fd)
 	return 0;
 }
 
-int
-provreport_write(int fd, const char *path, const struct provreport_rec *rec)
+static size_t
+slen(const char *s)
 {
-	char *buf = NULL;
-	size_t len = 0, off = 0;
-	ssize_t k;
-	FILE *f = NULL;
-	int first = 1, r = P11E_ERR_ALLOC;
+	return s != NULL ? strlen(s) : 0;
+}
 
-	if ((f = open_memstream(&buf, &len)) == NULL) {
-		log_error("out of memory");
+/*
+ * rec as one JSON line into buf (size bytes, room for the worst case) through
+ * an unbuffered stream: no copy in stdio's buffers or in memory that grew and
+ * moved. *len set. P11E_ERR_INTERNAL (logged). Not inlined: the caller burns
+ * the stack its callees used (secret_burn_stack) once it has returned.
+ */
+__attribute__((noinline)) static int
+format_rec(const struct provreport_rec *rec, char *buf, size_t size, size_t *len)
+{
+	FILE *f = NULL;
+	long pos;
+	int first = 1, r = P11E_ERR_INTERNAL;
+
+	if ((f = fmemopen(buf, size, "w")) == NULL || setvbuf(f, NULL, _IONBF, 0) != 0) {
+		log_error("cannot format the report line: %s", strerror(errno));
 		goto out;
 	}
 	fputc('{', f);
@@ -62,12 +79,39 @@ provreport_write(int fd, const char *path, const struct provreport_rec *rec)
 	if (rec->pin != NULL)
 		json_kstr(f, &first, "pin", rec->pin);
 	fputs("}\n", f);
-	if (fclose(f) != 0) {
-		f = NULL;
-		log_error("out of memory");
+	if (fflush(f) != 0 || ferror(f) || (pos = ftell(f)) < 0 || (size_t)pos >= size) {
+		log_error("cannot format the report line (longer than %zu bytes?) (a bug)", size);
 		goto out;
 	}
-	f = NULL;
+	*len = (size_t)pos;
+	r = 0;
+out:
+	if (f != NULL)
+		fclose(f);
+	return r;
+}
+
+/* The line is built in the secret arena (it may hold a generated PIN) and wiped. */
+int
+provreport_write(int fd, const char *path, const struct provreport_rec *rec)
+{
+	char *buf = NULL;
+	size_t len = 0, off = 0, size;
+	ssize_t k;
+	int r = P11E_ERR_INTERNAL;
+
+	size = JSON_PER_BYTE * (slen(rec->serial) + slen(rec->label) + slen(rec->result) +
+	                        slen(rec->cert_serial) + slen(rec->not_after) + slen(rec->key_uri) +
+	                        slen(rec->error) + slen(rec->pin)) +
+	       REC_OVERHEAD;
+	if ((r = secret_alloc(size, (void **)&buf)) != 0)
+		goto out;
+	r = format_rec(rec, buf, size, &len);
+	/* What stdio's code left of the PIN on the stack goes too. */
+	if (rec->pin != NULL)
+		secret_burn_stack(BURN_STACK);
+	if (r != 0)
+		goto out;
 	/* One write: O_APPEND puts the whole line at the end, never interleaved. */
 	while (off < len) {
 		if ((k = write(fd, buf + off, len - off)) == -1 && errno == EINTR)
@@ -86,8 +130,6 @@ provreport_write(int fd, const char *path, const struct provreport_rec *rec)
 	}
 	r = 0;
 out:
-	if (f != NULL)
-		fclose(f);
-	free(buf);
+	secret_release(buf);
 	return r;
 }

@@ -102,7 +102,10 @@ station_new_pin(struct card *k)
 {
 	unsigned char b[8];
 	size_t i;
+	int r;
 
+	if (k->new_pin == NULL && (r = secret_alloc(16, (void **)&k->new_pin)) != 0)
+		return r;
 	if (RAND_bytes(b, sizeof(b)) != 1) {
 		log_openssl(LOG_LVL_ERROR, "cannot generate a PIN");
 		return P11E_ERR_INTERNAL;
@@ -455,6 +458,7 @@ station_free(struct station *s)
 			close(s->cards[i].fd[0]);
 		if (s->cards[i].fd[1] != -1)
 			close(s->cards[i].fd[1]);
+		secret_free(s->cards[i].new_pin);
 	}
 	if (s->report_fd != -1)
 		close(s->report_fd);

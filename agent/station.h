@@ -36,11 +36,11 @@ struct card {
 	int fd[2]; /* its progress lines (progress.h), its stderr; -1 when closed */
 	char buf[2][PROGRESS_LINE_MAX + 1];
 	size_t len[2];
-	int err;          /* the child's result as a P11E_ERR_* */
-	int blank;        /* not initialised when listed ([token] init = yes) */
-	int left;         /* blank, and this run has no --init: never started, SKIPPED */
-	int inited;       /* the child initialised it: new_pin is its PIN */
-	char new_pin[16]; /* for a blank card: generated before it is started (secret) */
+	int err;       /* the child's result as a P11E_ERR_* */
+	int blank;     /* not initialised when listed ([token] init = yes) */
+	int left;      /* blank, and this run has no --init: never started, SKIPPED */
+	int inited;    /* the child initialised it: new_pin is its PIN */
+	char *new_pin; /* for a blank card: generated before it is started (secret arena) */
 	char reason[256], cert_serial[80], not_after[48], key_uri[512];
 };
 
@@ -75,7 +75,8 @@ int station_add(struct station *s, const struct tok_info *info);
 /* The card for this token (same serial, label, manufacturer, model) or NULL. */
 struct card *station_find(struct station *s, const struct tok_info *info);
 
-/* A new user PIN for a blank card: 8 random digits into k->new_pin. P11E_ERR_INTERNAL. */
+/* A new user PIN for a blank card: 8 random digits into k->new_pin, in the secret
+ * arena (released by station_free). P11E_ERR_INTERNAL, P11E_ERR_ALLOC. */
 int station_new_pin(struct card *k);
 
 /* Cards not started yet. */

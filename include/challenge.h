@@ -24,8 +24,9 @@ struct conf;
  * On success *challenge is the token after "enrollment challenge password
  * is:", between the next <B> and </B> with surrounding whitespace trimmed, or
  * without bold tags the next token (ending at whitespace or '<'); printable
- * ASCII, 1..CHALLENGE_MAX characters, verbatim (case kept). Release it with
- * secret_free. If thumbprint is not NULL, *thumbprint is the CA thumbprint
+ * ASCII, 1..CHALLENGE_MAX characters, verbatim (case kept), in the secret
+ * arena: release it with secret_free. The decoded copy of the page is kept
+ * in the arena too and wiped. If thumbprint is not NULL, *thumbprint is the CA thumbprint
  * after "thumbprint (hash value) for the CA certificate is:" between <B> and
  * </B>, whitespace removed, upper-cased (free()); NULL when the page has
  * none or it is not an even number of hex digits.
@@ -50,7 +51,10 @@ int challenge_check(const char *ch, int chars, long length);
 /*
  * Fetches a one-time challenge from c->challenge_url as c->challenge_user,
  * with the password in c->challenge_password_file. Authentication is NTLM,
- * plus Basic when the URL is https. Follows at most 3 redirects, each only
+ * plus Basic when the URL is https. A plain http URL is refused
+ * (P11E_ERR_CONFIG, logged) unless c->challenge_insecure_http, and then
+ * warned about on every call. The password and the page are kept in the
+ * secret arena and wiped. Follows at most 3 redirects, each only
  * to https on the same host and port (http_same_host_https). Honours
  * c->timeout, c->ca_file, c->use_proxy and c->proxy. The result passes
  * challenge_check with c->challenge_chars and c->challenge_length.
@@ -58,7 +62,7 @@ int challenge_check(const char *ch, int chars, long length);
  * On success *challenge (secret_free) and, when thumbprint is not NULL,
  * *thumbprint (free(); NULL if the page has none) are set. Every failure is
  * logged with advice. Errors: P11E_ERR_CONFIG (settings missing, password
- * file refused), P11E_ERR_FILE (password file unreadable), P11E_ERR_NETWORK
+ * file refused, http without consent), P11E_ERR_FILE (password file unreadable), P11E_ERR_NETWORK
  * (unreachable, HTTP status other than 200/401, a redirect elsewhere or too
  * many), P11E_ERR_REJECTED (HTTP 401, or no permission to enroll),
  * P11E_ERR_PENDING (NDES's password cache is full: try later),

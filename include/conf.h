@@ -42,9 +42,13 @@ struct conf {
 	char *challenge_password_file; /* absolute path; required with the URL */
 	int challenge_chars;           /* enum conf_chars */
 	long challenge_length;         /* expected length, 0 = any (default 0), 0..256 */
+	int challenge_insecure_http;   /* 1: NTLM to an http:// challenge_url is accepted */
 	int use_proxy; /* default 1; 0 = bypass every proxy, also the environment's */
 	char *proxy;   /* explicit proxy URL or NULL (then the environment's) */
 	char *ca_file; /* trust anchors for https (absolute path) or NULL */
+	/* scep_url, challenge_url and proxy as messages show them: without user:password@
+	 * (http_url_for_log), shortened; NULL where the URL is */
+	char *scep_url_shown, *challenge_url_shown, *proxy_shown;
 
 	/* [token] */
 	char *token_uri; /* required, "pkcs11:..." */

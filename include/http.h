@@ -11,12 +11,16 @@
 #define HTTP_AUTH_BASIC 0x2u /* Basic: sends the password in clear, use over https only */
 
 /*
- * Zero-initialise, then set what you need: every field that is 0/NULL is off
- * and leaves libcurl's default behaviour.
+ * Zero-initialise, then set what you need: every field but max_body that is
+ * 0/NULL is off and leaves libcurl's default behaviour. max_body is required:
+ * every answer has a size cap, and 0 is refused as a bug.
  */
 struct http_opts {
 	long timeout_s;       /* total deadline of one exchange */
-	size_t max_body;      /* larger bodies are an error */
+	size_t max_body;      /* required, at least 1: larger bodies are an error */
+	int secret_body;      /* the body holds a secret: it is kept in the secret arena (a
+	                         caller that takes resp->body releases it with
+	                         secret_release) */
 	const char *ca_file;  /* trust anchors for https, or NULL for the system's */
 	int quiet;            /* log transfer failures at debug level only: the caller reports */
 	int no_proxy;         /* use no proxy at all, not even the environment's http(s)_proxy */
@@ -37,7 +41,12 @@ struct http_resp {
 	                   NULL. Never followed by this module. */
 };
 
-/* Once per process, before any request. */
+/*
+ * Once per process, before any request. libcurl gets an allocator that wipes
+ * every block it frees (secret_wipe_*): its copies of the user, the password,
+ * the Authorization header and the pages it received do not outlive the
+ * request.
+ */
 int http_init(void);
 void http_cleanup(void);
 
@@ -53,8 +62,9 @@ unsigned long http_request_count(void);
  * NTLM runs its whole handshake within this one call on one keep-alive
  * connection. Errors: P11E_ERR_NETWORK (cannot connect, timeout, too slow,
  * TLS failure, body larger than max_body: logged naming the URL and the
- * reason), P11E_ERR_ALLOC, P11E_ERR_INTERNAL (auth bits without a user, or
- * a user without auth bits).
+ * reason), P11E_ERR_ALLOC, P11E_ERR_INTERNAL (auth bits without a user, a
+ * user without auth bits, max_body 0: logged as a bug, no request made).
+ * After a request with credentials the stack libcurl used is zeroed.
  */
 int http_get(const char *url, const struct http_opts *o, struct http_resp **out);
 int http_post(const char *url, const char *content_type, const unsigned char *body, size_t len,
@@ -81,8 +91,7 @@ void http_retry_after_reset(void);
  */
 void http_resp_reason(const struct http_resp *r, char *buf, size_t size);
 
-/* Frees the response. Accepts NULL. The body is not wiped: a caller whose
- * body holds a secret wipes it first. */
+/* Wipes the body and frees the response. Accepts NULL. */
 void http_resp_free(struct http_resp *r);
 
 /*
@@ -95,8 +104,12 @@ void http_resp_free(struct http_resp *r);
 int http_same_host_https(const char *from, const char *to);
 
 /*
- * Writes url into buf (size bytes, at least 8) for a log line: without
- * user:password@, shortened with "..." when longer than size - 1.
+ * Writes url into buf (size bytes, at least 8) for a log line or a message:
+ * without user:password@, shortened with "..." when longer than size - 1.
+ * Also for values that are no valid URL (a rejected setting): everything up
+ * to the last '@' is then taken for user information, whatever characters
+ * (':', '/', '#', '?') the password holds, and a value without "scheme://"
+ * ("user:pw@proxy:3128") is treated the same way.
  */
 void http_url_for_log(const char *url, char *buf, size_t size);
 

@@ -12,7 +12,7 @@ BUILD_PKGS=(build-essential pkg-config libssl-dev libp11-dev libp11-kit-dev
 TEST_PKGS=(libcmocka-dev python3 python3-asn1crypto python3-cryptography time clang-format
 	swtpm swtpm-tools tpm2-tools tpm2-abrmd libtpm2-pkcs11-1 libtpm2-pkcs11-tools
 	libtss2-tcti-tabrmd0 dbus pcscd vsmartcard-vpcd vsmartcard-vpicc python3-pycryptodome strace
-	procps util-linux iproute2 golang-go golang-github-smallstep-certificates-dev
+	procps util-linux gdb iproute2 golang-go golang-github-smallstep-certificates-dev
 	libengine-pkcs11-openssl)
 
 usage() {

@@ -474,6 +474,8 @@ token_objects() {
 #   CA_FP (optional), SCEP_TIMEOUT (optional), TOKEN_URI (default pkcs11:token=$TOKEN_LABEL),
 #   MODULE, PIN_FILE, KEY_TYPE (rsa:2048), KEY_LABEL (p11enroll), DN, SAN_DNS,
 #   TRUST_DIR ($T/trust), STATE_DIR ($T/state), CERT_FILE ($T/cert.pem).
+#   NDES: CHALLENGE_URL, CHALLENGE_USER, CHALLENGE_PW_FILE, CHALLENGE_CHARS, CHALLENGE_LENGTH,
+#   CHALLENGE_INSECURE_HTTP (yes for the plain-http NDES double); USE_PROXY, PROXY, CA_FILE.
 # Set a variable to "-" to leave its line out.
 write_conf() {
 	CONF=${1:-$T/p11enroll.conf}
@@ -500,6 +502,7 @@ write_conf() {
 			_line challenge_password_file "${CHALLENGE_PW_FILE:-}"
 			_line challenge_chars "${CHALLENGE_CHARS:-}"
 			_line challenge_length "${CHALLENGE_LENGTH:-}"
+			_line challenge_insecure_http "${CHALLENGE_INSECURE_HTTP:-}"
 			_line use_proxy "${USE_PROXY:-}"
 			_line proxy "${PROXY:-}"
 			_line ca_file "${CA_FILE:-}"

@@ -8,7 +8,9 @@
 . "$(dirname "$0")/lib.sh"
 
 # setup_ndes [ndes_admin flags...]: token, NDES challenge page, scepserver that accepts
-# only the page's challenges (once), and a configuration using them.
+# only the page's challenges (once), and a configuration using them. The double speaks
+# plain http unless --https: then challenge_insecure_http = yes (CHALLENGE_INSECURE_HTTP
+# overrides; "-" leaves the line out).
 setup_ndes() {
 	make_token || return
 	start_ndes "$T/ndes" "$@" || return
@@ -16,7 +18,15 @@ setup_ndes() {
 	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
 	CHALLENGE_FILE=- CHALLENGE_URL=${CHALLENGE_URL:-$NDES_URL}
 	CHALLENGE_USER=${CHALLENGE_USER:-enroll@example.com} CHALLENGE_PW_FILE=$NDES_PW_FILE
+	case "$CHALLENGE_URL" in
+	http:*) CHALLENGE_INSECURE_HTTP=${CHALLENGE_INSECURE_HTTP:-yes} ;;
+	esac
 	write_conf
+}
+
+# requests_to_ndes: how many requests the NDES double has logged.
+requests_to_ndes() {
+	grep -cE '^ndes_admin: conn [0-9]+: GET ' "$NDES_DIR/ndes.log" 2>/dev/null || true
 }
 
 used_challenges() {
@@ -169,6 +179,40 @@ test_explicit_proxy_is_used() {
 	assert_match "$T/proxy.log" 'GET http://127.0.0.1:[0-9]+/CertSrv/MSCEP_ADMIN/ -> 200'
 	assert_match "$T/proxy.log" 'GET http://127.0.0.1:[0-9]+/scep\?operation=GetCACert'
 	assert_match "$T/proxy.log" 'POST http://127.0.0.1:[0-9]+/scep\?operation=PKIOperation -> 200'
+}
+
+# NTLM over plain http can be cracked offline or relayed: refused at load (78, naming
+# the file:line of challenge_url), before the password file is read or anything is sent.
+test_ntlm_over_http_refused_78_without_consent() {
+	local line
+	CHALLENGE_INSECURE_HTTP=-
+	setup_ndes || return
+	line=$(conf_line "$CONF" '^challenge_url =')
+	assert_exit 78 p11e enroll || return
+	assert_contains "$ERR" "$CONF:$line: [scep] challenge_url: $NDES_URL is plain http: the NTLM login to the challenge page could be captured and cracked offline or relayed; use https, or accept that risk with challenge_insecure_http = yes"
+	assert_eq 0 "$(requests_to_ndes)" "requests to the challenge page"
+	assert_eq 0 "$(count_objects privkey)" "private keys generated"
+	assert_exit 78 p11e check --challenge || return
+	assert_contains "$ERR" "is plain http"
+	CHALLENGE_INSECURE_HTTP=no write_conf
+	assert_exit 78 p11e enroll || return
+	assert_eq 0 "$(requests_to_ndes)" "requests to the challenge page"
+}
+
+# challenge_insecure_http = yes: accepted, with a warning on every run that logs in.
+test_ntlm_over_http_with_consent_warns_each_run() {
+	local warning
+	setup_ndes || return
+	warning="warning: the NDES challenge page $NDES_URL is plain http: the NTLM login to it can be captured and cracked offline or relayed ([scep] challenge_insecure_http = yes accepts that); use https"
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+	assert_contains "$ERR" "$warning"
+	[ "$(requests_to_ndes)" -gt 0 ] || fail "no request to the challenge page counted"
+	assert_exit 0 p11e check --challenge || return
+	assert_contains "$ERR" "$warning"
+	# A run that does not log in has nothing to warn about.
+	assert_exit 0 p11e check || return
+	assert_not_contains "$ERR" "plain http"
 }
 
 test_check_reports_challenge_page() {

@@ -325,7 +325,7 @@ test_renew_ec_ndes_one_time_challenge() {
 	printf 'not-the-password\n' >"$T/wrong.pass"
 	chmod 600 "$T/wrong.pass"
 	CHALLENGE_FILE=- CHALLENGE_URL=$NDES_URL CHALLENGE_USER=enroll@example.com
-	CHALLENGE_PW_FILE=$T/wrong.pass
+	CHALLENGE_PW_FILE=$T/wrong.pass CHALLENGE_INSECURE_HTTP=yes
 	write_conf
 	assert_exit 77 p11e renew --force || return
 	assert_contains "$ERR" "401"

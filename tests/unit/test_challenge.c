@@ -124,6 +124,7 @@ assert_page(const char *name, const char *want_ch, const char *want_tp)
 	if ((r = parse(body, len, &ch, &tp)) != 0)
 		fail_msg("%s: challenge_parse returned %d: %s", name, r, errbuf);
 	assert_string_equal(ch, want_ch);
+	assert_true(secret_in_arena(ch)); /* locked, kept out of dumps, wiped */
 	if (want_tp == NULL)
 		assert_null(tp);
 	else
@@ -734,6 +735,40 @@ test_url_for_log(void **state)
 	assert_string_equal(buf + sizeof(buf) - 4, "...");
 }
 
+/* Passwords holding '@', '#', '/', '?' or ':', and values without a scheme. */
+static void
+test_url_for_log_odd_passwords(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"https://u:p@ss@ndes.example.com/x", "https://ndes.example.com/x"},
+	    {"http://u:p#ss@ndes.example.com/", "http://ndes.example.com/"},
+	    {"http://u:p/ss@ndes.example.com/", "http://ndes.example.com/"},
+	    {"http://u:p?ss@ndes.example.com/a", "http://ndes.example.com/a"},
+	    {"http://u:p:ss@ndes.example.com:8080/a", "http://ndes.example.com:8080/a"},
+	    {"http://user@ndes.example.com/", "http://ndes.example.com/"},
+	    {"u:pss@proxy.example.com:3128", "proxy.example.com:3128"},
+	    {"socks5h://u:pss@proxy:1080", "socks5h://proxy:1080"},
+	    {"https://u:pss@[::1]:8443/x", "https://[::1]:8443/x"},
+	    /* no user information: as written */
+	    {"https://ndes.example.com:8443/a@b?c=d@e", "https://ndes.example.com:8443/a@b?c=d@e"},
+	    {"https://[::1]:8443/x", "https://[::1]:8443/x"},
+	    {"proxy.example.com:3128", "proxy.example.com:3128"},
+	    {"http://ca/a b", "http://ca/a b"},
+	    {"", ""},
+	};
+	char buf[128];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		http_url_for_log(cases[i].in, buf, sizeof(buf));
+		if (strcmp(buf, cases[i].out) != 0)
+			fail_msg("%s: expected %s, got %s", cases[i].in, cases[i].out, buf);
+	}
+}
+
 /* ---- challenge_fetch without a network ---- */
 
 static void
@@ -758,6 +793,47 @@ test_fetch_config_errors(void **state)
 	end_capture();
 	assert_int_equal(r, P11E_ERR_FILE);
 	assert_logged("NDES password file /nonexistent/ndes-password");
+	assert_ptr_equal(ch, SENTINEL);
+	assert_ptr_equal(tp, SENTINEL);
+}
+
+/* NTLM over plain http: refused without challenge_insecure_http, before the password is
+ * read or anything is sent; with it, a warning on each call. */
+static void
+test_fetch_http_needs_consent(void **state)
+{
+	struct conf c;
+	char *ch = SENTINEL, *tp = SENTINEL;
+	unsigned long before = http_request_count();
+	int r;
+
+	(void)state;
+	memset(&c, 0, sizeof(c));
+	c.challenge_url = "http://u:Url-S3cret@127.0.0.1:9/CertSrv/MSCEP_ADMIN/";
+	c.challenge_user = "enroll@example.com";
+	c.challenge_password_file = "/nonexistent/ndes-password";
+	c.timeout = 5;
+	begin_capture();
+	r = challenge_fetch(&c, &ch, &tp);
+	end_capture();
+	assert_int_equal(r, P11E_ERR_CONFIG);
+	assert_logged("the NDES challenge page http://127.0.0.1:9/CertSrv/MSCEP_ADMIN/ is plain "
+	              "http: the NTLM login to it could be captured and cracked offline or "
+	              "relayed; use https, or accept that risk with [scep] "
+	              "challenge_insecure_http = yes");
+	assert_not_logged("Url-S3cret");
+	assert_not_logged("ndes-password");
+	assert_int_equal(http_request_count(), before);
+	assert_ptr_equal(ch, SENTINEL);
+	c.challenge_insecure_http = 1;
+	begin_capture();
+	r = challenge_fetch(&c, &ch, &tp);
+	end_capture();
+	assert_int_equal(r, P11E_ERR_FILE); /* on to the password file */
+	assert_logged("warning: the NDES challenge page http://127.0.0.1:9/CertSrv/MSCEP_ADMIN/ "
+	              "is plain http: the NTLM login to it can be captured and cracked offline or "
+	              "relayed ([scep] challenge_insecure_http = yes accepts that); use https");
+	assert_not_logged("Url-S3cret");
 	assert_ptr_equal(ch, SENTINEL);
 	assert_ptr_equal(tp, SENTINEL);
 }
@@ -804,7 +880,9 @@ main(void)
 	    cmocka_unit_test(test_hresult_first_in_text),
 	    cmocka_unit_test(test_same_host_https),
 	    cmocka_unit_test(test_url_for_log),
+	    cmocka_unit_test(test_url_for_log_odd_passwords),
 	    cmocka_unit_test(test_fetch_config_errors),
+	    cmocka_unit_test(test_fetch_http_needs_consent),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

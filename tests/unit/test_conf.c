@@ -717,7 +717,8 @@ ERROR_CASE(e_unknown_key, MIN "[key]\ncolour = red\n",
 ERROR_CASE(e_unknown_key_scep, MIN "[scep]\nchalenge = x\n",
            "@:8: [scep] chalenge: unknown key (expected url, challenge, challenge_file, "
            "ca_fingerprint, timeout, challenge_url, challenge_user, challenge_password_file, "
-           "challenge_chars, challenge_length, use_proxy, proxy or ca_file)")
+           "challenge_chars, challenge_length, challenge_insecure_http, use_proxy, proxy or "
+           "ca_file)")
 ERROR_CASE(e_unknown_placeholder,
            "[scep]\nurl = http://ca.example.com/scep\n[token]\nuri = pkcs11:\n[subject]\n"
            "dn = CN={token.serial},O={token.colour}\n",
@@ -829,6 +830,92 @@ ERROR_CASE(e_proxy, MIN "[scep]\nproxy = proxy.example.com:3128\n",
            "@:8: [scep] proxy: 'proxy.example.com:3128' is not a proxy URL (expected e.g. "
            "http://proxy.example.com:3128)")
 
+/* NTLM to the challenge page over plain http: refused at load, naming file:line. */
+ERROR_CASE(e_chal_url_http,
+           "[scep]\nurl = https://n/certsrv/mscep/mscep.dll\n"
+           "challenge_url = http://n/certsrv/mscep_admin/\nchallenge_user = u@d\n"
+           "challenge_password_file = /p\n[token]\nuri = pkcs11:token=t\n[subject]\ndn = CN=x\n",
+           "@:3: [scep] challenge_url: http://n/certsrv/mscep_admin/ is plain http: the NTLM "
+           "login to the challenge page could be captured and cracked offline or relayed; use "
+           "https, or accept that risk with challenge_insecure_http = yes")
+ERROR_CASE(e_chal_url_http_no,
+           "[scep]\nurl = https://n/certsrv/mscep/mscep.dll\n"
+           "challenge_url = HTTP://n/certsrv/mscep_admin/\nchallenge_user = u@d\n"
+           "challenge_password_file = /p\nchallenge_insecure_http = no\n[token]\n"
+           "uri = pkcs11:token=t\n[subject]\ndn = CN=x\n",
+           "@:3: [scep] challenge_url: HTTP://n/certsrv/mscep_admin/ is plain http")
+ERROR_CASE(e_chal_insecure_bad, MIN "[scep]\nchallenge_insecure_http = perhaps\n",
+           "@:8: [scep] challenge_insecure_http: 'perhaps' is not yes or no")
+
+/* challenge_insecure_http = yes accepts an http challenge_url; elsewhere it is ignored. */
+static void
+test_challenge_insecure_http(void **state)
+{
+	struct conf *c;
+
+	(void)state;
+	c = load_ok("[scep]\nurl = http://n/certsrv/mscep/mscep.dll\n"
+	            "challenge_url = http://n/certsrv/mscep_admin/\nchallenge_user = u@d\n"
+	            "challenge_password_file = /p\nchallenge_insecure_http = yes\n"
+	            "[token]\nuri = pkcs11:token=t\n[subject]\ndn = CN=x\n");
+	assert_int_equal(c->challenge_insecure_http, 1);
+	assert_string_equal(errbuf, "");
+	conf_free(c);
+	c = load_ok("[scep]\nurl = https://n/certsrv/mscep/mscep.dll\n"
+	            "challenge_url = https://n/certsrv/mscep_admin/\nchallenge_user = u@d\n"
+	            "challenge_password_file = /p\nchallenge_insecure_http = yes\n"
+	            "[token]\nuri = pkcs11:token=t\n[subject]\ndn = CN=x\n");
+	assert_logged("@:6: [scep] challenge_insecure_http is ignored: challenge_url is https");
+	conf_free(c);
+	c = load_ok(MIN "[scep]\nchallenge_insecure_http = yes\n");
+	assert_logged("@:8: [scep] challenge_insecure_http is ignored without challenge_url");
+	assert_int_equal(c->challenge_insecure_http, 1);
+	conf_free(c);
+	c = load_ok(MIN);
+	assert_int_equal(c->challenge_insecure_http, 0);
+	conf_free(c);
+}
+
+/* A rejected URL, proxy or token URI is shown without the credentials it carries. */
+static void
+test_rejected_values_hide_credentials(void **state)
+{
+	static const struct {
+		const char *text, *expect;
+	} cases[] = {
+	    {"[scep]\nurl = ftp://scepuser:Url-S3cret@ca.example.com/scep\n",
+	     "@:2: [scep] url: 'ftp://ca.example.com/scep' is not an http:// or https:// URL"},
+	    {"[scep]\nurl = \"http://scepuser:Url-S3cret@ca.example.com/a b\"\n",
+	     "@:2: [scep] url: 'http://ca.example.com/a b' is not"},
+	    {"[scep]\nurl = \"http://scepuser:Url/S3cret@ca/a b\"\n",
+	     "@:2: [scep] url: 'http://ca/a b' is not"},
+	    {MIN "[scep]\nproxy = ftp://proxyuser:Url-S3cret@proxy.example.com:3128\n",
+	     "@:8: [scep] proxy: 'ftp://proxy.example.com:3128' is not a proxy URL"},
+	    {MIN "[scep]\nproxy = proxyuser:Url-S3cret@proxy.example.com:3128\n",
+	     "@:8: [scep] proxy: 'proxy.example.com:3128' is not a proxy URL"},
+	    {MIN "[scep]\nproxy = \"http://proxyuser:Url S3cret@proxy:3128\"\n",
+	     "@:8: [scep] proxy: 'http://proxy:3128' is not a proxy URL"},
+	    {"[scep]\nurl = https://n/s\nchallenge_url = http://ndesuser:Url-S3cret@n/a/\n"
+	     "challenge_user = u@d\nchallenge_password_file = /p\n[token]\nuri = pkcs11:\n"
+	     "[subject]\ndn = CN=x\n",
+	     "@:3: [scep] challenge_url: http://n/a/ is plain http"},
+	    {"[token]\nuri = token=t;pin-value=Url-S3cret\n",
+	     "@:2: [token] uri: the value (not shown: it has a pin-value) is not a PKCS#11 URI"},
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct conf *c = SENTINEL;
+
+		assert_int_equal(load_text(cases[i].text, 0600, &c), P11E_ERR_CONFIG);
+		assert_ptr_equal(c, SENTINEL);
+		assert_logged(cases[i].expect);
+		if (strstr(errbuf, "S3cret") != NULL)
+			fail_msg("case %zu: the message shows the password: %s", i, errbuf);
+	}
+}
+
 static void
 test_ndes_keys(void **state)
 {
@@ -856,6 +943,7 @@ test_ndes_keys(void **state)
 	assert_int_equal(c->use_proxy, 0);
 	assert_string_equal(c->proxy, "http://proxy.example.com:3128");
 	assert_string_equal(c->ca_file, "/etc/p11enroll/ndes-tls.pem");
+	assert_int_equal(c->challenge_insecure_http, 0);
 	conf_free(c);
 }
 
@@ -962,6 +1050,11 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_key),
 	    cmocka_unit_test(test_ndes_keys),
+	    cmocka_unit_test(test_challenge_insecure_http),
+	    cmocka_unit_test(test_rejected_values_hide_credentials),
+	    ERROR_TEST(e_chal_url_http),
+	    ERROR_TEST(e_chal_url_http_no),
+	    ERROR_TEST(e_chal_insecure_bad),
 	    cmocka_unit_test(test_durations),
 	    cmocka_unit_test(test_renewal_keys),
 	    ERROR_TEST(e_renew_interval),

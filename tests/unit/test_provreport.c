@@ -16,7 +16,9 @@
 #include <cmocka.h>
 
 #include "err.h"
+#include "memscan.h"
 #include "provreport.h"
+#include "secret.h"
 #include "tmpdir.h"
 
 static char dir[256];
@@ -121,12 +123,53 @@ test_secret(void **state)
 	assert_int_equal(fd, -1);
 }
 
+/*
+ * The line with a generated PIN is built where no dump goes and wiped: after
+ * provreport_write, a dump of the process holds no copy of the PIN (a long
+ * random one here, kept in the arena, so that only real copies are found).
+ */
+static void
+test_pin_line_leaves_no_copy(void **state)
+{
+	struct provreport_rec a = {"0a1b", "new", "enrolled", "1F", NULL, NULL, NULL, NULL};
+	struct memscan_hit hit;
+	char *pin = NULL, buf[1024];
+	int fd = -1, rnd;
+	size_t i;
+
+	(void)state;
+	assert_int_equal(secret_alloc(41, (void **)&pin), 0);
+	assert_true((rnd = open("/dev/urandom", O_RDONLY)) >= 0);
+	assert_int_equal(read(rnd, pin, 40), 40);
+	close(rnd);
+	for (i = 0; i < 40; i++)
+		pin[i] = (char)('0' + (unsigned char)pin[i] % 10);
+	a.pin = pin;
+	unlink(path);
+	assert_int_equal(provreport_open(path, 1, &fd), 0);
+	assert_int_equal(provreport_write(fd, path, &a), 0);
+	close(fd);
+	if (!MEMSCAN_EXACT) {
+		secret_free(pin);
+		skip();
+	}
+	memscan(pin + 16, 24, &hit);
+	assert_int_equal(hit.dumped, 0);
+	/* it was written */
+	read_all(buf, sizeof(buf));
+	assert_non_null(strstr(buf, "\"pin\":\""));
+	assert_non_null(strstr(buf, pin));
+	memset(buf, 0, sizeof(buf));
+	secret_free(pin);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_lines),
 	    cmocka_unit_test(test_secret),
+	    cmocka_unit_test(test_pin_line_leaves_no_copy),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,227 @@
+#!/bin/bash
+# Secrets in the memory of a running p11enroll: what a core dump would hold. The process
+# is caught waiting for a PENDING request (enroll --wait), after the NDES challenge page
+# and the PKCSReq: the NDES password, the PIN and every copy of the challenge that
+# p11enroll, libcurl or OpenSSL made must be gone from what a dump contains (gcore, and
+# /proc/PID/mem read the way the kernel dumps: every mapping but those marked "dd"),
+# while what it still holds sits in locked ("lo"), dump-excluded ("dd") memory; its core
+# limit is 0. And URLs written with user:password@ never reach a log line or output.
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+# write_ndes_conf: write_conf with [scep] challenge_insecure_http = yes (the NDES double
+# speaks plain http), also while lib.sh's write_conf does not write that key.
+write_ndes_conf() {
+	CHALLENGE_INSECURE_HTTP=yes write_conf "$@" || return
+	grep -q '^challenge_insecure_http' "$CONF" ||
+		sed -i 's/^challenge_url = .*/&\nchallenge_insecure_http = yes/' "$CONF"
+}
+
+# start_pending_responder DIR: the SCEP responder double in mode pending-forever, with no
+# challenge of its own (the NDES double issues them), on a free port. Sets SCEP_URL,
+# SCEP_CA_PEM and CA_FP. Not in $(...).
+start_pending_responder() {
+	local dir=$1 i pid
+	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || return 1
+	rm -f "$dir/port"
+	/usr/bin/python3 "$SRCDIR/tests/doubles/scep_responder.py" --port 0 --dir "$dir/pki" \
+		--mode pending-forever --ready-file "$dir/port" >>"$dir/responder.log" 2>&1 </dev/null &
+	pid=$!
+	echo "$pid" >"$dir/responder.pid"
+	register_pidfile "$dir/responder.pid"
+	for ((i = 0; i < 300; i++)); do
+		[ -s "$dir/port" ] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [ ! -s "$dir/port" ]; then
+		tail -n 20 "$dir/responder.log" >&2
+		return 1
+	fi
+	SCEP_URL=http://127.0.0.1:$(cat "$dir/port")/scep SCEP_CA_PEM=$dir/pki/ca.pem
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+}
+
+# The scanner: python3 scan.py PID SECRETS_FILE [CORE]. SECRETS_FILE holds "name value"
+# lines. For each secret (as UTF-8 and as UTF-16LE) it prints where it is found:
+#   "dump NAME ENC" in what a core dump holds (CORE if given, else the mappings of
+#   /proc/PID/maps without the "dd" flag), "excluded NAME ENC" in a mapping marked "dd".
+# Also "arena" for each mapping that is locked and excluded from dumps, and "vmlck KB".
+write_scanner() {
+	cat >"$T/scan.py" <<'EOF'
+import re, sys
+pid, secrets_file = int(sys.argv[1]), sys.argv[2]
+core = sys.argv[3] if len(sys.argv) > 3 else None
+secrets = []
+W = 12  # an allocator's free() overwrites a chunk's first bytes: look for any 12 characters
+for line in open(secrets_file, encoding="utf-8"):
+    name, value = line.rstrip("\n").split(" ", 1)
+    n = min(W, len(value))
+    for enc in ("utf-8", "utf-16-le"):
+        parts = [value[i:i + n].encode(enc) for i in range(len(value) - n + 1)]
+        secrets.append((name, enc.replace("-", ""), parts))
+maps, cur = [], None
+for line in open("/proc/%d/smaps" % pid):
+    m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$", line)
+    if m:
+        cur = {"lo": int(m.group(1), 16), "hi": int(m.group(2), 16), "perm": m.group(3),
+               "name": m.group(4), "flags": []}
+        maps.append(cur)
+    elif line.startswith("VmFlags:") and cur is not None:
+        cur["flags"] = line.split()[1:]
+    elif line.startswith("Rss:") and cur is not None:
+        cur["rss"] = int(line.split()[1])
+found = set()
+with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
+    for mp in maps:
+        # Nothing resident: nothing to find (and reading would only fault in pages);
+        # over 256 MiB: a sanitizer's shadow memory, which dumps leave out.
+        if (not mp["perm"].startswith("r") or mp["name"] in ("[vvar]", "[vsyscall]")
+                or mp.get("rss", 1) == 0 or mp["hi"] - mp["lo"] > 256 << 20):
+            continue
+        try:
+            mem.seek(mp["lo"])
+            data = mem.read(mp["hi"] - mp["lo"])
+        except OSError:
+            continue
+        dd = "dd" in mp["flags"]
+        if dd and "lo" in mp["flags"] and not mp["name"]:
+            print("arena %x-%x" % (mp["lo"], mp["hi"]))
+        for name, enc, parts in secrets:
+            if any(s in data for s in parts):
+                found.add(("excluded" if dd else "dump", name, enc))
+if core is not None:
+    found = {f for f in found if f[0] != "dump"}
+    data = open(core, "rb").read()
+    for name, enc, parts in secrets:
+        if any(s in data for s in parts):
+            found.add(("dump", name, enc))
+for f in sorted(found):
+    print(" ".join(f))
+for line in open("/proc/%d/status" % pid):
+    if line.startswith("VmLck:"):
+        print("vmlck %s" % line.split()[1])
+EOF
+}
+
+# A pending enrollment with an NDES one-time challenge, caught while it waits to poll.
+test_dump_after_ndes_exchange_holds_no_secret() {
+	local pid i ch asan
+	make_token || return
+	# Long secrets: a freed chunk keeps all but its first bytes.
+	NDES_PASSWORD=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+	start_ndes "$T/ndes" --length 40 || return
+	start_pending_responder "$T/resp" || return
+	CHALLENGE_FILE=- CHALLENGE_URL=$NDES_URL CHALLENGE_USER='EXAMPLE\enroll'
+	CHALLENGE_PW_FILE=$NDES_PW_FILE write_ndes_conf
+	write_scanner
+	"$P11ENROLL" -c "$CONF" enroll --max-wait 2m >"$T/enroll.out" 2>"$T/enroll.err" </dev/null &
+	pid=$!
+	echo "$pid" >"$T/enroll.pid"
+	register_pidfile "$T/enroll.pid"
+	for ((i = 0; i < 600; i++)); do
+		grep -q "polling again" "$T/enroll.err" && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$T/enroll.err" >&2
+	assert_contains "$T/enroll.err" "polling again" || return
+	ch=$(head -n1 "$NDES_DIR/state/challenges")
+	{
+		echo "ndes-password $(cat "$NDES_PW_FILE")"
+		echo "challenge $ch"
+		echo "pin $PIN"
+		echo "canary $CONF" # no secret: the configuration's path, which it keeps
+	} >"$T/secrets"
+	kill -0 "$pid" 2>/dev/null || {
+		fail "p11enroll (pid $pid) is gone before its memory could be looked at"
+		return
+	}
+	# gcore too, where gdb is installed (not under AddressSanitizer: its terabytes of
+	# shadow memory would be read into the machine's RAM).
+	case "$(ldd "$P11ENROLL" 2>/dev/null)" in
+	*libasan*) asan=1 ;;
+	*) asan=0 ;;
+	esac
+	if command -v gcore >/dev/null && [ "$asan" = 0 ]; then
+		gcore -o "$T/core" "$pid" >"$T/gcore.log" 2>&1 || cat "$T/gcore.log" >&2
+		assert_file "$T/core.$pid"
+		python3 "$T/scan.py" "$pid" "$T/secrets" "$T/core.$pid" >"$T/scan-gcore.txt" ||
+			fail "the memory scan failed"
+		cat "$T/scan-gcore.txt" >&2
+		assert_contains "$T/scan-gcore.txt" "dump canary utf8" # the scan sees the heap
+		grep '^dump' "$T/scan-gcore.txt" | grep -v ' canary ' >"$T/leaks-gcore.txt"
+		assert_eq 0 "$(wc -l <"$T/leaks-gcore.txt")" "secrets in the gcore dump"
+		rm -f "$T/core.$pid"
+	fi
+	cp "/proc/$pid/smaps" "$T/smaps.txt" 2>/dev/null # for the record
+	python3 "$T/scan.py" "$pid" "$T/secrets" >"$T/scan.txt" || fail "the memory scan failed"
+	cat "$T/scan.txt" >&2
+	assert_contains "$T/scan.txt" "dump canary utf8"
+	grep '^dump' "$T/scan.txt" | grep -v ' canary ' >"$T/leaks.txt"
+	assert_eq 0 "$(wc -l <"$T/leaks.txt")" "secrets in what a dump holds"
+	# Whatever it still holds (now: the challenge, for the PENDING request) is in
+	# locked memory that dumps leave out.
+	assert_match "$T/scan.txt" '^arena '
+	assert_match "$T/scan.txt" '^vmlck [1-9]'
+	assert_match "/proc/$pid/limits" '^Max core file size +0 +0 '
+	stop_pid "$T/enroll.pid"
+}
+
+# with_userinfo URL USER PASSWORD: URL with USER:PASSWORD@ after its scheme.
+with_userinfo() {
+	printf '%s://%s:%s@%s' "${1%%://*}" "$2" "$3" "${1#*://}"
+}
+
+# no_url_password FILE...: none of the URL passwords of these tests is in FILE.
+no_url_password() {
+	local f
+	for f in "$@"; do
+		assert_not_contains "$f" "ScepUrlPw"
+		assert_not_contains "$f" "NdesUrlPw"
+		assert_not_contains "$f" "ProxyUrlPw"
+	done
+}
+
+# URLs are written with user:password@ (a proxy's, a gateway's): no log line, message or
+# output of enroll and check shows the password, whether things work or fail.
+test_credentials_in_urls_stay_out_of_logs() {
+	local scep_url dead
+	make_token || return
+	start_ndes "$T/ndes" || return
+	SCEP_ONE_TIME=1 start_scepserver "$T/srv" -csrverifierexec "$NDES_VERIFY" || return
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	scep_url=$SCEP_URL
+	SCEP_URL=$(with_userinfo "$scep_url" scepuser ScepUrlPw)
+	CHALLENGE_FILE=- CHALLENGE_URL=$(with_userinfo "$NDES_URL" ndesuser NdesUrlPw)
+	CHALLENGE_USER='EXAMPLE\enroll' CHALLENGE_PW_FILE=$NDES_PW_FILE
+	write_ndes_conf
+	assert_exit 0 p11e -v enroll || return
+	assert_contains "$ERR" "obtained a one-time challenge from $NDES_URL"
+	no_url_password "$ERR" "$OUT"
+	assert_exit 0 p11e check || return
+	assert_contains "$OUT" "server:        $scep_url"
+	no_url_password "$ERR" "$OUT"
+	assert_exit 0 p11e check --json || return
+	no_url_password "$ERR" "$OUT"
+	# Failures: GetCACert answered 404, an unreachable proxy, a rejected URL.
+	SCEP_URL=$(with_userinfo "${scep_url%/scep}/nope" scepuser ScepUrlPw) write_ndes_conf
+	assert_exit 69 p11e check || return
+	assert_contains "$ERR" "GetCACert from ${scep_url%/scep}/nope failed: HTTP 404"
+	no_url_password "$ERR" "$OUT"
+	dead=http://127.0.0.1:$(free_port)
+	PROXY=$(with_userinfo "$dead" proxyuser ProxyUrlPw) write_ndes_conf
+	assert_exit 69 p11e check || return
+	assert_contains "$OUT" "proxy:         $dead"
+	no_url_password "$ERR" "$OUT"
+	SCEP_URL=$(with_userinfo "ftp://${scep_url#http://}" scepuser ScepUrlPw) write_ndes_conf
+	assert_exit 78 p11e enroll || return
+	assert_contains "$ERR" "is not an http:// or https:// URL"
+	no_url_password "$ERR" "$OUT"
+	PROXY=$(with_userinfo "ftp://proxy.example.com:3128" proxyuser ProxyUrlPw) write_ndes_conf
+	assert_exit 78 p11e enroll || return
+	assert_contains "$ERR" "'ftp://proxy.example.com:3128' is not a proxy URL"
+	no_url_password "$ERR" "$OUT"
+}
+
+run_tests
