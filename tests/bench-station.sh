@@ -51,16 +51,24 @@ cards() {
 	done
 }
 
-# premade KEYTYPE: a key pair labelled p11enroll on every token of $T/hsm (not measured).
+# premade KEYTYPE: a key pair labelled p11enroll on every token of $T/hsm, generated on the
+# token and recorded as the station profile's own in that card's key record
+# (state_dir/tokens/SERIAL/keys-p11enroll.txt): what a crashed earlier run of this
+# station would leave (not measured).
 premade() {
-	local label pin spec=$1
+	local label serial pin spec=$1 dir
 	pin=$(head -n1 "$T/hsm/pin")
 	case $spec in rsa:2048) spec=rsa:2048 ;; ec:P-256) spec=EC:prime256v1 ;; esac
-	softhsm2-util --show-slots 2>/dev/null | awk '$1 == "Label:" && $2 != "" { print $2 }' |
-		while read -r label; do
+	softhsm2-util --show-slots 2>/dev/null |
+		awk '$1 == "Serial" && $2 == "number:" { s = $3 } $1 == "Label:" && $2 != "" { print $2, s }' |
+		while read -r label serial; do
 			pkcs11-tool --module "$MODULE" --token-label "$label" --login --pin "$pin" \
 				--keypairgen --key-type "$spec" --label p11enroll --id 01 \
 				--usage-sign --usage-decrypt >/dev/null 2>&1 || echo "$label" >>"$T/premade.failed"
+			dir=$T/state/tokens/$serial
+			mkdir -p "$dir" && chmod 0700 "$T/state" "$T/state/tokens" "$dir" &&
+				(umask 077 && printf 'key=01\n' >"$dir/keys-p11enroll.txt") ||
+				echo "$label" >>"$T/premade.failed"
 		done
 	[ ! -s "$T/premade.failed" ]
 }
