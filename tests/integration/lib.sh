@@ -152,7 +152,8 @@ ca_fingerprint() {
 #   Runs the project's SCEP responder double (tests/doubles/scep_responder.py: NDES-shaped,
 #   separate RA signing/encryption certificates, PENDING and hostile modes; Python with
 #   asn1crypto + cryptography, independent of p11enroll's C code) on a free 127.0.0.1
-#   port. Its CA and RA keys are generated once per run and copied. Sets SCEP_URL,
+#   port, with challenge $SCEP_CHALLENGE (else a random one; "-": none, e.g. when the NDES
+#   double issues them). Its CA and RA keys are generated once per run and copied. Sets SCEP_URL,
 #   SCEP_PIDFILE, SCEP_CA_PEM and CA_FP (the CA's sha256 pin). Not in $(...).
 start_responder() {
 	local dir=$1 mode=$2 cache i pid
@@ -161,9 +162,11 @@ start_responder() {
 	cache=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}/responder
 	[ ! -d "$cache" ] || [ -e "$dir/pki" ] || cp -r "$cache" "$dir/pki" || return 1
 	SCEP_CHALLENGE=${SCEP_CHALLENGE:-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
+	local challenge=(--challenge "$SCEP_CHALLENGE")
+	[ "$SCEP_CHALLENGE" != - ] || challenge=()
 	rm -f "$dir/port"
 	/usr/bin/python3 "$SRCDIR/tests/doubles/scep_responder.py" --port 0 --dir "$dir/pki" \
-		--mode "$mode" --challenge "$SCEP_CHALLENGE" --ready-file "$dir/port" "$@" \
+		--mode "$mode" "${challenge[@]}" --ready-file "$dir/port" "$@" \
 		>>"$dir/responder.log" 2>&1 </dev/null &
 	pid=$!
 	echo "$pid" >"$dir/responder.pid"

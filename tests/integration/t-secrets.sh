@@ -17,31 +17,6 @@ write_ndes_conf() {
 		sed -i 's/^challenge_url = .*/&\nchallenge_insecure_http = yes/' "$CONF"
 }
 
-# start_pending_responder DIR: the SCEP responder double in mode pending-forever, with no
-# challenge of its own (the NDES double issues them), on a free port. Sets SCEP_URL,
-# SCEP_CA_PEM and CA_FP. Not in $(...).
-start_pending_responder() {
-	local dir=$1 i pid
-	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || return 1
-	rm -f "$dir/port"
-	/usr/bin/python3 "$SRCDIR/tests/doubles/scep_responder.py" --port 0 --dir "$dir/pki" \
-		--mode pending-forever --ready-file "$dir/port" >>"$dir/responder.log" 2>&1 </dev/null &
-	pid=$!
-	echo "$pid" >"$dir/responder.pid"
-	register_pidfile "$dir/responder.pid"
-	for ((i = 0; i < 300; i++)); do
-		[ -s "$dir/port" ] && break
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if [ ! -s "$dir/port" ]; then
-		tail -n 20 "$dir/responder.log" >&2
-		return 1
-	fi
-	SCEP_URL=http://127.0.0.1:$(cat "$dir/port")/scep SCEP_CA_PEM=$dir/pki/ca.pem
-	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
-}
-
 # The scanner: python3 scan.py PID SECRETS_FILE [CORE]. SECRETS_FILE holds "name value"
 # lines. For each secret (as UTF-8 and as UTF-16LE) it prints where it is found:
 #   "dump NAME ENC" in what a core dump holds (CORE if given, else the mappings of
@@ -111,7 +86,7 @@ test_dump_after_ndes_exchange_holds_no_secret() {
 	# Long secrets: a freed chunk keeps all but its first bytes.
 	NDES_PASSWORD=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 	start_ndes "$T/ndes" --length 40 || return
-	start_pending_responder "$T/resp" || return
+	SCEP_CHALLENGE=- start_responder "$T/resp" pending-forever || return
 	CHALLENGE_FILE=- CHALLENGE_URL=$NDES_URL CHALLENGE_USER='EXAMPLE\enroll'
 	CHALLENGE_PW_FILE=$NDES_PW_FILE write_ndes_conf
 	write_scanner

@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <openssl/x509.h>
 
@@ -49,6 +50,27 @@ load_cert(const char *name)
 	assert_non_null(x);
 	free(d);
 	return x;
+}
+
+/* TXID and NONCE of fixtures.txt: what the CertRep fixtures answer. */
+static inline void
+load_txid_nonce(char txid[128], unsigned char nonce[16])
+{
+	size_t len, i;
+	char *t = (char *)load("fixtures.txt", &len), *p;
+	unsigned v;
+
+	t[len] = '\0';
+	p = strstr(t, "TXID=");
+	assert_non_null(p);
+	assert_int_equal(sscanf(p + 5, "%127s", txid), 1);
+	p = strstr(t, "NONCE=");
+	assert_non_null(p);
+	for (i = 0; i < 16; i++) {
+		assert_int_equal(sscanf(p + 6 + 2 * i, "%2x", &v), 1);
+		nonce[i] = (unsigned char)v;
+	}
+	free(t);
 }
 
 /* A GetCACert response file, parsed. */

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "capture.h"
+
 #include "cardid.h"
 #include "err.h"
 #include "tmpdir.h"
@@ -231,24 +233,12 @@ test_show(void **state)
 static int
 check(const struct tok_info *info, int *first)
 {
-	char tmpl[] = "/tmp/p11e-cardid-err.XXXXXX";
-	int saved, fd = mkstemp(tmpl), r;
-	ssize_t n;
+	struct capture cap;
+	int r;
 
-	assert_true(fd >= 0);
-	unlink(tmpl);
-	fflush(stderr);
-	saved = dup(STDERR_FILENO);
-	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	capture_begin(&cap);
 	r = cardid_check(dir, info, first);
-	fflush(stderr);
-	assert_true(dup2(saved, STDERR_FILENO) >= 0);
-	close(saved);
-	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
-	n = read(fd, errbuf, sizeof(errbuf) - 1);
-	assert_true(n >= 0);
-	errbuf[n] = '\0';
-	close(fd);
+	capture_end(&cap, errbuf, sizeof(errbuf));
 	return r;
 }
 

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "capture.h"
 #include <openssl/obj_mac.h>
 
 #include "conf.h"
@@ -33,7 +35,6 @@
 
 static char tmpdir[PATH_MAX];
 static char conf_path[PATH_MAX + 16];
-static char err_path[PATH_MAX + 16];
 static char errbuf[8192];
 
 static void
@@ -51,24 +52,12 @@ write_bytes(const char *path, const char *content, size_t len, mode_t mode)
 static int
 load_path(const char *path, struct conf **out)
 {
-	int saved, fd, r;
-	ssize_t n;
+	struct capture cap;
+	int r;
 
-	fflush(stderr);
-	fd = open(err_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	assert_true(fd >= 0);
-	saved = dup(STDERR_FILENO);
-	assert_true(saved >= 0);
-	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	capture_begin(&cap);
 	r = conf_load(path, out);
-	fflush(stderr);
-	assert_true(dup2(saved, STDERR_FILENO) >= 0);
-	close(saved);
-	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
-	n = read(fd, errbuf, sizeof(errbuf) - 1);
-	assert_true(n >= 0);
-	errbuf[n] = '\0';
-	close(fd);
+	capture_end(&cap, errbuf, sizeof(errbuf));
 	return r;
 }
 
@@ -148,7 +137,6 @@ group_setup(void **state)
 	if (mkdtemp(tmpdir) == NULL)
 		return -1;
 	snprintf(conf_path, sizeof(conf_path), "%s/p.conf", tmpdir);
-	snprintf(err_path, sizeof(err_path), "%s/stderr.txt", tmpdir);
 	return 0;
 }
 

@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "capture.h"
+
 #include "err.h"
 #include "pinmap.h"
 #include "tmpdir.h"
@@ -27,24 +29,12 @@ static char errbuf[4096];
 static int
 run(const char *text, const char *path, struct pinmap **out)
 {
-	char tmpl[] = "/tmp/p11e-pinmap-err.XXXXXX";
-	int saved, fd = mkstemp(tmpl), r;
-	ssize_t n;
+	struct capture cap;
+	int r;
 
-	assert_true(fd >= 0);
-	unlink(tmpl);
-	fflush(stderr);
-	saved = dup(STDERR_FILENO);
-	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	capture_begin(&cap);
 	r = text != NULL ? pinmap_parse(text, strlen(text), "pins", out) : pinmap_load(path, out);
-	fflush(stderr);
-	assert_true(dup2(saved, STDERR_FILENO) >= 0);
-	close(saved);
-	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
-	n = read(fd, errbuf, sizeof(errbuf) - 1);
-	assert_true(n >= 0);
-	errbuf[n] = '\0';
-	close(fd);
+	capture_end(&cap, errbuf, sizeof(errbuf));
 	return r;
 }
 

@@ -39,29 +39,10 @@ load_key(const char *name)
 }
 
 static int
-hexbyte(const char *s)
-{
-	unsigned v;
-	sscanf(s, "%2x", &v);
-	return (int)v;
-}
-
-static int
 setup(void **state)
 {
-	size_t len, i;
-	char *t = (char *)load("fixtures.txt", &len), *p;
-
 	(void)state;
-	t[len] = '\0';
-	p = strstr(t, "TXID=");
-	assert_non_null(p);
-	sscanf(p + 5, "%127s", txid);
-	p = strstr(t, "NONCE=");
-	assert_non_null(p);
-	for (i = 0; i < 16; i++)
-		nonce[i] = (unsigned char)hexbyte(p + 6 + 2 * i);
-	free(t);
+	load_txid_nonce(txid, nonce);
 	log_set_level(getenv("P11E_TEST_VERBOSE") ? LOG_LVL_DEBUG : -1);
 	assert_int_equal(scep_init(), 0);
 	return 0;

@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "capture.h"
 #include <openssl/crypto.h>
 
 #include "err.h"
@@ -55,24 +57,12 @@ write_bytes(const char *path, const char *content, size_t len, mode_t mode)
 static int
 read_what(const char *path, const char *what, char **out)
 {
-	int saved, fd, r;
-	ssize_t n;
+	struct capture cap;
+	int r;
 
-	fflush(stderr);
-	fd = open(err_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	assert_true(fd >= 0);
-	saved = dup(STDERR_FILENO);
-	assert_true(saved >= 0);
-	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	capture_begin(&cap);
 	r = secret_read_file(path, what, out);
-	fflush(stderr);
-	assert_true(dup2(saved, STDERR_FILENO) >= 0);
-	close(saved);
-	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
-	n = read(fd, errbuf, sizeof(errbuf) - 1);
-	assert_true(n >= 0);
-	errbuf[n] = '\0';
-	close(fd);
+	capture_end(&cap, errbuf, sizeof(errbuf));
 	return r;
 }
 
