@@ -18,7 +18,7 @@ BUILD ?= build
 VERSION := 0.1.0
 
 CC ?= cc
-PKGS := openssl libp11 libcurl
+PKGS := openssl libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) p11-kit-1 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -42,9 +42,15 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/p11enroll
 
+# Layers enforced by the compiler: tokens/ sees include/ and itself, never agent/;
+# agent/ sees include/ and itself, never tokens/' private headers.
+$(BUILD)/tokens/%.o: tokens/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -Itokens -c -o $@ $<
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -Iagent -Itokens -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -MMD -MP -Iagent -c -o $@ $<
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/agent/main.d
 

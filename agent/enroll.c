@@ -203,12 +203,6 @@ out:
 	return r;
 }
 
-static int
-key_matches_spec(const struct tok_key *k, const struct conf *c)
-{
-	return k->type == c->key_type && EVP_PKEY_get_bits(k->pub) == c->key_bits;
-}
-
 int
 enroll_get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generated)
 {
@@ -221,7 +215,7 @@ enroll_get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *g
 	if ((r = keyrec_load(c, &rec)) != 0 || (r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
 		goto out;
 	for (i = 0; i < n; i++) {
-		if (keys[i]->priv_handle == 0 || !key_matches_spec(keys[i], c) ||
+		if (keys[i]->priv_handle == 0 || !keyrec_fits_profile(c, keys[i]) ||
 		    !keyrec_owns(rec, keys[i]))
 			continue;
 		r = tok_find_cert(t, keys[i], &x);

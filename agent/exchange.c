@@ -118,7 +118,7 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 			goto out;
 		signer = oldkey;
 		log_debug("signing the request with the current certificate and its key");
-	} else if (key->type != CONF_KEY_RSA) {
+	} else if (key->type != TOK_KEY_RSA) {
 		/* SCEP's envelope needs an RSA key: a transient one carries the
 		 * exchange; the CSR inside is the EC token key's. */
 		if (shared_transient != NULL && EVP_PKEY_up_ref(shared_transient) == 1)

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "err.h"
@@ -452,18 +453,37 @@ named(void *ud, const unsigned char *id, size_t len)
 	return save(x->c, x->rec);
 }
 
+/* The profile's [key] type in tokens/ terms: conf's CONF_KEY_* translated at the border. */
+static void
+keyspec(const struct conf *c, struct tok_keyspec *out)
+{
+	out->type = c->key_type == CONF_KEY_EC ? TOK_KEY_EC : TOK_KEY_RSA;
+	out->bits = c->key_bits;
+	out->curve = c->key_curve;
+}
+
+int
+keyrec_fits_profile(const struct conf *c, const struct tok_key *k)
+{
+	struct tok_keyspec spec;
+
+	keyspec(c, &spec);
+	return k->type == spec.type && EVP_PKEY_get_bits(k->pub) == spec.bits;
+}
+
 int
 keyrec_generate(const struct conf *c, struct tok *t, struct tok_key **out)
 {
-	struct tok_keyspec spec = {c->key_type, c->key_bits, c->key_curve};
+	struct tok_keyspec spec;
 	struct keyrec *rec = NULL;
 	struct tok_key *k = NULL;
 	unsigned char tmp[TMP_ID_LEN];
 	char why[160];
 	struct named_ctx x = {c, NULL, tmp, {0}, 0};
-	struct tok_keygen_ids ids = {tmp, sizeof(tmp), named, &x};
+	struct tok_keygen_ids ids = {tmp, sizeof(tmp), named, &x, 0};
 	int r;
 
+	keyspec(c, &spec);
 	if ((r = keyrec_load(c, &rec)) != 0)
 		return r;
 	x.rec = rec;
@@ -476,11 +496,14 @@ keyrec_generate(const struct conf *c, struct tok *t, struct tok_key **out)
 		goto out;
 	log_info("generating a %s key on token '%s'", c->key_type_str, tok_get_info(t)->label);
 	if ((r = tok_generate_key(t, &ids, &spec, c->key_label, &k)) != 0) {
-		/* Nothing of it is on the token (tok_generate_key destroyed what it made). */
-		drop(rec, tmp, sizeof(tmp));
-		if (x.final_len > 0)
-			drop(rec, x.final, x.final_len);
-		save(c, rec);
+		/* Taken back: nothing of it is on the token. Left there (the token went
+		 * away): the record keeps its IDs, so the next run knows it as ours. */
+		if (!ids.left) {
+			drop(rec, tmp, sizeof(tmp));
+			if (x.final_len > 0)
+				drop(rec, x.final, x.final_len);
+			save(c, rec);
+		}
 		goto out;
 	}
 	/* A module that ignored the template: such a key would be refused at its reuse. */

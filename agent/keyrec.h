@@ -84,6 +84,9 @@ int keyrec_certifiable(struct tok *t, const struct tok_key *k);
  */
 int keyrec_generate(const struct conf *c, struct tok *t, struct tok_key **out);
 
+/* 1 when k is a key of the profile's [key] type and size (reusable as such), else 0. */
+int keyrec_fits_profile(const struct conf *c, const struct tok_key *k);
+
 /*
  * Gives the profile's key k the CKA_ID tok_generate_key gives (the SHA-1 of
  * its public key; tok_key_fix_id), recorded first: for a key an interrupted

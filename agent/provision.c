@@ -39,7 +39,7 @@
 #include "statefile.h"
 #include "station.h"
 #include "template.h"
-#include "tok.h"
+#include "tok_scan.h"
 #include "uri.h"
 
 #define JOBS_DEFAULT_MAX 8

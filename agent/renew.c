@@ -73,7 +73,7 @@ read_challenge(const struct conf *c, char **out)
 static int
 signs_with_old(const struct tok_key *old)
 {
-	return old->type == CONF_KEY_RSA;
+	return old->type == TOK_KEY_RSA;
 }
 
 /*
@@ -229,7 +229,7 @@ request(const struct conf *c, const struct ca_info *ci, struct tok *t, struct to
 	else
 		log_info("the current key is %s, which cannot receive SCEP's RSA-encrypted reply: "
 		         "sending a %s signed with a transient RSA key%s",
-		         old->type == CONF_KEY_EC ? "EC" : "not RSA",
+		         old->type == TOK_KEY_EC ? "EC" : "not RSA",
 		         have_pend ? "CertPoll" : "new PKCSReq",
 		         have_pend    ? ""
 		         : uc != NULL ? ", with the challenge"

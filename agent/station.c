@@ -23,6 +23,7 @@
 #include "secret.h"
 #include "station.h"
 #include "template.h"
+#include "tok_scan.h"
 
 static const char *const state_names[] = {
     [CARD_WAITING] = "waiting", [CARD_KEY] = "key",       [CARD_REQUEST] = "request",
@@ -63,7 +64,7 @@ station_add(struct station *s, const struct tok_info *info)
 	}
 	memset(&s->cards[s->n], 0, sizeof(s->cards[s->n]));
 	s->cards[s->n].info = *info;
-	s->cards[s->n].blank = !(info->flags & TOK_TOKEN_INITIALIZED);
+	s->cards[s->n].blank = !(info->flags & TOK_F_INITIALIZED);
 	s->cards[s->n].fd[0] = s->cards[s->n].fd[1] = -1;
 	/* The SO PIN goes to a blank card only when this run was asked to (--init). */
 	if (s->cards[s->n].blank && !s->o->init) {
@@ -91,7 +92,7 @@ station_find(struct station *s, const struct tok_info *info)
 		if (strcmp(t->serial, info->serial) == 0 && strcmp(t->label, info->label) == 0 &&
 		    strcmp(t->manufacturer, info->manufacturer) == 0 &&
 		    strcmp(t->model, info->model) == 0 &&
-		    ((info->flags & TOK_TOKEN_INITIALIZED) || t->slot_id == info->slot_id))
+		    ((info->flags & TOK_F_INITIALIZED) || t->slot_id == info->slot_id))
 			return &s->cards[i];
 	}
 	return NULL;

@@ -3,8 +3,6 @@
  */
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "enroll.h"
 #include "err.h"
 #include "keyrec.h"
@@ -56,8 +54,7 @@ goes(const struct conf *c, struct tok *t, const struct tok_key *k, const struct 
 		*why = "a public key whose private key is gone (an interrupted removal)";
 		return 1;
 	}
-	if (keep->reuse && !*kept && k->type == c->key_type &&
-	    EVP_PKEY_get_bits(k->pub) == c->key_bits) {
+	if (keep->reuse && !*kept && keyrec_fits_profile(c, k)) {
 		*kept = 1;
 		return 0;
 	}

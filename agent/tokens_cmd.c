@@ -15,13 +15,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <p11-kit/pkcs11.h>
-
+#include "box.h"
 #include "conf.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"
-#include "tok.h"
+#include "tok_scan.h"
 #include "tokens_cmd.h"
 #include "tpm.h"
 
@@ -58,23 +57,23 @@ static const struct {
 
 /* Token flags a user acts on: JSON name, human text when set. */
 static const struct {
-	unsigned long flag;
+	unsigned flag; /* enum tok_flag */
 	const char *json, *text;
 } token_flags[] = {
-    {CKF_TOKEN_INITIALIZED, "initialized", NULL},
-    {CKF_LOGIN_REQUIRED, "login_required", "login required"},
-    {CKF_PROTECTED_AUTHENTICATION_PATH, "protected_authentication_path",
+    {TOK_F_INITIALIZED, "initialized", NULL},
+    {TOK_F_LOGIN_REQUIRED, "login_required", "login required"},
+    {TOK_F_PROTECTED_AUTH_PATH, "protected_authentication_path",
      "PIN entered on the reader (protected authentication path)"},
-    {CKF_USER_PIN_INITIALIZED, "user_pin_initialized", NULL},
-    {CKF_WRITE_PROTECTED, "write_protected", "write-protected"},
-    {CKF_USER_PIN_COUNT_LOW, "user_pin_count_low", "user PIN: failed attempts, few left"},
-    {CKF_USER_PIN_FINAL_TRY, "user_pin_final_try", "user PIN: one attempt left"},
-    {CKF_USER_PIN_LOCKED, "user_pin_locked", "user PIN LOCKED"},
-    {CKF_USER_PIN_TO_BE_CHANGED, "user_pin_to_be_changed", "user PIN must be changed"},
-    {CKF_SO_PIN_COUNT_LOW, "so_pin_count_low", "SO PIN: failed attempts, few left"},
-    {CKF_SO_PIN_FINAL_TRY, "so_pin_final_try", "SO PIN: one attempt left"},
-    {CKF_SO_PIN_LOCKED, "so_pin_locked", "SO PIN LOCKED"},
-    {CKF_SO_PIN_TO_BE_CHANGED, "so_pin_to_be_changed", "SO PIN must be changed"},
+    {TOK_F_USER_PIN_INITIALIZED, "user_pin_initialized", NULL},
+    {TOK_F_WRITE_PROTECTED, "write_protected", "write-protected"},
+    {TOK_F_USER_PIN_COUNT_LOW, "user_pin_count_low", "user PIN: failed attempts, few left"},
+    {TOK_F_USER_PIN_FINAL_TRY, "user_pin_final_try", "user PIN: one attempt left"},
+    {TOK_F_USER_PIN_LOCKED, "user_pin_locked", "user PIN LOCKED"},
+    {TOK_F_USER_PIN_TO_BE_CHANGED, "user_pin_to_be_changed", "user PIN must be changed"},
+    {TOK_F_SO_PIN_COUNT_LOW, "so_pin_count_low", "SO PIN: failed attempts, few left"},
+    {TOK_F_SO_PIN_FINAL_TRY, "so_pin_final_try", "SO PIN: one attempt left"},
+    {TOK_F_SO_PIN_LOCKED, "so_pin_locked", "SO PIN LOCKED"},
+    {TOK_F_SO_PIN_TO_BE_CHANGED, "so_pin_to_be_changed", "SO PIN must be changed"},
 };
 #define NTOKEN_FLAGS (sizeof(token_flags) / sizeof(token_flags[0]))
 
@@ -95,10 +94,11 @@ static const char *const mech_text[TOK_MECH_COUNT] = {
 
 /* -------------------------------------------------------------- analysis */
 
+/* A key generation mechanism that makes keys of this size. */
 static int
-mech_usable(const struct tok_mech_desc *m, unsigned long need_flag, unsigned long bits)
+keygen_usable(const struct tok_mech_desc *m, unsigned long bits)
 {
-	if (!m->present || (m->flags != 0 && !(m->flags & need_flag)))
+	if (!m->present || !m->generates)
 		return 0;
 	return (m->min == 0 || bits >= m->min) && (m->max == 0 || bits <= m->max);
 }
@@ -111,11 +111,8 @@ usable_key_types(const struct tok_slot_desc *s)
 	size_t i;
 
 	for (i = 0; i < NKEY_TYPES; i++)
-		if (mech_usable(&s->mechs[key_types[i].keygen], CKF_GENERATE_KEY_PAIR,
-		                key_types[i].bits) &&
-		    s->mechs[key_types[i].sign].present &&
-		    (s->mechs[key_types[i].sign].flags == 0 ||
-		     (s->mechs[key_types[i].sign].flags & CKF_SIGN)))
+		if (keygen_usable(&s->mechs[key_types[i].keygen], key_types[i].bits) &&
+		    s->mechs[key_types[i].sign].present && s->mechs[key_types[i].sign].signs)
 			mask |= 1u << i;
 	return mask;
 }
@@ -124,16 +121,16 @@ usable_key_types(const struct tok_slot_desc *s)
 static const char *
 enrollment_problem(const struct tok_slot_desc *s)
 {
-	unsigned long fl = s->token.flags;
+	unsigned fl = s->token.flags;
 
-	if (!(fl & CKF_TOKEN_INITIALIZED))
+	if (!(fl & TOK_F_INITIALIZED))
 		return "the token is not initialised (initialise it with its own tools: "
 		       "softhsm2-util --init-token, tpm2_ptool addtoken, the card's software)";
-	if (fl & CKF_WRITE_PROTECTED)
+	if (fl & TOK_F_WRITE_PROTECTED)
 		return "the token is write-protected";
-	if (fl & CKF_USER_PIN_LOCKED)
+	if (fl & TOK_F_USER_PIN_LOCKED)
 		return "the user PIN is locked (the token's security officer must unlock it)";
-	if ((fl & CKF_LOGIN_REQUIRED) && !(fl & CKF_USER_PIN_INITIALIZED))
+	if ((fl & TOK_F_LOGIN_REQUIRED) && !(fl & TOK_F_USER_PIN_INITIALIZED))
 		return "no user PIN is set (set one with the token's tools)";
 	if (s->mech_error[0] != '\0')
 		return "its mechanisms could not be read";
@@ -180,7 +177,7 @@ human_token(FILE *f, const struct tok_module_desc *m, const struct tok_slot_desc
 	unsigned mask;
 	size_t i;
 
-	if (!(t->flags & CKF_TOKEN_INITIALIZED)) {
+	if (!(t->flags & TOK_F_INITIALIZED)) {
 		fprintf(f, "    token:        not initialised%s\n",
 		        m->tpm_backed ? " (TPM-backed)" : "");
 		fprintf(f, "    enrollment:   not possible: %s\n", enrollment_problem(s));
@@ -194,7 +191,7 @@ human_token(FILE *f, const struct tok_module_desc *m, const struct tok_slot_desc
 	for (i = 0; i < NTOKEN_FLAGS; i++)
 		if ((t->flags & token_flags[i].flag) && token_flags[i].text != NULL)
 			fprintf(f, ", %s", token_flags[i].text);
-	if (!(t->flags & CKF_USER_PIN_INITIALIZED))
+	if (!(t->flags & TOK_F_USER_PIN_INITIALIZED))
 		fputs(", no user PIN set", f);
 	fputc('\n', f);
 	human_mechanisms(f, s);
@@ -242,9 +239,8 @@ human_module(FILE *f, const struct tok_module_desc *m, const char *name)
 		s = &m->slots[i];
 		fprintf(f, "  slot %lu: %s (%s%s%s)\n", s->id,
 		        s->description[0] ? s->description : "(no description)",
-		        (s->flags & CKF_TOKEN_PRESENT) ? "token present" : "no token",
-		        (s->flags & CKF_REMOVABLE_DEVICE) ? ", removable" : "",
-		        (s->flags & CKF_HW_SLOT) ? ", hardware" : "");
+		        s->token_present ? "token present" : "no token",
+		        s->removable ? ", removable" : "", s->hardware ? ", hardware" : "");
 		if (s->error[0] != '\0')
 			fprintf(f, "    error:        %s\n", s->error);
 		else if (s->has_token)
@@ -280,7 +276,7 @@ json_token(FILE *f, const struct tok_module_desc *m, const struct tok_slot_desc 
 			continue;
 		}
 		fprintf(f, "{\"min_key_size\":%lu,\"max_key_size\":%lu,\"flags\":%lu}",
-		        s->mechs[k].min, s->mechs[k].max, s->mechs[k].flags);
+		        s->mechs[k].min, s->mechs[k].max, s->mechs[k].info_flags);
 	}
 	fputc('}', f);
 	json_kstr(f, &first, "mechanisms_error", s->mech_error[0] ? s->mech_error : NULL);
@@ -334,9 +330,9 @@ json_module(FILE *f, const struct tok_module_desc *m, const char *name)
 		json_kulong(f, &sfirst, "id", s->id);
 		json_kstr(f, &sfirst, "description", s->description);
 		json_kstr(f, &sfirst, "manufacturer", s->manufacturer);
-		json_kbool(f, &sfirst, "token_present", (s->flags & CKF_TOKEN_PRESENT) != 0);
-		json_kbool(f, &sfirst, "removable", (s->flags & CKF_REMOVABLE_DEVICE) != 0);
-		json_kbool(f, &sfirst, "hardware", (s->flags & CKF_HW_SLOT) != 0);
+		json_kbool(f, &sfirst, "token_present", s->token_present);
+		json_kbool(f, &sfirst, "removable", s->removable);
+		json_kbool(f, &sfirst, "hardware", s->hardware);
 		json_kstr(f, &sfirst, "error", s->error[0] ? s->error : NULL);
 		json_key(f, &sfirst, "token");
 		if (s->has_token)
@@ -510,16 +506,16 @@ module_part(const char *path, const char *name, const struct opts *o, struct par
 {
 	int r = P11E_ERR_INTERNAL;
 	struct module_job job = {path, name, o};
-	struct tok_box b = {NULL, 0, TOK_BOX_EXITED, 0};
+	struct box b = {NULL, 0, BOX_EXITED, 0};
 	char msg[256];
 
-	if ((r = tok_run_boxed(o->timeout, 1, describe_child, &job, &b)) != 0)
+	if ((r = box_run(o->timeout, 1, describe_child, &job, &b)) != 0)
 		goto out;
 	msg[0] = '\0';
-	if (b.end == TOK_BOX_TIMEOUT)
+	if (b.end == BOX_TIMEOUT)
 		snprintf(msg, sizeof(msg), "PKCS#11 module %s did not answer within %u s (stopped)",
 		         path, o->timeout);
-	else if (b.end == TOK_BOX_SIGNALED)
+	else if (b.end == BOX_SIGNALED)
 		snprintf(msg, sizeof(msg), "PKCS#11 module %s crashed (signal %d)", path, b.code);
 	else if (parse_part(b.out, out) != 0)
 		snprintf(msg, sizeof(msg), "examining PKCS#11 module %s failed (exit status %d)",
@@ -537,7 +533,7 @@ module_part(const char *path, const char *name, const struct opts *o, struct par
 	}
 	r = 0;
 out:
-	tok_box_clear(&b);
+	box_clear(&b);
 	return r;
 }
 

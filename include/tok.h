@@ -1,10 +1,17 @@
 /*
- * tok.h: the token, through PKCS#11. Nothing outside tokens/ calls C_*.
+ * tok.h: a session with one token, through PKCS#11: open, login, keys
+ * (find, generate, destroy), private key operations, certificates, close.
+ * Nothing outside tokens/ calls C_*; no CK_ type or CKF_ flag crosses this
+ * header: tokens/ translates them (tok_info.flags, enum tok_key_type).
+ * Discovery (what modules and tokens a machine offers) is tok_scan.h.
  *
  * One struct tok is one loaded module (dlopen of the configured path, never
  * p11-kit-proxy), C_Initialize'd once, with one selected token and one R/W
- * session. tok_close finalizes the module: one enrollment per
- * initialise/finalize (tpm2-pkcs11 holds TPM objects until C_Finalize).
+ * session: the process's only client of the module. Every key operation,
+ * signatures and decryption included, runs in that session on the object
+ * handles tokens/ generated or found. tok_close finalizes the module: one
+ * enrollment per initialise/finalize (tpm2-pkcs11 holds TPM objects until
+ * C_Finalize).
  */
 #ifndef P11E_TOK_H
 #define P11E_TOK_H
@@ -19,17 +26,38 @@
 
 struct tok;
 
+/* The token's state: bits of tok_info.flags (from CK_TOKEN_INFO.flags, CKF_*). */
+enum tok_flag {
+	TOK_F_INITIALIZED = 1u << 0,         /* CKF_TOKEN_INITIALIZED */
+	TOK_F_LOGIN_REQUIRED = 1u << 1,      /* CKF_LOGIN_REQUIRED */
+	TOK_F_PROTECTED_AUTH_PATH = 1u << 2, /* CKF_PROTECTED_AUTHENTICATION_PATH (PIN pad) */
+	TOK_F_USER_PIN_INITIALIZED = 1u << 3,
+	TOK_F_WRITE_PROTECTED = 1u << 4,
+	TOK_F_USER_PIN_COUNT_LOW = 1u << 5,
+	TOK_F_USER_PIN_FINAL_TRY = 1u << 6,
+	TOK_F_USER_PIN_LOCKED = 1u << 7,
+	TOK_F_USER_PIN_TO_BE_CHANGED = 1u << 8,
+	TOK_F_SO_PIN_COUNT_LOW = 1u << 9,
+	TOK_F_SO_PIN_FINAL_TRY = 1u << 10,
+	TOK_F_SO_PIN_LOCKED = 1u << 11,
+	TOK_F_SO_PIN_TO_BE_CHANGED = 1u << 12,
+};
+
 struct tok_info {
 	/* NUL-terminated copies of CK_TOKEN_INFO fields, trailing blanks removed */
 	char label[33], manufacturer[33], model[17], serial[17];
-	unsigned long flags; /* CK_TOKEN_INFO.flags */
+	unsigned flags; /* enum tok_flag bits */
 	unsigned long slot_id;
 };
 
-#define TOK_TOKEN_INITIALIZED 0x400UL /* CKF_TOKEN_INITIALIZED, in tok_info.flags */
+/* The key types tokens/ generates and uses (the agent maps [key] type onto them). */
+enum tok_key_type {
+	TOK_KEY_RSA = 1, /* CKK_RSA */
+	TOK_KEY_EC = 2,  /* CKK_EC */
+};
 
 struct tok_keyspec {
-	int type;  /* CONF_KEY_RSA | CONF_KEY_EC */
+	enum tok_key_type type;
 	int bits;  /* RSA modulus bits; EC field bits (256, 384) */
 	int curve; /* EC: OpenSSL NID; else 0 */
 };
@@ -37,8 +65,8 @@ struct tok_keyspec {
 struct tok_key {
 	unsigned char id[64]; /* CKA_ID */
 	size_t id_len;
-	char *label;                           /* CKA_LABEL */
-	int type;                              /* CONF_KEY_RSA | CONF_KEY_EC */
+	char *label; /* CKA_LABEL */
+	enum tok_key_type type;
 	EVP_PKEY *pub;                         /* the public key as read from the token */
 	unsigned long pub_handle, priv_handle; /* CK_OBJECT_HANDLE; priv 0 if not visible */
 };
@@ -61,8 +89,8 @@ const struct tok_info *tok_get_info(const struct tok *t);
 
 /*
  * Logs in as CKU_USER with pin, at most one C_Login per call and per struct
- * tok. Before it, reads the token flags: CKF_USER_PIN_LOCKED -> refuse;
- * CKF_USER_PIN_FINAL_TRY -> refuse unless allow_final_try; COUNT_LOW -> warn.
+ * tok. Before it, reads the token flags: TOK_F_USER_PIN_LOCKED -> refuse;
+ * TOK_F_USER_PIN_FINAL_TRY -> refuse unless allow_final_try; COUNT_LOW -> warn.
  * CKR_USER_ALREADY_LOGGED_IN counts as success. A token with a protected
  * authentication path gets a NULL PIN. Errors: P11E_ERR_PIN when the PIN is
  * wrong, locked, on its final try, missing or refused for its form (message:
@@ -96,6 +124,10 @@ struct tok_keygen_ids {
 	size_t tmp_len;
 	int (*named)(void *ud, const unsigned char *id, size_t len);
 	void *ud;
+	/* out: 1 when a failed generation could not destroy what it made (the token
+	 * went away): the pair stays on the token, under tmp_id or, once named
+	 * heard it, partly under the final CKA_ID; 0 otherwise */
+	int left;
 };
 
 /*
@@ -105,12 +137,12 @@ struct tok_keygen_ids {
  * on both to the SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2 (1),
  * what a CA puts in the Subject Key Identifier). ids: the temporary CKA_ID and
  * the hook (above); NULL: a random temporary ID and no hook. Needs tok_login
- * first. Any failure after C_GenerateKeyPair destroys both objects. Errors:
- * P11E_ERR_TOKEN (logged with the CKR name), P11E_ERR_CONFIG (key type),
- * named's error.
+ * first. Any failure after C_GenerateKeyPair destroys both objects; when
+ * that fails too, ids->left says so. Errors: P11E_ERR_TOKEN (logged with the
+ * CKR name), P11E_ERR_CONFIG (key type), named's error.
  */
-int tok_generate_key(struct tok *t, const struct tok_keygen_ids *ids,
-                     const struct tok_keyspec *spec, const char *label, struct tok_key **out);
+int tok_generate_key(struct tok *t, struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
+                     const char *label, struct tok_key **out);
 
 /*
  * Destroys the key pair's objects (to take back a key this run generated
@@ -133,9 +165,17 @@ int tok_present(struct tok *t);
 int tok_key_id_for(EVP_PKEY *pub, unsigned char id[20]);
 
 /*
- * An EVP_PKEY whose private operations (sign, RSA decrypt) run on the token
- * (the key never leaves it). Needs tok_login. The EVP_PKEY must be freed
- * before tok_close. Errors: P11E_ERR_TOKEN.
+ * An EVP_PKEY for k whose private operations run on the token, in t's own
+ * session, on k's private key handle (the key never leaves the token; no
+ * search, no second view of the token): RSA signatures and decryption with
+ * PKCS#1 v1.5 padding (CKM_RSA_PKCS: X509_REQ and CMS signing with any
+ * digest, CMS_decrypt of key transport) and ECDSA (CKM_ECDSA on the digest).
+ * Other RSA paddings (PSS, OAEP) fail. k comes from tok_generate_key, or from
+ * tok_find_keys after tok_login (before it, the private key is not visible:
+ * P11E_ERR_TOKEN). The EVP_PKEY holds no reference on t and may be freed
+ * before or after tok_close; after it, its private operations fail (logged).
+ * A failing operation logs the C_* call, the CKR_ name, key and token.
+ * Errors: P11E_ERR_TOKEN, P11E_ERR_ALLOC, P11E_ERR_INTERNAL.
  */
 int tok_key_evp(struct tok *t, const struct tok_key *k, EVP_PKEY **out);
 
@@ -183,134 +223,5 @@ int tok_object_uri(const struct tok *t, const struct tok_key *k, const char *typ
 
 /* Logs out, closes the session, C_Finalize once, unloads. Accepts NULL. */
 void tok_close(struct tok *t);
-
-/*
- * Discovery (`p11enroll tokens`, p11list.c): what a module offers, read
- * without logging in and without opening a session.
- */
-enum tok_mech_idx {
-	TOK_MECH_RSA_KEYGEN, /* CKM_RSA_PKCS_KEY_PAIR_GEN */
-	TOK_MECH_EC_KEYGEN,  /* CKM_EC_KEY_PAIR_GEN */
-	TOK_MECH_RSA_PKCS,   /* CKM_RSA_PKCS */
-	TOK_MECH_SHA256_RSA, /* CKM_SHA256_RSA_PKCS */
-	TOK_MECH_ECDSA,      /* CKM_ECDSA */
-	TOK_MECH_COUNT
-};
-
-struct tok_mech_desc {
-	int present;            /* in C_GetMechanismList */
-	unsigned long min, max; /* CK_MECHANISM_INFO key sizes (bits) */
-	unsigned long flags;    /* CK_MECHANISM_INFO.flags (CKF_SIGN...) */
-};
-
-struct tok_slot_desc {
-	unsigned long id;
-	char description[65], manufacturer[33]; /* trailing blanks removed */
-	unsigned long flags;                    /* CK_SLOT_INFO.flags */
-	char error[128];                        /* C_GetSlotInfo/C_GetTokenInfo failed */
-	int has_token;                          /* token info read: token is valid */
-	struct tok_info token;
-	struct tok_mech_desc mechs[TOK_MECH_COUNT];
-	char mech_error[96]; /* C_GetMechanismList failed */
-	char *uri;           /* [token] uri selecting this token; NULL if uninitialised */
-	int uri_ambiguous;   /* another token of the module has the same uri */
-};
-
-struct tok_module_desc {
-	char *path;
-	int err;         /* 0; P11E_ERR_CONFIG: not loadable; P11E_ERR_TOKEN: C_* failed */
-	char error[384]; /* err != 0: what failed, naming the path */
-	char lib_description[33], lib_manufacturer[33];
-	unsigned lib_major, lib_minor, ck_major, ck_minor;
-	int tpm_backed; /* the library is tpm2-pkcs11 */
-	struct tok_slot_desc *slots;
-	size_t nslots;
-};
-
-/*
- * Loads the module at path (dlopen, C_GetFunctionList, C_Initialize with
- * CKF_OS_LOCKING_OK; ALREADY_INITIALIZED accepted), reads C_GetInfo, every
- * slot (C_GetSlotList(FALSE), C_GetSlotInfo), the token of each slot that has
- * one and the enrollment mechanisms, then C_Finalize and dlclose. Never logs
- * in, never opens a session. Logs nothing: a module that cannot be loaded or
- * initialised still gives *out, with err and error set. Returns 0, or
- * P11E_ERR_ALLOC. Free *out with tok_module_desc_free.
- */
-int tok_describe_module(const char *path, struct tok_module_desc **out);
-void tok_module_desc_free(struct tok_module_desc *m);
-
-/*
- * The initialised tokens of the module at module_path that uri matches (NULL
- * or a URI without token attributes: all), in slot order, read with a fresh
- * C_Initialize..C_Finalize (so a token that appeared since the last call is
- * seen; SoftHSM reads its token directory at C_Initialize); with blank, the
- * uninitialised tokens too (CKF_TOKEN_INITIALIZED clear). *out (free())
- * and *n are set on success, also when none matches. Errors (logged):
- * P11E_ERR_CONFIG (module not loadable), P11E_ERR_TOKEN, P11E_ERR_ALLOC.
- */
-int tok_list_tokens(const char *module_path, const struct tok_uri *uri, int blank,
-                    struct tok_info **out, size_t *n);
-
-/*
- * Initialises the blank token in slot_id (C_InitToken with so_pin and label,
- * then as security officer C_InitPIN with user_pin) through its own
- * C_Initialize..C_Finalize; *out is the token as it is then. A token that is
- * already initialised is refused (never wiped). Errors (logged, never with a
- * PIN): P11E_ERR_TOKEN, P11E_ERR_CONFIG (module not loadable).
- */
-int tok_init_token(const char *module_path, unsigned long slot_id, const char *so_pin,
-                   const char *label, const char *user_pin, struct tok_info *out);
-
-/*
- * Starts a process that loads the module and waits for its slot events
- * (C_WaitForSlotEvent, blocking), writing one byte to *fd per event. When the
- * module has no slot events (SoftHSM: CKR_FUNCTION_NOT_SUPPORTED) or fails,
- * the process ends and *fd reads end-of-file: the caller then polls with
- * tok_list_tokens. *pid and *fd (the read end) are set on success. Errors
- * (logged): P11E_ERR_INTERNAL (pipe, fork). Stop it with tok_watch_stop.
- */
-int tok_watch_start(const char *module_path, pid_t *pid, int *fd);
-
-/* Closes fd (-1: none) and kills and reaps the watcher (pid <= 0: none). */
-void tok_watch_stop(pid_t pid, int fd);
-
-/*
- * The modules p11-kit's configuration registers, asked in a child process
- * with timeout_s (p11-kit loads every module, and some start threads: OpenSC
- * connects to D-Bus, which breaks GDBus in processes forked later; p11-kit
- * itself is loaded with dlopen there only). *paths (absolute) and their
- * p11-kit names *names are NULL-terminated arrays of malloc'ed strings, freed
- * with tok_strv_free. Errors (logged): P11E_ERR_TOKEN when p11-kit is not
- * installed, fails or does not answer in time.
- */
-int tok_registered_modules(unsigned timeout_s, char ***paths, char ***names);
-void tok_strv_free(char **v);
-
-/* How a child process of tok_run_boxed ended. */
-enum tok_box_end {
-	TOK_BOX_EXITED,   /* code: its exit status */
-	TOK_BOX_TIMEOUT,  /* killed after timeout_s */
-	TOK_BOX_SIGNALED, /* code: the signal */
-};
-
-struct tok_box {
-	char *out;  /* what the child wrote, NUL-terminated; NULL if nothing */
-	size_t len; /* bytes in out, without the NUL */
-	int end;    /* enum tok_box_end */
-	int code;
-};
-
-/*
- * Runs fn(fd, arg) in a child process, then _exit(0) there, and collects
- * what it writes to fd until it exits or timeout_s pass (then it is killed
- * with SIGKILL and reaped). Used to examine PKCS#11 modules and the TPM:
- * one that hangs or crashes does not take the caller with it. With quiet
- * set and a log level below debug, the child's stderr goes to /dev/null
- * (modules and tpm2-tss print there). *out is set on success (free out->out
- * with tok_box_clear). Errors (logged): P11E_ERR_INTERNAL (pipe, fork).
- */
-int tok_run_boxed(unsigned timeout_s, int quiet, void (*fn)(int fd, void *arg), void *arg,
-                  struct tok_box *out);
-void tok_box_clear(struct tok_box *b);
 
 #endif

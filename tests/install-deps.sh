@@ -7,7 +7,7 @@
 # repeated `make check` stays quick. FORCE=1 always runs apt-get update + install (CI).
 set -euo pipefail
 
-BUILD_PKGS=(build-essential pkg-config libssl-dev libp11-dev libp11-kit-dev
+BUILD_PKGS=(build-essential pkg-config libssl-dev libp11-kit-dev
 	libcurl4-openssl-dev libtss2-dev softhsm2 scep opensc curl python3)
 TEST_PKGS=(libcmocka-dev python3 python3-asn1crypto python3-cryptography time clang-format
 	swtpm swtpm-tools tpm2-tools tpm2-abrmd libtpm2-pkcs11-1 libtpm2-pkcs11-tools

@@ -1,181 +1,336 @@
 /*
- * p11evp.c: the EVP_PKEY bridge through libp11. libp11 loads the same module
- * path (one library in the process: its C_Initialize gets
- * CKR_CRYPTOKI_ALREADY_INITIALIZED, which it accepts) and opens sessions of
- * its own. PKCS#11 login state belongs to the application, not the session,
- * so libp11's sessions see the private key after tok_login's C_Login:
- * libp11 never logs in (verified with pkcs11-spy: one C_Login in all).
- * PKCS11_CTX_unload calls C_Finalize: when libp11 was used, that is the one
- * C_Finalize of the struct tok.
+ * p11evp.c: the EVP_PKEY bridge. The private operations OpenSSL asks of a
+ * token key run in the struct tok's own session on the private key handle
+ * tokens/ generated or found, in the manner of OpenSSH's ssh-pkcs11.c:
+ *
+ *   RSA  an RSA_METHOD whose priv_enc (signatures: OpenSSL has built the
+ *        DigestInfo) and priv_dec (CMS key transport) are C_Sign and
+ *        C_Decrypt with CKM_RSA_PKCS; the public operations are OpenSSL's.
+ *   EC   an EC_KEY_METHOD whose sign_sig is C_Sign with CKM_ECDSA on the
+ *        digest, r||s turned into an ECDSA_SIG.
+ *
+ * OpenSSL 3 routes a key with such a method (a "foreign" legacy key) through
+ * its legacy EVP_PKEY_METHODs, so X509_REQ_sign, CMS_add1_signer/CMS_final
+ * and CMS_decrypt reach these callbacks. Nothing here enumerates slots or
+ * searches objects: the one view of the token is struct tok's.
+ *
+ * Each EVP_PKEY carries a struct tok_evp_key (ex_data of its RSA or EC_KEY),
+ * which is on its token's list until the EVP_PKEY is freed; tok_close cuts
+ * the list off, so a key used after its token was closed fails cleanly.
  */
-/* libp11.h uses RSA_METHOD and EC_KEY_METHOD, deprecated in OpenSSL 3. */
+/* RSA_METHOD and EC_KEY_METHOD are deprecated in OpenSSL 3, and the only way
+ * to put a PKCS#11 key behind an EVP_PKEY without a provider. */
 #define OPENSSL_SUPPRESS_DEPRECATED
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include <libp11.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
 
 #include "err.h"
 #include "log.h"
 #include "p11int.h"
 
-#define ENUM_TRIES 5 /* PKCS11_enumerate_slots/_keys: 20, 40, 80, 160 ms apart */
-
-struct tok_evp {
-	PKCS11_CTX *ctx;
-	int loaded; /* PKCS11_CTX_load succeeded */
-	PKCS11_SLOT *slots;
-	unsigned int nslots;
+struct tok_evp_key {
+	struct tok *t;            /* NULL once tok_close ran */
+	CK_OBJECT_HANDLE h;       /* the private key */
+	char *label;              /* for messages */
+	struct tok_evp_key *next; /* t->evp_keys */
 };
 
-static int
-evp_load(struct tok *t)
-{
-	int r = P11E_ERR_INTERNAL, tries = 0;
-	struct tok_evp *e = NULL;
-	struct timespec pause = {0, 20 * 1000000L};
+static CRYPTO_ONCE once = CRYPTO_ONCE_STATIC_INIT;
+static RSA_METHOD *rsa_meth;
+static EC_KEY_METHOD *ec_meth;
+static int rsa_idx = -1, ec_idx = -1;
 
-	if ((e = calloc(1, sizeof(*e))) == NULL) {
-		r = P11E_ERR_ALLOC;
-		goto out;
-	}
-	t->evp = e;
-	if ((e->ctx = PKCS11_CTX_new()) == NULL) {
-		r = P11E_ERR_ALLOC;
-		goto out;
-	}
-	if (PKCS11_CTX_load(e->ctx, t->module_path) != 0) {
-		log_openssl(LOG_LVL_ERROR, "libp11 cannot load PKCS#11 module %s", t->module_path);
-		r = P11E_ERR_TOKEN;
-		goto out;
-	}
-	e->loaded = 1;
-	/* libp11 reads every slot's token; SoftHSM fails C_GetTokenInfo of a token
-	 * another process is writing at that moment (`provision`: CKR_GENERAL_ERROR
-	 * seen about once in 400 enrollments): a few more tries, a little later. */
-	while (PKCS11_enumerate_slots(e->ctx, &e->slots, &e->nslots) != 0) {
-		e->slots = NULL;
-		e->nslots = 0;
-		if (++tries < ENUM_TRIES) {
-			log_openssl(LOG_LVL_DEBUG, "libp11 cannot list the slots (try %d of %d)",
-			            tries, ENUM_TRIES);
-			nanosleep(&pause, NULL);
-			pause.tv_nsec *= 2;
-			continue;
+static void
+unlink_key(struct tok_evp_key *ek)
+{
+	struct tok_evp_key **p;
+
+	if (ek->t == NULL)
+		return;
+	for (p = &ek->t->evp_keys; *p != NULL; p = &(*p)->next)
+		if (*p == ek) {
+			*p = ek->next;
+			break;
 		}
-		log_openssl(LOG_LVL_ERROR, "libp11 cannot list the slots of token '%s'",
-		            t->info.label);
-		r = P11E_ERR_TOKEN;
-		goto out;
-	}
-	r = 0;
-out:
-	return r;
+	ek->t = NULL;
 }
 
-static PKCS11_SLOT *
-evp_slot(struct tok *t)
+static void
+key_free(struct tok_evp_key *ek)
 {
-	unsigned int i;
+	if (ek == NULL)
+		return;
+	unlink_key(ek);
+	free(ek->label);
+	free(ek);
+}
 
-	for (i = 0; i < t->evp->nslots; i++)
-		if (PKCS11_get_slotid_from_slot(&t->evp->slots[i]) == t->info.slot_id &&
-		    t->evp->slots[i].token != NULL)
-			return &t->evp->slots[i];
-	return NULL;
+/* ex_data free callback: the RSA or EC_KEY of a bridge EVP_PKEY is freed (ptr NULL: another). */
+static void
+ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	key_free(ptr);
 }
 
 /*
- * PKCS11_enumerate_keys searches the token again on every call (libp11
- * 0.4.12), so a key generated after an earlier tok_key_evp is found, and the
- * EVP_PKEYs handed out before stay usable (test_pkcs11.c, under ASan).
+ * ex_data dup callback: a copy of the RSA or EC_KEY (OpenSSL's own method, no
+ * private half) does not share the hold, which only the original frees.
  */
-static PKCS11_KEY *
-evp_find_key(struct tok *t, const struct tok_key *k)
+static int
+ex_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx, long argl,
+       void *argp)
 {
-	PKCS11_SLOT *slot;
-	PKCS11_KEY *keys = NULL;
-	unsigned int n = 0, i;
-	struct timespec pause = {0, 20 * 1000000L};
-	int tries;
-
-	if ((slot = evp_slot(t)) == NULL)
-		return NULL;
-	/* The key is there (our own C_FindObjects saw it), but under several
-	 * processes on one SoftHSM directory libp11's search can come back without
-	 * it (`provision`: 2 in 800 enrollments): search again, a little later. */
-	for (tries = 1;; tries++) {
-		if (PKCS11_enumerate_keys(slot->token, &keys, &n) == 0)
-			for (i = 0; i < n; i++)
-				if (keys[i].id_len == k->id_len &&
-				    memcmp(keys[i].id, k->id, k->id_len) == 0)
-					return &keys[i];
-		if (tries == ENUM_TRIES)
-			return NULL;
-		log_openssl(LOG_LVL_DEBUG, "libp11 does not see key '%s' (try %d of %d)", k->label,
-		            tries, ENUM_TRIES);
-		nanosleep(&pause, NULL);
-		pause.tv_nsec *= 2;
-	}
+	(void)to;
+	(void)from;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	*from_d = NULL;
+	return 1;
 }
 
-/* An EVP_PKEY of k's private key that signs and decrypts on the token. */
+void
+tok_evp_detach(struct tok *t)
+{
+	struct tok_evp_key *ek, *next;
+
+	for (ek = t->evp_keys; ek != NULL; ek = next) {
+		next = ek->next;
+		ek->t = NULL;
+		ek->next = NULL;
+	}
+	t->evp_keys = NULL;
+}
+
+/*
+ * One C_SignInit+C_Sign (decrypt 0) or C_DecryptInit+C_Decrypt (decrypt 1)
+ * with mech on the key. *outlen: room in out, then the bytes written.
+ * Logs what failed.
+ */
+static int
+key_op(struct tok_evp_key *ek, int decrypt, CK_MECHANISM_TYPE mech, const unsigned char *in,
+       size_t inlen, unsigned char *out, size_t *outlen)
+{
+	struct tok *t = ek->t;
+	CK_MECHANISM m = {mech, NULL, 0};
+	CK_ULONG len = (CK_ULONG)*outlen;
+	const char *fn = decrypt ? "C_DecryptInit" : "C_SignInit";
+	const char *mn = mech == CKM_ECDSA ? "CKM_ECDSA" : "CKM_RSA_PKCS";
+	CK_RV rv;
+
+	if (t == NULL) {
+		log_error("private key '%s' used after its token was closed", ek->label);
+		return P11E_ERR_INTERNAL;
+	}
+	rv = decrypt ? t->f->C_DecryptInit(t->session, &m, ek->h)
+	             : t->f->C_SignInit(t->session, &m, ek->h);
+	if (rv == CKR_OK) {
+		fn = decrypt ? "C_Decrypt" : "C_Sign";
+		rv = decrypt
+		         ? t->f->C_Decrypt(t->session, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, &len)
+		         : t->f->C_Sign(t->session, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, &len);
+	}
+	if (rv != CKR_OK) {
+		log_error("%s (%s) with private key '%s' on token '%s' failed: %s%s", fn, mn,
+		          ek->label, t->info.label, tok_rv_name(rv),
+		          rv == CKR_USER_NOT_LOGGED_IN
+		              ? " (not logged in, or the key wants its PIN for every use)"
+		              : "");
+		return P11E_ERR_TOKEN;
+	}
+	if (len > *outlen) {
+		log_error("%s with private key '%s' on token '%s' returned %lu bytes for %zu", fn,
+		          ek->label, t->info.label, (unsigned long)len, *outlen);
+		return P11E_ERR_TOKEN;
+	}
+	*outlen = len;
+	return 0;
+}
+
+/* RSA private operation: PKCS#1 v1.5 only (the token pads or unpads). */
+static int
+rsa_priv(int decrypt, int flen, const unsigned char *from, unsigned char *to, RSA *rsa, int padding)
+{
+	struct tok_evp_key *ek = RSA_get_ex_data(rsa, rsa_idx);
+	size_t len = (size_t)RSA_size(rsa);
+
+	if (ek == NULL || flen < 0)
+		return -1;
+	if (padding != RSA_PKCS1_PADDING) {
+		log_error("private key '%s': the token is used with RSA PKCS#1 v1.5 only "
+		          "(OpenSSL asked for padding %d)",
+		          ek->label, padding);
+		return -1;
+	}
+	if (key_op(ek, decrypt, CKM_RSA_PKCS, from, (size_t)flen, to, &len) != 0)
+		return -1;
+	return (int)len;
+}
+
+static int
+rsa_priv_enc(int flen, const unsigned char *from, unsigned char *to, RSA *rsa, int padding)
+{
+	return rsa_priv(0, flen, from, to, rsa, padding);
+}
+
+static int
+rsa_priv_dec(int flen, const unsigned char *from, unsigned char *to, RSA *rsa, int padding)
+{
+	return rsa_priv(1, flen, from, to, rsa, padding);
+}
+
+/*
+ * ECDSA on the token. CKM_ECDSA signs what it is given; ECDSA uses the
+ * digest's leftmost bits up to the order's length (FIPS 186-4 6.4), so a
+ * longer digest (SHA-384 with P-256) is cut here, where OpenSSL would cut it,
+ * rather than left to each module.
+ */
+static ECDSA_SIG *
+ec_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM *kinv, const BIGNUM *rp, EC_KEY *ec)
+{
+	struct tok_evp_key *ek = EC_KEY_get_ex_data(ec, ec_idx);
+	const EC_GROUP *g = EC_KEY_get0_group(ec);
+	unsigned char sig[2 * 66]; /* r||s, up to P-521 */
+	size_t len = sizeof(sig), half;
+	int obits;
+	BIGNUM *r = NULL, *s = NULL;
+	ECDSA_SIG *out = NULL;
+
+	(void)kinv;
+	(void)rp;
+	if (ek == NULL || g == NULL || dlen < 0 || (obits = EC_GROUP_order_bits(g)) <= 0)
+		return NULL;
+	if (obits % 8 == 0 && dlen > obits / 8)
+		dlen = obits / 8;
+	if (key_op(ek, 0, CKM_ECDSA, dgst, (size_t)dlen, sig, &len) != 0)
+		return NULL;
+	half = len / 2;
+	if (len == 0 || len % 2 != 0 || half != (size_t)(obits + 7) / 8) {
+		log_error("C_Sign (CKM_ECDSA) with private key '%s' returned %zu bytes, not r||s "
+		          "of a %d-bit curve",
+		          ek->label, len, obits);
+		return NULL;
+	}
+	if ((r = BN_bin2bn(sig, (int)half, NULL)) == NULL ||
+	    (s = BN_bin2bn(sig + half, (int)half, NULL)) == NULL ||
+	    (out = ECDSA_SIG_new()) == NULL || ECDSA_SIG_set0(out, r, s) != 1) {
+		BN_free(r);
+		BN_free(s);
+		ECDSA_SIG_free(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* The methods and ex_data indexes, once per process (never freed). */
+static void
+methods_init(void)
+{
+	int (*sign)(int, const unsigned char *, int, unsigned char *, unsigned int *,
+	            const BIGNUM *, const BIGNUM *, EC_KEY *) = NULL;
+	RSA_METHOD *rm = NULL;
+	EC_KEY_METHOD *em = NULL;
+
+	if ((rsa_idx = RSA_get_ex_new_index(0, NULL, NULL, ex_dup, ex_free)) < 0 ||
+	    (ec_idx = EC_KEY_get_ex_new_index(0, NULL, NULL, ex_dup, ex_free)) < 0)
+		return;
+	if ((rm = RSA_meth_dup(RSA_PKCS1_OpenSSL())) == NULL ||
+	    RSA_meth_set1_name(rm, "p11enroll token") != 1 ||
+	    RSA_meth_set_priv_enc(rm, rsa_priv_enc) != 1 ||
+	    RSA_meth_set_priv_dec(rm, rsa_priv_dec) != 1) {
+		RSA_meth_free(rm);
+		return;
+	}
+	if ((em = EC_KEY_METHOD_new(EC_KEY_OpenSSL())) == NULL) {
+		RSA_meth_free(rm);
+		return;
+	}
+	/* OpenSSL's sign() calls sign_sig(); no sign_setup: there is no private scalar */
+	EC_KEY_METHOD_get_sign(em, &sign, NULL, NULL);
+	EC_KEY_METHOD_set_sign(em, sign, NULL, ec_sign_sig);
+	rsa_meth = rm;
+	ec_meth = em;
+}
+
+/*
+ * pkey becomes a copy of k's public key whose private operations are the
+ * token's; on success ek is the ex_data of its RSA or EC_KEY (freed with it).
+ */
+static int
+wrap(const struct tok_key *k, struct tok_evp_key *ek, EVP_PKEY *pkey)
+{
+	RSA *rsa = NULL;
+	EC_KEY *ec = NULL;
+	int ok;
+
+	/* the method first: EVP_PKEY_set1_* marks a key with a method of its own "foreign" */
+	if (k->type == TOK_KEY_RSA)
+		ok = (rsa = RSAPublicKey_dup(EVP_PKEY_get0_RSA(k->pub))) != NULL &&
+		     RSA_set_method(rsa, rsa_meth) == 1 && EVP_PKEY_set1_RSA(pkey, rsa) == 1 &&
+		     RSA_set_ex_data(rsa, rsa_idx, ek) == 1;
+	else
+		ok = (ec = EC_KEY_dup(EVP_PKEY_get0_EC_KEY(k->pub))) != NULL &&
+		     EC_KEY_set_method(ec, ec_meth) == 1 && EVP_PKEY_set1_EC_KEY(pkey, ec) == 1 &&
+		     EC_KEY_set_ex_data(ec, ec_idx, ek) == 1;
+	RSA_free(rsa);
+	EC_KEY_free(ec);
+	return ok;
+}
+
+/* An EVP_PKEY of k's public key whose private operations run on the token. */
 int
 tok_key_evp(struct tok *t, const struct tok_key *k, EVP_PKEY **out)
 {
 	int r = P11E_ERR_INTERNAL;
-	PKCS11_KEY *key;
+	struct tok_evp_key *ek = NULL;
 	EVP_PKEY *pkey = NULL;
 
-	if (t == NULL || k == NULL || out == NULL)
+	if (t == NULL || k == NULL || k->pub == NULL || out == NULL ||
+	    (k->type != TOK_KEY_RSA && k->type != TOK_KEY_EC))
 		goto out;
-	if (t->evp == NULL && (r = evp_load(t)) != 0)
-		goto out;
-	if (evp_slot(t) == NULL) {
-		log_error("libp11 does not see token '%s' in slot %lu", t->info.label,
-		          t->info.slot_id);
+	if (k->priv_handle == 0) {
+		log_error("private key '%s' is not visible on token '%s'%s", k->label,
+		          t->info.label, t->logged_in ? "" : " (not logged in)");
 		r = P11E_ERR_TOKEN;
 		goto out;
 	}
-	if ((key = evp_find_key(t, k)) == NULL) {
-		log_error("private key '%s' not found on token '%s'%s", k->label, t->info.label,
-		          t->logged_in ? "" : " (not logged in)");
-		r = P11E_ERR_TOKEN;
+	if (CRYPTO_THREAD_run_once(&once, methods_init) != 1 || rsa_meth == NULL ||
+	    ec_meth == NULL) {
+		log_openssl(LOG_LVL_ERROR, "cannot set up OpenSSL methods for token keys");
 		goto out;
 	}
-	if ((pkey = PKCS11_get_private_key(key)) == NULL) {
-		log_openssl(LOG_LVL_ERROR, "libp11 cannot use private key '%s' on token '%s'",
-		            k->label, t->info.label);
-		r = P11E_ERR_TOKEN;
+	if ((ek = calloc(1, sizeof(*ek))) == NULL || (ek->label = strdup(k->label)) == NULL ||
+	    (pkey = EVP_PKEY_new()) == NULL) {
+		r = P11E_ERR_ALLOC;
 		goto out;
 	}
+	ek->h = k->priv_handle;
+	ek->t = t;
+	ek->next = t->evp_keys;
+	t->evp_keys = ek;
+	if (!wrap(k, ek, pkey)) {
+		log_openssl(LOG_LVL_ERROR, "cannot make an OpenSSL key of private key '%s'",
+		            k->label);
+		goto out;
+	}
+	ek = NULL; /* the EVP_PKEY's now */
 	*out = pkey;
 	pkey = NULL;
 	r = 0;
 out:
+	key_free(ek);
 	EVP_PKEY_free(pkey);
 	return r;
-}
-
-int
-tok_evp_unload(struct tok *t)
-{
-	struct tok_evp *e = t->evp;
-	int finalized = 0;
-
-	if (e == NULL)
-		return 0;
-	if (e->slots != NULL)
-		PKCS11_release_all_slots(e->ctx, e->slots, e->nslots);
-	if (e->loaded) {
-		PKCS11_CTX_unload(e->ctx);
-		finalized = 1;
-	}
-	if (e->ctx != NULL)
-		PKCS11_CTX_free(e->ctx);
-	free(e);
-	t->evp = NULL;
-	return finalized;
 }

@@ -6,7 +6,9 @@
  * p11util.c CK_RV names, attribute reads, object searches
  * p11key.c  key generation, key lookup, public keys, key ids, object URIs
  * p11cert.c certificate objects
- * p11evp.c  the EVP_PKEY bridge (libp11) for private key operations
+ * p11evp.c  the EVP_PKEY bridge: private key operations in our session
+ * p11list.c discovery: modules, slots, mechanisms; the p11-kit registry
+ * p11scan.c tokens a partial URI matches, blank token init, slot events
  */
 #ifndef P11E_P11INT_H
 #define P11E_P11INT_H
@@ -17,7 +19,7 @@
 
 #include "tok.h"
 
-struct tok_evp; /* libp11 state, p11evp.c */
+struct tok_evp_key; /* an EVP_PKEY's hold on the token (p11evp.c) */
 
 struct tok {
 	char *module_path;
@@ -29,14 +31,17 @@ struct tok {
 	int login_tried; /* C_Login was called (never twice) */
 	int logged_in;
 	struct tok_info info;
-	struct tok_evp *evp; /* NULL until tok_key_evp */
+	struct tok_evp_key *evp_keys; /* the EVP_PKEYs of tok_key_evp still alive */
 };
 
 /* Copies a blank-padded CK_*_INFO field of n bytes into dst (n + 1), trailing blanks removed. */
 void tok_copy_field(char *dst, const unsigned char *src, size_t n);
 
-/* info from a CK_TOKEN_INFO (fields trimmed) and its slot. */
+/* info from a CK_TOKEN_INFO (fields trimmed, flags as enum tok_flag) and its slot. */
 void tok_fill_info(struct tok_info *info, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti);
+
+/* CK_TOKEN_INFO.flags as enum tok_flag bits (the CKF_ bits tok.h knows). */
+unsigned tok_flags_from_ck(CK_FLAGS flags);
 
 /* "CKR_PIN_INCORRECT", or "CKR_0x..." for an unknown value; never NULL. */
 const char *tok_rv_name(CK_RV rv);
@@ -64,9 +69,9 @@ int tok_find_objects(struct tok *t, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl, const ch
 int tok_destroy_object(struct tok *t, CK_OBJECT_HANDLE h, const char *what);
 
 /*
- * Releases the libp11 state. Returns 1 when that finalized the module
- * (PKCS11_CTX_unload calls C_Finalize), 0 when there was none.
+ * Cuts the EVP_PKEYs of tok_key_evp that are still alive off t (tok_close,
+ * before the session closes): their private operations fail from then on.
  */
-int tok_evp_unload(struct tok *t);
+void tok_evp_detach(struct tok *t);
 
 #endif

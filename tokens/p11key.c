@@ -18,7 +18,6 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#include "conf.h"
 #include "err.h"
 #include "log.h"
 #include "p11int.h"
@@ -254,7 +253,7 @@ set_id(struct tok *t, CK_OBJECT_HANDLE h, const unsigned char *id, size_t len)
  * Any failure after C_GenerateKeyPair destroys both objects.
  */
 int
-tok_generate_key(struct tok *t, const struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
+tok_generate_key(struct tok *t, struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
                  const char *label, struct tok_key **out)
 {
 	int r = P11E_ERR_INTERNAL;
@@ -271,7 +270,7 @@ tok_generate_key(struct tok *t, const struct tok_keygen_ids *ids, const struct t
 	unsigned char rnd[16], *ecparams = NULL, *p;
 	const unsigned char *tmpid = rnd;
 	size_t tmplen = sizeof(rnd);
-	int eclen = 0, nid = NID_undef;
+	int eclen = 0, nid = NID_undef, left = 0;
 	char what[32];
 	struct tok_key *k = NULL;
 	struct timespec t0;
@@ -279,7 +278,7 @@ tok_generate_key(struct tok *t, const struct tok_keygen_ids *ids, const struct t
 	if (t == NULL || spec == NULL || label == NULL || out == NULL ||
 	    (ids != NULL && ids->tmp_id != NULL && (ids->tmp_len == 0 || ids->tmp_len > 64)))
 		goto out;
-	if (spec->type == CONF_KEY_RSA) {
+	if (spec->type == TOK_KEY_RSA) {
 		if (spec->bits < 1024) {
 			log_error("RSA key size %d is too small", spec->bits);
 			r = P11E_ERR_CONFIG;
@@ -288,7 +287,7 @@ tok_generate_key(struct tok *t, const struct tok_keygen_ids *ids, const struct t
 		kt = CKK_RSA;
 		bits = (CK_ULONG)spec->bits;
 		snprintf(what, sizeof(what), "RSA-%d", spec->bits);
-	} else if (spec->type == CONF_KEY_EC) {
+	} else if (spec->type == TOK_KEY_EC) {
 		kt = CKK_EC;
 		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
 		if ((nid = curve_of(spec)) == NID_undef ||
@@ -353,7 +352,7 @@ tok_generate_key(struct tok *t, const struct tok_keygen_ids *ids, const struct t
 		r = P11E_ERR_ALLOC;
 		goto out;
 	}
-	k->type = kt == CKK_RSA ? CONF_KEY_RSA : CONF_KEY_EC;
+	k->type = kt == CKK_RSA ? TOK_KEY_RSA : TOK_KEY_EC;
 	if ((r = read_pub(t, hpub, kt, &k->pub)) != 0 || (r = tok_key_id_for(k->pub, k->id)) != 0)
 		goto out;
 	k->id_len = 20;
@@ -371,10 +370,12 @@ tok_generate_key(struct tok *t, const struct tok_keygen_ids *ids, const struct t
 	hpub = hpriv = CK_INVALID_HANDLE;
 	r = 0;
 out:
-	if (hpriv != CK_INVALID_HANDLE)
-		tok_destroy_object(t, hpriv, "the new private key");
-	if (hpub != CK_INVALID_HANDLE)
-		tok_destroy_object(t, hpub, "the new public key");
+	if (hpriv != CK_INVALID_HANDLE && tok_destroy_object(t, hpriv, "the new private key") != 0)
+		left = 1;
+	if (hpub != CK_INVALID_HANDLE && tok_destroy_object(t, hpub, "the new public key") != 0)
+		left = 1;
+	if (ids != NULL)
+		ids->left = left;
 	tok_key_free(k);
 	free(ecparams);
 	return r;
@@ -416,7 +417,7 @@ load_key(struct tok *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **
 	}
 	memcpy(k->id, id, idlen);
 	k->id_len = idlen;
-	k->type = kt == CKK_RSA ? CONF_KEY_RSA : CONF_KEY_EC;
+	k->type = kt == CKK_RSA ? TOK_KEY_RSA : TOK_KEY_EC;
 	k->pub_handle = h;
 	if ((r = read_pub(t, h, kt, &k->pub)) != 0)
 		goto out;

@@ -4,23 +4,19 @@
  * no session.
  */
 #include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <p11-kit/p11-kit.h>
 
+#include "box.h"
 #include "err.h"
 #include "log.h"
 #include "p11int.h"
+#include "tok_scan.h"
 
 static const CK_MECHANISM_TYPE mech_types[TOK_MECH_COUNT] = {
     [TOK_MECH_RSA_KEYGEN] = CKM_RSA_PKCS_KEY_PAIR_GEN,
@@ -73,10 +69,15 @@ read_mechanisms(CK_FUNCTION_LIST_PTR f, struct tok_slot_desc *s)
 		if (i == n)
 			continue;
 		s->mechs[k].present = 1;
+		s->mechs[k].generates = s->mechs[k].signs = 1;
 		if (f->C_GetMechanismInfo(s->id, mech_types[k], &mi) == CKR_OK) {
 			s->mechs[k].min = mi.ulMinKeySize;
 			s->mechs[k].max = mi.ulMaxKeySize;
-			s->mechs[k].flags = mi.flags;
+			s->mechs[k].info_flags = mi.flags;
+			if (mi.flags != 0) {
+				s->mechs[k].generates = (mi.flags & CKF_GENERATE_KEY_PAIR) != 0;
+				s->mechs[k].signs = (mi.flags & CKF_SIGN) != 0;
+			}
 		}
 	}
 out:
@@ -109,7 +110,9 @@ read_slot(CK_FUNCTION_LIST_PTR f, struct tok_slot_desc *s)
 	}
 	tok_copy_field(s->description, si.slotDescription, sizeof(si.slotDescription));
 	tok_copy_field(s->manufacturer, si.manufacturerID, sizeof(si.manufacturerID));
-	s->flags = si.flags;
+	s->token_present = (si.flags & CKF_TOKEN_PRESENT) != 0;
+	s->removable = (si.flags & CKF_REMOVABLE_DEVICE) != 0;
+	s->hardware = (si.flags & CKF_HW_SLOT) != 0;
 	if (!(si.flags & CKF_TOKEN_PRESENT))
 		return 0;
 	if ((rv = f->C_GetTokenInfo(s->id, &ti)) != CKR_OK) {
@@ -441,24 +444,24 @@ int
 tok_registered_modules(unsigned timeout_s, char ***paths, char ***names)
 {
 	int r = P11E_ERR_INTERNAL;
-	struct tok_box b = {NULL, 0, TOK_BOX_EXITED, 0};
+	struct box b = {NULL, 0, BOX_EXITED, 0};
 	char *nl = NULL, *end = NULL;
 	long err;
 
 	/* Not quiet: p11-kit's warnings about its configuration reach the user. */
-	if ((r = tok_run_boxed(timeout_s, 0, kit_child, NULL, &b)) != 0)
+	if ((r = box_run(timeout_s, 0, kit_child, NULL, &b)) != 0)
 		goto out;
 	r = P11E_ERR_TOKEN;
-	if (b.end == TOK_BOX_TIMEOUT) {
+	if (b.end == BOX_TIMEOUT) {
 		log_error("p11-kit did not list its registered modules within %u s (a module that "
 		          "hangs when loaded?); name a module with --module",
 		          timeout_s);
 		goto out;
 	}
-	if (b.end == TOK_BOX_SIGNALED || b.out == NULL || (nl = strchr(b.out, '\n')) == NULL) {
+	if (b.end == BOX_SIGNALED || b.out == NULL || (nl = strchr(b.out, '\n')) == NULL) {
 		log_error("listing p11-kit's registered modules failed (%s %d); "
 		          "name a module with --module",
-		          b.end == TOK_BOX_SIGNALED ? "signal" : "exit status", b.code);
+		          b.end == BOX_SIGNALED ? "signal" : "exit status", b.code);
 		goto out;
 	}
 	*nl = '\0';
@@ -471,115 +474,6 @@ tok_registered_modules(unsigned timeout_s, char ***paths, char ***names)
 		goto out;
 	r = kit_parse(nl + 1, b.len - (size_t)(nl + 1 - b.out), paths, names);
 out:
-	tok_box_clear(&b);
+	box_clear(&b);
 	return r;
-}
-
-/* Reads fd to EOF into b, for at most timeout_s. 1: EOF; 0: timeout; -1: no memory. */
-static int
-collect(int fd, unsigned timeout_s, struct tok_box *b)
-{
-	struct timespec start, now;
-	struct pollfd pfd;
-	char chunk[4096], *nb;
-	long left;
-	ssize_t n;
-	int rc;
-
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	for (;;) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		left = (long)timeout_s * 1000 - ((now.tv_sec - start.tv_sec) * 1000 +
-		                                 (now.tv_nsec - start.tv_nsec) / 1000000);
-		if (left <= 0)
-			return 0;
-		pfd.fd = fd;
-		pfd.events = POLLIN;
-		pfd.revents = 0;
-		if ((rc = poll(&pfd, 1, (int)left)) < 0 && errno == EINTR)
-			continue;
-		if (rc == 0)
-			return 0;
-		if (rc < 0)
-			return 1;
-		if ((n = read(fd, chunk, sizeof(chunk))) < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n <= 0)
-			return 1;
-		if ((nb = realloc(b->out, b->len + (size_t)n + 1)) == NULL)
-			return -1;
-		b->out = nb;
-		memcpy(b->out + b->len, chunk, (size_t)n);
-		b->len += (size_t)n;
-		b->out[b->len] = '\0';
-	}
-}
-
-int
-tok_run_boxed(unsigned timeout_s, int quiet, void (*fn)(int fd, void *arg), void *arg,
-              struct tok_box *out)
-{
-	int r = P11E_ERR_INTERNAL;
-	struct tok_box b = {NULL, 0, TOK_BOX_EXITED, 0};
-	int fds[2] = {-1, -1}, status = 0, done, devnull;
-	pid_t pid;
-
-	if (pipe(fds) != 0) {
-		log_error("cannot start a child process: pipe: %s", strerror(errno));
-		goto out;
-	}
-	fflush(NULL);
-	if ((pid = fork()) < 0) {
-		log_error("cannot start a child process: fork: %s", strerror(errno));
-		goto out;
-	}
-	if (pid == 0) {
-		close(fds[0]);
-		if (quiet && log_get_level() < LOG_LVL_DEBUG &&
-		    (devnull = open("/dev/null", O_WRONLY)) >= 0) {
-			dup2(devnull, STDERR_FILENO);
-			close(devnull);
-		}
-		fn(fds[1], arg);
-		_exit(0);
-	}
-	close(fds[1]);
-	fds[1] = -1;
-	if ((done = collect(fds[0], timeout_s, &b)) != 1)
-		kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (done < 0) {
-		log_error("out of memory reading from a child process");
-		r = P11E_ERR_ALLOC;
-		goto out;
-	}
-	if (done == 0) {
-		b.end = TOK_BOX_TIMEOUT;
-	} else if (WIFSIGNALED(status)) {
-		b.end = TOK_BOX_SIGNALED;
-		b.code = WTERMSIG(status);
-	} else {
-		b.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-	}
-	*out = b;
-	b.out = NULL;
-	r = 0;
-out:
-	free(b.out);
-	if (fds[0] >= 0)
-		close(fds[0]);
-	if (fds[1] >= 0)
-		close(fds[1]);
-	return r;
-}
-
-void
-tok_box_clear(struct tok_box *b)
-{
-	if (b == NULL)
-		return;
-	free(b->out);
-	b->out = NULL;
-	b->len = 0;
 }

@@ -16,6 +16,7 @@
 #include "err.h"
 #include "log.h"
 #include "p11int.h"
+#include "tok_scan.h"
 
 /* A trimmed tok_info field back into its blank-padded CK_TOKEN_INFO form. */
 static void
@@ -32,7 +33,7 @@ matches(const struct tok_uri *uri, int blank, const struct tok_slot_desc *s)
 {
 	unsigned char label[32], manufacturer[32], model[16], serial[16];
 
-	if (!s->has_token || (!blank && !(s->token.flags & CKF_TOKEN_INITIALIZED)))
+	if (!s->has_token || (!blank && !(s->token.flags & TOK_F_INITIALIZED)))
 		return 0;
 	if (uri == NULL)
 		return 1;

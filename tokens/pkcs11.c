@@ -62,6 +62,38 @@ tok_copy_field(char *dst, const unsigned char *src, size_t n)
 		dst[--n] = '\0';
 }
 
+/* The CKF_ token flags tok.h translates, and their enum tok_flag bits. */
+static const struct {
+	CK_FLAGS ck;
+	unsigned tok;
+} token_flags[] = {
+    {CKF_TOKEN_INITIALIZED, TOK_F_INITIALIZED},
+    {CKF_LOGIN_REQUIRED, TOK_F_LOGIN_REQUIRED},
+    {CKF_PROTECTED_AUTHENTICATION_PATH, TOK_F_PROTECTED_AUTH_PATH},
+    {CKF_USER_PIN_INITIALIZED, TOK_F_USER_PIN_INITIALIZED},
+    {CKF_WRITE_PROTECTED, TOK_F_WRITE_PROTECTED},
+    {CKF_USER_PIN_COUNT_LOW, TOK_F_USER_PIN_COUNT_LOW},
+    {CKF_USER_PIN_FINAL_TRY, TOK_F_USER_PIN_FINAL_TRY},
+    {CKF_USER_PIN_LOCKED, TOK_F_USER_PIN_LOCKED},
+    {CKF_USER_PIN_TO_BE_CHANGED, TOK_F_USER_PIN_TO_BE_CHANGED},
+    {CKF_SO_PIN_COUNT_LOW, TOK_F_SO_PIN_COUNT_LOW},
+    {CKF_SO_PIN_FINAL_TRY, TOK_F_SO_PIN_FINAL_TRY},
+    {CKF_SO_PIN_LOCKED, TOK_F_SO_PIN_LOCKED},
+    {CKF_SO_PIN_TO_BE_CHANGED, TOK_F_SO_PIN_TO_BE_CHANGED},
+};
+
+unsigned
+tok_flags_from_ck(CK_FLAGS flags)
+{
+	unsigned out = 0;
+	size_t i;
+
+	for (i = 0; i < sizeof(token_flags) / sizeof(token_flags[0]); i++)
+		if (flags & token_flags[i].ck)
+			out |= token_flags[i].tok;
+	return out;
+}
+
 void
 tok_fill_info(struct tok_info *info, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 {
@@ -70,7 +102,7 @@ tok_fill_info(struct tok_info *info, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 	tok_copy_field(info->manufacturer, ti->manufacturerID, sizeof(ti->manufacturerID));
 	tok_copy_field(info->model, ti->model, sizeof(ti->model));
 	tok_copy_field(info->serial, ti->serialNumber, sizeof(ti->serialNumber));
-	info->flags = ti->flags;
+	info->flags = tok_flags_from_ck(ti->flags);
 	info->slot_id = slot;
 }
 
@@ -366,7 +398,7 @@ refresh_flags(struct tok *t)
 	CK_TOKEN_INFO ti;
 
 	if (t->f->C_GetTokenInfo(t->info.slot_id, &ti) == CKR_OK)
-		t->info.flags = ti.flags;
+		t->info.flags = tok_flags_from_ck(ti.flags);
 }
 
 static void
@@ -378,11 +410,11 @@ log_login_error(struct tok *t, CK_RV rv)
 	switch (rv) {
 	case CKR_PIN_INCORRECT:
 		refresh_flags(t);
-		if (t->info.flags & CKF_USER_PIN_LOCKED)
+		if (t->info.flags & TOK_F_USER_PIN_LOCKED)
 			hint = "; the PIN is now locked";
-		else if (t->info.flags & CKF_USER_PIN_FINAL_TRY)
+		else if (t->info.flags & TOK_F_USER_PIN_FINAL_TRY)
 			hint = "; one attempt is left before the PIN locks";
-		else if (t->info.flags & CKF_USER_PIN_COUNT_LOW)
+		else if (t->info.flags & TOK_F_USER_PIN_COUNT_LOW)
 			hint = "; few attempts are left before the PIN locks";
 		log_error("wrong PIN for token '%s' (CKR_PIN_INCORRECT); not retried%s; "
 		          "check the PIN file",
@@ -456,14 +488,14 @@ tok_login(struct tok *t, const char *pin, int allow_final_try)
 		goto out;
 	}
 	refresh_flags(t);
-	if (t->info.flags & CKF_USER_PIN_LOCKED) {
+	if (t->info.flags & TOK_F_USER_PIN_LOCKED) {
 		log_error("the user PIN of token '%s' is locked; the token's security officer must "
 		          "unlock it (login not tried)",
 		          t->info.label);
 		r = P11E_ERR_PIN;
 		goto out;
 	}
-	if ((t->info.flags & CKF_USER_PIN_FINAL_TRY) && !allow_final_try) {
+	if ((t->info.flags & TOK_F_USER_PIN_FINAL_TRY) && !allow_final_try) {
 		log_error("token '%s' has one PIN attempt left before the PIN locks; "
 		          "login not tried: check the PIN file, then allow the final try "
 		          "with `p11enroll enroll --allow-final-pin-try`",
@@ -471,10 +503,10 @@ tok_login(struct tok *t, const char *pin, int allow_final_try)
 		r = P11E_ERR_PIN;
 		goto out;
 	}
-	if (t->info.flags & CKF_USER_PIN_COUNT_LOW)
+	if (t->info.flags & TOK_F_USER_PIN_COUNT_LOW)
 		log_warn("token '%s' reports failed PIN attempts (few left before it locks)",
 		         t->info.label);
-	if (t->info.flags & CKF_PROTECTED_AUTHENTICATION_PATH) {
+	if (t->info.flags & TOK_F_PROTECTED_AUTH_PATH) {
 		log_info("enter the PIN of token '%s' on the reader", t->info.label);
 	} else if (pin == NULL) {
 		log_error("token '%s' needs a PIN and none is configured; set [token] pin_file",
@@ -499,19 +531,19 @@ out:
 }
 
 /*
- * Logout, close our session, release libp11 (whose unload finalizes the
- * module), else finalize ourselves when our C_Initialize did it; unload.
- * When the session cannot be closed and the token no longer answers, says so,
- * last: what failed before (a libp11 signature...) may not have named the token.
+ * Cuts the bridge's EVP_PKEYs off, logs out, closes our session, finalizes
+ * when our C_Initialize initialised the module, unloads. When the session
+ * cannot be closed and the token no longer answers, says so, last: what
+ * failed before may not have named the token.
  */
 void
 tok_close(struct tok *t)
 {
-	int finalized = 0;
 	CK_TOKEN_INFO ti;
 
 	if (t == NULL)
 		return;
+	tok_evp_detach(t);
 	if (t->f != NULL) {
 		if (t->logged_in)
 			(void)t->f->C_Logout(t->session);
@@ -520,8 +552,7 @@ tok_close(struct tok *t)
 			log_warn(
 			    "token '%s' was removed or stopped responding before it was closed",
 			    t->info.label);
-		finalized = tok_evp_unload(t);
-		if (t->initialized && !finalized)
+		if (t->initialized)
 			(void)t->f->C_Finalize(NULL);
 	}
 	if (t->dl != NULL)

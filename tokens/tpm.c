@@ -14,9 +14,9 @@
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_tctildr.h>
 
+#include "box.h"
 #include "err.h"
 #include "log.h"
-#include "tok.h"
 #include "tpm.h"
 
 /* tpm2-tss, resolved with dlsym; the types come from its headers. */
@@ -379,17 +379,17 @@ run_attempt(const char *conf, unsigned timeout_s, struct attempt *a)
 {
 	int r = P11E_ERR_INTERNAL;
 	struct attempt_job job = {conf};
-	struct tok_box b = {NULL, 0, TOK_BOX_EXITED, 0};
+	struct box b = {NULL, 0, BOX_EXITED, 0};
 
-	if ((r = tok_run_boxed(timeout_s, 1, attempt_fn, &job, &b)) != 0)
+	if ((r = box_run(timeout_s, 1, attempt_fn, &job, &b)) != 0)
 		goto out;
 	memset(a, 0, sizeof(*a));
-	if (b.end == TOK_BOX_TIMEOUT)
+	if (b.end == BOX_TIMEOUT)
 		snprintf(a->why, sizeof(a->why),
 		         "no answer within %u s (a resource manager or D-Bus that does not "
 		         "answer?)",
 		         timeout_s);
-	else if (b.end == TOK_BOX_SIGNALED)
+	else if (b.end == BOX_SIGNALED)
 		snprintf(a->why, sizeof(a->why), "tpm2-tss crashed (signal %d)", b.code);
 	else if (b.len != sizeof(*a))
 		snprintf(a->why, sizeof(a->why), "the probe failed (exit status %d)", b.code);
@@ -399,7 +399,7 @@ run_attempt(const char *conf, unsigned timeout_s, struct attempt *a)
 	a->info.problem[sizeof(a->info.problem) - 1] = '\0';
 	r = 0;
 out:
-	tok_box_clear(&b);
+	box_clear(&b);
 	return r;
 }
 

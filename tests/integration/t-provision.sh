@@ -467,24 +467,8 @@ test_pending_then_polled() {
 		token_objects >"pending-${LABELS[$i]}.txt"
 	done
 	: >"$T/report.jsonl"
-	p11e provision --report "$T/report.jsonl"
-	# Known and rare (about 1 run in 12 of this test, 2 in 800 bench enrollments): libp11
-	# 0.4.12 does not list the EC key of a pending request that the token holds, and
-	# that card fails with this exact error, its request still pending. The next run
-	# polls it; any other failure is one.
-	if [ "$RC" -ne 0 ] && [ "$(report_count failed)" -ge 1 ] &&
-		[ "$(grep -c '"result":"failed"' "$T/report.jsonl")" = \
-			"$(grep -c "private key 'p11enroll' not found on token" "$T/report.jsonl")" ]; then
-		echo "note: libp11 missed a pending key (known); polling once more" >&2
-		grep '"result":"enrolled"' "$T/report.jsonl" >"$T/report-1.jsonl"
-		p11e provision --report "$T/report-2.jsonl"
-		assert_eq 0 "$RC" "exit status of the second poll"
-		cat "$T/report-1.jsonl" "$T/report-2.jsonl" >"$T/report.jsonl"
-		assert_eq 3 "$(report_count enrolled)" "report lines 'enrolled' after polling twice"
-	else
-		assert_eq 0 "$RC" "exit status after polling"
-		assert_eq 3 "$(report_count enrolled)" "report lines 'enrolled' after polling"
-	fi
+	assert_exit 0 p11e provision --report "$T/report.jsonl"
+	assert_eq 3 "$(report_count enrolled)" "report lines 'enrolled' after polling"
 	for ((i = 0; i < 3; i++)); do
 		TOKEN_LABEL=${LABELS[$i]}
 		token_objects >objects.txt

@@ -2,7 +2,8 @@
  * test_pkcs11.c: tokens/ against a real SoftHSM token made for the test in a
  * mkdtemp directory (softhsm2-util). Skips only when SoftHSM is not installed.
  * With OpenSC's pkcs11-spy present, also counts the PKCS#11 calls (one
- * C_Login, one C_Finalize); with pkcs11-tool present, checks how it sees the
+ * C_Initialize, C_OpenSession, C_Login and C_Finalize for everything, private
+ * key operations included); with pkcs11-tool present, checks how it sees the
  * generated keys.
  */
 #include <stdarg.h>
@@ -24,13 +25,13 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "conf.h"
 #include "err.h"
 #include "log.h"
-#include "p11int.h" /* white box, for test_keygen_errors only */
+#include "p11int.h" /* white box: test_keygen_errors, test_evp_one_view, test_keygen_cut_between_ids */
 #include "tok.h"
 
 #define SOFTHSM "/usr/lib/softhsm/libsofthsm2.so"
@@ -215,7 +216,7 @@ now_ms(void)
 }
 
 static struct tok_key *
-gen(struct tok *t, int type, int bits, const char *label)
+gen(struct tok *t, enum tok_key_type type, int bits, const char *label)
 {
 	struct tok_keyspec spec = {type, bits, 0};
 	struct tok_key *k = NULL;
@@ -223,12 +224,11 @@ gen(struct tok *t, int type, int bits, const char *label)
 	double t0 = now_ms();
 
 	assert_int_equal(tok_generate_key(t, NULL, &spec, label, &k), 0);
-	print_message("keygen %s-%d: %.1f ms\n", type == CONF_KEY_RSA ? "RSA" : "EC", bits,
+	print_message("keygen %s-%d: %.1f ms\n", type == TOK_KEY_RSA ? "RSA" : "EC", bits,
 	              now_ms() - t0);
 	assert_non_null(k->pub);
 	assert_int_equal(EVP_PKEY_get_bits(k->pub), bits);
-	assert_int_equal(EVP_PKEY_get_id(k->pub),
-	                 type == CONF_KEY_RSA ? EVP_PKEY_RSA : EVP_PKEY_EC);
+	assert_int_equal(EVP_PKEY_get_id(k->pub), type == TOK_KEY_RSA ? EVP_PKEY_RSA : EVP_PKEY_EC);
 	assert_int_equal(tok_key_id_for(k->pub, id), 0);
 	assert_int_equal(k->id_len, 20);
 	assert_memory_equal(k->id, id, 20);
@@ -269,8 +269,9 @@ self_signed(struct tok_key *k, EVP_PKEY *priv, int days)
 	return x;
 }
 
+/* A CSR signed on the token with md, verified with the public key. */
 static void
-csr_sign_verify(struct tok_key *k, EVP_PKEY *priv)
+csr_sign_verify_md(struct tok_key *k, EVP_PKEY *priv, const EVP_MD *md)
 {
 	X509_REQ *req = X509_REQ_new();
 	X509_NAME *n = X509_NAME_new();
@@ -281,11 +282,67 @@ csr_sign_verify(struct tok_key *k, EVP_PKEY *priv)
 	assert_true(X509_REQ_set_subject_name(req, n));
 	assert_true(X509_REQ_set_pubkey(req, k->pub));
 	t0 = now_ms();
-	assert_true(X509_REQ_sign(req, priv, EVP_sha256()) > 0);
-	print_message("CSR sign %s: %.2f ms\n", k->label, now_ms() - t0);
+	assert_true(X509_REQ_sign(req, priv, md) > 0);
+	print_message("CSR sign %s %s: %.2f ms\n", k->label, EVP_MD_get0_name(md), now_ms() - t0);
 	assert_int_equal(X509_REQ_verify(req, k->pub), 1);
 	X509_NAME_free(n);
 	X509_REQ_free(req);
+}
+
+static void
+csr_sign_verify(struct tok_key *k, EVP_PKEY *priv)
+{
+	csr_sign_verify_md(k, priv, EVP_sha256());
+}
+
+/* CMS SignedData (CMS_add1_signer, CMS_final) signed on the token with md, then verified. */
+static void
+cms_sign_verify(X509 *cert, EVP_PKEY *priv, const EVP_MD *md)
+{
+	static const char data[] = "a SCEP pkiMessage would go here";
+	CMS_ContentInfo *cms = NULL;
+	BIO *in = BIO_new_mem_buf(data, sizeof(data)), *out = BIO_new(BIO_s_mem());
+	X509_STORE *st = X509_STORE_new();
+	char *p = NULL;
+	long len;
+
+	cms = CMS_sign(NULL, NULL, NULL, NULL, CMS_PARTIAL | CMS_BINARY);
+	assert_non_null(cms);
+	assert_non_null(CMS_add1_signer(cms, cert, priv, md, CMS_BINARY));
+	assert_int_equal(CMS_final(cms, in, NULL, CMS_BINARY), 1);
+	assert_true(X509_STORE_add_cert(st, cert));
+	assert_int_equal(CMS_verify(cms, NULL, st, NULL, out, CMS_BINARY), 1);
+	len = BIO_get_mem_data(out, &p);
+	assert_int_equal(len, sizeof(data));
+	assert_memory_equal(p, data, sizeof(data));
+	CMS_ContentInfo_free(cms);
+	BIO_free(in);
+	BIO_free(out);
+	X509_STORE_free(st);
+}
+
+/* CMS EnvelopedData for cert (RSA key transport), decrypted on the token. */
+static void
+cms_decrypt_check(X509 *cert, EVP_PKEY *priv)
+{
+	static const char data[] = "a CertRep's degenerate PKCS#7 would go here";
+	STACK_OF(X509) *certs = sk_X509_new_null();
+	CMS_ContentInfo *cms = NULL;
+	BIO *in = BIO_new_mem_buf(data, sizeof(data)), *out = BIO_new(BIO_s_mem());
+	char *p = NULL;
+	long len;
+
+	assert_true(sk_X509_push(certs, cert) > 0);
+	cms = CMS_encrypt(certs, in, EVP_aes_128_cbc(), CMS_BINARY);
+	assert_non_null(cms);
+	assert_int_equal(CMS_decrypt(cms, priv, cert, NULL, out, CMS_BINARY), 1);
+	len = BIO_get_mem_data(out, &p);
+	assert_int_equal(len, sizeof(data));
+	assert_memory_equal(p, data, sizeof(data));
+	sk_X509_free(certs);
+	CMS_ContentInfo_free(cms);
+	BIO_free(in);
+	BIO_free(out);
 }
 
 static void
@@ -364,7 +421,7 @@ test_rsa_key(void **state)
 	if (!have_softhsm)
 		skip();
 	open_login(&t);
-	k = gen(t, CONF_KEY_RSA, 2048, "rsa1");
+	k = gen(t, TOK_KEY_RSA, 2048, "rsa1");
 
 	assert_int_equal(tok_key_attrs(t, k, &a), 0);
 	assert_int_equal(a.sensitive, 1);
@@ -379,7 +436,7 @@ test_rsa_key(void **state)
 	assert_int_equal(n, 1);
 	assert_memory_equal(ks[0]->id, k->id, 20);
 	assert_int_equal(ks[0]->priv_handle, k->priv_handle);
-	assert_int_equal(ks[0]->type, CONF_KEY_RSA);
+	assert_int_equal(ks[0]->type, TOK_KEY_RSA);
 	assert_int_equal(EVP_PKEY_eq(ks[0]->pub, k->pub), 1);
 	tok_keys_free(ks, n);
 
@@ -408,8 +465,10 @@ test_rsa_key(void **state)
 }
 
 /*
- * Through pkcs11-spy: ours and libp11's C_Initialize, one C_Login (libp11
- * works with our login and never logs in itself), one C_Finalize.
+ * Through pkcs11-spy: one client of the module. One C_Initialize, one
+ * session, one C_Login and one C_Finalize for keygen, signatures and
+ * decryption; the EVP_PKEY reads no slot, token or object list: it signs
+ * with the handle the key was generated under.
  */
 static void
 test_spy_counts(void **state)
@@ -417,8 +476,11 @@ test_spy_counts(void **state)
 	struct tok *t = NULL;
 	struct tok_key *k = NULL;
 	EVP_PKEY *priv = NULL;
+	X509 *cert = NULL;
 	int logins = spy_count("C_Login"), fins = spy_count("C_Finalize");
-	int inits = spy_count("C_Initialize");
+	int inits = spy_count("C_Initialize"), sessions = spy_count("C_OpenSession");
+	int closeall = spy_count("C_CloseAllSessions");
+	int slots, infos, finds, signs, decrypts;
 
 	(void)state;
 	if (!have_softhsm || !have_spy)
@@ -426,15 +488,30 @@ test_spy_counts(void **state)
 	open_t1(SPY, &t);
 	assert_int_equal(tok_login(t, PIN, 0), 0);
 	assert_int_equal(tok_login(t, PIN, 0), 0);
-	k = gen(t, CONF_KEY_RSA, 2048, "spy1");
+	k = gen(t, TOK_KEY_RSA, 2048, "spy1");
+	slots = spy_count("C_GetSlotList") + spy_count("C_GetSlotInfo");
+	infos = spy_count("C_GetTokenInfo");
+	finds = spy_count("C_FindObjectsInit");
+	signs = spy_count("C_Sign");
+	decrypts = spy_count("C_Decrypt");
 	assert_int_equal(tok_key_evp(t, k, &priv), 0);
 	csr_sign_verify(k, priv);
+	cert = self_signed(k, priv, 30);
+	cms_decrypt_check(cert, priv);
+	assert_int_equal(spy_count("C_GetSlotList") + spy_count("C_GetSlotInfo"), slots);
+	assert_int_equal(spy_count("C_GetTokenInfo"), infos);
+	assert_int_equal(spy_count("C_FindObjectsInit"), finds);
+	assert_int_equal(spy_count("C_Sign") - signs, 2);
+	assert_int_equal(spy_count("C_Decrypt") - decrypts, 1);
+	X509_free(cert);
 	EVP_PKEY_free(priv);
 	tok_key_free(k);
 	tok_close(t);
-	assert_int_equal(spy_count("C_Initialize") - inits, 2);
+	assert_int_equal(spy_count("C_Initialize") - inits, 1);
+	assert_int_equal(spy_count("C_OpenSession") - sessions, 1);
 	assert_int_equal(spy_count("C_Login") - logins, 1);
 	assert_int_equal(spy_count("C_Finalize") - fins, 1);
+	assert_int_equal(spy_count("C_CloseAllSessions") - closeall, 0);
 }
 
 static void
@@ -451,18 +528,26 @@ test_ec_keys(void **state)
 	if (!have_softhsm)
 		skip();
 	open_login(&t);
-	k = gen(t, CONF_KEY_EC, 256, "ec1");
+	k = gen(t, TOK_KEY_EC, 256, "ec1");
 	assert_int_equal(tok_key_attrs(t, k, &a), 0);
 	assert_true(a.sensitive == 1 && a.extractable == 0 && a.never_extractable == 1);
 	assert_int_equal(tok_key_evp(t, k, &priv), 0);
 	csr_sign_verify(k, priv);
 	cert = self_signed(k, priv, 10);
+	cms_sign_verify(cert, priv, EVP_sha256());
+	/* a digest longer than the curve's order: cut as ECDSA cuts it */
+	csr_sign_verify_md(k, priv, EVP_sha384());
+	cms_sign_verify(cert, priv, EVP_sha512());
 	X509_free(cert);
 
-	/* a key made after libp11 listed the token's keys */
-	k2 = gen(t, CONF_KEY_EC, 384, "ec1");
+	/* a second key, made while the first one's EVP_PKEY is alive: both sign */
+	k2 = gen(t, TOK_KEY_EC, 384, "ec1");
 	assert_int_equal(tok_key_evp(t, k2, &priv2), 0);
-	csr_sign_verify(k2, priv2);
+	csr_sign_verify_md(k2, priv2, EVP_sha384());
+	cert = self_signed(k2, priv2, 10);
+	cms_sign_verify(cert, priv2, EVP_sha384());
+	cms_sign_verify(cert, priv2, EVP_sha256());
+	X509_free(cert);
 	csr_sign_verify(k, priv);
 
 	assert_int_equal(tok_find_keys(t, "ec1", &ks, &n), 0);
@@ -483,65 +568,43 @@ test_ec_keys(void **state)
 	tok_close(t);
 }
 
-/* SignedData with CMS_add1_signer/CMS_final, then EnvelopedData decrypted on the token. */
+/*
+ * SignedData with CMS_add1_signer/CMS_final, then EnvelopedData decrypted on
+ * the token; as a renewal does, with two RSA keys at once: the current key
+ * signs, the new one decrypts, in one session.
+ */
 static void
 test_cms(void **state)
 {
 	struct tok *t = NULL;
-	struct tok_key *k = NULL;
-	EVP_PKEY *priv = NULL;
-	X509 *cert = NULL;
-	CMS_ContentInfo *cms = NULL;
-	BIO *in = NULL, *out = NULL;
-	X509_STORE *st = NULL;
-	STACK_OF(X509) *certs = NULL;
-	static const char data[] = "a SCEP pkiMessage would go here";
-	char *p = NULL;
-	long len;
+	struct tok_key *k = NULL, *k2 = NULL;
+	EVP_PKEY *priv = NULL, *priv2 = NULL;
+	X509 *cert = NULL, *cert2 = NULL;
 
 	(void)state;
 	if (!have_softhsm)
 		skip();
 	open_login(&t);
-	k = gen(t, CONF_KEY_RSA, 2048, "cms1");
+	k = gen(t, TOK_KEY_RSA, 2048, "cms1");
 	assert_int_equal(tok_key_evp(t, k, &priv), 0);
 	cert = self_signed(k, priv, 30);
+	cms_sign_verify(cert, priv, EVP_sha256());
+	cms_sign_verify(cert, priv, EVP_sha384());
+	cms_decrypt_check(cert, priv);
 
-	in = BIO_new_mem_buf(data, sizeof(data));
-	cms = CMS_sign(NULL, NULL, NULL, NULL, CMS_PARTIAL | CMS_BINARY);
-	assert_non_null(cms);
-	assert_non_null(CMS_add1_signer(cms, cert, priv, EVP_sha256(), CMS_BINARY));
-	assert_int_equal(CMS_final(cms, in, NULL, CMS_BINARY), 1);
-	st = X509_STORE_new();
-	assert_true(X509_STORE_add_cert(st, cert));
-	out = BIO_new(BIO_s_mem());
-	assert_int_equal(CMS_verify(cms, NULL, st, NULL, out, CMS_BINARY), 1);
-	len = BIO_get_mem_data(out, &p);
-	assert_int_equal(len, sizeof(data));
-	assert_memory_equal(p, data, sizeof(data));
-	CMS_ContentInfo_free(cms);
-	BIO_free(in);
-	BIO_free(out);
+	k2 = gen(t, TOK_KEY_RSA, 3072, "cms1");
+	assert_int_equal(tok_key_evp(t, k2, &priv2), 0);
+	cert2 = self_signed(k2, priv2, 30);
+	cms_sign_verify(cert, priv, EVP_sha256());
+	cms_decrypt_check(cert2, priv2);
+	cms_decrypt_check(cert, priv);
 
-	certs = sk_X509_new_null();
-	sk_X509_push(certs, cert);
-	in = BIO_new_mem_buf(data, sizeof(data));
-	cms = CMS_encrypt(certs, in, EVP_aes_128_cbc(), CMS_BINARY);
-	assert_non_null(cms);
-	out = BIO_new(BIO_s_mem());
-	assert_int_equal(CMS_decrypt(cms, priv, cert, NULL, out, CMS_BINARY), 1);
-	len = BIO_get_mem_data(out, &p);
-	assert_int_equal(len, sizeof(data));
-	assert_memory_equal(p, data, sizeof(data));
-
-	sk_X509_free(certs);
-	CMS_ContentInfo_free(cms);
-	BIO_free(in);
-	BIO_free(out);
-	X509_STORE_free(st);
 	X509_free(cert);
+	X509_free(cert2);
 	EVP_PKEY_free(priv);
+	EVP_PKEY_free(priv2);
 	tok_key_free(k);
+	tok_key_free(k2);
 	tok_close(t);
 }
 
@@ -557,7 +620,7 @@ test_certs(void **state)
 	if (!have_softhsm)
 		skip();
 	open_login(&t);
-	k = gen(t, CONF_KEY_EC, 256, "cert1");
+	k = gen(t, TOK_KEY_EC, 256, "cert1");
 	assert_int_equal(tok_key_evp(t, k, &priv), 0);
 	c1 = self_signed(k, priv, 10);
 	c2 = self_signed(k, priv, 400);
@@ -592,6 +655,243 @@ test_certs(void **state)
 	tok_close(t);
 }
 
+/* test_evp_one_view: calls the bridge must never make, counted. */
+static int stray_calls;
+
+static CK_RV
+stray_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR n)
+{
+	(void)present;
+	(void)list;
+	(void)n;
+	stray_calls++;
+	return CKR_GENERAL_ERROR;
+}
+
+static CK_RV
+stray_slot_info(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
+{
+	(void)slot;
+	(void)info;
+	stray_calls++;
+	return CKR_GENERAL_ERROR;
+}
+
+static CK_RV
+stray_token_info(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+	(void)slot;
+	(void)info;
+	stray_calls++;
+	return CKR_GENERAL_ERROR;
+}
+
+static CK_RV
+stray_find_init(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
+{
+	(void)s;
+	(void)tmpl;
+	(void)n;
+	stray_calls++;
+	return CKR_GENERAL_ERROR;
+}
+
+static CK_RV
+stray_open_session(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
+                   CK_SESSION_HANDLE_PTR s)
+{
+	(void)slot;
+	(void)flags;
+	(void)app;
+	(void)notify;
+	(void)s;
+	stray_calls++;
+	return CKR_GENERAL_ERROR;
+}
+
+static CK_RV
+stray_close_all(CK_SLOT_ID slot)
+{
+	(void)slot;
+	stray_calls++;
+	return CKR_GENERAL_ERROR;
+}
+
+static CK_RV
+stray_login(CK_SESSION_HANDLE s, CK_USER_TYPE u, CK_UTF8CHAR_PTR pin, CK_ULONG len)
+{
+	(void)s;
+	(void)u;
+	(void)pin;
+	(void)len;
+	stray_calls++;
+	return CKR_GENERAL_ERROR;
+}
+
+/*
+ * White box, the cause of libp11 0.4.12's "private key not found": a second
+ * client that enumerates every slot again (and, on one slot's failure, closes
+ * every session of the slots it had read, ours included: C_CloseAllSessions).
+ * The bridge signs and decrypts with slot, token and object listings, new
+ * sessions and logins all failing: it uses our session and the handle the
+ * key was generated under, nothing else.
+ */
+static void
+test_evp_one_view(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *rsa = NULL, *ec = NULL;
+	EVP_PKEY *rpriv = NULL, *epriv = NULL;
+	X509 *rcert = NULL, *ecert = NULL;
+	CK_FUNCTION_LIST fl, *real;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	rsa = gen(t, TOK_KEY_RSA, 2048, "view1");
+	ec = gen(t, TOK_KEY_EC, 256, "view1");
+	real = t->f;
+	fl = *real;
+	fl.C_GetSlotList = stray_slot_list;
+	fl.C_GetSlotInfo = stray_slot_info;
+	fl.C_GetTokenInfo = stray_token_info;
+	fl.C_FindObjectsInit = stray_find_init;
+	fl.C_OpenSession = stray_open_session;
+	fl.C_CloseAllSessions = stray_close_all;
+	fl.C_Login = stray_login;
+	t->f = &fl;
+	stray_calls = 0;
+	assert_int_equal(tok_key_evp(t, rsa, &rpriv), 0);
+	assert_int_equal(tok_key_evp(t, ec, &epriv), 0);
+	csr_sign_verify(rsa, rpriv);
+	csr_sign_verify(ec, epriv);
+	rcert = self_signed(rsa, rpriv, 5);
+	ecert = self_signed(ec, epriv, 5);
+	cms_sign_verify(rcert, rpriv, EVP_sha256());
+	cms_sign_verify(ecert, epriv, EVP_sha256());
+	cms_decrypt_check(rcert, rpriv);
+	assert_int_equal(stray_calls, 0);
+	t->f = real;
+	/* a copy OpenSSL makes shares no hold on the token: both are freed once */
+	EVP_PKEY_free(EVP_PKEY_dup(rpriv));
+	EVP_PKEY_free(EVP_PKEY_dup(epriv));
+	ERR_clear_error();
+	X509_free(rcert);
+	X509_free(ecert);
+	EVP_PKEY_free(rpriv);
+	EVP_PKEY_free(epriv);
+	tok_key_free(rsa);
+	tok_key_free(ec);
+	tok_close(t);
+}
+
+/* The module's C_Sign, which ends the operation, reporting the token gone. */
+static CK_FUNCTION_LIST *real_fl;
+
+static CK_RV
+removed_sign(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR sig,
+             CK_ULONG_PTR siglen)
+{
+	(void)real_fl->C_Sign(s, in, inlen, sig, siglen);
+	return CKR_DEVICE_REMOVED;
+}
+
+/*
+ * What the bridge refuses, with a message: a key whose private key is not
+ * visible (listed before login), RSA padding other than PKCS#1 v1.5, a
+ * failing C_Sign, a key used after its token was closed (freed after it:
+ * fine, under ASan too).
+ */
+static void
+test_evp_errors(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k = NULL, *ek = NULL, **ks = NULL;
+	EVP_PKEY *priv = NULL, *epriv = NULL;
+	EVP_MD_CTX *mctx = NULL;
+	EVP_PKEY_CTX *pctx = NULL;
+	CK_FUNCTION_LIST fl, *real;
+	unsigned char sig[512];
+	size_t siglen = sizeof(sig), n = 0;
+	const char *msg;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	k = gen(t, TOK_KEY_RSA, 2048, "err1");
+	tok_key_free(k);
+	tok_close(t);
+
+	open_t1(SOFTHSM, &t);
+	assert_int_equal(tok_find_keys(t, "err1", &ks, &n), 0);
+	assert_int_equal(n, 1);
+	cap_begin();
+	assert_int_equal(tok_key_evp(t, ks[0], &priv), P11E_ERR_TOKEN);
+	msg = cap_end();
+	assert_null(priv);
+	assert_non_null(
+	    strstr(msg, "private key 'err1' is not visible on token 't1' (not logged in)"));
+	tok_keys_free(ks, n);
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	assert_int_equal(tok_find_keys(t, "err1", &ks, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(tok_key_evp(t, ks[0], &priv), 0);
+
+	mctx = EVP_MD_CTX_new();
+	assert_int_equal(EVP_DigestSignInit(mctx, &pctx, EVP_sha256(), NULL, priv), 1);
+	assert_true(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) > 0);
+	cap_begin();
+	assert_true(EVP_DigestSign(mctx, sig, &siglen, (const unsigned char *)"x", 1) <= 0);
+	msg = cap_end();
+	assert_non_null(strstr(msg, "private key 'err1': the token is used with RSA PKCS#1 v1.5 "
+	                            "only"));
+	EVP_MD_CTX_free(mctx);
+	ERR_clear_error();
+	csr_sign_verify(ks[0], priv);
+
+	ek = gen(t, TOK_KEY_EC, 256, "err2");
+	assert_int_equal(tok_key_evp(t, ek, &epriv), 0);
+	real = real_fl = t->f;
+	fl = *real;
+	fl.C_Sign = removed_sign;
+	t->f = &fl;
+	cap_begin();
+	{
+		X509_REQ *req = X509_REQ_new();
+
+		assert_true(X509_REQ_set_pubkey(req, ek->pub));
+		assert_true(X509_REQ_sign(req, epriv, EVP_sha256()) <= 0);
+		X509_REQ_free(req);
+	}
+	msg = cap_end();
+	t->f = real;
+	ERR_clear_error();
+	assert_non_null(strstr(msg, "C_Sign (CKM_ECDSA) with private key 'err2' on token 't1' "
+	                            "failed: CKR_DEVICE_REMOVED"));
+	csr_sign_verify(ek, epriv);
+
+	assert_int_equal(tok_destroy_key(t, ek), 0);
+	assert_int_equal(tok_destroy_key(t, ks[0]), 0);
+	tok_close(t);
+	cap_begin();
+	{
+		X509_REQ *req = X509_REQ_new();
+
+		assert_true(X509_REQ_set_pubkey(req, ek->pub));
+		assert_true(X509_REQ_sign(req, epriv, EVP_sha256()) <= 0);
+		X509_REQ_free(req);
+	}
+	msg = cap_end();
+	ERR_clear_error();
+	assert_non_null(strstr(msg, "private key 'err2' used after its token was closed"));
+	EVP_PKEY_free(priv);
+	EVP_PKEY_free(epriv);
+	tok_key_free(ek);
+	tok_keys_free(ks, n);
+}
+
 /* How pkcs11-tool sees a generated key. */
 static void
 test_pkcs11_tool(void **state)
@@ -606,7 +906,7 @@ test_pkcs11_tool(void **state)
 	if (!have_softhsm || run("command -v pkcs11-tool") != 0)
 		skip();
 	open_login(&t);
-	k = gen(t, CONF_KEY_RSA, 2048, "tool1");
+	k = gen(t, TOK_KEY_RSA, 2048, "tool1");
 	tok_key_free(k);
 	tok_close(t);
 	snprintf(cmd, sizeof(cmd),
@@ -632,13 +932,24 @@ fail_set_attr(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR a, CK_UL
 	return CKR_DEVICE_REMOVED;
 }
 
-/* Keygen failures: a clear message, and no half-made key pair left behind. */
+static CK_RV
+fail_destroy(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o)
+{
+	(void)s;
+	(void)o;
+	return CKR_DEVICE_REMOVED;
+}
+
+/*
+ * Keygen failures: a clear message, and no half-made key pair left behind;
+ * one that cannot be taken back (the token went away) is reported as left.
+ */
 static void
 test_keygen_errors(void **state)
 {
 	struct tok *t = NULL;
 	struct tok_key *k = NULL, **ks = NULL;
-	struct tok_keyspec big = {CONF_KEY_RSA, 32768, 0}, ec = {CONF_KEY_EC, 256, 0};
+	struct tok_keyspec big = {TOK_KEY_RSA, 32768, 0}, ec = {TOK_KEY_EC, 256, 0};
 	CK_FUNCTION_LIST fl, *real;
 	const char *msg;
 	size_t n = 0;
@@ -675,6 +986,28 @@ test_keygen_errors(void **state)
 		assert_int_equal(tok_find_objects(t, tmpl, 2, "test", &hs, &n), 0);
 		assert_int_equal(n, 0);
 		free(hs);
+	}
+
+	{
+		static const unsigned char tmp[16] = "p11e-left-over!";
+		struct tok_keygen_ids ids = {tmp, sizeof(tmp), NULL, NULL, 0};
+
+		fl.C_DestroyObject = fail_destroy;
+		t->f = &fl;
+		cap_begin();
+		assert_int_equal(tok_generate_key(t, &ids, &ec, "bad3", &k), P11E_ERR_TOKEN);
+		msg = cap_end();
+		t->f = real;
+		assert_null(k);
+		assert_int_equal(ids.left, 1);
+		assert_non_null(strstr(msg, "it stays on the token"));
+		assert_int_equal(tok_find_keys(t, "bad3", &ks, &n), 0);
+		assert_int_equal(n, 1);
+		assert_int_equal(ks[0]->id_len, sizeof(tmp));
+		assert_memory_equal(ks[0]->id, tmp, sizeof(tmp));
+		assert_true(ks[0]->priv_handle != 0);
+		assert_int_equal(tok_destroy_key(t, ks[0]), 0);
+		tok_keys_free(ks, n);
 	}
 	tok_close(t);
 }
@@ -725,9 +1058,9 @@ test_keygen_ids(void **state)
 	static const unsigned char tmp[16] = "p11e-temporary!";
 	struct tok *t = NULL;
 	struct tok_key *k = NULL;
-	struct tok_keyspec ec = {CONF_KEY_EC, 256, 0};
+	struct tok_keyspec ec = {TOK_KEY_EC, 256, 0};
 	struct hook_seen h = {NULL, tmp, 0, 0, 0, 0, {0}};
-	struct tok_keygen_ids ids = {tmp, sizeof(tmp), hook, &h};
+	struct tok_keygen_ids ids = {tmp, sizeof(tmp), hook, &h, 0};
 
 	(void)state;
 	if (!have_softhsm)
@@ -772,7 +1105,7 @@ test_keygen_cut_between_ids(void **state)
 	if (!have_softhsm)
 		skip();
 	open_login(&t);
-	k = gen(t, CONF_KEY_EC, 256, "cut1");
+	k = gen(t, TOK_KEY_EC, 256, "cut1");
 	assert_int_equal(t->f->C_SetAttributeValue(t->session, k->pub_handle, &a, 1), CKR_OK);
 	assert_int_equal(tok_find_keys(t, "cut1", &ks, &n), 0);
 	assert_int_equal(n, 1);
@@ -821,6 +1154,8 @@ main(void)
 	    cmocka_unit_test(test_ec_keys),
 	    cmocka_unit_test(test_cms),
 	    cmocka_unit_test(test_certs),
+	    cmocka_unit_test(test_evp_one_view),
+	    cmocka_unit_test(test_evp_errors),
 	    cmocka_unit_test(test_pkcs11_tool),
 	    cmocka_unit_test(test_keygen_errors),
 	    cmocka_unit_test(test_keygen_ids),
