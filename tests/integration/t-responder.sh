@@ -202,11 +202,14 @@ hostile() {
 	assert_eq 0 "$(count_objects cert)" "certificates on the token after '$mode'"
 	assert_no_file "$CERT_FILE"
 	assert_eq 0 "$(count_objects privkey)" "private keys (this run's key taken back)"
-	# state_dir as before: nothing pending, no stray files; the record of this attempt
-	# and the profile's (empty) lock file.
+	# state_dir as before: nothing pending, no stray files; the record of this attempt,
+	# the profile's (empty) lock file, and its key record naming no key (the key this run
+	# generated was taken back and forgotten).
 	assert_eq "" "$(ls -A "$STATE_DIR" 2>/dev/null |
-		grep -v -e '^ca.pin$' -e '^last-p11enroll.txt$' -e '^lock-p11enroll$')" \
-		"files in state_dir"
+		grep -v -e '^ca.pin$' -e '^last-p11enroll.txt$' -e '^lock-p11enroll$' \
+			-e '^keys-p11enroll.txt$')" "files in state_dir"
+	assert_eq 0 "$(grep -c '^key=' "$STATE_DIR/keys-p11enroll.txt")" \
+		"keys named in the key record after '$mode'"
 	assert_contains "$STATE_DIR/last-p11enroll.txt" "err=-"
 }
 
