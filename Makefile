@@ -97,19 +97,69 @@ $(FAULT_IO_SO): tests/fault/fault_io.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl
 
+# The test files run side by side (P11E_JOBS, default CPUs + 2); the longest, as timed
+# last time in $(BUILD)/integration-times.txt, start first.
 integration: all $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list
 	P11ENROLL=$(BUILD)/p11enroll P11E_FAULT_MODULE=$(CURDIR)/$(FAULT_SO) \
-		P11E_FAULT_IO=$(CURDIR)/$(FAULT_IO_SO) \
+		P11E_FAULT_IO=$(CURDIR)/$(FAULT_IO_SO) P11E_TIMINGS=$(CURDIR)/$(BUILD)/integration-times.txt \
 		P11E_OPENSSL_BINS=$$(tr '\n' : <$(BUILD)/old-openssl.list) tests/integration/run.sh
 
-# The Python test doubles check themselves (and against OpenSSL's CLI) before they judge us.
+# The Python test doubles check themselves (and against OpenSSL's CLI) before they judge us:
+# one process per test module, side by side, each module's output printed in turn.
+DOUBLES_TESTS := $(notdir $(wildcard tests/doubles/test_*.py))
 doubles:
-	/usr/bin/python3 -m unittest discover -s tests/doubles
+	@mkdir -p $(BUILD); rc=0; jobs=; pids=; \
+	trap 'kill $$pids 2>/dev/null; exit 130' INT TERM; \
+	for t in $(DOUBLES_TESTS); do \
+		/usr/bin/python3 -m unittest discover -s tests/doubles -p $$t >$(BUILD)/$$t.log 2>&1 & \
+		jobs="$$jobs $$!:$$t"; pids="$$pids $$!"; \
+	done; \
+	for j in $$jobs; do \
+		wait $${j%%:*} || rc=1; echo "== tests/doubles/$${j#*:}"; cat $(BUILD)/$${j#*:}.log; \
+	done; \
+	exit $$rc
 
-# Plain build first, then everything again under ASan+UBSan.
+# Plain build first, then everything again under ASan+UBSan. Both trees are built first,
+# on every core. Every stage runs, also after one failed (a failing unit test must not hide
+# the integration run); the check fails at the end, naming the stages that failed, with
+# each stage's time. The two integration passes run side by side, with half the jobs each,
+# each pass printed when it has ended (CHECK_TOGETHER=0: one after the other, all the jobs).
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+CHECK_TOGETHER ?= 1
+CHECK_JOBS ?= $(shell echo $$((($(NPROC) + 3) / 2)))
+.PHONY: check-build
+check-build: all $(UNIT_BIN) $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list
+
 check: test-deps
-	$(MAKE) format-check doubles unit integration
-	$(MAKE) BUILD=build-san SAN=1 unit integration
+	@failed=; times=; t0=$$(date +%s); \
+	stage() { s=$$1; shift; t=$$(date +%s); "$$@" || failed="$$failed $$s"; \
+		times="$$times $$s $$(($$(date +%s) - t))s"; }; \
+	plain="$(MAKE) --no-print-directory" san="$(MAKE) --no-print-directory BUILD=build-san SAN=1"; \
+	stage build $$plain -j$(NPROC) check-build; \
+	stage san:build $$san -j$(NPROC) check-build; \
+	stage format-check $$plain format-check; \
+	stage doubles $$plain doubles; \
+	stage unit $$plain unit; \
+	stage san:unit $$san unit; \
+	if [ "$(CHECK_TOGETHER)" = 1 ]; then \
+		t=$$(date +%s); mkdir -p $(BUILD) build-san; \
+		P11E_JOBS=$${P11E_JOBS:-$(CHECK_JOBS)} setsid $$plain integration \
+			>$(BUILD)/check-integration.log 2>&1 </dev/null & a=$$!; \
+		P11E_JOBS=$${P11E_JOBS:-$(CHECK_JOBS)} setsid $$san integration \
+			>build-san/check-integration.log 2>&1 </dev/null & b=$$!; \
+		trap 'kill -TERM -$$a -$$b 2>/dev/null; wait; exit 130' INT TERM; \
+		wait $$a || failed="$$failed integration"; \
+		echo "== integration ($(BUILD))"; cat $(BUILD)/check-integration.log; \
+		wait $$b || failed="$$failed san:integration"; \
+		echo "== san:integration (build-san)"; cat build-san/check-integration.log; \
+		times="$$times integration+san:integration $$(($$(date +%s) - t))s"; \
+	else \
+		stage integration $$plain integration; \
+		stage san:integration $$san integration; \
+	fi; \
+	echo "make check: $$(($$(date +%s) - t0)) s (stages:$$times)"; \
+	if [ -n "$$failed" ]; then echo "make check: FAILED:$$failed"; exit 1; fi; \
+	echo "make check: all stages passed"
 
 demo: deps
 	$(MAKE) all

@@ -24,13 +24,53 @@ SPY_MODULE=${SPY_MODULE:-/usr/lib/x86_64-linux-gnu/pkcs11-spy.so}
 
 # ---------------------------------------------------------------- processes
 
-# free_port: prints a TCP port that was free on 127.0.0.1 a moment ago.
+# free_port: prints a TCP port that was free on every interface a moment ago. Files run
+#   side by side (run.sh), so a port must not be free to take for two of them at once: the
+#   ports come from outside the kernel's ephemeral range (where no server binding port 0
+#   and no outgoing connection lands), from one of 16 ranges of 512 chosen by the job slot
+#   (P11E_PORT_SLOT, set by run.sh), handed out in turn from a counter per range in
+#   $P11E_RUN_DIR/ports. A port picked as a dead end ("nothing listens there") stays so
+#   while the file runs.
 free_port() {
-	python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
+	/usr/bin/python3 - "${P11E_PORT_SLOT:-0}" "${P11E_RUN_DIR:-}" <<'PY'
+import fcntl, os, socket, sys
+slot, run_dir = int(sys.argv[1]), sys.argv[2]
+size, ranges = 512, 16
+with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+    low, high = (int(v) for v in f.read().split())
+r = slot % ranges
+if low - 1024 >= size * ranges:
+    base = low - size * ranges + size * r
+elif 65535 - high >= size * ranges:
+    base = high + 1 + size * r
+else:
+    sys.exit("free_port: no room for %d ports outside the ephemeral range %d-%d" % (size * ranges, low, high))
+counter = None
+n = int.from_bytes(os.urandom(2), "little")
+if run_dir:
+    os.makedirs(os.path.join(run_dir, "ports"), exist_ok=True)
+    counter = open(os.path.join(run_dir, "ports", "range-%d" % r), "a+")
+    fcntl.flock(counter, fcntl.LOCK_EX)
+    counter.seek(0)
+    n = int(counter.read() or 0)
+for i in range(size):
+    port = base + (n + i) % size
+    s = socket.socket()
+    try:
+        s.bind(("", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    if counter:
+        counter.seek(0)
+        counter.truncate()
+        counter.write(str(n + i + 1))
+    print(port)
+    break
+else:
+    sys.exit("free_port: no free port in %d-%d" % (base, base + size - 1))
+PY
 }
 
 # register_pidfile FILE: stop_all (and the test trap) will stop the process in FILE.
@@ -78,23 +118,43 @@ stop_all() {
 # generated once per run in $P11E_RUN_DIR/ca-cache/NAME and copied. Each server gets a
 # fresh copy: scepserver refuses a second certificate for a DN it already issued.
 _ca_depot() {
-	local name=$1 dest=$2 cache tmp
+	local name=$1 dest=$2 cache
 	cache=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}/$name
-	if [ ! -f "$cache/depot/ca.pem" ]; then
-		mkdir -p "${cache%/*}"
-		tmp=$(mktemp -d "${cache%/*}/.new.XXXXXX") || return 1
-		if ! (cd "$tmp" && scepserver ca -init -depot depot -organization "p11enroll test CA $name") \
-			>"$tmp/init.log" 2>&1; then
-			echo "scepserver ca -init failed:" >&2
-			cat "$tmp/init.log" >&2
-			rm -rf "$tmp"
-			return 1
-		fi
-		rm -rf "$cache"
-		mv "$tmp" "$cache" || return 1
-	fi
+	_cache_make "$cache" depot/ca.pem _ca_depot_init "$name" || return 1
 	rm -rf "$dest"
 	cp -r "$cache/depot" "$dest" && chmod -R u+w "$dest"
+}
+
+# _ca_depot_init NAME: a new depot in ./depot (run in an empty directory).
+_ca_depot_init() {
+	if ! scepserver ca -init -depot depot -organization "p11enroll test CA $1" >init.log 2>&1; then
+		echo "scepserver ca -init failed:" >&2
+		cat init.log >&2
+		return 1
+	fi
+}
+
+# _cache_make DIR FILE CMD [ARGS...]: makes the cache directory DIR, unless it exists,
+#   by running CMD in an empty directory beside it that is then renamed to DIR; DIR/FILE
+#   is what shows that a cache is whole. Files running side by side (run.sh) share the
+#   run's caches: the first to need one makes it under a lock (DIR.lock), the others
+#   wait for it; a cache is never changed nor removed once it is there.
+_cache_make() {
+	local cache=$1 whole=$2 tmp
+	shift 2
+	[ ! -f "$cache/$whole" ] || return 0
+	mkdir -p "${cache%/*}" || return 1
+	(
+		flock 9 || exit 1
+		[ ! -f "$cache/$whole" ] || exit 0
+		tmp=$(mktemp -d "${cache%/*}/.new.XXXXXX") || exit 1
+		if ! (cd "$tmp" && "$@"); then
+			rm -rf "$tmp"
+			exit 1
+		fi
+		rm -rf "$cache" # not whole (made by hand, or cut short before this lock existed)
+		mv -T "$tmp" "$cache"
+	) 9>"$cache.lock"
 }
 
 # start_scepserver DIR [extra scepserver flags...]
@@ -182,8 +242,11 @@ start_responder() {
 		stop_pid "$dir/responder.pid"
 		return 1
 	fi
+	# Published whole by a rename; a file running beside this one may have been first.
 	if [ ! -d "$cache" ]; then
-		mkdir -p "${cache%/*}" && cp -r "$dir/pki" "$cache.tmp.$$" && mv "$cache.tmp.$$" "$cache"
+		local tmp
+		mkdir -p "${cache%/*}" && tmp=$(mktemp -d "$cache.new.XXXXXX") &&
+			cp -r "$dir/pki/." "$tmp" && { mv -T "$tmp" "$cache" 2>/dev/null || rm -rf "$tmp"; }
 	fi
 	SCEP_URL=http://127.0.0.1:$(cat "$dir/port")/scep
 	SCEP_PIDFILE=$dir/responder.pid SCEP_CA_PEM=$dir/pki/ca.pem
@@ -289,23 +352,23 @@ CNF
 # _stepca_pki DEST: copies the run's step-ca PKI (made once per run in
 #   $P11E_CA_CACHE/stepca, like _ca_depot) into DEST: root.pem, int.pem, int.key, password.
 _stepca_pki() {
-	local dest=$1 cache tmp
+	local dest=$1 cache
 	cache=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}/stepca
-	if [ ! -f "$cache/int.pem" ]; then
-		mkdir -p "${cache%/*}"
-		tmp=$(mktemp -d "${cache%/*}/.new.XXXXXX") || return 1
-		if ! _stepca_make_pki "$tmp" >"$tmp/pki.log" 2>&1; then
-			cat "$tmp/pki.log" >&2
-			rm -rf "$tmp"
-			fail "could not make the step-ca test PKI with openssl"
-			return 1
-		fi
-		rm -rf "$cache"
-		mv "$tmp" "$cache" || return 1
+	if ! _cache_make "$cache" int.pem _stepca_pki_init; then
+		fail "could not make the step-ca test PKI with openssl"
+		return 1
 	fi
 	rm -rf "$dest"
 	(umask 077 && mkdir -p "$dest") &&
 		cp -p "$cache/root.pem" "$cache/int.pem" "$cache/int.key" "$cache/password" "$dest/"
+}
+
+# _stepca_pki_init: _stepca_make_pki in the current directory, its output shown on failure.
+_stepca_pki_init() {
+	_stepca_make_pki . >pki.log 2>&1 || {
+		cat pki.log >&2
+		return 1
+	}
 }
 
 # _json_str TEXT: TEXT as a JSON string (quotes and backslashes escaped).
@@ -775,9 +838,9 @@ assert_exit() {
 assert_contains() {
 	ASSERTS=$((ASSERTS + 1))
 	if grep -qF -- "$2" "$1" 2>/dev/null; then
-		_pass "$(basename "$1") contains '$2'"
+		_pass "${1##*/} contains '$2'"
 	else
-		fail "$(basename "$1") does not contain '$2'$( [ -e "$1" ] || echo ' (no such file)')"
+		fail "${1##*/} does not contain '$2'$( [ -e "$1" ] || echo ' (no such file)')"
 	fi
 }
 
@@ -785,9 +848,9 @@ assert_contains() {
 assert_contains_i() {
 	ASSERTS=$((ASSERTS + 1))
 	if grep -qiF -- "$2" "$1" 2>/dev/null; then
-		_pass "$(basename "$1") contains '$2' (any case)"
+		_pass "${1##*/} contains '$2' (any case)"
 	else
-		fail "$(basename "$1") does not contain '$2' (any case)"
+		fail "${1##*/} does not contain '$2' (any case)"
 	fi
 }
 
@@ -795,9 +858,9 @@ assert_contains_i() {
 assert_match() {
 	ASSERTS=$((ASSERTS + 1))
 	if grep -qE -- "$2" "$1" 2>/dev/null; then
-		_pass "$(basename "$1") matches /$2/"
+		_pass "${1##*/} matches /$2/"
 	else
-		fail "$(basename "$1") has no line matching /$2/"
+		fail "${1##*/} has no line matching /$2/"
 	fi
 }
 
@@ -805,9 +868,9 @@ assert_match() {
 assert_not_contains() {
 	ASSERTS=$((ASSERTS + 1))
 	if grep -qF -- "$2" "$1" 2>/dev/null; then
-		fail "$(basename "$1") contains '$2' but must not"
+		fail "${1##*/} contains '$2' but must not"
 	else
-		_pass "$(basename "$1") does not contain '$2'"
+		_pass "${1##*/} does not contain '$2'"
 	fi
 }
 
@@ -839,7 +902,7 @@ _report() {
 }
 
 _run_one() {
-	local fn=$1 file=$2 name dir rc reason
+	local fn=$1 file=$2 name dir rc reason t0=$EPOCHREALTIME
 	name=$file/${fn#test_}
 	dir=$P11E_RUN_DIR/$file/${fn#test_}
 	rm -rf "$dir"
@@ -861,6 +924,9 @@ _run_one() {
 		echo "$?" >"$T/.done"
 	) >"$dir/log" 2>&1 </dev/null
 	rc=$?
+	# For run.sh's list of the slowest tests.
+	awk -v a="${t0/,/.}" -v b="${EPOCHREALTIME/,/.}" -v n="$name" 'BEGIN { printf "%.1f %s\n", b - a, n }' \
+		>>"$P11E_RUN_DIR/test-times"
 	if [ -s "$dir/.failures" ]; then
 		reason=$(head -n1 "$dir/.failures")
 		local n
@@ -895,6 +961,14 @@ run_tests() {
 		own_dir=1
 	fi
 	export P11E_CA_CACHE=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}
+	# python3 is Debian's /usr/bin/python3, the one tests/install-deps.sh installs modules
+	# for (and the doubles' #!), also where a version manager's shim comes first in PATH:
+	# pyenv's costs about 0.5 s of CPU a call, which made up half of t-tokens.sh's CPU.
+	if [ -x /usr/bin/python3 ] && [ "$(command -v python3)" != /usr/bin/python3 ]; then
+		mkdir -p "$P11E_RUN_DIR/bin" &&
+			{ [ -e "$P11E_RUN_DIR/bin/python3" ] || ln -s /usr/bin/python3 "$P11E_RUN_DIR/bin/python3" 2>/dev/null; }
+		export PATH=$P11E_RUN_DIR/bin:$PATH
+	fi
 	if [ -z "${P11ENROLL:-}" ] || [ ! -x "$P11ENROLL" ]; then
 		echo "P11ENROLL is not set to an executable (got '${P11ENROLL:-}')" >&2
 		exit 2

@@ -6,12 +6,42 @@
 # wake-ups while idle.
 . "$(dirname "$0")/lib.sh"
 
+# The agent on a faked clock, where a test waits only for the agent's own timers:
+# libfaketime (package faketime) preloaded makes its clock run FAKE_RATE times faster
+# than the real one. libfaketime 0.9.10 fakes time() and converts the agent's absolute
+# CLOCK_REALTIME timerfd deadline, and poll timeouts, to the real clock (checked: a
+# deadline 10 s ahead on its clock fires after 1 s at x10), so the agent wakes when its
+# own clock says so. CLOCK_MONOTONIC stays real (libcurl measures its timeouts with it),
+# and so do file times. The servers stay on the real clock, so a test that measures on
+# the server's side (Retry-After) cannot use it: the attempt's own real time would count
+# FAKE_RATE times. Production code knows nothing of this.
+FAKETIME_LIB=${FAKETIME_LIB:-/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1}
+FAKE_RATE=10
+DAEMON_ENV=()
+
+# faked_clock: the next start_daemon runs the agent FAKE_RATE times faster. Records a
+# failure if libfaketime is missing (tests/install-deps.sh test installs it).
+faked_clock() {
+	local asan preload=$FAKETIME_LIB
+	if [ ! -e "$FAKETIME_LIB" ]; then
+		fail "$FAKETIME_LIB is missing (package libfaketime: tests/install-deps.sh test)"
+		return 1
+	fi
+	# An ASan build wants its runtime first among the preloaded libraries.
+	asan=$(ldd "$P11ENROLL" 2>/dev/null | awk '$1 ~ /^libasan\.so/ { print $3; exit }')
+	[ -z "$asan" ] || preload=$asan:$preload
+	DAEMON_ENV=(LD_PRELOAD="$preload" FAKETIME="+0 x$FAKE_RATE" FAKETIME_DONT_FAKE_MONOTONIC=1
+		NO_FAKE_STAT=1)
+}
+
 # start_daemon [p11enroll options before `run`...]: the agent in the background (default
-# -c $CONF), stdout in $T/daemon.out, stderr in $T/daemon.log; sets DAEMON_PID.
+# -c $CONF), stdout in $T/daemon.out, stderr in $T/daemon.log; sets DAEMON_PID. After
+# faked_clock, on the faked clock.
 start_daemon() {
 	local args=("$@")
 	[ ${#args[@]} -gt 0 ] || args=(-c "$CONF")
-	"$P11ENROLL" "${args[@]}" run >"$T/daemon.out" 2>"$T/daemon.log" </dev/null &
+	env "${DAEMON_ENV[@]}" "$P11ENROLL" "${args[@]}" run >"$T/daemon.out" 2>"$T/daemon.log" \
+		</dev/null &
 	DAEMON_PID=$!
 	echo "$DAEMON_PID" >"$T/daemon.pid"
 	register_pidfile "$T/daemon.pid"
@@ -30,6 +60,21 @@ wait_log() {
 	sed 's/^/  daemon: /' "$T/daemon.log" >&2
 	return 1
 }
+
+# wait_asleep: waits (up to 10 s) until the agent sleeps in poll(2) with no child left,
+# the state its idle checks start from (the log line "next: ..." comes a few steps before).
+wait_asleep() {
+	local i
+	for ((i = 0; i < 200; i++)); do
+		[ "$(awk '{ print $3 }' "/proc/$DAEMON_PID/stat" 2>/dev/null)" = S ] &&
+			[ "$(cut -d' ' -f1 "/proc/$DAEMON_PID/syscall" 2>/dev/null)" = "$SYS_POLL" ] &&
+			[ -z "$(pgrep -P "$DAEMON_PID")" ] && return 0
+		sleep 0.05
+	done
+	fail "the agent was not asleep in poll(2) within 10 s (syscall: $(cat "/proc/$DAEMON_PID/syscall" 2>&1))"
+	return 1
+}
+SYS_POLL=7 # x86_64; glibc's poll() is this system call there
 
 # stop_daemon: SIGTERM; asserts a clean exit 0 within 10 s and no child left behind.
 stop_daemon() {
@@ -131,7 +176,9 @@ test_run_honours_retry_after() {
 	wait_log 'next: renewal due' 40 || return
 	assert_contains "$T/daemon.log" "retry 1 in 5s (as the server asked)"
 	assert_contains "$T/daemon.log" "retry 2 in 5s (as the server asked)"
-	# The responder's clock: each request came at least Retry-After after the 503.
+	# The responder's clock: each request came at least Retry-After after the 503. (On the
+	# real clock: the faked one would multiply the attempt's own real time, which comes
+	# on top of the wait, and an agent that ignored Retry-After would pass.)
 	local times gaps
 	times=$(sed -n 's/.*PKIOperation -> 503 Retry-After 4 at \([0-9.]*\).*/\1/p; s/.*PKIOperation served at \([0-9.]*\).*/\1/p' \
 		"$T/resp/responder.log")
@@ -158,7 +205,10 @@ test_run_wrong_pin_parks_the_profile() {
 	export FAULT_LOG=$T/fault.log
 	start_daemon
 	wait_log 'no further attempt until the configuration is reloaded' 30 || return
-	sleep 3 # retry_min is 1 s: a retry, if there were one, would have come by now
+	# No timer left (the agent says so when it disarms it), asleep: no retry can come,
+	# where one would come after retry_min (1 s) if the profile were not parked.
+	wait_log 'nothing scheduled \(every profile is parked\)' 10 || return
+	wait_asleep || return
 	assert_eq 1 "$(awk '$1 == "C_Login"' "$FAULT_LOG" | grep -c .)" "C_Login calls" || return
 	assert_eq "0 0" "$(pair_count)" "keys and certificates after the refused PIN"
 	assert_not_contains "$T/daemon.log" "999999"
@@ -169,7 +219,8 @@ test_run_wrong_pin_parks_the_profile() {
 	stop_daemon
 	start_daemon
 	wait_log 'has not changed since; no attempt until the configuration is reloaded' 10 || return
-	sleep 2
+	wait_log 'nothing scheduled \(every profile is parked\)' 10 || return
+	wait_asleep || return
 	assert_eq "$logins" "$(awk '$1 == "C_Login"' "$FAULT_LOG" | grep -c .)" \
 		"C_Login calls, before and after a restart"
 	# Fixed, then reloaded: the agent goes on.
@@ -312,24 +363,29 @@ test_run_looks_for_the_next_ca_before_the_ca_expires() {
 	stop_daemon
 }
 
+# Idle for P11E_IDLE_SECONDS (default 60) of the agent's time, on the faked clock: 6 s
+# of real time, in which every timer the agent or a library in it could arm (poll,
+# timerfd, nanosleep, all faked) for less than a minute of its time would fire. A
+# sleeping process is not scheduled, so the load of other tests does not count here.
 test_run_idle_makes_no_wakeups() {
 	setup_enroll || return
 	local secs=${P11E_IDLE_SECONDS:-60} a b rss
+	faked_clock || return
 	start_daemon
 	wait_log 'next: renewal due' 30 || return
-	sleep 1
+	wait_asleep || return
 	sample() {
 		awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { s = s $2 " " } END { printf "%s", s }' \
 			"/proc/$DAEMON_PID/status"
 		awk '{ print "cpu " $14 + $15 }' "/proc/$DAEMON_PID/stat"
 	}
 	a=$(sample)
-	sleep "$secs"
+	sleep "$(awk -v s="$secs" -v r=$FAKE_RATE 'BEGIN { print s / r }')"
 	b=$(sample)
-	assert_eq "$a" "$b" "context switches and CPU ticks of the idle agent over $secs s"
+	assert_eq "$a" "$b" "context switches and CPU ticks of the idle agent over $secs s of its time"
 	assert_eq "" "$(pgrep -P "$DAEMON_PID")" "children of the idle agent"
 	rss=$(awk '/^VmRSS/ { print $2 " " $3 }' "/proc/$DAEMON_PID/status")
-	echo "idle agent over $secs s: switches+cpu '$a' -> '$b'; VmRSS $rss" | tee -a "$T/../idle-rss.txt" >&2
+	echo "idle agent over $secs s of its time: switches+cpu '$a' -> '$b'; VmRSS $rss" | tee -a "$T/../idle-rss.txt" >&2
 	stop_daemon
 }
 
