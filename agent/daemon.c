@@ -21,6 +21,7 @@
 #include "attempt.h"
 #include "ca.h"
 #include "conf.h"
+#include "current.h"
 #include "daemon.h"
 #include "enroll.h"
 #include "err.h"
@@ -28,7 +29,6 @@
 #include "log.h"
 #include "pending.h"
 #include "profile.h"
-#include "renew.h"
 #include "scep.h"
 #include "schedule.h"
 #include "statefile.h"
@@ -80,17 +80,17 @@ plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
 	}
 	if (r != P11E_ERR_NOTFOUND)
 		return r;
-	if ((r = enroll_open_token(c, &t)) != 0 ||
+	if ((r = current_open_token(c, &t)) != 0 ||
 	    (r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
 		goto out;
-	if ((r = enroll_find_current(t, keys, n, 1, &cur, &cert)) == P11E_ERR_NOTFOUND) {
+	if ((r = current_find(t, keys, n, 1, &cur, &cert)) == P11E_ERR_NOTFOUND) {
 		*act = ACT_ENROLL;
 		*at = now;
 		snprintf(what, len, "enrollment (no valid certificate for key '%s')", c->key_label);
 		r = 0;
 		goto out;
 	}
-	if (r != 0 || (r = renew_due(c, t, cert, &due, why, sizeof(why))) != 0 ||
+	if (r != 0 || (r = current_due(c, t, cert, &due, why, sizeof(why))) != 0 ||
 	    (r = ca_rollover_check_at(c, &ca_at)) != 0)
 		goto out;
 	schedule_fmt_time(due, when, sizeof(when));
@@ -125,8 +125,7 @@ out:
 static void
 tick(const struct conf *c, struct tick_result *res)
 {
-	struct enroll_opts eo = {0, 0, 0};
-	struct renew_opts ro = {0, 0};
+	struct enroll_opts eo = {0, 0, 0, 0, 0};
 	enum action act = ACT_NONE;
 	time_t at = 0;
 	int lock = -1;
@@ -142,10 +141,9 @@ tick(const struct conf *c, struct tick_result *res)
 	if ((res->err = statefile_lock(c, &lock)) != 0)
 		return;
 	log_info("now: %s", res->what);
-	if (act == ACT_ENROLL)
+	eo.renewal = act == ACT_RENEW;
+	if (act == ACT_ENROLL || act == ACT_RENEW)
 		res->err = enroll_run(c, &eo);
-	else if (act == ACT_RENEW)
-		res->err = renew_run(c, &ro);
 	else
 		res->err = ca_refresh(c);
 	attempt_record(c,

@@ -1,8 +1,15 @@
 /*
- * enroll.c: the enrollment flow:
- * token check -> caps, CA certs, trust -> login, key (or the pending request's)
- * -> challenge -> exchange (exchange.c) -> certificate on the token (read
- * back) -> files. PENDING answers are kept in state_dir and polled.
+ * enroll.c: the one enrollment pipeline (enroll.h). `enroll`, `renew`, the
+ * agent's attempts and the station's per-card child all run it; they differ
+ * in struct enroll_opts, not in code:
+ *   prepare:  the profile's keys and current certificate, whether anything is
+ *             due, a pending request, the secrets, the CA and trust, login;
+ *   exchange: the key to certify, the challenge, the SCEP round trips
+ *             (exchange.c) with their PENDING bookkeeping;
+ *   commit:   store, read back, pending cleared, cert_file, the old pair
+ *             removed (tidy.c).
+ * The old key and certificate stay in use until the new certificate reads
+ * back; a key this run made and could not use is taken back.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -10,51 +17,57 @@
 #include <strings.h>
 #include <time.h>
 
-#include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/rand.h>
-#include <openssl/rsa.h>
-#include <openssl/x509v3.h>
+#include <openssl/x509.h>
 
 #include "ca.h"
+#include "certfile.h"
 #include "challenge.h"
-#include "csr.h"
+#include "current.h"
 #include "enroll.h"
 #include "err.h"
 #include "exchange.h"
 #include "keyrec.h"
 #include "log.h"
 #include "pending.h"
+#include "pin.h"
 #include "progress.h"
 #include "scep.h"
+#include "schedule.h"
 #include "secret.h"
-#include "store.h"
 #include "tidy.h"
 #include "tok.h"
-#include "uri.h"
 
-int
-enroll_open_token(const struct conf *c, struct tok **out)
-{
-	int r;
-	struct tok_uri *u = NULL;
-	const char *module;
+/* One run of the pipeline: what each stage finds, for the next. */
+struct run {
+	const struct conf *c;
+	const struct enroll_opts *o;
+	const char *cmd; /* "enroll" or "renew", for messages */
+	struct tok *t;
+	struct tok_key **keys; /* the profile's keys (with private handles after login) */
+	size_t n, cur;
+	X509 *curcert;         /* renewal: the current certificate, of keys[cur] */
+	struct tok_key *old;   /* renewal: keys[cur] (borrowed) */
+	struct pending pend;   /* loaded: the profile's pending request, of either kind */
+	int loaded, have_pend; /* have_pend: this run polls pend */
+	char *pin, *challenge;
+	struct ca_info *ci;
+	struct tok_key *key; /* the key to certify; == old: borrowed */
+	int generated;       /* key was made by this run: taken back if the run fails */
+	int pend_key;        /* key is a pending request's: taken back if the CA refuses it */
+	X509 *cert;          /* the new certificate */
+	struct timing tm;
+};
 
-	if ((r = tok_uri_parse(c->token_uri, &u)) != 0)
-		return r;
-	module = u->module_path ? u->module_path : c->module;
-	if (module == NULL) {
-		log_error("%s: [token] module is not set and the URI has no module-path", c->path);
-		r = P11E_ERR_CONFIG;
-	} else {
-		r = tok_open(module, u, out);
-	}
-	tok_uri_free(u);
-	return r;
-}
+#define DONE 1 /* prepare: nothing to exchange (valid certificate, not due) */
 
-int
-enroll_blame_token(struct tok *t, int r)
+/*
+ * The error a failed run reports: when the token no longer answers, whatever
+ * failed (often a signature or decryption inside OpenSSL that hid the cause)
+ * is reported as the token gone, P11E_ERR_TOKEN, logged naming it; else r.
+ */
+static int
+blame_token(struct tok *t, int r)
 {
 	if (r == 0 || r == P11E_ERR_TOKEN || r == P11E_ERR_PIN || r == P11E_ERR_PENDING ||
 	    t == NULL || tok_present(t))
@@ -63,148 +76,49 @@ enroll_blame_token(struct tok *t, int r)
 	return P11E_ERR_TOKEN;
 }
 
-int
-enroll_cert_valid_now(X509 *cert)
-{
-	return X509_cmp_current_time(X509_get0_notBefore(cert)) < 0 &&
-	       X509_cmp_current_time(X509_get0_notAfter(cert)) > 0;
-}
-
-static void
-print_time(FILE *f, const char *label, const ASN1_TIME *t)
-{
-	BIO *b = BIO_new_fp(f, BIO_NOCLOSE);
-
-	if (b == NULL)
-		return;
-	BIO_printf(b, "%s", label);
-	ASN1_TIME_print_ex(b, t, ASN1_DTFLGS_ISO8601);
-	BIO_printf(b, "\n");
-	BIO_free(b);
-}
-
-/* The certificate's serial number in hex (OPENSSL_free), or NULL. */
-static char *
-serial_hex(X509 *cert)
-{
-	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-	char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
-
-	BN_free(bn);
-	return hex;
-}
-
-/* The result's key and certificate as progress lines (progress.h), when wanted. */
-static void
-note_cert(const struct tok *t, const struct tok_key *k, X509 *cert)
-{
-	char *ku = NULL, *hex = NULL, when[64];
-	BIO *b = NULL;
-	int n;
-
-	if (!progress_on())
-		return;
-	if (tok_object_uri(t, k, "private", &ku) == 0)
-		progress_note("key", "%s", ku);
-	if ((hex = serial_hex(cert)) != NULL)
-		progress_note("cert-serial", "%s", hex);
-	if ((b = BIO_new(BIO_s_mem())) != NULL &&
-	    ASN1_TIME_print_ex(b, X509_get0_notAfter(cert), ASN1_DTFLGS_ISO8601) == 1 &&
-	    (n = BIO_read(b, when, sizeof(when) - 1)) > 0) {
-		when[n] = '\0';
-		progress_note("not-after", "%s", when);
-	}
-	BIO_free(b);
-	OPENSSL_free(hex);
-	free(ku);
-}
-
-void
-enroll_print_cert(FILE *f, const struct tok *t, const struct tok_key *k, X509 *cert)
-{
-	char *ku = NULL, *cu = NULL, *hex = NULL;
-	BIO *b = BIO_new_fp(f, BIO_NOCLOSE);
-
-	if (tok_object_uri(t, k, "private", &ku) == 0)
-		fprintf(f, "key:         %s\n", ku);
-	if (cert == NULL)
-		goto out;
-	if (tok_object_uri(t, k, "cert", &cu) == 0)
-		fprintf(f, "certificate: %s\n", cu);
-	if (b != NULL) {
-		BIO_printf(b, "subject:     ");
-		X509_NAME_print_ex(b, X509_get_subject_name(cert), 0,
-		                   XN_FLAG_SEP_COMMA_PLUS | ASN1_STRFLGS_RFC2253);
-		BIO_printf(b, "\nissuer:      ");
-		X509_NAME_print_ex(b, X509_get_issuer_name(cert), 0,
-		                   XN_FLAG_SEP_COMMA_PLUS | ASN1_STRFLGS_RFC2253);
-		BIO_printf(b, "\n");
-		BIO_flush(b);
-	}
-	if ((hex = serial_hex(cert)) != NULL)
-		fprintf(f, "serial:      %s\n", hex);
-	print_time(f, "not before:  ", X509_get0_notBefore(cert));
-	print_time(f, "not after:   ", X509_get0_notAfter(cert));
-out:
-	fflush(f);
-	BIO_free(b);
-	OPENSSL_free(hex);
-	free(ku);
-	free(cu);
-}
-
-/* a is newer than b: later notAfter, then later notBefore, then higher serial. */
+/*
+ * The current key signs a renewal only when it is RSA: the CA encrypts its
+ * reply to the signer's certificate with RSA key transport (servers offer no
+ * key agreement). Else the renewal is a PKCSReq as at enrollment (a transient
+ * RSA key carries it) that the configured challenge authenticates.
+ */
 static int
-cert_newer(X509 *a, X509 *b)
+signs_with_old(const struct run *u)
 {
-	int d = ASN1_TIME_compare(X509_get0_notAfter(a), X509_get0_notAfter(b));
-
-	if (d == 0)
-		d = ASN1_TIME_compare(X509_get0_notBefore(a), X509_get0_notBefore(b));
-	if (d == 0)
-		d = ASN1_INTEGER_cmp(X509_get0_serialNumber(a), X509_get0_serialNumber(b));
-	return d > 0;
+	return u->old != NULL && u->old->type == TOK_KEY_RSA;
 }
 
-int
-enroll_find_current(struct tok *t, struct tok_key **keys, size_t n, int valid_only, size_t *which,
-                    X509 **cert)
+/* A new request (no pending one to poll) that needs the challenge. */
+static int
+needs_challenge(const struct run *u)
 {
-	size_t i, bi = 0;
-	X509 *x = NULL, *best = NULL;
-	int r;
-
-	for (i = 0; i < n; i++) {
-		if ((r = tok_find_cert(t, keys[i], &x)) == P11E_ERR_NOTFOUND)
-			continue;
-		if (r != 0)
-			goto out;
-		if ((!valid_only || enroll_cert_valid_now(x)) &&
-		    EVP_PKEY_eq(X509_get0_pubkey(x), keys[i]->pub) == 1 &&
-		    (best == NULL || cert_newer(x, best))) {
-			X509_free(best);
-			best = x;
-			bi = i;
-		} else {
-			X509_free(x);
-		}
-		x = NULL;
-	}
-	if (best == NULL) {
-		r = P11E_ERR_NOTFOUND;
-		goto out;
-	}
-	*which = bi;
-	*cert = best;
-	best = NULL;
-	r = 0;
-out:
-	X509_free(best);
-	return r;
+	return !u->have_pend && !signs_with_old(u);
 }
 
-int
-enroll_get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generated)
+static int
+same_key(const struct tok_key *a, const struct tok_key *b)
+{
+	return a->id_len == b->id_len && memcmp(a->id, b->id, a->id_len) == 0;
+}
+
+static int
+read_static_challenge(const struct conf *c, char **out)
+{
+	*out = NULL;
+	if (c->challenge != NULL)
+		return secret_dup(c->challenge, out);
+	if (c->challenge_file != NULL)
+		return secret_read_file(c->challenge_file, "challenge file", out);
+	return 0;
+}
+/*
+ * Reuses a key of the profile (keyrec.h) left without certificate by an
+ * earlier attempt (matching [key] type), or generates one (keyrec_generate,
+ * *generated = 1). A key to reuse must be certifiable (keyrec_certifiable):
+ * else P11E_ERR_TOKEN, logged. Needs login.
+ */
+static int
+get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generated)
 {
 	int r;
 	struct tok_key **keys = NULL;
@@ -244,109 +158,15 @@ out:
 	return r;
 }
 
+/*
+ * The key (of the profile's label) a pending request was made with.
+ * P11E_ERR_NOTFOUND (not logged) when it is gone from the token;
+ * P11E_ERR_TOKEN (logged) when it is not certifiable (keyrec_certifiable)
+ * or not the key of the request (another public key under its CKA_ID).
+ * Needs login.
+ */
 static int
-read_challenge(const struct conf *c, char **out)
-{
-	*out = NULL;
-	if (c->challenge != NULL)
-		return secret_dup(c->challenge, out);
-	if (c->challenge_file != NULL)
-		return secret_read_file(c->challenge_file, "challenge file", out);
-	return 0;
-}
-
-int
-enroll_write_cert_file(const struct conf *c, X509 *cert)
-{
-	int r;
-	char *pem = NULL, *dir = NULL, *slash;
-	size_t len = 0;
-
-	if (c->cert_file == NULL)
-		return 0;
-	if ((dir = strdup(c->cert_file)) == NULL)
-		return P11E_ERR_ALLOC;
-	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
-		*slash = '\0';
-		if ((r = store_mkdirs(dir, 0755)) != 0)
-			goto out;
-	}
-	if ((r = store_cert_pem(cert, &pem, &len)) != 0)
-		goto out;
-	r = store_write_atomic(c->cert_file, pem, len, 0644);
-out:
-	free(pem);
-	free(dir);
-	return r;
-}
-
-int
-enroll_cert_file_stale(const struct conf *c, X509 *cert, int *stale)
-{
-	int r;
-	unsigned char *old = NULL;
-	char *pem = NULL;
-	size_t oldlen = 0, len = 0;
-
-	if (c->cert_file == NULL) {
-		*stale = 0;
-		return 0;
-	}
-	if ((r = store_cert_pem(cert, &pem, &len)) != 0)
-		goto out;
-	r = store_read_file(c->cert_file, 1024 * 1024, &old, &oldlen);
-	if (r != 0 && r != P11E_ERR_NOTFOUND)
-		goto out;
-	*stale = r != 0 || oldlen != len || memcmp(old, pem, len) != 0;
-	r = 0;
-out:
-	free(old);
-	free(pem);
-	return r;
-}
-
-int
-enroll_sync_cert_file(const struct conf *c, X509 *cert)
-{
-	int r, stale = 0;
-
-	if ((r = enroll_cert_file_stale(c, cert, &stale)) != 0 || !stale)
-		return r;
-	log_info("writing the token's certificate to %s", c->cert_file);
-	return enroll_write_cert_file(c, cert);
-}
-
-#define POLL_BASE 2  /* seconds before the first CertPoll */
-#define POLL_CAP 600 /* longest pause between CertPolls */
-
-/* Pause before poll number n (from 0): doubling from POLL_BASE, capped, with jitter. */
-static long
-poll_delay(unsigned n, int jitter)
-{
-	long d = POLL_BASE;
-	unsigned char r = 0;
-
-	while (n-- > 0 && d < POLL_CAP)
-		d *= 2;
-	if (d > POLL_CAP)
-		d = POLL_CAP;
-	if (jitter && RAND_bytes(&r, 1) == 1)
-		d = d / 2 + (d / 2 + 1) * r / 256;
-	return d < 1 ? 1 : d;
-}
-
-static void
-sleep_s(long s)
-{
-	struct timespec ts = {s, 0};
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-int
-enroll_pending_key(struct tok *t, const struct conf *c, const struct pending *p,
-                   struct tok_key **out)
+pending_key(struct tok *t, const struct conf *c, const struct pending *p, struct tok_key **out)
 {
 	int r;
 	struct tok_key **keys = NULL;
@@ -385,25 +205,13 @@ enroll_pending_key(struct tok *t, const struct conf *c, const struct pending *p,
 	return r;
 }
 
-/* Secrets are checked before anything is spent: the CA, a login, a key. */
+/*
+ * A one-time challenge from the NDES page (c->challenge_url), fetched right
+ * before it is used; warns when the page names a CA thumbprint that is none
+ * of ci's certificates. *challenge: secret_free. Errors as challenge_fetch.
+ */
 static int
-read_secrets(const struct conf *c, char **pin, char **challenge)
-{
-	int r;
-	char *probe = NULL;
-
-	if ((r = c->pin != NULL ? secret_dup(c->pin, pin)
-	                        : secret_read_file(c->pin_file, "PIN file", pin)) != 0 ||
-	    (r = read_challenge(c, challenge)) != 0)
-		return r;
-	if (c->challenge_url != NULL &&
-	    (r = secret_read_file(c->challenge_password_file, "NDES password file", &probe)) == 0)
-		secret_free(probe);
-	return r;
-}
-
-int
-enroll_fetch_challenge(const struct conf *c, const struct ca_info *ci, char **challenge)
+fetch_challenge(const struct conf *c, const struct ca_info *ci, char **challenge)
 {
 	int r, i, match = 0;
 	char *thumb = NULL, hex[33];
@@ -428,202 +236,488 @@ enroll_fetch_challenge(const struct conf *c, const struct ca_info *ci, char **ch
 	return 0;
 }
 
-static void
-say_pending(const struct pending *p)
+#define POLL_BASE 2  /* seconds before the first CertPoll */
+#define POLL_CAP 600 /* longest pause between CertPolls */
+
+/* Pause before poll number n (from 0): doubling from POLL_BASE, capped, with jitter. */
+static long
+poll_delay(unsigned n, int jitter)
 {
+	long d = POLL_BASE;
+	unsigned char r = 0;
+
+	while (n-- > 0 && d < POLL_CAP)
+		d *= 2;
+	if (d > POLL_CAP)
+		d = POLL_CAP;
+	if (jitter && RAND_bytes(&r, 1) == 1)
+		d = d / 2 + (d / 2 + 1) * r / 256;
+	return d < 1 ? 1 : d;
+}
+
+static void
+sleep_s(long s)
+{
+	struct timespec ts = {s, 0};
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/*
+ * Renewal: leftovers of an interrupted one go (tidy.h), but for the pending
+ * request's key and one key without certificate that get_key reuses.
+ */
+static void
+tidy_before(struct run *u)
+{
+	const struct conf *c = u->c;
+	struct tidy_keep keep = {u->loaded ? &u->pend : NULL,
+	                         c->renew_new_key && (!u->loaded || !u->pend.renewal)};
+	size_t n = 0;
+
+	if (tidy_run(c, u->t, u->old, u->curcert, &keep, 0, &n) != 0)
+		log_warn("leftovers of an earlier renewal stay on token '%s'; renewing anyway",
+		         tok_get_info(u->t)->label);
+}
+
+/* Renewal: when it is due; 0 to go on, DONE (said on stdout) when not. */
+static int
+check_due(struct run *u)
+{
+	char why[96], when[40];
+	time_t due;
+	int r;
+
+	if ((r = current_due(u->c, u->t, u->curcert, &due, why, sizeof(why))) != 0)
+		return r;
+	schedule_fmt_time(due, when, sizeof(when));
+	if (time(NULL) < due && !u->o->force && !u->have_pend) {
+		printf("renewal:     not due; due %s (%s)\n", when, why);
+		log_info("not due for renewal before %s (%s); `renew --force` renews now", when,
+		         why);
+		return DONE;
+	}
+	if (u->have_pend)
+		log_info("polling pending renewal %s", u->pend.txid);
+	else
+		log_info("renewing %s (due %s: %s)", u->o->force ? "on request" : "now", when, why);
+	return 0;
+}
+
+/* The profile's keys and current certificate (renewal: any, else valid now). */
+static int
+find_current(struct run *u)
+{
+	int r;
+
+	tok_keys_free(u->keys, u->n);
+	u->keys = NULL;
+	u->n = 0;
+	X509_free(u->curcert);
+	u->curcert = NULL;
+	u->old = NULL;
+	if ((r = tok_find_keys(u->t, u->c->key_label, &u->keys, &u->n)) != 0)
+		return r;
+	r = current_find(u->t, u->keys, u->n, !u->o->renewal, &u->cur, &u->curcert);
+	if (r == P11E_ERR_NOTFOUND && u->o->renewal) {
+		log_error("token '%s' holds no certificate for key '%s' to renew; run "
+		          "`p11enroll enroll` first",
+		          tok_get_info(u->t)->label, u->c->key_label);
+		return P11E_ERR_TOKEN;
+	}
+	if (r == 0 && u->o->renewal)
+		u->old = u->keys[u->cur];
+	return r;
+}
+
+/* Enrollment with a valid certificate in place: said, and the token settled. */
+static int
+already_enrolled(struct run *u)
+{
+	struct tok_key *k = u->keys[u->cur];
+	int r;
+
+	log_info("token '%s' already holds a valid certificate for key '%s'; nothing to do",
+	         tok_get_info(u->t)->label, u->c->key_label);
+	current_print(stdout, u->t, k, u->curcert);
+	progress_note("state", "skipped");
+	current_note(u->t, k, u->curcert);
+	/* An earlier run may have stored it and then lost the token; a pending
+	 * renewal stays for `renew`. */
+	if (!(u->loaded && u->pend.renewal) && (r = pending_clear(u->c)) != 0)
+		return r;
+	/* What an interrupted renewal left goes (tidy.h). */
+	return tidy_settle(u->c, u->t, k, u->curcert,
+	                   u->loaded && u->pend.renewal ? &u->pend : NULL,
+	                   u->o->allow_final_pin_try);
+}
+
+/*
+ * Secrets are read before anything is spent (the CA, a login, a key): the
+ * PIN, the static challenge when the request needs one, and the NDES
+ * password is probed (it is read again where NTLM needs it).
+ */
+static int
+read_secrets(struct run *u)
+{
+	const struct conf *c = u->c;
+	char *probe = NULL;
+	int r;
+
+	if ((r = pin_read(c, u->o->renewal ? "to renew" : "to enroll", &u->pin)) != 0)
+		return r;
+	if (u->o->renewal && !needs_challenge(u))
+		return 0;
+	if ((r = read_static_challenge(c, &u->challenge)) != 0)
+		return r;
+	if (c->challenge_url != NULL &&
+	    (r = secret_read_file(c->challenge_password_file, "NDES password file", &probe)) == 0)
+		secret_free(probe);
+	if (r == 0 && u->o->renewal && !u->have_pend && u->challenge == NULL &&
+	    c->challenge_url == NULL)
+		log_warn(
+		    "%s: the current key is not RSA, so the renewal is a new request that only "
+		    "a challenge authenticates, and none is configured ([scep] challenge, "
+		    "challenge_file or challenge_url): the CA's policy decides",
+		    c->path);
+	return r;
+}
+
+/* Stage 1: everything up to and including login. 0, DONE or an error. */
+static int
+prepare(struct run *u)
+{
+	const struct conf *c = u->c;
+	double t0 = exchange_now_ms();
+	int r, trust = 0;
+
+	/* First: before anything this run leaves in state_dir (keyrec.h). */
+	if ((r = keyrec_init(c)) != 0 ||
+	    (r = pin_configured(c, u->o->renewal ? "to renew" : "to enroll")) != 0)
+		return r;
+	if ((r = current_open_token(c, &u->t)) != 0 ||
+	    (r = keyrec_check_token(c, u->t, u->o->allow_final_pin_try)) != 0)
+		return r;
+	r = find_current(u);
+	if (r != 0 && !(r == P11E_ERR_NOTFOUND && !u->o->renewal))
+		return r;
+	/* A damaged pending file is an error, but next to a valid certificate
+	 * (enroll has nothing to poll: it is cleared). */
+	r = pending_load(c, &u->pend);
+	if (r != 0 && r != P11E_ERR_NOTFOUND && (u->o->renewal || u->curcert == NULL))
+		return r;
+	u->loaded = r == 0;
+	if (u->curcert != NULL && !u->o->renewal)
+		return (r = already_enrolled(u)) != 0 ? r : DONE;
+	u->have_pend = u->loaded && (!u->o->renewal || u->pend.renewal);
+	if (u->o->renewal && (r = check_due(u)) != 0) {
+		if (r == DONE &&
+		    (r = tidy_settle(c, u->t, u->old, u->curcert, u->loaded ? &u->pend : NULL,
+		                     u->o->allow_final_pin_try)) == 0)
+			r = DONE;
+		return r;
+	}
+	if (!u->o->renewal && u->have_pend)
+		log_info("polling pending transaction %s", u->pend.txid);
+	if ((r = read_secrets(u)) != 0)
+		return r;
+	u->tm.token = exchange_now_ms() - t0;
+	t0 = exchange_now_ms();
+	if ((r = ca_fetch(c, &u->ci)) != 0)
+		return r;
+	u->tm.network = exchange_now_ms() - t0;
+	if ((r = ca_check_trust(c, u->ci, 1, &trust)) != 0 || (r = ca_write_trust(c, u->ci)) != 0)
+		return r;
+	t0 = exchange_now_ms();
+	r = tok_login(u->t, u->pin, u->o->allow_final_pin_try);
+	secret_free(u->pin);
+	u->pin = NULL;
+	if (r != 0)
+		return r;
+	u->tm.token += exchange_now_ms() - t0;
+	if (!u->o->renewal)
+		return 0;
+	/* The keys were listed before login, without private key handles. */
+	if ((r = find_current(u)) != 0)
+		return r;
+	if (u->old->priv_handle == 0) {
+		log_error("the private key of the current certificate is missing from token '%s'; "
+		          "run `p11enroll enroll` for a new one",
+		          tok_get_info(u->t)->label);
+		return P11E_ERR_TOKEN;
+	}
+	tidy_before(u);
+	return 0;
+}
+
+/*
+ * The key to certify: the pending request's (when it is gone, the request
+ * goes too), else, after the one-time challenge (a refused challenge page
+ * then costs no key), a new one (get_key) or in a renewal without new_key
+ * the current one.
+ */
+static int
+choose_key(struct run *u)
+{
+	const struct conf *c = u->c;
+	double t1;
+	int r;
+
+	if (u->have_pend) {
+		if ((r = pending_key(u->t, c, &u->pend, &u->key)) == 0) {
+			u->pend_key = u->old == NULL || !same_key(u->key, u->old);
+			return 0;
+		}
+		if (r != P11E_ERR_NOTFOUND)
+			return r;
+		log_warn("the key of pending %s %s is gone from the token; starting a new request",
+		         u->o->renewal ? "renewal" : "transaction", u->pend.txid);
+		if ((r = pending_clear(c)) != 0)
+			return r;
+		u->have_pend = 0;
+	}
+	if (needs_challenge(u) && u->challenge == NULL &&
+	    (r = c->challenge_url != NULL ? fetch_challenge(c, u->ci, &u->challenge)
+	                                  : read_static_challenge(c, &u->challenge)) != 0)
+		return r;
+	t1 = exchange_now_ms();
+	progress_note("state", "key");
+	if (u->o->renewal && !c->renew_new_key) {
+		if ((r = keyrec_certifiable(u->t, u->old)) != 0)
+			return r;
+		u->key = u->old;
+	} else if ((r = get_key(u->t, c, &u->key, &u->generated)) != 0) {
+		return r;
+	}
+	u->tm.keygen = exchange_now_ms() - t1;
+	return 0;
+}
+
+/* The exchange's fields for this run's key, signer and challenge. */
+static void
+exchange_init(struct run *u, struct exchange *x)
+{
+	int by_old = signs_with_old(u);
+
+	memset(x, 0, sizeof(*x));
+	x->c = u->c;
+	x->ci = u->ci;
+	x->t = u->t;
+	x->key = u->key;
+	x->poll_txid = u->have_pend ? u->pend.txid : NULL;
+	x->challenge = by_old ? NULL : u->challenge;
+	if (!by_old)
+		return;
+	x->signer_cert = u->curcert;
+	x->signer_key = u->old;
+	x->msg_type = u->ci->caps & SCEP_CAP_RENEWAL ? SCEP_MSG_RENEWALREQ : SCEP_MSG_PKCSREQ;
+	/* RFC 8894 2.4: no challenge in a renewal; a CA that insists on one (the
+	 * micromdm scepserver checks it on every request) gets one more request
+	 * with the configured static challenge. */
+	x->quiet_reject =
+	    !u->have_pend && (u->c->challenge != NULL || u->c->challenge_file != NULL);
+}
+
+static void
+say_request(const struct run *u, const struct exchange *x)
+{
+	if (!u->o->renewal)
+		return;
+	if (signs_with_old(u))
+		log_info("sending a %s signed with the current certificate",
+		         u->have_pend                         ? "CertPoll"
+		         : x->msg_type == SCEP_MSG_RENEWALREQ ? "RenewalReq"
+		                                              : "PKCSReq (no Renewal in caps)");
+	else
+		log_info("the current key is %s, which cannot receive SCEP's RSA-encrypted reply: "
+		         "sending a %s signed with a transient RSA key%s",
+		         u->old->type == TOK_KEY_EC ? "EC" : "not RSA",
+		         u->have_pend ? "CertPoll" : "new PKCSReq",
+		         u->have_pend           ? ""
+		         : u->challenge != NULL ? ", with the challenge"
+		                                : ", without challenge");
+}
+
+/* One request (and the renewal's retry with the static challenge). */
+static int
+request(struct run *u, struct exchange *x)
+{
+	int r;
+
+	exchange_init(u, x);
+	say_request(u, x);
+	r = exchange_run(x, &u->cert, &u->tm);
+	if (r == P11E_ERR_REJECTED && x->quiet_reject) {
+		log_info("the CA refused the renewal without a challenge (failInfo %s); asking "
+		         "again with the configured challenge",
+		         x->fail_info < 0 ? "absent" : scep_fail_info_str(x->fail_info));
+		secret_free(u->challenge);
+		if ((r = read_static_challenge(u->c, &u->challenge)) != 0)
+			return r;
+		x->challenge = u->challenge;
+		x->quiet_reject = 0;
+		r = exchange_run(x, &u->cert, &u->tm);
+	}
+	return r;
+}
+
+static void
+say_pending(const struct run *u)
+{
+	const struct pending *p = &u->pend;
 	char when[64];
 	struct tm tmv;
 
 	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %Z", localtime_r(&p->next_poll, &tmv));
-	log_error("the CA holds the request (PENDING, transactionID %s, %u poll%s so far); run "
-	          "`p11enroll enroll` again after %s to poll it, or `enroll --wait`",
-	          p->txid, p->polls, p->polls == 1 ? "" : "s", when);
+	if (u->o->renewal)
+		log_error("the CA holds the renewal request (PENDING, transactionID %s); the new "
+		          "key stays on token '%s', the current certificate stays in use, and the "
+		          "next `p11enroll renew` polls it",
+		          p->txid, tok_get_info(u->t)->label);
+	else
+		log_error("the CA holds the request (PENDING, transactionID %s, %u poll%s so far); "
+		          "run `p11enroll enroll` again after %s to poll it, or `enroll --wait`",
+		          p->txid, p->polls, p->polls == 1 ? "" : "s", when);
 }
 
-/* After login: the exchange, and the PENDING bookkeeping around it. */
+/* Stage 2: the key, the challenge, the requests; PENDING kept in state_dir. */
 static int
-enroll_key(const struct conf *c, const struct enroll_opts *o, const struct ca_info *ci,
-           struct tok *t, struct pending *pend, int have_pend, X509 **cert, struct tok_key **keyp,
-           int *generated, char **challenge, struct timing *tm)
+exchange(struct run *u)
 {
-	int r;
-	double t1 = exchange_now_ms();
-	time_t deadline = time(NULL) + (o->wait ? o->max_wait : 0);
+	time_t deadline = time(NULL) + (u->o->wait ? u->o->max_wait : 0);
 	struct exchange x;
 	long delay;
+	int r;
 
-	if (have_pend && (r = enroll_pending_key(t, c, pend, keyp)) != 0) {
-		if (r != P11E_ERR_NOTFOUND)
-			return r;
-		log_warn("the key of pending transaction %s is gone from the token; starting a "
-		         "new request",
-		         pend->txid);
-		if ((r = pending_clear(c)) != 0)
-			return r;
-		have_pend = 0;
-	}
-	/* The one-time challenge first: a refused login to the challenge page then
-	 * costs no key; a failed key generation costs one challenge. */
-	if (!have_pend && c->challenge_url != NULL &&
-	    (r = enroll_fetch_challenge(c, ci, challenge)) != 0)
+	if ((r = choose_key(u)) != 0)
 		return r;
-	t1 = exchange_now_ms();
-	progress_note("state", "key");
-	if (!have_pend && (r = enroll_get_key(t, c, keyp, generated)) != 0)
-		return r;
-	tm->keygen = exchange_now_ms() - t1;
 	for (;;) {
-		memset(&x, 0, sizeof(x));
-		x.c = c;
-		x.ci = ci;
-		x.t = t;
-		x.key = *keyp;
-		x.challenge = *challenge;
-		x.poll_txid = have_pend ? pend->txid : NULL;
-		r = exchange_run(&x, cert, tm);
-		if (r == P11E_ERR_REJECTED && have_pend)
-			pending_clear(c);
+		r = request(u, &x);
+		if (r == P11E_ERR_REJECTED && u->have_pend)
+			pending_clear(u->c);
 		if (r != P11E_ERR_PENDING)
 			return r;
-		if (!have_pend) {
-			memset(pend, 0, sizeof(*pend));
-			snprintf(pend->txid, sizeof(pend->txid), "%s", x.txid);
-			memcpy(pend->key_id, (*keyp)->id, (*keyp)->id_len);
-			pend->key_id_len = (*keyp)->id_len;
-			pend->has_key_pub = tok_key_id_for((*keyp)->pub, pend->key_pub) == 0;
-			pend->created = time(NULL);
-			have_pend = 1;
+		if (!u->have_pend) {
+			memset(&u->pend, 0, sizeof(u->pend));
+			snprintf(u->pend.txid, sizeof(u->pend.txid), "%s", x.txid);
+			memcpy(u->pend.key_id, u->key->id, u->key->id_len);
+			u->pend.key_id_len = u->key->id_len;
+			u->pend.has_key_pub = tok_key_id_for(u->key->pub, u->pend.key_pub) == 0;
+			u->pend.created = time(NULL);
+			u->pend.renewal = u->o->renewal;
+			u->have_pend = 1;
 		} else {
-			pend->polls++;
+			u->pend.polls++;
 		}
-		delay = poll_delay(pend->polls, o->wait);
-		pend->next_poll = time(NULL) + delay;
-		if ((r = pending_save(c, pend)) != 0)
+		delay = poll_delay(u->pend.polls, u->o->wait);
+		u->pend.next_poll = time(NULL) + delay;
+		if ((r = pending_save(u->c, &u->pend)) != 0)
 			return r;
 		progress_note("state", "pending");
-		if (!o->wait || pend->next_poll > deadline) {
-			if (o->wait)
+		if (!u->o->wait || u->pend.next_poll > deadline) {
+			if (u->o->wait)
 				log_error("--max-wait reached");
-			say_pending(pend);
+			say_pending(u);
 			return P11E_ERR_PENDING;
 		}
-		log_info("PENDING (transactionID %s): polling again in %ld s", pend->txid, delay);
+		log_info("PENDING (transactionID %s): polling again in %ld s", u->pend.txid, delay);
 		sleep_s(delay);
+	}
+}
+
+/*
+ * Stage 3: the certificate on the token next to its key, read back (an
+ * object with the key's CKA_ID and exactly its DER), then the files, then
+ * (renewal) the old pair and what earlier interrupted runs left (tidy.h).
+ */
+static int
+commit(struct run *u)
+{
+	const struct conf *c = u->c;
+	struct tidy_keep keep = {NULL, 0};
+	double t0 = exchange_now_ms();
+	size_t n = 0;
+	int r;
+
+	if ((r = tok_store_cert(u->t, u->key, u->cert)) != 0)
+		return r;
+	if ((r = tok_has_cert(u->t, u->key, u->cert)) != 0) {
+		log_error("the certificate stored on token '%s' does not read back",
+		          tok_get_info(u->t)->label);
+		return P11E_ERR_TOKEN;
+	}
+	u->generated = u->pend_key = 0; /* the key has its certificate: it stays */
+	if ((r = pending_clear(c)) != 0 || (r = certfile_write(c, u->cert)) != 0)
+		return r;
+	if (u->o->renewal) {
+		if (c->renew_keep_old)
+			log_info("keeping the old certificate%s (keep_old = yes)",
+			         same_key(u->old, u->key) ? "" : " and key");
+		if (tidy_run(c, u->t, u->key, u->cert, &keep, 0, &n) != 0)
+			log_warn(
+			    "the old certificate or key stays on token '%s'; the new one is used "
+			    "(latest notAfter) and the next `p11enroll renew` removes the rest",
+			    tok_get_info(u->t)->label);
+	}
+	u->tm.store += exchange_now_ms() - t0;
+	log_info("%s: %scertificate stored on token '%s' next to its key",
+	         u->o->renewal ? "renewed" : "enrolled", u->o->renewal ? "new " : "",
+	         tok_get_info(u->t)->label);
+	progress_note("state", "stored");
+	current_note(u->t, u->key, u->cert);
+	log_debug("timing (ms): token open+login %.1f, key %.1f, CSR+sign %.1f, "
+	          "network+server %.1f, decrypt+check+store %.1f",
+	          u->tm.token, u->tm.keygen, u->tm.csr, u->tm.network, u->tm.store);
+	current_print(stdout, u->t, u->key, u->cert);
+	return 0;
+}
+
+/* A failed run takes back the key it made, and a pending request's key the CA refused. */
+static void
+take_back(struct run *u, int r)
+{
+	if (u->key == NULL || u->key == u->old || r == 0 || r == P11E_ERR_PENDING ||
+	    !(u->generated || (u->pend_key && r == P11E_ERR_REJECTED)))
+		return;
+	if (tok_destroy_key(u->t, u->key) == 0) {
+		keyrec_forget(u->c, u->key);
+		if (u->o->renewal)
+			log_info(
+			    "removed the new key; the current key and certificate are unchanged");
+		else
+			log_info("removed the key this attempt %s; the token is as it was",
+			         u->generated ? "generated" : "polled for");
+	} else {
+		log_info("the %s key stays on token '%s'; the next `p11enroll %s` uses it",
+		         u->o->renewal ? "new" : "generated", tok_get_info(u->t)->label, u->cmd);
 	}
 }
 
 int
 enroll_run(const struct conf *c, const struct enroll_opts *o)
 {
-	int r, trust = 0, have_pend, generated = 0;
-	struct tok *t = NULL;
-	struct tok_key **keys = NULL, *key = NULL;
-	size_t n = 0, which = 0;
-	struct ca_info *ci = NULL;
-	char *pin = NULL, *challenge = NULL;
-	X509 *cert = NULL, *back = NULL;
-	struct timing tm = {0, 0, 0, 0, 0};
-	struct pending pend;
-	double t0 = exchange_now_ms();
+	struct run u;
+	int r;
 
-	/* First: before anything this run leaves in state_dir (keyrec.h). */
-	if ((r = keyrec_init(c)) != 0)
-		return r;
-	if (c->pin_file == NULL && c->pin == NULL) {
-		log_error("%s: [token] pin_file is required to enroll", c->path);
-		return P11E_ERR_CONFIG;
-	}
-	if ((r = enroll_open_token(c, &t)) != 0 ||
-	    (r = keyrec_check_token(c, t, o->allow_final_pin_try)) != 0)
-		goto out;
-	if ((r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
-		goto out;
-	if ((r = enroll_find_current(t, keys, n, 1, &which, &cert)) == 0) {
-		log_info("token '%s' already holds a valid certificate for key '%s'; nothing to do",
-		         tok_get_info(t)->label, c->key_label);
-		enroll_print_cert(stdout, t, keys[which], cert);
-		progress_note("state", "skipped");
-		note_cert(t, keys[which], cert);
-		/* An earlier run may have stored it and then lost the token; a
-		 * pending renewal stays for `renew`. */
-		r = pending_load(c, &pend);
-		have_pend = r == 0 && pend.renewal;
-		if (!have_pend)
-			r = pending_clear(c);
-		/* What an interrupted renewal left goes (tidy.h). */
-		if (r == 0)
-			r = tidy_settle(c, t, keys[which], cert, have_pend ? &pend : NULL,
-			                o->allow_final_pin_try);
-		goto out;
-	}
-	if (r != P11E_ERR_NOTFOUND)
-		goto out;
-	if ((r = pending_load(c, &pend)) != 0 && r != P11E_ERR_NOTFOUND)
-		goto out;
-	have_pend = r == 0;
-	if (have_pend)
-		log_info("polling pending transaction %s", pend.txid);
-	if ((r = read_secrets(c, &pin, &challenge)) != 0)
-		goto out;
-	tm.token = exchange_now_ms() - t0;
-	t0 = exchange_now_ms();
-	if ((r = ca_fetch(c, &ci)) != 0)
-		goto out;
-	tm.network = exchange_now_ms() - t0;
-	if ((r = ca_check_trust(c, ci, 1, &trust)) != 0 || (r = ca_write_trust(c, ci)) != 0)
-		goto out;
-	t0 = exchange_now_ms();
-	r = tok_login(t, pin, o->allow_final_pin_try);
-	secret_free(pin);
-	pin = NULL;
-	if (r != 0)
-		goto out;
-	tm.token += exchange_now_ms() - t0;
-	if ((r = enroll_key(c, o, ci, t, &pend, have_pend, &cert, &key, &generated, &challenge,
-	                    &tm)) != 0)
-		goto out;
-	t0 = exchange_now_ms();
-	if ((r = tok_store_cert(t, key, cert)) != 0)
-		goto out;
-	if ((r = tok_find_cert(t, key, &back)) != 0 || X509_cmp(back, cert) != 0) {
-		log_error("the certificate stored on token '%s' does not read back",
-		          tok_get_info(t)->label);
-		r = P11E_ERR_TOKEN;
-		goto out;
-	}
-	if ((r = pending_clear(c)) != 0 || (r = enroll_write_cert_file(c, cert)) != 0)
-		goto out;
-	tm.store += exchange_now_ms() - t0;
-	log_info("enrolled: certificate stored on token '%s' next to its key",
-	         tok_get_info(t)->label);
-	progress_note("state", "stored");
-	note_cert(t, key, cert);
-	log_debug("timing (ms): token open+login %.1f, key %.1f, CSR+sign %.1f, "
-	          "network+server %.1f, decrypt+check+store %.1f",
-	          tm.token, tm.keygen, tm.csr, tm.network, tm.store);
-	enroll_print_cert(stdout, t, key, cert);
-	r = 0;
-out:
-	/* A key this run generated and could not use is taken back (a PENDING
-	 * request still needs it); earlier runs' keys are left for reuse. */
-	if (r != 0 && r != P11E_ERR_PENDING && generated && key != NULL) {
-		if (tok_destroy_key(t, key) == 0) {
-			keyrec_forget(c, key);
-			log_info("removed the key this attempt generated; the token is as it was");
-		} else {
-			log_info("the key this attempt generated stays on token '%s'; the next "
-			         "`p11enroll enroll` uses it",
-			         tok_get_info(t)->label);
-		}
-	}
-	r = enroll_blame_token(t, r);
-	secret_free(pin);
-	secret_free(challenge);
-	X509_free(cert);
-	X509_free(back);
-	tok_keys_free(keys, n);
-	tok_key_free(key);
-	ca_info_free(ci);
-	tok_close(t);
+	memset(&u, 0, sizeof(u));
+	u.c = c;
+	u.o = o;
+	u.cmd = o->renewal ? "renew" : "enroll";
+	if ((r = prepare(&u)) == 0 && (r = exchange(&u)) == 0)
+		r = commit(&u);
+	if (r == DONE)
+		r = 0;
+	take_back(&u, r);
+	r = blame_token(u.t, r);
+	secret_free(u.pin);
+	secret_free(u.challenge);
+	X509_free(u.cert);
+	X509_free(u.curcert);
+	if (u.key != u.old)
+		tok_key_free(u.key);
+	tok_keys_free(u.keys, u.n);
+	ca_info_free(u.ci);
+	tok_close(u.t);
 	return r;
 }

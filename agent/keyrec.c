@@ -15,6 +15,7 @@
 #include "err.h"
 #include "keyrec.h"
 #include "log.h"
+#include "pin.h"
 #include "pending.h"
 #include "secret.h"
 #include "statefile.h"
@@ -376,7 +377,6 @@ keyrec_check_token(const struct conf *c, struct tok *t, int allow_final_pin_try)
 	struct keyrec *rec = NULL;
 	struct tok_key **keys = NULL;
 	size_t n = 0, i;
-	char *pin = NULL;
 	int r, all = 0;
 
 	if ((r = keyrec_load(c, &rec)) != 0 || (r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
@@ -396,16 +396,7 @@ keyrec_check_token(const struct conf *c, struct tok *t, int allow_final_pin_try)
 		log_info("token '%s' holds a key under label '%s' that this profile did not "
 		         "record; logging in to look at it",
 		         tok_get_info(t)->label, c->key_label);
-	if (c->pin != NULL)
-		r = secret_dup(c->pin, &pin);
-	else if (c->pin_file != NULL)
-		r = secret_read_file(c->pin_file, "PIN file", &pin);
-	if (r != 0)
-		goto out;
-	r = tok_login(t, pin, allow_final_pin_try);
-	secret_free(pin);
-	pin = NULL;
-	if (r != 0)
+	if ((r = pin_login(c, t, allow_final_pin_try)) != 0)
 		goto out;
 	/* Listed again: private keys are visible now. */
 	tok_keys_free(keys, n);
@@ -424,7 +415,6 @@ keyrec_check_token(const struct conf *c, struct tok *t, int allow_final_pin_try)
 		r = P11E_ERR_TOKEN;
 	}
 out:
-	secret_free(pin);
 	tok_keys_free(keys, n);
 	keyrec_free(rec);
 	return r;

@@ -190,7 +190,7 @@ main(int argc, char **argv)
 	int lock = -1;
 	int ch, r, level = LOG_LVL_INFO, fetch_challenge = 0;
 	struct conf *c = NULL;
-	struct enroll_opts eo = {0, 0, 3600};
+	struct enroll_opts eo = {0, 0, 3600, 0, 0};
 	struct renew_opts ro = {0, 0};
 	struct provision_opts po = {0, 0, NULL, 0, 0};
 	char *end = NULL;

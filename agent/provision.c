@@ -27,6 +27,7 @@
 
 #include "ca.h"
 #include "cardid.h"
+#include "current.h"
 #include "enroll.h"
 #include "err.h"
 #include "exchange.h"
@@ -71,30 +72,6 @@ err_of_exit(int code)
 		if (map[i][0] == code)
 			return map[i][1];
 	return code == 0 ? 0 : P11E_ERR_INTERNAL;
-}
-
-/* The module and the URI the profile names (as enroll_open_token reads them). */
-static int
-profile_token(const struct conf *c, char **module, struct tok_uri **uri)
-{
-	int r;
-	struct tok_uri *u = NULL;
-	const char *m;
-
-	if ((r = tok_uri_parse(c->token_uri, &u)) != 0)
-		return r;
-	m = u->module_path ? u->module_path : c->module;
-	if (m == NULL) {
-		log_error("%s: [token] module is not set and the URI has no module-path", c->path);
-		tok_uri_free(u);
-		return P11E_ERR_CONFIG;
-	}
-	if ((*module = strdup(m)) == NULL) {
-		tok_uri_free(u);
-		return P11E_ERR_ALLOC;
-	}
-	*uri = u;
-	return 0;
 }
 
 /*
@@ -198,7 +175,7 @@ static void
 child_main(struct station *s, struct card *k, int prog, int err)
 {
 	struct conf c = *s->c;
-	struct enroll_opts eo = {s->o->allow_final_pin_try, 0, 0};
+	struct enroll_opts eo = {s->o->allow_final_pin_try, 0, 0, 0, 0};
 	const char *pin = NULL;
 	int r = 0, lock = -1, null, first = 0;
 
@@ -529,7 +506,7 @@ provision_run(const struct conf *c, const struct provision_opts *o)
 	if (c->token_init && o->init &&
 	    (r = secret_read_file(c->so_pin_file, "SO PIN file", &s.so_pin)) != 0)
 		goto out;
-	if ((r = profile_token(c, &s.module, &s.uri)) != 0)
+	if ((r = current_token_module(c, &s.module, &s.uri)) != 0)
 		goto out;
 	if (o->report != NULL && (r = provreport_open(o->report, c->token_init, &s.report_fd)) != 0)
 		goto out;

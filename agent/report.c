@@ -10,12 +10,12 @@
 #include <openssl/x509.h>
 
 #include "attempt.h"
+#include "current.h"
 #include "enroll.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"
 #include "pending.h"
-#include "renew.h"
 #include "schedule.h"
 #include "statefile.h"
 #include "tok.h"
@@ -56,15 +56,15 @@ status_token(const struct conf *c, struct status *s)
 {
 	int r;
 
-	if ((r = enroll_open_token(c, &s->t)) != 0 ||
+	if ((r = current_open_token(c, &s->t)) != 0 ||
 	    (r = tok_find_keys(s->t, c->key_label, &s->keys, &s->n)) != 0)
 		return r;
-	r = enroll_find_current(s->t, s->keys, s->n, 0, &s->cur, &s->cert);
+	r = current_find(s->t, s->keys, s->n, 0, &s->cur, &s->cert);
 	if (r == P11E_ERR_NOTFOUND)
 		return 0;
 	if (r != 0)
 		return r;
-	return renew_due(c, s->t, s->cert, &s->due, s->why, sizeof(s->why));
+	return current_due(c, s->t, s->cert, &s->due, s->why, sizeof(s->why));
 }
 
 /* "renewal: due ..." for the profile's current certificate (latest notAfter). */
@@ -146,12 +146,12 @@ status_text(const struct conf *c, struct status *s)
 			printf("\n");
 		if (x == NULL)
 			printf("state:       key without certificate (enroll will reuse it)\n");
-		else if (enroll_cert_valid_now(x))
+		else if (current_valid_now(x))
 			printf("state:       enrolled, certificate valid\n");
 		else
 			printf(
 			    "state:       certificate not valid now (expired or not yet valid)\n");
-		enroll_print_cert(stdout, s->t, s->keys[i], x);
+		current_print(stdout, s->t, s->keys[i], x);
 		X509_free(x);
 		x = NULL;
 	}
@@ -257,7 +257,7 @@ json_key_cert(FILE *f, int *first, const struct status *s)
 	json_kstr(f, &sub, "serial", hex);
 	json_kasn1time(f, &sub, "not_before", X509_get0_notBefore(s->cert));
 	json_kasn1time(f, &sub, "not_after", X509_get0_notAfter(s->cert));
-	json_kbool(f, &sub, "valid", enroll_cert_valid_now(s->cert));
+	json_kbool(f, &sub, "valid", current_valid_now(s->cert));
 	fputc('}', f);
 	BN_free(bn);
 	OPENSSL_free(hex);

@@ -3,11 +3,11 @@
  */
 #include <string.h>
 
-#include "enroll.h"
+#include "certfile.h"
 #include "err.h"
 #include "keyrec.h"
 #include "log.h"
-#include "secret.h"
+#include "pin.h"
 #include "tidy.h"
 
 static int
@@ -117,7 +117,6 @@ tidy_settle(const struct conf *c, struct tok *t, const struct tok_key *cur, X509
             const struct pending *pend, int allow_final_pin_try)
 {
 	struct tidy_keep keep = {pend, 0};
-	char *pin = NULL;
 	size_t left = 0;
 	int r;
 
@@ -128,14 +127,11 @@ tidy_settle(const struct conf *c, struct tok *t, const struct tok_key *cur, X509
 		         "remove %s",
 		         tok_get_info(t)->label, left, left == 1 ? "" : "s",
 		         left == 1 ? "it" : "them");
-		if ((r = secret_read_file(c->pin_file, "PIN file", &pin)) != 0)
-			return r;
-		r = tok_login(t, pin, allow_final_pin_try);
-		secret_free(pin);
-		if (r != 0 || (r = tidy_run(c, t, cur, curcert, &keep, 0, &left)) != 0)
+		if ((r = pin_login(c, t, allow_final_pin_try)) != 0 ||
+		    (r = tidy_run(c, t, cur, curcert, &keep, 0, &left)) != 0)
 			return r;
 	}
-	return enroll_sync_cert_file(c, curcert);
+	return certfile_sync(c, curcert);
 }
 
 int
@@ -148,7 +144,7 @@ tidy_needed(const struct conf *c, struct tok *t, const struct tok_key *cur, X509
 
 	if ((r = keyrec_unsettled(c, t, &unsettled)) != 0 ||
 	    (r = tidy_run(c, t, cur, curcert, &keep, 1, &n)) != 0 ||
-	    (r = enroll_cert_file_stale(c, curcert, &stale)) != 0)
+	    (r = certfile_stale(c, curcert, &stale)) != 0)
 		return r;
 	*needed = unsettled || n > 0 || stale;
 	return 0;

@@ -186,8 +186,15 @@ int tok_key_evp(struct tok *t, const struct tok_key *k, EVP_PKEY **out);
 int tok_key_attrs(struct tok *t, const struct tok_key *k, struct tok_key_attrs *out);
 
 /*
- * The certificate object with the key's CKA_ID (CKO_CERTIFICATE, CKC_X_509).
- * P11E_ERR_NOTFOUND (not logged) when there is none.
+ * The rule for "the current certificate", here and in the agent: a is newer
+ * than b when its notAfter is later, then its notBefore, then its serial is
+ * higher. 1 or 0.
+ */
+int tok_cert_newer(X509 *a, X509 *b);
+
+/*
+ * The key's newest certificate object (CKO_CERTIFICATE, CKC_X_509, the key's
+ * CKA_ID; tok_cert_newer). P11E_ERR_NOTFOUND (not logged) when there is none.
  */
 int tok_find_cert(struct tok *t, const struct tok_key *k, X509 **out);
 

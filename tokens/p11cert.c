@@ -12,7 +12,19 @@
 #include "log.h"
 #include "p11int.h"
 
-/* The certificate object with the key's CKA_ID and the latest notAfter. */
+int
+tok_cert_newer(X509 *a, X509 *b)
+{
+	int d = ASN1_TIME_compare(X509_get0_notAfter(a), X509_get0_notAfter(b));
+
+	if (d == 0)
+		d = ASN1_TIME_compare(X509_get0_notBefore(a), X509_get0_notBefore(b));
+	if (d == 0)
+		d = ASN1_INTEGER_cmp(X509_get0_serialNumber(a), X509_get0_serialNumber(b));
+	return d > 0;
+}
+
+/* The key's newest certificate object (tok_cert_newer; a full tie: the later object). */
 int
 tok_find_cert(struct tok *t, const struct tok_key *k, X509 **out)
 {
@@ -53,9 +65,7 @@ tok_find_cert(struct tok *t, const struct tok_key *k, X509 **out)
 			x = NULL;
 			continue;
 		}
-		/* equal notAfter: the later object (a renewal stored next to it) */
-		if (best == NULL ||
-		    ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) >= 0) {
+		if (best == NULL || !tok_cert_newer(best, x)) {
 			X509_free(best);
 			best = x;
 		} else {
