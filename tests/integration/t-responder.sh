@@ -179,6 +179,10 @@ test_pending_then_failure_77_clears_transaction() {
 	assert_contains "$ERR" "failInfo badRequest"
 	assert_no_file "$(pending_file)"
 	assert_eq 0 "$(count_objects cert)" "certificates on the token"
+	# The key of the refused request is taken back, as a renewal's is.
+	assert_contains "$ERR" "removed the key this attempt polled for"
+	assert_eq 0 "$(count_objects privkey)" "private keys after the refusal"
+	assert_eq 0 "$(grep -c '^key=' "$STATE_DIR/keys-p11enroll.txt")" "keys in the key record"
 }
 
 test_pending_max_wait_75() {
