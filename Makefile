@@ -196,8 +196,11 @@ install: all
 FORMAT_SRC = $(wildcard agent/*.c agent/*.h tokens/*.c tokens/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fleet/*.c tests/fault/*.c)
 format:
 	clang-format -i $(FORMAT_SRC)
+# One style (clang-format), and the layers: no include circle among agent/'s modules, no
+# agent/ header in tokens/, PKCS#11 only inside tokens/ (tests/layers.sh).
 format-check:
 	clang-format --dry-run -Werror $(FORMAT_SRC)
+	tests/layers.sh
 
 FORCE:
 

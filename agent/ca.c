@@ -11,6 +11,7 @@
 #include <openssl/x509v3.h>
 
 #include "ca.h"
+#include "ca_next.h"
 #include "err.h"
 #include "log.h"
 #include "store.h"
@@ -205,9 +206,12 @@ static int
 rolled_over(const struct conf *c, struct ca_info *ci, const char *anchor, const char *hex)
 {
 	int rolled = 0;
+	X509 *prev = NULL;
 
-	if (ca_next_rolled(c, ci, anchor, &rolled) != 0 || !rolled)
+	if (ca_next_rolled(c, ci->ca->ca, anchor, &rolled, &prev) != 0 || !rolled)
 		return 0;
+	X509_free(ci->prev);
+	ci->prev = prev;
 	ci->rolled = 1;
 	log_info("the server's CA (sha256:%s) is the next CA that %s announced and signed "
 	         "in advance (GetNextCACert): accepting the rollover",
@@ -260,7 +264,7 @@ chain_has(const struct ca_info *ci, const char *anchor, int *yes)
 
 	*yes = 0;
 	for (i = 0; i < sk_X509_num(ci->ca->chain) && !*yes; i++)
-		if ((r = ca_is_anchor(sk_X509_value(ci->ca->chain, i), anchor, yes)) != 0)
+		if ((r = ca_next_is_anchor(sk_X509_value(ci->ca->chain, i), anchor, yes)) != 0)
 			return r;
 	return 0;
 }
@@ -393,7 +397,7 @@ ca_write_trust(const struct conf *c, const struct ca_info *ci)
 		certs[n].name = "ca-prev";
 		certs[n++].cert = ci->prev;
 	}
-	if (ci->next != NULL && (r = ca_next_save(c, ci)) != 0)
+	if (ci->next != NULL && (r = ca_next_save(c, ci->ca->ca, ci->next->ca)) != 0)
 		return r;
 	if ((r = store_trust_write(c->trust_dir, certs, n, owned_names,
 	                           sizeof(owned_names) / sizeof(owned_names[0]))) != 0)
@@ -403,6 +407,24 @@ ca_write_trust(const struct conf *c, const struct ca_info *ci)
 		         "from now on",
 		         c->trust_dir);
 	return ci->next_asked ? ca_next_looked(c) : 0;
+}
+
+int
+ca_rollover_check_at(const struct conf *c, time_t *when)
+{
+	return ca_next_check_at(c, when);
+}
+
+int
+ca_refresh(const struct conf *c)
+{
+	int r, how = 0;
+	struct ca_info *ci = NULL;
+
+	if ((r = ca_fetch(c, &ci)) == 0 && (r = ca_check_trust(c, ci, 1, &how)) == 0)
+		r = ca_write_trust(c, ci);
+	ca_info_free(ci);
+	return r;
 }
 
 const EVP_CIPHER *

@@ -1,6 +1,8 @@
 /*
  * ca.h: talking to the SCEP server: capabilities, CA certificates and their
  * pinning, the trust directory, PKIOperation. Used by check and enroll.
+ * Implemented by ca.c and ca_chain.c; ca.c keeps the next CA through
+ * ca_next.h, the layer below, which knows nothing of this header.
  */
 #ifndef P11E_CA_H
 #define P11E_CA_H
@@ -101,8 +103,10 @@ int ca_write_trust(const struct conf *c, const struct ca_info *ci);
  * start of the rollover window of the current CA (notAfter minus the larger
  * of 20% of its lifetime and 30 days; see scep_next_window), or, once the
  * window has begun, one day after the last look (ca_write_trust records each
- * one); a value <= now means "look now" (ca_refresh). Errors: P11E_ERR_FILE,
- * P11E_ERR_ALLOC (logged); *when is then untouched.
+ * one); a value <= now means "look now" (ca_refresh). The rule is
+ * ca_next_check_at's (ca_next.h). Errors: P11E_ERR_FILE, P11E_ERR_CONFIG (a
+ * state file others may write), P11E_ERR_ALLOC (logged); *when is then
+ * untouched.
  */
 int ca_rollover_check_at(const struct conf *c, time_t *when);
 
@@ -111,13 +115,6 @@ int ca_rollover_check_at(const struct conf *c, time_t *when);
  * ca_check_trust (pinning on first contact), ca_write_trust. Errors as those.
  */
 int ca_refresh(const struct conf *c);
-
-/* Internal to ca.c and ca_next.c. */
-/* *yes: anchor ("sha256:AB:..." or "sha1:...", as a pin or ca_fingerprint) names cert. */
-int ca_is_anchor(X509 *cert, const char *anchor, int *yes);
-int ca_next_save(const struct conf *c, const struct ca_info *ci);
-int ca_next_rolled(const struct conf *c, struct ca_info *ci, const char *anchor, int *rolled);
-int ca_next_looked(const struct conf *c);
 
 /* The request protection the caps allow: AES-128-CBC or 3DES; SHA-256 or SHA-1. */
 const EVP_CIPHER *ca_cipher(const struct ca_info *ci);

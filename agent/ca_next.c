@@ -11,9 +11,10 @@
 
 #include <openssl/pem.h>
 
-#include "ca.h"
+#include "ca_next.h"
 #include "err.h"
 #include "log.h"
+#include "scep.h"
 #include "store.h"
 
 #define NEXT_FILE "ca-next.pem"
@@ -49,7 +50,7 @@ fp_text(X509 *cert, const EVP_MD *md, char *buf)
 }
 
 int
-ca_is_anchor(X509 *cert, const char *anchor, int *yes)
+ca_next_is_anchor(X509 *cert, const char *anchor, int *yes)
 {
 	char a[8 + 96], b[8 + 96];
 	int r;
@@ -97,15 +98,15 @@ out:
 }
 
 int
-ca_next_save(const struct conf *c, const struct ca_info *ci)
+ca_next_save(const struct conf *c, X509 *ca, X509 *next)
 {
 	int r;
 	char *path = NULL, *pem = NULL, *buf = NULL, sha256[8 + 96], sha1[8 + 96];
 	size_t pemlen = 0, n;
 
-	if ((r = fp_text(ci->ca->ca, EVP_sha256(), sha256)) != 0 ||
-	    (r = fp_text(ci->ca->ca, EVP_sha1(), sha1)) != 0 ||
-	    (r = store_cert_pem(ci->next->ca, &pem, &pemlen)) != 0)
+	if ((r = fp_text(ca, EVP_sha256(), sha256)) != 0 ||
+	    (r = fp_text(ca, EVP_sha1(), sha1)) != 0 ||
+	    (r = store_cert_pem(next, &pem, &pemlen)) != 0)
 		goto out;
 	r = P11E_ERR_ALLOC;
 	n = pemlen + 2 * sizeof(sha256) + 256;
@@ -128,7 +129,7 @@ out:
 }
 
 int
-ca_next_rolled(const struct conf *c, struct ca_info *ci, const char *anchor, int *rolled)
+ca_next_rolled(const struct conf *c, X509 *ca, const char *anchor, int *rolled, X509 **prev_out)
 {
 	int r;
 	X509 *next = NULL, *prev = NULL;
@@ -142,8 +143,8 @@ ca_next_rolled(const struct conf *c, struct ca_info *ci, const char *anchor, int
 	if (r != 0)
 		return r;
 	snprintf(want, sizeof(want), "# verified-by %s\n", anchor);
-	if (X509_cmp(next, ci->ca->ca) != 0 || strstr(text, want) == NULL) {
-		if (X509_cmp(next, ci->ca->ca) == 0)
+	if (X509_cmp(next, ca) != 0 || strstr(text, want) == NULL) {
+		if (X509_cmp(next, ca) == 0)
 			log_warn("the server's CA is the next CA stored in %s/%s, but that was "
 			         "verified under another CA than %s: not trusting it",
 			         c->state_dir, NEXT_FILE, anchor);
@@ -152,15 +153,14 @@ ca_next_rolled(const struct conf *c, struct ca_info *ci, const char *anchor, int
 	*rolled = 1;
 	/* The previous CA stays trusted: what it issued is valid until it expires. */
 	if (read_pem(c->trust_dir, TRUST_CA_FILE, &prev, NULL) == 0) {
-		if ((r = ca_is_anchor(prev, anchor, &same)) != 0)
+		if ((r = ca_next_is_anchor(prev, anchor, &same)) != 0)
 			goto out;
 		if (!same) {
 			X509_free(prev);
 			prev = NULL;
 		}
 	}
-	X509_free(ci->prev);
-	ci->prev = prev;
+	*prev_out = prev;
 	prev = NULL;
 	r = 0;
 out:
@@ -186,7 +186,7 @@ ca_next_looked(const struct conf *c)
 }
 
 int
-ca_rollover_check_at(const struct conf *c, time_t *when)
+ca_next_check_at(const struct conf *c, time_t *when)
 {
 	int r;
 	X509 *cur = NULL, *next = NULL;
@@ -219,17 +219,5 @@ done:
 	free(path);
 	X509_free(cur);
 	X509_free(next);
-	return r;
-}
-
-int
-ca_refresh(const struct conf *c)
-{
-	int r, how = 0;
-	struct ca_info *ci = NULL;
-
-	if ((r = ca_fetch(c, &ci)) == 0 && (r = ca_check_trust(c, ci, 1, &how)) == 0)
-		r = ca_write_trust(c, ci);
-	ca_info_free(ci);
 	return r;
 }

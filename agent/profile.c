@@ -15,10 +15,38 @@
 #include "template.h"
 #include "uri.h"
 
+static int
+list_has_placeholders(const struct conf_list *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		if (tmpl_has_placeholders(l->v[i]))
+			return 1;
+	return 0;
+}
+
+/* The first [subject] key of c that holds a placeholder, or NULL. */
+static const char *
+subject_placeholder(const struct conf *c)
+{
+	if (c->dn != NULL && tmpl_has_placeholders(c->dn))
+		return "dn";
+	if (list_has_placeholders(&c->san_dns))
+		return "san_dns";
+	if (list_has_placeholders(&c->san_email))
+		return "san_email";
+	if (list_has_placeholders(&c->san_uri))
+		return "san_uri";
+	if (list_has_placeholders(&c->san_upn))
+		return "san_upn";
+	return NULL;
+}
+
 int
 profile_check_subject(const struct conf *c, const char *cmd)
 {
-	const char *which = tmpl_conf_placeholder(c);
+	const char *which = subject_placeholder(c);
 
 	if (which == NULL)
 		return 0;

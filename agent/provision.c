@@ -175,7 +175,7 @@ static void
 child_main(struct station *s, struct card *k, int prog, int err)
 {
 	struct conf c = *s->c;
-	struct enroll_opts eo = {s->o->allow_final_pin_try, 0, 0, 0, 0};
+	struct enroll_opts eo = {s->final_pin_try, 0, 0, 0, 0};
 	const char *pin = NULL;
 	int r = 0, lock = -1, null, first = 0;
 
@@ -381,19 +381,19 @@ run_loop(struct station *s)
 	long next_scan = now_ms() + WATCH_POLL_MS, wait;
 	int r;
 
-	if (s->o->watch && (r = tok_watch_start(s->module, &s->watch_pid, &s->watch_fd)) != 0)
+	if (s->watch && (r = tok_watch_start(s->module, &s->watch_pid, &s->watch_fd)) != 0)
 		return r;
 
 	for (;;) {
 		if ((r = launch(s)) != 0)
 			return r;
-		if (!s->o->watch && (s->running == 0 && (stopping || station_waiting(s) == 0)))
+		if (!s->watch && (s->running == 0 && (stopping || station_waiting(s) == 0)))
 			return 0;
-		if (s->o->watch && stopping && s->running == 0)
+		if (s->watch && stopping && s->running == 0)
 			return 0;
-		wait = s->o->watch && !stopping ? next_scan - now_ms() : 1000;
+		wait = s->watch && !stopping ? next_scan - now_ms() : 1000;
 		pump(s, wait < 0 ? 0 : (int)wait);
-		if (s->o->watch && !stopping && (s->rescan || now_ms() >= next_scan)) {
+		if (s->watch && !stopping && (s->rescan || now_ms() >= next_scan)) {
 			/* A module that fails now and then is not the end of the watch. */
 			(void)scan(s);
 			s->rescan = 0;
@@ -478,7 +478,10 @@ provision_run(const struct conf *c, const struct provision_opts *o)
 
 	memset(&s, 0, sizeof(s));
 	s.c = c;
-	s.o = o;
+	s.init = o->init;
+	s.watch = o->watch;
+	s.final_pin_try = o->allow_final_pin_try;
+	s.report = o->report;
 	s.report_fd = -1;
 	s.watch_fd = -1;
 	memset(&sa, 0, sizeof(sa));

@@ -67,7 +67,7 @@ station_add(struct station *s, const struct tok_info *info)
 	s->cards[s->n].blank = !(info->flags & TOK_F_INITIALIZED);
 	s->cards[s->n].fd[0] = s->cards[s->n].fd[1] = -1;
 	/* The SO PIN goes to a blank card only when this run was asked to (--init). */
-	if (s->cards[s->n].blank && !s->o->init) {
+	if (s->cards[s->n].blank && !s->init) {
 		s->cards[s->n].left = 1;
 		s->cards[s->n].state = CARD_SKIPPED;
 		snprintf(s->cards[s->n].reason, sizeof(s->cards[s->n].reason), "%s",
@@ -397,7 +397,7 @@ station_finish(struct station *s, struct card *k)
 	rec.key_uri = k->key_uri[0] != '\0' ? k->key_uri : NULL;
 	rec.error = k->reason[0] != '\0' ? k->reason : NULL;
 	rec.pin = k->inited ? k->new_pin : NULL;
-	(void)provreport_write(s->report_fd, s->o->report, &rec);
+	(void)provreport_write(s->report_fd, s->report, &rec);
 }
 
 void
@@ -446,7 +446,7 @@ station_result(const struct station *s)
 		pending |= s->cards[i].state == CARD_PENDING_FINAL;
 		waiting |= s->cards[i].state == CARD_WAITING;
 	}
-	return pending || (waiting && !s->o->watch) ? P11E_ERR_PENDING : 0;
+	return pending || (waiting && !s->watch) ? P11E_ERR_PENDING : 0;
 }
 
 void

@@ -12,7 +12,6 @@
 
 #include "conf.h"
 #include "progress.h"
-#include "provision.h"
 #include "tok.h"
 #include "uri.h"
 
@@ -48,7 +47,10 @@ struct pinmap;
 
 struct station {
 	const struct conf *c;
-	const struct provision_opts *o;
+	int init;           /* --init: blank cards of the URI's make may be initialised */
+	int watch;          /* --watch: keep running */
+	int final_pin_try;  /* --allow-final-pin-try */
+	const char *report; /* --report FILE or NULL */
 	struct pinmap *pins;
 	char *so_pin; /* [token] init = yes: the SO PIN (secret) */
 	char *module;

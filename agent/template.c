@@ -202,30 +202,3 @@ tmpl_expand(const char *s, const struct tmpl_vars *v, int esc, char **out)
 	*out = buf;
 	return 0;
 }
-
-static int
-list_has_placeholders(const struct conf_list *l)
-{
-	size_t i;
-
-	for (i = 0; i < l->n; i++)
-		if (tmpl_has_placeholders(l->v[i]))
-			return 1;
-	return 0;
-}
-
-const char *
-tmpl_conf_placeholder(const struct conf *c)
-{
-	if (c->dn != NULL && tmpl_has_placeholders(c->dn))
-		return "dn";
-	if (list_has_placeholders(&c->san_dns))
-		return "san_dns";
-	if (list_has_placeholders(&c->san_email))
-		return "san_email";
-	if (list_has_placeholders(&c->san_uri))
-		return "san_uri";
-	if (list_has_placeholders(&c->san_upn))
-		return "san_upn";
-	return NULL;
-}

@@ -8,8 +8,6 @@
 
 #include <stddef.h>
 
-#include "conf.h"
-
 struct tmpl_vars {
 	const char *label, *serial, *manufacturer, *model; /* the token's CK_TOKEN_INFO */
 	const char *hostname;                              /* gethostname() */
@@ -39,14 +37,6 @@ int tmpl_check(const char *s, char *why, size_t whylen);
 
 /* 1 when s holds at least one placeholder ({{ and }} do not count). */
 int tmpl_has_placeholders(const char *s);
-
-/*
- * The first of c's subject values that holds a placeholder ("dn",
- * "san_dns", "san_email", "san_uri", "san_upn"), or NULL when none does.
- * Commands other than `provision` take the subject as written and refuse
- * such a configuration.
- */
-const char *tmpl_conf_placeholder(const struct conf *c);
 
 /*
  * Expands s (valid per tmpl_check) with v, escaping the values as esc says.

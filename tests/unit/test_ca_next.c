@@ -1,6 +1,8 @@
 /*
  * test_ca_next.c: when the daemon should look for a next CA
- * (ca_rollover_check_at), over files in a temporary state and trust dir.
+ * (ca_next_check_at), whether the server's CA is the stored next CA
+ * (ca_next_save, ca_next_rolled, ca_next_is_anchor), over files in a
+ * temporary state and trust dir.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,7 +21,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "ca.h"
+#include "ca_next.h"
 #include "conf.h"
 #include "err.h"
 #include "log.h"
@@ -69,7 +71,7 @@ check_at(struct env *e)
 {
 	time_t w = 12345;
 
-	assert_int_equal(ca_rollover_check_at(&e->c, &w), 0);
+	assert_int_equal(ca_next_check_at(&e->c, &w), 0);
 	return w;
 }
 
@@ -170,6 +172,88 @@ test_unreadable_ca_is_unknown(void **state)
 	assert_int_equal(check_at(e), 0);
 }
 
+/* "sha256:AB:..." or "sha1:AB:..." of x, as a pin file holds it. */
+static void
+anchor_of(X509 *x, const EVP_MD *md, char *buf)
+{
+	unsigned char d[32];
+	unsigned int dlen = 0;
+
+	assert_int_equal(scep_cert_digest(x, md, d, &dlen), 0);
+	strcpy(buf, md == EVP_sha1() ? "sha1:" : "sha256:");
+	scep_hex_colon(d, dlen, buf + strlen(buf));
+}
+
+static void
+test_anchor(void **state)
+{
+	struct env *e = *state;
+	time_t now = time(NULL);
+	X509 *ca = ca_valid(e, now - DAY, now + 900 * DAY), *other = ca_valid(e, now, now + DAY);
+	char a256[8 + 96], a1[8 + 96];
+	int yes = -1;
+
+	anchor_of(ca, EVP_sha256(), a256);
+	anchor_of(ca, EVP_sha1(), a1);
+	assert_int_equal(ca_next_is_anchor(ca, a256, &yes), 0);
+	assert_int_equal(yes, 1);
+	assert_int_equal(ca_next_is_anchor(ca, a1, &yes), 0);
+	assert_int_equal(yes, 1);
+	assert_int_equal(ca_next_is_anchor(other, a256, &yes), 0);
+	assert_int_equal(yes, 0);
+	X509_free(ca);
+	X509_free(other);
+}
+
+/* A next CA stored under the pinned CA is accepted, with the previous CA kept. */
+static void
+test_saved_then_rolled(void **state)
+{
+	struct env *e = *state;
+	time_t now = time(NULL);
+	X509 *ca = ca_valid(e, now - 300 * DAY, now + 20 * DAY);
+	X509 *next = ca_valid(e, now - DAY, now + 1000 * DAY);
+	X509 *stranger = ca_valid(e, now - 2 * DAY, now + 10 * DAY);
+	X509 *prev = stranger;
+	char anchor[8 + 96], other[8 + 96];
+	int rolled = -1;
+
+	anchor_of(ca, EVP_sha256(), anchor);
+	anchor_of(next, EVP_sha256(), other);
+	/* nothing stored yet */
+	assert_int_equal(ca_next_rolled(&e->c, next, anchor, &rolled, &prev), 0);
+	assert_int_equal(rolled, 0);
+	assert_ptr_equal(prev, stranger);
+	assert_int_equal(ca_next_save(&e->c, ca, next), 0);
+	/* the server still sends the current CA: no rollover */
+	assert_int_equal(ca_next_rolled(&e->c, ca, anchor, &rolled, &prev), 0);
+	assert_int_equal(rolled, 0);
+	/* the next CA, but the anchor is not the CA that vouched for it */
+	assert_int_equal(ca_next_rolled(&e->c, next, other, &rolled, &prev), 0);
+	assert_int_equal(rolled, 0);
+	assert_ptr_equal(prev, stranger);
+	/* rolled over, no trust dir CA yet: no previous CA */
+	assert_int_equal(ca_next_rolled(&e->c, next, anchor, &rolled, &prev), 0);
+	assert_int_equal(rolled, 1);
+	assert_null(prev);
+	/* rolled over with the pinned CA in the trust dir: that one is kept */
+	write_pem(e, e->dir, "ca.crt", ca);
+	assert_int_equal(ca_next_rolled(&e->c, next, anchor, &rolled, &prev), 0);
+	assert_int_equal(rolled, 1);
+	assert_non_null(prev);
+	assert_int_equal(X509_cmp(prev, ca), 0);
+	X509_free(prev);
+	/* a trust dir CA that the anchor does not name is not kept */
+	write_pem(e, e->dir, "ca.crt", stranger);
+	prev = stranger;
+	assert_int_equal(ca_next_rolled(&e->c, next, anchor, &rolled, &prev), 0);
+	assert_int_equal(rolled, 1);
+	assert_null(prev);
+	X509_free(stranger);
+	X509_free(next);
+	X509_free(ca);
+}
+
 int
 main(void)
 {
@@ -178,6 +262,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_window_ahead, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_window_open_then_daily, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unreadable_ca_is_unknown, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_anchor, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_saved_then_rolled, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("ca_next", tests, NULL, NULL);
 }
