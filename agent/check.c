@@ -14,7 +14,7 @@
 
 #include "ca.h"
 #include "challenge.h"
-#include "enroll.h"
+#include "check.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"

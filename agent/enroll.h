@@ -31,20 +31,4 @@ struct enroll_opts {
  */
 int enroll_run(const struct conf *c, const struct enroll_opts *o);
 
-/*
- * Connection test: transport, caps, the CA chain and the RA certificates
- * with their roles, the trust decision (ca_check_trust, nothing pinned), the
- * challenge page (logging in and spending a challenge only with
- * fetch_challenge); a summary on stdout, or with json one JSON object
- * (fields in p11enroll(8)). Returns the first failure.
- */
-int check_run(const struct conf *c, int fetch_challenge, int json);
-
-/*
- * What is on the token for this profile (no login needed), when it is due
- * for renewal, the last enroll/renew attempt and a pending request: text,
- * or with json one JSON object (fields in p11enroll(8)) on stdout.
- */
-int status_run(const struct conf *c, int json);
-
 #endif

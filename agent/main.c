@@ -1,22 +1,22 @@
 /*
- * main.c: command line, dispatch, exit codes.
+ * main.c: the commands (cmdline.h's tables), what main() does around each as
+ * its flags ask, exit codes. Parsing is cmdline.c's, the help cmdline_help.c's.
  */
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 
 #include "attempt.h"
+#include "cmdline.h"
 #include "conf.h"
 #include "daemon.h"
+#include "check.h"
 #include "enroll.h"
 #include "err.h"
 #include "http.h"
 #include "log.h"
 #include "provision.h"
-#include "renew.h"
+#include "report.h"
 #include "scep.h"
 #include "secret.h"
 #include "profile.h"
@@ -29,67 +29,26 @@
 #ifndef P11E_SYSCONFDIR
 #define P11E_SYSCONFDIR "/etc"
 #endif
+#define DEFAULT_CONF P11E_SYSCONFDIR "/p11enroll/p11enroll.conf"
 
-static const char usage_text[] =
-    "usage: p11enroll [-c FILE] [-v|-q] COMMAND [OPTIONS]\n"
-    "\n"
-    "Enrolls a non-exportable key on a PKCS#11 token with a CA over SCEP.\n"
-    "\n"
-    "Commands:\n"
-    "  check     connection test: GetCACaps, GetCACert, the CA chain and RA\n"
-    "            certificates with their roles, fingerprint/pin/root_file, the\n"
-    "            NDES challenge page (without logging in)\n"
-    "            --challenge  also log in to it and obtain a challenge (spends one)\n"
-    "            --json       one JSON object (fields: p11enroll(8))\n"
-    "  enroll    key on the token -> SCEP -> certificate on the token + trust dir\n"
-    "            --allow-final-pin-try  log in even when the token says one PIN\n"
-    "                                   attempt is left\n"
-    "            --wait                 when the CA answers PENDING, keep polling\n"
-    "                                   (capped, jittered backoff) until issued\n"
-    "            --max-wait DURATION    give up waiting after this (default 1h;\n"
-    "                                   implies --wait); e.g. 90s, 30m, 2h, 1d\n"
-    "  provision every token that [token] uri matches (it may be partial) and\n"
-    "            that holds no valid certificate yet, several at a time\n"
-    "            --jobs N       at most N at once (default: the number of\n"
-    "                           tokens, at most 8)\n"
-    "            --watch        keep running, enroll tokens as they appear;\n"
-    "                           Ctrl-C stops after the cards in flight\n"
-    "            --report FILE  append one JSON line per token\n"
-    "            --init         initialise blank tokens of the uri's make\n"
-    "                           ([token] init = yes); without it they are\n"
-    "                           left alone\n"
-    "            --allow-final-pin-try  as for enroll\n"
-    "  renew     a new certificate (and, with [renewal] new_key = yes, a new key)\n"
-    "            requested with the current certificate; the old ones are removed\n"
-    "            once the new certificate is on the token. When not due under\n"
-    "            [renewal], says when and exits 0 without contacting the CA\n"
-    "            --force                renew now, due or not\n"
-    "            --allow-final-pin-try  as for enroll\n"
-    "  run       the agent: enrolls each profile that has no valid certificate,\n"
-    "            renews when due, polls pending requests, retries failures with\n"
-    "            capped, jittered backoff (or as the server's Retry-After asks);\n"
-    "            sleeps in between. -c may be repeated, or name a directory of\n"
-    "            *.conf files. SIGHUP reloads, SIGTERM stops\n"
-    "  status    what the token holds for this profile, when it is due for\n"
-    "            renewal, the last enroll/renew attempt and a pending request\n"
-    "            (no PIN needed)\n"
-    "            --json              one JSON object (fields: p11enroll(8))\n"
-    "  tokens    the PKCS#11 modules, slots and tokens of this machine, what each\n"
-    "            can do, the [token] uri that selects it, and the TPM; needs no\n"
-    "            configuration file, never logs in\n"
-    "            --module PATH       this module only (default: the modules\n"
-    "                                registered with p11-kit)\n"
-    "            --json              one JSON document\n"
-    "            --timeout DURATION  per module and for the TPM (default 15s)\n"
-    "\n"
-    "Options:\n"
-    "  -c, --config FILE   configuration (default " P11E_SYSCONFDIR "/p11enroll/p11enroll.conf);\n"
-    "                      run, status: repeatable, or a directory of *.conf files\n"
-    "  -v, --verbose       more detail on stderr\n"
-    "  -q, --quiet         errors only on stderr\n"
-    "  -h, --help          this text\n"
-    "  -V, --version       version\n"
-    "\n"
+/* Everything the command line sets: each option of the tables below writes one member. */
+struct cmdline_args {
+	struct cmdline_list config; /* -c: files or directories, in order */
+	int level;                  /* -v, -q */
+	int version;                /* -V */
+	struct enroll_opts enroll;  /* enroll and renew */
+	struct provision_opts provision;
+	struct tokens_opts tokens;
+	int challenge; /* check --challenge */
+	int json;      /* check, status --json */
+};
+
+#define AT(member, ctype) CMDLINE_AT(struct cmdline_args, member, ctype)
+#define FLAG(member) .kind = CMDLINE_SET, .at = AT(member, int), .value = 1
+
+static char default_conf[] = DEFAULT_CONF;
+
+static const char exit_codes[] =
     "Exit codes:\n"
     "  0  success                        74  token or file error (no token, wrong PIN)\n"
     "  64 usage error                    75  pending at the CA, or another run\n"
@@ -97,8 +56,6 @@ static const char usage_text[] =
     "  69 server unreachable, HTTP error 76  response failed verification\n"
     "  70 internal error                     (fingerprint, signature, nonce, malformed)\n"
     "  77 rejected by the CA             78  configuration error\n";
-
-#define MAX_PROFILES 64
 
 static int
 is_dir(const char *path)
@@ -148,234 +105,296 @@ harden(void)
 	signal(SIGXFSZ, SIG_IGN);
 }
 
+/* The run functions: each hands what the command line set to its command. */
+
+static int
+run_check(const struct conf *c, const struct cmdline_args *a)
+{
+	return check_run(c, a->challenge, a->json);
+}
+
+static int
+run_enroll(const struct conf *c, const struct cmdline_args *a)
+{
+	return enroll_run(c, &a->enroll);
+}
+
+static int
+run_provision(const struct conf *c, const struct cmdline_args *a)
+{
+	return provision_run(c, &a->provision);
+}
+
+static int
+run_renew(const struct conf *c, const struct cmdline_args *a)
+{
+	struct enroll_opts o = a->enroll;
+
+	o.renewal = 1;
+	return enroll_run(c, &o);
+}
+
+static int
+run_agent(const struct conf *c, const struct cmdline_args *a)
+{
+	(void)c;
+	return daemon_run(a->config.v, a->config.n);
+}
+
+static int
+run_status(const struct conf *c, const struct cmdline_args *a)
+{
+	if (c == NULL)
+		return status_many(a->config.v, a->config.n, a->json);
+	return status_run(c, a->json);
+}
+
+static int
+run_tokens(const struct conf *c, const struct cmdline_args *a)
+{
+	(void)c;
+	return tokens_run(&a->tokens);
+}
+
+static const struct cmdline_opt global_opts[] = {
+    {.name = "config",
+     .letter = 'c',
+     .arg = "FILE",
+     .kind = CMDLINE_LIST,
+     .at = AT(config, struct cmdline_list),
+     .help = "configuration (default " DEFAULT_CONF ")"},
+    {.name = "verbose",
+     .letter = 'v',
+     .kind = CMDLINE_SET,
+     .at = AT(level, int),
+     .value = LOG_LVL_DEBUG,
+     .help = "more detail on stderr"},
+    {.name = "quiet",
+     .letter = 'q',
+     .kind = CMDLINE_SET,
+     .at = AT(level, int),
+     .value = LOG_LVL_ERROR,
+     .help = "errors only on stderr"},
+    {.name = "version",
+     .letter = 'V',
+     .kind = CMDLINE_STOP,
+     .at = AT(version, int),
+     .value = 1,
+     .help = "version"},
+    {.name = NULL},
+};
+
+static const struct cmdline_opt check_opts[] = {
+    {.name = "challenge",
+     FLAG(challenge),
+     .help = "also log in to the NDES page and obtain a challenge (spends one)"},
+    {.name = "json", FLAG(json), .help = "one JSON object (fields: p11enroll(8))"},
+    {.name = NULL},
+};
+
+static const struct cmdline_opt enroll_opts[] = {
+    {.name = "allow-final-pin-try",
+     FLAG(enroll.allow_final_pin_try),
+     .help = "log in even when the token says one PIN attempt is left"},
+    {.name = "wait",
+     FLAG(enroll.wait),
+     .help = "when the CA answers PENDING, keep polling (capped, jittered backoff) until "
+             "issued"},
+    {.name = "max-wait",
+     .arg = "DURATION",
+     .kind = CMDLINE_DURATION,
+     .at = AT(enroll.max_wait, long),
+     .implies = "wait",
+     .help = "give up waiting after this (default 1h; implies --wait); e.g. 90s, 30m, 2h, 1d"},
+    {.name = NULL},
+};
+
+static const struct cmdline_opt provision_opts[] = {
+    {.name = "jobs",
+     .arg = "N",
+     .kind = CMDLINE_NUMBER,
+     .at = AT(provision.jobs, int),
+     .min = 1,
+     .max = PROVISION_JOBS_MAX,
+     .help = "at most N at once (default: the number of tokens, at most 8)"},
+    {.name = "watch",
+     FLAG(provision.watch),
+     .help = "keep running, enroll tokens as they appear; Ctrl-C stops after the cards in "
+             "flight"},
+    {.name = "report",
+     .arg = "FILE",
+     .kind = CMDLINE_STRING,
+     .at = AT(provision.report, const char *),
+     .help = "append one JSON line per token"},
+    {.name = "init",
+     FLAG(provision.init),
+     .help = "initialise blank tokens of the uri's make ([token] init = yes); without it "
+             "they are left alone"},
+    {.name = "allow-final-pin-try", FLAG(provision.allow_final_pin_try), .help = "as for enroll"},
+    {.name = NULL},
+};
+
+static const struct cmdline_opt renew_opts[] = {
+    {.name = "force", FLAG(enroll.force), .help = "renew now, due or not"},
+    {.name = "allow-final-pin-try", FLAG(enroll.allow_final_pin_try), .help = "as for enroll"},
+    {.name = NULL},
+};
+
+static const struct cmdline_opt status_opts[] = {
+    {.name = "json", FLAG(json), .help = "one JSON object (fields: p11enroll(8))"},
+    {.name = NULL},
+};
+
+static const struct cmdline_opt tokens_opts[] = {
+    {.name = "module",
+     .arg = "PATH",
+     .kind = CMDLINE_STRING,
+     .at = AT(tokens.module, const char *),
+     .help = "this module only (default: the modules registered with p11-kit)"},
+    {.name = "json", FLAG(tokens.json), .help = "one JSON document"},
+    {.name = "timeout",
+     .arg = "DURATION",
+     .kind = CMDLINE_DURATION,
+     .at = AT(tokens.timeout, long),
+     .max = TOKENS_TIMEOUT_MAX,
+     .help = "per module and for the TPM (default 15s)"},
+    {.name = NULL},
+};
+
+static const struct cmdline_cmd commands[] = {
+    {.name = "check",
+     .summary = "connection test: caps, CA chain, RA certificates, NDES page",
+     .about = "GetCACaps and GetCACert, then the CA chain and the RA certificates with their "
+              "roles, the trust decision (fingerprint, pin, root_file) and, with a "
+              "challenge_url, the NDES challenge page (without logging in). Nothing is "
+              "pinned or written.",
+     .opts = check_opts,
+     .flags = CMDLINE_CONF,
+     .run = run_check},
+    {.name = "enroll",
+     .summary = "key on the token -> SCEP -> certificate on the token + trust dir",
+     .about = "The key is generated on the token (or the profile's key an earlier attempt "
+              "left is used), the certificate requested over SCEP and stored next to it, "
+              "the CA and RA certificates in the trust directory. A profile that holds a "
+              "valid certificate is left as it is.",
+     .opts = enroll_opts,
+     .flags = CMDLINE_CONF | CMDLINE_PLAIN_SUBJECT | CMDLINE_LOCK | CMDLINE_RECORD,
+     .run = run_enroll},
+    {.name = "provision",
+     .summary = "enroll every token [token] uri matches that has no certificate",
+     .about = "The uri may be partial (every token of a make). Tokens are enrolled several "
+              "at a time, each with a state directory of its own; those that hold a valid "
+              "certificate are skipped.",
+     .opts = provision_opts,
+     .flags = CMDLINE_CONF,
+     .run = run_provision},
+    {.name = "renew",
+     .summary = "a new certificate (and key) requested with the current one",
+     .about = "A new key too with [renewal] new_key = yes. The old certificate (and key) "
+              "are removed once the new certificate is on the token. When not due under "
+              "[renewal], says when and exits 0 without contacting the CA.",
+     .opts = renew_opts,
+     .flags = CMDLINE_CONF | CMDLINE_PLAIN_SUBJECT | CMDLINE_LOCK | CMDLINE_RECORD,
+     .run = run_renew},
+    {.name = "run",
+     .summary = "the agent: enrolls, renews when due, polls, retries, sleeps",
+     .about = "Enrolls each profile that has no valid certificate, renews when due, polls "
+              "pending requests, retries failures with capped, jittered backoff (or as the "
+              "server's Retry-After asks); sleeps in between. SIGHUP reloads the "
+              "configuration, SIGTERM stops.",
+     .flags = CMDLINE_PROFILES,
+     .run = run_agent},
+    {.name = "status",
+     .summary = "what the token holds, renewal, last attempt, pending (no PIN)",
+     .about = "What the token holds for the profile, when it is due for renewal, the last "
+              "enroll or renew attempt and a pending request; needs no PIN. Several "
+              "profiles: a section each, or with --json an array of the objects.",
+     .opts = status_opts,
+     .flags = CMDLINE_CONF | CMDLINE_PROFILES,
+     .run = run_status},
+    {.name = "tokens",
+     .summary = "the PKCS#11 modules, slots and tokens here, and the TPM",
+     .about = "What each token can do and the [token] uri that selects it; never logs in. "
+              "Each module is examined in a child process with a deadline.",
+     .opts = tokens_opts,
+     .run = run_tokens},
+    {.name = NULL},
+};
+
+static const struct cmdline_prog prog = {
+    .name = "p11enroll",
+    .about = "Enrolls a non-exportable key on a PKCS#11 token with a CA over SCEP.",
+    .opts = global_opts,
+    .cmds = commands,
+    .epilogue = exit_codes,
+};
+
+/*
+ * What main() does around a command's run function, as its flags ask: the
+ * profile (or the paths it reads itself), SCEP and HTTP, the lock, the
+ * attempt record; everything undone before it returns run's result.
+ */
+static int
+dispatch(const struct cmdline_cmd *cmd, struct cmdline_args *a)
+{
+	const unsigned f = cmd->flags;
+	struct conf *c = NULL;
+	int r = P11E_ERR_INTERNAL, lock = -1, http = 0, one;
+
+	if ((f & (CMDLINE_CONF | CMDLINE_PROFILES)) != 0 && a->config.n == 0)
+		a->config.v[a->config.n++] = default_conf;
+	one = (f & CMDLINE_CONF) != 0 &&
+	      !((f & CMDLINE_PROFILES) != 0 && (a->config.n > 1 || is_dir(a->config.v[0])));
+	if (one && (r = conf_load(a->config.v[0], &c)) != 0)
+		goto out;
+	if ((f & CMDLINE_PLAIN_SUBJECT) != 0 && (r = profile_check_subject(c, cmd->name)) != 0)
+		goto out;
+	if ((f & CMDLINE_CONF) != 0 && ((r = scep_init()) != 0 || (r = http_init()) != 0))
+		goto out;
+	http = (f & CMDLINE_CONF) != 0;
+	/* One run per profile at a time: a busy profile is no attempt to record. */
+	if ((f & CMDLINE_LOCK) != 0 && (r = statefile_lock(c, &lock)) != 0)
+		goto out;
+	r = cmd->run(c, a);
+	/* An attempt is a run that reached the CA or failed; a renew not due is none. */
+	if ((f & CMDLINE_RECORD) != 0 && (r != 0 || http_request_count() > 0))
+		attempt_record(c, cmd->name, r);
+out:
+	statefile_unlock(lock);
+	if (http)
+		http_cleanup();
+	if ((f & CMDLINE_CONF) != 0)
+		scep_cleanup();
+	conf_free(c);
+	return r;
+}
+
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'}, {"verbose", no_argument, NULL, 'v'},
-	    {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
-	};
-	static const struct option renew_opts[] = {
-	    {"force", no_argument, NULL, 'f'},
-	    {"allow-final-pin-try", no_argument, NULL, 'F'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const struct option check_opts[] = {
-	    {"challenge", no_argument, NULL, 'C'},
-	    {"json", no_argument, NULL, 'j'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const struct option status_opts[] = {
-	    {"json", no_argument, NULL, 'j'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const struct option provision_opts[] = {
-	    {"jobs", required_argument, NULL, 'j'},
-	    {"watch", no_argument, NULL, 'w'},
-	    {"report", required_argument, NULL, 'r'},
-	    {"allow-final-pin-try", no_argument, NULL, 'F'},
-	    {"init", no_argument, NULL, 'I'},
-	    {NULL, 0, NULL, 0},
-	};
-	static const struct option enroll_opts[] = {
-	    {"allow-final-pin-try", no_argument, NULL, 'F'},
-	    {"wait", no_argument, NULL, 'w'},
-	    {"max-wait", required_argument, NULL, 'W'},
-	    {NULL, 0, NULL, 0},
-	};
-	char *paths[MAX_PROFILES], *defpath = P11E_SYSCONFDIR "/p11enroll/p11enroll.conf";
-	const char *path, *cmd;
-	size_t npaths = 0;
-	int lock = -1;
-	int ch, r, level = LOG_LVL_INFO, fetch_challenge = 0;
-	struct conf *c = NULL;
-	struct enroll_opts eo = {0, 0, 3600, 0, 0};
-	struct renew_opts ro = {0, 0};
-	struct provision_opts po = {0, 0, NULL, 0, 0};
-	char *end = NULL;
-	int status_json = 0, check_json = 0;
+	struct cmdline_args a = {.level = LOG_LVL_INFO,
+	                         .enroll = {.max_wait = 3600},
+	                         .tokens = {.timeout = TOKENS_TIMEOUT_DEFAULT}};
+	struct cmdline_parsed cl;
+	int r;
 
 	/* First, before OpenSSL or libcurl allocate: no core dumps, not dumpable,
 	 * the secret arena, OpenSSL wiping what it frees (secret.h). */
 	if ((r = secret_harden()) != 0)
 		return p11e_exit_code(r);
 	harden();
-	while ((ch = getopt_long(argc, argv, "+c:vqhV", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'c':
-			if (npaths == MAX_PROFILES) {
-				log_error("at most %d -c options", MAX_PROFILES);
-				return P11E_EXIT_USAGE;
-			}
-			paths[npaths++] = optarg;
-			break;
-		case 'v':
-			level = LOG_LVL_DEBUG;
-			break;
-		case 'q':
-			level = LOG_LVL_ERROR;
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return P11E_EXIT_OK;
-		case 'V':
-			printf("p11enroll %s\n", P11E_VERSION);
-			return P11E_EXIT_OK;
-		default:
-			fputs(usage_text, stderr);
-			return P11E_EXIT_USAGE;
-		}
-	}
-	log_set_level(level);
-	if (optind >= argc) {
-		fputs(usage_text, stderr);
-		return P11E_EXIT_USAGE;
-	}
-	cmd = argv[optind];
-	argc -= optind;
-	argv += optind;
-	optind = 1;
-	if (strcmp(cmd, "tokens") == 0)
-		return p11e_exit_code(tokens_run(argc, argv));
-	if (strcmp(cmd, "enroll") == 0) {
-		while ((ch = getopt_long(argc, argv, "+", enroll_opts, NULL)) != -1) {
-			if (ch == 'F') {
-				eo.allow_final_pin_try = 1;
-			} else if (ch == 'w') {
-				eo.wait = 1;
-			} else if (ch == 'W' && conf_parse_duration(optarg, &eo.max_wait) == 0) {
-				eo.wait = 1;
-			} else {
-				if (ch == 'W')
-					log_error(
-					    "--max-wait '%s' is not a duration (e.g. 90s, 30m, "
-					    "1h, 2d)",
-					    optarg);
-				fputs(usage_text, stderr);
-				return P11E_EXIT_USAGE;
-			}
-		}
-	} else if (strcmp(cmd, "renew") == 0) {
-		while ((ch = getopt_long(argc, argv, "+", renew_opts, NULL)) != -1) {
-			if (ch == 'f') {
-				ro.force = 1;
-			} else if (ch == 'F') {
-				ro.allow_final_pin_try = 1;
-			} else {
-				fputs(usage_text, stderr);
-				return P11E_EXIT_USAGE;
-			}
-		}
-	} else if (strcmp(cmd, "provision") == 0) {
-		while ((ch = getopt_long(argc, argv, "+", provision_opts, NULL)) != -1) {
-			if (ch == 'j') {
-				po.jobs = (int)strtol(optarg, &end, 10);
-				if (*optarg == '\0' || *end != '\0' || po.jobs < 1 ||
-				    po.jobs > PROVISION_JOBS_MAX) {
-					log_error("--jobs '%s' is not a number from 1 to %d",
-					          optarg, PROVISION_JOBS_MAX);
-					return P11E_EXIT_USAGE;
-				}
-			} else if (ch == 'w') {
-				po.watch = 1;
-			} else if (ch == 'r') {
-				po.report = optarg;
-			} else if (ch == 'F') {
-				po.allow_final_pin_try = 1;
-			} else if (ch == 'I') {
-				po.init = 1;
-			} else {
-				fputs(usage_text, stderr);
-				return P11E_EXIT_USAGE;
-			}
-		}
-	} else if (strcmp(cmd, "check") == 0) {
-		while ((ch = getopt_long(argc, argv, "+", check_opts, NULL)) != -1) {
-			if (ch == 'C') {
-				fetch_challenge = 1;
-			} else if (ch == 'j') {
-				check_json = 1;
-			} else {
-				fputs(usage_text, stderr);
-				return P11E_EXIT_USAGE;
-			}
-		}
-	} else if (strcmp(cmd, "run") == 0) {
-		if (argc > 1) {
-			log_error("run takes no arguments; profiles are given with -c");
-			return P11E_EXIT_USAGE;
-		}
-		if (npaths == 0)
-			paths[npaths++] = defpath;
-		return p11e_exit_code(daemon_run(paths, npaths));
-	} else if (strcmp(cmd, "status") == 0) {
-		while ((ch = getopt_long(argc, argv, "+", status_opts, NULL)) != -1) {
-			if (ch != 'j') {
-				fputs(usage_text, stderr);
-				return P11E_EXIT_USAGE;
-			}
-			status_json = 1;
-		}
-	} else {
-		log_error(
-		    "unknown command '%s' (check, enroll, provision, renew, run, status, tokens; "
-		    "see --help)",
-		    cmd);
-		return P11E_EXIT_USAGE;
-	}
-	if (optind < argc) {
-		log_error("unexpected argument '%s'", argv[optind]);
-		return P11E_EXIT_USAGE;
-	}
-	path = npaths == 1 ? paths[0] : defpath;
-	if (strcmp(cmd, "status") == 0 && (npaths > 1 || is_dir(path))) {
-		if (npaths == 0)
-			paths[npaths++] = defpath;
-		if ((r = scep_init()) == 0)
-			r = status_many(paths, npaths, status_json);
-		scep_cleanup();
+	if ((r = cmdline_check(&prog)) != 0 || (r = cmdline_parse(&prog, argc, argv, &a, &cl)) != 0)
 		return p11e_exit_code(r);
+	log_set_level(a.level);
+	if (cl.help) {
+		cmdline_help(stdout, &prog, cl.cmd);
+		return P11E_EXIT_OK;
 	}
-	if (npaths > 1) {
-		log_error("several -c options are for `run` and `status` only; %s takes one "
-		          "configuration",
-		          cmd);
-		return P11E_EXIT_USAGE;
+	if (a.version) {
+		printf("p11enroll %s\n", P11E_VERSION);
+		return P11E_EXIT_OK;
 	}
-	if ((r = conf_load(path, &c)) != 0)
-		goto out;
-	if ((strcmp(cmd, "enroll") == 0 || strcmp(cmd, "renew") == 0) &&
-	    (r = profile_check_subject(c, cmd)) != 0)
-		goto out;
-	if ((r = scep_init()) != 0 || (r = http_init()) != 0)
-		goto out;
-	/* One run per profile at a time: a busy profile is no attempt to record. */
-	if ((strcmp(cmd, "enroll") == 0 || strcmp(cmd, "renew") == 0) &&
-	    (r = statefile_lock(c, &lock)) != 0) {
-		http_cleanup();
-		goto out;
-	}
-	if (strcmp(cmd, "enroll") == 0)
-		r = enroll_run(c, &eo);
-	else if (strcmp(cmd, "renew") == 0)
-		r = renew_run(c, &ro);
-	else if (strcmp(cmd, "check") == 0)
-		r = check_run(c, fetch_challenge, check_json);
-	else if (strcmp(cmd, "provision") == 0)
-		r = provision_run(c, &po);
-	else
-		r = status_run(c, status_json);
-	/* An attempt is a run that reached the CA or failed; a renew not due is none. */
-	if ((strcmp(cmd, "enroll") == 0 || strcmp(cmd, "renew") == 0) &&
-	    (r != 0 || http_request_count() > 0))
-		attempt_record(c, cmd, r);
-	statefile_unlock(lock);
-	http_cleanup();
-out:
-	scep_cleanup();
-	conf_free(c);
-	if (r != 0)
+	if ((r = dispatch(cl.cmd, &a)) != 0)
 		log_debug("exiting: %s", p11e_strerror(r));
 	return p11e_exit_code(r);
 }

@@ -11,7 +11,7 @@
 
 #include "attempt.h"
 #include "current.h"
-#include "enroll.h"
+#include "report.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"

@@ -9,30 +9,18 @@
  * the report with it, and modules' own messages stay off stderr unless -v.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "box.h"
-#include "conf.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"
 #include "tok_scan.h"
 #include "tokens_cmd.h"
 #include "tpm.h"
-
-#define DEFAULT_TIMEOUT 15 /* seconds, per module and for the TPM */
-#define MAX_TIMEOUT 3600
-
-struct opts {
-	const char *module;
-	int json;
-	unsigned timeout;
-	int no_tpm; /* the TPM probe found none (explains tpm2-pkcs11 failing) */
-};
 
 /* One module's part of the report, as its child process rendered it. */
 struct part {
@@ -445,7 +433,8 @@ json_tpm(FILE *f, const struct tpm_info *t)
 /* What the child examining one module needs. */
 struct module_job {
 	const char *path, *name;
-	const struct opts *o;
+	int json;
+	int no_tpm; /* the TPM probe found none (explains tpm2-pkcs11 failing) */
 };
 
 /*
@@ -465,13 +454,13 @@ describe_child(int fd, void *arg)
 	if ((r = tok_describe_module(job->path, &m)) != 0) {
 		fprintf(f, "%d\t%s\n", r, p11e_strerror(r));
 	} else {
-		if (m->err == P11E_ERR_TOKEN && job->o->no_tpm &&
+		if (m->err == P11E_ERR_TOKEN && job->no_tpm &&
 		    strstr(job->path, "tpm2_pkcs11") != NULL)
 			snprintf(
 			    m->error + strlen(m->error), sizeof(m->error) - strlen(m->error),
 			    " (tpm2-pkcs11 needs a TPM, and none was found: see the TPM report)");
 		fprintf(f, "%d\t%s\n", m->err, m->error);
-		if (job->o->json)
+		if (job->json)
 			json_module(f, m, job->name);
 		else
 			human_module(f, m, job->name);
@@ -502,19 +491,21 @@ parse_part(char *buf, struct part *out)
 
 /* One module, examined in a child process that gets o->timeout. */
 static int
-module_part(const char *path, const char *name, const struct opts *o, struct part *out)
+module_part(const char *path, const char *name, const struct tokens_opts *o, int no_tpm,
+            struct part *out)
 {
 	int r = P11E_ERR_INTERNAL;
-	struct module_job job = {path, name, o};
+	struct module_job job = {path, name, o->json, no_tpm};
 	struct box b = {NULL, 0, BOX_EXITED, 0};
 	char msg[256];
 
-	if ((r = box_run(o->timeout, 1, describe_child, &job, &b)) != 0)
+	if ((r = box_run((unsigned)o->timeout, 1, describe_child, &job, &b)) != 0)
 		goto out;
 	msg[0] = '\0';
 	if (b.end == BOX_TIMEOUT)
-		snprintf(msg, sizeof(msg), "PKCS#11 module %s did not answer within %u s (stopped)",
-		         path, o->timeout);
+		snprintf(msg, sizeof(msg),
+		         "PKCS#11 module %s did not answer within %ld s (stopped)", path,
+		         o->timeout);
 	else if (b.end == BOX_SIGNALED)
 		snprintf(msg, sizeof(msg), "PKCS#11 module %s crashed (signal %d)", path, b.code);
 	else if (parse_part(b.out, out) != 0)
@@ -539,58 +530,9 @@ out:
 
 /* --------------------------------------------------------------- command */
 
-static int
-parse_opts(int argc, char **argv, struct opts *o)
-{
-	static const struct option lopts[] = {
-	    {"module", required_argument, NULL, 'm'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {NULL, 0, NULL, 0},
-	};
-	long secs;
-	int ch;
-
-	o->module = NULL;
-	o->json = 0;
-	o->timeout = DEFAULT_TIMEOUT;
-	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+", lopts, NULL)) != -1) {
-		switch (ch) {
-		case 'm':
-			if (optarg[0] == '\0') {
-				log_error("--module needs the path of a PKCS#11 module");
-				return P11E_ERR_USAGE;
-			}
-			o->module = optarg;
-			break;
-		case 'j':
-			o->json = 1;
-			break;
-		case 't':
-			if (conf_parse_duration(optarg, &secs) != 0 || secs > MAX_TIMEOUT) {
-				log_error(
-				    "--timeout '%s' is not a duration of at most 1h (e.g. 5s, 30s)",
-				    optarg);
-				return P11E_ERR_USAGE;
-			}
-			o->timeout = (unsigned)secs;
-			break;
-		default:
-			log_error(
-			    "tokens takes --module PATH, --json, --timeout DURATION (see --help)");
-			return P11E_ERR_USAGE;
-		}
-	}
-	if (optind < argc) {
-		log_error("unexpected argument '%s'", argv[optind]);
-		return P11E_ERR_USAGE;
-	}
-	return 0;
-}
-
 static void
-print_report(const struct opts *o, const struct part *parts, size_t n, const struct tpm_info *tpm)
+print_report(const struct tokens_opts *o, const struct part *parts, size_t n,
+             const struct tpm_info *tpm)
 {
 	size_t i;
 
@@ -614,22 +556,24 @@ print_report(const struct opts *o, const struct part *parts, size_t n, const str
 }
 
 int
-tokens_run(int argc, char **argv)
+tokens_run(const struct tokens_opts *o)
 {
 	int r = P11E_ERR_INTERNAL;
-	struct opts o;
 	struct tpm_info tpm;
 	char **paths = NULL, **names = NULL;
 	char *one[2] = {NULL, NULL};
 	struct part *parts = NULL;
 	size_t n = 0, i;
 
-	if ((r = parse_opts(argc, argv, &o)) != 0)
+	if (o->timeout < 1 || o->timeout > TOKENS_TIMEOUT_MAX) {
+		log_error("tokens: a timeout of %ld s is not from 1 s to %d s", o->timeout,
+		          TOKENS_TIMEOUT_MAX);
 		goto out;
-	if (o.module != NULL) {
-		one[0] = (char *)o.module;
+	}
+	if (o->module != NULL) {
+		one[0] = (char *)o->module;
 		paths = one;
-	} else if ((r = tok_registered_modules(o.timeout, &paths, &names)) != 0) {
+	} else if ((r = tok_registered_modules((unsigned)o->timeout, &paths, &names)) != 0) {
 		goto out;
 	}
 	while (paths[n] != NULL)
@@ -638,14 +582,13 @@ tokens_run(int argc, char **argv)
 		r = P11E_ERR_ALLOC;
 		goto out;
 	}
-	if ((r = tpm_probe(o.timeout, &tpm)) != 0)
+	if ((r = tpm_probe((unsigned)o->timeout, &tpm)) != 0)
 		goto out;
-	o.no_tpm = !tpm.present;
 	for (i = 0; i < n; i++)
-		if ((r = module_part(paths[i], names != NULL ? names[i] : NULL, &o, &parts[i])) !=
-		    0)
+		if ((r = module_part(paths[i], names != NULL ? names[i] : NULL, o, !tpm.present,
+		                     &parts[i])) != 0)
 			goto out;
-	print_report(&o, parts, n, &tpm);
+	print_report(o, parts, n, &tpm);
 	if (fflush(stdout) != 0) {
 		log_error("cannot write the report: %s", strerror(errno));
 		r = P11E_ERR_FILE;
@@ -653,7 +596,7 @@ tokens_run(int argc, char **argv)
 	}
 	r = 0;
 	/* The module the user named must work; registered ones are reported as found. */
-	if (o.module != NULL && parts[0].err != 0) {
+	if (o->module != NULL && parts[0].err != 0) {
 		log_error("%s", parts[0].msg);
 		r = parts[0].err;
 	}

@@ -158,6 +158,12 @@ test_module_missing_or_not_pkcs11_78() {
 	[ -n "$lib" ] || lib=$(find /usr/lib /lib -maxdepth 2 -name 'libm.so.6' 2>/dev/null | head -n1)
 	assert_exit 78 p11e_raw tokens --module "$lib"
 	assert_contains "$ERR" "not a PKCS#11 module"
+	# The options reach tokens as the command table's one parser read them: long names
+	# abbreviated, values after '='.
+	assert_exit 78 p11e_raw tokens --js --mod="$T/no-such-module.so" --time=5s
+	assert_eq "--module" "$(json_get 'd["source"]')" "source, options abbreviated"
+	assert_eq "$T/no-such-module.so" "$(json_get 'd["modules"][0]["path"]')" \
+		"module path, options abbreviated"
 }
 
 test_registered_modules_without_module_option() {
@@ -311,9 +317,18 @@ test_hanging_tcti_is_time_boxed() {
 
 test_usage_errors_64() {
 	assert_exit 64 p11e_raw tokens --no-such-option
+	assert_contains "$ERR" "unknown option '--no-such-option' for tokens"
+	assert_contains "$ERR" "usage: p11enroll [-v|-q] tokens [--module PATH] [--json]"
 	assert_exit 64 p11e_raw tokens extra
+	assert_contains "$ERR" "unexpected argument 'extra' for tokens"
 	assert_exit 64 p11e_raw tokens --timeout never
+	assert_contains "$ERR" "--timeout 'never' is not a duration from 1s to 1h"
+	assert_exit 64 p11e_raw tokens --timeout 2h
+	assert_contains "$ERR" "--timeout '2h' is not a duration from 1s to 1h"
 	assert_exit 64 p11e_raw tokens --module ""
+	assert_contains "$ERR" "--module needs a PATH, not an empty string"
+	assert_exit 64 p11e_raw tokens --module
+	assert_contains "$ERR" "--module needs its argument, PATH"
 	assert_exit 0 p11e_raw --help
 	assert_contains "$OUT" "tokens"
 	assert_contains "$OUT" "--module PATH"
