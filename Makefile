@@ -192,6 +192,8 @@ install: all
 			conf/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
 	done
 	install -m 0644 conf/p11enroll-renew.timer $(DESTDIR)$(UNITDIR)/p11enroll-renew.timer
+	install -d $(DESTDIR)$(PREFIX)/share/doc/p11enroll/hooks
+	install -m 0755 conf/hooks/* $(DESTDIR)$(PREFIX)/share/doc/p11enroll/hooks/
 
 FORMAT_SRC = $(wildcard agent/*.c agent/*.h tokens/*.c tokens/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fleet/*.c tests/fault/*.c)
 format:

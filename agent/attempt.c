@@ -8,8 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/crypto.h>
-
 #include "attempt.h"
 #include "err.h"
 #include "log.h"
@@ -18,54 +16,6 @@
 
 #define MAX_FILE 4096
 #define MAX_FAILURES 1000000u
-
-/* s escaped into out (size > 4 * strlen(s)): '\\' doubled, control bytes and DEL as \xHH. */
-static void
-escape(const char *s, char *out)
-{
-	const unsigned char *p = (const unsigned char *)s;
-
-	for (; *p != '\0'; p++) {
-		if (*p == '\\') {
-			*out++ = '\\';
-			*out++ = '\\';
-		} else if (*p < 0x20 || *p == 0x7f) {
-			out += sprintf(out, "\\x%02x", *p);
-		} else {
-			*out++ = (char)*p;
-		}
-	}
-	*out = '\0';
-}
-
-/* The inverse of escape() into out (size bytes); -1 on a bad escape or overflow. */
-static int
-unescape(const char *s, char *out, size_t size)
-{
-	size_t o = 0;
-	int hi, lo;
-
-	while (*s != '\0') {
-		if (o + 1 >= size)
-			return -1;
-		if (*s != '\\') {
-			out[o++] = *s++;
-			continue;
-		}
-		if (s[1] == '\\') {
-			out[o++] = '\\';
-			s += 2;
-			continue;
-		}
-		if (s[1] != 'x' || (hi = OPENSSL_hexchar2int((unsigned char)s[2])) < 0 ||
-		    (lo = OPENSSL_hexchar2int((unsigned char)s[3])) < 0 || (hi == 0 && lo == 0))
-			return -1;
-		out[o++] = (char)(hi << 4 | lo);
-		s += 4;
-	}
-	out[o] = '\0';
-	return 0;
-}
 
 /* A command name: 1 to 15 characters a-z and '-' ("ca-check"). */
 static int
@@ -93,7 +43,7 @@ parse_line(void *ud, const char *k, const char *v)
 		return 0;
 	}
 	if (strcmp(k, "message") == 0)
-		return unescape(v, a->message, sizeof(a->message));
+		return statefile_unescape(v, a->message, sizeof(a->message));
 	errno = 0;
 	n = strtoll(v, &end, 10);
 	if (errno != 0 || end == v || *end != '\0')
@@ -145,7 +95,7 @@ attempt_save(const struct conf *c, const struct attempt *a)
 
 	if ((r = statefile_path(c, "last-", ".txt", &path)) != 0)
 		return r;
-	escape(a->message, msg);
+	statefile_escape(a->message, msg);
 	n = snprintf(buf, sizeof(buf),
 	             "# p11enroll: the last enroll/renew attempt; `p11enroll status` shows it\n"
 	             "at=%lld\ncommand=%s\nerr=%d\nmessage=%s\nfailures=%u\nnext_at=%lld\n",

@@ -416,13 +416,15 @@ ca_rollover_check_at(const struct conf *c, time_t *when)
 }
 
 int
-ca_refresh(const struct conf *c)
+ca_refresh(const struct conf *c, int *rolled)
 {
 	int r, how = 0;
 	struct ca_info *ci = NULL;
 
-	if ((r = ca_fetch(c, &ci)) == 0 && (r = ca_check_trust(c, ci, 1, &how)) == 0)
-		r = ca_write_trust(c, ci);
+	*rolled = 0;
+	if ((r = ca_fetch(c, &ci)) == 0 && (r = ca_check_trust(c, ci, 1, &how)) == 0 &&
+	    (r = ca_write_trust(c, ci)) == 0)
+		*rolled = ci->rolled;
 	ca_info_free(ci);
 	return r;
 }

@@ -112,9 +112,11 @@ int ca_rollover_check_at(const struct conf *c, time_t *when);
 
 /*
  * Looks for a next CA the way enroll does before a request: ca_fetch,
- * ca_check_trust (pinning on first contact), ca_write_trust. Errors as those.
+ * ca_check_trust (pinning on first contact), ca_write_trust. *rolled: the
+ * server's CA was the next CA announced earlier, now accepted and written to
+ * the trust dir (ci->rolled). Errors as those.
  */
-int ca_refresh(const struct conf *c);
+int ca_refresh(const struct conf *c, int *rolled);
 
 /* The request protection the caps allow: AES-128-CBC or 3DES; SHA-256 or SHA-1. */
 const EVP_CIPHER *ca_cipher(const struct ca_info *ci);

@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/obj_mac.h>
@@ -35,6 +37,9 @@
 #define CHALLENGE_LENGTH_MAX 256
 #define DURATION_MAX (10L * 366 * 86400)
 #define URL_SHOWN 200 /* longest URL a message shows */
+#define HOOK_TIMEOUT 60
+#define HOOK_TIMEOUT_MAX 3600
+#define COMMAND_WORDS_MAX 64
 
 struct parser;
 struct keyword;
@@ -69,6 +74,8 @@ static int set_length(struct parser *, const struct keyword *, char *);
 static int set_interval(struct parser *, const struct keyword *, char *);
 static int set_before_expiry(struct parser *, const struct keyword *, char *);
 static int set_jitter(struct parser *, const struct keyword *, char *);
+static int set_command(struct parser *, const struct keyword *, char *);
+static int set_hook_timeout(struct parser *, const struct keyword *, char *);
 
 #define F(field) offsetof(struct conf, field)
 
@@ -115,6 +122,9 @@ static const struct keyword keywords[] = {
     {"renewal", "new_key", set_bool, F(renew_new_key)},
     {"renewal", "keep_old", set_bool, F(renew_keep_old)},
     {"renewal", "jitter", set_jitter, F(renew_jitter_pct)},
+    {"hooks", "after", set_command, F(hook_after)},
+    {"hooks", "before_remove", set_command, F(hook_before_remove)},
+    {"hooks", "timeout", set_hook_timeout, F(hook_timeout)},
 };
 
 #define NKEYWORDS (sizeof(keywords) / sizeof(keywords[0]))
@@ -649,6 +659,101 @@ set_ip_list(struct parser *p, const struct keyword *kw, char *v)
 	return split_list(p, kw, v, 1);
 }
 
+static int
+is_blank(char ch)
+{
+	return ch == ' ' || ch == '\t';
+}
+
+/*
+ * A hook's command line, split in place into words: spaces and tabs separate
+ * words; a double-quoted part keeps its spaces and tabs and loses its quotes
+ * (x"a b"y is the one word xa by, "" an empty one); nothing else is special.
+ * The first word, the program, must be an absolute path (no shell, no PATH
+ * search). The list it fills ends with a NULL, for execve.
+ */
+static int
+set_command(struct parser *p, const struct keyword *kw, char *v)
+{
+	struct conf_list l = {NULL, 0};
+	char **words = NULL, *rd = v, *wr = v, at;
+	size_t n = 0, i;
+	int quoted = 0, r = P11E_ERR_INTERNAL;
+
+	if ((words = calloc(strlen(v) + 1, sizeof(*words))) == NULL) {
+		log_error("out of memory");
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	for (;;) {
+		while (is_blank(*rd))
+			rd++;
+		if (*rd == '\0')
+			break;
+		words[n++] = wr;
+		for (; *rd != '\0' && (quoted || !is_blank(*rd)); rd++)
+			if (*rd == '"')
+				quoted = !quoted;
+			else
+				*wr++ = *rd;
+		if (quoted) {
+			r = kw_error(p, kw,
+			             "word %zu of the command has no closing '\"' (double quotes "
+			             "group words that hold spaces: \"/opt/my tools/hook\" arg)",
+			             n);
+			goto out;
+		}
+		at = *rd;
+		*wr++ = '\0';
+		if (at == '\0')
+			break;
+		rd++;
+	}
+	if (n == 0 || words[0][0] == '\0') {
+		r = kw_error(p, kw,
+		             "empty command (give the program's absolute path, or remove "
+		             "the line)");
+		goto out;
+	}
+	if (words[0][0] != '/') {
+		r = kw_error(p, kw,
+		             "the program '%s' is not an absolute path (hooks run without a shell "
+		             "and without a PATH search: give e.g. /usr/local/sbin/%s)",
+		             words[0], words[0]);
+		goto out;
+	}
+	if (n > COMMAND_WORDS_MAX) {
+		r = kw_error(p, kw, "%zu words (at most %d; put a longer command in a script)", n,
+		             COMMAND_WORDS_MAX);
+		goto out;
+	}
+	if ((l.v = calloc(n + 1, sizeof(*l.v))) == NULL) {
+		log_error("out of memory");
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	for (i = 0; i < n; i++, l.n++)
+		if ((r = dup_str(words[i], &l.v[i])) != 0)
+			goto out;
+	*(struct conf_list *)field(p, kw) = l;
+	l.v = NULL;
+	l.n = 0;
+	r = 0;
+out:
+	list_clear(&l);
+	free(words);
+	return r;
+}
+
+static int
+set_hook_timeout(struct parser *p, const struct keyword *kw, char *v)
+{
+	if (conf_parse_duration(v, &p->c->hook_timeout) != 0 ||
+	    p->c->hook_timeout > HOOK_TIMEOUT_MAX)
+		return kw_error(p, kw, "'%s' is not a duration from 1s to 1h (e.g. 60s, 5m)", v);
+	return 0;
+}
+
 /* A "[name]" header: name must be a section of the keyword table. */
 static int
 parse_section(struct parser *p, const char *name)
@@ -696,7 +801,8 @@ parse_key(struct parser *p, struct ini *ini, const char *section, const char *ke
 	idx = (size_t)(kw - keywords);
 	if (p->seen[idx] != 0)
 		return kw_error(p, kw, "duplicate key (first set at line %u)", p->seen[idx]);
-	if ((r = ini_value(ini, &v)) != 0)
+	/* A command keeps its quotes: they group its words (set_command). */
+	if ((r = kw->handler == set_command ? ini_value_raw(ini, &v) : ini_value(ini, &v)) != 0)
 		return r;
 	if (*v == '\0')
 		return kw_error(p, kw, "empty value (give a value or remove the line)");
@@ -829,7 +935,49 @@ check_challenge_url(const struct parser *p)
 	return 0;
 }
 
-/* Checks that need the whole file, then fills defaults. */
+/*
+ * A hook's program runs as this user: one that another user could change is
+ * refused (the file itself; it may be a link to one that is not). One that
+ * cannot be run yet is a warning (it may be installed after the file is
+ * written), and so is a before_remove that keep_old makes pointless.
+ */
+static int
+check_hooks(const struct parser *p)
+{
+	static const char *const keys[] = {"after", "before_remove"};
+	const struct conf_list *l[] = {&p->c->hook_after, &p->c->hook_before_remove};
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		if (l[i]->n == 0)
+			continue;
+		if (stat(l[i]->v[0], &st) != 0 || access(l[i]->v[0], X_OK) != 0) {
+			log_warn("%s:%u: [hooks] %s: %s: %s (the hook fails until it can be run)",
+			         p->file, seen_at(p, "hooks", keys[i]), keys[i], l[i]->v[0],
+			         strerror(errno));
+			continue;
+		}
+		if (S_ISREG(st.st_mode) && (st.st_mode & 022) == 0 &&
+		    (st.st_uid == 0 || st.st_uid == geteuid()))
+			continue;
+		log_error("%s:%u: [hooks] %s: %s is %s (uid %ld, mode %04o): whoever can change it "
+		          "runs commands as this user; make it a file of root's (or yours) that "
+		          "group and others cannot write",
+		          p->file, seen_at(p, "hooks", keys[i]), keys[i], l[i]->v[0],
+		          !S_ISREG(st.st_mode) ? "not a regular file"
+		          : (st.st_mode & 022) ? "writable by group or others"
+		                               : "another user's",
+		          (long)st.st_uid, (unsigned)(st.st_mode & 07777));
+		return P11E_ERR_CONFIG;
+	}
+	if (p->c->renew_keep_old && p->c->hook_before_remove.n > 0)
+		log_warn("%s:%u: [hooks] before_remove never runs: with [renewal] keep_old = yes "
+		         "no old certificate or key is removed",
+		         p->file, seen_at(p, "hooks", "before_remove"));
+	return 0;
+}
+
 /* url without user:password@, for messages (NULL stays NULL). */
 static int
 shown_url(const char *url, char **out)
@@ -842,6 +990,7 @@ shown_url(const char *url, char **out)
 	return 0;
 }
 
+/* Checks that need the whole file, then fills defaults. */
 static int
 finish(struct parser *p)
 {
@@ -876,6 +1025,8 @@ finish(struct parser *p)
 		          p->file, seen_at(p, "agent", "retry_max"), c->retry_max, c->retry_min);
 		return P11E_ERR_CONFIG;
 	}
+	if ((r = check_hooks(p)) != 0)
+		return r;
 	if (c->key_type_str == NULL && (r = dup_str(DEFAULT_KEY_TYPE, &c->key_type_str)) != 0)
 		return r;
 	if (c->key_label == NULL && (r = dup_str(DEFAULT_LABEL, &c->key_label)) != 0)
@@ -922,6 +1073,7 @@ conf_load(const char *path, struct conf **out)
 	c->renew_jitter_pct = 10;
 	c->retry_min = 60;
 	c->retry_max = 3600;
+	c->hook_timeout = HOOK_TIMEOUT;
 	p.c = c;
 	if ((r = parse_file(&p, ini)) != 0)
 		goto out;
@@ -972,6 +1124,8 @@ conf_free(struct conf *c)
 	free(c->trust_root_file);
 	free(c->state_dir);
 	free(c->cert_file);
+	list_clear(&c->hook_after);
+	list_clear(&c->hook_before_remove);
 	OPENSSL_cleanse(c, sizeof(*c));
 	free(c);
 }

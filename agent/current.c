@@ -76,15 +76,43 @@ print_time(FILE *f, const char *label, const ASN1_TIME *t)
 	BIO_free(b);
 }
 
-/* The certificate's serial number in hex (OPENSSL_free), or NULL. */
-static char *
-serial_hex(X509 *cert)
+char *
+current_serial_hex(X509 *cert)
 {
 	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
 	char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
 
 	BN_free(bn);
 	return hex;
+}
+
+char *
+current_name_str(const X509_NAME *name)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *out = NULL, *p = NULL;
+	long len;
+
+	if (b == NULL)
+		return NULL;
+	if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0 &&
+	    (len = BIO_get_mem_data(b, &p)) >= 0 && (out = malloc((size_t)len + 1)) != NULL) {
+		memcpy(out, p, (size_t)len);
+		out[len] = '\0';
+	}
+	BIO_free(b);
+	return out;
+}
+
+int
+current_time_str(const ASN1_TIME *a, char *buf, size_t len)
+{
+	struct tm tmv;
+
+	memset(&tmv, 0, sizeof(tmv));
+	if (ASN1_TIME_to_tm(a, &tmv) != 1 || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tmv) == 0)
+		return -1;
+	return 0;
 }
 
 void
@@ -98,7 +126,7 @@ current_note(const struct tok *t, const struct tok_key *k, X509 *cert)
 		return;
 	if (tok_object_uri(t, k, "private", &ku) == 0)
 		progress_note("key", "%s", ku);
-	if ((hex = serial_hex(cert)) != NULL)
+	if ((hex = current_serial_hex(cert)) != NULL)
 		progress_note("cert-serial", "%s", hex);
 	if ((b = BIO_new(BIO_s_mem())) != NULL &&
 	    ASN1_TIME_print_ex(b, X509_get0_notAfter(cert), ASN1_DTFLGS_ISO8601) == 1 &&
@@ -133,7 +161,7 @@ current_print(FILE *f, const struct tok *t, const struct tok_key *k, X509 *cert)
 		BIO_printf(b, "\n");
 		BIO_flush(b);
 	}
-	if ((hex = serial_hex(cert)) != NULL)
+	if ((hex = current_serial_hex(cert)) != NULL)
 		fprintf(f, "serial:      %s\n", hex);
 	print_time(f, "not before:  ", X509_get0_notBefore(cert));
 	print_time(f, "not after:   ", X509_get0_notAfter(cert));

@@ -46,6 +46,16 @@ int current_due(const struct conf *c, const struct tok *t, X509 *cert, time_t *d
 /* 1 when cert is within its validity period now. */
 int current_valid_now(X509 *cert);
 
+/* The certificate's serial number in upper-case hex (OPENSSL_free), or NULL. */
+char *current_serial_hex(X509 *cert);
+
+/* A name as an RFC 4514 string, the order [subject] dn is written in ("CN=host,O=Example");
+ * malloc'ed, NULL when out of memory. */
+char *current_name_str(const X509_NAME *name);
+
+/* An ASN1_TIME as "2026-01-31T12:00:00Z" into buf; -1 when it cannot be read. */
+int current_time_str(const ASN1_TIME *a, char *buf, size_t len);
+
 /* Prints key/certificate URIs and the certificate's subject, serial, dates. */
 void current_print(FILE *f, const struct tok *t, const struct tok_key *k, X509 *cert);
 

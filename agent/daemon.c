@@ -25,6 +25,7 @@
 #include "daemon.h"
 #include "enroll.h"
 #include "err.h"
+#include "hook.h"
 #include "http.h"
 #include "log.h"
 #include "pending.h"
@@ -69,7 +70,7 @@ plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
 	X509 *cert = NULL;
 	time_t now = time(NULL), due = 0, ca_at = 0;
 	char why[96], when[32];
-	int r, mess = 0;
+	int r, mess = 0, owed = 0;
 
 	if ((r = pending_load(c, &pend)) == 0) {
 		*act = pend.renewal ? ACT_RENEW : ACT_ENROLL;
@@ -97,6 +98,15 @@ plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
 	*act = due <= now ? ACT_RENEW : ACT_NONE;
 	*at = due;
 	snprintf(what, len, "renewal due %s (%s)", when, why);
+	/* A hook failed (or a crash came before it ran): `renew` runs it again now,
+	 * due or not, and then removes the old pair (hook.h). */
+	if (*act == ACT_NONE && ((r = hook_owed(c, cert, &owed)) != 0 || owed)) {
+		if (r != 0)
+			goto out;
+		*act = ACT_RENEW;
+		*at = now;
+		snprintf(what, len, "the hooks owed for the current certificate");
+	}
 	/* A renewal cut short (a crash) left objects or an old cert_file: `renew`
 	 * tidies up now, due or not (tidy.h). */
 	if (*act == ACT_NONE && ((r = tidy_needed(c, t, keys[cur], cert, &mess)) != 0 || mess)) {
@@ -128,7 +138,7 @@ tick(const struct conf *c, struct tick_result *res)
 	struct enroll_opts eo = {0, 0, 0, 0, 0};
 	enum action act = ACT_NONE;
 	time_t at = 0;
-	int lock = -1;
+	int lock = -1, rolled = 0;
 
 	memset(res, 0, sizeof(*res));
 	http_retry_after_reset();
@@ -144,8 +154,8 @@ tick(const struct conf *c, struct tick_result *res)
 	eo.renewal = act == ACT_RENEW;
 	if (act == ACT_ENROLL || act == ACT_RENEW)
 		res->err = enroll_run(c, &eo);
-	else
-		res->err = ca_refresh(c);
+	else if ((res->err = ca_refresh(c, &rolled)) == 0 && rolled)
+		res->err = hook_ca_rolled(c);
 	attempt_record(c,
 	               act == ACT_ENROLL  ? "enroll"
 	               : act == ACT_RENEW ? "renew"
@@ -162,8 +172,9 @@ static long
 deadline_of(const struct conf *c)
 {
 	/* GetCACert, GetCACaps, the challenge page and two PKIOperations, each
-	 * within the timeout, plus the token's own work. */
-	return 6 * c->timeout + 120;
+	 * within the timeout, plus the token's own work, plus the hooks (each
+	 * time-boxed: hook.h) of an earlier run and of this one. */
+	return 6 * c->timeout + 120 + 2 * hook_max_seconds(c);
 }
 
 static void
@@ -343,8 +354,11 @@ schedule(struct profile *p, const struct tick_result *res)
 	p->next_at = now + delay;
 	schedule_fmt_duration(delay, d, sizeof(d));
 	snprintf(p->what, sizeof(p->what), "retry %u", p->failures);
-	log_info("attempt failed (%s); retry %u in %s%s", p11e_strerror(res->err), p->failures, d,
-	         asked ? " (as the server asked)" : "");
+	if (res->err == 0)
+		log_info("retry %u in %s", p->failures, d);
+	else
+		log_info("attempt failed (%s); retry %u in %s%s", p11e_strerror(res->err),
+		         p->failures, d, asked ? " (as the server asked)" : "");
 	note_next(p);
 }
 

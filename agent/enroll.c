@@ -6,8 +6,9 @@
  *             due, a pending request, the secrets, the CA and trust, login;
  *   exchange: the key to certify, the challenge, the SCEP round trips
  *             (exchange.c) with their PENDING bookkeeping;
- *   commit:   store, read back, pending cleared, cert_file, the old pair
- *             removed (tidy.c).
+ *   commit:   the hooks owed, store, read back, pending cleared, cert_file,
+ *             the hooks run (hook.c), the old pair removed (tidy.c) unless
+ *             one of them failed.
  * The old key and certificate stay in use until the new certificate reads
  * back; a key this run made and could not use is taken back.
  */
@@ -27,6 +28,7 @@
 #include "enroll.h"
 #include "err.h"
 #include "exchange.h"
+#include "hook.h"
 #include "keyrec.h"
 #include "log.h"
 #include "pending.h"
@@ -420,6 +422,9 @@ prepare(struct run *u)
 	}
 	if (!u->o->renewal && u->have_pend)
 		log_info("polling pending transaction %s", u->pend.txid);
+	/* Hooks an earlier run owes for the current pair run whatever the CA does now. */
+	if (u->o->renewal && (r = hook_settle(c, u->t, u->old, u->curcert)) != 0)
+		return r;
 	if ((r = read_secrets(u)) != 0)
 		return r;
 	u->tm.token = exchange_now_ms() - t0;
@@ -627,20 +632,24 @@ exchange(struct run *u)
 }
 
 /*
- * Stage 3: the certificate on the token next to its key, read back (an
- * object with the key's CKA_ID and exactly its DER), then the files, then
- * (renewal) the old pair and what earlier interrupted runs left (tidy.h).
+ * Stage 3: the hooks owed for the certificate (so that a crash after the
+ * store still runs them), the certificate on the token next to its key, read
+ * back (an object with the key's CKA_ID and exactly its DER), then the
+ * files, the hooks (hook.h), then (renewal) the old pair and what earlier
+ * interrupted runs left (tidy.h), which stay while a hook is owed.
  */
 static int
 commit(struct run *u)
 {
 	const struct conf *c = u->c;
 	struct tidy_keep keep = {NULL, 0};
+	enum hook_event ev = u->o->renewal ? HOOK_RENEWED : HOOK_ENROLLED;
 	double t0 = exchange_now_ms();
 	size_t n = 0;
 	int r;
 
-	if ((r = tok_store_cert(u->t, u->key, u->cert)) != 0)
+	if ((r = hook_owe(c, ev, u->cert, u->curcert)) != 0 ||
+	    (r = tok_store_cert(u->t, u->key, u->cert)) != 0)
 		return r;
 	if ((r = tok_has_cert(u->t, u->key, u->cert)) != 0) {
 		log_error("the certificate stored on token '%s' does not read back",
@@ -648,7 +657,8 @@ commit(struct run *u)
 		return P11E_ERR_TOKEN;
 	}
 	u->generated = u->pend_key = 0; /* the key has its certificate: it stays */
-	if ((r = pending_clear(c)) != 0 || (r = certfile_write(c, u->cert)) != 0)
+	if ((r = pending_clear(c)) != 0 || (r = certfile_write(c, u->cert)) != 0 ||
+	    (r = hook_pay(c, u->t, u->key, u->cert)) != 0)
 		return r;
 	if (u->o->renewal) {
 		if (c->renew_keep_old)

@@ -34,6 +34,8 @@ p11e_strerror(int err)
 		return "PIN refused or not usable";
 	case P11E_ERR_BUSY:
 		return "another run is working on this profile";
+	case P11E_ERR_HOOK:
+		return "a hook failed";
 	}
 	return "unknown error";
 }
@@ -49,6 +51,7 @@ p11e_exit_code(int err)
 	case P11E_ERR_CONFIG:
 		return P11E_EXIT_CONFIG;
 	case P11E_ERR_NETWORK:
+	case P11E_ERR_HOOK:
 		return P11E_EXIT_UNAVAILABLE;
 	case P11E_ERR_PENDING:
 	case P11E_ERR_BUSY:

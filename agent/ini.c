@@ -282,6 +282,29 @@ ini_value(struct ini *ini, char **out)
 	return 0;
 }
 
+int
+ini_value_raw(struct ini *ini, char **out)
+{
+	char *raw = ini->raw, *e;
+	int quoted = 0;
+
+	if (raw == NULL) {
+		log_error("%s:%u: no value to read (a bug)", ini->file, ini->line);
+		return P11E_ERR_INTERNAL;
+	}
+	ini->raw = NULL;
+	for (e = raw; *e != '\0'; e++) {
+		if (*e == '"')
+			quoted = !quoted;
+		else if (!quoted && (*e == '#' || *e == ';') && e > raw && is_ws(e[-1])) {
+			*e = '\0';
+			break;
+		}
+	}
+	*out = ini_trim(raw);
+	return 0;
+}
+
 void
 ini_free(struct ini *ini)
 {

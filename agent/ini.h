@@ -55,6 +55,14 @@ int ini_next(struct ini *ini, struct ini_event *ev);
  */
 int ini_value(struct ini *ini, char **out);
 
+/*
+ * As ini_value, for a value with a syntax of its own (a command line): the
+ * text up to a " #" or " ;" comment outside double quotes, trimmed, quotes
+ * kept for the caller to interpret. Never fails but for
+ * P11E_ERR_INTERNAL when there is no value to read.
+ */
+int ini_value_raw(struct ini *ini, char **out);
+
 /* Trims spaces and tabs at both ends of s, in place; returns the new start. */
 char *ini_trim(char *s);
 

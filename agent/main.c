@@ -13,6 +13,7 @@
 #include "check.h"
 #include "enroll.h"
 #include "err.h"
+#include "hook.h"
 #include "http.h"
 #include "log.h"
 #include "provision.h"
@@ -54,7 +55,8 @@ static const char exit_codes[] =
     "  64 usage error                    75  pending at the CA, or another run\n"
     "                                        holds the profile: try again later\n"
     "  69 server unreachable, HTTP error 76  response failed verification\n"
-    "  70 internal error                     (fingerprint, signature, nonce, malformed)\n"
+    "     (hook-test: a hook failed)         (fingerprint, signature, nonce, malformed)\n"
+    "  70 internal error\n"
     "  77 rejected by the CA             78  configuration error\n";
 
 static int
@@ -147,6 +149,13 @@ run_status(const struct conf *c, const struct cmdline_args *a)
 	if (c == NULL)
 		return status_many(a->config.v, a->config.n, a->json);
 	return status_run(c, a->json);
+}
+
+static int
+run_hook_test(const struct conf *c, const struct cmdline_args *a)
+{
+	(void)a;
+	return hook_test_run(c);
 }
 
 static int
@@ -280,6 +289,13 @@ static const struct cmdline_cmd commands[] = {
      .opts = enroll_opts,
      .flags = CMDLINE_CONF | CMDLINE_PLAIN_SUBJECT | CMDLINE_LOCK | CMDLINE_RECORD,
      .run = run_enroll},
+    {.name = "hook-test",
+     .summary = "runs the [hooks] once with the current certificate's values",
+     .about = "Each configured hook runs once, as after a renewal but with "
+              "P11ENROLL_EVENT=test, and its result is printed; nothing is recorded and the "
+              "token is not changed. Exit 69 when a hook failed.",
+     .flags = CMDLINE_CONF,
+     .run = run_hook_test},
     {.name = "provision",
      .summary = "enroll every token [token] uri matches that has no certificate",
      .about = "The uri may be partial (every token of a make). Tokens are enrolled several "

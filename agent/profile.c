@@ -76,12 +76,23 @@ has_conf_suffix(const struct dirent *e)
 	return e->d_name[0] != '.' && l > 5 && strcmp(e->d_name + l - 5, ".conf") == 0;
 }
 
+char *
+profile_name(const char *path)
+{
+	const char *base = strrchr(path, '/');
+	size_t l;
+
+	base = base != NULL ? base + 1 : path;
+	l = strlen(base);
+	if (l > 5 && strcmp(base + l - 5, ".conf") == 0)
+		l -= 5;
+	return strndup(base, l);
+}
+
 static int
 add_profile(struct profile **p, size_t *n, const char *path, const char *cmd)
 {
 	struct profile *np;
-	const char *base = strrchr(path, '/');
-	size_t l;
 	int r;
 
 	if ((np = realloc(*p, (*n + 1) * sizeof(**p))) == NULL)
@@ -89,11 +100,7 @@ add_profile(struct profile **p, size_t *n, const char *path, const char *cmd)
 	*p = np;
 	np = &(*p)[*n];
 	memset(np, 0, sizeof(*np));
-	base = base != NULL ? base + 1 : path;
-	l = strlen(base);
-	if (l > 5 && strcmp(base + l - 5, ".conf") == 0)
-		l -= 5;
-	if ((np->name = strndup(base, l)) == NULL)
+	if ((np->name = profile_name(path)) == NULL)
 		return P11E_ERR_ALLOC;
 	(*n)++;
 	if ((r = conf_load(path, &np->c)) != 0)

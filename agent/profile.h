@@ -42,6 +42,13 @@ int profile_load_all(char *const *paths, size_t npaths, const char *cmd, struct 
  */
 int profile_check_subject(const struct conf *c, const char *cmd);
 
+/*
+ * A profile's name: the file name of its configuration without ".conf"
+ * ("/etc/p11enroll/conf.d/vpn.conf" -> "vpn"), as the agent's log lines
+ * and hooks (P11ENROLL_PROFILE) show it. malloc'ed; NULL when out of memory.
+ */
+char *profile_name(const char *path);
+
 /* Frees n profiles and the array. Accepts NULL. */
 void profile_free_all(struct profile *p, size_t n);
 

@@ -1,6 +1,6 @@
 /*
  * report.c: `status`: what the token holds, when it is due, the last
- * attempt, a pending request; text or JSON.
+ * attempt, a pending request, the hooks; text or JSON.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +13,7 @@
 #include "current.h"
 #include "report.h"
 #include "err.h"
+#include "hookrec.h"
 #include "json.h"
 #include "log.h"
 #include "pending.h"
@@ -32,6 +33,9 @@ struct status {
 	int have_last;
 	struct pending pend;
 	int have_pend;
+	unsigned hooks;          /* configured: HOOK_AFTER | HOOK_BEFORE_REMOVE */
+	struct hook_record hook; /* the hooks' record (hook.h) */
+	int have_hook;
 };
 
 static void
@@ -48,6 +52,7 @@ status_state(const struct conf *c, struct status *s)
 {
 	s->have_last = attempt_load(c, &s->last) == 0;
 	s->have_pend = pending_load(c, &s->pend) == 0;
+	s->have_hook = hookrec_load(c, &s->hook) == 0;
 }
 
 /* The token's side: its keys, the current certificate and when it is due. */
@@ -91,12 +96,61 @@ print_renewal(const struct status *s)
 	OPENSSL_free(hex);
 }
 
+/* Each line of text, escaped (no control byte reaches the terminal), indented. */
+static void
+print_lines(const char *text)
+{
+	char line[sizeof(((struct hook_record *)NULL)->message)], esc[4 * sizeof(line)];
+	size_t l;
+
+	do {
+		l = strcspn(text, "\n");
+		snprintf(line, sizeof(line), "%.*s", (int)l, text);
+		statefile_escape(line, esc);
+		printf("             %s\n", esc);
+		text += l;
+	} while (*text++ != '\0');
+}
+
+/* The hooks: configured, the last one run, those owed. */
+static void
+print_hooks(const struct status *s)
+{
+	const struct hook_record *h = &s->hook;
+	char when[40], names[64], head[160];
+
+	if (!s->hooks && !s->have_hook)
+		return;
+	printf("\n");
+	hookrec_owed_names(s->hooks, ", ", names, sizeof(names));
+	if (!s->have_hook || h->last_run == 0)
+		printf("hooks:       %s; none has run yet\n", s->hooks ? names : "none configured");
+	if (s->have_hook && h->last_run != 0) {
+		schedule_fmt_time(h->last_run, when, sizeof(when));
+		snprintf(head, sizeof(head), "hook %s %s %s, event %s:", h->hook,
+		         h->result == SPAWN_EXITED && h->code == 0 ? "ran" : "FAILED", when,
+		         h->event);
+		printf("hooks:       %s\n", head);
+		print_lines(h->message);
+		if (h->failures > 1)
+			printf("             %u failed runs in a row\n", h->failures);
+	}
+	if (s->have_hook && h->owed != 0) {
+		hookrec_owed_names(h->owed, ", ", names, sizeof(names));
+		printf(
+		    "hooks owed:  %s, for certificate %s (event %s); the old pair stays until they "
+		    "succeed, `renew` or the agent runs them\n",
+		    names, h->serial, h->owed_event);
+	}
+}
+
 /* The pending request and the last attempt, from state_dir. */
 static void
 print_state(const struct status *s)
 {
 	char when[40], next[40];
 
+	print_hooks(s);
 	if (s->have_pend || s->have_last)
 		printf("\n");
 	if (s->have_pend) {
@@ -161,39 +215,12 @@ status_text(const struct conf *c, struct status *s)
 
 /* ------------------------------------------------------------------ JSON */
 
-/* An X509_NAME as an RFC 4514 string, the order [subject] dn is written in ("CN=host,O=Example").
- */
-static char *
-name_str(const X509_NAME *name)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *out = NULL, *p = NULL;
-	long len;
-
-	if (b == NULL)
-		return NULL;
-	if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0 &&
-	    (len = BIO_get_mem_data(b, &p)) >= 0 && (out = malloc((size_t)len + 1)) != NULL) {
-		memcpy(out, p, (size_t)len);
-		out[len] = '\0';
-	}
-	BIO_free(b);
-	return out;
-}
-
 static void
 json_kasn1time(FILE *f, int *first, const char *key, const ASN1_TIME *a)
 {
-	struct tm tmv;
 	char buf[32];
 
-	memset(&tmv, 0, sizeof(tmv));
-	if (ASN1_TIME_to_tm(a, &tmv) != 1 ||
-	    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tmv) == 0) {
-		json_kstr(f, first, key, NULL);
-		return;
-	}
-	json_kstr(f, first, key, buf);
+	json_kstr(f, first, key, current_time_str(a, buf, sizeof(buf)) == 0 ? buf : NULL);
 }
 
 /* The key status speaks of: the current certificate's, else the pending request's, else the first.
@@ -246,10 +273,10 @@ json_key_cert(FILE *f, int *first, const struct status *s)
 	fputc('{', f);
 	tok_object_uri(s->t, k, "cert", &uri);
 	json_kstr(f, &sub, "uri", uri);
-	name = name_str(X509_get_subject_name(s->cert));
+	name = current_name_str(X509_get_subject_name(s->cert));
 	json_kstr(f, &sub, "subject", name);
 	free(name);
-	name = name_str(X509_get_issuer_name(s->cert));
+	name = current_name_str(X509_get_issuer_name(s->cert));
 	json_kstr(f, &sub, "issuer", name);
 	free(name);
 	if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(s->cert), NULL)) != NULL)
@@ -319,6 +346,68 @@ json_state(FILE *f, int *first, const struct status *s)
 	fputc('}', f);
 }
 
+/* The names of the bits in owed as a JSON array. */
+static void
+json_kowed(FILE *f, int *first, const char *key, unsigned owed)
+{
+	static const unsigned bits[] = {HOOK_AFTER, HOOK_BEFORE_REMOVE};
+	size_t i;
+	int sub = 1;
+
+	json_key(f, first, key);
+	fputc('[', f);
+	for (i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
+		if (!(owed & bits[i]))
+			continue;
+		if (!sub)
+			fputc(',', f);
+		json_str(f, hookrec_name(bits[i]));
+		sub = 0;
+	}
+	fputc(']', f);
+}
+
+/* "hooks": null without [hooks] and without a record; else what p11enroll(8) lists. */
+static void
+json_hooks(FILE *f, int *first, const struct status *s)
+{
+	static const char *const results[] = {"failed", "signal", "timeout", "not-started"};
+	const struct hook_record *h = &s->hook;
+	int sub = 1, ran = s->have_hook && h->last_run != 0;
+	int exited = ran && h->result == SPAWN_EXITED;
+
+	json_key(f, first, "hooks");
+	if (!s->hooks && !s->have_hook) {
+		fputs("null", f);
+		return;
+	}
+	fputc('{', f);
+	json_kowed(f, &sub, "configured", s->hooks);
+	json_ktime(f, &sub, "last_run", ran ? h->last_run : 0);
+	json_kstr(f, &sub, "hook", ran ? h->hook : NULL);
+	json_kstr(f, &sub, "event", ran ? h->event : NULL);
+	json_kstr(f, &sub, "result",
+	          !ran                     ? NULL
+	          : exited && h->code == 0 ? "ok"
+	                                   : results[h->result & 3]);
+	if (exited)
+		json_klong(f, &sub, "exit_code", h->code);
+	else
+		json_kstr(f, &sub, "exit_code", NULL);
+	if (ran && h->result == SPAWN_SIGNALED)
+		json_klong(f, &sub, "signal", h->code);
+	else
+		json_kstr(f, &sub, "signal", NULL);
+	json_kstr(f, &sub, "message", ran ? h->message : NULL);
+	json_kulong(f, &sub, "failures", s->have_hook ? h->failures : 0);
+	json_kowed(f, &sub, "owed", s->have_hook ? h->owed : 0);
+	json_kstr(f, &sub, "owed_event", s->have_hook && h->owed ? h->owed_event : NULL);
+	json_kstr(f, &sub, "owed_serial", s->have_hook && h->owed ? h->serial : NULL);
+	json_kstr(f, &sub, "old_serial",
+	          s->have_hook && h->owed && h->old_serial[0] ? h->old_serial : NULL);
+	fputc('}', f);
+}
+
 /*
  * One object. Without the token (tok_err != 0) token, key, certificate and
  * renewal are null and error says why; state_dir's part is there anyway.
@@ -353,6 +442,7 @@ status_json(const struct conf *c, const struct status *s, int tok_err)
 		json_renewal(f, &first, s);
 	}
 	json_state(f, &first, s);
+	json_hooks(f, &first, s);
 	json_kstr(f, &first, "error",
 	          tok_err == 0               ? NULL
 	          : log_last_error()[0] != 0 ? log_last_error()
@@ -368,6 +458,8 @@ status_run(const struct conf *c, int json)
 	struct status s;
 
 	memset(&s, 0, sizeof(s));
+	s.hooks = (c->hook_after.n > 0 ? HOOK_AFTER : 0) |
+	          (c->hook_before_remove.n > 0 ? HOOK_BEFORE_REMOVE : 0);
 	log_clear_last_error(); /* error: what this run could not read */
 	dirs = statefile_check_dirs(c);
 	r = status_token(c, &s);

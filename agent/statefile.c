@@ -9,6 +9,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "err.h"
 #include "log.h"
 #include "statefile.h"
@@ -71,6 +73,52 @@ out:
 	*lineno = n;
 	free(buf);
 	return r;
+}
+
+void
+statefile_escape(const char *s, char *out)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (; *p != '\0'; p++) {
+		if (*p == '\\') {
+			*out++ = '\\';
+			*out++ = '\\';
+		} else if (*p < 0x20 || *p == 0x7f) {
+			out += sprintf(out, "\\x%02x", *p);
+		} else {
+			*out++ = (char)*p;
+		}
+	}
+	*out = '\0';
+}
+
+int
+statefile_unescape(const char *s, char *out, size_t size)
+{
+	size_t o = 0;
+	int hi, lo;
+
+	while (*s != '\0') {
+		if (o + 1 >= size)
+			return -1;
+		if (*s != '\\') {
+			out[o++] = *s++;
+			continue;
+		}
+		if (s[1] == '\\') {
+			out[o++] = '\\';
+			s += 2;
+			continue;
+		}
+		if (s[1] != 'x' || (hi = OPENSSL_hexchar2int((unsigned char)s[2])) < 0 ||
+		    (lo = OPENSSL_hexchar2int((unsigned char)s[3])) < 0 || (hi == 0 && lo == 0))
+			return -1;
+		out[o++] = (char)(hi << 4 | lo);
+		s += 4;
+	}
+	out[o] = '\0';
+	return 0;
 }
 
 int

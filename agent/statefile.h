@@ -31,6 +31,18 @@ int statefile_read(const char *path, size_t max,
                    unsigned *lineno);
 
 /*
+ * s escaped into out (at least 4 * strlen(s) + 1 bytes): '\\' doubled,
+ * control bytes and DEL as \xHH, so that any text fits on one line.
+ */
+void statefile_escape(const char *s, char *out);
+
+/*
+ * The inverse of statefile_escape into out (size bytes, NUL-terminated); -1
+ * on a bad escape (or \x00) or when it does not fit.
+ */
+int statefile_unescape(const char *s, char *out, size_t size);
+
+/*
  * store_check_dir of state_dir and the trust dir: refuses (P11E_ERR_CONFIG,
  * logged) directories that another user could write or swap.
  */

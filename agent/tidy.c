@@ -5,6 +5,7 @@
 
 #include "certfile.h"
 #include "err.h"
+#include "hook.h"
 #include "keyrec.h"
 #include "log.h"
 #include "pin.h"
@@ -35,10 +36,10 @@ remove_pair(struct tok *t, const struct tok_key *k)
 	return 0;
 }
 
-/* What to do with key k (not the current one); 1: it goes. */
+/* What to do with key k (not the current one); 1: it goes. keep_old: pairs stay. */
 static int
 goes(const struct conf *c, struct tok *t, const struct tok_key *k, const struct tidy_keep *keep,
-     int *kept, const char **why)
+     int keep_old, int *kept, const char **why)
 {
 	size_t nc = 0;
 
@@ -48,7 +49,7 @@ goes(const struct conf *c, struct tok *t, const struct tok_key *k, const struct 
 		return 0;
 	if (nc > 0) {
 		*why = "a superseded key and its certificate";
-		return !c->renew_keep_old;
+		return !keep_old;
 	}
 	if (k->priv_handle == 0) {
 		*why = "a public key whose private key is gone (an interrupted removal)";
@@ -70,14 +71,16 @@ tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *c
 	struct keyrec *rec = NULL;
 	size_t nk = 0, i, count = 0, extra = 0;
 	const char *why = NULL;
-	int r, kept = 0, failed = 0;
+	int r, kept = 0, failed = 0, held = 0, keep_old = c->renew_keep_old;
 
-	if ((r = keyrec_load(c, &rec)) != 0 ||
+	/* While a hook is owed, a consumer may still use the old pair (hook.h). */
+	if ((r = hook_owed(c, curcert, &held)) != 0 || (r = keyrec_load(c, &rec)) != 0 ||
 	    (r = tok_find_keys(t, c->key_label, &keys, &nk)) != 0)
 		goto out;
+	keep_old |= held;
 	for (i = 0; i < nk; i++) {
 		if (same_id(keys[i], cur->id, cur->id_len)) {
-			if (c->renew_keep_old)
+			if (keep_old)
 				continue;
 			if (tok_other_certs(t, keys[i], curcert, !dry, &extra) != 0)
 				failed = 1;
@@ -93,7 +96,7 @@ tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *c
 		/* Before login no private key is visible: dry runs do not judge by it. */
 		if (dry && keys[i]->priv_handle == 0)
 			keys[i]->priv_handle = 1;
-		if (!goes(c, t, keys[i], keep, &kept, &why))
+		if (!goes(c, t, keys[i], keep, keep_old, &kept, &why))
 			continue;
 		count++;
 		if (dry)
@@ -120,11 +123,13 @@ tidy_settle(const struct conf *c, struct tok *t, const struct tok_key *cur, X509
 	size_t left = 0;
 	int r;
 
-	if ((r = tidy_run(c, t, cur, curcert, &keep, 1, &left)) != 0)
+	/* Hooks still owed run first: the old pair goes only after them. */
+	if ((r = hook_settle(c, t, cur, curcert)) != 0 ||
+	    (r = tidy_run(c, t, cur, curcert, &keep, 1, &left)) != 0)
 		return r;
 	if (left > 0) {
-		log_info("token '%s' holds %zu object%s of an interrupted renewal; logging in to "
-		         "remove %s",
+		log_info("token '%s' holds %zu object%s left by an earlier renewal (interrupted, "
+		         "or waiting for its hooks); logging in to remove %s",
 		         tok_get_info(t)->label, left, left == 1 ? "" : "s",
 		         left == 1 ? "it" : "them");
 		if ((r = pin_login(c, t, allow_final_pin_try)) != 0 ||

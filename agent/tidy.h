@@ -26,8 +26,9 @@ struct tidy_keep {
  * names: keyrec.h) other than cur (whose certificate is curcert): superseded
  * pairs (a key with a certificate),
  * certificates of cur other than curcert, keys without certificate, and key
- * halves whose private key is gone. With keep_old, pairs and certificates
- * stay. With dry, *n counts them (no login needed: private objects are not
+ * halves whose private key is gone. With keep_old, and while a hook is owed
+ * for curcert (hook_owed: a consumer may still use the old pair), pairs and
+ * certificates stay. With dry, *n counts them (no login needed: private objects are not
  * looked at); else, logged in, they are removed (private key, certificates,
  * then public key, so that a crash leaves what this function recognises)
  * and *n counts what was removed (and is dropped from the record). Failures
@@ -38,10 +39,11 @@ int tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X50
              const struct tidy_keep *keep, int dry, size_t *n);
 
 /*
- * With the current pair (cur, curcert) in place and nothing to renew: the
- * leftovers of tidy_run go (logged in only when there are some; the key of
- * pend, when given, stays) and cert_file is made to hold curcert. Errors as
- * tidy_run, tok_login, enroll_sync_cert_file.
+ * With the current pair (cur, curcert) in place and nothing to renew: hooks
+ * still owed for it run (hook_settle), then the leftovers of tidy_run go
+ * (logged in only when there are some; the key of pend, when given, stays)
+ * and cert_file is made to hold curcert. Errors as hook_settle, tidy_run,
+ * tok_login, certfile_sync.
  */
 int tidy_settle(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *curcert,
                 const struct pending *pend, int allow_final_pin_try);

@@ -96,6 +96,12 @@ struct conf {
 	int renew_new_key;      /* 1 = a new key pair per renewal (default) */
 	int renew_keep_old;     /* 1 = keep the old certificate and key (default 0) */
 	int renew_jitter_pct;   /* percentage of the renewal window (default 10), 0..100 */
+
+	/* [hooks]: each command as its argv (v[0] an absolute path, v[n] == NULL), or n == 0
+	 * when not configured; split as p11enroll.conf(5) says (spaces, double quotes) */
+	struct conf_list hook_after;         /* after a new certificate is stored */
+	struct conf_list hook_before_remove; /* in a renewal, before the old pair goes */
+	long hook_timeout;                   /* seconds per hook; default 60, 1..3600 */
 };
 
 /*

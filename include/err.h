@@ -26,6 +26,7 @@ enum p11e_err {
 	P11E_ERR_PIN = -13,      /* PIN refused, locked, final try or missing: never retried
 	                            without a change (the daemon parks the profile) */
 	P11E_ERR_BUSY = -14,     /* another p11enroll run holds the profile's lock */
+	P11E_ERR_HOOK = -15,     /* hook-test: a [hooks] command failed or could not start */
 };
 
 /* Process exit codes: part of the interface, stable, never reordered. */

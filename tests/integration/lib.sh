@@ -542,6 +542,8 @@ token_objects() {
 #   TRUST_DIR ($T/trust), STATE_DIR ($T/state), CERT_FILE ($T/cert.pem).
 #   NDES: CHALLENGE_URL, CHALLENGE_USER, CHALLENGE_PW_FILE, CHALLENGE_CHARS, CHALLENGE_LENGTH,
 #   CHALLENGE_INSECURE_HTTP (yes for the plain-http NDES double); USE_PROXY, PROXY, CA_FILE.
+#   [hooks] (a section before [agent], only when one of them is set): HOOK_AFTER,
+#   HOOK_BEFORE_REMOVE (command lines as written in the file), HOOK_TIMEOUT.
 # Set a variable to "-" to leave its line out.
 write_conf() {
 	CONF=${1:-$T/p11enroll.conf}
@@ -589,6 +591,13 @@ write_conf() {
 			echo "[trust]"
 			_line dir "$TRUST_DIR"
 			echo
+			if [ -n "${HOOK_AFTER:-}${HOOK_BEFORE_REMOVE:-}${HOOK_TIMEOUT:-}" ]; then
+				echo "[hooks]"
+				_line after "${HOOK_AFTER:-}"
+				_line before_remove "${HOOK_BEFORE_REMOVE:-}"
+				_line timeout "${HOOK_TIMEOUT:-}"
+				echo
+			fi
 			echo "[agent]"
 			_line state_dir "$STATE_DIR"
 			_line cert_file "$CERT_FILE"

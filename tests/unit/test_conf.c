@@ -738,7 +738,7 @@ ERROR_CASE(e_outside_section, "url = http://ca/\n" MIN,
            "@:1: url: key outside any section (put it under [scep])")
 ERROR_CASE(e_unknown_section, MIN "[server]\n",
            "@:7: [server]: unknown section (expected [scep], [token], [key], [subject], [trust], "
-           "[agent] or [renewal])")
+           "[agent], [renewal] or [hooks])")
 ERROR_CASE(e_section_unclosed, MIN "[scep\n", "@:7: a section header needs a closing ']'")
 ERROR_CASE(e_section_garbage, MIN "[scep] x\n",
            "@:7: [scep]: unexpected text after the section header")
