@@ -162,6 +162,10 @@ _cache_make() {
 #   (else a free port), with challenge $SCEP_CHALLENGE (else a random one). The CA is the
 #   cached depot named $SCEP_CA (default "main"; use another name for a different CA).
 #   Sets SCEP_URL, SCEP_PORT, SCEP_CHALLENGE, SCEP_PIDFILE, SCEP_CA_PEM (not exported).
+#   SCEP_SERIALIZE=1: scepserver behind start_serial_proxy, for tests that send it requests
+#   at once (its depot's serial race, tests/README.md "Known failures that are not ours"):
+#   SCEP_URL is then the proxy's; SCEP_PORT and SCEP_PIDFILE stay scepserver's own, the
+#   proxy's are SCEP_PROXY_PORT and SCEP_PROXY_PIDFILE.
 #   Must not be called in $(...): the server is a child of the calling shell.
 #   scepserver binds every interface: only ever talk to it through 127.0.0.1.
 start_scepserver() {
@@ -190,6 +194,9 @@ start_scepserver() {
 				# Not exported: the challenge must not reach p11enroll's environment.
 				SCEP_URL=http://127.0.0.1:$port/scep SCEP_PORT=$port
 				SCEP_PIDFILE=$dir/scepserver.pid SCEP_CA_PEM=$dir/depot/ca.pem
+				[ "${SCEP_SERIALIZE:-}" = 1 ] || return 0
+				start_serial_proxy "$dir" "$port" || return 1
+				SCEP_URL=http://127.0.0.1:$SCEP_PROXY_PORT/scep
 				return 0
 			fi
 			sleep 0.1
@@ -201,6 +208,33 @@ start_scepserver() {
 	echo "scepserver did not answer GetCACaps on 127.0.0.1:$port within 10 s; its log:" >&2
 	tail -n 20 "$dir/scepserver.log" >&2
 	return 1
+}
+
+# start_serial_proxy DIR PORT
+#   Runs tests/doubles/serial_proxy.py on a free 127.0.0.1 port in front of
+#   http://127.0.0.1:PORT: every request is forwarded, one at a time (the others wait at the
+#   proxy), its log in DIR/serial-proxy.log (a line per request with the time it waited).
+#   Sets SCEP_PROXY_PORT and SCEP_PROXY_PIDFILE. Not in $(...).
+start_serial_proxy() {
+	local dir=$1 backend=$2 i pid
+	rm -f "$dir/serial-proxy.port"
+	/usr/bin/python3 "$SRCDIR/tests/doubles/serial_proxy.py" --port 0 --backend "$backend" \
+		--ready-file "$dir/serial-proxy.port" >>"$dir/serial-proxy.log" 2>&1 </dev/null &
+	pid=$!
+	echo "$pid" >"$dir/serial-proxy.pid"
+	register_pidfile "$dir/serial-proxy.pid"
+	for ((i = 0; i < 100; i++)); do
+		[ -s "$dir/serial-proxy.port" ] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	if [ ! -s "$dir/serial-proxy.port" ]; then
+		echo "serial_proxy.py did not start; its log:" >&2
+		tail -n 20 "$dir/serial-proxy.log" >&2
+		stop_pid "$dir/serial-proxy.pid"
+		return 1
+	fi
+	SCEP_PROXY_PORT=$(cat "$dir/serial-proxy.port") SCEP_PROXY_PIDFILE=$dir/serial-proxy.pid
 }
 
 # ca_fingerprint PEM: "AB:CD:..." SHA-256 over the DER certificate.
