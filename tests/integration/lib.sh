@@ -688,6 +688,35 @@ out_value() {
 	sed -n "s/^$1:[[:space:]]*//p" "$OUT" | head -n1
 }
 
+# ---------------------------------------------------------------- the agent
+
+# start_daemon [p11enroll options before `run`...]: the agent in the background (default
+# -c $CONF), stdout in $T/daemon.out, stderr in $T/daemon.log; sets DAEMON_PID. After
+# faked_clock (t-daemon.sh: DAEMON_ENV), on the faked clock.
+start_daemon() {
+	local args=("$@")
+	[ ${#args[@]} -gt 0 ] || args=(-c "$CONF")
+	env ${DAEMON_ENV[@]+"${DAEMON_ENV[@]}"} "$P11ENROLL" "${args[@]}" run >"$T/daemon.out" 2>"$T/daemon.log" \
+		</dev/null &
+	DAEMON_PID=$!
+	echo "$DAEMON_PID" >"$T/daemon.pid"
+	register_pidfile "$T/daemon.pid"
+}
+
+# wait_log REGEX [SECONDS] [COUNT]: waits until COUNT (default 1) lines of the agent's log
+# match REGEX; fails (showing the log) after SECONDS (default 30) or when the agent died.
+wait_log() {
+	local re=$1 secs=${2:-30} count=${3:-1} i
+	for ((i = 0; i < secs * 10; i++)); do
+		[ "$(grep -cE "$re" "$T/daemon.log")" -ge "$count" ] && return 0
+		kill -0 "$DAEMON_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	fail "no $count line(s) matching /$re/ in the agent's log within $secs s$(kill -0 "$DAEMON_PID" 2>/dev/null || echo ' (the agent exited)')"
+	sed 's/^/  daemon: /' "$T/daemon.log" >&2
+	return 1
+}
+
 # ---------------------------------------------------------------- what a user checks
 
 # verify_capath DIR CERT: `openssl verify -CApath DIR CERT` accepts CERT, with the system's

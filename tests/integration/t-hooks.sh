@@ -358,27 +358,6 @@ before_remove test $OLD_SERIAL  1" "$(cat "$T/hooks.log")" "the hooks' log (name
 
 # ------------------------------------------------------------------ the agent
 
-# start_daemon: the agent in the background, its log in $T/daemon.log; sets DAEMON_PID.
-start_daemon() {
-	"$P11ENROLL" -c "$CONF" run >"$T/daemon.out" 2>"$T/daemon.log" </dev/null &
-	DAEMON_PID=$!
-	echo "$DAEMON_PID" >"$T/daemon.pid"
-	register_pidfile "$T/daemon.pid"
-}
-
-# wait_log REGEX [SECONDS] [COUNT]: as t-daemon.sh's.
-wait_log() {
-	local re=$1 secs=${2:-30} count=${3:-1} i
-	for ((i = 0; i < secs * 10; i++)); do
-		[ "$(grep -cE "$re" "$T/daemon.log")" -ge "$count" ] && return 0
-		kill -0 "$DAEMON_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	fail "no $count line(s) matching /$re/ in the agent's log within $secs s"
-	sed 's/^/  daemon: /' "$T/daemon.log" >&2
-	return 1
-}
-
 test_agent_runs_an_owed_hook_again_with_its_backoff() {
 	hooks_setup || return
 	echo 3 >"$T/after.rc"
