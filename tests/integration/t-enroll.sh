@@ -76,7 +76,10 @@ test_status_after_enroll() {
 # a leak.
 test_secrets_not_in_argv_env_or_files() {
 	setup_enroll || return
-	strace -f -qq -v -s 65536 -e trace=execve -o execve.txt \
+	# LeakSanitizer cannot run under ptrace (a sanitizer build would exit 1 at its end): the
+	# leak check is off for this one traced run; every other run of the suite keeps it.
+	ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
+		strace -f -qq -v -s 65536 -e trace=execve -o execve.txt \
 		"$P11ENROLL" -v -c "$CONF" enroll >run.out 2>run.err </dev/null
 	assert_eq 0 "$?" "exit status of enroll under strace" || { cat run.err >&2; return; }
 	cat run.out run.err >&2
