@@ -60,11 +60,16 @@ class BackendHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    # A request counts as handled at once with another from its arrival until its reply is
+    # made (the HOLD sleep stands for the server's work, scepserver's signing), not while
+    # the reply is being written: the proxy may read a whole reply, release its lock and
+    # send the next request before this thread has returned from the write.
     def handle_one(self):
         srv = self.server
         with srv.mutex:
             srv.now += 1
             srv.most = max(srv.most, srv.now)
+        working = True
         try:
             n = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(n) if n else b""
@@ -77,6 +82,9 @@ class BackendHandler(http.server.BaseHTTPRequestHandler):
             if self.path.startswith("/status/"):
                 status = int(self.path.split("/")[2])
             reply = b"%s %s %d\n" % (self.command.encode(), self.path.encode(), len(body)) + body[::-1]
+            with srv.mutex:
+                srv.now -= 1
+            working = False
             self.send_response(status)
             self.send_header("Content-Type", "application/x-test; sha256=%s"
                              % hashlib.sha256(body).hexdigest()[:16])
@@ -84,8 +92,9 @@ class BackendHandler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(reply)
         finally:
-            with srv.mutex:
-                srv.now -= 1
+            if working:
+                with srv.mutex:
+                    srv.now -= 1
 
     do_GET = handle_one
     do_POST = handle_one
