@@ -29,12 +29,14 @@ SPY_MODULE=${SPY_MODULE:-/usr/lib/x86_64-linux-gnu/pkcs11-spy.so}
 #   ports come from outside the kernel's ephemeral range (where no server binding port 0
 #   and no outgoing connection lands), from one of 16 ranges of 512 chosen by the job slot
 #   (P11E_PORT_SLOT, set by run.sh), handed out in turn from a counter per range in
-#   $P11E_RUN_DIR/ports. A port picked as a dead end ("nothing listens there") stays so
-#   while the file runs.
+#   $P11E_PORTS_DIR (default /tmp/p11e-ports), shared by every run on the machine: `make
+#   check` runs two passes at once, and their slot 0 must not both be given the same port
+#   (seen: one pass's p11enroll reached the other pass's step-ca). A port picked as a dead
+#   end ("nothing listens there") stays so while the file runs.
 free_port() {
-	/usr/bin/python3 - "${P11E_PORT_SLOT:-0}" "${P11E_RUN_DIR:-}" <<'PY'
+	/usr/bin/python3 - "${P11E_PORT_SLOT:-0}" "${P11E_PORTS_DIR:-/tmp/p11e-ports}" <<'PY'
 import fcntl, os, socket, sys
-slot, run_dir = int(sys.argv[1]), sys.argv[2]
+slot, ports_dir = int(sys.argv[1]), sys.argv[2]
 size, ranges = 512, 16
 with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
     low, high = (int(v) for v in f.read().split())
@@ -47,9 +49,9 @@ else:
     sys.exit("free_port: no room for %d ports outside the ephemeral range %d-%d" % (size * ranges, low, high))
 counter = None
 n = int.from_bytes(os.urandom(2), "little")
-if run_dir:
-    os.makedirs(os.path.join(run_dir, "ports"), exist_ok=True)
-    counter = open(os.path.join(run_dir, "ports", "range-%d" % r), "a+")
+if ports_dir:
+    os.makedirs(ports_dir, mode=0o700, exist_ok=True)
+    counter = open(os.path.join(ports_dir, "range-%d" % r), "a+")
     fcntl.flock(counter, fcntl.LOCK_EX)
     counter.seek(0)
     n = int(counter.read() or 0)
