@@ -115,6 +115,7 @@ static const struct keyword keywords[] = {
     {"trust", "fetch_aia", set_bool, F(trust_fetch_aia)},
     {"agent", "state_dir", set_path, F(state_dir)},
     {"agent", "cert_file", set_path, F(cert_file)},
+    {"agent", "metrics_file", set_path, F(metrics_file)},
     {"agent", "retry_min", set_duration, F(retry_min)},
     {"agent", "retry_max", set_duration, F(retry_max)},
     {"renewal", "interval", set_interval, F(renew_interval)},
@@ -1124,6 +1125,7 @@ conf_free(struct conf *c)
 	free(c->trust_root_file);
 	free(c->state_dir);
 	free(c->cert_file);
+	free(c->metrics_file);
 	list_clear(&c->hook_after);
 	list_clear(&c->hook_before_remove);
 	OPENSSL_cleanse(c, sizeof(*c));

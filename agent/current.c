@@ -210,8 +210,8 @@ out:
 	return r;
 }
 
-static int
-asn1_to_time(const ASN1_TIME *a, time_t *out)
+int
+current_time_t(const ASN1_TIME *a, time_t *out)
 {
 	struct tm tmv;
 
@@ -249,8 +249,8 @@ current_due(const struct conf *c, const struct tok *t, X509 *cert, time_t *due, 
 	struct schedule_policy p;
 	time_t nb, na;
 
-	if (asn1_to_time(X509_get0_notBefore(cert), &nb) != 0 ||
-	    asn1_to_time(X509_get0_notAfter(cert), &na) != 0) {
+	if (current_time_t(X509_get0_notBefore(cert), &nb) != 0 ||
+	    current_time_t(X509_get0_notAfter(cert), &na) != 0) {
 		log_error("cannot read the validity dates of the certificate on token '%s'",
 		          tok_get_info(t)->label);
 		return P11E_ERR_MALFORMED;
@@ -258,4 +258,25 @@ current_due(const struct conf *c, const struct tok *t, X509 *cert, time_t *due, 
 	schedule_policy_from_conf(c, &p);
 	*due = schedule_due(&p, nb, na, due_seed(t, cert), why, why_len);
 	return 0;
+}
+
+int
+current_view_open(const struct conf *c, int valid_only, struct current_view *v)
+{
+	int r;
+
+	memset(v, 0, sizeof(*v));
+	if ((r = current_open_token(c, &v->t)) != 0 ||
+	    (r = tok_find_keys(v->t, c->key_label, &v->keys, &v->n)) != 0)
+		return r;
+	return current_find(v->t, v->keys, v->n, valid_only, &v->cur, &v->cert);
+}
+
+void
+current_view_close(struct current_view *v)
+{
+	X509_free(v->cert);
+	tok_keys_free(v->keys, v->n);
+	tok_close(v->t);
+	memset(v, 0, sizeof(*v));
 }

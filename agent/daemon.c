@@ -28,6 +28,7 @@
 #include "hook.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "pending.h"
 #include "profile.h"
 #include "scep.h"
@@ -44,6 +45,8 @@ struct tick_result {
 	time_t next_at;   /* the plan's next moment after the attempt; 0 = none */
 	long retry_after; /* seconds the server asked for (HTTP 429/503), 0 = none */
 	char what[256];   /* what next_at is for */
+	int cert_known;   /* the token was read: cert holds what it has */
+	struct metrics_cert cert;
 };
 
 struct daemon {
@@ -55,21 +58,47 @@ struct daemon {
 	int stop, reload;
 };
 
+/* The profile's side of the token as plan() reads it. */
+struct view {
+	struct current_view v;
+	time_t due; /* when v.cert is due for renewal */
+	char why[96];
+};
+
+/*
+ * Opens the token without logging in, finds the current valid certificate
+ * and when it is due; its facts go to res (cert_known) for the metrics.
+ * A token without one is not an error (v->cert stays NULL).
+ */
+static int
+view_read(const struct conf *c, struct view *v, struct tick_result *res)
+{
+	int r;
+
+	memset(v, 0, sizeof(*v));
+	r = current_view_open(c, 1, &v->v);
+	if (r == 0)
+		r = current_due(c, v->v.t, v->v.cert, &v->due, v->why, sizeof(v->why));
+	else if (r == P11E_ERR_NOTFOUND && v->v.t != NULL)
+		r = 0;
+	if (r == 0 && metrics_cert_facts(v->v.cert, v->due, &res->cert) == 0)
+		res->cert_known = 1;
+	return r;
+}
+
 /*
  * What the profile needs now: a pending transaction is polled, a token
  * without a valid certificate of the profile is enrolled, else the renewal
  * moment decides. Opens the token without logging in.
  */
 static int
-plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
+plan(const struct conf *c, enum action *act, time_t *at, struct tick_result *res)
 {
 	struct pending pend;
-	struct tok *t = NULL;
-	struct tok_key **keys = NULL;
-	size_t n = 0, cur = 0;
-	X509 *cert = NULL;
-	time_t now = time(NULL), due = 0, ca_at = 0;
-	char why[96], when[32];
+	struct view v;
+	time_t now = time(NULL), ca_at = 0;
+	char when[32], *what = res->what;
+	size_t len = sizeof(res->what);
 	int r, mess = 0, owed = 0;
 
 	if ((r = pending_load(c, &pend)) == 0) {
@@ -77,30 +106,29 @@ plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
 		*at = now;
 		snprintf(what, len, "poll of pending %s %s",
 		         pend.renewal ? "renewal" : "enrollment", pend.txid);
+		(void)view_read(c, &v, res); /* for the metrics only */
+		current_view_close(&v.v);
 		return 0;
 	}
 	if (r != P11E_ERR_NOTFOUND)
 		return r;
-	if ((r = current_open_token(c, &t)) != 0 ||
-	    (r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
+	if ((r = view_read(c, &v, res)) != 0)
 		goto out;
-	if ((r = current_find(t, keys, n, 1, &cur, &cert)) == P11E_ERR_NOTFOUND) {
+	if (v.v.cert == NULL) {
 		*act = ACT_ENROLL;
 		*at = now;
 		snprintf(what, len, "enrollment (no valid certificate for key '%s')", c->key_label);
-		r = 0;
 		goto out;
 	}
-	if (r != 0 || (r = current_due(c, t, cert, &due, why, sizeof(why))) != 0 ||
-	    (r = ca_rollover_check_at(c, &ca_at)) != 0)
+	if ((r = ca_rollover_check_at(c, &ca_at)) != 0)
 		goto out;
-	schedule_fmt_time(due, when, sizeof(when));
-	*act = due <= now ? ACT_RENEW : ACT_NONE;
-	*at = due;
-	snprintf(what, len, "renewal due %s (%s)", when, why);
+	schedule_fmt_time(v.due, when, sizeof(when));
+	*act = v.due <= now ? ACT_RENEW : ACT_NONE;
+	*at = v.due;
+	snprintf(what, len, "renewal due %s (%s)", when, v.why);
 	/* A hook failed (or a crash came before it ran): `renew` runs it again now,
 	 * due or not, and then removes the old pair (hook.h). */
-	if (*act == ACT_NONE && ((r = hook_owed(c, cert, &owed)) != 0 || owed)) {
+	if (*act == ACT_NONE && ((r = hook_owed(c, v.v.cert, &owed)) != 0 || owed)) {
 		if (r != 0)
 			goto out;
 		*act = ACT_RENEW;
@@ -109,7 +137,8 @@ plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
 	}
 	/* A renewal cut short (a crash) left objects or an old cert_file: `renew`
 	 * tidies up now, due or not (tidy.h). */
-	if (*act == ACT_NONE && ((r = tidy_needed(c, t, keys[cur], cert, &mess)) != 0 || mess)) {
+	if (*act == ACT_NONE &&
+	    ((r = tidy_needed(c, v.v.t, v.v.keys[v.v.cur], v.v.cert, &mess)) != 0 || mess)) {
 		if (r != 0)
 			goto out;
 		*act = ACT_RENEW;
@@ -117,7 +146,7 @@ plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
 		snprintf(what, len, "tidying up after an interrupted renewal");
 	}
 	/* Before the CA expires, its successor must reach the trust dir (GetNextCACert). */
-	if (*act == ACT_NONE && ca_at != 0 && ca_at < due) {
+	if (*act == ACT_NONE && ca_at != 0 && ca_at < v.due) {
 		schedule_fmt_time(ca_at, when, sizeof(when));
 		*act = ca_at <= now ? ACT_CA : ACT_NONE;
 		*at = ca_at;
@@ -125,15 +154,13 @@ plan(const struct conf *c, enum action *act, time_t *at, char *what, size_t len)
 	}
 	r = 0;
 out:
-	X509_free(cert);
-	tok_keys_free(keys, n);
-	tok_close(t);
+	current_view_close(&v.v);
 	return r;
 }
 
-/* The child's whole job: plan, act when due, plan again. */
+/* The child's whole job: plan, act when due (unless look_only), plan again. */
 static void
-tick(const struct conf *c, struct tick_result *res)
+tick(const struct conf *c, int look_only, struct tick_result *res)
 {
 	struct enroll_opts eo = {0, 0, 0, 0, 0};
 	enum action act = ACT_NONE;
@@ -143,10 +170,10 @@ tick(const struct conf *c, struct tick_result *res)
 	memset(res, 0, sizeof(*res));
 	http_retry_after_reset();
 	log_clear_last_error();
-	if ((res->err = plan(c, &act, &at, res->what, sizeof(res->what))) != 0)
+	if ((res->err = plan(c, &act, &at, res)) != 0)
 		return;
 	res->next_at = at;
-	if (act == ACT_NONE)
+	if (act == ACT_NONE || look_only)
 		return;
 	if ((res->err = statefile_lock(c, &lock)) != 0)
 		return;
@@ -164,7 +191,7 @@ tick(const struct conf *c, struct tick_result *res)
 	statefile_unlock(lock);
 	res->retry_after = http_retry_after();
 	res->next_at = 0;
-	if (res->err == 0 && plan(c, &act, &at, res->what, sizeof(res->what)) == 0)
+	if (res->err == 0 && plan(c, &act, &at, res) == 0)
 		res->next_at = at;
 }
 
@@ -178,7 +205,7 @@ deadline_of(const struct conf *c)
 }
 
 static void
-child_main(struct daemon *d, const struct profile *p, int wfd)
+child_main(struct daemon *d, const struct profile *p, int look_only, int wfd)
 {
 	struct tick_result res;
 	sigset_t all;
@@ -199,7 +226,7 @@ child_main(struct daemon *d, const struct profile *p, int wfd)
 	 * rests for months, keeps only the pages the dynamic linker touched. */
 	memset(&res, 0, sizeof(res));
 	if ((res.err = scep_init()) == 0 && (res.err = http_init()) == 0)
-		tick(p->c, &res);
+		tick(p->c, look_only, &res);
 	while (off < sizeof(res) &&
 	       ((w = write(wfd, b + off, sizeof(res) - off)) > 0 || (w < 0 && errno == EINTR)))
 		off += w > 0 ? (size_t)w : 0;
@@ -226,12 +253,13 @@ drain_signals(struct daemon *d)
 }
 
 /*
- * One attempt in a child. Signals arriving meanwhile are noted; a stop lets
- * the attempt finish (its writes are crash-safe anyway, but a clean end
- * leaves nothing to tidy). Past the deadline the child is killed.
+ * One attempt in a child (with look_only, only its plan: what the token
+ * holds). Signals arriving meanwhile are noted; a stop lets the attempt
+ * finish (its writes are crash-safe anyway, but a clean end leaves nothing
+ * to tidy). Past the deadline the child is killed.
  */
 static void
-run_child(struct daemon *d, const struct profile *p, struct tick_result *res)
+run_child(struct daemon *d, const struct profile *p, int look_only, struct tick_result *res)
 {
 	struct pollfd pf[2];
 	long limit = deadline_of(p->c);
@@ -250,7 +278,7 @@ run_child(struct daemon *d, const struct profile *p, struct tick_result *res)
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		child_main(d, p, fds[1]);
+		child_main(d, p, look_only, fds[1]);
 	}
 	close(fds[1]);
 	fds[1] = -1;
@@ -391,6 +419,67 @@ resume(struct profile *p)
 		p->next_at = a.next_at;
 }
 
+/*
+ * Writes each [agent] metrics_file with the series of every profile that
+ * names it: the token's side as the profile's last child saw it, the rest
+ * from state_dir. A file that cannot be written is logged and skipped.
+ */
+static void
+write_metrics(const struct daemon *d)
+{
+	struct metrics_profile *m = NULL;
+	const char *path;
+	size_t i, j, k;
+
+	for (i = 0; i < d->n; i++) {
+		if ((path = d->p[i].c->metrics_file) == NULL)
+			continue;
+		for (j = 0; j < i; j++)
+			if (d->p[j].c->metrics_file != NULL &&
+			    strcmp(d->p[j].c->metrics_file, path) == 0)
+				break;
+		if (j < i) /* written with profile j */
+			continue;
+		if (m == NULL && (m = calloc(d->n, sizeof(*m))) == NULL) {
+			log_warn("cannot write %s: out of memory", path);
+			return;
+		}
+		for (j = i, k = 0; j < d->n; j++) {
+			if (d->p[j].c->metrics_file == NULL ||
+			    strcmp(d->p[j].c->metrics_file, path) != 0)
+				continue;
+			memset(&m[k], 0, sizeof(m[k]));
+			m[k].name = d->p[j].name;
+			m[k].token_uri = d->p[j].c->token_uri;
+			m[k].cert = d->p[j].cert;
+			metrics_load_state(d->p[j].c, &m[k]);
+			k++;
+		}
+		(void)metrics_write_file(path, m, k);
+	}
+	free(m);
+}
+
+/* At start, what each token holds for the profiles with a metrics_file, then the file. */
+static void
+first_metrics(struct daemon *d)
+{
+	struct tick_result res;
+	size_t i;
+	int any = 0;
+
+	for (i = 0; i < d->n && !d->stop; i++) {
+		if (d->p[i].c->metrics_file == NULL)
+			continue;
+		any = 1;
+		run_child(d, &d->p[i], 1, &res);
+		if (res.cert_known)
+			d->p[i].cert = res.cert;
+	}
+	if (any)
+		write_metrics(d);
+}
+
 static int
 reload(struct daemon *d)
 {
@@ -406,8 +495,10 @@ reload(struct daemon *d)
 	for (i = 0; i < nn; i++) {
 		np[i].next_at = time(NULL);
 		for (j = 0; j < d->n; j++)
-			if (strcmp(np[i].c->path, d->p[j].c->path) == 0)
+			if (strcmp(np[i].c->path, d->p[j].c->path) == 0) {
 				np[i].failures = d->p[j].failures;
+				np[i].cert = d->p[j].cert;
+			}
 	}
 	profile_free_all(d->p, d->n);
 	d->p = np;
@@ -480,14 +571,18 @@ daemon_run(char *const *paths, size_t npaths)
 	for (i = 0; i < d.n; i++)
 		resume(&d.p[i]);
 	log_info("running %zu profile%s; SIGHUP reloads, SIGTERM stops", d.n, d.n == 1 ? "" : "s");
+	first_metrics(&d);
 	while (!d.stop) {
 		for (i = 0; i < d.n && !d.stop && !d.reload; i++) {
 			if (d.p[i].parked || d.p[i].next_at > time(NULL))
 				continue;
-			run_child(&d, &d.p[i], &res);
+			run_child(&d, &d.p[i], 0, &res);
+			if (res.cert_known)
+				d.p[i].cert = res.cert;
 			log_set_tag(d.n > 1 ? d.p[i].name : NULL);
 			schedule(&d.p[i], &res);
 			log_set_tag(NULL);
+			write_metrics(&d);
 		}
 		if (d.stop)
 			break;

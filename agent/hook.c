@@ -348,46 +348,18 @@ hook_settle(const struct conf *c, struct tok *t, const struct tok_key *k, X509 *
 
 /* ------------------------------------------- the current certificate */
 
-/* The profile's token, keys and current certificate (valid_only: valid now). */
-struct current {
-	struct tok *t;
-	struct tok_key **keys;
-	size_t n, cur;
-	X509 *cert;
-};
-
-static int
-open_current(const struct conf *c, int valid_only, struct current *x)
-{
-	int r;
-
-	memset(x, 0, sizeof(*x));
-	if ((r = current_open_token(c, &x->t)) != 0 ||
-	    (r = tok_find_keys(x->t, c->key_label, &x->keys, &x->n)) != 0)
-		return r;
-	return current_find(x->t, x->keys, x->n, valid_only, &x->cur, &x->cert);
-}
-
-static void
-close_current(struct current *x)
-{
-	X509_free(x->cert);
-	tok_keys_free(x->keys, x->n);
-	tok_close(x->t);
-}
-
 int
 hook_ca_rolled(const struct conf *c)
 {
-	struct current x;
+	struct current_view x;
 	int r;
 
 	if (c->hook_after.n == 0)
 		return 0;
-	r = open_current(c, 1, &x);
+	r = current_view_open(c, 1, &x);
 	if (r == 0 && (r = hook_owe(c, HOOK_CA_ROLLED, x.cert, NULL)) == 0)
 		r = hook_pay(c, x.t, x.keys[x.cur], x.cert);
-	close_current(&x);
+	current_view_close(&x);
 	return r == P11E_ERR_NOTFOUND ? 0 : r;
 }
 
@@ -453,7 +425,7 @@ try_one(const struct conf *c, size_t i, char **env)
 int
 hook_test_run(const struct conf *c)
 {
-	struct current x;
+	struct current_view x;
 	char *env[NENV + 1], *serial = NULL;
 	size_t i;
 	int r, ok = 1;
@@ -463,7 +435,7 @@ hook_test_run(const struct conf *c)
 		log_error("%s has no [hooks] after or before_remove to try", c->path);
 		return P11E_ERR_CONFIG;
 	}
-	if ((r = open_current(c, 0, &x)) == P11E_ERR_NOTFOUND && x.t != NULL) {
+	if ((r = current_view_open(c, 0, &x)) == P11E_ERR_NOTFOUND && x.t != NULL) {
 		log_error("token '%s' holds no certificate for key '%s', and the hooks are told of "
 		          "one: run `p11enroll enroll` first",
 		          tok_get_info(x.t)->label, c->key_label);
@@ -479,6 +451,6 @@ hook_test_run(const struct conf *c)
 out:
 	free_env(env);
 	OPENSSL_free(serial);
-	close_current(&x);
+	current_view_close(&x);
 	return r;
 }

@@ -7,9 +7,8 @@
 
 #include "json.h"
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
-static size_t
-utf8_len(const unsigned char *s, size_t n)
+size_t
+json_utf8_len(const unsigned char *s, size_t n)
 {
 	size_t len, i;
 	unsigned long cp;
@@ -73,7 +72,7 @@ json_str(FILE *f, const char *s)
 		default:
 			if (*p < 0x20) {
 				fprintf(f, "\\u%04x", *p);
-			} else if ((len = utf8_len(p, n)) == 0) {
+			} else if ((len = json_utf8_len(p, n)) == 0) {
 				fputs("\\ufffd", f); /* not UTF-8: a token field in Latin-1? */
 			} else {
 				fwrite(p, 1, len, f);

@@ -42,6 +42,7 @@ struct cmdline_args {
 	struct tokens_opts tokens;
 	int challenge; /* check --challenge */
 	int json;      /* check, status --json */
+	int metrics;   /* status --metrics */
 };
 
 #define AT(member, ctype) CMDLINE_AT(struct cmdline_args, member, ctype)
@@ -146,6 +147,12 @@ run_agent(const struct conf *c, const struct cmdline_args *a)
 static int
 run_status(const struct conf *c, const struct cmdline_args *a)
 {
+	if (a->metrics && a->json) {
+		log_error("status: --json and --metrics are two formats; choose one");
+		return P11E_ERR_USAGE;
+	}
+	if (a->metrics)
+		return status_metrics(a->config.v, a->config.n);
 	if (c == NULL)
 		return status_many(a->config.v, a->config.n, a->json);
 	return status_run(c, a->json);
@@ -251,6 +258,9 @@ static const struct cmdline_opt renew_opts[] = {
 
 static const struct cmdline_opt status_opts[] = {
     {.name = "json", FLAG(json), .help = "one JSON object (fields: p11enroll(8))"},
+    {.name = "metrics",
+     FLAG(metrics),
+     .help = "Prometheus text format, as the agent writes [agent] metrics_file"},
     {.name = NULL},
 };
 
@@ -324,7 +334,8 @@ static const struct cmdline_cmd commands[] = {
      .summary = "what the token holds, renewal, last attempt, pending (no PIN)",
      .about = "What the token holds for the profile, when it is due for renewal, the last "
               "enroll or renew attempt and a pending request; needs no PIN. Several "
-              "profiles: a section each, or with --json an array of the objects.",
+              "profiles: a section each, or with --json an array of the objects; "
+              "--metrics prints what the agent writes to [agent] metrics_file.",
      .opts = status_opts,
      .flags = CMDLINE_CONF | CMDLINE_PROFILES,
      .run = run_status},

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "conf.h"
+#include "metrics.h"
 
 struct profile {
 	char *name; /* config file name without ".conf", for log lines */
@@ -17,6 +18,7 @@ struct profile {
 	unsigned failures; /* consecutive failed attempts */
 	int parked;        /* refused PIN or bad configuration: waits for SIGHUP */
 	char what[256];
+	struct metrics_cert cert; /* the token's side, as the last attempt saw it (metrics.h) */
 };
 
 /*

@@ -16,18 +16,17 @@
 #include "hookrec.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "pending.h"
+#include "profile.h"
 #include "schedule.h"
 #include "statefile.h"
 #include "tok.h"
 
 /* What `status` reports, gathered once for the text and the JSON output. */
 struct status {
-	struct tok *t;
-	struct tok_key **keys; /* the profile's keys (tok_find_keys) */
-	size_t n, cur;         /* keys[cur] holds cert */
-	X509 *cert;            /* the current certificate, or NULL */
-	time_t due;            /* when cert is due for renewal */
+	struct current_view v; /* the token, the profile's keys, the current certificate */
+	time_t due;            /* when v.cert is due for renewal */
 	char why[96];
 	struct attempt last;
 	int have_last;
@@ -41,9 +40,7 @@ struct status {
 static void
 status_free(struct status *s)
 {
-	X509_free(s->cert);
-	tok_keys_free(s->keys, s->n);
-	tok_close(s->t);
+	current_view_close(&s->v);
 }
 
 /* The record of the last attempt and the pending request; problems are logged and skipped. */
@@ -61,15 +58,11 @@ status_token(const struct conf *c, struct status *s)
 {
 	int r;
 
-	if ((r = current_open_token(c, &s->t)) != 0 ||
-	    (r = tok_find_keys(s->t, c->key_label, &s->keys, &s->n)) != 0)
-		return r;
-	r = current_find(s->t, s->keys, s->n, 0, &s->cur, &s->cert);
-	if (r == P11E_ERR_NOTFOUND)
+	if ((r = current_view_open(c, 0, &s->v)) == P11E_ERR_NOTFOUND && s->v.t != NULL)
 		return 0;
 	if (r != 0)
 		return r;
-	return current_due(c, s->t, s->cert, &s->due, s->why, sizeof(s->why));
+	return current_due(c, s->v.t, s->v.cert, &s->due, s->why, sizeof(s->why));
 }
 
 /* "renewal: due ..." for the profile's current certificate (latest notAfter). */
@@ -79,10 +72,11 @@ print_renewal(const struct status *s)
 	BIGNUM *bn = NULL;
 	char *hex = NULL, when[40];
 
-	if (s->cert == NULL)
+	if (s->v.cert == NULL)
 		return;
 	printf("\n");
-	if (s->n > 1 && (bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(s->cert), NULL)) != NULL &&
+	if (s->v.n > 1 &&
+	    (bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(s->v.cert), NULL)) != NULL &&
 	    (hex = BN_bn2hex(bn)) != NULL)
 		printf("current:     serial %s (the latest notAfter; enroll and renew use it)\n",
 		       hex);
@@ -185,18 +179,18 @@ status_text(const struct conf *c, struct status *s)
 	int r;
 	size_t i;
 	X509 *x = NULL;
-	const struct tok_info *ti = tok_get_info(s->t);
+	const struct tok_info *ti = tok_get_info(s->v.t);
 
 	printf("token:       '%s' (%s %s, serial %s)\n", ti->label, ti->manufacturer, ti->model,
 	       ti->serial);
 	printf("profile:     key label '%s', %s\n", c->key_label, c->key_type_str);
-	if (s->n == 0)
+	if (s->v.n == 0)
 		printf("state:       not enrolled (no key with this label)\n");
-	for (i = 0; i < s->n; i++) {
-		r = tok_find_cert(s->t, s->keys[i], &x);
+	for (i = 0; i < s->v.n; i++) {
+		r = tok_find_cert(s->v.t, s->v.keys[i], &x);
 		if (r != 0 && r != P11E_ERR_NOTFOUND)
 			return r;
-		if (s->n > 1)
+		if (s->v.n > 1)
 			printf("\n");
 		if (x == NULL)
 			printf("state:       key without certificate (enroll will reuse it)\n");
@@ -205,7 +199,7 @@ status_text(const struct conf *c, struct status *s)
 		else
 			printf(
 			    "state:       certificate not valid now (expired or not yet valid)\n");
-		current_print(stdout, s->t, s->keys[i], x);
+		current_print(stdout, s->v.t, s->v.keys[i], x);
 		X509_free(x);
 		x = NULL;
 	}
@@ -230,13 +224,13 @@ status_key(const struct status *s)
 {
 	size_t i;
 
-	if (s->cert != NULL)
-		return s->keys[s->cur];
-	for (i = 0; s->have_pend && i < s->n; i++)
-		if (s->keys[i]->id_len == s->pend.key_id_len &&
-		    memcmp(s->keys[i]->id, s->pend.key_id, s->pend.key_id_len) == 0)
-			return s->keys[i];
-	return s->n > 0 ? s->keys[0] : NULL;
+	if (s->v.cert != NULL)
+		return s->v.keys[s->v.cur];
+	for (i = 0; s->have_pend && i < s->v.n; i++)
+		if (s->v.keys[i]->id_len == s->pend.key_id_len &&
+		    memcmp(s->v.keys[i]->id, s->pend.key_id, s->pend.key_id_len) == 0)
+			return s->v.keys[i];
+	return s->v.n > 0 ? s->v.keys[0] : NULL;
 }
 
 static void
@@ -256,7 +250,7 @@ json_key_cert(FILE *f, int *first, const struct status *s)
 			snprintf(id + 2 * i, 3, "%02x", k->id[i]);
 		id[2 * k->id_len] = '\0';
 		fputc('{', f);
-		tok_object_uri(s->t, k, "private", &uri);
+		tok_object_uri(s->v.t, k, "private", &uri);
 		json_kstr(f, &sub, "uri", uri);
 		json_kstr(f, &sub, "id", id);
 		json_kstr(f, &sub, "label", k->label);
@@ -265,26 +259,26 @@ json_key_cert(FILE *f, int *first, const struct status *s)
 		uri = NULL;
 	}
 	json_key(f, first, "certificate");
-	if (s->cert == NULL) {
+	if (s->v.cert == NULL) {
 		fputs("null", f);
 		return;
 	}
 	sub = 1;
 	fputc('{', f);
-	tok_object_uri(s->t, k, "cert", &uri);
+	tok_object_uri(s->v.t, k, "cert", &uri);
 	json_kstr(f, &sub, "uri", uri);
-	name = current_name_str(X509_get_subject_name(s->cert));
+	name = current_name_str(X509_get_subject_name(s->v.cert));
 	json_kstr(f, &sub, "subject", name);
 	free(name);
-	name = current_name_str(X509_get_issuer_name(s->cert));
+	name = current_name_str(X509_get_issuer_name(s->v.cert));
 	json_kstr(f, &sub, "issuer", name);
 	free(name);
-	if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(s->cert), NULL)) != NULL)
+	if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(s->v.cert), NULL)) != NULL)
 		hex = BN_bn2hex(bn);
 	json_kstr(f, &sub, "serial", hex);
-	json_kasn1time(f, &sub, "not_before", X509_get0_notBefore(s->cert));
-	json_kasn1time(f, &sub, "not_after", X509_get0_notAfter(s->cert));
-	json_kbool(f, &sub, "valid", current_valid_now(s->cert));
+	json_kasn1time(f, &sub, "not_before", X509_get0_notBefore(s->v.cert));
+	json_kasn1time(f, &sub, "not_after", X509_get0_notAfter(s->v.cert));
+	json_kbool(f, &sub, "valid", current_valid_now(s->v.cert));
 	fputc('}', f);
 	BN_free(bn);
 	OPENSSL_free(hex);
@@ -298,11 +292,11 @@ json_renewal(FILE *f, int *first, const struct status *s)
 
 	json_key(f, first, "renewal");
 	fputc('{', f);
-	json_ktime(f, &sub, "due", s->cert != NULL ? s->due : 0);
-	json_kstr(f, &sub, "why", s->cert != NULL ? s->why : NULL);
+	json_ktime(f, &sub, "due", s->v.cert != NULL ? s->due : 0);
+	json_kstr(f, &sub, "why", s->v.cert != NULL ? s->why : NULL);
 	json_kstr(f, &sub, "state",
 	          s->have_pend           ? "pending"
-	          : s->cert == NULL      ? "not-enrolled"
+	          : s->v.cert == NULL    ? "not-enrolled"
 	          : time(NULL) >= s->due ? "due"
 	                                 : "not-due");
 	fputc('}', f);
@@ -423,13 +417,13 @@ status_json(const struct conf *c, const struct status *s, int tok_err)
 	json_kstr(f, &first, "config", c->path);
 	json_kstr(f, &first, "key_label", c->key_label);
 	json_key(f, &first, "token");
-	if (tok_err != 0 || s->t == NULL) {
+	if (tok_err != 0 || s->v.t == NULL) {
 		fputs("null", f);
 		json_kstr(f, &first, "key", NULL);
 		json_kstr(f, &first, "certificate", NULL);
 		json_kstr(f, &first, "renewal", NULL);
 	} else {
-		ti = tok_get_info(s->t);
+		ti = tok_get_info(s->v.t);
 		fputc('{', f);
 		json_kstr(f, &sub, "label", ti->label);
 		json_kstr(f, &sub, "manufacturer", ti->manufacturer);
@@ -437,7 +431,7 @@ status_json(const struct conf *c, const struct status *s, int tok_err)
 		json_kstr(f, &sub, "serial", ti->serial);
 		json_kstr(f, &sub, "uri", c->token_uri);
 		fputc('}', f);
-		json_kulong(f, &first, "keys", s->n);
+		json_kulong(f, &first, "keys", s->v.n);
 		json_key_cert(f, &first, s);
 		json_renewal(f, &first, s);
 	}
@@ -475,4 +469,47 @@ status_run(const struct conf *c, int json)
 		print_state(&s);
 	status_free(&s);
 	return r != 0 ? r : dirs;
+}
+
+int
+status_metrics(char *const *paths, size_t npaths)
+{
+	struct profile *p = NULL;
+	struct metrics_profile *m = NULL;
+	struct status s;
+	char *text = NULL;
+	size_t n = 0, i, len = 0;
+	int r, dirs, first_err = 0;
+
+	if ((r = profile_load_all(paths, npaths, NULL, &p, &n)) != 0)
+		return r;
+	if ((m = calloc(n, sizeof(*m))) == NULL) {
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		memset(&s, 0, sizeof(s));
+		m[i].name = p[i].name;
+		m[i].token_uri = p[i].c->token_uri;
+		if ((dirs = statefile_check_dirs(p[i].c)) == 0)
+			metrics_load_state(p[i].c, &m[i]);
+		if ((r = status_token(p[i].c, &s)) == 0 && s.v.cert != NULL &&
+		    (r = metrics_cert_facts(s.v.cert, s.due, &m[i].cert)) != 0)
+			log_error("%s: the current certificate's dates cannot be read", p[i].name);
+		if (r == 0)
+			r = dirs;
+		if (r != 0 && first_err == 0)
+			first_err = r;
+		status_free(&s);
+	}
+	if ((r = metrics_format(m, n, &text, &len)) != 0)
+		goto out;
+	fwrite(text, 1, len, stdout);
+	fflush(stdout);
+	r = first_err;
+out:
+	free(text);
+	free(m);
+	profile_free_all(p, n);
+	return r;
 }

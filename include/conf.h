@@ -84,10 +84,11 @@ struct conf {
 	int trust_fetch_aia;   /* 1: complete the chain from the CA's AIA caIssuers URL */
 
 	/* [agent] */
-	char *state_dir; /* default /var/lib/p11enroll */
-	char *cert_file; /* or NULL */
-	long retry_min;  /* `run`: first pause after a failed attempt, seconds (default 60) */
-	long retry_max;  /* `run`: the pause doubles up to this, seconds (default 3600) */
+	char *state_dir;    /* default /var/lib/p11enroll */
+	char *cert_file;    /* or NULL */
+	char *metrics_file; /* `run`: Prometheus text file (metrics.h), or NULL */
+	long retry_min;     /* `run`: first pause after a failed attempt, seconds (default 60) */
+	long retry_max;     /* `run`: the pause doubles up to this, seconds (default 3600) */
 
 	/* [renewal] */
 	long renew_interval;    /* seconds after notBefore; 0 = no interval rule (default) */

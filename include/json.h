@@ -17,6 +17,9 @@
  */
 void json_str(FILE *f, const char *s);
 
+/* Length of the valid UTF-8 sequence at s (n >= 1 bytes left), or 0. */
+size_t json_utf8_len(const unsigned char *s, size_t n);
+
 /* Writes `"key":` (preceded by a comma unless *first); clears *first. */
 void json_key(FILE *f, int *first, const char *key);
 

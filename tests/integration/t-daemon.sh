@@ -49,34 +49,9 @@ wait_asleep() {
 }
 SYS_POLL=7 # x86_64; glibc's poll() is this system call there
 
-# stop_daemon: SIGTERM; asserts a clean exit 0 within 10 s and no child left behind.
-stop_daemon() {
-	local i rc children
-	children=$(pgrep -P "$DAEMON_PID" | tr '\n' ' ')
-	kill -TERM "$DAEMON_PID" || return
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$DAEMON_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	wait "$DAEMON_PID"
-	rc=$?
-	rm -f "$T/daemon.pid"
-	assert_eq 0 "$rc" "the agent's exit status after SIGTERM"
-	assert_contains "$T/daemon.log" "stopped"
-	for i in $children; do
-		kill -0 "$i" 2>/dev/null && fail "child $i of the agent still runs"
-	done
-	return 0
-}
-
 # renewal_conf [renewal lines...]: appends a [renewal] section to $CONF.
 renewal_conf() {
 	printf '\n[renewal]\n' >>"$CONF"
-	printf '%s\n' "$@" >>"$CONF"
-}
-
-# agent_conf LINE...: appends lines to the [agent] section (the last section of write_conf).
-agent_conf() {
 	printf '%s\n' "$@" >>"$CONF"
 }
 
