@@ -568,6 +568,65 @@ token_objects() {
 	p11tool --list-objects 2>/dev/null | parse_objects
 }
 
+# ---------------------------------------------------------------- TLS with the token key
+
+# make_tls_server DIR: a throw-away CA (DIR/ca.pem) and a server certificate for IP
+#   127.0.0.1 (DIR/server.pem, DIR/server.key; P-256, quick to make), for servers the
+#   tests' TLS clients talk to. Records a failure (openssl's output in DIR/setup.log)
+#   when it cannot.
+make_tls_server() {
+	local dir=$1
+	mkdir -p "$dir" || return 1
+	if ! {
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 -subj "/CN=throw-away TLS test CA" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign" &&
+			openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+				-keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=127.0.0.1" &&
+			printf 'subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n' >"$dir/ext.cnf" &&
+			openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+				-set_serial 2 -days 2 -extfile "$dir/ext.cnf" -out "$dir/server.pem"
+	} >"$dir/setup.log" 2>&1; then
+		fail "could not make the TLS server's certificate: $(tail -n1 "$dir/setup.log")"
+		return 1
+	fi
+}
+
+# engine_conf DIR: what a TLS program needs to sign with the token key through OpenSSL's
+#   pkcs11 engine (libengine-pkcs11-openssl): DIR/engine.cnf, an OPENSSL_CONF that loads
+#   it with MODULE_PATH=$MODULE, and DIR/engine.pin, the PIN for the key URI's
+#   pin-source=file: (RFC 7512; never in argv), 0600 and without a newline (libp11 takes
+#   the file's first line with its newline, and the login fails). Sets ENGINE_CNF and
+#   ENGINE_PIN. Records a failure when the engine is not installed.
+engine_conf() {
+	local dir=$1 engine=/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
+	[ -e "$engine" ] || engine=$(find /usr/lib -path '*engines-3/pkcs11.so' 2>/dev/null | head -n1)
+	if [ -z "$engine" ] || [ ! -e "$engine" ]; then
+		fail "OpenSSL's pkcs11 engine is missing: install libengine-pkcs11-openssl"
+		return 1
+	fi
+	ENGINE_CNF=$dir/engine.cnf ENGINE_PIN=$dir/engine.pin
+	cat >"$ENGINE_CNF" <<EOF
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = $engine
+MODULE_PATH = $MODULE
+init = 0
+EOF
+	(umask 077 && printf '%s' "$PIN" >"$ENGINE_PIN")
+}
+
+# cert_serial PEM: the certificate's serial as p11enroll shows it (upper-case hex).
+cert_serial() {
+	openssl x509 -in "$1" -noout -serial | sed 's/^serial=//' | tr 'a-f' 'A-F'
+}
+
 # ---------------------------------------------------------------- configuration
 
 # write_conf [FILE]: writes a p11enroll configuration (default $T/p11enroll.conf, mode

@@ -306,46 +306,22 @@ test_renew_force_ec_p256() { renew_case ec:P-256 --include-root --cipher 1; }
 
 # ---------------------------------------------------------------- using the key
 
-# make_tls_server DIR: a throw-away CA and a server certificate for 127.0.0.1 in DIR.
-make_tls_server() {
-	local dir=$1
-	mkdir -p "$dir" &&
-		openssl req -x509 -newkey rsa:2048 -nodes -keyout "$dir/ca.key" -out "$dir/ca.pem" \
-			-days 2 -subj "/CN=throw-away TLS test CA" \
-			-addext "basicConstraints=critical,CA:TRUE" \
-			-addext "keyUsage=critical,keyCertSign" &&
-		openssl req -new -newkey rsa:2048 -nodes -keyout "$dir/server.key" -out "$dir/server.csr" \
-			-subj "/CN=127.0.0.1" &&
-		printf 'subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n' >"$dir/ext.cnf" &&
-		openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-			-set_serial 2 -days 2 -extfile "$dir/ext.cnf" -out "$dir/server.pem"
-}
-
 # tls_client_case KEY_TYPE: after an enrollment, the token key and the certificate
 # authenticate a TLS client: curl with OpenSSL's pkcs11 engine (libengine-pkcs11-openssl
-# 0.4.12, loaded by an OPENSSL_CONF of the test's own with MODULE_PATH=$MODULE) against
-# `openssl s_server -Verify 1 -CApath $TRUST_DIR -www`, which must report the client's
-# certificate verified. The PIN is never in argv: the key URI names a file with
-# pin-source=file:PATH (RFC 7512). libp11 takes that file's first line with its newline
-# (and the login fails), so the test writes a copy without one, 0600.
+# 0.4.12, loaded by lib.sh's engine_conf) against `openssl s_server -Verify 1 -CApath
+# $TRUST_DIR -www`, which must report the client's certificate verified. The PIN is never
+# in argv: the key URI names engine_conf's PIN file with pin-source=file:PATH (RFC 7512).
 tls_client_case() {
 	KEY_TYPE=$1
-	local engine=/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so key_uri port i j pid
-	[ -e "$engine" ] || engine=$(find /usr/lib -path '*engines-3/pkcs11.so' 2>/dev/null | head -n1)
-	if [ -z "$engine" ] || [ ! -e "$engine" ]; then
-		fail "OpenSSL's pkcs11 engine is missing: install libengine-pkcs11-openssl"
-		return 1
-	fi
+	local key_uri port i j pid
 	stepca_setup int || return
 	trust_conf root_file "$STEPCA_ROOT_PEM"
 	assert_exit 0 p11e enroll || return
 	key_uri=$(out_value key)
 	assert_match "$OUT" '^key:[[:space:]]+pkcs11:' || return
 
-	make_tls_server "$T/tls" >tls-setup.log 2>&1 || {
-		fail "could not make the TLS server's certificate: $(tail -n1 tls-setup.log)"
-		return 1
-	}
+	make_tls_server "$T/tls" || return
+	engine_conf "$T" || return
 	for ((i = 0; i < 3; i++)); do
 		port=$(free_port)
 		openssl s_server -accept "127.0.0.1:$port" -Verify 1 -CApath "$TRUST_DIR" \
@@ -363,21 +339,8 @@ tls_client_case() {
 	done
 	assert_contains s_server.log ACCEPT || return
 
-	cat >engine.cnf <<EOF
-openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $engine
-MODULE_PATH = $MODULE
-init = 0
-EOF
-	(umask 077 && printf '%s' "$PIN" >"$T/engine.pin")
-	OPENSSL_CONF=$T/engine.cnf curl -sS --max-time 30 --cacert "$T/tls/ca.pem" \
-		--engine pkcs11 --key-type ENG --key "$key_uri?pin-source=file:$T/engine.pin" \
+	OPENSSL_CONF=$ENGINE_CNF curl -sS --max-time 30 --cacert "$T/tls/ca.pem" \
+		--engine pkcs11 --key-type ENG --key "$key_uri?pin-source=file:$ENGINE_PIN" \
 		--cert "$CERT_FILE" "https://127.0.0.1:$port/" >page.html 2>curl.err
 	assert_eq 0 $? "curl exit status$([ -s curl.err ] && printf ' (%s)' "$(tail -n1 curl.err)")"
 	cat curl.err >&2
