@@ -61,28 +61,28 @@ parse_line(void *ud, const char *k, const char *v)
 	return 0;
 }
 
+/* A record needs its time and its command. */
+static const char *
+missing(const void *ud)
+{
+	const struct attempt *a = ud;
+
+	return a->at == 0 ? "at" : a->command[0] == '\0' ? "command" : NULL;
+}
+
+static const struct statefile_kind last_file = {
+    "last-", ".txt", MAX_FILE, parse_line, missing, "the next attempt", NULL,
+};
+
 int
 attempt_load(const struct conf *c, struct attempt *out)
 {
-	int r;
-	char *path = NULL;
-	unsigned lineno = 0;
 	struct attempt a;
+	int r;
 
 	memset(&a, 0, sizeof(a));
-	if ((r = statefile_path(c, "last-", ".txt", &path)) != 0)
-		return r;
-	r = statefile_read(path, MAX_FILE, parse_line, &a, &lineno);
-	if (r == 0 && (a.at == 0 || a.command[0] == '\0'))
-		r = P11E_ERR_MALFORMED;
-	if (r == P11E_ERR_MALFORMED) {
-		log_warn("%s is damaged (line %u); ignored, the next attempt replaces it", path,
-		         lineno);
-		r = P11E_ERR_NOTFOUND;
-	}
-	if (r == 0)
+	if ((r = statefile_load(c, &last_file, &a)) == 0)
 		*out = a;
-	free(path);
 	return r;
 }
 
@@ -93,7 +93,7 @@ attempt_save(const struct conf *c, const struct attempt *a)
 	char *path = NULL, msg[4 * sizeof(a->message)], buf[1536];
 	int n;
 
-	if ((r = statefile_path(c, "last-", ".txt", &path)) != 0)
+	if ((r = statefile_path(c, last_file.prefix, last_file.suffix, &path)) != 0)
 		return r;
 	statefile_escape(a->message, msg);
 	n = snprintf(buf, sizeof(buf),

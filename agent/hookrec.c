@@ -130,26 +130,19 @@ parse_line(void *ud, const char *k, const char *v)
 	return 0;
 }
 
+static const struct statefile_kind hook_file = {
+    "hook-", ".txt", MAX_FILE, parse_line, NULL, "the next hook run", NULL,
+};
+
 int
 hookrec_load(const struct conf *c, struct hook_record *out)
 {
 	struct hook_record h;
-	char *path = NULL;
-	unsigned lineno = 0;
 	int r;
 
 	memset(&h, 0, sizeof(h));
-	if ((r = statefile_path(c, "hook-", ".txt", &path)) != 0)
-		return r;
-	r = statefile_read(path, MAX_FILE, parse_line, &h, &lineno);
-	if (r == P11E_ERR_MALFORMED) {
-		log_warn("%s is damaged (line %u); ignored, the next hook run replaces it", path,
-		         lineno);
-		r = P11E_ERR_NOTFOUND;
-	}
-	if (r == 0)
+	if ((r = statefile_load(c, &hook_file, &h)) == 0)
 		*out = h;
-	free(path);
 	return r;
 }
 
@@ -160,7 +153,7 @@ hookrec_save(const struct conf *c, const struct hook_record *h)
 	size_t size = MAX_FILE;
 	int n, r = P11E_ERR_ALLOC;
 
-	if ((r = statefile_path(c, "hook-", ".txt", &path)) != 0)
+	if ((r = statefile_path(c, hook_file.prefix, hook_file.suffix, &path)) != 0)
 		return r;
 	r = P11E_ERR_ALLOC;
 	if ((msg = malloc(4 * MSG_SIZE)) == NULL || (buf = malloc(size)) == NULL)

@@ -141,6 +141,16 @@ save(const struct conf *c, const struct keyrec *r)
 	return rv;
 }
 
+static const struct statefile_kind keys_file = {
+    "keys-",
+    ".txt",
+    MAX_FILE,
+    parse_line,
+    NULL,
+    NULL,
+    "it must hold only lines key=<CKA_ID in hex>; correct it",
+};
+
 /* An earlier version ran this profile: it left files that this version writes only later. */
 static int
 has_history(const struct conf *c)
@@ -165,21 +175,13 @@ int
 keyrec_load(const struct conf *c, struct keyrec **out)
 {
 	struct keyrec *r = NULL;
-	unsigned lineno = 0;
 	int rv;
 
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return P11E_ERR_ALLOC;
-	if ((rv = statefile_path(c, "keys-", ".txt", &r->path)) != 0)
+	if ((rv = statefile_path(c, keys_file.prefix, keys_file.suffix, &r->path)) != 0)
 		goto out;
-	rv = statefile_read(r->path, MAX_FILE, parse_line, r, &lineno);
-	if (rv == P11E_ERR_MALFORMED) {
-		log_error("%s is damaged (line %u): it must hold only lines key=<CKA_ID in hex>; "
-		          "correct it",
-		          r->path, lineno);
-		rv = P11E_ERR_FILE;
-	}
-	if (rv == P11E_ERR_NOTFOUND) {
+	if ((rv = statefile_load(c, &keys_file, r)) == P11E_ERR_NOTFOUND) {
 		if (has_history(c))
 			r->migrate = 1;
 		else if ((rv = save(c, r)) != 0)

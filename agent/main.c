@@ -56,7 +56,8 @@ static const char exit_codes[] =
     "  64 usage error                    75  pending at the CA, or another run\n"
     "                                        holds the profile: try again later\n"
     "  69 server unreachable, HTTP error 76  response failed verification\n"
-    "     (hook-test: a hook failed)         (fingerprint, signature, nonce, malformed)\n"
+    "     (hook-test, provision: a hook      (fingerprint, signature, nonce, malformed)\n"
+    "     failed)\n"
     "  70 internal error\n"
     "  77 rejected by the CA             78  configuration error\n";
 

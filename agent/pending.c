@@ -11,7 +11,6 @@
 #include <openssl/crypto.h>
 
 #include "err.h"
-#include "log.h"
 #include "pending.h"
 #include "statefile.h"
 #include "store.h"
@@ -75,27 +74,28 @@ parse_line(void *ud, const char *k, const char *v)
 	return 0;
 }
 
+/* A transaction needs its ID and its key. */
+static const char *
+missing(const void *ud)
+{
+	const struct pending *p = ud;
+
+	return p->txid[0] == '\0' ? "transaction_id" : p->key_id_len == 0 ? "key_id" : NULL;
+}
+
+static const struct statefile_kind pending_file = {
+    "pending-", ".txn", MAX_FILE, parse_line, missing, NULL, "remove it to start a new request",
+};
+
 int
 pending_load(const struct conf *c, struct pending *out)
 {
-	int r;
-	char *path = NULL;
-	unsigned lineno = 0;
 	struct pending p;
+	int r;
 
 	memset(&p, 0, sizeof(p));
-	if ((r = statefile_path(c, "pending-", ".txn", &path)) != 0)
-		return r;
-	r = statefile_read(path, MAX_FILE, parse_line, &p, &lineno);
-	if (r == 0 && (p.txid[0] == '\0' || p.key_id_len == 0))
-		r = P11E_ERR_MALFORMED;
-	if (r == P11E_ERR_MALFORMED) {
-		log_error("%s is damaged; remove it to start a new request", path);
-		r = P11E_ERR_FILE;
-	}
-	if (r == 0)
+	if ((r = statefile_load(c, &pending_file, &p)) == 0)
 		*out = p;
-	free(path);
 	return r;
 }
 
@@ -106,7 +106,7 @@ pending_save(const struct conf *c, const struct pending *p)
 	char *path = NULL, buf[1024];
 	size_t i, o;
 
-	if ((r = statefile_path(c, "pending-", ".txn", &path)) != 0)
+	if ((r = statefile_path(c, pending_file.prefix, pending_file.suffix, &path)) != 0)
 		return r;
 	o = (size_t)snprintf(buf, sizeof(buf),
 	                     "# p11enroll: a request the CA put on hold; `p11enroll enroll` "
@@ -134,7 +134,7 @@ pending_clear(const struct conf *c)
 	int r;
 	char *path = NULL;
 
-	if ((r = statefile_path(c, "pending-", ".txn", &path)) != 0)
+	if ((r = statefile_path(c, pending_file.prefix, pending_file.suffix, &path)) != 0)
 		return r;
 	r = store_unlink(path);
 	free(path);

@@ -13,6 +13,8 @@
  *   not-after    the certificate's notAfter, ISO 8601
  *   token-serial, token-label   a token just initialised
  *   error        why the enrollment failed or is pending (log_last_error)
+ *   hook-failed  NAME EVENT HOW CODE SERIAL (provision's card process: a hook still owed)
+ *   hook-message what became of it
  */
 #ifndef P11E_PROGRESS_H
 #define P11E_PROGRESS_H

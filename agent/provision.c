@@ -31,6 +31,7 @@
 #include "enroll.h"
 #include "err.h"
 #include "exchange.h"
+#include "hookrec.h"
 #include "log.h"
 #include "pinmap.h"
 #include "progress.h"
@@ -168,6 +169,29 @@ child_init(const struct station *s, struct card *k)
 }
 
 /*
+ * In the child, after enroll_run succeeded: a hook that failed (in this run,
+ * or again after an earlier one) is still owed in the card's record
+ * (hook.h). The parent hears of it through "hook-message TEXT" (what became
+ * of it and its first lines of output) and "hook-failed NAME EVENT HOW CODE
+ * SERIAL" (spawn.h's how and code; SERIAL: the certificate it is owed for,
+ * which the parent matches against the card's).
+ */
+static void
+note_hook_failed(const struct conf *c)
+{
+	struct hook_record h;
+	unsigned configured = (c->hook_after.n > 0 ? HOOK_AFTER : 0) |
+	                      (c->hook_before_remove.n > 0 ? HOOK_BEFORE_REMOVE : 0);
+
+	if (configured == 0 || hookrec_load(c, &h) != 0 || (h.owed & configured) == 0 ||
+	    h.last_run == 0 || h.hook[0] == '\0' || h.serial[0] == '\0')
+		return;
+	progress_note("hook-message", "%s", h.message);
+	progress_note("hook-failed", "%s %s %d %d %s", h.hook, h.event[0] != '\0' ? h.event : "-",
+	              h.result, h.code, h.serial);
+}
+
+/*
  * In the child: never returns. Progress lines to prog, the log (at the
  * parent's level) to err, stdout (what enroll prints) to /dev/null.
  */
@@ -209,8 +233,8 @@ child_main(struct station *s, struct card *k, int prog, int err)
 		log_error("no PIN for serial %s in %s (and no [token] pin_file)", k->info.serial,
 		          s->c->pin_map_file);
 		r = P11E_ERR_CONFIG;
-	} else {
-		r = enroll_run(&c, &eo);
+	} else if ((r = enroll_run(&c, &eo)) == 0) {
+		note_hook_failed(&c);
 	}
 out:
 	if (r != 0 && log_last_error()[0] != '\0')

@@ -29,10 +29,14 @@ struct provision_opts {
  * already holds a valid certificate is skipped. Blank tokens ([token]
  * init = yes, whose uri must name a manufacturer or model, else
  * P11E_ERR_CONFIG) are initialised only with o->init, else left alone
- * (skipped); o->init without init = yes is P11E_ERR_USAGE. Returns 0 when
- * every token was enrolled or skipped; else the error of the first failed
- * token (in slot order), or P11E_ERR_PENDING when some are pending and none
- * failed. Logged.
+ * (skipped); o->init without init = yes is P11E_ERR_USAGE. The [hooks]
+ * run in each card's process as enroll runs them; a card whose hook failed
+ * keeps its certificate and is shown as enrolled (or skipped) with the
+ * hook's failure. Returns 0 when every token was enrolled or skipped and no
+ * hook failed; else the error of the first failed token (in slot order);
+ * else P11E_ERR_HOOK when a card's hook failed (its certificate is in
+ * place; the next run, which skips the card, runs the hook again); else
+ * P11E_ERR_PENDING when some are pending. Logged.
  */
 int provision_run(const struct conf *c, const struct provision_opts *o);
 

@@ -15,11 +15,12 @@
 #include "log.h"
 #include "provreport.h"
 #include "secret.h"
+#include "spawn.h"
 
 /* Bytes json_str writes at most per byte of a string ("\u00XX"). */
 #define JSON_PER_BYTE 6
-/* Room for the braces, keys, commas, quotes and the time. */
-#define REC_OVERHEAD 256
+/* Room for the braces, keys, commas, quotes, numbers and the time. */
+#define REC_OVERHEAD 512
 #define BURN_STACK (32 * 1024)
 
 int
@@ -50,6 +51,34 @@ slen(const char *s)
 	return s != NULL ? strlen(s) : 0;
 }
 
+/* "hook": null, or the hook that failed (provreport.h). */
+static void
+json_hook(FILE *f, int *first, const struct provreport_hook *h)
+{
+	static const char *const results[] = {"failed", "signal", "timeout", "not-started"};
+	int sub = 1;
+
+	json_key(f, first, "hook");
+	if (h == NULL) {
+		fputs("null", f);
+		return;
+	}
+	fputc('{', f);
+	json_kstr(f, &sub, "name", h->name);
+	json_kstr(f, &sub, "event", h->event);
+	json_kstr(f, &sub, "result", results[h->how & 3]);
+	if (h->how == SPAWN_EXITED)
+		json_klong(f, &sub, "exit_code", h->code);
+	else
+		json_kstr(f, &sub, "exit_code", NULL);
+	if (h->how == SPAWN_SIGNALED)
+		json_klong(f, &sub, "signal", h->code);
+	else
+		json_kstr(f, &sub, "signal", NULL);
+	json_kstr(f, &sub, "message", h->message);
+	fputc('}', f);
+}
+
 /*
  * rec as one JSON line into buf (size bytes, room for the worst case) through
  * an unbuffered stream: no copy in stdio's buffers or in memory that grew and
@@ -76,6 +105,7 @@ format_rec(const struct provreport_rec *rec, char *buf, size_t size, size_t *len
 	json_kstr(f, &first, "not_after", rec->not_after);
 	json_kstr(f, &first, "key_uri", rec->key_uri);
 	json_kstr(f, &first, "error", rec->error);
+	json_hook(f, &first, rec->hook);
 	if (rec->pin != NULL)
 		json_kstr(f, &first, "pin", rec->pin);
 	fputs("}\n", f);
@@ -104,6 +134,9 @@ provreport_write(int fd, const char *path, const struct provreport_rec *rec)
 	                        slen(rec->cert_serial) + slen(rec->not_after) + slen(rec->key_uri) +
 	                        slen(rec->error) + slen(rec->pin)) +
 	       REC_OVERHEAD;
+	if (rec->hook != NULL)
+		size += JSON_PER_BYTE *
+		        (slen(rec->hook->name) + slen(rec->hook->event) + slen(rec->hook->message));
 	if ((r = secret_alloc(size, (void **)&buf)) != 0)
 		goto out;
 	r = format_rec(rec, buf, size, &len);

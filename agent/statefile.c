@@ -1,5 +1,6 @@
 /*
- * statefile.c: names and key=value lines of the files in state_dir.
+ * statefile.c: names and key=value lines of the files in state_dir, and
+ * loading one (statefile.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -72,6 +73,38 @@ statefile_read(const char *path, size_t max, int (*field)(void *ud, const char *
 out:
 	*lineno = n;
 	free(buf);
+	return r;
+}
+
+int
+statefile_load(const struct conf *c, const struct statefile_kind *k, void *ud)
+{
+	char *path = NULL, where[64];
+	const char *lacks = NULL;
+	unsigned lineno = 0;
+	int r;
+
+	if ((r = statefile_path(c, k->prefix, k->suffix, &path)) != 0)
+		return r;
+	r = statefile_read(path, k->max, k->field, ud, &lineno);
+	if (r == 0 && k->missing != NULL && (lacks = k->missing(ud)) != NULL)
+		r = P11E_ERR_MALFORMED;
+	if (r != P11E_ERR_MALFORMED)
+		goto out;
+	if (lacks != NULL)
+		snprintf(where, sizeof(where), "no %s= line", lacks);
+	else
+		snprintf(where, sizeof(where), "line %u", lineno);
+	if (k->replaced_by != NULL) {
+		log_warn("%s is damaged (%s); ignored, %s replaces it", path, where,
+		         k->replaced_by);
+		r = P11E_ERR_NOTFOUND;
+	} else {
+		log_error("%s is damaged (%s): %s", path, where, k->remedy);
+		r = P11E_ERR_FILE;
+	}
+out:
+	free(path);
 	return r;
 }
 

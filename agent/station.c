@@ -21,6 +21,7 @@
 #include "progress.h"
 #include "provreport.h"
 #include "secret.h"
+#include "spawn.h"
 #include "station.h"
 #include "template.h"
 #include "tok_scan.h"
@@ -216,6 +217,9 @@ station_set_state(struct station *s, struct card *k, int state, const char *reas
 	else if (state == CARD_FAILED)
 		log_error("token '%s' (serial %s): failed: %s", sh.label, sh.serial,
 		          sh.reason[0] != '\0' ? sh.reason : "see the log");
+	else if (k->hook_failed)
+		log_error("token '%s' (serial %s): %s, but %s (the certificate is on the card)",
+		          sh.label, sh.serial, state_names[state], sh.reason);
 	else
 		log_info("token '%s' (serial %s): %s", sh.label, sh.serial, state_names[state]);
 }
@@ -285,6 +289,23 @@ static const struct {
     {"stored", CARD_STORED},
 };
 
+/* "hook-failed NAME EVENT HOW CODE SERIAL" (provision.c); a line of another shape is dropped. */
+static void
+hook_failed_line(struct card *k, const char *v)
+{
+	char name[16], event[16], serial[96];
+	int how, code;
+
+	if (sscanf(v, "%15s %15s %d %d %95s", name, event, &how, &code, serial) != 5 || how < 0 ||
+	    how > SPAWN_FAILED)
+		return;
+	memcpy(k->hook.name, name, sizeof(name));
+	memcpy(k->hook.event, event, sizeof(event));
+	memcpy(k->hook.serial, serial, sizeof(serial));
+	k->hook.how = how;
+	k->hook.code = code;
+}
+
 /* One progress line of the child: a step, or a fact for the report. */
 static void
 progress_line(struct station *s, struct card *k, char *line)
@@ -300,6 +321,7 @@ progress_line(struct station *s, struct card *k, char *line)
 	    {"key", k->key_uri, sizeof(k->key_uri)},
 	    {"cert-serial", k->cert_serial, sizeof(k->cert_serial)},
 	    {"not-after", k->not_after, sizeof(k->not_after)},
+	    {"hook-message", k->hook.message, sizeof(k->hook.message)},
 	};
 	size_t i;
 
@@ -314,6 +336,10 @@ progress_line(struct station *s, struct card *k, char *line)
 	}
 	if (strcmp(key, "error") == 0 && k->reason[0] == '\0')
 		snprintf(k->reason, sizeof(k->reason), "%s", v);
+	if (strcmp(key, "hook-failed") == 0) {
+		hook_failed_line(k, v);
+		return;
+	}
 	k->inited |= strcmp(key, "token-serial") == 0;
 	for (i = 0; i < sizeof(facts) / sizeof(facts[0]); i++)
 		if (strcmp(key, facts[i].name) == 0)
@@ -370,6 +396,7 @@ void
 station_finish(struct station *s, struct card *k)
 {
 	struct provreport_rec rec;
+	struct provreport_hook hook;
 	char *cut;
 	int state = k->err == 0                  ? (k->holds ? CARD_SKIPPED : CARD_DONE)
 	            : k->err == P11E_ERR_PENDING ? CARD_PENDING_FINAL
@@ -385,6 +412,16 @@ station_finish(struct station *s, struct card *k)
 	if (state == CARD_PENDING_FINAL && (cut = strstr(k->reason, "; run `p11enroll enroll`")))
 		snprintf(cut, sizeof(k->reason) - (size_t)(cut - k->reason),
 		         "; the next `p11enroll provision` polls it");
+	/* Enrolled all the same: the certificate is on the card. */
+	k->hook_failed = (state == CARD_DONE || state == CARD_SKIPPED) && !k->left &&
+	                 k->hook.name[0] != '\0' && strcmp(k->hook.serial, k->cert_serial) == 0;
+	if (k->hook_failed) {
+		struct spawn_result res = {.how = k->hook.how, .code = k->hook.code};
+		char what[160];
+
+		spawn_describe(&res, s->c->hook_timeout, what, sizeof(what));
+		snprintf(k->reason, sizeof(k->reason), "hook %s failed: %s", k->hook.name, what);
+	}
 	station_set_state(s, k, state, NULL);
 	if (s->report_fd == -1)
 		return;
@@ -397,13 +434,21 @@ station_finish(struct station *s, struct card *k)
 	rec.key_uri = k->key_uri[0] != '\0' ? k->key_uri : NULL;
 	rec.error = k->reason[0] != '\0' ? k->reason : NULL;
 	rec.pin = k->inited ? k->new_pin : NULL;
+	if (k->hook_failed) {
+		hook.name = k->hook.name;
+		hook.event = k->hook.event;
+		hook.how = k->hook.how;
+		hook.code = k->hook.code;
+		hook.message = k->hook.message;
+		rec.hook = &hook;
+	}
 	(void)provreport_write(s->report_fd, s->report, &rec);
 }
 
 void
 station_end(struct station *s)
 {
-	size_t i, count[CARD_PENDING_FINAL + 1];
+	size_t i, hooks = 0, count[CARD_PENDING_FINAL + 1];
 	const struct card *k;
 	struct shown sh;
 
@@ -421,15 +466,20 @@ station_end(struct station *s)
 			printf("%-16s  %-24.32s  %-8s  %s\n", sh.serial, sh.label,
 			       result_name(k->state), sh.reason);
 		} else {
-			printf("%-16s  %-24.32s  %-8s  %s, %s\n", sh.serial, sh.label,
-			       result_name(k->state), k->cert_serial, k->not_after);
+			printf("%-16s  %-24.32s  %-8s  %s, %s%s%s\n", sh.serial, sh.label,
+			       result_name(k->state), k->cert_serial, k->not_after,
+			       k->hook_failed ? "; " : "", k->hook_failed ? sh.reason : "");
 		}
+		hooks += k->hook_failed;
 	}
 	printf("%zu token%s: %zu enrolled, %zu skipped, %zu pending, %zu failed", s->n,
 	       s->n == 1 ? "" : "s", count[CARD_DONE], count[CARD_SKIPPED],
 	       count[CARD_PENDING_FINAL], count[CARD_FAILED]);
 	if (count[CARD_WAITING] > 0)
 		printf(", %zu not started", count[CARD_WAITING]);
+	if (hooks > 0)
+		printf("; a hook failed on %zu (certificate%s in place)", hooks,
+		       hooks == 1 ? "" : "s");
 	printf("\n");
 	fflush(stdout);
 }
@@ -438,14 +488,18 @@ int
 station_result(const struct station *s)
 {
 	size_t i;
-	int pending = 0, waiting = 0;
+	int pending = 0, waiting = 0, hook = 0;
 
 	for (i = 0; i < s->n; i++) {
 		if (s->cards[i].state == CARD_FAILED)
 			return s->cards[i].err != 0 ? s->cards[i].err : P11E_ERR_INTERNAL;
 		pending |= s->cards[i].state == CARD_PENDING_FINAL;
 		waiting |= s->cards[i].state == CARD_WAITING;
+		hook |= s->cards[i].hook_failed;
 	}
+	/* A hook wants the operator (fix it, run again); pending only time. */
+	if (hook)
+		return P11E_ERR_HOOK;
 	return pending || (waiting && !s->watch) ? P11E_ERR_PENDING : 0;
 }
 

@@ -41,6 +41,14 @@ struct card {
 	int inited;    /* the child initialised it: new_pin is its PIN */
 	char *new_pin; /* for a blank card: generated before it is started (secret arena) */
 	char reason[256], cert_serial[80], not_after[48], key_uri[512];
+	/* a [hooks] command that failed and is still owed (the child's "hook-failed"
+	 * and "hook-message" lines, provision.c), and the certificate it is owed for */
+	struct {
+		char name[16], event[16], serial[96];
+		int how, code; /* enum spawn_how and its code (spawn.h) */
+		char message[PROGRESS_LINE_MAX];
+	} hook;
+	int hook_failed; /* ended enrolled or skipped, hook above owed for its certificate */
 };
 
 struct pinmap;
@@ -104,13 +112,22 @@ void station_set_state(struct station *s, struct card *k, int state, const char 
  */
 void station_read(struct station *s, struct card *k, int which);
 
-/* The child has ended (k->err set): final state, report line. */
+/*
+ * The child has ended (k->err set): final state, report line. A card that
+ * ended enrolled or skipped with a hook still owed for its certificate keeps
+ * that state and is marked hook_failed: its reason (shown, and the report's
+ * error) names the hook and what became of it, and the report has the hook.
+ */
 void station_finish(struct station *s, struct card *k);
 
-/* The summary table on stdout. */
+/* The summary table on stdout (a card whose hook failed: its reason after its certificate). */
 void station_end(struct station *s);
 
-/* 0, the first failed card's error, or P11E_ERR_PENDING (see provision_run). */
+/*
+ * The first failed card's error; else P11E_ERR_HOOK when a card's hook
+ * failed; else P11E_ERR_PENDING when a card is pending (or, without --watch,
+ * was not started); else 0 (see provision_run).
+ */
 int station_result(const struct station *s);
 
 /* Closes what is open, frees, wipes PINs. Running children are not waited for. */

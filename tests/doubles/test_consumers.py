@@ -23,6 +23,10 @@ import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+
 SERVER = os.path.join(HERE, "pinning_server.py")
 CONSUMER = os.path.join(HERE, "tls_consumer.py")
 WAIT = 20
@@ -101,13 +105,7 @@ class Proc:
         os.kill(self.proc.pid, sig)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        harness.stop_process(self.proc)
         self.log_file.close()
 
 

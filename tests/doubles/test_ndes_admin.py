@@ -19,7 +19,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import struct
@@ -32,6 +31,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import harness  # noqa: E402
 import ndes_admin  # noqa: E402  (md4 only; its KATs are below)
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -192,50 +192,21 @@ class Tmp:
         return p
 
 
-class AdminProcess:
-    """ndes_admin.py as a subprocess; stop() signals it by PID."""
+class AdminProcess(harness.ServerProcess):
+    """ndes_admin.py as a subprocess (harness.ServerProcess); its password file and, unless
+    given, its challenge directory in the test's tmp."""
 
     def __init__(self, tmp, *extra, user="enroll@example.com", password=PASSWORD,
                  challenge_dir=None, https=None):
-        self.tmp = tmp
         self.dir = challenge_dir or tmp.file("challenges-dir")
-        self.ready = tmp.file("ready-%d" % id(self))
-        self.log_path = tmp.file("admin-%d.log" % id(self))
         self.password = password
         pwfile = tmp.file("password-%d" % id(self), password + "\n")
         self.https = https
-        cmd = [sys.executable, ADMIN, "--port", "0", "--dir", self.dir, "--user", user,
-               "--password-file", pwfile, "--ready-file", self.ready] + list(extra)
+        args = ["--dir", self.dir, "--user", user, "--password-file", pwfile] + list(extra)
         if https:
-            cmd += ["--https", https[0], https[1]]
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.log_file)
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.ready):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("ndes_admin did not start: %s" % self.log())
-            time.sleep(0.02)
-        with open(self.ready) as f:
-            self.port = int(f.read())
+            args += ["--https", https[0], https[1]]
+        super().__init__(ADMIN, *args)
         self.url = "%s://127.0.0.1:%d%s" % ("https" if https else "http", self.port, PATH)
-
-    def stop(self):
-        """SIGTERM; returns the exit status."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log_file.close()
-        return self.proc.returncode
-
-    def log(self):
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
 
     def lines(self, name):
         try:
@@ -313,7 +284,8 @@ class Base(unittest.TestCase):
 
     def admin(self, *extra, **kw):
         a = AdminProcess(self.tmp, *extra, **kw)
-        self.addCleanup(self.check_log_clean, a)
+        self.addCleanup(a.cleanup)
+        self.addCleanup(self.check_log_clean, a)  # after stop(), before cleanup()
         self.addCleanup(a.stop)
         return a
 
@@ -892,7 +864,7 @@ class EndToEnd(Base):
             proc = subprocess.Popen(["scepserver", "-depot", "depot", "-port", str(port),
                                      "-csrverifierexec", wrapper], cwd=work,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-            self.addCleanup(self.stop_pid, proc)
+            self.addCleanup(harness.stop_process, proc)
             deadline = time.monotonic() + 10
             while proc.poll() is None and time.monotonic() < deadline:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
@@ -904,18 +876,8 @@ class EndToEnd(Base):
                     time.sleep(0.05)
                 finally:
                     c.close()
-            self.stop_pid(proc)
+            harness.stop_process(proc)
         self.fail("scepserver did not start")
-
-    @staticmethod
-    def stop_pid(proc):
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
 
     def enroll(self, url, challenge, name):
         work = self.tmp.file("client-" + name)

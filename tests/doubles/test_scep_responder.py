@@ -26,6 +26,7 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import harness  # noqa: E402
 import scepmsg  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -52,48 +53,15 @@ def tearDownModule():
 # responder process
 
 
-class ResponderProcess:
-    """scep_responder.py as a subprocess; stop() kills it by PID."""
+class ResponderProcess(harness.ServerProcess):
+    """scep_responder.py as a subprocess (harness.ServerProcess)."""
 
     def __init__(self, mode="normal", *extra, state_dir=None, challenge=CHALLENGE):
         self.dir = state_dir or STATE
-        self.tmp = tempfile.mkdtemp(prefix="scep-responder-run-")
-        self.ready = os.path.join(self.tmp, "ready")
-        self.pidfile = os.path.join(self.tmp, "pid")
-        self.log_path = os.path.join(self.tmp, "stderr")
-        cmd = [sys.executable, RESPONDER, "--port", "0", "--dir", self.dir, "--mode", mode,
-               "--ready-file", self.ready, "--pidfile", self.pidfile] + list(extra)
+        args = ["--dir", self.dir, "--mode", mode] + list(extra)
         if challenge is not None:
-            cmd += ["--challenge", challenge]
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.log_file)
-        deadline = time.monotonic() + 60  # first start generates three RSA keys
-        while not os.path.exists(self.ready):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("responder did not start: %s" % self.log())
-            time.sleep(0.05)
-        with open(self.ready) as f:
-            self.port = int(f.read())
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, 15)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, 9)
-                self.proc.wait()
-        self.log_file.close()
-
-    def log(self):
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+            args += ["--challenge", challenge]
+        super().__init__(RESPONDER, *args, start_seconds=60)  # a first start makes three RSA keys
 
     # -- HTTP
 

@@ -15,15 +15,16 @@ import hashlib
 import http.client
 import http.server
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+
 PROXY = os.path.join(HERE, "serial_proxy.py")
 HTTP_TIMEOUT = 20
 CLIENTS = 8
@@ -108,45 +109,11 @@ def expected_reply(method, target, body):
 # proxy process
 
 
-class ProxyProcess:
-    """serial_proxy.py as a subprocess; stop() kills it by PID."""
+class ProxyProcess(harness.ServerProcess):
+    """serial_proxy.py in front of the backend on backend_port (harness.ServerProcess)."""
 
     def __init__(self, backend_port, *extra):
-        self.tmp = tempfile.mkdtemp(prefix="serial-proxy-test-")
-        self.ready = os.path.join(self.tmp, "ready")
-        self.pidfile = os.path.join(self.tmp, "pid")
-        self.log_path = os.path.join(self.tmp, "stderr")
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, PROXY, "--backend", str(backend_port), "--port", "0",
-             "--ready-file", self.ready, "--pidfile", self.pidfile] + list(extra),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log_file)
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.ready):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("serial_proxy.py did not start: %s" % self.log())
-            time.sleep(0.02)
-        with open(self.ready) as f:
-            self.port = int(f.read())
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, 15)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, 9)
-                self.proc.wait()
-        self.log_file.close()
-
-    def log(self):
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        super().__init__(PROXY, "--backend", str(backend_port), *extra)
 
 
 def request(port, method, target, body=None, headers=None):

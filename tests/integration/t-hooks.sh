@@ -5,7 +5,8 @@
 # while both pairs are on the token, a failing hook that keeps the old pair until it is
 # fixed and run again (by `renew`, and by the agent with its backoff), a hook that hangs
 # (killed with its process group within timeout + grace), a hook that prints 10 MB, the
-# station's per-card hooks beside its progress pipe, and a command line refused at load.
+# station's per-card hooks beside its progress pipe, a station card whose hook failed
+# (enrolled, marked, exit 69, run again), and a command line refused at load.
 . "$(dirname "$0")/lib.sh"
 
 # hook_script NAME BODY: an executable $T/NAME (#!/bin/sh) running BODY.
@@ -438,6 +439,81 @@ echo 'error this must not reach the station' >&2"
 for l in open(sys.argv[1]): print(json.loads(l)["key_uri"])' "$T/report.jsonl"); do
 		assert_contains "$T/cards.log" "enrolled $uri"
 	done
+}
+
+# report_card LABEL EXPR: a Python expression over the last report line of LABEL (r).
+report_card() {
+	/usr/bin/python3 -c 'import json, sys
+r = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["label"] == sys.argv[2]][-1]
+v = eval(sys.argv[3])
+print(*v) if isinstance(v, tuple) else print(v)' "$T/report.jsonl" "$1" "$2"
+}
+
+# A card whose `after` hook fails is enrolled all the same (its certificate is on it), but
+# the station says the hook failed: in its log line, its summary row, its report line
+# (error, and the hook as `status --json` names it) and the exit status (69). The next run
+# skips the card and runs the owed hook again; once it succeeds, all is well (exit 0) and
+# it is not run again.
+test_station_marks_a_card_whose_hook_failed() {
+	make_token card-01 || return
+	make_token card-02 || return
+	start_scepserver "$T/srv" || return
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	echo 3 >"$T/card-01.rc"
+	hook_script card.sh "echo \"\$P11ENROLL_EVENT \$P11ENROLL_KEY_URI\" >>$T/cards.log
+case \$P11ENROLL_KEY_URI in
+*token=card-01*)
+	if [ -e $T/card-01.rc ]; then
+		echo 'cannot register card-01' >&2
+		exit \$(cat $T/card-01.rc)
+	fi ;;
+esac
+exit 0"
+	TOKEN_URI='pkcs11:manufacturer=SoftHSM%20project' CERT_FILE=- \
+		DN='CN=card-{token.serial},O=Example' HOOK_AFTER=$T/card.sh write_conf
+	assert_exit 69 p11e provision --jobs 1 --report "$T/report.jsonl" || return
+	assert_eq 2 "$(grep -c '^enrolled pkcs11:' "$T/cards.log")" "hooks run, one per card"
+	# Both cards hold their certificate.
+	local label
+	for label in card-01 card-02; do
+		TOKEN_LABEL=$label
+		assert_eq "1 1" "$(count_objects privkey) $(count_objects cert)" "$label: key and certificate"
+	done
+	local serial1 cert1
+	serial1=$(report_card card-01 'r["serial"]')
+	cert1=$(report_card card-01 'r["certificate_serial"]')
+	# The report: enrolled, with the hook's failure; the other card without one.
+	assert_eq "enrolled|hook after failed: exit status 3" \
+		"$(report_card card-01 'r["result"] + "|" + r["error"]')" "card-01: result and error"
+	assert_eq "{'name': 'after', 'event': 'enrolled', 'result': 'failed', 'exit_code': 3, 'signal': None, 'message': 'exit status 3: cannot register card-01'}" \
+		"$(report_card card-01 'r["hook"]')" "card-01: the hook in the report"
+	assert_eq "enrolled None None" "$(report_card card-02 'r["result"], r["error"], r["hook"]')" \
+		"card-02: result, error, hook"
+	# The log line and the summary.
+	assert_contains "$ERR" "token 'card-01' (serial $serial1): done, but hook after failed: exit status 3 (the certificate is on the card)"
+	assert_match "$OUT" "^$serial1 +card-01 +enrolled +$cert1, .*; hook after failed: exit status 3\$"
+	assert_contains "$OUT" "2 tokens: 2 enrolled, 0 skipped, 0 pending, 0 failed; a hook failed on 1 (certificate in place)"
+	assert_match "$OUT" "^[^ ]+ +card-02 +enrolled +[0-9A-F]+, [^;]+\$"
+
+	# Again, the hook still failing: the card is skipped, its hook run again and failed.
+	assert_exit 69 p11e provision --jobs 1 --report "$T/report.jsonl" || return
+	assert_eq 2 "$(grep -c 'token=card-01' "$T/cards.log")" "card-01's hook runs"
+	assert_eq 1 "$(grep -c 'token=card-02' "$T/cards.log")" "card-02's hook runs"
+	assert_eq "skipped|hook after failed: exit status 3|$cert1" \
+		"$(report_card card-01 'r["result"] + "|" + r["error"] + "|" + r["certificate_serial"]')" \
+		"card-01 skipped: result, error, certificate"
+	assert_contains "$OUT" "2 tokens: 0 enrolled, 2 skipped, 0 pending, 0 failed; a hook failed on 1"
+
+	# Fixed: the owed hook succeeds, the run is clean, and it is owed no more.
+	rm -f "$T/card-01.rc"
+	assert_exit 0 p11e provision --jobs 1 --report "$T/report.jsonl" || return
+	assert_eq 3 "$(grep -c 'token=card-01' "$T/cards.log")" "card-01's hook runs"
+	assert_eq "skipped None None" "$(report_card card-01 'r["result"], r["error"], r["hook"]')" \
+		"card-01 after the fix: result, error, hook"
+	assert_contains "$OUT" "2 tokens: 0 enrolled, 2 skipped, 0 pending, 0 failed"
+	assert_not_contains "$OUT" "hook"
+	assert_exit 0 p11e provision --jobs 1 || return
+	assert_eq 3 "$(grep -c 'token=card-01' "$T/cards.log")" "card-01's hook runs once paid"
 }
 
 run_tests

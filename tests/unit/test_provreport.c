@@ -19,6 +19,7 @@
 #include "memscan.h"
 #include "provreport.h"
 #include "secret.h"
+#include "spawn.h"
 #include "tmpdir.h"
 
 static char dir[256];
@@ -65,8 +66,10 @@ test_lines(void **state)
 	                           "2027-11-25 22:24:03Z",
 	                           "pkcs11:token=card;type=private",
 	                           NULL,
+	                           NULL,
 	                           NULL};
-	struct provreport_rec b = {"0a1c", "card-2", "failed", NULL, NULL, NULL, "wrong PIN", NULL};
+	struct provreport_rec b = {"0a1c", "card-2",    "failed", NULL, NULL,
+	                           NULL,   "wrong PIN", NULL,     NULL};
 	char buf[2048];
 	struct stat st;
 	int fd = -1;
@@ -86,11 +89,11 @@ test_lines(void **state)
 	                       "\"serial\":\"0a1b\",\"label\":\"card \\\"1\\\"\\n\",\"result\":"
 	                       "\"enrolled\",\"certificate_serial\":\"1F\",\"not_after\":"
 	                       "\"2027-11-25 22:24:03Z\",\"key_uri\":\"pkcs11:token=card;type="
-	                       "private\",\"error\":null}\n"));
+	                       "private\",\"error\":null,\"hook\":null}\n"));
 	assert_non_null(strstr(buf,
 	                       "\"serial\":\"0a1c\",\"label\":\"card-2\",\"result\":\"failed\","
 	                       "\"certificate_serial\":null,\"not_after\":null,\"key_uri\":null,"
-	                       "\"error\":\"wrong PIN\"}\n"));
+	                       "\"error\":\"wrong PIN\",\"hook\":null}\n"));
 	assert_null(strstr(buf, "\"pin\""));
 	assert_int_equal(strncmp(buf, "{\"time\":\"", 9), 0);
 	assert_non_null(strstr(strstr(buf, "wrong PIN") + 1, "wrong PIN"));
@@ -99,11 +102,62 @@ test_lines(void **state)
 	assert_int_equal(st.st_mode & 0022, 0); /* 0644 less the umask */
 }
 
+/*
+ * A card whose hook failed: enrolled, its error and its hook (named as in
+ * `status --json`): an exit status, a signal, a timeout, a hook not started.
+ */
+static void
+test_hook(void **state)
+{
+	struct provreport_hook h = {"after", "enrolled", SPAWN_EXITED, 3,
+	                            "exit status 3: it said \"no\"\tand left"};
+	struct provreport_rec a = {"0a1b",
+	                           "card",
+	                           "enrolled",
+	                           "1F",
+	                           "2027-11-25 22:24:03Z",
+	                           "pkcs11:token=card;type=private",
+	                           "hook after failed: exit status 3",
+	                           NULL,
+	                           &h};
+	char buf[4096], *line;
+	int fd = -1;
+
+	(void)state;
+	unlink(path);
+	assert_int_equal(provreport_open(path, 0, &fd), 0);
+	assert_int_equal(provreport_write(fd, path, &a), 0);
+	h.how = SPAWN_SIGNALED;
+	h.code = 9;
+	assert_int_equal(provreport_write(fd, path, &a), 0);
+	h.how = SPAWN_TIMEOUT;
+	h.code = 0;
+	assert_int_equal(provreport_write(fd, path, &a), 0);
+	h.how = SPAWN_FAILED;
+	h.code = 2;
+	a.result = "skipped";
+	assert_int_equal(provreport_write(fd, path, &a), 0);
+	close(fd);
+	read_all(buf, sizeof(buf));
+	line = strstr(buf, "\"error\":\"hook after failed: exit status 3\",\"hook\":{\"name\":"
+	                   "\"after\",\"event\":\"enrolled\",\"result\":\"failed\",\"exit_code\":3,"
+	                   "\"signal\":null,\"message\":\"exit status 3: it said \\\"no\\\"\\tand "
+	                   "left\"}}\n");
+	assert_non_null(line);
+	assert_non_null(strstr(buf, "\"result\":\"enrolled\",\"certificate_serial\":\"1F\""));
+	assert_non_null(strstr(buf, "\"result\":\"signal\",\"exit_code\":null,\"signal\":9,"));
+	assert_non_null(strstr(buf, "\"result\":\"timeout\",\"exit_code\":null,\"signal\":null,"));
+	assert_non_null(
+	    strstr(buf, "\"result\":\"not-started\",\"exit_code\":null,\"signal\":null,"));
+	assert_non_null(strstr(buf, "\"result\":\"skipped\""));
+}
+
 /* A report that holds PINs is created 0600 and refused when others can read it. */
 static void
 test_secret(void **state)
 {
-	struct provreport_rec a = {"0a1b", "new", "enrolled", NULL, NULL, NULL, NULL, "12345678"};
+	struct provreport_rec a = {"0a1b", "new", "enrolled", NULL, NULL,
+	                           NULL,   NULL,  "12345678", NULL};
 	char buf[1024];
 	struct stat st;
 	int fd = -1;
@@ -116,7 +170,7 @@ test_secret(void **state)
 	assert_int_equal(provreport_write(fd, path, &a), 0);
 	close(fd);
 	read_all(buf, sizeof(buf));
-	assert_non_null(strstr(buf, "\"error\":null,\"pin\":\"12345678\"}\n"));
+	assert_non_null(strstr(buf, "\"error\":null,\"hook\":null,\"pin\":\"12345678\"}\n"));
 	assert_int_equal(chmod(path, 0644), 0);
 	fd = -1;
 	assert_int_equal(provreport_open(path, 1, &fd), P11E_ERR_CONFIG);
@@ -131,7 +185,7 @@ test_secret(void **state)
 static void
 test_pin_line_leaves_no_copy(void **state)
 {
-	struct provreport_rec a = {"0a1b", "new", "enrolled", "1F", NULL, NULL, NULL, NULL};
+	struct provreport_rec a = {"0a1b", "new", "enrolled", "1F", NULL, NULL, NULL, NULL, NULL};
 	struct memscan_hit hit;
 	char *pin = NULL, buf[1024];
 	int fd = -1, rnd;
@@ -168,6 +222,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_lines),
+	    cmocka_unit_test(test_hook),
 	    cmocka_unit_test(test_secret),
 	    cmocka_unit_test(test_pin_line_leaves_no_copy),
 	};
