@@ -141,6 +141,7 @@ check: test-deps
 	stage doubles $$plain doubles; \
 	stage unit $$plain unit; \
 	stage san:unit $$san unit; \
+	stage fuzz-check $$plain fuzz-check; \
 	if [ "$(CHECK_TOGETHER)" = 1 ]; then \
 		t=$$(date +%s); mkdir -p $(BUILD) build-san; \
 		P11E_JOBS=$${P11E_JOBS:-$(CHECK_JOBS)} setsid $$plain integration \
@@ -203,6 +204,68 @@ format:
 format-check:
 	clang-format --dry-run -Werror $(FORMAT_SRC)
 	tests/layers.sh
+
+# ---- Fuzzing (tests/fuzz/README.md) ----
+# `make fuzz`: every libFuzzer target in tests/fuzz/ built with clang
+# -fsanitize=fuzzer,address,undefined (the library with fuzzer-no-link, in $(FUZZ_DIR)),
+# seeded from tests/data and tests/fuzz/seeds (copied into $(FUZZ_DIR)/seeds: a run never
+# writes into tests/), each run for FUZZ_SECONDS (default 60), FUZZ_JOBS side by side
+# (default: one per CPU). The corpus grows in $(FUZZ_DIR)/corpus from run to run; crashes
+# land in $(FUZZ_DIR)/crashes. `make fuzz-check`: the same for 10 s each, a regression guard.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= $(NPROC)
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# clang's -Wformat=2 also flags log.c's vfprintf of its checked format argument.
+FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L $(WARN) \
+	-Wno-format-nonliteral -O1 -g $(FUZZ_SAN) -Iinclude $(PKG_CFLAGS) -DP11E_VERSION='"$(VERSION)"' -DP11E_SYSCONFDIR='"$(SYSCONFDIR)"'
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=%)
+FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/bin/%)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+# Seeds of each target (tests/fuzz/seeds/TARGET/ and tests/data/fuzz/TARGET-* come too).
+FUZZ_SEEDS_fuzz_caps := tests/data/caps-*.txt
+FUZZ_SEEDS_fuzz_cacert := tests/data/getcacert-* tests/data/*.der
+FUZZ_SEEDS_fuzz_certrep := tests/data/certrep-*.der
+FUZZ_SEEDS_fuzz_envelope := tests/data/getcacert-*.p7 tests/data/issued*.der
+FUZZ_SEEDS_fuzz_nextca := tests/data/nextca-*.der tests/data/getcacert-*.p7
+FUZZ_SEEDS_fuzz_ndes := tests/data/ndes/*.html
+FUZZ_SEEDS_fuzz_conf := conf/p11enroll.conf
+
+$(FUZZ_DIR)/obj/tokens/%.o: tokens/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -Itokens -c -o $@ $<
+
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -Iagent -c -o $@ $<
+
+$(FUZZ_DIR)/libp11enroll.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_DIR)/bin/%: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(FUZZ_DIR)/libp11enroll.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -Iagent -Itokens \
+		-DFUZZ_DATA_DIR='"$(CURDIR)/tests/data"' -o $@ $< $(FUZZ_DIR)/libp11enroll.a $(LIBS)
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)
+
+.PHONY: fuzz fuzz-build fuzz-check
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	@$(foreach t,$(FUZZ_TARGETS),rm -rf $(FUZZ_DIR)/seeds/$(t) && \
+		mkdir -p $(FUZZ_DIR)/seeds/$(t) && for f in $(wildcard $(FUZZ_SEEDS_$(t)) \
+		tests/fuzz/seeds/$(t)/* tests/data/fuzz/$(t)-*); do \
+		cp "$$f" $(FUZZ_DIR)/seeds/$(t)/ || exit 1; done &&) true
+	TMPDIR=$(CURDIR)/$(FUZZ_DIR)/tmp; mkdir -p $$TMPDIR; export TMPDIR; \
+		tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+
+fuzz-check:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+
+FORMAT_SRC += $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
 
 FORCE:
 

@@ -10,6 +10,7 @@
 
 #include "err.h"
 #include "http.h"
+#include "http_parse.h"
 #include "log.h"
 #include "secret.h"
 
@@ -207,27 +208,12 @@ write_cb(char *data, size_t size, size_t nmemb, void *ud)
 static int
 content_type(CURL *h, char **out)
 {
-	char *ct = NULL, *p;
-	size_t n;
+	char *ct = NULL;
 
 	*out = NULL;
-	if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK || ct == NULL)
+	if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
 		return 0;
-	n = strcspn(ct, ";");
-	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
-		n--;
-	while (n > 0 && (*ct == ' ' || *ct == '\t')) {
-		ct++;
-		n--;
-	}
-	if (n == 0)
-		return 0;
-	if ((p = strndup(ct, n)) == NULL)
-		return P11E_ERR_ALLOC;
-	for (n = 0; p[n] != '\0'; n++)
-		p[n] = (char)tolower((unsigned char)p[n]);
-	*out = p;
-	return 0;
+	return http_content_type_parse(ct, out);
 }
 
 static void
@@ -325,9 +311,7 @@ note_retry_after(CURL *h, long status)
 	/* libcurl parses both forms (seconds, HTTP-date); a date in the past is 0. */
 	if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &ra) != CURLE_OK || ra <= 0)
 		ra = 0;
-	if (ra > 86400) /* a day at most: a typo at the server must not park the agent */
-		ra = 86400;
-	retry_after = ra > 0 ? (long)ra : 1;
+	retry_after = http_retry_after_secs((long long)ra);
 	log_info("the server is busy (HTTP %ld)%s", status,
 	         ra > 0 ? "; it asks to retry later (Retry-After)" : "");
 }
