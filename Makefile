@@ -18,7 +18,7 @@ BUILD ?= build
 VERSION := 0.1.0
 
 CC ?= cc
-PKGS := openssl libcurl
+PKGS := openssl libcurl libseccomp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) p11-kit-1 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -61,6 +61,16 @@ $(BUILD)/libp11enroll.a: $(LIB_OBJ)
 $(BUILD)/p11enroll: $(BUILD)/agent/main.o $(BUILD)/libp11enroll.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+# The tests' own build of the program: the network process tries to break out of its
+# confinement when P11E_TEST_NETPROC_TRY says so (t-privsep.sh). Never installed.
+TESTHOOKS := $(BUILD)/tests/p11enroll-testhooks
+$(BUILD)/tests/netproc-testhooks.o: agent/netproc_confine.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DP11E_TEST_HOOKS -MMD -MP -Iagent -c -o $@ $<
+-include $(BUILD)/tests/netproc-testhooks.d
+$(TESTHOOKS): $(BUILD)/agent/main.o $(BUILD)/tests/netproc-testhooks.o $(BUILD)/libp11enroll.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libp11enroll.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -Iagent -Itokens $(LDFLAGS) -o $@ $< $(BUILD)/libp11enroll.a $(LIBS) $(CMOCKA_LIBS)
@@ -99,8 +109,9 @@ $(FAULT_IO_SO): tests/fault/fault_io.c
 
 # The test files run side by side (P11E_JOBS, default CPUs + 2); the longest, as timed
 # last time in $(BUILD)/integration-times.txt, start first.
-integration: all $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list
-	P11ENROLL=$(BUILD)/p11enroll P11E_FAULT_MODULE=$(CURDIR)/$(FAULT_SO) \
+integration: all $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list $(TESTHOOKS)
+	P11ENROLL=$(BUILD)/p11enroll P11E_TESTHOOKS=$(CURDIR)/$(TESTHOOKS) \
+		P11E_FAULT_MODULE=$(CURDIR)/$(FAULT_SO) \
 		P11E_FAULT_IO=$(CURDIR)/$(FAULT_IO_SO) P11E_TIMINGS=$(CURDIR)/$(BUILD)/integration-times.txt \
 		P11E_OPENSSL_BINS=$$(tr '\n' : <$(BUILD)/old-openssl.list) tests/integration/run.sh
 
@@ -128,7 +139,7 @@ NPROC := $(shell nproc 2>/dev/null || echo 1)
 CHECK_TOGETHER ?= 1
 CHECK_JOBS ?= $(shell echo $$((($(NPROC) + 3) / 2)))
 .PHONY: check-build
-check-build: all $(UNIT_BIN) $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list
+check-build: all $(UNIT_BIN) $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list $(TESTHOOKS)
 
 check: test-deps
 	@failed=; times=; t0=$$(date +%s); \

@@ -33,6 +33,21 @@ struct body {
 /* Requests started by this process (http_request_count). */
 static unsigned long requests;
 
+/* Where http_get/http_post go instead (http_set_remote), or NULL. */
+static http_request_fn remote;
+
+void
+http_set_remote(http_request_fn fn)
+{
+	remote = fn;
+}
+
+void
+http_request_count_add(unsigned long n)
+{
+	requests += n;
+}
+
 int
 http_init(void)
 {
@@ -316,9 +331,9 @@ note_retry_after(CURL *h, long status)
 	         ra > 0 ? "; it asks to retry later (Retry-After)" : "");
 }
 
-static int
-request(const char *method, const char *url, const char *ctype, const unsigned char *body,
-        size_t len, const struct http_opts *o, struct http_resp **out)
+int
+http_request_here(const char *method, const char *url, const char *ctype, const unsigned char *body,
+                  size_t len, const struct http_opts *o, struct http_resp **out)
 {
 	struct http_resp *resp = NULL;
 	struct curl_slist *hdrs = NULL, *nh;
@@ -376,9 +391,15 @@ request(const char *method, const char *url, const char *ctype, const unsigned c
 		c = curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
 	if (c == CURLE_OK)
 		c = curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-	if (c == CURLE_OK && o->ca_file != NULL)
+	if (c == CURLE_OK && o->ca_pem != NULL) {
+		struct curl_blob blob = {(void *)(uintptr_t)o->ca_pem, o->ca_pem_len,
+		                         CURL_BLOB_COPY};
+
+		c = curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+	} else if (c == CURLE_OK && o->ca_file != NULL) {
 		c = curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
-	if (c == CURLE_OK && o->ca_file != NULL)
+	}
+	if (c == CURLE_OK && (o->ca_file != NULL || o->ca_pem != NULL))
 		c = curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
 	if (c == CURLE_OK)
 		c = set_proxy_auth(h, o);
@@ -475,10 +496,19 @@ http_retry_after_reset(void)
 	retry_after = 0;
 }
 
+void
+http_retry_after_note(long secs)
+{
+	if (secs > 0)
+		retry_after = secs;
+}
+
 int
 http_get(const char *url, const struct http_opts *o, struct http_resp **out)
 {
-	return request("GET", url, NULL, NULL, 0, o, out);
+	if (remote != NULL)
+		return remote("GET", url, NULL, NULL, 0, o, out);
+	return http_request_here("GET", url, NULL, NULL, 0, o, out);
 }
 
 int
@@ -487,7 +517,10 @@ http_post(const char *url, const char *content_type, const unsigned char *body, 
 {
 	static const unsigned char empty[1];
 
-	return request("POST", url, content_type, body != NULL ? body : empty, len, o, out);
+	if (remote != NULL)
+		return remote("POST", url, content_type, body != NULL ? body : empty, len, o, out);
+	return http_request_here("POST", url, content_type, body != NULL ? body : empty, len, o,
+	                         out);
 }
 
 /* Scheme, lower-cased host and port (the scheme's default when absent) of url. */

@@ -38,6 +38,18 @@ log_set_tag(const char *t)
 }
 
 const char *
+log_get_tag(void)
+{
+	return tag;
+}
+
+void
+log_set_last_error(const char *s)
+{
+	snprintf(last_error, sizeof(last_error), "%s", s != NULL ? s : "");
+}
+
+const char *
 log_last_error(void)
 {
 	return last_error;

@@ -16,6 +16,7 @@
 #include "hook.h"
 #include "http.h"
 #include "log.h"
+#include "netproc.h"
 #include "provision.h"
 #include "report.h"
 #include "scep.h"
@@ -411,6 +412,9 @@ main(int argc, char **argv)
 	if ((r = secret_harden()) != 0)
 		return p11e_exit_code(r);
 	harden();
+	if (argc == 2 && strcmp(argv[1], NETPROC_ARG) == 0)
+		return netproc_main();
+	netproc_enable();
 	if ((r = cmdline_check(&prog)) != 0 || (r = cmdline_parse(&prog, argc, argv, &a, &cl)) != 0)
 		return p11e_exit_code(r);
 	log_set_level(a.level);

@@ -16,12 +16,15 @@
  * every answer has a size cap, and 0 is refused as a bug.
  */
 struct http_opts {
-	long timeout_s;       /* total deadline of one exchange */
-	size_t max_body;      /* required, at least 1: larger bodies are an error */
-	int secret_body;      /* the body holds a secret: it is kept in the secret arena (a
-	                         caller that takes resp->body releases it with
-	                         secret_release) */
-	const char *ca_file;  /* trust anchors for https, or NULL for the system's */
+	long timeout_s;              /* total deadline of one exchange */
+	size_t max_body;             /* required, at least 1: larger bodies are an error */
+	int secret_body;             /* the body holds a secret: it is kept in the secret arena (a
+	                                caller that takes resp->body releases it with
+	                                secret_release) */
+	const char *ca_file;         /* trust anchors for https, or NULL for the system's */
+	const unsigned char *ca_pem; /* instead of ca_file: its PEM bytes (the network
+	                                process gets them so, netproc.c) */
+	size_t ca_pem_len;
 	int quiet;            /* log transfer failures at debug level only: the caller reports */
 	int no_proxy;         /* use no proxy at all, not even the environment's http(s)_proxy */
 	const char *proxy;    /* proxy URL; NULL: the environment's (http_proxy, https_proxy) */
@@ -71,6 +74,24 @@ int http_post(const char *url, const char *content_type, const unsigned char *bo
               const struct http_opts *o, struct http_resp **out);
 
 /*
+ * What http_get and http_post run instead of this process's libcurl, or NULL
+ * for libcurl here (netproc.c sends them to the network process). fn gets
+ * "GET" or "POST"; for a GET, ctype and body are NULL.
+ */
+typedef int (*http_request_fn)(const char *method, const char *url, const char *ctype,
+                               const unsigned char *body, size_t len, const struct http_opts *o,
+                               struct http_resp **out);
+void http_set_remote(http_request_fn fn);
+
+/*
+ * One request with this process's libcurl, whatever http_set_remote says
+ * (the network process serves its requests with it); as http_get/http_post.
+ */
+int http_request_here(const char *method, const char *url, const char *ctype,
+                      const unsigned char *body, size_t len, const struct http_opts *o,
+                      struct http_resp **out);
+
+/*
  * The server's wish to be left alone: the seconds of the Retry-After header of
  * the latest HTTP 429 or 503 answer since http_retry_after_reset() (at most a
  * day), 1 for such an answer without the header, 0 when there was none. The
@@ -78,6 +99,10 @@ int http_post(const char *url, const char *content_type, const unsigned char *bo
  */
 long http_retry_after(void);
 void http_retry_after_reset(void);
+/* Records secs (> 0) as the latest wish (the network process's, netproc.c). */
+void http_retry_after_note(long secs);
+/* Counts n requests started elsewhere for this process (netproc.c). */
+void http_request_count_add(unsigned long n);
 
 /* The longest reason http_resp_reason copies, in characters of the body. */
 #define HTTP_REASON_MAX 200

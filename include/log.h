@@ -15,6 +15,8 @@ enum log_level {
 /* Lines carry "p11enroll[t]: " instead of "p11enroll: " (the daemon's profile
  * name); NULL or "" for none. Copied, at most 63 bytes. */
 void log_set_tag(const char *t);
+/* The tag log_set_tag set ("" for none). */
+const char *log_get_tag(void);
 
 /* Messages above this level are dropped. Default LOG_LVL_INFO. */
 void log_set_level(int level);
@@ -34,6 +36,9 @@ void log_openssl(int level, const char *fmt, ...) __attribute__((format(printf, 
  * so never a secret. The string is static: copy it before logging again.
  */
 const char *log_last_error(void);
+/* Makes s the last error line, as if it had been logged here (netproc.c: the network
+ * process's own last error). */
+void log_set_last_error(const char *s);
 void log_clear_last_error(void);
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)

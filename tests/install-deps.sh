@@ -8,7 +8,7 @@
 set -euo pipefail
 
 BUILD_PKGS=(build-essential pkg-config libssl-dev libp11-kit-dev
-	libcurl4-openssl-dev libtss2-dev softhsm2 scep opensc curl python3)
+	libcurl4-openssl-dev libtss2-dev libseccomp-dev softhsm2 scep opensc curl python3)
 TEST_PKGS=(libcmocka-dev python3 python3-asn1crypto python3-cryptography time clang-format
 	swtpm swtpm-tools tpm2-tools tpm2-abrmd libtpm2-pkcs11-1 libtpm2-pkcs11-tools
 	libtss2-tcti-tabrmd0 dbus pcscd vsmartcard-vpcd vsmartcard-vpicc python3-pycryptodome strace

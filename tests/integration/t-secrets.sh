@@ -140,7 +140,35 @@ test_dump_after_ndes_exchange_holds_no_secret() {
 	assert_match "$T/scan.txt" '^arena '
 	assert_match "$T/scan.txt" '^vmlck [1-9]'
 	assert_match "/proc/$pid/limits" '^Max core file size +0 +0 '
+	network_process_checks "$pid"
 	stop_pid "$T/enroll.pid"
+}
+
+# network_process_checks PID: the network process of the p11enroll PID (netproc.c), which
+# fetched the NDES page and sent the PKCSReq: another user than root, no new privileges, a
+# seccomp filter, the PKCS#11 module nowhere in its memory map (it is in PID's), and no
+# secret in what a dump of it holds.
+network_process_checks() {
+	local pid=$1 np
+	np=$(pgrep -P "$pid" -f -- '--network-process' | head -n1)
+	if [ -z "$np" ]; then
+		fail "no network process under p11enroll (pid $pid): $(pgrep -a -P "$pid")"
+		return 1
+	fi
+	assert_match "/proc/$np/status" '^Uid:[[:space:]]+65534[[:space:]]+65534[[:space:]]+65534'
+	assert_match "/proc/$np/status" '^NoNewPrivs:[[:space:]]+1$'
+	assert_match "/proc/$np/status" '^Seccomp:[[:space:]]+2$'
+	assert_contains "/proc/$pid/maps" "$(basename "$MODULE")"
+	assert_not_contains "/proc/$np/maps" "$(basename "$MODULE")"
+	{
+		grep -v '^canary ' "$T/secrets"
+		echo "canary --network-process" # its argv: the scan sees its memory
+	} >"$T/secrets-np"
+	python3 "$T/scan.py" "$np" "$T/secrets-np" >"$T/scan-np.txt" || fail "the memory scan failed"
+	cat "$T/scan-np.txt" >&2
+	assert_contains "$T/scan-np.txt" "dump canary utf8"
+	grep '^dump' "$T/scan-np.txt" | grep -v ' canary ' >"$T/leaks-np.txt"
+	assert_eq 0 "$(wc -l <"$T/leaks-np.txt")" "secrets in what a dump of the network process holds"
 }
 
 # with_userinfo URL USER PASSWORD: URL with USER:PASSWORD@ after its scheme.

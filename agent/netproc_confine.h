@@ -1,0 +1,25 @@
+/*
+ * netproc_confine.h: what the network process gives up before its first
+ * request (netproc_confine.c), private to agent/.
+ */
+#ifndef P11E_NETPROC_CONFINE_H
+#define P11E_NETPROC_CONFINE_H
+
+/*
+ * The NSS modules of the hosts database loaded now (no library can be
+ * loaded later); as root, the user nobody for good; SIGKILL when the
+ * process that started it ends (PR_SET_PDEATHSIG); no_new_privs; the
+ * seccomp filter: only the system calls HTTP(S) over libcurl and OpenSSL
+ * needs, anything else kills the process (SIGSYS); files open read-only
+ * (EACCES otherwise); no executable mapping; sockets of AF_INET, AF_INET6
+ * and AF_UNIX; threads, never processes. Call it after everything that loads
+ * a library or reads configuration. Errors: P11E_ERR_INTERNAL, logged.
+ *
+ * Built with P11E_TEST_HOOKS (the tests' own program, never installed), it
+ * then tries what P11E_TEST_NETPROC_TRY says ("open:PATH", "write:PATH",
+ * "dlopen:PATH", "exec:PATH"): refused, it logs how and exits 70; a success
+ * is logged as "SUCCEEDED" and the process goes on (the test fails on it).
+ */
+int netproc_confine(void);
+
+#endif

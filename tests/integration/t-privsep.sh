@@ -1,0 +1,81 @@
+#!/bin/bash
+# shellcheck source-path=SCRIPTDIR disable=SC2031,SC2034,SC2119  # T is set per test by run_tests; variables feed lib.sh functions
+# t-privsep.sh: the network process (agent/netproc.c). The tests' own build of p11enroll
+# ($P11E_TESTHOOKS, never installed) makes it try, once confined, what a network process
+# taken over by a hostile server would: read the PIN file, write into state_dir, load the
+# PKCS#11 module, run a program. Each is refused or kills it; the enrollment stops with
+# exit 70 and a message naming the network process, and the token and state_dir are as
+# they were. The process itself (its user, filter, memory map and memory) is checked in
+# t-secrets.sh, during a real exchange.
+. "$(dirname "$0")/lib.sh"
+
+# escape_case TRY EXPECT: an enrollment with P11E_TEST_NETPROC_TRY=TRY exits 70, its log
+# matches EXPECT, nothing changed on the token, and state_dir holds only the records of a
+# failed attempt (keys-, last-, lock-: as after a server that cannot be reached), no
+# pending request, nothing planted; the trust dir was not written.
+escape_case() {
+	local try=$1 expect=$2 before after
+	if [ ! -x "${P11E_TESTHOOKS:-}" ]; then
+		fail "P11E_TESTHOOKS does not name the tests' build of p11enroll (make integration sets it)"
+		return 1
+	fi
+	setup_enroll || return
+	mkdir -p "$STATE_DIR" && chmod 0700 "$STATE_DIR"
+	before=$(token_objects | sort)
+	P11E_TEST_NETPROC_TRY=$try "$P11E_TESTHOOKS" -c "$CONF" enroll >run.out 2>run.err </dev/null
+	assert_eq 70 "$?" "exit status when the network process tries $try"
+	cat run.err >&2
+	assert_match run.err "$expect"
+	assert_not_contains run.err "SUCCEEDED"
+	after=$(token_objects | sort)
+	assert_eq "$before" "$after" "the token's objects after the attempt"
+	assert_eq "keys-p11enroll.txt last-p11enroll.txt lock-p11enroll" \
+		"$(ls "$STATE_DIR" | sort | tr '\n' ' ' | sed 's/ $//')" "state_dir after the attempt"
+	assert_no_file "$TRUST_DIR"
+	# and the plain program still enrolls
+	assert_exit 0 p11e enroll
+}
+
+test_network_process_cannot_read_the_pin_file() {
+	PIN_FILE=$T/pin
+	(umask 077 && printf '%s\n' "$PIN" >"$PIN_FILE")
+	escape_case "open:$T/pin" "network process: test escape open:.* refused: Permission denied"
+}
+
+test_network_process_cannot_write_into_state_dir() {
+	escape_case "write:$T/state/planted" \
+		"network process: test escape write:.* refused: Permission denied"
+	assert_no_file "$T/state/planted"
+}
+
+test_network_process_cannot_load_the_pkcs11_module() {
+	escape_case "dlopen:$MODULE" \
+		"network process was killed by signal 31 \(Bad system call\): it made a system call its confinement forbids"
+}
+
+test_network_process_cannot_run_a_program() {
+	escape_case "exec:/bin/sh" \
+		"network process was killed by signal 31 \(Bad system call\)"
+}
+
+# A server named, not numbered: libcurl's resolver thread, /etc/hosts and nsswitch.conf
+# read, ::1 tried (nothing listens there) before 127.0.0.1, all within the filter.
+test_network_process_resolves_a_name() {
+	make_token || return
+	start_scepserver "$T/srv" || return
+	SCEP_URL=${SCEP_URL/127.0.0.1/localhost}
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	write_conf
+	assert_exit 0 p11e -v enroll || return
+	assert_contains "$ERR" "network process"
+	check_enrollment
+}
+
+# Started by hand, without the socket its parent gives it, it says so.
+test_network_process_is_not_a_command() {
+	"$P11ENROLL" --network-process >run.out 2>run.err 3>&-
+	assert_eq 64 "$?" "exit status of --network-process by hand"
+	assert_contains run.err "started by p11enroll itself"
+}
+
+run_tests
