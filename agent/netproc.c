@@ -101,13 +101,11 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
                size_t len, const struct http_opts *o, struct http_resp **out)
 {
 	struct netproc_wbuf w = {NULL, 0, 0, 0};
-	struct netproc_rbuf r;
+	struct netproc_answer a = {0, 0, 0, NULL};
 	struct http_resp *resp = NULL;
 	unsigned char *msg = NULL, *ca = NULL;
-	const unsigned char *b;
-	size_t mlen = 0, calen = 0, n;
+	size_t mlen = 0, calen = 0;
 	int rc = P11E_ERR_INTERNAL, got;
-	char *err = NULL;
 
 	*out = NULL;
 	if (owner != getpid()) { /* a fork of the process that started one: not ours to use */
@@ -152,49 +150,20 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 		reap();
 		goto out;
 	}
-	r.p = msg;
-	r.len = mlen;
-	r.off = 0;
-	r.bad = 0;
-	rc = (int)netproc_r_num(&r);
-	http_request_count_add((unsigned long)netproc_r_num(&r));
-	http_retry_after_note((long)netproc_r_num(&r));
-	if (netproc_r_str(&r, &err) != 0) {
-		rc = P11E_ERR_ALLOC;
+	if ((got = netproc_answer_read(msg, mlen, o, &a, &resp)) != 0) {
+		if (got == P11E_ERR_ALLOC) {
+			rc = P11E_ERR_ALLOC;
+		} else { /* not to be trusted any more: stopped, no further request */
+			log_error("the network process sent a malformed answer; stopped it");
+			kill(child, SIGKILL);
+			reap();
+		}
 		goto out;
 	}
-	if (rc != 0 && err != NULL && err[0] != '\0')
-		log_set_last_error(err);
-	if (rc == 0) {
-		if ((resp = calloc(1, sizeof(*resp))) == NULL) {
-			rc = P11E_ERR_ALLOC;
-			goto out;
-		}
-		resp->status = (long)netproc_r_num(&r);
-		if (netproc_r_str(&r, &resp->content_type) != 0 ||
-		    netproc_r_str(&r, &resp->location) != 0) {
-			rc = P11E_ERR_ALLOC;
-			goto out;
-		}
-		b = netproc_r_bytes(&r, &n);
-		if (!r.bad && n > o->max_body)
-			r.bad = 1;
-		if (!r.bad && b != NULL) {
-			if (o->secret_body ? secret_alloc(n + 1, (void **)&resp->body) != 0
-			                   : (resp->body = malloc(n + 1)) == NULL) {
-				rc = P11E_ERR_ALLOC;
-				goto out;
-			}
-			memcpy(resp->body, b, n);
-			resp->body[n] = '\0';
-			resp->len = n;
-		}
-	}
-	if (r.bad || r.off != r.len) {
-		log_error("the network process sent a malformed answer");
-		rc = P11E_ERR_INTERNAL;
-		goto out;
-	}
+	http_request_count_add(a.started);
+	http_retry_after_note(a.retry_after);
+	if ((rc = a.rc) != 0 && a.err != NULL && a.err[0] != '\0')
+		log_set_last_error(a.err);
 	*out = resp;
 	resp = NULL;
 out:
@@ -202,7 +171,7 @@ out:
 	if (msg != NULL)
 		OPENSSL_cleanse(msg, mlen);
 	secret_wipe_free(msg);
-	secret_wipe_free(err);
+	secret_wipe_free(a.err);
 	http_resp_free(resp);
 	return rc;
 }

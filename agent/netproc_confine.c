@@ -222,16 +222,16 @@ load_filter(void)
 	/* Sockets: IP and the local resolver's Unix socket only. */
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-		                      SCMP_A0(SCMP_CMP_EQ, AF_INET));
+		                      SCMP_A0(SCMP_CMP_EQ, AF_INET, 0));
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-		                      SCMP_A0(SCMP_CMP_EQ, AF_INET6));
+		                      SCMP_A0(SCMP_CMP_EQ, AF_INET6, 0));
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-		                      SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+		                      SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0));
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socketpair), 1,
-		                      SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+		                      SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0));
 	/* Threads (libcurl's threaded resolver), never a new process. */
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,

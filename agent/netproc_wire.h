@@ -55,4 +55,26 @@ int netproc_send(int fd, const struct netproc_wbuf *w);
  * clean EOF, -1 on error, a truncated or oversized message. */
 int netproc_recv(int fd, unsigned char **buf, size_t *len);
 
+/* What the network process says of one request besides the response. */
+struct netproc_answer {
+	int rc;                /* the request's outcome: 0 or a P11E_ERR_* code */
+	unsigned long started; /* requests it started for it (http_request_count) */
+	long retry_after;      /* the server's Retry-After, seconds (http.h), 0 none */
+	char *err;             /* its last error line, or NULL (secret_wipe_free) */
+};
+
+struct http_opts;
+struct http_resp;
+
+/*
+ * An answer message of the network process, which is not trusted: on 0 *a
+ * is set and, when a->rc is 0, *out is the response (http_resp_free; its
+ * body in the secret arena when o->secret_body) of at most o->max_body
+ * bytes, with an HTTP status of 100..999. -1 for a malformed answer (an
+ * unknown code, a missing or extra field, a body too large: the caller
+ * says so), P11E_ERR_ALLOC. Nothing is logged.
+ */
+int netproc_answer_read(const unsigned char *msg, size_t len, const struct http_opts *o,
+                        struct netproc_answer *a, struct http_resp **out);
+
 #endif
