@@ -221,8 +221,10 @@ stop_group(struct proc *p, struct spawn_result *res)
 	/* The leader is gone; while another member lives, the group id stays its own. */
 	while (p->reaped && kill(-p->pid, 0) == 0 && now_ms() < kill_at)
 		wait_once(p, res, TICK_MS);
-	if (!p->reaped || kill(-p->pid, 0) == 0)
+	if (!p->reaped || kill(-p->pid, 0) == 0) {
 		(void)kill(-p->pid, SIGKILL);
+		res->sigkill = 1;
+	}
 	/* Until the leader is collected and the group empty (a moment), at most REAP_MS. */
 	reap_by = now_ms() + REAP_MS;
 	while ((!p->reaped || kill(-p->pid, 0) == 0) && now_ms() < reap_by)

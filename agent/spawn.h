@@ -28,6 +28,7 @@ struct spawn_result {
 	char out[SPAWN_OUT_MAX + 1];
 	size_t dropped; /* bytes of output read after those and thrown away */
 	long ms;        /* from start to end, milliseconds */
+	int sigkill;    /* SPAWN_TIMEOUT: 1 when SIGTERM was not enough (SIGKILL after the grace) */
 };
 
 /*

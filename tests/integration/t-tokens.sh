@@ -288,11 +288,9 @@ test_hanging_tcti_is_time_boxed() {
 	make_token || return
 	start_silent_bus "$T/silent-bus" || return
 	export DBUS_SESSION_BUS_ADDRESS=unix:path=$T/silent-bus TPM2_PKCS11_TCTI=tabrmd:bus_type=session
-	local t0 ms
-	t0=$(date +%s%N)
+	# Time-boxed: the report comes (and says the TPM gave no answer within the 2 s), the
+	# module's tokens with it; a hang would end in p11e_raw's own limit instead.
 	assert_exit 0 p11e_raw tokens --timeout 2s --module "$MODULE" || return
-	ms=$((($(date +%s%N) - t0) / 1000000))
-	assert_eq 1 "$([ $ms -lt 8000 ] && echo 1 || echo 0)" "run time under 8 s (took $ms ms)"
 	assert_match "$OUT" '^TPM: not usable$'
 	assert_contains "$OUT" "no TPM reachable through TCTI 'tabrmd:bus_type=session' (from TPM2_PKCS11_TCTI): no answer within 2 s"
 	assert_match "$OUT" '^    token: +p11e-test$'

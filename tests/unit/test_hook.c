@@ -350,7 +350,8 @@ test_spawn_timeout_kills_the_group(void **state)
 	         "/bin/sleep 1000 & echo $! >%s; echo started; /bin/sleep 1000", pidfile);
 	sh(script, NULL, 1, &res);
 	assert_int_equal(res.how, SPAWN_TIMEOUT);
-	assert_true(res.ms >= 1000 && res.ms < 3000);
+	assert_true(res.ms >= 1000);
+	assert_int_equal(res.sigkill, 0); /* SIGTERM was enough: no wait for the grace */
 	assert_string_equal(res.out, "started\n");
 	pid = read_pid(pidfile);
 	assert_true(gone(pid));
@@ -364,7 +365,7 @@ test_spawn_timeout_kills_the_group(void **state)
 	sh(script, NULL, 1, &res);
 	assert_int_equal(res.how, SPAWN_TIMEOUT);
 	assert_true(res.ms >= 1000 + SPAWN_GRACE * 1000 - 100);
-	assert_true(res.ms < 1000 + SPAWN_GRACE * 1000 + 2000);
+	assert_int_equal(res.sigkill, 1);
 	assert_true(gone(read_pid(pidfile)));
 }
 
@@ -386,8 +387,7 @@ test_spawn_output_is_bounded(void **state)
 		lines += *p == '\n';
 	assert_int_equal(lines, SPAWN_OUT_LINES);
 	assert_true(strncmp(res.out, "line 0\nline 1\n", 14) == 0);
-	assert_true(res.dropped > 12000000);
-	assert_true(res.ms < 20000);
+	assert_true(res.dropped > 12000000); /* and it exited (above): never stalled to the limit */
 
 	/* One long line: at most SPAWN_OUT_MAX bytes, NUL bytes shown as spaces. */
 	sh("/usr/bin/head -c 100000 /dev/zero", NULL, 30, &res);
@@ -410,8 +410,8 @@ test_spawn_background_child_does_not_stall(void **state)
 	sh(script, NULL, 20, &res);
 	assert_int_equal(res.how, SPAWN_EXITED);
 	assert_int_equal(res.code, 0);
+	/* EXITED, not TIMEOUT (the child holds the pipe 30 s, past the limit): not waited for */
 	assert_string_equal(res.out, "done\n");
-	assert_true(res.ms < 2000);
 	pid = read_pid(pidfile);
 	assert_false(gone_now(pid)); /* a program the hook started on purpose is left alone */
 	kill((pid_t)pid, SIGKILL);
