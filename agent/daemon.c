@@ -29,6 +29,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "netproc.h"
 #include "pending.h"
 #include "profile.h"
 #include "scep.h"
@@ -230,6 +231,7 @@ child_main(struct daemon *d, const struct profile *p, int look_only, int wfd)
 	while (off < sizeof(res) &&
 	       ((w = write(wfd, b + off, sizeof(res) - off)) > 0 || (w < 0 && errno == EINTR)))
 		off += w > 0 ? (size_t)w : 0;
+	netproc_end();
 	fflush(NULL);
 	_exit(0);
 }

@@ -31,6 +31,7 @@
 #include "hook.h"
 #include "keyrec.h"
 #include "log.h"
+#include "netproc.h"
 #include "pending.h"
 #include "pin.h"
 #include "progress.h"
@@ -714,6 +715,7 @@ enroll_run(const struct conf *c, const struct enroll_opts *o)
 	u.c = c;
 	u.o = o;
 	u.cmd = o->renewal ? "renew" : "enroll";
+	netproc_prestart(); /* its start overlaps the token's */
 	if ((r = prepare(&u)) == 0 && (r = exchange(&u)) == 0)
 		r = commit(&u);
 	if (r == DONE)

@@ -40,13 +40,13 @@ static int sock = -1;
 static int broken; /* the network process ended: no further request */
 
 static int at_exit_set;
+static int enabled; /* netproc_enable was called */
 
 static int start(void);
+static void finish(void);
 
-/* At exit: the network process reads EOF, ends, and is waited for (its CPU time counts in
- * this process's children). Not in a forked copy: that one is not its parent. */
-static void
-finish(void)
+void
+netproc_end(void)
 {
 	if (owner != getpid() || child <= 0)
 		return;
@@ -56,6 +56,13 @@ finish(void)
 	while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
 		;
 	child = -1;
+}
+
+/* At exit: netproc_end (the CPU time of the network process counts in this process's children). */
+static void
+finish(void)
+{
+	netproc_end();
 }
 
 /* ---------------------------------------------------------------- the client side */
@@ -234,7 +241,22 @@ fail:
 void
 netproc_enable(void)
 {
+	enabled = 1;
 	http_set_remote(remote_request);
+}
+
+void
+netproc_prestart(void)
+{
+	if (!enabled || broken || (sock >= 0 && owner == getpid()))
+		return;
+	if (owner != getpid()) { /* a fork's inherited one is not its own */
+		if (sock >= 0)
+			close(sock);
+		sock = -1;
+		child = -1;
+	}
+	(void)start(); /* a failure is logged; the first request reports it again */
 }
 
 /* ---------------------------------------------------------------- the network process */

@@ -28,6 +28,21 @@
 void netproc_enable(void);
 
 /*
+ * Starts the network process now, before the first request, so that its
+ * start (exec, dynamic linking, libcurl, its filter) runs while this process
+ * opens the token. Nothing without netproc_enable or when one runs already.
+ */
+void netproc_prestart(void);
+
+/*
+ * Ends this process's network process (it reads EOF) and waits for it;
+ * nothing in a forked copy (it is not that process's parent) or when none
+ * runs. exit() does it; a child that ends with _exit calls it first, so that
+ * no orphan is left to a PID 1 that may not reap.
+ */
+void netproc_end(void);
+
+/*
  * The network process's main(), with the request socket on fd 3: confines
  * itself, then serves requests until EOF. Returns the exit code.
  */

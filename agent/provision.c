@@ -33,6 +33,7 @@
 #include "exchange.h"
 #include "hookrec.h"
 #include "log.h"
+#include "netproc.h"
 #include "pinmap.h"
 #include "progress.h"
 #include "provision.h"
@@ -239,6 +240,7 @@ child_main(struct station *s, struct card *k, int prog, int err)
 out:
 	if (r != 0 && log_last_error()[0] != '\0')
 		progress_note("error", "%s", log_last_error());
+	netproc_end();
 	fflush(stdout);
 	fflush(stderr);
 	_exit(p11e_exit_code(r));
