@@ -45,6 +45,19 @@ static int enabled; /* netproc_enable was called */
 static int start(void);
 static void finish(void);
 
+/* In a fork of the process that started one: its network process is not ours to use. */
+static void
+forget_inherited(void)
+{
+	if (owner == getpid())
+		return;
+	if (sock >= 0)
+		close(sock);
+	sock = -1;
+	child = -1;
+	broken = 0;
+}
+
 void
 netproc_end(void)
 {
@@ -115,13 +128,7 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 	int rc = P11E_ERR_INTERNAL, got;
 
 	*out = NULL;
-	if (owner != getpid()) { /* a fork of the process that started one: not ours to use */
-		if (sock >= 0)
-			close(sock);
-		sock = -1;
-		child = -1;
-		broken = 0;
-	}
+	forget_inherited();
 	if (sock < 0 && !broken && start() != 0)
 		return P11E_ERR_INTERNAL;
 	if (broken || sock < 0) {
@@ -248,14 +255,9 @@ netproc_enable(void)
 void
 netproc_prestart(void)
 {
-	if (!enabled || broken || (sock >= 0 && owner == getpid()))
+	forget_inherited();
+	if (!enabled || broken || sock >= 0)
 		return;
-	if (owner != getpid()) { /* a fork's inherited one is not its own */
-		if (sock >= 0)
-			close(sock);
-		sock = -1;
-		child = -1;
-	}
 	(void)start(); /* a failure is logged; the first request reports it again */
 }
 

@@ -189,6 +189,7 @@ load_filter(void)
 	    SCMP_SYS(restart_syscall),
 	};
 	static const int write_flags[] = {O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND};
+	static const int families[] = {AF_INET, AF_INET6, AF_UNIX};
 	scmp_filter_ctx ctx;
 	size_t i;
 	int rc = 0;
@@ -220,15 +221,9 @@ load_filter(void)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
 		                      SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
 	/* Sockets: IP and the local resolver's Unix socket only. */
-	if (rc == 0)
+	for (i = 0; i < sizeof(families) / sizeof(families[0]) && rc == 0; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-		                      SCMP_A0(SCMP_CMP_EQ, AF_INET, 0));
-	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-		                      SCMP_A0(SCMP_CMP_EQ, AF_INET6, 0));
-	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-		                      SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0));
+		                      SCMP_A0(SCMP_CMP_EQ, families[i], 0));
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socketpair), 1,
 		                      SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0));
