@@ -10,6 +10,7 @@
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
+LIBEXECDIR ?= $(PREFIX)/libexec/p11enroll
 MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
@@ -18,9 +19,12 @@ BUILD ?= build
 VERSION := 0.1.0
 
 CC ?= cc
+# p11enroll links OpenSSL only; libcurl and libseccomp are the network process's
+# (p11enroll-net: agent/netmain.c and NET_SRC).
 PKGS := openssl libcurl libseccomp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) p11-kit-1 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs openssl 2>/dev/null)
+NET_PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes
@@ -30,17 +34,22 @@ CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 LDFLAGS += -fsanitize=address,undefined
 endif
 ALL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS) \
-	-Iinclude $(PKG_CFLAGS) -DP11E_VERSION='"$(VERSION)"' -DP11E_SYSCONFDIR='"$(SYSCONFDIR)"'
+	-Iinclude $(PKG_CFLAGS) -DP11E_VERSION='"$(VERSION)"' -DP11E_SYSCONFDIR='"$(SYSCONFDIR)"' \
+	-DP11E_LIBEXECDIR='"$(LIBEXECDIR)"'
 LIBS := $(PKG_LIBS) -ldl
+NET_LIBS := $(NET_PKG_LIBS) -ldl
 
-LIB_SRC := $(filter-out agent/main.c,$(wildcard agent/*.c)) $(wildcard tokens/*.c)
+NET_SRC := agent/http_curl.c agent/netproc_serve.c agent/netproc_confine.c
+NET_OBJ := $(NET_SRC:%.c=$(BUILD)/%.o)
+LIB_SRC := $(filter-out agent/main.c agent/netmain.c $(NET_SRC),$(wildcard agent/*.c)) \
+	$(wildcard tokens/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: FORCE all check unit doubles integration demo bench fleet install format format-check clean deps test-deps
 
-all: $(BUILD)/p11enroll
+all: $(BUILD)/p11enroll $(BUILD)/p11enroll-net
 
 # Layers enforced by the compiler: tokens/ sees include/ and itself, never agent/;
 # agent/ sees include/ and itself, never tokens/' private headers.
@@ -52,28 +61,50 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -Iagent -c -o $@ $<
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/agent/main.d
+-include $(LIB_OBJ:.o=.d) $(NET_OBJ:.o=.d) $(BUILD)/agent/main.d $(BUILD)/agent/netmain.d
 
 $(BUILD)/libp11enroll.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libp11enroll-net.a: $(NET_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/p11enroll: $(BUILD)/agent/main.o $(BUILD)/libp11enroll.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-# The tests' own build of the program: the network process tries to break out of its
-# confinement when P11E_TEST_NETPROC_TRY says so (t-privsep.sh). Never installed.
+# The network process, started by p11enroll (agent/netproc.h): installed in LIBEXECDIR,
+# found beside p11enroll first (this build tree). netproc.c has LIBEXECDIR compiled in: it
+# is rebuilt when LIBEXECDIR (or PREFIX) changes, so `make install PREFIX=/usr` installs a
+# p11enroll that looks where p11enroll-net went.
+$(BUILD)/agent/netproc.o: $(BUILD)/libexecdir.stamp
+$(BUILD)/libexecdir.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(LIBEXECDIR)' | cmp -s - $@ || echo '$(LIBEXECDIR)' >$@
+
+$(BUILD)/p11enroll-net: $(BUILD)/agent/netmain.o $(BUILD)/libp11enroll-net.a $(BUILD)/libp11enroll.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(NET_LIBS)
+
+# The tests' own build of the program: its network process tries to break out of its
+# confinement when P11E_TEST_NETPROC_TRY says so (t-privsep.sh). p11enroll-testhooks is
+# p11enroll; it starts the p11enroll-net beside it, which has the hooks. Never installed.
 TESTHOOKS := $(BUILD)/tests/p11enroll-testhooks
+TESTHOOKS_NET := $(BUILD)/tests/p11enroll-net
 $(BUILD)/tests/netproc-testhooks.o: agent/netproc_confine.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DP11E_TEST_HOOKS -MMD -MP -Iagent -c -o $@ $<
 -include $(BUILD)/tests/netproc-testhooks.d
-$(TESTHOOKS): $(BUILD)/agent/main.o $(BUILD)/tests/netproc-testhooks.o $(BUILD)/libp11enroll.a
+$(TESTHOOKS_NET): $(BUILD)/agent/netmain.o $(BUILD)/tests/netproc-testhooks.o \
+		$(BUILD)/libp11enroll-net.a $(BUILD)/libp11enroll.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(NET_LIBS)
+$(TESTHOOKS): $(BUILD)/agent/main.o $(BUILD)/libp11enroll.a | $(TESTHOOKS_NET)
+	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libp11enroll.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libp11enroll.a $(BUILD)/libp11enroll-net.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -Iagent -Itokens $(LDFLAGS) -o $@ $< $(BUILD)/libp11enroll.a $(LIBS) $(CMOCKA_LIBS)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -Iagent -Itokens $(LDFLAGS) -o $@ $< $(BUILD)/libp11enroll-net.a $(BUILD)/libp11enroll.a $(NET_LIBS) $(CMOCKA_LIBS)
 
 -include $(UNIT_BIN:=.d)
 
@@ -196,6 +227,8 @@ fleet: $(BUILD)/fleet
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
 	install -m 0755 $(BUILD)/p11enroll $(DESTDIR)$(BINDIR)/p11enroll
+	install -d $(DESTDIR)$(LIBEXECDIR)
+	install -m 0755 $(BUILD)/p11enroll-net $(DESTDIR)$(LIBEXECDIR)/p11enroll-net
 	install -m 0644 conf/p11enroll.8 $(DESTDIR)$(MANDIR)/man8/p11enroll.8
 	install -m 0644 conf/p11enroll.conf.5 $(DESTDIR)$(MANDIR)/man5/p11enroll.conf.5
 	install -d $(DESTDIR)$(UNITDIR)
@@ -234,7 +267,8 @@ FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L $(WARN) \
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/bin/%)
-FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+# The network process's sources too: every file gets clang's -Werror as well.
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o) $(NET_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 # Seeds of each target (tests/fuzz/seeds/TARGET/ and tests/data/fuzz/TARGET-* come too).
 FUZZ_SEEDS_fuzz_caps := tests/data/caps-*.txt
 FUZZ_SEEDS_fuzz_cacert := tests/data/getcacert-* tests/data/*.der
@@ -258,7 +292,7 @@ $(FUZZ_DIR)/libp11enroll.a: $(FUZZ_LIB_OBJ)
 $(FUZZ_DIR)/bin/%: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(FUZZ_DIR)/libp11enroll.a
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -Iagent -Itokens \
-		-DFUZZ_DATA_DIR='"$(CURDIR)/tests/data"' -o $@ $< $(FUZZ_DIR)/libp11enroll.a $(LIBS)
+		-DFUZZ_DATA_DIR='"$(CURDIR)/tests/data"' -o $@ $< $(FUZZ_DIR)/libp11enroll.a $(NET_LIBS)
 
 -include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)
 

@@ -423,7 +423,7 @@ fetch_page(const struct conf *c, const char *password, char *logurl, struct http
 			goto out;
 		}
 		http_url_for_log(resp->location, logto, sizeof(logto));
-		if (!http_same_host_https(url, resp->location)) {
+		if (!resp->location_same_https) {
 			log_error(
 			    "NDES challenge page %s redirects to %s, which is not https on the "
 			    "same host and port: the credentials of %s are not sent there; if "

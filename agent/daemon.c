@@ -223,10 +223,10 @@ child_main(struct daemon *d, const struct profile *p, int look_only, int wfd)
 	sigprocmask(SIG_UNBLOCK, &all, NULL);
 	if (d->n > 1)
 		log_set_tag(p->name);
-	/* OpenSSL and libcurl are set up here, in the child: the parent, which
-	 * rests for months, keeps only the pages the dynamic linker touched. */
+	/* OpenSSL is set up here, in the child: the parent, which rests for
+	 * months, keeps only the pages the dynamic linker touched. */
 	memset(&res, 0, sizeof(res));
-	if ((res.err = scep_init()) == 0 && (res.err = http_init()) == 0)
+	if ((res.err = scep_init()) == 0)
 		tick(p->c, look_only, &res);
 	while (off < sizeof(res) &&
 	       ((w = write(wfd, b + off, sizeof(res) - off)) > 0 || (w < 0 && errno == EINTR)))

@@ -368,7 +368,7 @@ dispatch(const struct cmdline_cmd *cmd, struct cmdline_args *a)
 {
 	const unsigned f = cmd->flags;
 	struct conf *c = NULL;
-	int r = P11E_ERR_INTERNAL, lock = -1, http = 0, one;
+	int r = P11E_ERR_INTERNAL, lock = -1, one;
 
 	if ((f & (CMDLINE_CONF | CMDLINE_PROFILES)) != 0 && a->config.n == 0)
 		a->config.v[a->config.n++] = default_conf;
@@ -378,9 +378,8 @@ dispatch(const struct cmdline_cmd *cmd, struct cmdline_args *a)
 		goto out;
 	if ((f & CMDLINE_PLAIN_SUBJECT) != 0 && (r = profile_check_subject(c, cmd->name)) != 0)
 		goto out;
-	if ((f & CMDLINE_CONF) != 0 && ((r = scep_init()) != 0 || (r = http_init()) != 0))
+	if ((f & CMDLINE_CONF) != 0 && (r = scep_init()) != 0)
 		goto out;
-	http = (f & CMDLINE_CONF) != 0;
 	/* One run per profile at a time: a busy profile is no attempt to record. */
 	if ((f & CMDLINE_LOCK) != 0 && (r = statefile_lock(c, &lock)) != 0)
 		goto out;
@@ -390,8 +389,6 @@ dispatch(const struct cmdline_cmd *cmd, struct cmdline_args *a)
 		attempt_record(c, cmd->name, r);
 out:
 	statefile_unlock(lock);
-	if (http)
-		http_cleanup();
 	if ((f & CMDLINE_CONF) != 0)
 		scep_cleanup();
 	conf_free(c);
@@ -412,8 +409,6 @@ main(int argc, char **argv)
 	if ((r = secret_harden()) != 0)
 		return p11e_exit_code(r);
 	harden();
-	if (argc == 2 && strcmp(argv[1], NETPROC_ARG) == 0)
-		return netproc_main();
 	netproc_enable();
 	if ((r = cmdline_check(&prog)) != 0 || (r = cmdline_parse(&prog, argc, argv, &a, &cl)) != 0)
 		return p11e_exit_code(r);

@@ -1,8 +1,7 @@
 /*
- * netproc.c: the network process (netproc.h): its start and end, the
- * requests and answers it exchanges with the process that started it over a
- * socketpair (netproc_wire.h), and its loop; its confinement is in
- * netproc_confine.c.
+ * netproc.c: the network process (netproc.h), seen from the process that
+ * starts it: its start and end, and the requests and answers exchanged over a
+ * socketpair (netproc_wire.h). Its own side is netproc_serve.c.
  */
 #define _GNU_SOURCE /* close_range, setresuid */
 #include <errno.h>
@@ -18,19 +17,20 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/ssl.h>
 
 #include "err.h"
 #include "http.h"
 #include "log.h"
 #include "netproc.h"
-#include "netproc_confine.h"
 #include "netproc_wire.h"
 #include "secret.h"
 #include "store.h"
 
-#define NETPROC_FD 3
 #define CA_PEM_MAX (1u << 20)
+
+#ifndef P11E_LIBEXECDIR
+#define P11E_LIBEXECDIR "/usr/local/libexec/p11enroll"
+#endif
 
 extern char **environ;
 
@@ -190,14 +190,46 @@ out:
 	return rc;
 }
 
+/*
+ * The path of p11enroll-net: beside this program (readlink of /proc/self/exe:
+ * a build tree, or both installed in one directory), else in P11E_LIBEXECDIR.
+ * Only directories root or this user own can hold this program in the first
+ * place, so the one beside it is as trusted as it.
+ */
+static int
+prog_path(char *buf, size_t size)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash;
+
+	if (n > 0) {
+		self[n] = '\0';
+		if ((slash = strrchr(self, '/')) != NULL) {
+			*slash = '\0';
+			if ((size_t)snprintf(buf, size, "%s/%s", self, NETPROC_PROG) < size &&
+			    access(buf, X_OK) == 0)
+				return 0;
+		}
+	}
+	if ((size_t)snprintf(buf, size, "%s/%s", P11E_LIBEXECDIR, NETPROC_PROG) >= size)
+		return -1;
+	return 0;
+}
+
 static int
 start(void)
 {
-	char *argv[] = {"p11enroll", NETPROC_ARG, NULL};
+	char *argv[] = {NETPROC_PROG, NULL};
+	char path[4096 + sizeof(NETPROC_PROG) + 1] = "";
 	int sv[2] = {-1, -1}, err[2] = {-1, -1}, e = 0;
 	ssize_t k;
 	pid_t pid;
 
+	if (prog_path(path, sizeof(path)) != 0) {
+		e = ENAMETOOLONG;
+		goto fail;
+	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
 	    pipe2(err, O_CLOEXEC) != 0 || (pid = fork()) < 0) {
 		e = errno;
@@ -207,7 +239,7 @@ start(void)
 		/* Only async-signal-safe calls here: dup2 clears FD_CLOEXEC on the copy, so
 		 * the socket is fd 3 there; the program closes every descriptor above it. */
 		if (dup2(sv[1], NETPROC_FD) == NETPROC_FD)
-			execve("/proc/self/exe", argv, environ);
+			execve(path, argv, environ);
 		e = errno;
 		(void)!write(err[1], &e, sizeof(e));
 		_exit(P11E_EXIT_SOFTWARE);
@@ -230,10 +262,10 @@ start(void)
 	sock = sv[0];
 	if (!at_exit_set && atexit(finish) == 0)
 		at_exit_set = 1;
-	log_debug("network process %ld started", (long)pid);
+	log_debug("network process %ld started (%s)", (long)pid, path);
 	return 0;
 fail:
-	log_error("cannot start the network process (/proc/self/exe): %s", strerror(e));
+	log_error("cannot start the network process (%s): %s", path, strerror(e));
 	if (sv[0] >= 0)
 		close(sv[0]);
 	if (sv[1] >= 0)
@@ -259,124 +291,4 @@ netproc_prestart(void)
 	if (!enabled || broken || sock >= 0)
 		return;
 	(void)start(); /* a failure is logged; the first request reports it again */
-}
-
-/* ---------------------------------------------------------------- the network process */
-
-/* Serves one request message; the answer goes to w. */
-static int
-serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
-{
-	struct http_opts o;
-	struct http_resp *resp = NULL;
-	char *method = NULL, *url = NULL, *ctype = NULL, *proxy = NULL, *user = NULL, *pw = NULL;
-	char *tag = NULL;
-	const unsigned char *body, *ca;
-	size_t blen, calen;
-	unsigned long before = http_request_count();
-	int rc = P11E_ERR_INTERNAL;
-
-	memset(&o, 0, sizeof(o));
-	if (netproc_r_str(r, &method) != 0 || netproc_r_str(r, &url) != 0 ||
-	    netproc_r_str(r, &ctype) != 0)
-		goto oom;
-	body = netproc_r_bytes(r, &blen);
-	o.timeout_s = (long)netproc_r_num(r);
-	o.max_body = (size_t)netproc_r_num(r);
-	o.secret_body = (int)netproc_r_num(r);
-	ca = netproc_r_bytes(r, &calen);
-	o.ca_pem = ca;
-	o.ca_pem_len = calen;
-	o.quiet = (int)netproc_r_num(r);
-	o.no_proxy = (int)netproc_r_num(r);
-	if (netproc_r_str(r, &proxy) != 0 || netproc_r_str(r, &user) != 0 ||
-	    netproc_r_str(r, &pw) != 0)
-		goto oom;
-	o.proxy = proxy;
-	o.user = user;
-	o.password = pw;
-	o.auth = (unsigned)netproc_r_num(r);
-	log_set_level((int)netproc_r_num(r));
-	if (netproc_r_str(r, &tag) != 0)
-		goto oom;
-	if (r->bad || r->off != r->len || method == NULL || url == NULL ||
-	    (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)) {
-		log_error("malformed request to the network process");
-		return -1;
-	}
-	log_set_tag(tag);
-	log_clear_last_error();
-	http_retry_after_reset();
-	rc = http_request_here(method, url, ctype, body, blen, &o, &resp);
-	goto answer;
-oom:
-	rc = P11E_ERR_ALLOC;
-answer:
-	netproc_w_num(w, rc);
-	netproc_w_num(w, (int64_t)(http_request_count() - before));
-	netproc_w_num(w, http_retry_after());
-	netproc_w_str(w, log_last_error());
-	if (rc == 0) {
-		netproc_w_num(w, resp->status);
-		netproc_w_str(w, resp->content_type);
-		netproc_w_str(w, resp->location);
-		netproc_w_bytes(w, resp->body != NULL ? resp->body : (const unsigned char *)"",
-		                resp->len);
-	}
-	http_resp_free(resp);
-	secret_wipe_free(method);
-	secret_wipe_free(url);
-	secret_wipe_free(ctype);
-	secret_wipe_free(proxy);
-	secret_wipe_free(user);
-	secret_wipe_free(pw);
-	secret_wipe_free(tag);
-	return 0;
-}
-
-int
-netproc_main(void)
-{
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
-	struct netproc_rbuf r;
-	struct rusage ru;
-	unsigned char *msg = NULL;
-	size_t len = 0;
-	int got;
-
-	signal(SIGPIPE, SIG_IGN);
-	if (fcntl(NETPROC_FD, F_GETFD) < 0) {
-		log_error("%s is started by p11enroll itself, not by hand", NETPROC_ARG);
-		return P11E_EXIT_USAGE;
-	}
-	(void)close_range(NETPROC_FD + 1, ~0U, 0);
-	/* Everything that loads a library or reads configuration, before the filter. */
-	if (http_init() != 0 || OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL) != 1)
-		return P11E_EXIT_SOFTWARE;
-	if (netproc_confine() != 0)
-		return P11E_EXIT_SOFTWARE;
-	while ((got = netproc_recv(NETPROC_FD, &msg, &len)) == 0) {
-		r.p = msg;
-		r.len = len;
-		r.off = 0;
-		r.bad = 0;
-		if (serve(&r, &w) != 0 || w.oom || netproc_send(NETPROC_FD, &w) != 0)
-			got = -1;
-		OPENSSL_cleanse(msg, len);
-		secret_wipe_free(msg);
-		msg = NULL;
-		netproc_w_free(&w);
-		if (got != 0)
-			break;
-	}
-	http_cleanup();
-	if (getrusage(RUSAGE_SELF, &ru) == 0)
-		log_debug("network process: %lu request%s, peak RSS %ld KiB", http_request_count(),
-		          http_request_count() == 1 ? "" : "s", ru.ru_maxrss);
-#if defined(__SANITIZE_ADDRESS__)
-	/* LeakSanitizer's check at exit stops the threads with ptrace from a child process,
-	 * which the filter forbids (and a nobody process cannot trace itself): it would spin. */
-	_exit(got == 1 ? P11E_EXIT_OK : P11E_EXIT_SOFTWARE);
-#endif
-	return got == 1 ? P11E_EXIT_OK : P11E_EXIT_SOFTWARE;
 }

@@ -1,8 +1,9 @@
 /*
- * netproc.h: the network process (netproc.c). libcurl, TLS and every byte a
- * server sends are handled in a process of their own: this program started
- * afresh (posix_spawn of /proc/self/exe), so it never shares memory with the
- * process that holds the PKCS#11 module, the PIN, the challenge or state_dir.
+ * netproc.h: the network process. libcurl, TLS and every byte a server sends
+ * are handled in a process of their own: the program p11enroll-net
+ * (netmain.c, netproc_serve.c), executed afresh by netproc.c, so it never
+ * shares memory with the process that holds the PKCS#11 module, the PIN, the
+ * challenge or state_dir, and p11enroll itself does not link libcurl.
  * Started as root it becomes the user "nobody"; then it is confined: no new
  * privileges, and a seccomp filter that kills it on any system call outside
  * what HTTP(S) needs (no execve, no ptrace, no new executable mappings, so no
@@ -14,8 +15,12 @@
 #ifndef P11E_NETPROC_H
 #define P11E_NETPROC_H
 
-/* argv[1] of the network process. */
-#define NETPROC_ARG "--network-process"
+/* The network process's request socket. */
+#define NETPROC_FD 3
+
+/* Its program's name: found beside the running p11enroll (a build tree, a
+ * side-by-side install), else in P11E_LIBEXECDIR. */
+#define NETPROC_PROG "p11enroll-net"
 
 /*
  * Routes http_get/http_post to the network process, which the first request
@@ -43,8 +48,9 @@ void netproc_prestart(void);
 void netproc_end(void);
 
 /*
- * The network process's main(), with the request socket on fd 3: confines
- * itself, then serves requests until EOF. Returns the exit code.
+ * The network process's main() (netproc_serve.c), with the request socket on
+ * NETPROC_FD: confines itself, then serves requests until EOF. Returns the
+ * exit code.
  */
 int netproc_main(void);
 

@@ -191,6 +191,23 @@ netproc_recv(int fd, unsigned char **buf, size_t *len)
 	return 0;
 }
 
+void
+netproc_answer_write(struct netproc_wbuf *w, const struct netproc_answer *a,
+                     const struct http_resp *resp)
+{
+	netproc_w_num(w, a->rc);
+	netproc_w_num(w, (int64_t)a->started);
+	netproc_w_num(w, a->retry_after);
+	netproc_w_str(w, a->err);
+	if (a->rc != 0)
+		return;
+	netproc_w_num(w, resp->status);
+	netproc_w_str(w, resp->content_type);
+	netproc_w_str(w, resp->location);
+	netproc_w_num(w, resp->location_same_https);
+	netproc_w_bytes(w, resp->body != NULL ? resp->body : (const unsigned char *)"", resp->len);
+}
+
 int
 netproc_answer_read(const unsigned char *msg, size_t len, const struct http_opts *o,
                     struct netproc_answer *a, struct http_resp **out)
@@ -228,6 +245,10 @@ netproc_answer_read(const unsigned char *msg, size_t len, const struct http_opts
 			ret = P11E_ERR_ALLOC;
 			goto out;
 		}
+		v = netproc_r_num(&r);
+		if (v != 0 && (v != 1 || resp->location == NULL))
+			goto out;
+		resp->location_same_https = (int)v;
 		b = netproc_r_bytes(&r, &n);
 		if (r.bad || b == NULL || n > o->max_body || resp->status == 0)
 			goto out;

@@ -67,6 +67,13 @@ struct http_opts;
 struct http_resp;
 
 /*
+ * Writes the answer message (a; resp when a->rc is 0) to w, as
+ * netproc_answer_read reads it; a failure to grow w sets w->oom.
+ */
+void netproc_answer_write(struct netproc_wbuf *w, const struct netproc_answer *a,
+                          const struct http_resp *resp);
+
+/*
  * An answer message of the network process, which is not trusted: on 0 *a
  * is set and, when a->rc is 0, *out is the response (http_resp_free; its
  * body in the secret arena when o->secret_body) of at most o->max_body

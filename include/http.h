@@ -1,5 +1,7 @@
 /*
- * http.h: the transport. libcurl lives behind this interface only.
+ * http.h: the transport. libcurl lives behind this interface only, and only
+ * in the network process (http_curl.c, netproc_serve.c): the functions marked
+ * "libcurl" below are not in the main program.
  */
 #ifndef P11E_HTTP_H
 #define P11E_HTTP_H
@@ -42,10 +44,12 @@ struct http_resp {
 	size_t len;
 	char *location; /* 3xx only: the absolute redirect target without user:password@, or
 	                   NULL. Never followed by this module. */
+	int location_same_https; /* with location: http_same_host_https(url, location),
+	                            judged by the parser that would follow it (libcurl's) */
 };
 
 /*
- * Once per process, before any request. libcurl gets an allocator that wipes
+ * libcurl. Once per process, before any request. libcurl gets an allocator that wipes
  * every block it frees (secret_wipe_*): its copies of the user, the password,
  * the Authorization header and the pages it received do not outlive the
  * request.
@@ -74,9 +78,11 @@ int http_post(const char *url, const char *content_type, const unsigned char *bo
               const struct http_opts *o, struct http_resp **out);
 
 /*
- * What http_get and http_post run instead of this process's libcurl, or NULL
- * for libcurl here (netproc.c sends them to the network process). fn gets
- * "GET" or "POST"; for a GET, ctype and body are NULL.
+ * What http_get and http_post run: netproc.c's, which sends them to the
+ * network process (set by netproc_enable), or http_request_here (in the
+ * network process, and in unit tests). None set: they fail with
+ * P11E_ERR_INTERNAL. fn gets "GET" or "POST"; for a GET, ctype and body are
+ * NULL.
  */
 typedef int (*http_request_fn)(const char *method, const char *url, const char *ctype,
                                const unsigned char *body, size_t len, const struct http_opts *o,
@@ -84,8 +90,9 @@ typedef int (*http_request_fn)(const char *method, const char *url, const char *
 void http_set_remote(http_request_fn fn);
 
 /*
- * One request with this process's libcurl, whatever http_set_remote says
- * (the network process serves its requests with it); as http_get/http_post.
+ * libcurl. One request with this process's libcurl, whatever http_set_remote
+ * says (the network process serves its requests with it); as
+ * http_get/http_post.
  */
 int http_request_here(const char *method, const char *url, const char *ctype,
                       const unsigned char *body, size_t len, const struct http_opts *o,
@@ -120,7 +127,7 @@ void http_resp_reason(const struct http_resp *r, char *buf, size_t size);
 void http_resp_free(struct http_resp *r);
 
 /*
- * Whether a redirect from url `from` to url `to` may carry the same
+ * libcurl. Whether a redirect from url `from` to url `to` may carry the same
  * credentials: 1 if `to` is https, has no user:password@, and names the same
  * host (compared case-insensitively) and the same port as `from`; the one
  * exception to the port is the upgrade from http on port 80 to https on 443.

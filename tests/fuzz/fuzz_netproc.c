@@ -29,7 +29,8 @@ check(const struct netproc_answer *a, const struct http_resp *resp, const struct
 	if ((a->rc == 0) != (resp != NULL))
 		abort();
 	if (resp != NULL && (resp->status < 100 || resp->status > 999 || resp->len > o->max_body ||
-	                     resp->body == NULL || resp->body[resp->len] != '\0'))
+	                     resp->body == NULL || resp->body[resp->len] != '\0' ||
+	                     (resp->location_same_https && resp->location == NULL)))
 		abort();
 }
 
@@ -52,16 +53,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	check(&a, resp, &o);
-	netproc_w_num(&w, a.rc);
-	netproc_w_num(&w, (int64_t)a.started);
-	netproc_w_num(&w, a.retry_after);
-	netproc_w_str(&w, a.err);
-	if (resp != NULL) {
-		netproc_w_num(&w, resp->status);
-		netproc_w_str(&w, resp->content_type);
-		netproc_w_str(&w, resp->location);
-		netproc_w_bytes(&w, resp->body, resp->len);
-	}
+	netproc_answer_write(&w, &a, resp);
 	if (w.oom)
 		abort();
 	if (netproc_answer_read(w.p, w.len, &o, &a2, &resp2) != 0)
@@ -69,6 +61,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (a2.rc != a.rc || a2.started != a.started || a2.retry_after != a.retry_after ||
 	    (a.err == NULL) != (a2.err == NULL) || (a.err != NULL && strcmp(a.err, a2.err) != 0) ||
 	    (resp != NULL && (resp2->status != resp->status || resp2->len != resp->len ||
+	                      resp2->location_same_https != resp->location_same_https ||
 	                      memcmp(resp2->body, resp->body, resp->len) != 0)))
 		abort();
 	netproc_w_free(&w);

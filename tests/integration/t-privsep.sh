@@ -1,7 +1,8 @@
 #!/bin/bash
 # shellcheck source-path=SCRIPTDIR disable=SC2031,SC2034,SC2119  # T is set per test by run_tests; variables feed lib.sh functions
-# t-privsep.sh: the network process (agent/netproc.c). The tests' own build of p11enroll
-# ($P11E_TESTHOOKS, never installed) makes it try, once confined, what a network process
+# t-privsep.sh: the network process (agent/netproc.c, p11enroll-net). The tests' own build
+# ($P11E_TESTHOOKS, never installed: p11enroll, which starts the p11enroll-net beside it,
+# built with the hooks) makes it try, once confined, what a network process
 # taken over by a hostile server would: read the PIN file, write into state_dir, load the
 # PKCS#11 module, run a program. Each is refused or kills it; the enrollment stops with
 # exit 70 and a message naming the network process, and the token and state_dir are as
@@ -71,11 +72,48 @@ test_network_process_resolves_a_name() {
 	check_enrollment
 }
 
-# Started by hand, without the socket its parent gives it, it says so.
+# p11enroll-net started by hand, without the socket its parent gives it, says so; and
+# p11enroll has no such mode of its own.
 test_network_process_is_not_a_command() {
-	"$P11ENROLL" --network-process >run.out 2>run.err 3>&-
-	assert_eq 64 "$?" "exit status of --network-process by hand"
+	local net
+	net=$(dirname "$P11ENROLL")/p11enroll-net
+	"$net" >run.out 2>run.err 3>&-
+	assert_eq 64 "$?" "exit status of p11enroll-net by hand"
 	assert_contains run.err "started by p11enroll itself"
+	"$P11ENROLL" --network-process >run.out 2>run.err 3>&-
+	assert_eq 64 "$?" "exit status of p11enroll --network-process"
+}
+
+# p11enroll starts the p11enroll-net beside it; without one there, the one in the libexec
+# directory it was built for, and a missing one is exit 70 naming that path.
+test_network_process_program_is_found_beside_then_in_libexec() {
+	make_token || return
+	start_scepserver "$T/srv" || return
+	write_conf
+	mkdir -p "$T/alone" "$T/pair"
+	cp "$P11ENROLL" "$T/alone/p11enroll"
+	cp "$P11ENROLL" "$(dirname "$P11ENROLL")/p11enroll-net" "$T/pair/"
+	"$T/alone/p11enroll" -c "$CONF" enroll >run.out 2>run.err </dev/null
+	assert_eq 70 "$?" "exit status without p11enroll-net"
+	cat run.err >&2
+	assert_match run.err "cannot start the network process \(/.*libexec/p11enroll/p11enroll-net\): No such file or directory"
+	assert_eq 0 "$(token_objects | grep -c '^cert|')" "certificates on the token"
+	local P11ENROLL=$T/pair/p11enroll
+	assert_exit 0 p11e enroll || return
+	check_enrollment
+}
+
+# p11enroll itself does not load libcurl: a process that never parses a server's bytes
+# over TLS has no TLS client in it. Its network process has it.
+test_main_program_does_not_link_libcurl() {
+	local net
+	net=$(dirname "$P11ENROLL")/p11enroll-net
+	ldd "$P11ENROLL" >ldd.main || fail "ldd $P11ENROLL"
+	ldd "$net" >ldd.net || fail "ldd $net"
+	assert_not_contains ldd.main "libcurl"
+	assert_not_contains ldd.main "libseccomp"
+	assert_contains ldd.net "libcurl"
+	assert_contains ldd.net "libseccomp"
 }
 
 run_tests

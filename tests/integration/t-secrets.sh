@@ -144,13 +144,14 @@ test_dump_after_ndes_exchange_holds_no_secret() {
 	stop_pid "$T/enroll.pid"
 }
 
-# network_process_checks PID: the network process of the p11enroll PID (netproc.c), which
-# fetched the NDES page and sent the PKCSReq: another user than root, no new privileges, a
-# seccomp filter, the PKCS#11 module nowhere in its memory map (it is in PID's), and no
-# secret in what a dump of it holds.
+# network_process_checks PID: the network process of the p11enroll PID (netproc.c,
+# p11enroll-net), which fetched the NDES page and sent the PKCSReq: another user than root,
+# no new privileges, a seccomp filter, the PKCS#11 module nowhere in its memory map (it is
+# in PID's), libcurl only in its map (not in PID's), and no secret in what a dump of it
+# holds.
 network_process_checks() {
 	local pid=$1 np
-	np=$(pgrep -P "$pid" -f -- '--network-process' | head -n1)
+	np=$(pgrep -P "$pid" -x p11enroll-net | head -n1)
 	if [ -z "$np" ]; then
 		fail "no network process under p11enroll (pid $pid): $(pgrep -a -P "$pid")"
 		return 1
@@ -160,9 +161,11 @@ network_process_checks() {
 	assert_match "/proc/$np/status" '^Seccomp:[[:space:]]+2$'
 	assert_contains "/proc/$pid/maps" "$(basename "$MODULE")"
 	assert_not_contains "/proc/$np/maps" "$(basename "$MODULE")"
+	assert_contains "/proc/$np/maps" "libcurl"
+	assert_not_contains "/proc/$pid/maps" "libcurl"
 	{
 		grep -v '^canary ' "$T/secrets"
-		echo "canary --network-process" # its argv: the scan sees its memory
+		echo "canary p11enroll-net" # its argv: the scan sees its memory
 	} >"$T/secrets-np"
 	python3 "$T/scan.py" "$np" "$T/secrets-np" >"$T/scan-np.txt" || fail "the memory scan failed"
 	cat "$T/scan-np.txt" >&2

@@ -391,6 +391,7 @@ group_setup(void **state)
 	if ((capture_fd = mkstemp(capture_path)) < 0)
 		return -1;
 	unlink(capture_path);
+	http_set_remote(http_request_here); /* as in the network process */
 	return http_init();
 }
 

@@ -1,0 +1,137 @@
+/*
+ * netproc_serve.c: the network process's side (netproc.h): netproc_main,
+ * started as the program p11enroll-net (netmain.c) with the request socket on
+ * fd 3, confines itself (netproc_confine.c) and serves each request with
+ * libcurl (http_curl.c). The process that started it is in netproc.c.
+ */
+#define _GNU_SOURCE /* close_range */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "netproc.h"
+#include "netproc_confine.h"
+#include "netproc_wire.h"
+#include "secret.h"
+
+/* Serves one request message; the answer goes to w. */
+static int
+serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
+{
+	struct http_opts o;
+	struct http_resp *resp = NULL;
+	struct netproc_answer a;
+	char *method = NULL, *url = NULL, *ctype = NULL, *proxy = NULL, *user = NULL, *pw = NULL;
+	char *tag = NULL;
+	const unsigned char *body, *ca;
+	size_t blen, calen;
+	unsigned long before = http_request_count();
+	int rc = P11E_ERR_INTERNAL;
+
+	memset(&o, 0, sizeof(o));
+	if (netproc_r_str(r, &method) != 0 || netproc_r_str(r, &url) != 0 ||
+	    netproc_r_str(r, &ctype) != 0)
+		goto oom;
+	body = netproc_r_bytes(r, &blen);
+	o.timeout_s = (long)netproc_r_num(r);
+	o.max_body = (size_t)netproc_r_num(r);
+	o.secret_body = (int)netproc_r_num(r);
+	ca = netproc_r_bytes(r, &calen);
+	o.ca_pem = ca;
+	o.ca_pem_len = calen;
+	o.quiet = (int)netproc_r_num(r);
+	o.no_proxy = (int)netproc_r_num(r);
+	if (netproc_r_str(r, &proxy) != 0 || netproc_r_str(r, &user) != 0 ||
+	    netproc_r_str(r, &pw) != 0)
+		goto oom;
+	o.proxy = proxy;
+	o.user = user;
+	o.password = pw;
+	o.auth = (unsigned)netproc_r_num(r);
+	log_set_level((int)netproc_r_num(r));
+	if (netproc_r_str(r, &tag) != 0)
+		goto oom;
+	if (r->bad || r->off != r->len || method == NULL || url == NULL ||
+	    (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)) {
+		log_error("malformed request to the network process");
+		return -1;
+	}
+	log_set_tag(tag);
+	log_clear_last_error();
+	http_retry_after_reset();
+	rc = http_request_here(method, url, ctype, body, blen, &o, &resp);
+	goto answer;
+oom:
+	rc = P11E_ERR_ALLOC;
+answer:
+	a.rc = rc;
+	a.started = http_request_count() - before;
+	a.retry_after = http_retry_after();
+	a.err = (char *)log_last_error(); /* only read */
+	netproc_answer_write(w, &a, resp);
+	http_resp_free(resp);
+	secret_wipe_free(method);
+	secret_wipe_free(url);
+	secret_wipe_free(ctype);
+	secret_wipe_free(proxy);
+	secret_wipe_free(user);
+	secret_wipe_free(pw);
+	secret_wipe_free(tag);
+	return 0;
+}
+
+int
+netproc_main(void)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct netproc_rbuf r;
+	struct rusage ru;
+	unsigned char *msg = NULL;
+	size_t len = 0;
+	int got;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (fcntl(NETPROC_FD, F_GETFD) < 0) {
+		log_error("p11enroll-net is started by p11enroll itself, not by hand");
+		return P11E_EXIT_USAGE;
+	}
+	(void)close_range(NETPROC_FD + 1, ~0U, 0);
+	/* Everything that loads a library or reads configuration, before the filter. */
+	if (http_init() != 0 || OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL) != 1)
+		return P11E_EXIT_SOFTWARE;
+	if (netproc_confine() != 0)
+		return P11E_EXIT_SOFTWARE;
+	while ((got = netproc_recv(NETPROC_FD, &msg, &len)) == 0) {
+		r.p = msg;
+		r.len = len;
+		r.off = 0;
+		r.bad = 0;
+		if (serve(&r, &w) != 0 || w.oom || netproc_send(NETPROC_FD, &w) != 0)
+			got = -1;
+		OPENSSL_cleanse(msg, len);
+		secret_wipe_free(msg);
+		msg = NULL;
+		netproc_w_free(&w);
+		if (got != 0)
+			break;
+	}
+	http_cleanup();
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		log_debug("network process: %lu request%s, peak RSS %ld KiB", http_request_count(),
+		          http_request_count() == 1 ? "" : "s", ru.ru_maxrss);
+#if defined(__SANITIZE_ADDRESS__)
+	/* LeakSanitizer's check at exit stops the threads with ptrace from a child process,
+	 * which the filter forbids (and a nobody process cannot trace itself): it would spin. */
+	_exit(got == 1 ? P11E_EXIT_OK : P11E_EXIT_SOFTWARE);
+#endif
+	return got == 1 ? P11E_EXIT_OK : P11E_EXIT_SOFTWARE;
+}
