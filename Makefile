@@ -147,19 +147,9 @@ integration: all $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list $(TESTHOOK
 		P11E_OPENSSL_BINS=$$(tr '\n' : <$(BUILD)/old-openssl.list) tests/integration/run.sh
 
 # The Python test doubles check themselves (and against OpenSSL's CLI) before they judge us:
-# one process per test module, side by side, each module's output printed in turn.
-DOUBLES_TESTS := $(notdir $(wildcard tests/doubles/test_*.py))
+# each test class in a process of its own, several at a time (tests/doubles/run_tests.py).
 doubles:
-	@mkdir -p $(BUILD); rc=0; jobs=; pids=; \
-	trap 'kill $$pids 2>/dev/null; exit 130' INT TERM; \
-	for t in $(DOUBLES_TESTS); do \
-		/usr/bin/python3 -m unittest discover -s tests/doubles -p $$t >$(BUILD)/$$t.log 2>&1 & \
-		jobs="$$jobs $$!:$$t"; pids="$$pids $$!"; \
-	done; \
-	for j in $$jobs; do \
-		wait $${j%%:*} || rc=1; echo "== tests/doubles/$${j#*:}"; cat $(BUILD)/$${j#*:}.log; \
-	done; \
-	exit $$rc
+	/usr/bin/python3 tests/doubles/run_tests.py
 
 # Plain build first, then everything again under ASan+UBSan. Both trees are built first,
 # on every core. Every stage runs, also after one failed (a failing unit test must not hide
