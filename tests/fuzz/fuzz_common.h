@@ -42,6 +42,16 @@ fuzz_quiet(void)
 	log_set_level(getenv("FUZZ_VERBOSE") != NULL ? LOG_LVL_DEBUG : -1);
 }
 
+/* The LLVMFuzzerInitialize of a target that needs nothing set up but quiet logging. */
+#define FUZZ_INITIALIZE_QUIET                                                                      \
+	int LLVMFuzzerInitialize(int *argc, char ***argv)                                          \
+	{                                                                                          \
+		(void)argc;                                                                        \
+		(void)argv;                                                                        \
+		fuzz_quiet();                                                                      \
+		return 0;                                                                          \
+	}
+
 /* The whole fixture tests/data/<name>; malloc'ed. */
 static inline unsigned char *
 fuzz_load(const char *name, size_t *len)

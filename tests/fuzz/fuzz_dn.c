@@ -16,14 +16,7 @@
 #include "scep.h"
 #include "template.h"
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_INITIALIZE_QUIET
 
 static void
 parse_dn(const char *s)

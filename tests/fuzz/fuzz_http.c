@@ -19,14 +19,7 @@
 #include "http.h"
 #include "http_parse.h"
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_INITIALIZE_QUIET
 
 /* The next field of *s (up to '\n' or the end), NUL-terminated in place. */
 static char *

@@ -14,14 +14,7 @@
 
 #define WIDE_MAX (64 * 1024)
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_INITIALIZE_QUIET
 
 static void
 parse(const unsigned char *page, size_t len)

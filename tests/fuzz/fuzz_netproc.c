@@ -12,14 +12,7 @@
 #include "netproc_wire.h"
 #include "secret.h"
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_INITIALIZE_QUIET
 
 static void
 check(const struct netproc_answer *a, const struct http_resp *resp, const struct http_opts *o)
