@@ -212,30 +212,40 @@ start_scepserver() {
 	return 1
 }
 
+# start_double NAME DIR BASE -- COMMAND...: runs one of the tests' own servers (a Python
+#   double) in the background, its output appended to DIR/BASE.log, its PID in DIR/BASE.pid
+#   (registered: stopped by PID at the end of the test), and waits until it has written
+#   the ready file that COMMAND was given (DIR/BASE.port: its port) or has died, for at
+#   most 30 s. If it did not start: the end of its log on stderr, stopped, return 1.
+start_double() {
+	local name=$1 dir=$2 base=$3 i pid
+	shift 4
+	rm -f "$dir/$base.port"
+	"$@" >>"$dir/$base.log" 2>&1 </dev/null &
+	pid=$!
+	echo "$pid" >"$dir/$base.pid"
+	register_pidfile "$dir/$base.pid"
+	for ((i = 0; i < 600; i++)); do
+		[ -s "$dir/$base.port" ] && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	echo "$name did not start; its log:" >&2
+	tail -n 20 "$dir/$base.log" >&2
+	stop_pid "$dir/$base.pid"
+	return 1
+}
+
 # start_serial_proxy DIR PORT
 #   Runs tests/doubles/serial_proxy.py on a free 127.0.0.1 port in front of
 #   http://127.0.0.1:PORT: every request is forwarded, one at a time (the others wait at the
 #   proxy), its log in DIR/serial-proxy.log (a line per request with the time it waited).
 #   Sets SCEP_PROXY_PORT and SCEP_PROXY_PIDFILE. Not in $(...).
 start_serial_proxy() {
-	local dir=$1 backend=$2 i pid
-	rm -f "$dir/serial-proxy.port"
-	/usr/bin/python3 "$SRCDIR/tests/doubles/serial_proxy.py" --port 0 --backend "$backend" \
-		--ready-file "$dir/serial-proxy.port" >>"$dir/serial-proxy.log" 2>&1 </dev/null &
-	pid=$!
-	echo "$pid" >"$dir/serial-proxy.pid"
-	register_pidfile "$dir/serial-proxy.pid"
-	for ((i = 0; i < 100; i++)); do
-		[ -s "$dir/serial-proxy.port" ] && break
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.05
-	done
-	if [ ! -s "$dir/serial-proxy.port" ]; then
-		echo "serial_proxy.py did not start; its log:" >&2
-		tail -n 20 "$dir/serial-proxy.log" >&2
-		stop_pid "$dir/serial-proxy.pid"
-		return 1
-	fi
+	local dir=$1 backend=$2
+	start_double serial_proxy.py "$dir" serial-proxy -- \
+		/usr/bin/python3 "$SRCDIR/tests/doubles/serial_proxy.py" --port 0 --backend "$backend" \
+		--ready-file "$dir/serial-proxy.port" || return 1
 	SCEP_PROXY_PORT=$(cat "$dir/serial-proxy.port") SCEP_PROXY_PIDFILE=$dir/serial-proxy.pid
 }
 
@@ -252,7 +262,7 @@ ca_fingerprint() {
 #   double issues them). Its CA and RA keys are generated once per run and copied. Sets SCEP_URL,
 #   SCEP_PIDFILE, SCEP_CA_PEM and CA_FP (the CA's sha256 pin). Not in $(...).
 start_responder() {
-	local dir=$1 mode=$2 cache i pid
+	local dir=$1 mode=$2 cache
 	shift 2
 	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || return 1
 	cache=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}/responder
@@ -260,31 +270,16 @@ start_responder() {
 	SCEP_CHALLENGE=${SCEP_CHALLENGE:-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
 	local challenge=(--challenge "$SCEP_CHALLENGE")
 	[ "$SCEP_CHALLENGE" != - ] || challenge=()
-	rm -f "$dir/port"
-	/usr/bin/python3 "$SRCDIR/tests/doubles/scep_responder.py" --port 0 --dir "$dir/pki" \
-		--mode "$mode" "${challenge[@]}" --ready-file "$dir/port" "$@" \
-		>>"$dir/responder.log" 2>&1 </dev/null &
-	pid=$!
-	echo "$pid" >"$dir/responder.pid"
-	register_pidfile "$dir/responder.pid"
-	for ((i = 0; i < 300; i++)); do
-		[ -s "$dir/port" ] && break
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if [ ! -s "$dir/port" ]; then
-		echo "the SCEP responder did not start; its log:" >&2
-		tail -n 20 "$dir/responder.log" >&2
-		stop_pid "$dir/responder.pid"
-		return 1
-	fi
+	start_double "the SCEP responder" "$dir" responder -- \
+		/usr/bin/python3 "$SRCDIR/tests/doubles/scep_responder.py" --port 0 --dir "$dir/pki" \
+		--mode "$mode" "${challenge[@]}" --ready-file "$dir/responder.port" "$@" || return 1
 	# Published whole by a rename; a file running beside this one may have been first.
 	if [ ! -d "$cache" ]; then
 		local tmp
 		mkdir -p "${cache%/*}" && tmp=$(mktemp -d "$cache.new.XXXXXX") &&
 			cp -r "$dir/pki/." "$tmp" && { mv -T "$tmp" "$cache" 2>/dev/null || rm -rf "$tmp"; }
 	fi
-	SCEP_URL=http://127.0.0.1:$(cat "$dir/port")/scep
+	SCEP_URL=http://127.0.0.1:$(cat "$dir/responder.port")/scep
 	SCEP_PIDFILE=$dir/responder.pid SCEP_CA_PEM=$dir/pki/ca.pem
 	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
 }
@@ -296,7 +291,7 @@ start_responder() {
 #   NDES_PW_FILE, NDES_DIR and NDES_VERIFY (a -csrverifierexec program for scepserver
 #   that accepts each of those challenges once). Not in $(...).
 start_ndes() {
-	local dir=$1 i pid
+	local dir=$1
 	shift
 	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || return 1
 	NDES_DIR=$dir NDES_PW_FILE=$dir/ndes.pass
@@ -305,24 +300,11 @@ start_ndes() {
 	else
 		(umask 077 && od -An -N9 -tx1 /dev/urandom | tr -d ' \n' >"$NDES_PW_FILE")
 	fi
-	rm -f "$dir/port"
-	/usr/bin/python3 "$SRCDIR/tests/doubles/ndes_admin.py" --port 0 --dir "$dir/state" \
+	start_double ndes_admin.py "$dir" ndes -- \
+		/usr/bin/python3 "$SRCDIR/tests/doubles/ndes_admin.py" --port 0 --dir "$dir/state" \
 		--user 'EXAMPLE\enroll' --domain EXAMPLE --password-file "$NDES_PW_FILE" \
-		--ready-file "$dir/port" "$@" >>"$dir/ndes.log" 2>&1 </dev/null &
-	pid=$!
-	echo "$pid" >"$dir/ndes.pid"
-	register_pidfile "$dir/ndes.pid"
-	for ((i = 0; i < 200; i++)); do
-		[ -s "$dir/port" ] && break
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.05
-	done
-	if [ ! -s "$dir/port" ]; then
-		echo "ndes_admin.py did not start; its log:" >&2
-		tail -n 20 "$dir/ndes.log" >&2
-		return 1
-	fi
-	NDES_URL=http://127.0.0.1:$(cat "$dir/port")/CertSrv/MSCEP_ADMIN/
+		--ready-file "$dir/ndes.port" "$@" || return 1
+	NDES_URL=http://127.0.0.1:$(cat "$dir/ndes.port")/CertSrv/MSCEP_ADMIN/
 	case " $* " in *" --https "*) NDES_URL=https://${NDES_URL#http://} ;; esac
 	NDES_VERIFY=$(/usr/bin/python3 "$SRCDIR/tests/doubles/challenge_verifier.py" \
 		--write-wrapper "$dir/state") || return 1

@@ -39,22 +39,13 @@ wait_line() {
 #   $T/pin; pid in $T/pinning.pid (the hook reads it), port in $T/pinning.port, state in
 #   $T/pinning.state, log $T/pinning.log. Not in $(...).
 start_pinning_server() {
-	local i pid
-	rm -f "$T/pinning.port"
-	/usr/bin/python3 "$PINNING" --cert "$T/tls/server.pem" --key "$T/tls/server.key" \
+	start_double pinning_server.py "$T" pinning -- \
+		/usr/bin/python3 "$PINNING" --cert "$T/tls/server.pem" --key "$T/tls/server.key" \
 		--capath "$TRUST_DIR" --pin-file "$T/pin" --port 0 --ready-file "$T/pinning.port" \
-		--state-file "$T/pinning.state" >>"$T/pinning.log" 2>&1 </dev/null &
-	pid=$!
-	echo "$pid" >"$T/pinning.pid"
-	register_pidfile "$T/pinning.pid"
-	for ((i = 0; i < 200; i++)); do
-		[ -s "$T/pinning.port" ] && return 0
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.05
-	done
-	sed 's/^/  pinning: /' "$T/pinning.log" >&2
-	fail "pinning_server.py did not start"
-	return 1
+		--state-file "$T/pinning.state" || {
+		fail "pinning_server.py did not start"
+		return 1
+	}
 }
 
 # start_consumer: tls_consumer.py kept running against the pinning server, configured by
