@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -69,6 +70,17 @@ struct run {
  * failed (often a signature or decryption inside OpenSSL that hid the cause)
  * is reported as the token gone, P11E_ERR_TOKEN, logged naming it; else r.
  */
+/* At -v: this process's own peak RSS (getrusage of itself: a wait4 figure would be
+ * the larger of it and its network process's), for make bench. */
+static void
+log_self_rss(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		log_debug("peak RSS of this process: %ld KiB", ru.ru_maxrss);
+}
+
 static int
 blame_token(struct tok *t, int r)
 {
@@ -680,6 +692,7 @@ commit(struct run *u)
 	log_debug("timing (ms): token open+login %.1f, key %.1f, CSR+sign %.1f, "
 	          "network+server %.1f, decrypt+check+store %.1f",
 	          u->tm.token, u->tm.keygen, u->tm.csr, u->tm.network, u->tm.store);
+	log_self_rss();
 	current_print(stdout, u->t, u->key, u->cert);
 	return 0;
 }

@@ -15,6 +15,7 @@
 #include "err.h"
 #include "exchange.h"
 #include "log.h"
+#include "netproc.h"
 #include "progress.h"
 #include "scep.h"
 
@@ -196,7 +197,9 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 		goto out;
 	tm->network += exchange_now_ms() - t0;
 	t0 = exchange_now_ms();
-	if ((r = scep_rep_parse(rep_der, rep_len, ci->ca->signers, x->txid, sr.nonce, &rep)) != 0)
+	/* Parsed and verified in the network process: this one never parses its CMS. */
+	if ((r = netproc_rep_parse(rep_der, rep_len, ci->ca->signers, x->txid, sr.nonce, &rep)) !=
+	    0)
 		goto out;
 	report_signature(rep);
 	if (rep->status == SCEP_STATUS_FAILURE) {

@@ -22,6 +22,7 @@
 #include "http.h"
 #include "log.h"
 #include "netproc.h"
+#include "netproc_rep.h"
 #include "netproc_wire.h"
 #include "secret.h"
 #include "store.h"
@@ -116,6 +117,45 @@ load_ca(const struct http_opts *o, unsigned char **pem, size_t *len)
 	return store_read_file(o->ca_file, CA_PEM_MAX, pem, len) == 0 ? 0 : P11E_ERR_FILE;
 }
 
+/* This process's network process, started if need be: 0, or -1 (logged). */
+static int
+ready(void)
+{
+	forget_inherited();
+	if (sock < 0 && !broken && start() != 0)
+		return -1;
+	if (broken || sock < 0) {
+		log_error("the network process has ended; no further request in this run");
+		return -1;
+	}
+	return 0;
+}
+
+/* Sends the request in w and reads the answer into *msg (secret_wipe_free): 0, or -1
+ * when the network process is gone (reaped, logged). */
+static int
+call(const struct netproc_wbuf *w, unsigned char **msg, size_t *mlen)
+{
+	*msg = NULL;
+	*mlen = 0;
+	if (netproc_send(sock, w) != 0 || netproc_recv(sock, msg, mlen) != 0) {
+		reap();
+		return -1;
+	}
+	return 0;
+}
+
+/* After a malformed answer: the network process is not to be trusted any more. It is
+ * stopped, no further request goes to it. Returns P11E_ERR_INTERNAL. */
+static int
+distrust(void)
+{
+	log_error("the network process sent a malformed answer; stopped it");
+	kill(child, SIGKILL);
+	reap();
+	return P11E_ERR_INTERNAL;
+}
+
 static int
 remote_request(const char *method, const char *url, const char *ctype, const unsigned char *body,
                size_t len, const struct http_opts *o, struct http_resp **out)
@@ -128,13 +168,8 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 	int rc = P11E_ERR_INTERNAL, got;
 
 	*out = NULL;
-	forget_inherited();
-	if (sock < 0 && !broken && start() != 0)
+	if (ready() != 0)
 		return P11E_ERR_INTERNAL;
-	if (broken || sock < 0) {
-		log_error("the network process has ended; no further request in this run");
-		return P11E_ERR_INTERNAL;
-	}
 	if (load_ca(o, &ca, &calen) != 0) {
 		log_error("cannot read [scep] ca_file %s", o->ca_file);
 		return P11E_ERR_FILE;
@@ -160,18 +195,10 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 		rc = P11E_ERR_ALLOC;
 		goto out;
 	}
-	if (netproc_send(sock, &w) != 0 || (got = netproc_recv(sock, &msg, &mlen)) != 0) {
-		reap();
+	if (call(&w, &msg, &mlen) != 0)
 		goto out;
-	}
 	if ((got = netproc_answer_read(msg, mlen, o, &a, &resp)) != 0) {
-		if (got == P11E_ERR_ALLOC) {
-			rc = P11E_ERR_ALLOC;
-		} else { /* not to be trusted any more: stopped, no further request */
-			log_error("the network process sent a malformed answer; stopped it");
-			kill(child, SIGKILL);
-			reap();
-		}
+		rc = got == P11E_ERR_ALLOC ? P11E_ERR_ALLOC : distrust();
 		goto out;
 	}
 	http_request_count_add(a.started);
@@ -275,6 +302,46 @@ fail:
 	if (err[1] >= 0)
 		close(err[1]);
 	return P11E_ERR_INTERNAL;
+}
+
+int
+netproc_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted, const char *txid,
+                  const unsigned char nonce[16], struct scep_rep **out)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	unsigned char *msg = NULL;
+	char *err = NULL;
+	size_t mlen = 0;
+	int rc = P11E_ERR_INTERNAL, got, answer = 0;
+
+	*out = NULL;
+	if (!enabled)
+		return scep_rep_parse(der, len, trusted, txid, nonce, out);
+	if (ready() != 0)
+		return P11E_ERR_INTERNAL;
+	netproc_w_str(&w, NETPROC_OP_CERTREP);
+	netproc_w_num(&w, log_get_level());
+	netproc_w_str(&w, log_get_tag());
+	netproc_rep_request_write(&w, der, len, trusted, txid, nonce);
+	if (w.oom) {
+		rc = P11E_ERR_ALLOC;
+		goto out;
+	}
+	if (call(&w, &msg, &mlen) != 0)
+		goto out;
+	if ((got = netproc_rep_answer_read(msg, mlen, trusted, len, &answer, &err, out)) != 0) {
+		rc = got == P11E_ERR_ALLOC ? P11E_ERR_ALLOC : distrust();
+		goto out;
+	}
+	if ((rc = answer) != 0 && err != NULL && err[0] != '\0')
+		log_set_last_error(err);
+out:
+	netproc_w_free(&w);
+	if (msg != NULL)
+		OPENSSL_cleanse(msg, mlen);
+	secret_wipe_free(msg);
+	secret_wipe_free(err);
+	return rc;
 }
 
 void

@@ -15,6 +15,12 @@
 #ifndef P11E_NETPROC_H
 #define P11E_NETPROC_H
 
+#include <stddef.h>
+
+#include <openssl/x509.h>
+
+struct scep_rep;
+
 /* The network process's request socket. */
 #define NETPROC_FD 3
 
@@ -31,6 +37,17 @@
  * P11E_ERR_INTERNAL (logged, with the signal) and so does every later one.
  */
 void netproc_enable(void);
+
+/*
+ * scep_rep_parse (scep.h), run in the network process: the CertRep's CMS is
+ * parsed and its signature, transactionID and nonce verified there, never in
+ * this process, which gets back struct scep_rep's fields and checks them
+ * again (netproc_rep.h). Errors as scep_rep_parse's (logged by the network
+ * process), and P11E_ERR_INTERNAL when it is gone or answers nonsense. Without
+ * netproc_enable (unit tests): scep_rep_parse here.
+ */
+int netproc_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted,
+                      const char *txid, const unsigned char nonce[16], struct scep_rep **out);
 
 /*
  * Starts the network process now, before the first request, so that its

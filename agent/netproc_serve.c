@@ -20,8 +20,48 @@
 #include "log.h"
 #include "netproc.h"
 #include "netproc_confine.h"
+#include "netproc_rep.h"
 #include "netproc_wire.h"
+#include "scep.h"
 #include "secret.h"
+
+/* Serves a CertRep to parse and verify (netproc_rep.h), after its op; the answer goes to w. */
+static int
+serve_rep(struct netproc_rbuf *r, struct netproc_wbuf *w)
+{
+	STACK_OF(X509) *trusted = NULL;
+	struct scep_rep *rep = NULL;
+	const unsigned char *der;
+	unsigned char nonce[16];
+	char *tag = NULL, *txid = NULL;
+	size_t len;
+	int rc, level = (int)netproc_r_num(r);
+
+	if (netproc_r_str(r, &tag) != 0) {
+		rc = P11E_ERR_ALLOC;
+		goto answer;
+	}
+	if ((rc = netproc_rep_request_read(r, &der, &len, &trusted, &txid, nonce)) != 0) {
+		secret_wipe_free(tag);
+		if (rc == P11E_ERR_ALLOC)
+			goto answer;
+		log_error("malformed request to the network process");
+		return -1;
+	}
+	log_set_level(level);
+	log_set_tag(tag);
+	log_clear_last_error();
+	rc = scep_rep_parse(der, len, trusted, txid, nonce, &rep);
+	if (rc == 0)
+		log_debug("network process: CertRep parsed, signature and transaction verified");
+answer:
+	netproc_rep_answer_write(w, rc, log_last_error(), rep, trusted);
+	scep_rep_free(rep);
+	sk_X509_pop_free(trusted, X509_free);
+	secret_wipe_free(txid);
+	secret_wipe_free(tag);
+	return 0;
+}
 
 /* Serves one request message; the answer goes to w. */
 static int
@@ -38,8 +78,13 @@ serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	int rc = P11E_ERR_INTERNAL;
 
 	memset(&o, 0, sizeof(o));
-	if (netproc_r_str(r, &method) != 0 || netproc_r_str(r, &url) != 0 ||
-	    netproc_r_str(r, &ctype) != 0)
+	if (netproc_r_str(r, &method) != 0)
+		goto oom;
+	if (method != NULL && strcmp(method, NETPROC_OP_CERTREP) == 0) {
+		secret_wipe_free(method);
+		return serve_rep(r, w);
+	}
+	if (netproc_r_str(r, &url) != 0 || netproc_r_str(r, &ctype) != 0)
 		goto oom;
 	body = netproc_r_bytes(r, &blen);
 	o.timeout_s = (long)netproc_r_num(r);
@@ -106,7 +151,8 @@ netproc_main(void)
 	}
 	(void)close_range(NETPROC_FD + 1, ~0U, 0);
 	/* Everything that loads a library or reads configuration, before the filter. */
-	if (http_init() != 0 || OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL) != 1)
+	if (http_init() != 0 || OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL) != 1 ||
+	    scep_init_verify_only() != 0)
 		return P11E_EXIT_SOFTWARE;
 	if (netproc_confine() != 0)
 		return P11E_EXIT_SOFTWARE;
@@ -125,6 +171,7 @@ netproc_main(void)
 			break;
 	}
 	http_cleanup();
+	scep_cleanup();
 	if (getrusage(RUSAGE_SELF, &ru) == 0)
 		log_debug("network process: %lu request%s, peak RSS %ld KiB", http_request_count(),
 		          http_request_count() == 1 ? "" : "s", ru.ru_maxrss);

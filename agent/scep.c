@@ -40,8 +40,22 @@ make_nid(const char *oid, const char *name)
 	return nid;
 }
 
+static int init(int legacy);
+
 int
 scep_init(void)
+{
+	return init(1);
+}
+
+int
+scep_init_verify_only(void)
+{
+	return init(0);
+}
+
+static int
+init(int legacy)
 {
 	if (nid_transaction_id != 0)
 		return 0;
@@ -49,7 +63,7 @@ scep_init(void)
 		log_openssl(LOG_LVL_ERROR, "cannot load the OpenSSL default provider");
 		return P11E_ERR_INTERNAL;
 	}
-	if ((prov_legacy = OSSL_PROVIDER_load(NULL, "legacy")) == NULL)
+	if (legacy && (prov_legacy = OSSL_PROVIDER_load(NULL, "legacy")) == NULL)
 		log_openssl(LOG_LVL_DEBUG, "OpenSSL legacy provider not available; "
 		                           "single-DES CertReps cannot be decrypted");
 	nid_message_type = make_nid(OID_MESSAGE_TYPE, "scepMessageType");

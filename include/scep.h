@@ -231,6 +231,9 @@ const char *scep_fail_info_str(int fail_info);
  * registers the SCEP attribute OIDs. Once per process.
  */
 int scep_init(void);
+/* As scep_init without the legacy provider: enough to parse and verify (the
+ * network process), not to decrypt a single-DES envelope. */
+int scep_init_verify_only(void);
 
 /* Unloads what scep_init loaded. */
 void scep_cleanup(void);

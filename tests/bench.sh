@@ -77,12 +77,16 @@ drop_cert() {
 : >p11e.txt
 : >p11e-split.txt
 : >p11e-netproc.txt
+: >p11e-self.txt
 for ((i = 0; i < RUNS; i++)); do
 	drop_cert || exit 1
 	measure p11e.txt "$BIN" -c "$T/p11enroll.conf" -v enroll || exit 1
 	grep -o 'timing (ms):.*' "$T/cmd.err" >>p11e-split.txt
 	# The network process's own peak (p11enroll waits for it: its CPU is in p11enroll's).
 	sed -n 's/.*network process: .*peak RSS \([0-9]*\) KiB.*/\1/p' "$T/cmd.err" >>p11e-netproc.txt
+	# p11enroll's own peak: GNU time's is the larger of it and the network process's
+	# (wait4 gives a process's children's peak too).
+	sed -n 's/.*peak RSS of this process: \([0-9]*\) KiB.*/\1/p' "$T/cmd.err" >>p11e-self.txt
 done
 
 # scepclient keeps csr.pem/self.pem in its working directory: one directory per run,
@@ -123,6 +127,8 @@ def load(name):
 p, s, f = load("p11e.txt"), load("scepclient.txt"), load("floor.txt")
 np_rss = [float(l) / 1024 for l in open("p11e-netproc.txt") if l.strip()]
 np_med = statistics.median(np_rss) if np_rss else 0.0
+self_rss = [float(l) / 1024 for l in open("p11e-self.txt") if l.strip()]
+self_med = statistics.median(self_rss) if self_rss else 0.0
 parts = {}
 for line in open("p11e-split.txt"):
     for name, val in re.findall(r"([a-zA-Z+ ]+?) ([0-9.]+)(?:,|$)", line.split(":", 1)[1]):
@@ -138,9 +144,11 @@ lines = [
     f"| ratio p11enroll / scepclient | {p['wall'] / s['wall']:.2f} | {p['cpu'] / s['cpu']:.2f} | {p['rss'] / s['rss']:.2f} |",
     f"| floor: pkcs11-tool, SoftHSM load + login + one RSA sign | {f['wall']:.1f} | {f['cpu']:.1f} | {f['rss']:.1f} (max {f['rss_max']:.1f}) |",
     "",
-    f"p11enroll's network process (libcurl, TLS: netproc.c) has a peak RSS of its own of {np_med:.1f} MiB"
-    f" (median of {len(np_rss)}); p11enroll and it together: {p['rss'] + np_med:.1f} MiB. Its CPU"
-    " time is in p11enroll's (it is waited for).",
+    f"p11enroll's peak RSS above is GNU time's, the larger of its own and its network process's"
+    f" (wait4 reports a waited-for child's peak too). Each on its own (medians of {len(self_rss)}):"
+    f" p11enroll {self_med:.1f} MiB, its network process p11enroll-net (libcurl, TLS, the CertRep's"
+    f" CMS) {np_med:.1f} MiB; together {self_med + np_med:.1f} MiB. The network process's CPU time"
+    " is in p11enroll's (it is waited for).",
     "",
     "Time split inside p11enroll (median ms):",
     "",

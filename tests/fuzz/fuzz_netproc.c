@@ -1,18 +1,77 @@
 /*
  * fuzz_netproc.c: the answers of the network process, which p11enroll does
- * not trust (netproc_answer_read). The first input byte picks the options
- * (secret body or not, a small or a large size limit); the rest is the
- * message. An answer that reads must hold what it claims: a code of ours, a
- * status of 100..999 and a body within the limit. Then the fields read are
- * written again with the writer and must read back the same.
+ * not trust: to a request (netproc_answer_read) and to a CertRep to parse
+ * (netproc_rep_answer_read). The first input byte picks which, and the
+ * options (secret body or not, a small or a large size limit); the rest is
+ * the message. An answer that reads must hold what it claims: a code of ours,
+ * a status of 100..999 and a body within the limit; a SCEP status, a trusted
+ * signer, an accepted digest and an envelope on SUCCESS only. Then the fields
+ * read are written again with the writer and must read back the same.
  */
 #include "err.h"
 #include "fuzz_common.h"
 #include "http.h"
+#include "netproc_rep.h"
 #include "netproc_wire.h"
 #include "secret.h"
 
-FUZZ_INITIALIZE_QUIET
+static STACK_OF(X509) * trusted;
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	fuzz_quiet();
+	if ((trusted = sk_X509_new_null()) == NULL || !sk_X509_push(trusted, fuzz_cert("ca.der")) ||
+	    !sk_X509_push(trusted, fuzz_cert("ra-sign.der")))
+		fuzz_die("out of memory", NULL);
+	return 0;
+}
+
+/* A CertRep answer: read, checked, written again, read back the same. */
+static void
+one_rep(const uint8_t *data, size_t size, size_t max)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct scep_rep *rep = NULL, *rep2 = NULL;
+	char *err = NULL, *err2 = NULL;
+	int rc = 0, rc2 = 0;
+
+	if (netproc_rep_answer_read(data, size, trusted, max, &rc, &err, &rep) != 0) {
+		if (rep != NULL || err != NULL)
+			abort();
+		return;
+	}
+	if (rc > 0 || rc < P11E_ERR_HOOK || (rc == 0) != (rep != NULL))
+		abort();
+	if (rep != NULL &&
+	    ((rep->status != SCEP_STATUS_SUCCESS && rep->status != SCEP_STATUS_FAILURE &&
+	      rep->status != SCEP_STATUS_PENDING) ||
+	     rep->signer == NULL || rep->sig_md == NULL || rep->envelope_len > max ||
+	     (rep->status == SCEP_STATUS_SUCCESS) != (rep->envelope_len > 0) ||
+	     (rep->fail_text != NULL && strlen(rep->fail_text) > NETPROC_FAIL_TEXT_MAX)))
+		abort();
+	netproc_rep_answer_write(&w, rc, err, rep, trusted);
+	if (w.oom || netproc_rep_answer_read(w.p, w.len, trusted, max, &rc2, &err2, &rep2) != 0)
+		abort();
+	if (rc2 != rc || (err == NULL) != (err2 == NULL) ||
+	    (err != NULL && strcmp(err, err2) != 0) ||
+	    (rep != NULL &&
+	     (rep2->status != rep->status || rep2->fail_info != rep->fail_info ||
+	      X509_cmp(rep2->signer, rep->signer) != 0 || strcmp(rep2->sig_md, rep->sig_md) != 0 ||
+	      rep2->envelope_len != rep->envelope_len ||
+	      (rep->envelope_len > 0 &&
+	       memcmp(rep2->envelope, rep->envelope, rep->envelope_len) != 0) ||
+	      (rep->fail_text == NULL) != (rep2->fail_text == NULL) ||
+	      (rep->fail_text != NULL && strcmp(rep->fail_text, rep2->fail_text) != 0))))
+		abort();
+	netproc_w_free(&w);
+	secret_wipe_free(err);
+	secret_wipe_free(err2);
+	scep_rep_free(rep);
+	scep_rep_free(rep2);
+}
 
 static void
 check(const struct netproc_answer *a, const struct http_resp *resp, const struct http_opts *o)
@@ -37,6 +96,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
+	if (data[0] & 4) {
+		one_rep(data + 1, size - 1, data[0] & 2 ? 1u << 20 : 64);
+		return 0;
+	}
 	memset(&o, 0, sizeof(o));
 	o.secret_body = data[0] & 1;
 	o.max_body = data[0] & 2 ? 1u << 20 : 64;

@@ -72,6 +72,15 @@ test_network_process_resolves_a_name() {
 	check_enrollment
 }
 
+# The CertRep's CMS is parsed and its signature verified in the network process
+# (netproc_rep.h): p11enroll gets back the fields and checks them again.
+test_certrep_is_parsed_in_the_network_process() {
+	setup_enroll || return
+	assert_exit 0 p11e -v enroll || return
+	assert_contains "$ERR" "network process: CertRep parsed, signature and transaction verified"
+	check_enrollment
+}
+
 # p11enroll-net started by hand, without the socket its parent gives it, says so; and
 # p11enroll has no such mode of its own.
 test_network_process_is_not_a_command() {

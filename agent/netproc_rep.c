@@ -1,0 +1,229 @@
+/*
+ * netproc_rep.c: the messages of the CertRep exchange with the network
+ * process (netproc_rep.h).
+ */
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
+
+#include "err.h"
+#include "netproc_rep.h"
+#include "secret.h"
+
+#define TRUSTED_MAX 64
+
+void
+netproc_rep_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
+                          STACK_OF(X509) * trusted, const char *txid, const unsigned char nonce[16])
+{
+	int i, n = sk_X509_num(trusted);
+
+	netproc_w_bytes(w, der, len);
+	netproc_w_num(w, n);
+	for (i = 0; i < n; i++) {
+		unsigned char *d = NULL;
+		int k = i2d_X509(sk_X509_value(trusted, i), &d);
+
+		if (k <= 0) {
+			w->oom = 1;
+			return;
+		}
+		netproc_w_bytes(w, d, (size_t)k);
+		OPENSSL_free(d);
+	}
+	netproc_w_str(w, txid);
+	netproc_w_bytes(w, nonce, 16);
+}
+
+int
+netproc_rep_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+                         STACK_OF(X509) * *trusted, char **txid, unsigned char nonce[16])
+{
+	const unsigned char *d, *p;
+	size_t n;
+	int64_t i, count;
+	X509 *x;
+
+	*trusted = NULL;
+	*txid = NULL;
+	*der = netproc_r_bytes(r, len);
+	count = netproc_r_num(r);
+	if (r->bad || *der == NULL || count < 0 || count > TRUSTED_MAX)
+		return -1;
+	if ((*trusted = sk_X509_new_null()) == NULL)
+		return P11E_ERR_ALLOC;
+	for (i = 0; i < count; i++) {
+		if ((d = netproc_r_bytes(r, &n)) == NULL || n > LONG_MAX)
+			goto bad;
+		p = d;
+		if ((x = d2i_X509(NULL, &p, (long)n)) == NULL || p != d + n) {
+			X509_free(x);
+			goto bad;
+		}
+		if (!sk_X509_push(*trusted, x)) {
+			X509_free(x);
+			sk_X509_pop_free(*trusted, X509_free);
+			*trusted = NULL;
+			return P11E_ERR_ALLOC;
+		}
+	}
+	if (netproc_r_str(r, txid) != 0) {
+		sk_X509_pop_free(*trusted, X509_free);
+		*trusted = NULL;
+		return P11E_ERR_ALLOC;
+	}
+	d = netproc_r_bytes(r, &n);
+	if (r->bad || r->off != r->len || *txid == NULL || d == NULL || n != 16)
+		goto bad;
+	memcpy(nonce, d, 16);
+	return 0;
+bad:
+	sk_X509_pop_free(*trusted, X509_free);
+	*trusted = NULL;
+	secret_wipe_free(*txid);
+	*txid = NULL;
+	return -1;
+}
+
+void
+netproc_rep_answer_write(struct netproc_wbuf *w, int rc, const char *err,
+                         const struct scep_rep *rep, STACK_OF(X509) * trusted)
+{
+	int i, idx = -1;
+
+	netproc_w_num(w, rc);
+	netproc_w_str(w, err);
+	if (rc != 0)
+		return;
+	for (i = 0; i < sk_X509_num(trusted); i++)
+		if (X509_cmp(sk_X509_value(trusted, i), rep->signer) == 0)
+			idx = i;
+	netproc_w_num(w, rep->status);
+	netproc_w_num(w, rep->fail_info);
+	netproc_w_str(w, rep->fail_text);
+	netproc_w_num(w, idx);
+	netproc_w_str(w, rep->sig_md);
+	netproc_w_bytes(w, rep->envelope, rep->envelope_len);
+}
+
+/* The digest's short name as OpenSSL's own static string, if a CertRep may use it. */
+static const char *
+known_md(const char *name)
+{
+	X509_ALGOR *alg;
+	const char *sn = NULL;
+	int nid = name != NULL ? OBJ_sn2nid(name) : NID_undef;
+
+	if (nid == NID_undef || (alg = X509_ALGOR_new()) == NULL)
+		return NULL;
+	if (X509_ALGOR_set0(alg, OBJ_nid2obj(nid), V_ASN1_UNDEF, NULL) == 1 &&
+	    scep_digest_acceptable(alg))
+		sn = OBJ_nid2sn(nid);
+	X509_ALGOR_free(alg);
+	return sn;
+}
+
+/* Whether s is printable ASCII (what scep_rep_parse makes of failInfoText). */
+static int
+printable(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			return 0;
+	return 1;
+}
+
+int
+netproc_rep_answer_read(const unsigned char *msg, size_t len, STACK_OF(X509) * trusted,
+                        size_t max_envelope, int *rc, char **err, struct scep_rep **out)
+{
+	struct netproc_rbuf r = {msg, len, 0, 0};
+	struct scep_rep *rep = NULL;
+	const unsigned char *env;
+	char *e = NULL, *md = NULL, *text = NULL;
+	int64_t v, idx;
+	size_t n;
+	int ret = -1;
+
+	*rc = 0;
+	*err = NULL;
+	*out = NULL;
+	v = netproc_r_num(&r);
+	if (v > 0 || v < P11E_ERR_HOOK)
+		goto out;
+	if (netproc_r_str(&r, &e) != 0) {
+		ret = P11E_ERR_ALLOC;
+		goto out;
+	}
+	if (v == 0) {
+		if ((rep = calloc(1, sizeof(*rep))) == NULL) {
+			ret = P11E_ERR_ALLOC;
+			goto out;
+		}
+		rep->status = (int)netproc_r_num(&r);
+		if (rep->status != SCEP_STATUS_SUCCESS && rep->status != SCEP_STATUS_FAILURE &&
+		    rep->status != SCEP_STATUS_PENDING)
+			goto out;
+		v = netproc_r_num(&r);
+		if (v < -1 || v > 999)
+			goto out;
+		rep->fail_info = (int)v;
+		if (netproc_r_str(&r, &text) != 0) {
+			ret = P11E_ERR_ALLOC;
+			goto out;
+		}
+		if (text != NULL && (strlen(text) > NETPROC_FAIL_TEXT_MAX || !printable(text)))
+			goto out;
+		/* scep_rep_free frees it with free() */
+		if (text != NULL && (rep->fail_text = strdup(text)) == NULL) {
+			ret = P11E_ERR_ALLOC;
+			goto out;
+		}
+		idx = netproc_r_num(&r);
+		if (netproc_r_str(&r, &md) != 0) {
+			ret = P11E_ERR_ALLOC;
+			goto out;
+		}
+		if (idx < 0 || idx >= sk_X509_num(trusted) || (rep->sig_md = known_md(md)) == NULL)
+			goto out;
+		env = netproc_r_bytes(&r, &n);
+		if (r.bad || (rep->status == SCEP_STATUS_SUCCESS) != (env != NULL && n > 0) ||
+		    n > max_envelope)
+			goto out;
+		if (n > 0) {
+			if ((rep->envelope = malloc(n)) == NULL) {
+				ret = P11E_ERR_ALLOC;
+				goto out;
+			}
+			memcpy(rep->envelope, env, n);
+			rep->envelope_len = n;
+		}
+		rep->signer = sk_X509_value(trusted, (int)idx);
+		if (!X509_up_ref(rep->signer)) {
+			rep->signer = NULL;
+			ret = P11E_ERR_ALLOC;
+			goto out;
+		}
+		*rc = 0;
+	} else {
+		*rc = (int)v;
+	}
+	if (r.bad || r.off != r.len)
+		goto out;
+	*err = e;
+	e = NULL;
+	*out = rep;
+	rep = NULL;
+	ret = 0;
+out:
+	secret_wipe_free(e);
+	secret_wipe_free(md);
+	secret_wipe_free(text);
+	scep_rep_free(rep);
+	return ret;
+}

@@ -1,0 +1,58 @@
+/*
+ * netproc_rep.h: the network process's second job (netproc.h): a CertRep is
+ * parsed and its signature verified there (scep_rep_parse), so that the
+ * process holding the token never parses the server's CMS SignedData; it gets
+ * back only the fields of struct scep_rep, which it checks again. The
+ * messages of that exchange (netproc_wire.h), private to agent/.
+ */
+#ifndef P11E_NETPROC_REP_H
+#define P11E_NETPROC_REP_H
+
+#include <stddef.h>
+
+#include <openssl/x509.h>
+
+#include "netproc_wire.h"
+#include "scep.h"
+
+/* The request's first field (a GET/POST request has its method there). */
+#define NETPROC_OP_CERTREP "CERTREP"
+
+/* The longest failInfoText kept from the answer. */
+#define NETPROC_FAIL_TEXT_MAX 512
+
+/*
+ * The request, after its op, log level and tag: the CertRep's DER, the
+ * trusted signers' DER, the transactionID and the sender nonce sent.
+ */
+void netproc_rep_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
+                               STACK_OF(X509) * trusted, const char *txid,
+                               const unsigned char nonce[16]);
+
+/*
+ * Reads that request's fields (after op, level and tag) in the network
+ * process: *der into the message, *trusted new (sk_X509_pop_free), *txid
+ * (secret_wipe_free), nonce. -1 for a malformed request, P11E_ERR_ALLOC.
+ */
+int netproc_rep_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+                             STACK_OF(X509) * *trusted, char **txid, unsigned char nonce[16]);
+
+/*
+ * The answer: rc (0 or a P11E_ERR_* code), the last error line err (or NULL)
+ * and, when rc is 0, rep's fields, its signer as an index into trusted.
+ */
+void netproc_rep_answer_write(struct netproc_wbuf *w, int rc, const char *err,
+                              const struct scep_rep *rep, STACK_OF(X509) * trusted);
+
+/*
+ * Reads an answer, which is not trusted: on 0, *rc and *err (or NULL;
+ * secret_wipe_free) are set and, when *rc is 0, *out (scep_rep_free): a
+ * status SCEP allows, failInfo -1..999, failInfoText printable and at most
+ * NETPROC_FAIL_TEXT_MAX bytes, a signer of trusted (a new reference), a
+ * digest scep_digest_acceptable takes, and an envelope on SUCCESS only, of at
+ * most max_envelope bytes. -1 for anything else, P11E_ERR_ALLOC. Logs nothing.
+ */
+int netproc_rep_answer_read(const unsigned char *msg, size_t len, STACK_OF(X509) * trusted,
+                            size_t max_envelope, int *rc, char **err, struct scep_rep **out);
+
+#endif
