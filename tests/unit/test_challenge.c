@@ -670,51 +670,6 @@ test_hresult_first_in_text(void **state)
 	assert_hresult("0x800b0110 then 0x800706ba", "0x800b0110:");
 }
 
-/* ---- http.h helpers ---- */
-
-static void
-test_same_host_https(void **state)
-{
-	const char *from = "https://ndes.example.com/CertSrv/MSCEP_ADMIN";
-
-	(void)state;
-	assert_int_equal(
-	    http_same_host_https(from, "https://ndes.example.com/CertSrv/mscep_admin/"), 1);
-	assert_int_equal(http_same_host_https(from, "https://NDES.Example.COM/x"), 1);
-	assert_int_equal(http_same_host_https(from, "https://ndes.example.com:443/x"), 1);
-	assert_int_equal(http_same_host_https(from, "HTTPS://ndes.example.com/x"), 1);
-	/* another host, also one that only shares a suffix */
-	assert_int_equal(http_same_host_https(from, "https://evil.example.com/x"), 0);
-	assert_int_equal(http_same_host_https(from, "https://ndes.example.com.evil.net/x"), 0);
-	/* http: Basic or anything else would go in clear */
-	assert_int_equal(http_same_host_https(from, "http://ndes.example.com/x"), 0);
-	/* the same host on another port is another server */
-	assert_int_equal(http_same_host_https(from, "https://ndes.example.com:8443/x"), 0);
-	assert_int_equal(
-	    http_same_host_https("https://ndes.example.com:8443/a", "https://ndes.example.com/b"),
-	    0);
-	assert_int_equal(http_same_host_https("https://ndes.example.com:8443/a",
-	                                      "https://ndes.example.com:8443/b"),
-	                 1);
-	/* the http -> https upgrade on the default ports */
-	assert_int_equal(
-	    http_same_host_https("http://ndes.example.com/a", "https://ndes.example.com/a"), 1);
-	assert_int_equal(
-	    http_same_host_https("http://ndes.example.com:8080/a", "https://ndes.example.com/a"),
-	    0);
-	/* credentials in the target, unparsable, other schemes */
-	assert_int_equal(http_same_host_https(from, "https://user:pw@ndes.example.com/x"), 0);
-	assert_int_equal(http_same_host_https(from, "https://user@ndes.example.com/x"), 0);
-	assert_int_equal(http_same_host_https(from, "/relative"), 0);
-	assert_int_equal(http_same_host_https(from, "ftp://ndes.example.com/x"), 0);
-	assert_int_equal(http_same_host_https("not a url", "https://ndes.example.com/"), 0);
-	assert_int_equal(http_same_host_https(NULL, from), 0);
-	assert_int_equal(http_same_host_https(from, NULL), 0);
-	/* IPv6 literals */
-	assert_int_equal(http_same_host_https("https://[::1]:8443/a", "https://[::1]:8443/b"), 1);
-	assert_int_equal(http_same_host_https("https://[::1]:8443/a", "https://[::2]:8443/b"), 0);
-}
-
 static void
 test_url_for_log(void **state)
 {
@@ -878,7 +833,6 @@ main(void)
 	    cmocka_unit_test(test_hresult_case_and_decimal),
 	    cmocka_unit_test(test_hresult_boundaries),
 	    cmocka_unit_test(test_hresult_first_in_text),
-	    cmocka_unit_test(test_same_host_https),
 	    cmocka_unit_test(test_url_for_log),
 	    cmocka_unit_test(test_url_for_log_odd_passwords),
 	    cmocka_unit_test(test_fetch_config_errors),
