@@ -14,6 +14,7 @@
 #include "ca_next.h"
 #include "err.h"
 #include "log.h"
+#include "netproc.h"
 #include "store.h"
 
 #define MAX_CACERT (1024 * 1024)
@@ -171,7 +172,8 @@ ca_fetch(const struct conf *c, struct ca_info **out)
 		r = P11E_ERR_NETWORK;
 		goto out;
 	}
-	if ((r = scep_ca_parse(resp->body, resp->len, &ci->ca)) != 0 ||
+	/* Its PKCS#7 bundle is taken apart in the network process. */
+	if ((r = netproc_ca_parse(resp->body, resp->len, &ci->ca)) != 0 ||
 	    (r = ca_complete_chain(c, ci)) != 0 ||
 	    (r = scep_cert_digest(scep_ca_top(ci->ca), EVP_sha256(), ci->fp, NULL)) != 0 ||
 	    (r = fetch_caps(c, ci)) != 0 || (r = fetch_next(c, ci)) != 0)

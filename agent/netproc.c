@@ -22,7 +22,7 @@
 #include "http.h"
 #include "log.h"
 #include "netproc.h"
-#include "netproc_rep.h"
+#include "netproc_parse.h"
 #include "netproc_wire.h"
 #include "secret.h"
 #include "store.h"
@@ -302,6 +302,54 @@ fail:
 	if (err[1] >= 0)
 		close(err[1]);
 	return P11E_ERR_INTERNAL;
+}
+
+int
+netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	STACK_OF(X509) *certs = NULL;
+	unsigned char *msg = NULL;
+	char *err = NULL;
+	size_t mlen = 0;
+	int rc = P11E_ERR_INTERNAL, got, answer = 0;
+
+	*out = NULL;
+	if (!enabled)
+		return scep_ca_parse(der, len, out);
+	if (ready() != 0)
+		return P11E_ERR_INTERNAL;
+	netproc_w_str(&w, NETPROC_OP_CACERT);
+	netproc_w_num(&w, log_get_level());
+	netproc_w_str(&w, log_get_tag());
+	netproc_w_bytes(&w, der != NULL ? der : (const unsigned char *)"", len);
+	if (w.oom) {
+		rc = P11E_ERR_ALLOC;
+		goto out;
+	}
+	if (call(&w, &msg, &mlen) != 0)
+		goto out;
+	/* re-encoded, a certificate keeps its length; twice the body leaves room for BER */
+	if ((got = netproc_certs_answer_read(msg, mlen, 2 * len + 4096, &answer, &err, &certs)) !=
+	    0) {
+		rc = got == P11E_ERR_ALLOC ? P11E_ERR_ALLOC : distrust();
+		goto out;
+	}
+	if ((rc = answer) != 0) {
+		if (err != NULL && err[0] != '\0')
+			log_set_last_error(err);
+		goto out;
+	}
+	rc = scep_ca_from_certs(certs, out);
+	certs = NULL;
+out:
+	netproc_w_free(&w);
+	if (msg != NULL)
+		OPENSSL_cleanse(msg, mlen);
+	secret_wipe_free(msg);
+	secret_wipe_free(err);
+	sk_X509_pop_free(certs, X509_free);
+	return rc;
 }
 
 int

@@ -19,6 +19,7 @@
 
 #include <openssl/x509.h>
 
+struct scep_ca;
 struct scep_rep;
 
 /* The network process's request socket. */
@@ -42,12 +43,21 @@ void netproc_enable(void);
  * scep_rep_parse (scep.h), run in the network process: the CertRep's CMS is
  * parsed and its signature, transactionID and nonce verified there, never in
  * this process, which gets back struct scep_rep's fields and checks them
- * again (netproc_rep.h). Errors as scep_rep_parse's (logged by the network
+ * again (netproc_parse.h). Errors as scep_rep_parse's (logged by the network
  * process), and P11E_ERR_INTERNAL when it is gone or answers nonsense. Without
  * netproc_enable (unit tests): scep_rep_parse here.
  */
 int netproc_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted,
                       const char *txid, const unsigned char nonce[16], struct scep_rep **out);
+
+/*
+ * scep_ca_parse (scep.h) of a GetCACert body, its PKCS#7 bundle taken apart
+ * in the network process (scep_ca_certs): this process gets the
+ * certificates' DER, parses them and picks their roles (scep_ca_from_certs).
+ * Errors as scep_ca_parse's, and P11E_ERR_INTERNAL as netproc_rep_parse's.
+ * Without netproc_enable: scep_ca_parse here.
+ */
+int netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out);
 
 /*
  * Starts the network process now, before the first request, so that its

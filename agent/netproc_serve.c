@@ -20,12 +20,12 @@
 #include "log.h"
 #include "netproc.h"
 #include "netproc_confine.h"
-#include "netproc_rep.h"
+#include "netproc_parse.h"
 #include "netproc_wire.h"
 #include "scep.h"
 #include "secret.h"
 
-/* Serves a CertRep to parse and verify (netproc_rep.h), after its op; the answer goes to w. */
+/* Serves a CertRep to parse and verify (netproc_parse.h), after its op; the answer goes to w. */
 static int
 serve_rep(struct netproc_rbuf *r, struct netproc_wbuf *w)
 {
@@ -63,6 +63,39 @@ answer:
 	return 0;
 }
 
+/* Serves a GetCACert body to take apart (netproc_parse.h), after its op. */
+static int
+serve_cacert(struct netproc_rbuf *r, struct netproc_wbuf *w)
+{
+	STACK_OF(X509) *certs = NULL;
+	const unsigned char *der;
+	char *tag = NULL;
+	size_t len;
+	int rc, level = (int)netproc_r_num(r);
+
+	if (netproc_r_str(r, &tag) != 0) {
+		rc = P11E_ERR_ALLOC;
+		goto answer;
+	}
+	der = netproc_r_bytes(r, &len);
+	if (r->bad || der == NULL || r->off != r->len) {
+		secret_wipe_free(tag);
+		log_error("malformed request to the network process");
+		return -1;
+	}
+	log_set_level(level);
+	log_set_tag(tag);
+	log_clear_last_error();
+	if ((rc = scep_ca_certs(der, len, &certs)) == 0)
+		log_debug("network process: GetCACert bundle taken apart, %d certificate%s",
+		          sk_X509_num(certs), sk_X509_num(certs) == 1 ? "" : "s");
+answer:
+	netproc_certs_answer_write(w, rc, log_last_error(), certs);
+	sk_X509_pop_free(certs, X509_free);
+	secret_wipe_free(tag);
+	return 0;
+}
+
 /* Serves one request message; the answer goes to w. */
 static int
 serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
@@ -83,6 +116,10 @@ serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	if (method != NULL && strcmp(method, NETPROC_OP_CERTREP) == 0) {
 		secret_wipe_free(method);
 		return serve_rep(r, w);
+	}
+	if (method != NULL && strcmp(method, NETPROC_OP_CACERT) == 0) {
+		secret_wipe_free(method);
+		return serve_cacert(r, w);
 	}
 	if (netproc_r_str(r, &url) != 0 || netproc_r_str(r, &ctype) != 0)
 		goto oom;

@@ -329,22 +329,21 @@ scep_role_str(int role)
 }
 
 int
-scep_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
+scep_ca_certs(const unsigned char *der, size_t len, STACK_OF(X509) * *out)
 {
 	int r = P11E_ERR_MALFORMED;
-	struct scep_ca *ca = NULL;
+	STACK_OF(X509) *certs = NULL;
 	X509 *one = NULL;
 	CMS_ContentInfo *cms = NULL;
 	const unsigned char *p = der;
 
-	if ((ca = calloc(1, sizeof(*ca))) == NULL)
-		return P11E_ERR_ALLOC;
+	*out = NULL;
 	if (len == 0) {
 		log_error("GetCACert returned an empty body");
-		goto out;
+		return P11E_ERR_MALFORMED;
 	}
 	if ((one = d2i_X509(NULL, &p, (long)len)) != NULL && p == der + len) {
-		if ((ca->certs = sk_X509_new_null()) == NULL || !sk_X509_push(ca->certs, one)) {
+		if ((certs = sk_X509_new_null()) == NULL || !sk_X509_push(certs, one)) {
 			r = P11E_ERR_ALLOC;
 			goto out;
 		}
@@ -359,22 +358,52 @@ scep_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
 			                           "nor a PKCS#7 certificate bundle");
 			goto out;
 		}
-		ca->certs = CMS_get1_certs(cms);
-		if (ca->certs == NULL || sk_X509_num(ca->certs) == 0) {
+		certs = CMS_get1_certs(cms);
+		if (certs == NULL || sk_X509_num(certs) == 0) {
 			log_error("GetCACert bundle holds no certificate");
 			goto out;
 		}
 	}
-	if ((r = select_roles(ca)) != 0)
-		goto out;
-	*out = ca;
-	ca = NULL;
+	*out = certs;
+	certs = NULL;
 	r = 0;
 out:
 	X509_free(one);
 	CMS_ContentInfo_free(cms);
-	scep_ca_free(ca);
+	sk_X509_pop_free(certs, X509_free);
 	return r;
+}
+
+int
+scep_ca_from_certs(STACK_OF(X509) * certs, struct scep_ca **out)
+{
+	struct scep_ca *ca;
+	int r;
+
+	*out = NULL;
+	if ((ca = calloc(1, sizeof(*ca))) == NULL) {
+		sk_X509_pop_free(certs, X509_free);
+		return P11E_ERR_ALLOC;
+	}
+	ca->certs = certs;
+	if ((r = select_roles(ca)) != 0) {
+		scep_ca_free(ca);
+		return r;
+	}
+	*out = ca;
+	return 0;
+}
+
+int
+scep_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
+{
+	STACK_OF(X509) *certs = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = scep_ca_certs(der, len, &certs)) != 0)
+		return r;
+	return scep_ca_from_certs(certs, out);
 }
 
 void

@@ -88,6 +88,15 @@ enum scep_role {
  * (logged: unparsable, no CA certificate), P11E_ERR_ALLOC.
  */
 int scep_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out);
+
+/*
+ * scep_ca_parse in two steps (the network process does the first): the
+ * certificates of a GetCACert body (one DER certificate, or a degenerate
+ * PKCS#7 SignedData), *out new; errors as scep_ca_parse's. Then the roles of
+ * certs, which scep_ca_from_certs takes over (freed also on failure).
+ */
+int scep_ca_certs(const unsigned char *der, size_t len, STACK_OF(X509) * *out);
+int scep_ca_from_certs(STACK_OF(X509) * certs, struct scep_ca **out);
 void scep_ca_free(struct scep_ca *ca);
 
 /*

@@ -1,17 +1,19 @@
 /*
  * fuzz_netproc.c: the answers of the network process, which p11enroll does
- * not trust: to a request (netproc_answer_read) and to a CertRep to parse
- * (netproc_rep_answer_read). The first input byte picks which, and the
+ * not trust: to a request (netproc_answer_read), to a CertRep to parse
+ * (netproc_rep_answer_read) and to a GetCACert body to take apart
+ * (netproc_certs_answer_read). The first input byte picks which, and the
  * options (secret body or not, a small or a large size limit); the rest is
  * the message. An answer that reads must hold what it claims: a code of ours,
  * a status of 100..999 and a body within the limit; a SCEP status, a trusted
- * signer, an accepted digest and an envelope on SUCCESS only. Then the fields
+ * signer, an accepted digest and an envelope on SUCCESS only; 1 to
+ * NETPROC_CERTS_MAX whole certificates within the limit. Then the fields
  * read are written again with the writer and must read back the same.
  */
 #include "err.h"
 #include "fuzz_common.h"
 #include "http.h"
-#include "netproc_rep.h"
+#include "netproc_parse.h"
 #include "netproc_wire.h"
 #include "secret.h"
 
@@ -86,6 +88,40 @@ check(const struct netproc_answer *a, const struct http_resp *resp, const struct
 		abort();
 }
 
+/* A GetCACert answer: read, checked, written again, read back the same. */
+static void
+one_certs(const uint8_t *data, size_t size, size_t max)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	STACK_OF(X509) *certs = NULL, *certs2 = NULL;
+	char *err = NULL, *err2 = NULL;
+	int rc = 0, rc2 = 0, i;
+
+	if (netproc_certs_answer_read(data, size, max, &rc, &err, &certs) != 0) {
+		if (certs != NULL || err != NULL)
+			abort();
+		return;
+	}
+	if (rc > 0 || rc < P11E_ERR_HOOK || (rc == 0) != (certs != NULL) ||
+	    (certs != NULL && (sk_X509_num(certs) < 1 || sk_X509_num(certs) > NETPROC_CERTS_MAX)))
+		abort();
+	netproc_certs_answer_write(&w, rc, err, certs);
+	/* re-encoded certificates may differ in length from what was read: no limit here */
+	if (w.oom || netproc_certs_answer_read(w.p, w.len, SIZE_MAX, &rc2, &err2, &certs2) != 0)
+		abort();
+	if (rc2 != rc || (err == NULL) != (err2 == NULL) ||
+	    (err != NULL && strcmp(err, err2) != 0) || sk_X509_num(certs) != sk_X509_num(certs2))
+		abort();
+	for (i = 0; i < sk_X509_num(certs); i++)
+		if (X509_cmp(sk_X509_value(certs, i), sk_X509_value(certs2, i)) != 0)
+			abort();
+	netproc_w_free(&w);
+	secret_wipe_free(err);
+	secret_wipe_free(err2);
+	sk_X509_pop_free(certs, X509_free);
+	sk_X509_pop_free(certs2, X509_free);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -96,6 +132,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
+	if (data[0] & 8) {
+		one_certs(data + 1, size - 1, data[0] & 2 ? 1u << 20 : 4096);
+		return 0;
+	}
 	if (data[0] & 4) {
 		one_rep(data + 1, size - 1, data[0] & 2 ? 1u << 20 : 64);
 		return 0;

@@ -72,11 +72,13 @@ test_network_process_resolves_a_name() {
 	check_enrollment
 }
 
-# The CertRep's CMS is parsed and its signature verified in the network process
-# (netproc_rep.h): p11enroll gets back the fields and checks them again.
-test_certrep_is_parsed_in_the_network_process() {
+# The server's CMS is parsed in the network process (netproc_parse.h): the CertRep (its
+# signature verified there; p11enroll gets back the fields and checks them again) and the
+# GetCACert bundle (p11enroll gets back the certificates' DER).
+test_server_cms_is_parsed_in_the_network_process() {
 	setup_enroll || return
 	assert_exit 0 p11e -v enroll || return
+	assert_contains "$ERR" "network process: GetCACert bundle taken apart, 1 certificate"
 	assert_contains "$ERR" "network process: CertRep parsed, signature and transaction verified"
 	check_enrollment
 }

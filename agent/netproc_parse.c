@@ -1,6 +1,6 @@
 /*
  * netproc_rep.c: the messages of the CertRep exchange with the network
- * process (netproc_rep.h).
+ * process (netproc_parse.h).
  */
 #include <limits.h>
 #include <stdint.h>
@@ -8,11 +8,12 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 
 #include "err.h"
-#include "netproc_rep.h"
+#include "netproc_parse.h"
 #include "secret.h"
 
 #define TRUSTED_MAX 64
@@ -225,5 +226,95 @@ out:
 	secret_wipe_free(md);
 	secret_wipe_free(text);
 	scep_rep_free(rep);
+	return ret;
+}
+
+void
+netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err, STACK_OF(X509) * certs)
+{
+	int i, n = sk_X509_num(certs);
+
+	if (rc == 0 && (n < 1 || n > NETPROC_CERTS_MAX)) {
+		rc = P11E_ERR_MALFORMED;
+		err = "GetCACert bundle holds more certificates than p11enroll takes";
+	}
+	netproc_w_num(w, rc);
+	netproc_w_str(w, err);
+	if (rc != 0)
+		return;
+	netproc_w_num(w, n);
+	for (i = 0; i < n; i++) {
+		unsigned char *d = NULL;
+		int k = i2d_X509(sk_X509_value(certs, i), &d);
+
+		if (k <= 0) {
+			w->oom = 1;
+			return;
+		}
+		netproc_w_bytes(w, d, (size_t)k);
+		OPENSSL_free(d);
+	}
+}
+
+int
+netproc_certs_answer_read(const unsigned char *msg, size_t len, size_t max_len, int *rc, char **err,
+                          STACK_OF(X509) * *out)
+{
+	struct netproc_rbuf r = {msg, len, 0, 0};
+	STACK_OF(X509) *certs = NULL;
+	const unsigned char *d, *p;
+	char *e = NULL;
+	int64_t v, i, n;
+	size_t k, total = 0;
+	X509 *x;
+	int ret = -1;
+
+	*rc = 0;
+	*err = NULL;
+	*out = NULL;
+	v = netproc_r_num(&r);
+	if (v > 0 || v < P11E_ERR_HOOK)
+		goto out;
+	if (netproc_r_str(&r, &e) != 0) {
+		ret = P11E_ERR_ALLOC;
+		goto out;
+	}
+	if (v == 0) {
+		n = netproc_r_num(&r);
+		if (r.bad || n < 1 || n > NETPROC_CERTS_MAX)
+			goto out;
+		if ((certs = sk_X509_new_null()) == NULL) {
+			ret = P11E_ERR_ALLOC;
+			goto out;
+		}
+		for (i = 0; i < n; i++) {
+			if ((d = netproc_r_bytes(&r, &k)) == NULL || k > max_len - total ||
+			    k > LONG_MAX)
+				goto out;
+			total += k;
+			p = d;
+			if ((x = d2i_X509(NULL, &p, (long)k)) == NULL || p != d + k) {
+				X509_free(x);
+				goto out;
+			}
+			if (!sk_X509_push(certs, x)) {
+				X509_free(x);
+				ret = P11E_ERR_ALLOC;
+				goto out;
+			}
+		}
+	}
+	if (r.bad || r.off != r.len)
+		goto out;
+	*rc = (int)v;
+	*err = e;
+	e = NULL;
+	*out = certs;
+	certs = NULL;
+	ret = 0;
+out:
+	ERR_clear_error();
+	secret_wipe_free(e);
+	sk_X509_pop_free(certs, X509_free);
 	return ret;
 }

@@ -1,12 +1,12 @@
 /*
- * netproc_rep.h: the network process's second job (netproc.h): a CertRep is
+ * netproc_parse.h: the network process's second job (netproc.h): a CertRep is
  * parsed and its signature verified there (scep_rep_parse), so that the
  * process holding the token never parses the server's CMS SignedData; it gets
  * back only the fields of struct scep_rep, which it checks again. The
  * messages of that exchange (netproc_wire.h), private to agent/.
  */
-#ifndef P11E_NETPROC_REP_H
-#define P11E_NETPROC_REP_H
+#ifndef P11E_NETPROC_PARSE_H
+#define P11E_NETPROC_PARSE_H
 
 #include <stddef.h>
 
@@ -17,6 +17,10 @@
 
 /* The request's first field (a GET/POST request has its method there). */
 #define NETPROC_OP_CERTREP "CERTREP"
+#define NETPROC_OP_CACERT "CACERT"
+
+/* The most certificates a GetCACert answer may carry. */
+#define NETPROC_CERTS_MAX 64
 
 /* The longest failInfoText kept from the answer. */
 #define NETPROC_FAIL_TEXT_MAX 512
@@ -54,5 +58,24 @@ void netproc_rep_answer_write(struct netproc_wbuf *w, int rc, const char *err,
  */
 int netproc_rep_answer_read(const unsigned char *msg, size_t len, STACK_OF(X509) * trusted,
                             size_t max_envelope, int *rc, char **err, struct scep_rep **out);
+
+/*
+ * The answer to a GetCACert body (the request: op, level, tag, the body's
+ * bytes): rc, the last error line err (or NULL) and, when rc is 0, the DER of
+ * each of certs (at most NETPROC_CERTS_MAX; more is written as rc
+ * P11E_ERR_MALFORMED).
+ */
+void netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err,
+                                STACK_OF(X509) * certs);
+
+/*
+ * Reads that answer, which is not trusted: on 0, *rc and *err (or NULL;
+ * secret_wipe_free) are set and, when *rc is 0, *out (sk_X509_pop_free): 1 to
+ * NETPROC_CERTS_MAX certificates, each a whole DER certificate, together no
+ * larger than max_len bytes. -1 for anything else, P11E_ERR_ALLOC. Logs
+ * nothing.
+ */
+int netproc_certs_answer_read(const unsigned char *msg, size_t len, size_t max_len, int *rc,
+                              char **err, STACK_OF(X509) * *out);
 
 #endif
