@@ -86,7 +86,11 @@ serve_cacert(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	log_set_level(level);
 	log_set_tag(tag);
 	log_clear_last_error();
-	if ((rc = scep_ca_certs(der, len, &certs)) == 0)
+	if ((rc = scep_ca_certs(der, len, &certs)) == 0 && sk_X509_num(certs) > NETPROC_CERTS_MAX) {
+		log_error("GetCACert bundle holds %d certificates; p11enroll takes at most %d",
+		          sk_X509_num(certs), NETPROC_CERTS_MAX);
+		rc = P11E_ERR_MALFORMED;
+	} else if (rc == 0)
 		log_debug("network process: GetCACert bundle taken apart, %d certificate%s",
 		          sk_X509_num(certs), sk_X509_num(certs) == 1 ? "" : "s");
 answer:
