@@ -15,6 +15,7 @@
 #include "err.h"
 #include "http.h"
 #include "log.h"
+#include "netproc.h"
 #include "secret.h"
 
 #define NON_ASCII '\x7f' /* what a non-ASCII character becomes: a control, never matched */
@@ -534,7 +535,11 @@ challenge_fetch(const struct conf *c, char **challenge, char **thumbprint)
 		r = P11E_ERR_NETWORK;
 		goto out;
 	}
-	r = challenge_parse(resp->body, resp->len, &ch, thumbprint != NULL ? &tp : NULL);
+	/* The page (its encodings, its HTML) is read in the network process. */
+	r = netproc_enabled()
+	        ? netproc_page_parse(resp->body, resp->len, CHALLENGE_MAX, &ch,
+	                             thumbprint != NULL ? &tp : NULL)
+	        : challenge_parse(resp->body, resp->len, &ch, thumbprint != NULL ? &tp : NULL);
 	if (r == P11E_ERR_PENDING)
 		log_error("NDES's password cache is full (it keeps a few unused one-time passwords "
 		          "for 60 minutes): wait, or ask the NDES administrator to raise the cache "

@@ -305,6 +305,58 @@ fail:
 }
 
 int
+netproc_enabled(void)
+{
+	return enabled;
+}
+
+int
+netproc_page_parse(const unsigned char *body, size_t len, size_t max, char **challenge,
+                   char **thumbprint)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	unsigned char *msg = NULL;
+	char *err = NULL, *tp = NULL;
+	size_t mlen = 0;
+	int rc = P11E_ERR_INTERNAL, got, answer = 0;
+
+	*challenge = NULL;
+	if (thumbprint != NULL)
+		*thumbprint = NULL;
+	if (ready() != 0)
+		return P11E_ERR_INTERNAL;
+	netproc_w_str(&w, NETPROC_OP_NDESPAGE);
+	netproc_w_num(&w, log_get_level());
+	netproc_w_str(&w, log_get_tag());
+	netproc_w_bytes(&w, body != NULL ? body : (const unsigned char *)"", len);
+	netproc_w_num(&w, thumbprint != NULL);
+	if (w.oom) {
+		rc = P11E_ERR_ALLOC;
+		goto out;
+	}
+	if (call(&w, &msg, &mlen) != 0)
+		goto out;
+	if ((got = netproc_page_answer_read(msg, mlen, max, &answer, &err, challenge, &tp)) != 0) {
+		rc = got == P11E_ERR_ALLOC ? P11E_ERR_ALLOC : distrust();
+		goto out;
+	}
+	if ((rc = answer) != 0 && err != NULL && err[0] != '\0')
+		log_set_last_error(err);
+	if (thumbprint != NULL) {
+		*thumbprint = tp;
+		tp = NULL;
+	}
+out:
+	netproc_w_free(&w);
+	if (msg != NULL)
+		OPENSSL_cleanse(msg, mlen);
+	secret_wipe_free(msg);
+	secret_wipe_free(err);
+	free(tp);
+	return rc;
+}
+
+int
 netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
 {
 	struct netproc_wbuf w = {NULL, 0, 0, 0};

@@ -59,6 +59,21 @@ int netproc_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * tru
  */
 int netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out);
 
+/* Whether netproc_enable was called: requests and parsing go to the network process. */
+int netproc_enabled(void);
+
+/*
+ * challenge_parse (challenge.h) of an NDES page, run in the network process:
+ * the page (its encodings, its HTML) is read there; this process gets back
+ * the challenge (checked again: printable ASCII, 1..max characters; in the
+ * secret arena, secret_free) and, when thumbprint is not NULL, the CA
+ * thumbprint (free(); or NULL). Errors as challenge_parse's (logged by the
+ * network process), P11E_ERR_INTERNAL as netproc_rep_parse's. Only after
+ * netproc_enable (netproc_enabled).
+ */
+int netproc_page_parse(const unsigned char *body, size_t len, size_t max, char **challenge,
+                       char **thumbprint);
+
 /*
  * Starts the network process now, before the first request, so that its
  * start (exec, dynamic linking, libcurl, its filter) runs while this process

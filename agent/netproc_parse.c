@@ -318,3 +318,77 @@ out:
 	sk_X509_pop_free(certs, X509_free);
 	return ret;
 }
+
+void
+netproc_page_answer_write(struct netproc_wbuf *w, int rc, const char *err, const char *challenge,
+                          const char *thumbprint)
+{
+	netproc_w_num(w, rc);
+	netproc_w_str(w, err);
+	if (rc != 0)
+		return;
+	netproc_w_str(w, challenge);
+	netproc_w_str(w, thumbprint);
+}
+
+/* Whether s is 1..max printable ASCII characters; with hex, upper-case hex digits in pairs. */
+static int
+token_ok(const char *s, size_t max, int hex)
+{
+	size_t n = strlen(s), i;
+
+	if (n < 1 || n > max || (hex && n % 2 != 0))
+		return 0;
+	for (i = 0; i < n; i++)
+		if (hex ? strchr("0123456789ABCDEF", s[i]) == NULL : s[i] < 0x21 || s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+int
+netproc_page_answer_read(const unsigned char *msg, size_t len, size_t max, int *rc, char **err,
+                         char **challenge, char **thumbprint)
+{
+	struct netproc_rbuf r = {msg, len, 0, 0};
+	char *e = NULL, *ch = NULL, *tp = NULL, *arena = NULL, *heap = NULL;
+	int64_t v;
+	int ret = -1;
+
+	*rc = 0;
+	*err = NULL;
+	*challenge = NULL;
+	*thumbprint = NULL;
+	v = netproc_r_num(&r);
+	if (v > 0 || v < P11E_ERR_HOOK)
+		goto out;
+	if (netproc_r_str(&r, &e) != 0 ||
+	    (v == 0 && (netproc_r_str(&r, &ch) != 0 || netproc_r_str(&r, &tp) != 0))) {
+		ret = P11E_ERR_ALLOC;
+		goto out;
+	}
+	if (r.bad || r.off != r.len)
+		goto out;
+	if (v == 0) {
+		if (ch == NULL || !token_ok(ch, max, 0) || (tp != NULL && !token_ok(tp, 128, 1)))
+			goto out;
+		if (secret_dup(ch, &arena) != 0 || (tp != NULL && (heap = strdup(tp)) == NULL)) {
+			ret = P11E_ERR_ALLOC;
+			goto out;
+		}
+	}
+	*rc = (int)v;
+	*err = e;
+	e = NULL;
+	*challenge = arena;
+	arena = NULL;
+	*thumbprint = heap;
+	heap = NULL;
+	ret = 0;
+out:
+	secret_wipe_free(e);
+	secret_wipe_free(ch);
+	secret_wipe_free(tp);
+	secret_free(arena);
+	free(heap);
+	return ret;
+}

@@ -18,6 +18,7 @@
 /* The request's first field (a GET/POST request has its method there). */
 #define NETPROC_OP_CERTREP "CERTREP"
 #define NETPROC_OP_CACERT "CACERT"
+#define NETPROC_OP_NDESPAGE "NDESPAGE"
 
 /* The most certificates a GetCACert answer may carry. */
 #define NETPROC_CERTS_MAX 64
@@ -77,5 +78,23 @@ void netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err,
  */
 int netproc_certs_answer_read(const unsigned char *msg, size_t len, size_t max_len, int *rc,
                               char **err, STACK_OF(X509) * *out);
+
+/*
+ * The answer to an NDES page (the request: op, level, tag, the page's bytes,
+ * whether the thumbprint is wanted): rc, the last error line err (or NULL)
+ * and, when rc is 0, the challenge and the thumbprint (or NULL).
+ */
+void netproc_page_answer_write(struct netproc_wbuf *w, int rc, const char *err,
+                               const char *challenge, const char *thumbprint);
+
+/*
+ * Reads that answer, which is not trusted: on 0, *rc and *err (or NULL;
+ * secret_wipe_free) are set and, when *rc is 0, *challenge (printable ASCII,
+ * 1..max characters, in the secret arena: secret_free) and *thumbprint
+ * (upper-case hex, an even number of at most 128 digits, free(); or NULL).
+ * -1 for anything else, P11E_ERR_ALLOC. Logs nothing.
+ */
+int netproc_page_answer_read(const unsigned char *msg, size_t len, size_t max, int *rc, char **err,
+                             char **challenge, char **thumbprint);
 
 #endif

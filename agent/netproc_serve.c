@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
+#include "challenge.h"
 #include "err.h"
 #include "http.h"
 #include "log.h"
@@ -100,6 +101,40 @@ answer:
 	return 0;
 }
 
+/* Serves an NDES page to read (netproc_parse.h), after its op. */
+static int
+serve_page(struct netproc_rbuf *r, struct netproc_wbuf *w)
+{
+	const unsigned char *page;
+	char *tag = NULL, *ch = NULL, *tp = NULL;
+	size_t len;
+	int rc, want_tp, level = (int)netproc_r_num(r);
+
+	if (netproc_r_str(r, &tag) != 0) {
+		rc = P11E_ERR_ALLOC;
+		goto answer;
+	}
+	page = netproc_r_bytes(r, &len);
+	want_tp = (int)netproc_r_num(r);
+	if (r->bad || page == NULL || r->off != r->len) {
+		secret_wipe_free(tag);
+		log_error("malformed request to the network process");
+		return -1;
+	}
+	log_set_level(level);
+	log_set_tag(tag);
+	log_clear_last_error();
+	if ((rc = challenge_parse(page, len, &ch, want_tp ? &tp : NULL)) == 0)
+		log_debug("network process: NDES page read, a challenge%s",
+		          tp != NULL ? " and the CA thumbprint" : "");
+answer:
+	netproc_page_answer_write(w, rc, log_last_error(), ch, tp);
+	secret_free(ch);
+	free(tp);
+	secret_wipe_free(tag);
+	return 0;
+}
+
 /* Serves one request message; the answer goes to w. */
 static int
 serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
@@ -124,6 +159,10 @@ serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	if (method != NULL && strcmp(method, NETPROC_OP_CACERT) == 0) {
 		secret_wipe_free(method);
 		return serve_cacert(r, w);
+	}
+	if (method != NULL && strcmp(method, NETPROC_OP_NDESPAGE) == 0) {
+		secret_wipe_free(method);
+		return serve_page(r, w);
 	}
 	if (netproc_r_str(r, &url) != 0 || netproc_r_str(r, &ctype) != 0)
 		goto oom;

@@ -1,13 +1,15 @@
 /*
  * fuzz_netproc.c: the answers of the network process, which p11enroll does
  * not trust: to a request (netproc_answer_read), to a CertRep to parse
- * (netproc_rep_answer_read) and to a GetCACert body to take apart
- * (netproc_certs_answer_read). The first input byte picks which, and the
+ * (netproc_rep_answer_read), to a GetCACert body to take apart
+ * (netproc_certs_answer_read) and to an NDES page to read
+ * (netproc_page_answer_read). The first input byte picks which, and the
  * options (secret body or not, a small or a large size limit); the rest is
  * the message. An answer that reads must hold what it claims: a code of ours,
  * a status of 100..999 and a body within the limit; a SCEP status, a trusted
  * signer, an accepted digest and an envelope on SUCCESS only; 1 to
- * NETPROC_CERTS_MAX whole certificates within the limit. Then the fields
+ * NETPROC_CERTS_MAX whole certificates within the limit; a printable
+ * challenge within the limit and a hex thumbprint. Then the fields
  * read are written again with the writer and must read back the same.
  */
 #include "err.h"
@@ -88,6 +90,39 @@ check(const struct netproc_answer *a, const struct http_resp *resp, const struct
 		abort();
 }
 
+/* An NDES page answer: read, checked, written again, read back the same. */
+static void
+one_page(const uint8_t *data, size_t size, size_t max)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	char *err = NULL, *err2 = NULL, *ch = NULL, *ch2 = NULL, *tp = NULL, *tp2 = NULL;
+	int rc = 0, rc2 = 0;
+
+	if (netproc_page_answer_read(data, size, max, &rc, &err, &ch, &tp) != 0) {
+		if (ch != NULL || tp != NULL || err != NULL)
+			abort();
+		return;
+	}
+	if (rc > 0 || rc < P11E_ERR_HOOK || (rc == 0) != (ch != NULL) ||
+	    (ch != NULL && (strlen(ch) < 1 || strlen(ch) > max)) || (tp != NULL && strlen(tp) % 2))
+		abort();
+	netproc_page_answer_write(&w, rc, err, ch, tp);
+	if (w.oom || netproc_page_answer_read(w.p, w.len, max, &rc2, &err2, &ch2, &tp2) != 0)
+		abort();
+	if (rc2 != rc || (err == NULL) != (err2 == NULL) ||
+	    (err != NULL && strcmp(err, err2) != 0) || (ch == NULL) != (ch2 == NULL) ||
+	    (ch != NULL && strcmp(ch, ch2) != 0) || (tp == NULL) != (tp2 == NULL) ||
+	    (tp != NULL && strcmp(tp, tp2) != 0))
+		abort();
+	netproc_w_free(&w);
+	secret_wipe_free(err);
+	secret_wipe_free(err2);
+	secret_free(ch);
+	secret_free(ch2);
+	free(tp);
+	free(tp2);
+}
+
 /* A GetCACert answer: read, checked, written again, read back the same. */
 static void
 one_certs(const uint8_t *data, size_t size, size_t max)
@@ -132,6 +167,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
+	if (data[0] & 16) {
+		one_page(data + 1, size - 1, data[0] & 2 ? 256 : 16);
+		return 0;
+	}
 	if (data[0] & 8) {
 		one_certs(data + 1, size - 1, data[0] & 2 ? 1u << 20 : 4096);
 		return 0;

@@ -36,9 +36,11 @@ used_challenges() {
 test_ntlm_user_at_domain_one_time_challenge() {
 	CHALLENGE_CHARS=hex CHALLENGE_LENGTH=16
 	setup_ndes || return
-	assert_exit 0 p11e enroll || return
+	assert_exit 0 p11e -v enroll || return
 	check_enrollment
 	assert_contains "$ERR" "obtained a one-time challenge"
+	# the page is read in the network process (netproc_parse.h), not beside the token
+	assert_contains "$ERR" "network process: NDES page read, a challenge"
 	assert_eq 1 "$(used_challenges | tr -d ' ')" "challenges the SCEP server consumed"
 	# Neither the NDES password nor the challenge reaches the output.
 	assert_not_contains "$ERR" "$(cat "$NDES_PW_FILE")"
