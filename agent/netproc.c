@@ -16,8 +16,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-
 #include "err.h"
 #include "http.h"
 #include "log.h"
@@ -156,6 +154,45 @@ distrust(void)
 	return P11E_ERR_INTERNAL;
 }
 
+/* A parsing job's request (netproc_parse.h) begins with its op and this process's log
+ * level and tag. 0, or P11E_ERR_INTERNAL when no network process can be had (logged). */
+static int
+job_begin(struct netproc_wbuf *w, const char *op)
+{
+	if (ready() != 0)
+		return P11E_ERR_INTERNAL;
+	netproc_w_str(w, op);
+	netproc_w_num(w, log_get_level());
+	netproc_w_str(w, log_get_tag());
+	return 0;
+}
+
+/* Sends the request built in w and reads the answer into *msg (secret_wipe_free): 0,
+ * P11E_ERR_ALLOC when w could not be built, P11E_ERR_INTERNAL when the network process
+ * is gone (reaped, logged). */
+static int
+job_call(const struct netproc_wbuf *w, unsigned char **msg, size_t *mlen)
+{
+	*msg = NULL;
+	*mlen = 0;
+	if (w->oom)
+		return P11E_ERR_ALLOC;
+	return call(w, msg, mlen) == 0 ? 0 : P11E_ERR_INTERNAL;
+}
+
+/* The outcome of an answer whose reader returned got: a malformed answer stops the
+ * network process (distrust); else the network process's code for the request, its
+ * error line kept as this process's last (the attempt record). */
+static int
+job_result(int got, int rc, const char *err)
+{
+	if (got != 0)
+		return got == P11E_ERR_ALLOC ? P11E_ERR_ALLOC : distrust();
+	if (rc != 0 && err != NULL && err[0] != '\0')
+		log_set_last_error(err);
+	return rc;
+}
+
 static int
 remote_request(const char *method, const char *url, const char *ctype, const unsigned char *body,
                size_t len, const struct http_opts *o, struct http_resp **out)
@@ -165,7 +202,7 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 	struct http_resp *resp = NULL;
 	unsigned char *msg = NULL, *ca = NULL;
 	size_t mlen = 0, calen = 0;
-	int rc = P11E_ERR_INTERNAL, got;
+	int rc, got;
 
 	*out = NULL;
 	if (ready() != 0)
@@ -191,26 +228,18 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 	netproc_w_num(&w, log_get_level());
 	netproc_w_str(&w, log_get_tag());
 	free(ca);
-	if (w.oom) {
-		rc = P11E_ERR_ALLOC;
+	if ((rc = job_call(&w, &msg, &mlen)) != 0)
 		goto out;
+	if ((got = netproc_answer_read(msg, mlen, o, &a, &resp)) == 0) {
+		http_request_count_add(a.started);
+		http_retry_after_note(a.retry_after);
 	}
-	if (call(&w, &msg, &mlen) != 0)
+	if ((rc = job_result(got, a.rc, a.err)) != 0)
 		goto out;
-	if ((got = netproc_answer_read(msg, mlen, o, &a, &resp)) != 0) {
-		rc = got == P11E_ERR_ALLOC ? P11E_ERR_ALLOC : distrust();
-		goto out;
-	}
-	http_request_count_add(a.started);
-	http_retry_after_note(a.retry_after);
-	if ((rc = a.rc) != 0 && a.err != NULL && a.err[0] != '\0')
-		log_set_last_error(a.err);
 	*out = resp;
 	resp = NULL;
 out:
 	netproc_w_free(&w);
-	if (msg != NULL)
-		OPENSSL_cleanse(msg, mlen);
 	secret_wipe_free(msg);
 	secret_wipe_free(a.err);
 	http_resp_free(resp);
@@ -318,38 +347,24 @@ netproc_page_parse(const unsigned char *body, size_t len, size_t max, char **cha
 	unsigned char *msg = NULL;
 	char *err = NULL, *tp = NULL;
 	size_t mlen = 0;
-	int rc = P11E_ERR_INTERNAL, got, answer = 0;
+	int rc, got, answer = 0;
 
 	*challenge = NULL;
 	if (thumbprint != NULL)
 		*thumbprint = NULL;
-	if (ready() != 0)
-		return P11E_ERR_INTERNAL;
-	netproc_w_str(&w, NETPROC_OP_NDESPAGE);
-	netproc_w_num(&w, log_get_level());
-	netproc_w_str(&w, log_get_tag());
+	if ((rc = job_begin(&w, NETPROC_OP_NDESPAGE)) != 0)
+		return rc;
 	netproc_w_bytes(&w, body != NULL ? body : (const unsigned char *)"", len);
 	netproc_w_num(&w, thumbprint != NULL);
-	if (w.oom) {
-		rc = P11E_ERR_ALLOC;
-		goto out;
+	if ((rc = job_call(&w, &msg, &mlen)) == 0) {
+		got = netproc_page_answer_read(msg, mlen, max, &answer, &err, challenge, &tp);
+		rc = job_result(got, answer, err);
 	}
-	if (call(&w, &msg, &mlen) != 0)
-		goto out;
-	if ((got = netproc_page_answer_read(msg, mlen, max, &answer, &err, challenge, &tp)) != 0) {
-		rc = got == P11E_ERR_ALLOC ? P11E_ERR_ALLOC : distrust();
-		goto out;
-	}
-	if ((rc = answer) != 0 && err != NULL && err[0] != '\0')
-		log_set_last_error(err);
 	if (thumbprint != NULL) {
 		*thumbprint = tp;
 		tp = NULL;
 	}
-out:
 	netproc_w_free(&w);
-	if (msg != NULL)
-		OPENSSL_cleanse(msg, mlen);
 	secret_wipe_free(msg);
 	secret_wipe_free(err);
 	free(tp);
@@ -364,40 +379,24 @@ netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
 	unsigned char *msg = NULL;
 	char *err = NULL;
 	size_t mlen = 0;
-	int rc = P11E_ERR_INTERNAL, got, answer = 0;
+	int rc, got, answer = 0;
 
 	*out = NULL;
 	if (!enabled)
 		return scep_ca_parse(der, len, out);
-	if (ready() != 0)
-		return P11E_ERR_INTERNAL;
-	netproc_w_str(&w, NETPROC_OP_CACERT);
-	netproc_w_num(&w, log_get_level());
-	netproc_w_str(&w, log_get_tag());
+	if ((rc = job_begin(&w, NETPROC_OP_CACERT)) != 0)
+		return rc;
 	netproc_w_bytes(&w, der != NULL ? der : (const unsigned char *)"", len);
-	if (w.oom) {
-		rc = P11E_ERR_ALLOC;
-		goto out;
-	}
-	if (call(&w, &msg, &mlen) != 0)
-		goto out;
 	/* re-encoded, a certificate keeps its length; twice the body leaves room for BER */
-	if ((got = netproc_certs_answer_read(msg, mlen, 2 * len + 4096, &answer, &err, &certs)) !=
-	    0) {
-		rc = got == P11E_ERR_ALLOC ? P11E_ERR_ALLOC : distrust();
-		goto out;
+	if ((rc = job_call(&w, &msg, &mlen)) == 0) {
+		got = netproc_certs_answer_read(msg, mlen, 2 * len + 4096, &answer, &err, &certs);
+		rc = job_result(got, answer, err);
 	}
-	if ((rc = answer) != 0) {
-		if (err != NULL && err[0] != '\0')
-			log_set_last_error(err);
-		goto out;
+	if (rc == 0) {
+		rc = scep_ca_from_certs(certs, out);
+		certs = NULL;
 	}
-	rc = scep_ca_from_certs(certs, out);
-	certs = NULL;
-out:
 	netproc_w_free(&w);
-	if (msg != NULL)
-		OPENSSL_cleanse(msg, mlen);
 	secret_wipe_free(msg);
 	secret_wipe_free(err);
 	sk_X509_pop_free(certs, X509_free);
@@ -412,33 +411,19 @@ netproc_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted
 	unsigned char *msg = NULL;
 	char *err = NULL;
 	size_t mlen = 0;
-	int rc = P11E_ERR_INTERNAL, got, answer = 0;
+	int rc, got, answer = 0;
 
 	*out = NULL;
 	if (!enabled)
 		return scep_rep_parse(der, len, trusted, txid, nonce, out);
-	if (ready() != 0)
-		return P11E_ERR_INTERNAL;
-	netproc_w_str(&w, NETPROC_OP_CERTREP);
-	netproc_w_num(&w, log_get_level());
-	netproc_w_str(&w, log_get_tag());
+	if ((rc = job_begin(&w, NETPROC_OP_CERTREP)) != 0)
+		return rc;
 	netproc_rep_request_write(&w, der, len, trusted, txid, nonce);
-	if (w.oom) {
-		rc = P11E_ERR_ALLOC;
-		goto out;
+	if ((rc = job_call(&w, &msg, &mlen)) == 0) {
+		got = netproc_rep_answer_read(msg, mlen, trusted, len, &answer, &err, out);
+		rc = job_result(got, answer, err);
 	}
-	if (call(&w, &msg, &mlen) != 0)
-		goto out;
-	if ((got = netproc_rep_answer_read(msg, mlen, trusted, len, &answer, &err, out)) != 0) {
-		rc = got == P11E_ERR_ALLOC ? P11E_ERR_ALLOC : distrust();
-		goto out;
-	}
-	if ((rc = answer) != 0 && err != NULL && err[0] != '\0')
-		log_set_last_error(err);
-out:
 	netproc_w_free(&w);
-	if (msg != NULL)
-		OPENSSL_cleanse(msg, mlen);
 	secret_wipe_free(msg);
 	secret_wipe_free(err);
 	return rc;

@@ -18,25 +18,94 @@
 
 #define TRUSTED_MAX 64
 
+/* Every answer begins with the job's code and its last error line; the job's fields
+ * follow only for 0. Returns whether they do. */
+static int
+write_head(struct netproc_wbuf *w, int rc, const char *err)
+{
+	netproc_w_num(w, rc);
+	netproc_w_str(w, err);
+	return rc == 0;
+}
+
+/* Reads an answer's head: *rc a code of ours (0 or a P11E_ERR_*), *err the error line
+ * or NULL (secret_wipe_free). 0, -1 for any other code, P11E_ERR_ALLOC. */
+static int
+read_head(struct netproc_rbuf *r, int64_t *rc, char **err)
+{
+	*rc = netproc_r_num(r);
+	if (*rc > 0 || *rc < P11E_ERR_HOOK)
+		return -1;
+	return netproc_r_str(r, err) != 0 ? P11E_ERR_ALLOC : 0;
+}
+
+/* A list of certificates: their number, then each one's DER. A certificate that cannot
+ * be encoded sets w->oom. */
+static void
+write_certs(struct netproc_wbuf *w, STACK_OF(X509) * certs)
+{
+	int i, n = sk_X509_num(certs);
+
+	netproc_w_num(w, n);
+	for (i = 0; i < n && !w->oom; i++) {
+		unsigned char *d = NULL;
+		int k = i2d_X509(sk_X509_value(certs, i), &d);
+
+		if (k <= 0)
+			w->oom = 1;
+		else
+			netproc_w_bytes(w, d, (size_t)k);
+		OPENSSL_free(d);
+	}
+}
+
+/* Reads such a list into *out (new, sk_X509_pop_free): min..max certificates, each a
+ * whole DER certificate, together at most max_len bytes. 0, -1 for anything else,
+ * P11E_ERR_ALLOC. */
+static int
+read_certs(struct netproc_rbuf *r, int64_t min, int64_t max, size_t max_len, STACK_OF(X509) * *out)
+{
+	STACK_OF(X509) *certs = NULL;
+	const unsigned char *d, *p;
+	int64_t i, n = netproc_r_num(r);
+	size_t k, total = 0;
+	X509 *x = NULL;
+	int ret = -1;
+
+	*out = NULL;
+	if (r->bad || n < min || n > max)
+		return -1;
+	if ((certs = sk_X509_new_null()) == NULL)
+		return P11E_ERR_ALLOC;
+	for (i = 0; i < n; i++) {
+		if ((d = netproc_r_bytes(r, &k)) == NULL || k > max_len - total || k > LONG_MAX)
+			goto out;
+		total += k;
+		p = d;
+		if ((x = d2i_X509(NULL, &p, (long)k)) == NULL || p != d + k)
+			goto out;
+		if (!sk_X509_push(certs, x)) {
+			ret = P11E_ERR_ALLOC;
+			goto out;
+		}
+		x = NULL;
+	}
+	*out = certs;
+	certs = NULL;
+	ret = 0;
+out:
+	ERR_clear_error();
+	X509_free(x);
+	sk_X509_pop_free(certs, X509_free);
+	return ret;
+}
+
 void
 netproc_rep_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
                           STACK_OF(X509) * trusted, const char *txid, const unsigned char nonce[16])
 {
-	int i, n = sk_X509_num(trusted);
-
 	netproc_w_bytes(w, der, len);
-	netproc_w_num(w, n);
-	for (i = 0; i < n; i++) {
-		unsigned char *d = NULL;
-		int k = i2d_X509(sk_X509_value(trusted, i), &d);
-
-		if (k <= 0) {
-			w->oom = 1;
-			return;
-		}
-		netproc_w_bytes(w, d, (size_t)k);
-		OPENSSL_free(d);
-	}
+	write_certs(w, trusted);
 	netproc_w_str(w, txid);
 	netproc_w_bytes(w, nonce, 16);
 }
@@ -45,42 +114,25 @@ int
 netproc_rep_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
                          STACK_OF(X509) * *trusted, char **txid, unsigned char nonce[16])
 {
-	const unsigned char *d, *p;
+	const unsigned char *d;
 	size_t n;
-	int64_t i, count;
-	X509 *x;
+	int got;
 
 	*trusted = NULL;
 	*txid = NULL;
-	*der = netproc_r_bytes(r, len);
-	count = netproc_r_num(r);
-	if (r->bad || *der == NULL || count < 0 || count > TRUSTED_MAX)
+	if ((*der = netproc_r_bytes(r, len)) == NULL)
 		return -1;
-	if ((*trusted = sk_X509_new_null()) == NULL)
-		return P11E_ERR_ALLOC;
-	for (i = 0; i < count; i++) {
-		if ((d = netproc_r_bytes(r, &n)) == NULL || n > LONG_MAX)
-			goto bad;
-		p = d;
-		if ((x = d2i_X509(NULL, &p, (long)n)) == NULL || p != d + n) {
-			X509_free(x);
-			goto bad;
-		}
-		if (!sk_X509_push(*trusted, x)) {
-			X509_free(x);
-			sk_X509_pop_free(*trusted, X509_free);
-			*trusted = NULL;
-			return P11E_ERR_ALLOC;
-		}
-	}
+	if ((got = read_certs(r, 0, TRUSTED_MAX, SIZE_MAX, trusted)) != 0)
+		return got;
 	if (netproc_r_str(r, txid) != 0) {
-		sk_X509_pop_free(*trusted, X509_free);
-		*trusted = NULL;
-		return P11E_ERR_ALLOC;
+		got = P11E_ERR_ALLOC;
+		goto bad;
 	}
 	d = netproc_r_bytes(r, &n);
-	if (r->bad || r->off != r->len || *txid == NULL || d == NULL || n != 16)
+	if (r->bad || r->off != r->len || *txid == NULL || d == NULL || n != 16) {
+		got = -1;
 		goto bad;
+	}
 	memcpy(nonce, d, 16);
 	return 0;
 bad:
@@ -88,7 +140,7 @@ bad:
 	*trusted = NULL;
 	secret_wipe_free(*txid);
 	*txid = NULL;
-	return -1;
+	return got;
 }
 
 void
@@ -97,9 +149,7 @@ netproc_rep_answer_write(struct netproc_wbuf *w, int rc, const char *err,
 {
 	int i, idx = -1;
 
-	netproc_w_num(w, rc);
-	netproc_w_str(w, err);
-	if (rc != 0)
+	if (!write_head(w, rc, err))
 		return;
 	for (i = 0; i < sk_X509_num(trusted); i++)
 		if (X509_cmp(sk_X509_value(trusted, i), rep->signer) == 0)
@@ -149,16 +199,13 @@ netproc_rep_answer_read(const unsigned char *msg, size_t len, STACK_OF(X509) * t
 	char *e = NULL, *md = NULL, *text = NULL;
 	int64_t v, idx;
 	size_t n;
-	int ret = -1;
+	int ret = -1, got;
 
 	*rc = 0;
 	*err = NULL;
 	*out = NULL;
-	v = netproc_r_num(&r);
-	if (v > 0 || v < P11E_ERR_HOOK)
-		goto out;
-	if (netproc_r_str(&r, &e) != 0) {
-		ret = P11E_ERR_ALLOC;
+	if ((got = read_head(&r, &v, &e)) != 0) {
+		ret = got;
 		goto out;
 	}
 	if (v == 0) {
@@ -232,28 +279,14 @@ out:
 void
 netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err, STACK_OF(X509) * certs)
 {
-	int i, n = sk_X509_num(certs);
+	int n = sk_X509_num(certs);
 
 	if (rc == 0 && (n < 1 || n > NETPROC_CERTS_MAX)) {
 		rc = P11E_ERR_MALFORMED;
 		err = "GetCACert bundle holds more certificates than p11enroll takes";
 	}
-	netproc_w_num(w, rc);
-	netproc_w_str(w, err);
-	if (rc != 0)
-		return;
-	netproc_w_num(w, n);
-	for (i = 0; i < n; i++) {
-		unsigned char *d = NULL;
-		int k = i2d_X509(sk_X509_value(certs, i), &d);
-
-		if (k <= 0) {
-			w->oom = 1;
-			return;
-		}
-		netproc_w_bytes(w, d, (size_t)k);
-		OPENSSL_free(d);
-	}
+	if (write_head(w, rc, err))
+		write_certs(w, certs);
 }
 
 int
@@ -262,48 +295,17 @@ netproc_certs_answer_read(const unsigned char *msg, size_t len, size_t max_len, 
 {
 	struct netproc_rbuf r = {msg, len, 0, 0};
 	STACK_OF(X509) *certs = NULL;
-	const unsigned char *d, *p;
 	char *e = NULL;
-	int64_t v, i, n;
-	size_t k, total = 0;
-	X509 *x;
-	int ret = -1;
+	int64_t v;
+	int ret;
 
 	*rc = 0;
 	*err = NULL;
 	*out = NULL;
-	v = netproc_r_num(&r);
-	if (v > 0 || v < P11E_ERR_HOOK)
+	if ((ret = read_head(&r, &v, &e)) != 0 ||
+	    (v == 0 && (ret = read_certs(&r, 1, NETPROC_CERTS_MAX, max_len, &certs)) != 0))
 		goto out;
-	if (netproc_r_str(&r, &e) != 0) {
-		ret = P11E_ERR_ALLOC;
-		goto out;
-	}
-	if (v == 0) {
-		n = netproc_r_num(&r);
-		if (r.bad || n < 1 || n > NETPROC_CERTS_MAX)
-			goto out;
-		if ((certs = sk_X509_new_null()) == NULL) {
-			ret = P11E_ERR_ALLOC;
-			goto out;
-		}
-		for (i = 0; i < n; i++) {
-			if ((d = netproc_r_bytes(&r, &k)) == NULL || k > max_len - total ||
-			    k > LONG_MAX)
-				goto out;
-			total += k;
-			p = d;
-			if ((x = d2i_X509(NULL, &p, (long)k)) == NULL || p != d + k) {
-				X509_free(x);
-				goto out;
-			}
-			if (!sk_X509_push(certs, x)) {
-				X509_free(x);
-				ret = P11E_ERR_ALLOC;
-				goto out;
-			}
-		}
-	}
+	ret = -1;
 	if (r.bad || r.off != r.len)
 		goto out;
 	*rc = (int)v;
@@ -313,7 +315,6 @@ netproc_certs_answer_read(const unsigned char *msg, size_t len, size_t max_len, 
 	certs = NULL;
 	ret = 0;
 out:
-	ERR_clear_error();
 	secret_wipe_free(e);
 	sk_X509_pop_free(certs, X509_free);
 	return ret;
@@ -323,9 +324,7 @@ void
 netproc_page_answer_write(struct netproc_wbuf *w, int rc, const char *err, const char *challenge,
                           const char *thumbprint)
 {
-	netproc_w_num(w, rc);
-	netproc_w_str(w, err);
-	if (rc != 0)
+	if (!write_head(w, rc, err))
 		return;
 	netproc_w_str(w, challenge);
 	netproc_w_str(w, thumbprint);
@@ -352,17 +351,17 @@ netproc_page_answer_read(const unsigned char *msg, size_t len, size_t max, int *
 	struct netproc_rbuf r = {msg, len, 0, 0};
 	char *e = NULL, *ch = NULL, *tp = NULL, *arena = NULL, *heap = NULL;
 	int64_t v;
-	int ret = -1;
+	int ret = -1, got;
 
 	*rc = 0;
 	*err = NULL;
 	*challenge = NULL;
 	*thumbprint = NULL;
-	v = netproc_r_num(&r);
-	if (v > 0 || v < P11E_ERR_HOOK)
+	if ((got = read_head(&r, &v, &e)) != 0) {
+		ret = got;
 		goto out;
-	if (netproc_r_str(&r, &e) != 0 ||
-	    (v == 0 && (netproc_r_str(&r, &ch) != 0 || netproc_r_str(&r, &tp) != 0))) {
+	}
+	if (v == 0 && (netproc_r_str(&r, &ch) != 0 || netproc_r_str(&r, &tp) != 0)) {
 		ret = P11E_ERR_ALLOC;
 		goto out;
 	}

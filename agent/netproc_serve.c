@@ -26,6 +26,36 @@
 #include "scep.h"
 #include "secret.h"
 
+/* A request the parent should never have sent: the loop stops, the parent sees why. */
+static int
+malformed(void)
+{
+	log_error("malformed request to the network process");
+	return -1;
+}
+
+/*
+ * The header of a parsing job's request, after its op (netproc_parse.h): the
+ * parent's log level and tag, applied here, and this job's last error line
+ * cleared. 0, -1 for a malformed header, P11E_ERR_ALLOC.
+ */
+static int
+job_head(struct netproc_rbuf *r)
+{
+	char *tag = NULL;
+	int level = (int)netproc_r_num(r);
+
+	if (netproc_r_str(r, &tag) != 0)
+		return P11E_ERR_ALLOC;
+	if (r->bad)
+		return -1;
+	log_set_level(level);
+	log_set_tag(tag);
+	log_clear_last_error();
+	secret_wipe_free(tag);
+	return 0;
+}
+
 /* Serves a CertRep to parse and verify (netproc_parse.h), after its op; the answer goes to w. */
 static int
 serve_rep(struct netproc_rbuf *r, struct netproc_wbuf *w)
@@ -34,33 +64,20 @@ serve_rep(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	struct scep_rep *rep = NULL;
 	const unsigned char *der;
 	unsigned char nonce[16];
-	char *tag = NULL, *txid = NULL;
-	size_t len;
-	int rc, level = (int)netproc_r_num(r);
+	char *txid = NULL;
+	size_t len = 0;
+	int rc;
 
-	if (netproc_r_str(r, &tag) != 0) {
-		rc = P11E_ERR_ALLOC;
-		goto answer;
-	}
-	if ((rc = netproc_rep_request_read(r, &der, &len, &trusted, &txid, nonce)) != 0) {
-		secret_wipe_free(tag);
-		if (rc == P11E_ERR_ALLOC)
-			goto answer;
-		log_error("malformed request to the network process");
-		return -1;
-	}
-	log_set_level(level);
-	log_set_tag(tag);
-	log_clear_last_error();
-	rc = scep_rep_parse(der, len, trusted, txid, nonce, &rep);
-	if (rc == 0)
+	if ((rc = job_head(r)) == 0)
+		rc = netproc_rep_request_read(r, &der, &len, &trusted, &txid, nonce);
+	if (rc == -1)
+		return malformed();
+	if (rc == 0 && (rc = scep_rep_parse(der, len, trusted, txid, nonce, &rep)) == 0)
 		log_debug("network process: CertRep parsed, signature and transaction verified");
-answer:
 	netproc_rep_answer_write(w, rc, log_last_error(), rep, trusted);
 	scep_rep_free(rep);
 	sk_X509_pop_free(trusted, X509_free);
 	secret_wipe_free(txid);
-	secret_wipe_free(tag);
 	return 0;
 }
 
@@ -69,35 +86,26 @@ static int
 serve_cacert(struct netproc_rbuf *r, struct netproc_wbuf *w)
 {
 	STACK_OF(X509) *certs = NULL;
-	const unsigned char *der;
-	char *tag = NULL;
-	size_t len;
-	int rc, level = (int)netproc_r_num(r);
+	const unsigned char *der = NULL;
+	size_t len = 0;
+	int rc;
 
-	if (netproc_r_str(r, &tag) != 0) {
-		rc = P11E_ERR_ALLOC;
-		goto answer;
-	}
-	der = netproc_r_bytes(r, &len);
-	if (r->bad || der == NULL || r->off != r->len) {
-		secret_wipe_free(tag);
-		log_error("malformed request to the network process");
-		return -1;
-	}
-	log_set_level(level);
-	log_set_tag(tag);
-	log_clear_last_error();
-	if ((rc = scep_ca_certs(der, len, &certs)) == 0 && sk_X509_num(certs) > NETPROC_CERTS_MAX) {
+	if ((rc = job_head(r)) == 0 &&
+	    ((der = netproc_r_bytes(r, &len)) == NULL || r->bad || r->off != r->len))
+		rc = -1;
+	if (rc == -1)
+		return malformed();
+	if (rc == 0 && (rc = scep_ca_certs(der, len, &certs)) == 0 &&
+	    sk_X509_num(certs) > NETPROC_CERTS_MAX) {
 		log_error("GetCACert bundle holds %d certificates; p11enroll takes at most %d",
 		          sk_X509_num(certs), NETPROC_CERTS_MAX);
 		rc = P11E_ERR_MALFORMED;
-	} else if (rc == 0)
+	} else if (rc == 0) {
 		log_debug("network process: GetCACert bundle taken apart, %d certificate%s",
 		          sk_X509_num(certs), sk_X509_num(certs) == 1 ? "" : "s");
-answer:
+	}
 	netproc_certs_answer_write(w, rc, log_last_error(), certs);
 	sk_X509_pop_free(certs, X509_free);
-	secret_wipe_free(tag);
 	return 0;
 }
 
@@ -105,33 +113,25 @@ answer:
 static int
 serve_page(struct netproc_rbuf *r, struct netproc_wbuf *w)
 {
-	const unsigned char *page;
-	char *tag = NULL, *ch = NULL, *tp = NULL;
-	size_t len;
-	int rc, want_tp, level = (int)netproc_r_num(r);
+	const unsigned char *page = NULL;
+	char *ch = NULL, *tp = NULL;
+	size_t len = 0;
+	int rc, want_tp = 0;
 
-	if (netproc_r_str(r, &tag) != 0) {
-		rc = P11E_ERR_ALLOC;
-		goto answer;
+	if ((rc = job_head(r)) == 0) {
+		page = netproc_r_bytes(r, &len);
+		want_tp = (int)netproc_r_num(r);
+		if (page == NULL || r->bad || r->off != r->len)
+			rc = -1;
 	}
-	page = netproc_r_bytes(r, &len);
-	want_tp = (int)netproc_r_num(r);
-	if (r->bad || page == NULL || r->off != r->len) {
-		secret_wipe_free(tag);
-		log_error("malformed request to the network process");
-		return -1;
-	}
-	log_set_level(level);
-	log_set_tag(tag);
-	log_clear_last_error();
-	if ((rc = challenge_parse(page, len, &ch, want_tp ? &tp : NULL)) == 0)
+	if (rc == -1)
+		return malformed();
+	if (rc == 0 && (rc = challenge_parse(page, len, &ch, want_tp ? &tp : NULL)) == 0)
 		log_debug("network process: NDES page read, a challenge%s",
 		          tp != NULL ? " and the CA thumbprint" : "");
-answer:
 	netproc_page_answer_write(w, rc, log_last_error(), ch, tp);
 	secret_free(ch);
 	free(tp);
-	secret_wipe_free(tag);
 	return 0;
 }
 
@@ -186,10 +186,8 @@ serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	if (netproc_r_str(r, &tag) != 0)
 		goto oom;
 	if (r->bad || r->off != r->len || method == NULL || url == NULL ||
-	    (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)) {
-		log_error("malformed request to the network process");
-		return -1;
-	}
+	    (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0))
+		return malformed();
 	log_set_tag(tag);
 	log_clear_last_error();
 	http_retry_after_reset();
