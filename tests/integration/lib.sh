@@ -943,9 +943,27 @@ _pass() {
 }
 
 # _last_err: the first error-looking line of the last p11enroll stderr, for messages.
+# The line of the last run's stderr that says what went wrong: its last error line, else
+# its last line (a station's last line is often another card's "done").
 _last_err() {
+	local line
 	[ -n "${ERR:-}" ] && [ -s "$ERR" ] || return 0
-	printf ' (stderr: %s)' "$(grep -v '^(killed' "$ERR" | tail -n1 | cut -c1-200)"
+	line=$(grep -v '^(killed' "$ERR" | grep -Ei 'error|fail|cannot|refus|denied|timed out' | tail -n1)
+	[ -n "$line" ] || line=$(grep -v '^(killed' "$ERR" | tail -n1)
+	printf ' (stderr: %s)' "$(printf '%s' "$line" | cut -c1-300)"
+}
+
+# _failure_context DIR: after a failed test, what its programs and servers said went
+# wrong (at most 5 lines of each stderr file and server log), for a CI log that
+# outlives the test directory.
+_failure_context() {
+	local f lines
+	for f in "$1"/*.err "$1"/*.log "$1"/*/*.log "$1"/*/*/*.log; do
+		[ -s "$f" ] || continue
+		lines=$(grep -Ei 'error|fail|cannot|refus|denied|timed out|traceback| -> [45][0-9][0-9]' "$f" |
+			tail -n5 | cut -c1-300)
+		[ -z "$lines" ] || printf '%s\n' "$lines" | sed "s|^|    ${f#"$1"/}: |"
+	done
 }
 
 # assert_eq EXPECTED ACTUAL [WHAT]
@@ -1082,6 +1100,7 @@ _run_one() {
 	if [ -n "${reason:-}" ]; then
 		_report FAIL "$name" "$reason"
 		sed 's/^/    /' "$dir/.failures" 2>/dev/null | tail -n +2
+		_failure_context "$dir"
 		echo "    log: $dir/log"
 		return 1
 	elif [ -s "$dir/.skip" ]; then

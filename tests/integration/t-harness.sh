@@ -78,4 +78,32 @@ EOF
 	fi
 }
 
+# A failed test says what went wrong, also once its directory is gone (CI): the error
+# line of the command's stderr rather than its last line, and the error lines of the
+# servers' logs and the other stderr files.
+test_failure_shows_what_went_wrong() {
+	mkdir meta
+	echo ". '$P11E_LIB_DIR/lib.sh'" >meta/t-meta.sh
+	cat >>meta/t-meta.sh <<'EOF'
+station() {
+	ERR=$T/run2.err
+	printf '%s\n' "token 'card-02': failed: HTTP 500 from the server" "token 'card-03': done" >"$ERR"
+	return 69
+}
+test_x() {
+	mkdir srv
+	printf '%s\n' "GET GetCACert -> 200" "POST PKIOperation -> 500 unparseable (odd)" >srv/responder.log
+	printf '%s\n' "p11enroll: error: the first run" >run1.err
+	assert_exit 0 station
+}
+run_tests
+EOF
+	P11E_RUN_DIR=$T/meta-run P11E_RESULTS='' P11E_TESTS='' bash meta/t-meta.sh >meta.out 2>&1
+	assert_eq 1 $? "exit status of a file with a failing test"
+	assert_contains meta.out "exited 69, expected 0 (stderr: token 'card-02': failed: HTTP 500 from the server)"
+	assert_contains meta.out "    srv/responder.log: POST PKIOperation -> 500 unparseable (odd)"
+	assert_contains meta.out "    run1.err: p11enroll: error: the first run"
+	assert_not_contains meta.out "GetCACert -> 200"
+}
+
 run_tests
