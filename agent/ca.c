@@ -124,7 +124,10 @@ fetch_next(const struct conf *c, struct ca_info *ci)
 	} else if (resp->status != 200) {
 		log_warn("GetNextCACert failed: HTTP %ld; looking for a next CA again next time",
 		         resp->status);
-	} else if (scep_next_parse(resp->body, resp->len, ci->ca, &ci->next) != 0) {
+	} else if ((r = netproc_next_parse(resp->body, resp->len, ci->ca, &ci->next)) != 0) {
+		/* a network process gone or distrusted stops the run (logged) */
+		if (r == P11E_ERR_INTERNAL || r == P11E_ERR_ALLOC)
+			goto out;
 		log_warn("ignoring the next CA that %s offers: it is not trusted, and nothing is "
 		         "written for it",
 		         c->scep_url_shown);

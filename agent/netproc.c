@@ -371,15 +371,38 @@ netproc_page_parse(const unsigned char *body, size_t len, size_t max, char **cha
 	return rc;
 }
 
+/* Sends a request built in w (then freed) whose answer is a list of certificates taken
+ * from a body of len bytes: 0 with *certs (sk_X509_pop_free), or the error. */
+static int
+certs_job(struct netproc_wbuf *w, size_t len, STACK_OF(X509) * *certs)
+{
+	unsigned char *msg = NULL;
+	char *err = NULL;
+	size_t mlen = 0;
+	int rc, got, answer = 0;
+
+	*certs = NULL;
+	/* re-encoded, a certificate keeps its length; twice the body leaves room for BER */
+	if ((rc = job_call(w, &msg, &mlen)) == 0) {
+		got = netproc_certs_answer_read(msg, mlen, 2 * len + 4096, &answer, &err, certs);
+		rc = job_result(got, answer, err);
+	}
+	if (rc != 0) {
+		sk_X509_pop_free(*certs, X509_free);
+		*certs = NULL;
+	}
+	netproc_w_free(w);
+	secret_wipe_free(msg);
+	secret_wipe_free(err);
+	return rc;
+}
+
 int
 netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
 {
 	struct netproc_wbuf w = {NULL, 0, 0, 0};
 	STACK_OF(X509) *certs = NULL;
-	unsigned char *msg = NULL;
-	char *err = NULL;
-	size_t mlen = 0;
-	int rc, got, answer = 0;
+	int rc;
 
 	*out = NULL;
 	if (!enabled)
@@ -387,20 +410,28 @@ netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
 	if ((rc = job_begin(&w, NETPROC_OP_CACERT)) != 0)
 		return rc;
 	netproc_w_bytes(&w, der != NULL ? der : (const unsigned char *)"", len);
-	/* re-encoded, a certificate keeps its length; twice the body leaves room for BER */
-	if ((rc = job_call(&w, &msg, &mlen)) == 0) {
-		got = netproc_certs_answer_read(msg, mlen, 2 * len + 4096, &answer, &err, &certs);
-		rc = job_result(got, answer, err);
-	}
-	if (rc == 0) {
-		rc = scep_ca_from_certs(certs, out);
-		certs = NULL;
-	}
-	netproc_w_free(&w);
-	secret_wipe_free(msg);
-	secret_wipe_free(err);
-	sk_X509_pop_free(certs, X509_free);
-	return rc;
+	if ((rc = certs_job(&w, len, &certs)) != 0)
+		return rc;
+	return scep_ca_from_certs(certs, out);
+}
+
+int
+netproc_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
+                   struct scep_ca **out)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	STACK_OF(X509) *certs = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!enabled)
+		return scep_next_parse(der, len, cur, out);
+	if ((rc = job_begin(&w, NETPROC_OP_NEXTCA)) != 0)
+		return rc;
+	netproc_next_request_write(&w, der, len, cur);
+	if ((rc = certs_job(&w, len, &certs)) != 0)
+		return rc;
+	return scep_next_from_certs(certs, cur, out);
 }
 
 int

@@ -59,6 +59,17 @@ int netproc_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * tru
  */
 int netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out);
 
+/*
+ * scep_next_parse (scep.h) of a GetNextCACert body against the current CA
+ * cur, its CMS checked in the network process (scep_next_certs, given cur's
+ * signers, issuing CA and bundle): this process gets the certificates' DER
+ * and makes the next CA of them (scep_next_from_certs). Errors as
+ * scep_next_parse's, and P11E_ERR_INTERNAL as netproc_rep_parse's. Without
+ * netproc_enable: scep_next_parse here.
+ */
+int netproc_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
+                       struct scep_ca **out);
+
 /* Whether netproc_enable was called: requests and parsing go to the network process. */
 int netproc_enabled(void);
 

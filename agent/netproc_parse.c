@@ -1,6 +1,6 @@
 /*
- * netproc_rep.c: the messages of the CertRep exchange with the network
- * process (netproc_parse.h).
+ * netproc_parse.c: the messages of the parsing jobs of the network process
+ * (netproc_parse.h).
  */
 #include <limits.h>
 #include <stdint.h>
@@ -283,7 +283,7 @@ netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err, STAC
 
 	if (rc == 0 && (n < 1 || n > NETPROC_CERTS_MAX)) {
 		rc = P11E_ERR_MALFORMED;
-		err = "GetCACert bundle holds more certificates than p11enroll takes";
+		err = "the bundle holds more certificates than p11enroll takes";
 	}
 	if (write_head(w, rc, err))
 		write_certs(w, certs);
@@ -318,6 +318,45 @@ out:
 	secret_wipe_free(e);
 	sk_X509_pop_free(certs, X509_free);
 	return ret;
+}
+
+void
+netproc_next_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
+                           const struct scep_ca *cur)
+{
+	STACK_OF(X509) *ca = sk_X509_new_null();
+
+	netproc_w_bytes(w, der != NULL ? der : (const unsigned char *)"", len);
+	write_certs(w, cur->signers);
+	if (ca == NULL || !sk_X509_push(ca, cur->ca))
+		w->oom = 1;
+	else
+		write_certs(w, ca);
+	write_certs(w, cur->certs);
+	sk_X509_free(ca);
+}
+
+int
+netproc_next_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+                          STACK_OF(X509) * *signers, STACK_OF(X509) * *ca, STACK_OF(X509) * *bundle)
+{
+	int got;
+
+	*signers = *ca = *bundle = NULL;
+	if ((*der = netproc_r_bytes(r, len)) == NULL)
+		return -1;
+	if ((got = read_certs(r, 1, TRUSTED_MAX, SIZE_MAX, signers)) == 0 &&
+	    (got = read_certs(r, 1, 1, SIZE_MAX, ca)) == 0 &&
+	    (got = read_certs(r, 1, NETPROC_CERTS_MAX, SIZE_MAX, bundle)) == 0 &&
+	    (r->bad || r->off != r->len))
+		got = -1;
+	if (got != 0) {
+		sk_X509_pop_free(*signers, X509_free);
+		sk_X509_pop_free(*ca, X509_free);
+		sk_X509_pop_free(*bundle, X509_free);
+		*signers = *ca = *bundle = NULL;
+	}
+	return got;
 }
 
 void

@@ -1,9 +1,11 @@
 /*
- * netproc_parse.h: the network process's second job (netproc.h): a CertRep is
- * parsed and its signature verified there (scep_rep_parse), so that the
- * process holding the token never parses the server's CMS SignedData; it gets
- * back only the fields of struct scep_rep, which it checks again. The
- * messages of that exchange (netproc_wire.h), private to agent/.
+ * netproc_parse.h: the network process's second job (netproc.h): what
+ * servers send is parsed there, so that the process holding the token never
+ * parses it: a CertRep (scep_rep_parse; only the fields of struct scep_rep
+ * come back), a GetCACert bundle and a GetNextCACert answer (the DER of their
+ * certificates come back), an NDES page (the challenge and the thumbprint).
+ * The parent checks each answer again. The messages of those exchanges
+ * (netproc_wire.h), private to agent/.
  */
 #ifndef P11E_NETPROC_PARSE_H
 #define P11E_NETPROC_PARSE_H
@@ -19,8 +21,9 @@
 #define NETPROC_OP_CERTREP "CERTREP"
 #define NETPROC_OP_CACERT "CACERT"
 #define NETPROC_OP_NDESPAGE "NDESPAGE"
+#define NETPROC_OP_NEXTCA "NEXTCA"
 
-/* The most certificates a GetCACert answer may carry. */
+/* The most certificates a GetCACert or GetNextCACert answer may carry. */
 #define NETPROC_CERTS_MAX 64
 
 /* The longest failInfoText kept from the answer. */
@@ -78,6 +81,23 @@ void netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err,
  */
 int netproc_certs_answer_read(const unsigned char *msg, size_t len, size_t max_len, int *rc,
                               char **err, STACK_OF(X509) * *out);
+
+/*
+ * A GetNextCACert body to check (scep_next_certs), after op, level and tag:
+ * the body, then what it is checked against: cur's signers, its issuing CA
+ * and its GetCACert bundle. Its answer is a certificates answer (above).
+ */
+void netproc_next_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
+                                const struct scep_ca *cur);
+
+/*
+ * Reads that request in the network process: *der into the message, *signers,
+ * *ca (a stack of one) and *bundle new (sk_X509_pop_free). -1 for a malformed
+ * request, P11E_ERR_ALLOC.
+ */
+int netproc_next_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+                              STACK_OF(X509) * *signers, STACK_OF(X509) * *ca,
+                              STACK_OF(X509) * *bundle);
 
 /*
  * The answer to an NDES page (the request: op, level, tag, the page's bytes,

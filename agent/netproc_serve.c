@@ -109,6 +109,38 @@ serve_cacert(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	return 0;
 }
 
+/* Serves a GetNextCACert body to check and take apart (netproc_parse.h), after its op. */
+static int
+serve_next(struct netproc_rbuf *r, struct netproc_wbuf *w)
+{
+	STACK_OF(X509) *signers = NULL, *ca = NULL, *bundle = NULL, *certs = NULL;
+	const unsigned char *der = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((rc = job_head(r)) == 0)
+		rc = netproc_next_request_read(r, &der, &len, &signers, &ca, &bundle);
+	if (rc == -1)
+		return malformed();
+	if (rc == 0 &&
+	    (rc = scep_next_certs(der, len, signers, sk_X509_value(ca, 0), bundle, &certs)) == 0 &&
+	    sk_X509_num(certs) > NETPROC_CERTS_MAX) {
+		log_warn("GetNextCACert bundle holds %d certificates; p11enroll takes at most %d",
+		         sk_X509_num(certs), NETPROC_CERTS_MAX);
+		rc = P11E_ERR_MALFORMED;
+	} else if (rc == 0) {
+		log_debug("network process: GetNextCACert verified, signed by the current CA, "
+		          "%d certificate%s",
+		          sk_X509_num(certs), sk_X509_num(certs) == 1 ? "" : "s");
+	}
+	netproc_certs_answer_write(w, rc, log_last_error(), certs);
+	sk_X509_pop_free(certs, X509_free);
+	sk_X509_pop_free(signers, X509_free);
+	sk_X509_pop_free(ca, X509_free);
+	sk_X509_pop_free(bundle, X509_free);
+	return 0;
+}
+
 /* Serves an NDES page to read (netproc_parse.h), after its op. */
 static int
 serve_page(struct netproc_rbuf *r, struct netproc_wbuf *w)
@@ -159,6 +191,10 @@ serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	if (method != NULL && strcmp(method, NETPROC_OP_CACERT) == 0) {
 		secret_wipe_free(method);
 		return serve_cacert(r, w);
+	}
+	if (method != NULL && strcmp(method, NETPROC_OP_NEXTCA) == 0) {
+		secret_wipe_free(method);
+		return serve_next(r, w);
 	}
 	if (method != NULL && strcmp(method, NETPROC_OP_NDESPAGE) == 0) {
 		secret_wipe_free(method);

@@ -39,19 +39,19 @@ is_bundle(const unsigned char *der, size_t len)
 
 /* The signer is the current CA, or a certificate of the current bundle that chains to it. */
 static int
-signer_chains(X509 *signer, const struct scep_ca *cur)
+signer_chains(X509 *signer, X509 *ca, STACK_OF(X509) * bundle)
 {
 	int r = P11E_ERR_ALLOC;
 	X509_STORE *st = NULL;
 	X509_STORE_CTX *ctx = NULL;
 
-	if (X509_cmp(signer, cur->ca) == 0)
+	if (X509_cmp(signer, ca) == 0)
 		return 0;
 	if ((st = X509_STORE_new()) == NULL || (ctx = X509_STORE_CTX_new()) == NULL ||
-	    !X509_STORE_add_cert(st, cur->ca))
+	    !X509_STORE_add_cert(st, ca))
 		goto out;
 	X509_STORE_set_flags(st, X509_V_FLAG_PARTIAL_CHAIN);
-	if (!X509_STORE_CTX_init(ctx, st, signer, cur->certs))
+	if (!X509_STORE_CTX_init(ctx, st, signer, bundle))
 		goto out;
 	if (X509_verify_cert(ctx) != 1) {
 		log_warn("GetNextCACert is signed by a certificate of the GetCACert bundle that "
@@ -90,20 +90,20 @@ check_next(X509 *next, X509 *cur)
 }
 
 int
-scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
-                struct scep_ca **out)
+scep_next_certs(const unsigned char *der, size_t len, STACK_OF(X509) * signers_ok, X509 *ca,
+                STACK_OF(X509) * bundle, STACK_OF(X509) * *out)
 {
 	int r = P11E_ERR_MALFORMED;
 	CMS_ContentInfo *cms = NULL;
 	STACK_OF(CMS_SignerInfo) * sis;
 	STACK_OF(X509) *signers = NULL;
 	BIO *content = NULL;
-	struct scep_ca *next = NULL;
 	const unsigned char *p = der;
 	unsigned char *inner = NULL;
 	long ilen;
 	X509_ALGOR *dig = NULL;
 
+	*out = NULL;
 	cms = d2i_CMS_ContentInfo(NULL, &p, (long)len);
 	if (cms == NULL || p != der + len || OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
 		log_openssl(LOG_LVL_WARN,
@@ -132,7 +132,7 @@ scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
 	}
 	/* Only the current CA or its RA signing certificate can be the signer
 	 * (CMS_NOINTERN); its chain to the current CA is checked below. */
-	if (CMS_verify(cms, cur->signers, NULL, NULL, content,
+	if (CMS_verify(cms, signers_ok, NULL, NULL, content,
 	               CMS_NOINTERN | CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) != 1) {
 		log_openssl(LOG_LVL_WARN,
 		            "GetNextCACert response is not signed by the current CA or its RA "
@@ -144,7 +144,7 @@ scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
 		r = P11E_ERR_VERIFY;
 		goto out;
 	}
-	if ((r = signer_chains(sk_X509_value(signers, 0), cur)) != 0)
+	if ((r = signer_chains(sk_X509_value(signers, 0), ca, bundle)) != 0)
 		goto out;
 	r = P11E_ERR_MALFORMED;
 	ilen = BIO_get_mem_data(content, (char **)&inner);
@@ -154,21 +154,45 @@ scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
 		         ilen);
 		goto out;
 	}
-	/* It is a bundle: what scep_ca_parse can still refuse is one without a CA. */
-	if ((r = scep_ca_parse(inner, (size_t)ilen, &next)) == P11E_ERR_MALFORMED)
+	r = scep_ca_certs(inner, (size_t)ilen, out);
+out:
+	sk_X509_free(signers);
+	BIO_free(content);
+	CMS_ContentInfo_free(cms);
+	return r;
+}
+
+int
+scep_next_from_certs(STACK_OF(X509) * certs, const struct scep_ca *cur, struct scep_ca **out)
+{
+	struct scep_ca *next = NULL;
+	int r;
+
+	*out = NULL;
+	/* It is a bundle: what scep_ca_from_certs can still refuse is one without a CA. */
+	if ((r = scep_ca_from_certs(certs, &next)) == P11E_ERR_MALFORMED)
 		r = P11E_ERR_VERIFY;
 	if (r != 0 || (r = scep_ca_complete(next, cur->chain, NULL)) != 0 ||
 	    (r = check_next(next->ca, cur->ca)) != 0)
 		goto out;
 	*out = next;
 	next = NULL;
-	r = 0;
 out:
-	sk_X509_free(signers);
-	BIO_free(content);
-	CMS_ContentInfo_free(cms);
 	scep_ca_free(next);
 	return r;
+}
+
+int
+scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
+                struct scep_ca **out)
+{
+	STACK_OF(X509) *certs = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = scep_next_certs(der, len, cur->signers, cur->ca, cur->certs, &certs)) != 0)
+		return r;
+	return scep_next_from_certs(certs, cur, out);
 }
 
 time_t

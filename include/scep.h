@@ -138,6 +138,17 @@ const char *scep_role_str(int role);
 int scep_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
                     struct scep_ca **out);
 
+/*
+ * scep_next_parse in two steps (the network process does the first): the
+ * message's checks (signers_ok are cur->signers, ca cur->ca, bundle
+ * cur->certs) and the certificates of its content, *out new; then the next CA
+ * made of them, checked against cur (scep_next_from_certs takes certs over,
+ * freed also on failure). Errors as scep_next_parse's.
+ */
+int scep_next_certs(const unsigned char *der, size_t len, STACK_OF(X509) * signers_ok, X509 *ca,
+                    STACK_OF(X509) * bundle, STACK_OF(X509) * *out);
+int scep_next_from_certs(STACK_OF(X509) * certs, const struct scep_ca *cur, struct scep_ca **out);
+
 /* The least lead time of the rollover window: 30 days. */
 #define SCEP_NEXT_LEAD_MIN (30L * 24 * 3600)
 

@@ -1,8 +1,8 @@
 /*
  * fuzz_netproc.c: the answers of the network process, which p11enroll does
  * not trust: to a request (netproc_answer_read), to a CertRep to parse
- * (netproc_rep_answer_read), to a GetCACert body to take apart
- * (netproc_certs_answer_read) and to an NDES page to read
+ * (netproc_rep_answer_read), to a GetCACert or GetNextCACert body to take
+ * apart (netproc_certs_answer_read) and to an NDES page to read
  * (netproc_page_answer_read). The first input byte picks which, and the
  * options (secret body or not, a small or a large size limit); the rest is
  * the message. An answer that reads must hold what it claims: a code of ours,

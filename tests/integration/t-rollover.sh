@@ -35,9 +35,11 @@ issued_by_next() {
 test_rollover_next_ca_trusted_then_pin_moves() {
 	make_token || return
 	serve rollover || return
-	assert_exit 0 p11e enroll || return
+	assert_exit 0 p11e -v enroll || return
 	check_enrollment
 	assert_contains "$ERR" "the CA announced its next CA (GetNextCACert, signed by the current one)"
+	# Its CMS was checked in the network process, which sent back the certificates only.
+	assert_contains "$ERR" "network process: GetNextCACert verified, signed by the current CA, 3 certificates"
 	assert_contains "$ERR" "sha256:$(sha256_of "$NEXT_CA")"
 	# The next CA is in the trust dir (with its hash link) and kept in state_dir.
 	assert_file "$TRUST_DIR/ca-next.crt" || return

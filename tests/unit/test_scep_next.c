@@ -18,7 +18,10 @@
 
 #include "err.h"
 #include "log.h"
+#include "netproc_parse.h"
+#include "netproc_wire.h"
 #include "scep.h"
+#include "secret.h"
 #include "scep_fixture.h"
 
 static int
@@ -38,17 +41,73 @@ teardown(void **state)
 	return 0;
 }
 
-/* Parses fixture name against the GetCACert bundle cur; returns the error. */
+/*
+ * The next CA of der as the network process and p11enroll make it between them:
+ * the request written and read back as netproc_serve.c reads it, scep_next_certs
+ * there, its answer written and read back as netproc.c reads it, then
+ * scep_next_from_certs. Returns the error, as scep_next_parse.
+ */
+static int
+next_in_two_steps(const unsigned char *der, size_t len, const struct scep_ca *cur,
+                  struct scep_ca **out)
+{
+	struct netproc_wbuf req = {NULL, 0, 0, 0}, ans = {NULL, 0, 0, 0};
+	struct netproc_rbuf r;
+	STACK_OF(X509) *signers = NULL, *ca = NULL, *bundle = NULL, *certs = NULL;
+	const unsigned char *d = NULL;
+	size_t n = 0;
+	char *err = NULL;
+	int rc, got = 0;
+
+	*out = NULL;
+	netproc_next_request_write(&req, der, len, cur);
+	assert_false(req.oom);
+	r = (struct netproc_rbuf){req.p, req.len, 0, 0};
+	assert_int_equal(netproc_next_request_read(&r, &d, &n, &signers, &ca, &bundle), 0);
+	assert_int_equal(n, len);
+	assert_int_equal(sk_X509_num(signers), sk_X509_num(cur->signers));
+	assert_int_equal(X509_cmp(sk_X509_value(ca, 0), cur->ca), 0);
+	assert_int_equal(sk_X509_num(bundle), sk_X509_num(cur->certs));
+	rc = scep_next_certs(d, n, signers, sk_X509_value(ca, 0), bundle, &certs);
+	netproc_certs_answer_write(&ans, rc, rc != 0 ? "refused" : NULL, certs);
+	sk_X509_pop_free(certs, X509_free);
+	certs = NULL;
+	assert_int_equal(
+	    netproc_certs_answer_read(ans.p, ans.len, 2 * len + 4096, &got, &err, &certs), 0);
+	assert_int_equal(got, rc);
+	if (rc == 0)
+		rc = scep_next_from_certs(certs, cur, out);
+	else
+		assert_null(certs);
+	netproc_w_free(&req);
+	netproc_w_free(&ans);
+	secret_wipe_free(err);
+	sk_X509_pop_free(signers, X509_free);
+	sk_X509_pop_free(ca, X509_free);
+	sk_X509_pop_free(bundle, X509_free);
+	return rc;
+}
+
+/* Parses fixture name against the GetCACert bundle cur; returns the error. Both ways
+ * (in one process, and in two steps over the network process's messages) must agree. */
 static int
 next_of(const char *cur_name, const char *name, struct scep_ca **out)
 {
 	size_t len;
 	unsigned char *d = load(name, &len);
-	struct scep_ca *cur = ca_of(cur_name), *next = NULL;
+	struct scep_ca *cur = ca_of(cur_name), *next = NULL, *next2 = NULL;
 	int r = scep_next_parse(d, len, cur, &next);
 
-	if (r != 0)
+	assert_int_equal(next_in_two_steps(d, len, cur, &next2), r);
+	if (r != 0) {
 		assert_null(next);
+		assert_null(next2);
+	} else {
+		assert_int_equal(X509_cmp(next->ca, next2->ca), 0);
+		assert_int_equal(sk_X509_num(next->certs), sk_X509_num(next2->certs));
+		assert_int_equal(sk_X509_num(next->chain), sk_X509_num(next2->chain));
+	}
+	scep_ca_free(next2);
 	if (out != NULL)
 		*out = next;
 	else
