@@ -81,14 +81,40 @@ register_pidfile() {
 	P11E_PIDFILES+=("$1")
 }
 
+# _pid_is_newer PID FILE: whether process PID started more than half a second after FILE
+# was last written, so it cannot be the process FILE names: that one has ended and its
+# PID was given to another (pid_max is 32768 here, and a check spawns far more processes
+# than that). Compared on the boot clock, /proc's own: the file's age subtracted from
+# the uptime against the process's start in clock ticks. False when unknown.
+_pid_is_newer() {
+	local stat fields up mtime
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	read -ra fields <<<"${stat##*) }" # from field 3 on; starttime is field 22
+	read -r up _ </proc/uptime
+	mtime=$(stat -c %.9Y "$2" 2>/dev/null) || return 1
+	awk -v start="${fields[19]}" -v hz="$P11E_CLK_TCK" -v up="$up" -v mt="$mtime" \
+		-v now="${EPOCHREALTIME/,/.}" 'BEGIN { exit !(start / hz > up - (now - mt) + 0.5) }'
+}
+P11E_CLK_TCK=$(getconf CLK_TCK)
+
 # stop_pid FILE: stops the process whose PID is in FILE: SIGTERM, wait up to 5 s,
-# then SIGKILL. Removes FILE. Quiet if it has already gone.
+# then SIGKILL. Removes FILE. Quiet if it has already gone; a PID now used by a
+# process that started after FILE was written is left alone (noted in the test's log).
 stop_pid() {
 	local file=$1 pid i state
 	[ -s "$file" ] || return 0
 	pid=$(head -n1 "$file")
+	case "$pid" in '' | *[!0-9]*)
+		rm -f "$file"
+		return 0
+		;;
+	esac
+	if _pid_is_newer "$pid" "$file"; then
+		echo "stop_pid: ${file#"$T"/} names PID $pid, now another process's (started after the file was written): not signalled"
+		rm -f "$file"
+		return 0
+	fi
 	rm -f "$file"
-	case "$pid" in '' | *[!0-9]*) return 0 ;; esac
 	kill -TERM "$pid" 2>/dev/null || return 0
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$pid" 2>/dev/null || break

@@ -106,4 +106,26 @@ EOF
 	assert_not_contains meta.out "GetCACert -> 200"
 }
 
+# stop_pid signals the process its file names, never another that has the PID since:
+# one started after the file was written is left running (a check spawns more than
+# pid_max processes; another test's server or card could hold the number by then).
+test_stop_pid_leaves_a_reused_pid_alone() {
+	local old pid
+	echo 1 >stale.pid
+	old=$(stat -c %.9Y stale.pid)
+	sleep 1
+	sleep 60 &
+	pid=$!
+	echo "$pid" >stale.pid
+	touch -d "@$old" stale.pid # as if written before that process existed
+	stop_pid stale.pid >stop.out
+	assert_eq 1 "$(kill -0 "$pid" 2>/dev/null && echo 1)" "the newer process still runs"
+	assert_contains stop.out "names PID $pid, now another process's"
+	assert_no_file stale.pid
+	# Its own file, written after it started: stopped.
+	echo "$pid" >own.pid
+	stop_pid own.pid
+	assert_eq "" "$(kill -0 "$pid" 2>/dev/null && echo 1)" "the process its file names is stopped"
+}
+
 run_tests
