@@ -104,8 +104,8 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	int req_type = x->msg_type != 0 ? x->msg_type : SCEP_MSG_PKCSREQ;
 	X509_REQ *req = NULL;
 	X509 *self = NULL;
-	unsigned char *inner = NULL, *msg = NULL, *rep_der = NULL;
-	size_t inner_len = 0, msg_len = 0, rep_len = 0;
+	unsigned char *inner = NULL, *msg = NULL, *rep_der = NULL, *plain = NULL;
+	size_t inner_len = 0, msg_len = 0, rep_len = 0, plain_len = 0;
 	struct scep_req sr;
 	struct scep_rep *rep = NULL;
 	STACK_OF(X509) *got = NULL;
@@ -213,7 +213,11 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 		r = P11E_ERR_PENDING;
 		goto out;
 	}
-	r = scep_rep_decrypt(rep, signer, self, &got, &cipher);
+	/* Decrypted here with the token's key; the bundle inside is taken apart in the
+	 * network process, which sends back the certificates' DER. */
+	r = scep_rep_open(rep, signer, self, &plain, &plain_len, &cipher);
+	if (r == 0)
+		r = netproc_rep_certs(plain, plain_len, &got);
 	log_debug("reply content cipher: %s",
 	          cipher != NID_undef ? OBJ_nid2sn(cipher) : "unknown (envelope unreadable)");
 	if (r == 0 && cipher == NID_des_cbc)
@@ -221,7 +225,7 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 		         "envelope only carries the public certificate");
 	if (r == 0)
 		r = scep_pick_issued(got, key->pub, ci->ca->ca, ci->ca->chain, issued);
-	if (r != 0 && r != P11E_ERR_TOKEN && r != P11E_ERR_ALLOC) {
+	if (r != 0 && r != P11E_ERR_TOKEN && r != P11E_ERR_ALLOC && r != P11E_ERR_INTERNAL) {
 		log_error(
 		    "the CA answered SUCCESS, so it may have issued a certificate (transaction "
 		    "%s) that p11enroll could not read; nothing was stored. The CA's log and "
@@ -243,6 +247,7 @@ out:
 	X509_free(self);
 	OPENSSL_clear_free(inner, inner_len); /* a CSR holds the challenge */
 	OPENSSL_free(msg);
+	OPENSSL_free(plain);
 	free(rep_der);
 	scep_rep_free(rep);
 	sk_X509_pop_free(got, X509_free);

@@ -416,6 +416,21 @@ netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
 }
 
 int
+netproc_rep_certs(const unsigned char *plain, size_t len, STACK_OF(X509) * *certs)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	int rc;
+
+	*certs = NULL;
+	if (!enabled)
+		return scep_rep_certs(plain, len, certs);
+	if ((rc = job_begin(&w, NETPROC_OP_REPCERTS)) != 0)
+		return rc;
+	netproc_w_bytes(&w, plain != NULL ? plain : (const unsigned char *)"", len);
+	return certs_job(&w, len, certs);
+}
+
+int
 netproc_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
                    struct scep_ca **out)
 {

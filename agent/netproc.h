@@ -60,6 +60,15 @@ int netproc_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * tru
 int netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out);
 
 /*
+ * scep_rep_certs (scep.h) of a CertRep's decrypted envelope, run in the
+ * network process: this process, which decrypted it with the token's key,
+ * gets back the certificates' DER (1 to 64, each parsed again here), *certs
+ * new. Errors as scep_rep_certs's, P11E_ERR_INTERNAL as netproc_rep_parse's.
+ * Without netproc_enable: scep_rep_certs here.
+ */
+int netproc_rep_certs(const unsigned char *plain, size_t len, STACK_OF(X509) * *certs);
+
+/*
  * scep_next_parse (scep.h) of a GetNextCACert body against the current CA
  * cur, its CMS checked in the network process (scep_next_certs, given cur's
  * signers, issuing CA and bundle): this process gets the certificates' DER

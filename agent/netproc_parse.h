@@ -2,8 +2,9 @@
  * netproc_parse.h: the network process's second job (netproc.h): what
  * servers send is parsed there, so that the process holding the token never
  * parses it: a CertRep (scep_rep_parse; only the fields of struct scep_rep
- * come back), a GetCACert bundle and a GetNextCACert answer (the DER of their
- * certificates come back), an NDES page (the challenge and the thumbprint).
+ * come back), a GetCACert bundle, a GetNextCACert answer and the bundle in a
+ * CertRep's decrypted envelope (the DER of their certificates come back), an
+ * NDES page (the challenge and the thumbprint).
  * The parent checks each answer again. The messages of those exchanges
  * (netproc_wire.h), private to agent/.
  */
@@ -22,6 +23,7 @@
 #define NETPROC_OP_CACERT "CACERT"
 #define NETPROC_OP_NDESPAGE "NDESPAGE"
 #define NETPROC_OP_NEXTCA "NEXTCA"
+#define NETPROC_OP_REPCERTS "REPCERTS"
 
 /* The most certificates a GetCACert or GetNextCACert answer may carry. */
 #define NETPROC_CERTS_MAX 64
@@ -64,10 +66,9 @@ int netproc_rep_answer_read(const unsigned char *msg, size_t len, STACK_OF(X509)
                             size_t max_envelope, int *rc, char **err, struct scep_rep **out);
 
 /*
- * The answer to a GetCACert body (the request: op, level, tag, the body's
- * bytes): rc, the last error line err (or NULL) and, when rc is 0, the DER of
- * each of certs (at most NETPROC_CERTS_MAX; more is written as rc
- * P11E_ERR_MALFORMED).
+ * The answer to a GetCACert body, or to a CertRep's decrypted envelope (the
+ * request: op, level, tag, the bytes): rc, the last error line err (or NULL) and, when rc is 0, the
+ * DER of each of certs (at most NETPROC_CERTS_MAX; more is written as rc P11E_ERR_MALFORMED).
  */
 void netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err,
                                 STACK_OF(X509) * certs);

@@ -81,9 +81,14 @@ serve_rep(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	return 0;
 }
 
-/* Serves a GetCACert body to take apart (netproc_parse.h), after its op. */
+/*
+ * Serves a body to take apart into certificates (netproc_parse.h), after its op: a
+ * GetCACert body (scep_ca_certs) or a decrypted CertRep envelope (scep_rep_certs),
+ * what the log calls it.
+ */
 static int
-serve_cacert(struct netproc_rbuf *r, struct netproc_wbuf *w)
+serve_certs(struct netproc_rbuf *r, struct netproc_wbuf *w,
+            int (*take_apart)(const unsigned char *, size_t, STACK_OF(X509) **), const char *what)
 {
 	STACK_OF(X509) *certs = NULL;
 	const unsigned char *der = NULL;
@@ -95,13 +100,13 @@ serve_cacert(struct netproc_rbuf *r, struct netproc_wbuf *w)
 		rc = -1;
 	if (rc == -1)
 		return malformed();
-	if (rc == 0 && (rc = scep_ca_certs(der, len, &certs)) == 0 &&
+	if (rc == 0 && (rc = take_apart(der, len, &certs)) == 0 &&
 	    sk_X509_num(certs) > NETPROC_CERTS_MAX) {
-		log_error("GetCACert bundle holds %d certificates; p11enroll takes at most %d",
+		log_error("%s holds %d certificates; p11enroll takes at most %d", what,
 		          sk_X509_num(certs), NETPROC_CERTS_MAX);
 		rc = P11E_ERR_MALFORMED;
 	} else if (rc == 0) {
-		log_debug("network process: GetCACert bundle taken apart, %d certificate%s",
+		log_debug("network process: %s taken apart, %d certificate%s", what,
 		          sk_X509_num(certs), sk_X509_num(certs) == 1 ? "" : "s");
 	}
 	netproc_certs_answer_write(w, rc, log_last_error(), certs);
@@ -190,7 +195,11 @@ serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	}
 	if (method != NULL && strcmp(method, NETPROC_OP_CACERT) == 0) {
 		secret_wipe_free(method);
-		return serve_cacert(r, w);
+		return serve_certs(r, w, scep_ca_certs, "GetCACert bundle");
+	}
+	if (method != NULL && strcmp(method, NETPROC_OP_REPCERTS) == 0) {
+		secret_wipe_free(method);
+		return serve_certs(r, w, scep_rep_certs, "CertRep's certificate bundle");
 	}
 	if (method != NULL && strcmp(method, NETPROC_OP_NEXTCA) == 0) {
 		secret_wipe_free(method);

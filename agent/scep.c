@@ -517,17 +517,18 @@ envelope_cipher_nid(const unsigned char *der, size_t len)
 }
 
 int
-scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF(X509) * *certs,
-                 int *cipher_nid)
+scep_rep_open(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, unsigned char **plain,
+              size_t *plain_len, int *cipher_nid)
 {
 	int r = P11E_ERR_MALFORMED, nid;
-	CMS_ContentInfo *env = NULL, *deg = NULL;
-	BIO *plain = NULL;
+	CMS_ContentInfo *env = NULL;
+	BIO *bio = NULL;
 	const unsigned char *p = rep->envelope;
 	unsigned char *data = NULL;
 	long dlen;
-	STACK_OF(X509) *got = NULL;
 
+	*plain = NULL;
+	*plain_len = 0;
 	*cipher_nid = NID_undef;
 	env = d2i_CMS_ContentInfo(NULL, &p, (long)rep->envelope_len);
 	if (env == NULL || p != rep->envelope + rep->envelope_len ||
@@ -536,11 +537,11 @@ scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF
 		goto out;
 	}
 	*cipher_nid = nid = envelope_cipher_nid(rep->envelope, rep->envelope_len);
-	if ((plain = BIO_new(BIO_s_mem())) == NULL) {
+	if ((bio = BIO_new(BIO_s_mem())) == NULL) {
 		r = P11E_ERR_ALLOC;
 		goto out;
 	}
-	if (!CMS_decrypt(env, key, cert, NULL, plain, CMS_BINARY)) {
+	if (!CMS_decrypt(env, key, cert, NULL, bio, CMS_BINARY)) {
 		log_openssl(LOG_LVL_ERROR,
 		            "cannot decrypt the CertRep envelope (cipher %s) "
 		            "with the request key",
@@ -548,17 +549,41 @@ scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF
 		r = P11E_ERR_VERIFY;
 		goto out;
 	}
-	dlen = BIO_get_mem_data(plain, (char **)&data);
-	p = data;
-	deg = d2i_CMS_ContentInfo(NULL, &p, dlen);
+	dlen = BIO_get_mem_data(bio, (char **)&data);
+	if (dlen <= 0) {
+		log_error("CertRep envelope does not hold a certificate bundle (it is empty)");
+		goto out;
+	}
+	if ((*plain = OPENSSL_memdup(data, (size_t)dlen)) == NULL) {
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	*plain_len = (size_t)dlen;
+	r = 0;
+out:
+	CMS_ContentInfo_free(env);
+	BIO_free(bio);
+	return r;
+}
+
+int
+scep_rep_certs(const unsigned char *data, size_t len, STACK_OF(X509) * *certs)
+{
+	int r = P11E_ERR_MALFORMED;
+	CMS_ContentInfo *deg = NULL;
+	const unsigned char *p = data;
+	STACK_OF(X509) *got = NULL;
+
+	*certs = NULL;
+	deg = d2i_CMS_ContentInfo(NULL, &p, (long)len);
 	if (deg == NULL || OBJ_obj2nid(CMS_get0_type(deg)) != NID_pkcs7_signed) {
 		log_openssl(LOG_LVL_ERROR, "CertRep envelope does not hold a certificate bundle");
 		goto out;
 	}
-	if (p != data + dlen) {
+	if (p != data + len) {
 		log_error(
 		    "CertRep envelope holds %ld bytes after its certificate bundle: refusing it",
-		    (long)(data + dlen - p));
+		    (long)(data + len - p));
 		goto out;
 	}
 	got = CMS_get1_certs(deg);
@@ -570,10 +595,23 @@ scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF
 	got = NULL;
 	r = 0;
 out:
-	CMS_ContentInfo_free(env);
 	CMS_ContentInfo_free(deg);
-	BIO_free(plain);
 	sk_X509_pop_free(got, X509_free);
+	return r;
+}
+
+int
+scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STACK_OF(X509) * *certs,
+                 int *cipher_nid)
+{
+	unsigned char *plain = NULL;
+	size_t len = 0;
+	int r;
+
+	*certs = NULL;
+	if ((r = scep_rep_open(rep, key, cert, &plain, &len, cipher_nid)) == 0)
+		r = scep_rep_certs(plain, len, certs);
+	OPENSSL_free(plain);
 	return r;
 }
 

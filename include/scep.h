@@ -228,6 +228,17 @@ int scep_rep_decrypt(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, STAC
                      int *cipher_nid);
 
 /*
+ * scep_rep_decrypt in two steps (the network process does the second): the
+ * envelope decrypted, *plain its content (OPENSSL_free; *cipher_nid as
+ * above); then the certificates of that content, a degenerate SignedData
+ * with nothing after it, *certs new (at least one). Errors as
+ * scep_rep_decrypt's.
+ */
+int scep_rep_open(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, unsigned char **plain,
+                  size_t *plain_len, int *cipher_nid);
+int scep_rep_certs(const unsigned char *data, size_t len, STACK_OF(X509) * *certs);
+
+/*
  * Finds among got (the certificates a CertRep delivered) the one whose public
  * key is pub, and checks it chains to ca (through chain and got).
  * *out gets a new reference. Errors: P11E_ERR_VERIFY (logged).
