@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -82,6 +83,27 @@ serve_rep(struct netproc_rbuf *r, struct netproc_wbuf *w)
 }
 
 /*
+ * Answers a job whose result is certificates (netproc_parse.h): more than
+ * NETPROC_CERTS_MAX are refused, said at level (what names them), else done
+ * is logged with their number. Frees certs.
+ */
+static void
+answer_certs(struct netproc_wbuf *w, int rc, STACK_OF(X509) * certs, int level, const char *what,
+             const char *done)
+{
+	if (rc == 0 && sk_X509_num(certs) > NETPROC_CERTS_MAX) {
+		log_msg(level, "%s holds %d certificates; p11enroll takes at most %d", what,
+		        sk_X509_num(certs), NETPROC_CERTS_MAX);
+		rc = P11E_ERR_MALFORMED;
+	} else if (rc == 0) {
+		log_debug("network process: %s, %d certificate%s", done, sk_X509_num(certs),
+		          sk_X509_num(certs) == 1 ? "" : "s");
+	}
+	netproc_certs_answer_write(w, rc, log_last_error(), certs);
+	sk_X509_pop_free(certs, X509_free);
+}
+
+/*
  * Serves a body to take apart into certificates (netproc_parse.h), after its op: a
  * GetCACert body (scep_ca_certs) or a decrypted CertRep envelope (scep_rep_certs),
  * what the log calls it.
@@ -90,6 +112,7 @@ static int
 serve_certs(struct netproc_rbuf *r, struct netproc_wbuf *w,
             int (*take_apart)(const unsigned char *, size_t, STACK_OF(X509) **), const char *what)
 {
+	char done[96];
 	STACK_OF(X509) *certs = NULL;
 	const unsigned char *der = NULL;
 	size_t len = 0;
@@ -100,21 +123,15 @@ serve_certs(struct netproc_rbuf *r, struct netproc_wbuf *w,
 		rc = -1;
 	if (rc == -1)
 		return malformed();
-	if (rc == 0 && (rc = take_apart(der, len, &certs)) == 0 &&
-	    sk_X509_num(certs) > NETPROC_CERTS_MAX) {
-		log_error("%s holds %d certificates; p11enroll takes at most %d", what,
-		          sk_X509_num(certs), NETPROC_CERTS_MAX);
-		rc = P11E_ERR_MALFORMED;
-	} else if (rc == 0) {
-		log_debug("network process: %s taken apart, %d certificate%s", what,
-		          sk_X509_num(certs), sk_X509_num(certs) == 1 ? "" : "s");
-	}
-	netproc_certs_answer_write(w, rc, log_last_error(), certs);
-	sk_X509_pop_free(certs, X509_free);
+	if (rc == 0)
+		rc = take_apart(der, len, &certs);
+	snprintf(done, sizeof(done), "%s taken apart", what);
+	answer_certs(w, rc, certs, LOG_LVL_ERROR, what, done);
 	return 0;
 }
 
-/* Serves a GetNextCACert body to check and take apart (netproc_parse.h), after its op. */
+/* Serves a GetNextCACert body to check and take apart (netproc_parse.h), after its op.
+ * What it refuses is a warning: the run goes on without a next CA. */
 static int
 serve_next(struct netproc_rbuf *r, struct netproc_wbuf *w)
 {
@@ -127,19 +144,10 @@ serve_next(struct netproc_rbuf *r, struct netproc_wbuf *w)
 		rc = netproc_next_request_read(r, &der, &len, &signers, &ca, &bundle);
 	if (rc == -1)
 		return malformed();
-	if (rc == 0 &&
-	    (rc = scep_next_certs(der, len, signers, sk_X509_value(ca, 0), bundle, &certs)) == 0 &&
-	    sk_X509_num(certs) > NETPROC_CERTS_MAX) {
-		log_warn("GetNextCACert bundle holds %d certificates; p11enroll takes at most %d",
-		         sk_X509_num(certs), NETPROC_CERTS_MAX);
-		rc = P11E_ERR_MALFORMED;
-	} else if (rc == 0) {
-		log_debug("network process: GetNextCACert verified, signed by the current CA, "
-		          "%d certificate%s",
-		          sk_X509_num(certs), sk_X509_num(certs) == 1 ? "" : "s");
-	}
-	netproc_certs_answer_write(w, rc, log_last_error(), certs);
-	sk_X509_pop_free(certs, X509_free);
+	if (rc == 0)
+		rc = scep_next_certs(der, len, signers, sk_X509_value(ca, 0), bundle, &certs);
+	answer_certs(w, rc, certs, LOG_LVL_WARN, "GetNextCACert bundle",
+	             "GetNextCACert verified, signed by the current CA");
 	sk_X509_pop_free(signers, X509_free);
 	sk_X509_pop_free(ca, X509_free);
 	sk_X509_pop_free(bundle, X509_free);
