@@ -104,17 +104,13 @@ stop_pid() {
 	local file=$1 pid i state
 	[ -s "$file" ] || return 0
 	pid=$(head -n1 "$file")
-	case "$pid" in '' | *[!0-9]*)
-		rm -f "$file"
-		return 0
-		;;
-	esac
-	if _pid_is_newer "$pid" "$file"; then
+	case "$pid" in '' | *[!0-9]*) pid= ;; esac
+	if [ -n "$pid" ] && _pid_is_newer "$pid" "$file"; then
 		echo "stop_pid: ${file#"$T"/} names PID $pid, now another process's (started after the file was written): not signalled"
-		rm -f "$file"
-		return 0
+		pid=
 	fi
 	rm -f "$file"
+	[ -n "$pid" ] || return 0
 	kill -TERM "$pid" 2>/dev/null || return 0
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
@@ -969,12 +965,15 @@ _pass() {
 }
 
 # _last_err: the first error-looking line of the last p11enroll stderr, for messages.
+# What an error line looks like, in a program's stderr or a server's log.
+_ERROR_LINE_RE='error|fail|cannot|refus|denied|timed out'
+
 # The line of the last run's stderr that says what went wrong: its last error line, else
 # its last line (a station's last line is often another card's "done").
 _last_err() {
 	local line
 	[ -n "${ERR:-}" ] && [ -s "$ERR" ] || return 0
-	line=$(grep -v '^(killed' "$ERR" | grep -Ei 'error|fail|cannot|refus|denied|timed out' | tail -n1)
+	line=$(grep -v '^(killed' "$ERR" | grep -Ei "$_ERROR_LINE_RE" | tail -n1)
 	[ -n "$line" ] || line=$(grep -v '^(killed' "$ERR" | tail -n1)
 	printf ' (stderr: %s)' "$(printf '%s' "$line" | cut -c1-300)"
 }
@@ -986,7 +985,7 @@ _failure_context() {
 	local f lines
 	for f in "$1"/*.err "$1"/*.log "$1"/*/*.log "$1"/*/*/*.log; do
 		[ -s "$f" ] || continue
-		lines=$(grep -Ei 'error|fail|cannot|refus|denied|timed out|traceback| -> [45][0-9][0-9]' "$f" |
+		lines=$(grep -Ei "$_ERROR_LINE_RE|traceback| -> [45][0-9][0-9]" "$f" |
 			tail -n5 | cut -c1-300)
 		[ -z "$lines" ] || printf '%s\n' "$lines" | sed "s|^|    ${f#"$1"/}: |"
 	done
