@@ -4,6 +4,7 @@
     /usr/bin/python3 tests/data/gen-fixtures.py [OUTDIR]
     /usr/bin/python3 tests/data/gen-fixtures.py --nextca-only [OUTDIR]
     /usr/bin/python3 tests/data/gen-fixtures.py --chains-only [OUTDIR]
+    /usr/bin/python3 tests/data/gen-fixtures.py --envelopes-only [OUTDIR]
 
 --nextca-only regenerates only the GetNextCACert fixtures (nextca-*), reusing
 the CA, RA and intermediate keys already in OUTDIR.
@@ -15,6 +16,11 @@ certrep-*-signed / certrep-success-issuing1), reusing ca.der, ra-sign.der,
 ra-enc.der, the client's key and certificate and TXID/NONCE from OUTDIR; in
 fixtures.txt it replaces or appends only its own keys (ROOT2_SHA256,
 ISSUING1_SHA256, ISSUING2_SHA256, POLICY2_SHA256, STRANGER_SHA256).
+
+--envelopes-only regenerates only the bare CertRep envelopes (envelope-*: an
+EnvelopedData of the bundle [issued, ca] to client-selfsigned.der in each
+cipher, and hostile ones), reusing issued.der, ca.der and
+client-selfsigned.der.
 
 Uses only asn1crypto + cryptography (through tests/doubles/scepmsg.py), never
 p11enroll's code or the openssl CLI.  Keys are fresh on every run, so every
@@ -33,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "doubles"))
 
 import scepmsg  # noqa: E402
-from asn1crypto import core  # noqa: E402
+from asn1crypto import algos, cms, core  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
@@ -45,10 +51,11 @@ NOT_AFTER = datetime.datetime(2049, 12, 31, 23, 59, 59)
 CHALLENGE = "secret"
 CLIENT_CN = "client.example.com"
 
-ONLY_FLAGS = ("--nextca-only", "--chains-only")
+ONLY_FLAGS = ("--nextca-only", "--chains-only", "--envelopes-only")
 ARGS = [a for a in sys.argv[1:] if a not in ONLY_FLAGS]
 NEXTCA_ONLY = "--nextca-only" in sys.argv[1:]
 CHAINS_ONLY = "--chains-only" in sys.argv[1:]
+ENVELOPES_ONLY = "--envelopes-only" in sys.argv[1:]
 OUT = os.path.abspath(ARGS[0]) if ARGS else HERE
 rng = random.Random(8894)
 _serial = [0x1000]
@@ -272,6 +279,7 @@ def main():
     rep("certrep-bad-msgtype.der", message_type=scepmsg.MSG_PKCSREQ)
     rep("certrep-success-no-certs.der", certs=[])
 
+    envelopes(issued, ca, client_ss)
     nextca(ca, ca_key, ra_sign, ra_sign_key, root, root_key, ra_int, ra_int_key,
            rogue, rogue_key, issued)
     chains(ca, ra_sign, ra_enc, client_ss, client_key, txid, nonce)
@@ -345,6 +353,93 @@ def nextca_only():
     nextca(cert("ca.der"), key("ca.key.pem"), cert("ra-sign.der"), key("ra-sign.key.pem"),
            cert("root.der"), key("root.key.pem"), cert("ra-int.der"), key("ra-int.key.pem"),
            cert("rogue.der"), key("rogue.key.pem"), cert("issued.der"))
+
+
+def envelopes(issued, ca, client_ss):
+    """Bare envelopes of a SUCCESS CertRep (what p11enroll's network process takes
+    apart): the bundle [issued, ca] to client_ss in every cipher, and hostile ones."""
+    erng = random.Random(3369)
+    bundle = scepmsg.degenerate_certs([issued, ca])
+
+    def env(fname, cipher="aes128", to=client_ss, content=bundle, key=None, iv=None,
+            edit=None):
+        ci = cms.ContentInfo.load(scepmsg.envelope(content, to, cipher=cipher, rng=erng,
+                                                   key=key, iv=iv))
+        if edit is not None:
+            edit(ci["content"])
+        write(fname, ci.dump(force=True))
+
+    for c in ("aes128", "aes192", "aes256", "des3", "des"):
+        env("envelope-%s.der" % c, cipher=c)
+    # the CA's certificate instead of ours: the envelope is not for us
+    env("envelope-other-recipient.der", to=ca)
+
+    def add_stranger_first(ed):
+        other = cms.ContentInfo.load(scepmsg.envelope(bundle, ca, rng=erng))
+        ris = ed["recipient_infos"]
+        ed["recipient_infos"] = cms.RecipientInfos(
+            [other["content"]["recipient_infos"][0].copy()] + [r.copy() for r in ris])
+    env("envelope-two-recipients.der", edit=add_stranger_first)
+
+    def oaep(ed):
+        ed["recipient_infos"][0].chosen["key_encryption_algorithm"] = \
+            cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep",
+                                        "parameters": algos.RSAESOAEPParams({
+                                            "hash_algorithm": {"algorithm": "sha256"},
+                                            "mask_gen_algorithm": {
+                                                "algorithm": "mgf1",
+                                                "parameters": {"algorithm": "sha256"}}})})
+    env("envelope-oaep.der", edit=oaep)
+
+    def cipher_ofb(ed):
+        alg = ed["encrypted_content_info"]["content_encryption_algorithm"]
+        ed["encrypted_content_info"]["content_encryption_algorithm"] = \
+            algos.EncryptionAlgorithm({"algorithm": "aes128_ofb",
+                                       "parameters": alg["parameters"].copy()})
+    env("envelope-aes128-ofb.der", edit=cipher_ofb)
+
+    def short_iv(ed):
+        alg = ed["encrypted_content_info"]["content_encryption_algorithm"]
+        ed["encrypted_content_info"]["content_encryption_algorithm"] = \
+            algos.EncryptionAlgorithm({"algorithm": "aes128_cbc",
+                                       "parameters": core.OctetString(
+                                           alg["parameters"].native[:8])})
+    env("envelope-short-iv.der", edit=short_iv)
+
+    def partial_block(ed):
+        eci = ed["encrypted_content_info"]
+        eci["encrypted_content"] = eci["encrypted_content"].native[:-3]
+    env("envelope-partial-block.der", edit=partial_block)
+
+    def no_content(ed):
+        ed["encrypted_content_info"]["encrypted_content"] = None
+    env("envelope-no-content.der", edit=no_content)
+
+    # AES-256 declared, a 16-byte key sent: the key's length gives it away
+    def claim_aes256(ed):
+        alg = ed["encrypted_content_info"]["content_encryption_algorithm"]
+        ed["encrypted_content_info"]["content_encryption_algorithm"] = \
+            algos.EncryptionAlgorithm({"algorithm": "aes256_cbc",
+                                       "parameters": alg["parameters"].copy()})
+    env("envelope-key-too-short.der", edit=claim_aes256)
+
+    # a whole block less of ciphertext: the last block left decrypts to bytes that are
+    # no PKCS#7 padding
+    def cut_padding(ed):
+        eci = ed["encrypted_content_info"]
+        eci["encrypted_content"] = eci["encrypted_content"].native[:-16]
+    env("envelope-cut-padding.der", edit=cut_padding)
+
+    # bytes after the EnvelopedData
+    ci = cms.ContentInfo.load(scepmsg.envelope(bundle, client_ss, rng=erng))
+    write("envelope-trailing.der", ci.dump() + b"\x00\x00")
+
+
+def envelopes_only():
+    def cert(n):
+        return x509.load_der_x509_certificate(open(os.path.join(OUT, n), "rb").read())
+
+    envelopes(cert("issued.der"), cert("ca.der"), cert("client-selfsigned.der"))
 
 
 ISSUING1_AIA = "http://127.0.0.1:1/root2.der"   # fixed, never contacted
@@ -478,5 +573,7 @@ if __name__ == "__main__":
         nextca_only()
     elif CHAINS_ONLY:
         chains_only()
+    elif ENVELOPES_ONLY:
+        envelopes_only()
     else:
         main()

@@ -883,6 +883,51 @@ class TestChainFixtures(unittest.TestCase):
             shutil.rmtree(tmp)
 
 
+class TestEnvelopeFixtures(unittest.TestCase):
+    """The bare envelopes (envelope-*.der): the good ones open to the bundle [issued, ca]
+    with the double's own decryption, each hostile one is broken in exactly one way."""
+
+    SELF = cert("client-selfsigned.der")
+
+    def open(self, name):
+        return scepmsg.decrypt_envelope(rd(name), CLIENT_KEY, self.SELF)
+
+    def test_every_cipher(self):
+        for c in ("aes128", "aes192", "aes256", "des3", "des"):
+            plain, cname = self.open("envelope-%s.der" % c)
+            self.assertEqual(cname, c)
+            self.assertEqual(scepmsg.parse_degenerate(plain), [rd("issued.der"), rd("ca.der")])
+
+    def test_two_recipients_ours_second(self):
+        ed = cms.ContentInfo.load(rd("envelope-two-recipients.der"))["content"]
+        rids = [ri.chosen["rid"].chosen["serial_number"].native for ri in ed["recipient_infos"]]
+        self.assertEqual(rids, [cert("ca.der").serial_number, self.SELF.serial_number])
+        self.assertEqual(self.open("envelope-two-recipients.der")[1], "aes128")
+
+    def refused(self, name, text):
+        with self.assertRaises(scepmsg.ScepError) as e:
+            self.open(name)
+        self.assertIn(text, str(e.exception))
+
+    def test_hostile(self):
+        self.refused("envelope-other-recipient.der", "no recipient info")
+        self.refused("envelope-oaep.der", "unsupported key transport rsaes_oaep")
+        self.refused("envelope-aes128-ofb.der", "unsupported content cipher aes128_ofb")
+        self.refused("envelope-key-too-short.der", "content key has wrong length 16")
+        self.refused("envelope-no-content.der", "no encrypted content")
+        self.refused("envelope-cut-padding.der", "content decryption failed")
+        self.refused("envelope-partial-block.der", "content decryption failed")
+        alg = cms.ContentInfo.load(rd("envelope-short-iv.der"))["content"][
+            "encrypted_content_info"]["content_encryption_algorithm"]
+        self.assertEqual((alg["algorithm"].native, len(alg["parameters"].native)),
+                         ("aes128_cbc", 8))
+        good = rd("envelope-trailing.der")
+        n = len(cms.ContentInfo.load(good[:-2]).dump())
+        self.assertEqual((len(good) - n, good[n:]), (2, b"\x00\x00"))
+        # and without those two bytes it is a good envelope
+        self.assertEqual(scepmsg.decrypt_envelope(good[:-2], CLIENT_KEY, self.SELF)[1], "aes128")
+
+
 class TestRegeneration(unittest.TestCase):
     def test_same_file_names_and_seeded_values(self):
         tmp = tempfile.mkdtemp(prefix="scepgen-")
