@@ -263,7 +263,7 @@ FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o) $(NET_SRC:%.c=$(FUZZ_DIR)/obj
 FUZZ_SEEDS_fuzz_caps := tests/data/caps-*.txt
 FUZZ_SEEDS_fuzz_cacert := tests/data/getcacert-* tests/data/*.der
 FUZZ_SEEDS_fuzz_certrep := tests/data/certrep-*.der
-FUZZ_SEEDS_fuzz_envelope := tests/data/getcacert-*.p7 tests/data/issued*.der
+FUZZ_SEEDS_fuzz_envelope := tests/data/envelope-*.der tests/data/getcacert-*.p7 tests/data/issued*.der
 FUZZ_SEEDS_fuzz_nextca := tests/data/nextca-*.der tests/data/getcacert-*.p7
 FUZZ_SEEDS_fuzz_ndes := tests/data/ndes/*.html
 FUZZ_SEEDS_fuzz_conf := conf/p11enroll.conf

@@ -108,6 +108,7 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	size_t inner_len = 0, msg_len = 0, rep_len = 0, plain_len = 0;
 	struct scep_req sr;
 	struct scep_rep *rep = NULL;
+	struct scep_env *env = NULL;
 	STACK_OF(X509) *got = NULL;
 	double t0 = exchange_now_ms();
 
@@ -213,9 +214,13 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 		r = P11E_ERR_PENDING;
 		goto out;
 	}
-	/* Decrypted here with the token's key; the bundle inside is taken apart in the
-	 * network process, which sends back the certificates' DER. */
-	r = scep_rep_open(rep, signer, self, &plain, &plain_len, &cipher);
+	/* The envelope is taken apart in the network process and decrypted here with the
+	 * token's key; the bundle inside goes back there, which sends the certificates' DER. */
+	r = netproc_env_parse(rep->envelope, rep->envelope_len, self, &env);
+	if (r == 0) {
+		cipher = env->cipher_nid;
+		r = scep_env_open(env, signer, &plain, &plain_len);
+	}
 	if (r == 0)
 		r = netproc_rep_certs(plain, plain_len, &got);
 	log_debug("reply content cipher: %s",
@@ -250,6 +255,7 @@ out:
 	OPENSSL_free(plain);
 	free(rep_der);
 	scep_rep_free(rep);
+	scep_env_free(env);
 	sk_X509_pop_free(got, X509_free);
 	return r;
 }

@@ -431,6 +431,35 @@ netproc_rep_certs(const unsigned char *plain, size_t len, STACK_OF(X509) * *cert
 }
 
 int
+netproc_env_parse(const unsigned char *der, size_t len, X509 *to, struct scep_env **out)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	unsigned char *msg = NULL;
+	char *err = NULL;
+	size_t mlen = 0;
+	int rc, got, answer = 0;
+
+	*out = NULL;
+	if (!enabled)
+		return scep_env_parse(der, len, to, out);
+	if ((rc = job_begin(&w, NETPROC_OP_ENVELOPE)) != 0)
+		return rc;
+	netproc_env_request_write(&w, der, len, to);
+	if ((rc = job_call(&w, &msg, &mlen)) == 0) {
+		got = netproc_env_answer_read(msg, mlen, len, &answer, &err, out);
+		rc = job_result(got, answer, err);
+	}
+	if (rc != 0) {
+		scep_env_free(*out);
+		*out = NULL;
+	}
+	netproc_w_free(&w);
+	secret_wipe_free(msg);
+	secret_wipe_free(err);
+	return rc;
+}
+
+int
 netproc_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
                    struct scep_ca **out)
 {

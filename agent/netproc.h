@@ -21,6 +21,7 @@
 
 struct scep_ca;
 struct scep_rep;
+struct scep_env;
 
 /* The network process's request socket. */
 #define NETPROC_FD 3
@@ -67,6 +68,17 @@ int netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
  * Without netproc_enable: scep_rep_certs here.
  */
 int netproc_rep_certs(const unsigned char *plain, size_t len, STACK_OF(X509) * *certs);
+
+/*
+ * scep_env_parse (scep.h) of a CertRep's envelope, run in the network
+ * process: this process gets back the fields decrypting it needs (checked
+ * again: a known cipher and its IV, 1 to SCEP_ENV_KEY_MAX bytes of encrypted
+ * key, whole blocks of content no longer than the envelope) and decrypts them
+ * with scep_env_open; the content-encryption key never goes there. *out new
+ * (scep_env_free). Errors as scep_env_parse's, P11E_ERR_INTERNAL as
+ * netproc_rep_parse's. Without netproc_enable: scep_env_parse here.
+ */
+int netproc_env_parse(const unsigned char *der, size_t len, X509 *to, struct scep_env **out);
 
 /*
  * scep_next_parse (scep.h) of a GetNextCACert body against the current CA

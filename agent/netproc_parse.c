@@ -360,6 +360,123 @@ netproc_next_request_read(struct netproc_rbuf *r, const unsigned char **der, siz
 }
 
 void
+netproc_env_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len, X509 *to)
+{
+	unsigned char *d = NULL;
+	int k = i2d_X509(to, &d);
+
+	netproc_w_bytes(w, der != NULL ? der : (const unsigned char *)"", len);
+	if (k <= 0)
+		w->oom = 1;
+	else
+		netproc_w_bytes(w, d, (size_t)k);
+	OPENSSL_free(d);
+}
+
+int
+netproc_env_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len, X509 **to)
+{
+	const unsigned char *d, *p;
+	size_t k = 0;
+
+	*to = NULL;
+	if ((*der = netproc_r_bytes(r, len)) == NULL || (d = netproc_r_bytes(r, &k)) == NULL ||
+	    r->bad || r->off != r->len || k > LONG_MAX)
+		return -1;
+	p = d;
+	if ((*to = d2i_X509(NULL, &p, (long)k)) == NULL || p != d + k) {
+		X509_free(*to);
+		*to = NULL;
+		ERR_clear_error();
+		return -1;
+	}
+	return 0;
+}
+
+void
+netproc_env_answer_write(struct netproc_wbuf *w, int rc, const char *err,
+                         const struct scep_env *env)
+{
+	if (!write_head(w, rc, err))
+		return;
+	netproc_w_str(w, OBJ_nid2sn(env->cipher_nid));
+	netproc_w_bytes(w, env->iv, env->iv_len);
+	netproc_w_bytes(w, env->key, env->key_len);
+	netproc_w_bytes(w, env->data, env->data_len);
+}
+
+/* Reads an envelope's fields (after the head) into a new *out. 0, -1, P11E_ERR_ALLOC. */
+static int
+read_env(struct netproc_rbuf *r, size_t max_data, struct scep_env **out)
+{
+	struct scep_env *env = NULL;
+	const unsigned char *iv, *key, *data;
+	char *sn = NULL;
+	size_t iv_len = 0, key_len = 0, data_len = 0;
+	int ret = P11E_ERR_ALLOC;
+
+	if (netproc_r_str(r, &sn) != 0 || (env = calloc(1, sizeof(*env))) == NULL)
+		goto out;
+	ret = -1;
+	iv = netproc_r_bytes(r, &iv_len);
+	key = netproc_r_bytes(r, &key_len);
+	data = netproc_r_bytes(r, &data_len);
+	if (r->bad || sn == NULL || iv == NULL || key == NULL || data == NULL)
+		goto out;
+	env->cipher_nid = OBJ_sn2nid(sn);
+	env->iv_len = scep_env_iv_len(env->cipher_nid);
+	if (env->iv_len == 0 || iv_len != env->iv_len || key_len < 1 ||
+	    key_len > SCEP_ENV_KEY_MAX || data_len < 1 || data_len > max_data ||
+	    data_len % env->iv_len != 0)
+		goto out;
+	memcpy(env->iv, iv, iv_len);
+	ret = P11E_ERR_ALLOC;
+	if ((env->key = OPENSSL_memdup(key, key_len)) == NULL ||
+	    (env->data = OPENSSL_memdup(data, data_len)) == NULL)
+		goto out;
+	env->key_len = key_len;
+	env->data_len = data_len;
+	*out = env;
+	env = NULL;
+	ret = 0;
+out:
+	secret_wipe_free(sn);
+	scep_env_free(env);
+	return ret;
+}
+
+int
+netproc_env_answer_read(const unsigned char *msg, size_t len, size_t max_data, int *rc, char **err,
+                        struct scep_env **out)
+{
+	struct netproc_rbuf r = {msg, len, 0, 0};
+	struct scep_env *env = NULL;
+	char *e = NULL;
+	int64_t v;
+	int ret;
+
+	*rc = 0;
+	*err = NULL;
+	*out = NULL;
+	if ((ret = read_head(&r, &v, &e)) != 0 ||
+	    (v == 0 && (ret = read_env(&r, max_data, &env)) != 0))
+		goto out;
+	ret = -1;
+	if (r.bad || r.off != r.len)
+		goto out;
+	*rc = (int)v;
+	*err = e;
+	e = NULL;
+	*out = env;
+	env = NULL;
+	ret = 0;
+out:
+	secret_wipe_free(e);
+	scep_env_free(env);
+	return ret;
+}
+
+void
 netproc_page_answer_write(struct netproc_wbuf *w, int rc, const char *err, const char *challenge,
                           const char *thumbprint)
 {

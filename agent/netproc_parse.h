@@ -3,8 +3,9 @@
  * servers send is parsed there, so that the process holding the token never
  * parses it: a CertRep (scep_rep_parse; only the fields of struct scep_rep
  * come back), a GetCACert bundle, a GetNextCACert answer and the bundle in a
- * CertRep's decrypted envelope (the DER of their certificates come back), an
- * NDES page (the challenge and the thumbprint).
+ * CertRep's decrypted envelope (the DER of their certificates come back), a
+ * CertRep's envelope (the fields decrypting it needs), an NDES page (the
+ * challenge and the thumbprint).
  * The parent checks each answer again. The messages of those exchanges
  * (netproc_wire.h), private to agent/.
  */
@@ -24,6 +25,7 @@
 #define NETPROC_OP_NDESPAGE "NDESPAGE"
 #define NETPROC_OP_NEXTCA "NEXTCA"
 #define NETPROC_OP_REPCERTS "REPCERTS"
+#define NETPROC_OP_ENVELOPE "ENVELOPE"
 
 /* The most certificates a GetCACert or GetNextCACert answer may carry. */
 #define NETPROC_CERTS_MAX 64
@@ -99,6 +101,35 @@ void netproc_next_request_write(struct netproc_wbuf *w, const unsigned char *der
 int netproc_next_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
                               STACK_OF(X509) * *signers, STACK_OF(X509) * *ca,
                               STACK_OF(X509) * *bundle);
+
+/*
+ * A CertRep's envelope to take apart (scep_env_parse), after op, level and
+ * tag: its DER, then to, the certificate the request was signed with (whose
+ * key decrypts it).
+ */
+void netproc_env_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
+                               X509 *to);
+
+/*
+ * Reads that request in the network process: *der into the message, *to new
+ * (X509_free). -1 for a malformed request, P11E_ERR_ALLOC.
+ */
+int netproc_env_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+                             X509 **to);
+
+/* The answer: rc, the last error line err (or NULL) and, when rc is 0, env's fields. */
+void netproc_env_answer_write(struct netproc_wbuf *w, int rc, const char *err,
+                              const struct scep_env *env);
+
+/*
+ * Reads that answer, which is not trusted: on 0, *rc and *err (or NULL;
+ * secret_wipe_free) are set and, when *rc is 0, *out (scep_env_free): a
+ * cipher scep_env_iv_len takes and an IV of its length, an encrypted key of 1
+ * to SCEP_ENV_KEY_MAX bytes, 1 to max_data bytes of content in whole blocks.
+ * -1 for anything else, P11E_ERR_ALLOC. Logs nothing.
+ */
+int netproc_env_answer_read(const unsigned char *msg, size_t len, size_t max_data, int *rc,
+                            char **err, struct scep_env **out);
 
 /*
  * The answer to an NDES page (the request: op, level, tag, the page's bytes,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/objects.h>
 #include <openssl/ssl.h>
 
 #include "challenge.h"
@@ -154,6 +155,30 @@ serve_next(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	return 0;
 }
 
+/* Serves a CertRep's envelope to take apart (netproc_parse.h), after its op. */
+static int
+serve_env(struct netproc_rbuf *r, struct netproc_wbuf *w)
+{
+	struct scep_env *env = NULL;
+	const unsigned char *der = NULL;
+	X509 *to = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((rc = job_head(r)) == 0)
+		rc = netproc_env_request_read(r, &der, &len, &to);
+	if (rc == -1)
+		return malformed();
+	if (rc == 0 && (rc = scep_env_parse(der, len, to, &env)) == 0)
+		log_debug("network process: CertRep's envelope taken apart: %s, its key encrypted "
+		          "to the request's certificate, %zu bytes of content",
+		          OBJ_nid2sn(env->cipher_nid), env->data_len);
+	netproc_env_answer_write(w, rc, log_last_error(), env);
+	scep_env_free(env);
+	X509_free(to);
+	return 0;
+}
+
 /* Serves an NDES page to read (netproc_parse.h), after its op. */
 static int
 serve_page(struct netproc_rbuf *r, struct netproc_wbuf *w)
@@ -208,6 +233,10 @@ serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	if (method != NULL && strcmp(method, NETPROC_OP_REPCERTS) == 0) {
 		secret_wipe_free(method);
 		return serve_certs(r, w, scep_rep_certs, "CertRep's certificate bundle");
+	}
+	if (method != NULL && strcmp(method, NETPROC_OP_ENVELOPE) == 0) {
+		secret_wipe_free(method);
+		return serve_env(r, w);
 	}
 	if (method != NULL && strcmp(method, NETPROC_OP_NEXTCA) == 0) {
 		secret_wipe_free(method);

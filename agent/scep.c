@@ -501,68 +501,21 @@ scep_rep_free(struct scep_rep *rep)
 	free(rep);
 }
 
-static int
-envelope_cipher_nid(const unsigned char *der, size_t len)
-{
-	const unsigned char *p = der;
-	PKCS7 *p7 = d2i_PKCS7(NULL, &p, (long)len);
-	int nid = NID_undef;
-
-	if (p7 != NULL && PKCS7_type_is_enveloped(p7) && p7->d.enveloped != NULL &&
-	    p7->d.enveloped->enc_data != NULL && p7->d.enveloped->enc_data->algorithm != NULL)
-		nid = OBJ_obj2nid(p7->d.enveloped->enc_data->algorithm->algorithm);
-	PKCS7_free(p7);
-	ERR_clear_error();
-	return nid;
-}
-
 int
 scep_rep_open(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, unsigned char **plain,
               size_t *plain_len, int *cipher_nid)
 {
-	int r = P11E_ERR_MALFORMED, nid;
-	CMS_ContentInfo *env = NULL;
-	BIO *bio = NULL;
-	const unsigned char *p = rep->envelope;
-	unsigned char *data = NULL;
-	long dlen;
+	struct scep_env *env = NULL;
+	int r;
 
 	*plain = NULL;
 	*plain_len = 0;
 	*cipher_nid = NID_undef;
-	env = d2i_CMS_ContentInfo(NULL, &p, (long)rep->envelope_len);
-	if (env == NULL || p != rep->envelope + rep->envelope_len ||
-	    OBJ_obj2nid(CMS_get0_type(env)) != NID_pkcs7_enveloped) {
-		log_openssl(LOG_LVL_ERROR, "CertRep envelope is not a valid EnvelopedData");
-		goto out;
-	}
-	*cipher_nid = nid = envelope_cipher_nid(rep->envelope, rep->envelope_len);
-	if ((bio = BIO_new(BIO_s_mem())) == NULL) {
-		r = P11E_ERR_ALLOC;
-		goto out;
-	}
-	if (!CMS_decrypt(env, key, cert, NULL, bio, CMS_BINARY)) {
-		log_openssl(LOG_LVL_ERROR,
-		            "cannot decrypt the CertRep envelope (cipher %s) "
-		            "with the request key",
-		            OBJ_nid2sn(nid));
-		r = P11E_ERR_VERIFY;
-		goto out;
-	}
-	dlen = BIO_get_mem_data(bio, (char **)&data);
-	if (dlen <= 0) {
-		log_error("CertRep envelope does not hold a certificate bundle (it is empty)");
-		goto out;
-	}
-	if ((*plain = OPENSSL_memdup(data, (size_t)dlen)) == NULL) {
-		r = P11E_ERR_ALLOC;
-		goto out;
-	}
-	*plain_len = (size_t)dlen;
-	r = 0;
-out:
-	CMS_ContentInfo_free(env);
-	BIO_free(bio);
+	if ((r = scep_env_parse(rep->envelope, rep->envelope_len, cert, &env)) != 0)
+		return r;
+	*cipher_nid = env->cipher_nid;
+	r = scep_env_open(env, key, plain, plain_len);
+	scep_env_free(env);
 	return r;
 }
 

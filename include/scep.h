@@ -238,6 +238,41 @@ int scep_rep_open(const struct scep_rep *rep, EVP_PKEY *key, X509 *cert, unsigne
                   size_t *plain_len, int *cipher_nid);
 int scep_rep_certs(const unsigned char *data, size_t len, STACK_OF(X509) * *certs);
 
+/* The longest encrypted key an envelope may carry (RSA-8192). */
+#define SCEP_ENV_KEY_MAX 1024
+
+/* A CertRep's EnvelopedData taken apart: what decrypting it needs, and nothing else. */
+struct scep_env {
+	int cipher_nid;       /* AES-128/192/256-CBC, DES-EDE3-CBC or DES-CBC */
+	unsigned char iv[16]; /* iv_len bytes: the cipher's block */
+	size_t iv_len;
+	unsigned char *key;  /* the content-encryption key, RSA-encrypted to our certificate */
+	size_t key_len;      /* 1..SCEP_ENV_KEY_MAX */
+	unsigned char *data; /* the encrypted content, whole blocks */
+	size_t data_len;
+};
+
+/*
+ * scep_rep_open in two steps, each in its own process. scep_env_parse (the
+ * network process) reads the envelope's DER: an EnvelopedData with nothing
+ * after it, a recipient named by to's issuer and serial number whose key is
+ * encrypted with rsaEncryption, a content cipher of scep_env_iv_len's with its
+ * IV, whole blocks of content; *out new (scep_env_free). Errors:
+ * P11E_ERR_MALFORMED, P11E_ERR_VERIFY (no recipient is to), P11E_ERR_ALLOC,
+ * logged. scep_env_open (the token's process) decrypts the key with key
+ * (RSA PKCS#1 v1.5, on the token for a token key), checks its length against
+ * the cipher's and decrypts the content: *plain (OPENSSL_free). It parses
+ * no ASN.1. Errors: P11E_ERR_VERIFY (key or padding), P11E_ERR_MALFORMED,
+ * P11E_ERR_ALLOC, logged. The content-encryption key never leaves it.
+ */
+int scep_env_parse(const unsigned char *der, size_t len, X509 *to, struct scep_env **out);
+int scep_env_open(const struct scep_env *env, EVP_PKEY *key, unsigned char **plain,
+                  size_t *plain_len);
+void scep_env_free(struct scep_env *env);
+
+/* The IV length (the block length) of a content cipher an envelope may use, else 0. */
+size_t scep_env_iv_len(int nid);
+
 /*
  * Finds among got (the certificates a CertRep delivered) the one whose public
  * key is pub, and checks it chains to ca (through chain and got).

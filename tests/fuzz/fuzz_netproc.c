@@ -2,12 +2,14 @@
  * fuzz_netproc.c: the answers of the network process, which p11enroll does
  * not trust: to a request (netproc_answer_read), to a CertRep to parse
  * (netproc_rep_answer_read), to a GetCACert or GetNextCACert body to take
- * apart (netproc_certs_answer_read) and to an NDES page to read
+ * apart (netproc_certs_answer_read), to a CertRep's envelope to take apart
+ * (netproc_env_answer_read) and to an NDES page to read
  * (netproc_page_answer_read). The first input byte picks which, and the
  * options (secret body or not, a small or a large size limit); the rest is
  * the message. An answer that reads must hold what it claims: a code of ours,
  * a status of 100..999 and a body within the limit; a SCEP status, a trusted
- * signer, an accepted digest and an envelope on SUCCESS only; 1 to
+ * signer, an accepted digest and an envelope on SUCCESS only; an envelope's
+ * known cipher, its IV, a bounded key and whole blocks within the limit; 1 to
  * NETPROC_CERTS_MAX whole certificates within the limit; a printable
  * challenge within the limit and a hex thumbprint. Then the fields
  * read are written again with the writer and must read back the same.
@@ -123,6 +125,45 @@ one_page(const uint8_t *data, size_t size, size_t max)
 	free(tp2);
 }
 
+/* A CertRep envelope's answer: read, checked, written again, read back the same. */
+static void
+one_env(const uint8_t *data, size_t size, size_t max)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct scep_env *env = NULL, *env2 = NULL;
+	char *err = NULL, *err2 = NULL;
+	int rc = 0, rc2 = 0;
+
+	if (netproc_env_answer_read(data, size, max, &rc, &err, &env) != 0) {
+		if (env != NULL || err != NULL)
+			abort();
+		return;
+	}
+	if (rc > 0 || rc < P11E_ERR_HOOK || (rc == 0) != (env != NULL))
+		abort();
+	if (env != NULL &&
+	    (scep_env_iv_len(env->cipher_nid) != env->iv_len || env->iv_len == 0 ||
+	     env->key_len < 1 || env->key_len > SCEP_ENV_KEY_MAX || env->data_len < 1 ||
+	     env->data_len > max || env->data_len % env->iv_len != 0))
+		abort();
+	netproc_env_answer_write(&w, rc, err, env);
+	if (w.oom || netproc_env_answer_read(w.p, w.len, max, &rc2, &err2, &env2) != 0)
+		abort();
+	if (rc2 != rc || (err == NULL) != (err2 == NULL) ||
+	    (err != NULL && strcmp(err, err2) != 0) ||
+	    (env != NULL &&
+	     (env2->cipher_nid != env->cipher_nid || env2->iv_len != env->iv_len ||
+	      memcmp(env2->iv, env->iv, env->iv_len) != 0 || env2->key_len != env->key_len ||
+	      memcmp(env2->key, env->key, env->key_len) != 0 || env2->data_len != env->data_len ||
+	      memcmp(env2->data, env->data, env->data_len) != 0)))
+		abort();
+	netproc_w_free(&w);
+	secret_wipe_free(err);
+	secret_wipe_free(err2);
+	scep_env_free(env);
+	scep_env_free(env2);
+}
+
 /* A GetCACert answer: read, checked, written again, read back the same. */
 static void
 one_certs(const uint8_t *data, size_t size, size_t max)
@@ -167,6 +208,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
+	if (data[0] & 32) {
+		one_env(data + 1, size - 1, data[0] & 2 ? 1u << 20 : 64);
+		return 0;
+	}
 	if (data[0] & 16) {
 		one_page(data + 1, size - 1, data[0] & 2 ? 256 : 16);
 		return 0;

@@ -74,13 +74,16 @@ test_network_process_resolves_a_name() {
 
 # The server's CMS is parsed in the network process (netproc_parse.h): the CertRep (its
 # signature verified there; p11enroll gets back the fields and checks them again), the
-# GetCACert bundle and the bundle in the decrypted envelope (p11enroll gets back the
-# certificates' DER).
+# GetCACert bundle, the CertRep's envelope (p11enroll gets back its cipher, IV, encrypted
+# key and content, and decrypts them) and the bundle in the decrypted envelope (p11enroll
+# gets back the certificates' DER).
 test_server_cms_is_parsed_in_the_network_process() {
 	setup_enroll || return
 	assert_exit 0 p11e -v enroll || return
 	assert_contains "$ERR" "network process: GetCACert bundle taken apart, 1 certificate"
 	assert_contains "$ERR" "network process: CertRep parsed, signature and transaction verified"
+	# scepserver encrypts with single DES, to the request's self-signed certificate.
+	assert_match "$ERR" "network process: CertRep's envelope taken apart: DES-CBC, its key encrypted to the request's certificate, [1-9][0-9]* bytes of content$"
 	# The envelope is decrypted here with the token's key; the bundle inside goes back there.
 	assert_match "$ERR" "network process: CertRep's certificate bundle taken apart, [1-9][0-9]* certificates?$"
 	check_enrollment

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "scep.h"
@@ -50,6 +51,21 @@ load_cert(const char *name)
 	assert_non_null(x);
 	free(d);
 	return x;
+}
+
+/* A PEM private key file. */
+static inline EVP_PKEY *
+load_key(const char *name)
+{
+	size_t len;
+	unsigned char *d = load(name, &len);
+	BIO *b = BIO_new_mem_buf(d, (int)len);
+	EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+
+	assert_non_null(k);
+	BIO_free(b);
+	free(d);
+	return k;
 }
 
 /* TXID and NONCE of fixtures.txt: what the CertRep fixtures answer. */

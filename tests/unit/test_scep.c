@@ -24,20 +24,6 @@
 static char txid[128];
 static unsigned char nonce[16];
 
-static EVP_PKEY *
-load_key(const char *name)
-{
-	size_t len;
-	unsigned char *d = load(name, &len);
-	BIO *b = BIO_new_mem_buf(d, (int)len);
-	EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
-
-	assert_non_null(k);
-	BIO_free(b);
-	free(d);
-	return k;
-}
-
 static int
 setup(void **state)
 {
