@@ -119,6 +119,8 @@ from cryptography.x509.oid import (AttributeOID, AuthorityInformationAccessOID, 
 BUSY_COUNT = 2         # mode busy: PKIOperations answered 503 before serving
 BUSY_RETRY_AFTER = 4   # mode busy: the Retry-After of those answers, seconds
 
+CROWD_SIZE = 65    # certificates in mode crowd's GetCACert
+
 MODES = {
     "normal": "issue at once",
     "nocaps": "GetCACaps: close the connection without answering (old NDES)",
@@ -150,6 +152,8 @@ MODES = {
               "GetNextCACert -> 404; renewals signed under the old CA are accepted",
     "busy": "the first %d PKIOperations -> HTTP 503 with Retry-After: %d, then as normal"
             % (BUSY_COUNT, BUSY_RETRY_AFTER),
+    "crowd": "GetCACert adds self-signed certificates of one fresh key (CN crowd N) until it "
+             "holds %d, one more than a client need take; PKIOperation as normal" % CROWD_SIZE,
     "stranger": "GetCACert adds a stranger's self-signed certificate (DIR/stranger.pem); every "
                 "PKIOperation -> PENDING signed by the stranger, logging whether the stranger "
                 "could decrypt the request",
@@ -334,6 +338,13 @@ class Pki:
             certs = [self.ca_cert] + ras
         if mode == "stranger":
             certs.append(self.stranger_cert)
+        if mode == "crowd":
+            crowd_key = new_rsa_key()
+            certs += [build_cert(name("crowd %d" % i), crowd_key.public_key(), None, crowd_key,
+                                 [(x509.BasicConstraints(ca=False, path_length=None), True)],
+                                 utcnow() - datetime.timedelta(days=1),
+                                 utcnow() + datetime.timedelta(days=30))
+                      for i in range(CROWD_SIZE - len(certs))]
         if len(certs) == 1:
             self.getcacert = ("application/x-x509-ca-cert", scepmsg.cert_der(certs[0]))
         else:

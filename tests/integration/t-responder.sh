@@ -217,6 +217,11 @@ hostile() {
 	assert_contains "$STATE_DIR/last-p11enroll.txt" "err=-"
 }
 
+# A GetCACert of 65 certificates: the network process takes at most 64 (NETPROC_CERTS_MAX)
+# and refuses the bundle before p11enroll parses any of them.
+test_hostile_getcacert_of_65_certificates_76() {
+	hostile crowd 76 "GetCACert bundle holds 65 certificates; p11enroll takes at most 64"
+}
 test_hostile_wrong_nonce_76() { hostile wrong-nonce 76 "recipientNonce differs"; }
 test_hostile_missing_nonce_76() { hostile no-nonce 76 "recipientNonce is missing"; }
 test_hostile_txid_prefix_76() { hostile txid-prefix 76 "transactionID"; }
