@@ -99,7 +99,7 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	const struct tok_key *key = x->key;
 	const char *challenge = x->poll_txid ? NULL : x->challenge;
 	X509_NAME *subject = NULL;
-	int r = P11E_ERR_INTERNAL, n = 0, cipher = NID_undef;
+	int r = P11E_ERR_INTERNAL, n = 0, cipher = NID_undef, carrier;
 	EVP_PKEY *tokkey = NULL, *transient = NULL, *oldkey = NULL, *signer;
 	int req_type = x->msg_type != 0 ? x->msg_type : SCEP_MSG_PKCSREQ;
 	X509_REQ *req = NULL;
@@ -112,11 +112,19 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 	STACK_OF(X509) *got = NULL;
 	double t0 = exchange_now_ms();
 
-	if ((r = tok_key_evp(x->t, key, &tokkey)) != 0)
+	/* Each token key may do what this exchange needs of it and no more: the CSR's
+	 * signature (not in a CertPoll), and for the key that carries the exchange (the
+	 * current key in a renewal, else an RSA token key) the self-signed certificate's
+	 * (none with a current certificate), the pkiMessage's and one decryption. */
+	carrier = x->signer_key == NULL && key->type == TOK_KEY_RSA;
+	if ((r = tok_key_evp(x->t, key,
+	                     (x->poll_txid == NULL) + (carrier ? 1 + (x->signer_cert == NULL) : 0),
+	                     carrier, &tokkey)) != 0)
 		goto out;
 	signer = tokkey;
 	if (x->signer_key != NULL) {
-		if ((r = tok_key_evp(x->t, x->signer_key, &oldkey)) != 0)
+		if ((r = tok_key_evp(x->t, x->signer_key, 1 + (x->signer_cert == NULL), 1,
+		                     &oldkey)) != 0)
 			goto out;
 		signer = oldkey;
 		log_debug("signing the request with the current certificate and its key");

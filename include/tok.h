@@ -175,9 +175,13 @@ int tok_key_id_for(EVP_PKEY *pub, unsigned char id[20]);
  * P11E_ERR_TOKEN). The EVP_PKEY holds no reference on t and may be freed
  * before or after tok_close; after it, its private operations fail (logged).
  * A failing operation logs the C_* call, the CKR_ name, key and token.
+ * The EVP_PKEY does at most signs signatures and decrypts decryptions on the
+ * token, what the caller's use of it needs; the one after fails (logged)
+ * before reaching the token, so a flaw in that use cannot make the token an
+ * oracle. Freeing it logs (debug) how many it did.
  * Errors: P11E_ERR_TOKEN, P11E_ERR_ALLOC, P11E_ERR_INTERNAL.
  */
-int tok_key_evp(struct tok *t, const struct tok_key *k, EVP_PKEY **out);
+int tok_key_evp(struct tok *t, const struct tok_key *k, int signs, int decrypts, EVP_PKEY **out);
 
 /*
  * Reads the private key's protection attributes (needs login): each 1 (true),

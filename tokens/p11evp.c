@@ -16,7 +16,9 @@
  *
  * Each EVP_PKEY carries a struct tok_evp_key (ex_data of its RSA or EC_KEY),
  * which is on its token's list until the EVP_PKEY is freed; tok_close cuts
- * the list off, so a key used after its token was closed fails cleanly.
+ * the list off, so a key used after its token was closed fails cleanly. It
+ * also counts the key's signatures and decryptions against what its caller
+ * said it needs, and refuses the one after.
  */
 /* RSA_METHOD and EC_KEY_METHOD are deprecated in OpenSSL 3, and the only way
  * to put a PKCS#11 key behind an EVP_PKEY without a provider. */
@@ -39,8 +41,11 @@ struct tok_evp_key {
 	struct tok *t;            /* NULL once tok_close ran */
 	CK_OBJECT_HANDLE h;       /* the private key */
 	char *label;              /* for messages */
+	int allowed[2], used[2];  /* signatures [0] and decryptions [1] (tok_key_evp) */
 	struct tok_evp_key *next; /* t->evp_keys */
 };
+
+static const char *const op_names[2] = {"signature", "decryption"};
 
 static CRYPTO_ONCE once = CRYPTO_ONCE_STATIC_INIT;
 static RSA_METHOD *rsa_meth;
@@ -67,6 +72,8 @@ key_free(struct tok_evp_key *ek)
 {
 	if (ek == NULL)
 		return;
+	log_debug("private key '%s': %d of %d %ss and %d of %d %ss used", ek->label, ek->used[0],
+	          ek->allowed[0], op_names[0], ek->used[1], ek->allowed[1], op_names[1]);
 	unlink_key(ek);
 	free(ek->label);
 	free(ek);
@@ -134,6 +141,13 @@ key_op(struct tok_evp_key *ek, int decrypt, CK_MECHANISM_TYPE mech, const unsign
 		log_error("private key '%s' used after its token was closed", ek->label);
 		return P11E_ERR_INTERNAL;
 	}
+	if (ek->used[decrypt] >= ek->allowed[decrypt]) {
+		log_error("private key '%s': a %s more than the %d this use of it needs: refused, "
+		          "so that no flaw can turn the token into a signing or decryption oracle",
+		          ek->label, op_names[decrypt], ek->allowed[decrypt]);
+		return P11E_ERR_TOKEN;
+	}
+	ek->used[decrypt]++;
 	rv = decrypt ? t->f->C_DecryptInit(t->session, &m, ek->h)
 	             : t->f->C_SignInit(t->session, &m, ek->h);
 	if (rv == CKR_OK) {
@@ -291,7 +305,7 @@ wrap(const struct tok_key *k, struct tok_evp_key *ek, EVP_PKEY *pkey)
 
 /* An EVP_PKEY of k's public key whose private operations run on the token. */
 int
-tok_key_evp(struct tok *t, const struct tok_key *k, EVP_PKEY **out)
+tok_key_evp(struct tok *t, const struct tok_key *k, int signs, int decrypts, EVP_PKEY **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	struct tok_evp_key *ek = NULL;
@@ -317,6 +331,8 @@ tok_key_evp(struct tok *t, const struct tok_key *k, EVP_PKEY **out)
 		goto out;
 	}
 	ek->h = k->priv_handle;
+	ek->allowed[0] = signs;
+	ek->allowed[1] = decrypts;
 	ek->t = t;
 	ek->next = t->evp_keys;
 	t->evp_keys = ek;

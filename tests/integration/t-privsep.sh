@@ -85,6 +85,9 @@ test_server_cms_is_parsed_in_the_network_process() {
 	# scepserver encrypts with single DES, to the request's self-signed certificate.
 	assert_match "$ERR" "network process: CertRep's envelope taken apart: DES-CBC, its key encrypted to the request's certificate, [1-9][0-9]* bytes of content$"
 	# The envelope is decrypted here with the token's key; the bundle inside goes back there.
+	# The token key did exactly what the exchange needed of it (tok_key_evp's budget): the
+	# CSR, the self-signed certificate, the pkiMessage, the envelope's key.
+	assert_contains "$ERR" "private key 'p11enroll': 3 of 3 signatures and 1 of 1 decryptions used"
 	assert_match "$ERR" "network process: CertRep's certificate bundle taken apart, [1-9][0-9]* certificates?$"
 	check_enrollment
 }

@@ -42,6 +42,9 @@
 static char dir[64];
 static int have_softhsm, have_spy;
 
+/* What tok_key_evp allows the bridge's own tests, which are not about its budget. */
+#define ANY 64
+
 /* pkcs11-spy's own leaks (it never frees what it logs) under LeakSanitizer. */
 const char *__lsan_default_suppressions(void);
 const char *
@@ -440,7 +443,7 @@ test_rsa_key(void **state)
 	assert_int_equal(EVP_PKEY_eq(ks[0]->pub, k->pub), 1);
 	tok_keys_free(ks, n);
 
-	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
 	csr_sign_verify(k, priv);
 	cert = self_signed(k, priv, 30);
 
@@ -494,7 +497,7 @@ test_spy_counts(void **state)
 	finds = spy_count("C_FindObjectsInit");
 	signs = spy_count("C_Sign");
 	decrypts = spy_count("C_Decrypt");
-	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
 	csr_sign_verify(k, priv);
 	cert = self_signed(k, priv, 30);
 	cms_decrypt_check(cert, priv);
@@ -514,6 +517,102 @@ test_spy_counts(void **state)
 	assert_int_equal(spy_count("C_CloseAllSessions") - closeall, 0);
 }
 
+/* One signature (SHA-256 over a short text) with priv; whether it was made. */
+static int
+sign_once(EVP_PKEY *priv)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char sig[512];
+	size_t len = sizeof(sig);
+	int ok;
+
+	assert_non_null(ctx);
+	ok = EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, priv) == 1 &&
+	     EVP_DigestSign(ctx, sig, &len, (const unsigned char *)"x", 1) == 1;
+	EVP_MD_CTX_free(ctx);
+	ERR_clear_error();
+	return ok;
+}
+
+/* A 16-byte key encrypted to pub (PKCS#1 v1.5) and decrypted with priv; whether it came back. */
+static int
+decrypt_once(EVP_PKEY *pub, EVP_PKEY *priv)
+{
+	unsigned char cek[16] = "0123456789abcdef", enc[512], dec[512];
+	size_t elen = sizeof(enc), dlen = sizeof(dec);
+	EVP_PKEY_CTX *e = EVP_PKEY_CTX_new(pub, NULL), *d = EVP_PKEY_CTX_new(priv, NULL);
+	int ok;
+
+	assert_non_null(e);
+	assert_non_null(d);
+	assert_int_equal(EVP_PKEY_encrypt_init(e), 1);
+	assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(e, RSA_PKCS1_PADDING), 1);
+	assert_int_equal(EVP_PKEY_encrypt(e, enc, &elen, cek, sizeof(cek)), 1);
+	ok = EVP_PKEY_decrypt_init(d) == 1 &&
+	     EVP_PKEY_CTX_set_rsa_padding(d, RSA_PKCS1_PADDING) == 1 &&
+	     EVP_PKEY_decrypt(d, dec, &dlen, enc, elen) == 1 && dlen == sizeof(cek) &&
+	     memcmp(dec, cek, sizeof(cek)) == 0;
+	EVP_PKEY_CTX_free(e);
+	EVP_PKEY_CTX_free(d);
+	ERR_clear_error();
+	return ok;
+}
+
+/*
+ * A token key's EVP_PKEY does what its caller said it needs and no more: the
+ * signature or decryption after is refused, with a message, before it reaches
+ * the module (the spy counts no C_Sign or C_Decrypt for it). What is left of
+ * one kind does not carry over to the other.
+ */
+static void
+test_evp_budget(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k, *e;
+	EVP_PKEY *priv = NULL, *epriv = NULL, *none = NULL;
+	int signs, decrypts;
+
+	(void)state;
+	if (!have_softhsm || !have_spy)
+		skip();
+	open_t1(SPY, &t);
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	k = gen(t, TOK_KEY_RSA, 2048, "budget-rsa");
+	e = gen(t, TOK_KEY_EC, 256, "budget-ec");
+	signs = spy_count("C_Sign");
+	decrypts = spy_count("C_Decrypt");
+	assert_int_equal(tok_key_evp(t, k, 2, 1, &priv), 0);
+	assert_int_equal(tok_key_evp(t, e, 1, 0, &epriv), 0);
+	assert_int_equal(tok_key_evp(t, k, 0, 0, &none), 0);
+
+	assert_true(sign_once(priv));
+	assert_true(decrypt_once(k->pub, priv));
+	assert_false(decrypt_once(k->pub, priv));
+	assert_non_null(strstr(log_last_error(), "private key 'budget-rsa': a decryption more "
+	                                         "than the 1 this use of it needs: refused"));
+	assert_true(sign_once(priv)); /* the second of two, after the refused decryption */
+	assert_false(sign_once(priv));
+	assert_non_null(strstr(log_last_error(), "a signature more than the 2 this use"));
+
+	assert_true(sign_once(epriv));
+	assert_false(sign_once(epriv));
+	assert_non_null(strstr(log_last_error(), "private key 'budget-ec': a signature more"));
+
+	/* an EVP_PKEY allowed nothing (an EC key's while a transient key carries the
+	 * exchange) reaches the token for nothing */
+	assert_false(sign_once(none));
+	assert_false(decrypt_once(k->pub, none));
+
+	assert_int_equal(spy_count("C_Sign") - signs, 3);
+	assert_int_equal(spy_count("C_Decrypt") - decrypts, 1);
+	EVP_PKEY_free(priv);
+	EVP_PKEY_free(epriv);
+	EVP_PKEY_free(none);
+	tok_key_free(k);
+	tok_key_free(e);
+	tok_close(t);
+}
+
 static void
 test_ec_keys(void **state)
 {
@@ -531,7 +630,7 @@ test_ec_keys(void **state)
 	k = gen(t, TOK_KEY_EC, 256, "ec1");
 	assert_int_equal(tok_key_attrs(t, k, &a), 0);
 	assert_true(a.sensitive == 1 && a.extractable == 0 && a.never_extractable == 1);
-	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
 	csr_sign_verify(k, priv);
 	cert = self_signed(k, priv, 10);
 	cms_sign_verify(cert, priv, EVP_sha256());
@@ -542,7 +641,7 @@ test_ec_keys(void **state)
 
 	/* a second key, made while the first one's EVP_PKEY is alive: both sign */
 	k2 = gen(t, TOK_KEY_EC, 384, "ec1");
-	assert_int_equal(tok_key_evp(t, k2, &priv2), 0);
+	assert_int_equal(tok_key_evp(t, k2, ANY, ANY, &priv2), 0);
 	csr_sign_verify_md(k2, priv2, EVP_sha384());
 	cert = self_signed(k2, priv2, 10);
 	cms_sign_verify(cert, priv2, EVP_sha384());
@@ -586,14 +685,14 @@ test_cms(void **state)
 		skip();
 	open_login(&t);
 	k = gen(t, TOK_KEY_RSA, 2048, "cms1");
-	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
 	cert = self_signed(k, priv, 30);
 	cms_sign_verify(cert, priv, EVP_sha256());
 	cms_sign_verify(cert, priv, EVP_sha384());
 	cms_decrypt_check(cert, priv);
 
 	k2 = gen(t, TOK_KEY_RSA, 3072, "cms1");
-	assert_int_equal(tok_key_evp(t, k2, &priv2), 0);
+	assert_int_equal(tok_key_evp(t, k2, ANY, ANY, &priv2), 0);
 	cert2 = self_signed(k2, priv2, 30);
 	cms_sign_verify(cert, priv, EVP_sha256());
 	cms_decrypt_check(cert2, priv2);
@@ -621,7 +720,7 @@ test_certs(void **state)
 		skip();
 	open_login(&t);
 	k = gen(t, TOK_KEY_EC, 256, "cert1");
-	assert_int_equal(tok_key_evp(t, k, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
 	c1 = self_signed(k, priv, 10);
 	c2 = self_signed(k, priv, 400);
 	c3 = self_signed(k, priv, 100);
@@ -762,8 +861,8 @@ test_evp_one_view(void **state)
 	fl.C_Login = stray_login;
 	t->f = &fl;
 	stray_calls = 0;
-	assert_int_equal(tok_key_evp(t, rsa, &rpriv), 0);
-	assert_int_equal(tok_key_evp(t, ec, &epriv), 0);
+	assert_int_equal(tok_key_evp(t, rsa, ANY, ANY, &rpriv), 0);
+	assert_int_equal(tok_key_evp(t, ec, ANY, ANY, &epriv), 0);
 	csr_sign_verify(rsa, rpriv);
 	csr_sign_verify(ec, epriv);
 	rcert = self_signed(rsa, rpriv, 5);
@@ -828,7 +927,7 @@ test_evp_errors(void **state)
 	assert_int_equal(tok_find_keys(t, "err1", &ks, &n), 0);
 	assert_int_equal(n, 1);
 	cap_begin();
-	assert_int_equal(tok_key_evp(t, ks[0], &priv), P11E_ERR_TOKEN);
+	assert_int_equal(tok_key_evp(t, ks[0], ANY, ANY, &priv), P11E_ERR_TOKEN);
 	msg = cap_end();
 	assert_null(priv);
 	assert_non_null(
@@ -837,7 +936,7 @@ test_evp_errors(void **state)
 	assert_int_equal(tok_login(t, PIN, 0), 0);
 	assert_int_equal(tok_find_keys(t, "err1", &ks, &n), 0);
 	assert_int_equal(n, 1);
-	assert_int_equal(tok_key_evp(t, ks[0], &priv), 0);
+	assert_int_equal(tok_key_evp(t, ks[0], ANY, ANY, &priv), 0);
 
 	mctx = EVP_MD_CTX_new();
 	assert_int_equal(EVP_DigestSignInit(mctx, &pctx, EVP_sha256(), NULL, priv), 1);
@@ -852,7 +951,7 @@ test_evp_errors(void **state)
 	csr_sign_verify(ks[0], priv);
 
 	ek = gen(t, TOK_KEY_EC, 256, "err2");
-	assert_int_equal(tok_key_evp(t, ek, &epriv), 0);
+	assert_int_equal(tok_key_evp(t, ek, ANY, ANY, &epriv), 0);
 	real = real_fl = t->f;
 	fl = *real;
 	fl.C_Sign = removed_sign;
@@ -1147,19 +1246,13 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_open_errors),
-	    cmocka_unit_test(test_login_wrong_pin),
-	    cmocka_unit_test(test_rsa_key),
-	    cmocka_unit_test(test_spy_counts),
-	    cmocka_unit_test(test_ec_keys),
-	    cmocka_unit_test(test_cms),
-	    cmocka_unit_test(test_certs),
-	    cmocka_unit_test(test_evp_one_view),
-	    cmocka_unit_test(test_evp_errors),
-	    cmocka_unit_test(test_pkcs11_tool),
-	    cmocka_unit_test(test_keygen_errors),
-	    cmocka_unit_test(test_keygen_ids),
-	    cmocka_unit_test(test_keygen_cut_between_ids),
+	    cmocka_unit_test(test_open_errors),  cmocka_unit_test(test_login_wrong_pin),
+	    cmocka_unit_test(test_rsa_key),      cmocka_unit_test(test_spy_counts),
+	    cmocka_unit_test(test_evp_budget),   cmocka_unit_test(test_ec_keys),
+	    cmocka_unit_test(test_cms),          cmocka_unit_test(test_certs),
+	    cmocka_unit_test(test_evp_one_view), cmocka_unit_test(test_evp_errors),
+	    cmocka_unit_test(test_pkcs11_tool),  cmocka_unit_test(test_keygen_errors),
+	    cmocka_unit_test(test_keygen_ids),   cmocka_unit_test(test_keygen_cut_between_ids),
 	    cmocka_unit_test(test_ambiguous),
 	};
 
