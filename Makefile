@@ -155,7 +155,9 @@ doubles:
 # on every core. Every stage runs, also after one failed (a failing unit test must not hide
 # the integration run); the check fails at the end, naming the stages that failed, with
 # each stage's time. The two integration passes run side by side, with half the jobs each,
-# each pass printed when it has ended (CHECK_TOGETHER=0: one after the other, all the jobs).
+# each pass printed when it has ended, and fuzz-check beside them at the lowest priority
+# (nice 19): the CPU the integration tests leave while they wait on servers is its, and
+# it takes none they want (CHECK_TOGETHER=0: one after the other, all the jobs).
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 CHECK_TOGETHER ?= 1
 CHECK_JOBS ?= $(shell echo $$((($(NPROC) + 3) / 2)))
@@ -173,7 +175,7 @@ check: test-deps
 	stage doubles $$plain doubles; \
 	stage unit $$plain unit; \
 	stage san:unit $$san unit; \
-	stage fuzz-check $$plain fuzz-check; \
+	if [ "$(CHECK_TOGETHER)" != 1 ]; then stage fuzz-check $$plain fuzz-check; fi; \
 	if [ "$(CHECK_TOGETHER)" = 1 ]; then \
 		t=$$(date +%s); mkdir -p $(BUILD) build-san; \
 		P11E_JOBS=$${P11E_JOBS:-$(CHECK_JOBS)} setsid $$plain integration \
@@ -181,11 +183,12 @@ check: test-deps
 		P11E_JOBS=$${P11E_JOBS:-$(CHECK_JOBS)} setsid $$san integration \
 			>build-san/check-integration.log 2>&1 </dev/null & b=$$!; \
 		trap 'kill -TERM -$$a -$$b 2>/dev/null; wait; exit 130' INT TERM; \
+		stage fuzz-check nice -n 19 $$plain fuzz-check; \
 		wait $$a || failed="$$failed integration"; \
 		echo "== integration ($(BUILD))"; cat $(BUILD)/check-integration.log; \
 		wait $$b || failed="$$failed san:integration"; \
 		echo "== san:integration (build-san)"; cat build-san/check-integration.log; \
-		times="$$times integration+san:integration $$(($$(date +%s) - t))s"; \
+		times="$$times integration+san:integration(+fuzz-check) $$(($$(date +%s) - t))s"; \
 	else \
 		stage integration $$plain integration; \
 		stage san:integration $$san integration; \
