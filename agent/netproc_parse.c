@@ -39,6 +39,37 @@ read_head(struct netproc_rbuf *r, int64_t *rc, char **err)
 	return netproc_r_str(r, err) != 0 ? P11E_ERR_ALLOC : 0;
 }
 
+/*
+ * Reads a whole answer: its head, for 0 the job's fields by body (which keeps what it
+ * made in ctx), then nothing more. On 0, *rc and *err (or NULL; secret_wipe_free) are
+ * set. Returns 0, -1 for anything else, P11E_ERR_ALLOC (or body's error); what body made
+ * is the caller's, to keep on 0 and to free otherwise.
+ */
+static int
+read_answer(const unsigned char *msg, size_t len, int (*body)(struct netproc_rbuf *, void *),
+            void *ctx, int *rc, char **err)
+{
+	struct netproc_rbuf r = {msg, len, 0, 0};
+	char *e = NULL;
+	int64_t v;
+	int ret;
+
+	*rc = 0;
+	*err = NULL;
+	if ((ret = read_head(&r, &v, &e)) != 0 || (v == 0 && (ret = body(&r, ctx)) != 0))
+		goto out;
+	ret = -1;
+	if (r.bad || r.off != r.len)
+		goto out;
+	*rc = (int)v;
+	*err = e;
+	e = NULL;
+	ret = 0;
+out:
+	secret_wipe_free(e);
+	return ret;
+}
+
 /* A list of certificates: their number, then each one's DER. A certificate that cannot
  * be encoded sets w->oom. */
 static void
@@ -189,90 +220,74 @@ printable(const char *s)
 	return 1;
 }
 
+struct rep_read {
+	STACK_OF(X509) * trusted;
+	size_t max_envelope;
+	struct scep_rep *rep;
+};
+
+/* A CertRep answer's fields into c->rep (read_answer's body). */
+static int
+rep_body(struct netproc_rbuf *r, void *ctx)
+{
+	struct rep_read *c = ctx;
+	struct scep_rep *rep;
+	const unsigned char *env;
+	char *md = NULL, *text = NULL;
+	int64_t v, idx;
+	size_t n;
+	int ret = P11E_ERR_ALLOC;
+
+	if ((rep = c->rep = calloc(1, sizeof(*rep))) == NULL)
+		return P11E_ERR_ALLOC;
+	rep->status = (int)netproc_r_num(r);
+	v = netproc_r_num(r);
+	if (netproc_r_str(r, &text) != 0)
+		goto out;
+	idx = netproc_r_num(r);
+	if (netproc_r_str(r, &md) != 0)
+		goto out;
+	env = netproc_r_bytes(r, &n);
+	ret = -1;
+	if (r->bad ||
+	    (rep->status != SCEP_STATUS_SUCCESS && rep->status != SCEP_STATUS_FAILURE &&
+	     rep->status != SCEP_STATUS_PENDING) ||
+	    v < -1 || v > 999 ||
+	    (text != NULL && (strlen(text) > NETPROC_FAIL_TEXT_MAX || !printable(text))) ||
+	    idx < 0 || idx >= sk_X509_num(c->trusted) || (rep->sig_md = known_md(md)) == NULL ||
+	    (rep->status == SCEP_STATUS_SUCCESS) != (env != NULL && n > 0) || n > c->max_envelope)
+		goto out;
+	rep->fail_info = (int)v;
+	ret = P11E_ERR_ALLOC;
+	/* scep_rep_free frees them with free() */
+	if ((text != NULL && (rep->fail_text = strdup(text)) == NULL) ||
+	    (n > 0 && (rep->envelope = malloc(n)) == NULL))
+		goto out;
+	if (n > 0)
+		memcpy(rep->envelope, env, n);
+	rep->envelope_len = n;
+	rep->signer = sk_X509_value(c->trusted, (int)idx);
+	if (!X509_up_ref(rep->signer)) {
+		rep->signer = NULL;
+		goto out;
+	}
+	ret = 0;
+out:
+	secret_wipe_free(md);
+	secret_wipe_free(text);
+	return ret;
+}
+
 int
 netproc_rep_answer_read(const unsigned char *msg, size_t len, STACK_OF(X509) * trusted,
                         size_t max_envelope, int *rc, char **err, struct scep_rep **out)
 {
-	struct netproc_rbuf r = {msg, len, 0, 0};
-	struct scep_rep *rep = NULL;
-	const unsigned char *env;
-	char *e = NULL, *md = NULL, *text = NULL;
-	int64_t v, idx;
-	size_t n;
-	int ret = -1, got;
+	struct rep_read c = {trusted, max_envelope, NULL};
+	int ret = read_answer(msg, len, rep_body, &c, rc, err);
 
-	*rc = 0;
-	*err = NULL;
-	*out = NULL;
-	if ((got = read_head(&r, &v, &e)) != 0) {
-		ret = got;
-		goto out;
-	}
-	if (v == 0) {
-		if ((rep = calloc(1, sizeof(*rep))) == NULL) {
-			ret = P11E_ERR_ALLOC;
-			goto out;
-		}
-		rep->status = (int)netproc_r_num(&r);
-		if (rep->status != SCEP_STATUS_SUCCESS && rep->status != SCEP_STATUS_FAILURE &&
-		    rep->status != SCEP_STATUS_PENDING)
-			goto out;
-		v = netproc_r_num(&r);
-		if (v < -1 || v > 999)
-			goto out;
-		rep->fail_info = (int)v;
-		if (netproc_r_str(&r, &text) != 0) {
-			ret = P11E_ERR_ALLOC;
-			goto out;
-		}
-		if (text != NULL && (strlen(text) > NETPROC_FAIL_TEXT_MAX || !printable(text)))
-			goto out;
-		/* scep_rep_free frees it with free() */
-		if (text != NULL && (rep->fail_text = strdup(text)) == NULL) {
-			ret = P11E_ERR_ALLOC;
-			goto out;
-		}
-		idx = netproc_r_num(&r);
-		if (netproc_r_str(&r, &md) != 0) {
-			ret = P11E_ERR_ALLOC;
-			goto out;
-		}
-		if (idx < 0 || idx >= sk_X509_num(trusted) || (rep->sig_md = known_md(md)) == NULL)
-			goto out;
-		env = netproc_r_bytes(&r, &n);
-		if (r.bad || (rep->status == SCEP_STATUS_SUCCESS) != (env != NULL && n > 0) ||
-		    n > max_envelope)
-			goto out;
-		if (n > 0) {
-			if ((rep->envelope = malloc(n)) == NULL) {
-				ret = P11E_ERR_ALLOC;
-				goto out;
-			}
-			memcpy(rep->envelope, env, n);
-			rep->envelope_len = n;
-		}
-		rep->signer = sk_X509_value(trusted, (int)idx);
-		if (!X509_up_ref(rep->signer)) {
-			rep->signer = NULL;
-			ret = P11E_ERR_ALLOC;
-			goto out;
-		}
-		*rc = 0;
-	} else {
-		*rc = (int)v;
-	}
-	if (r.bad || r.off != r.len)
-		goto out;
-	*err = e;
-	e = NULL;
-	*out = rep;
-	rep = NULL;
-	ret = 0;
-out:
-	secret_wipe_free(e);
-	secret_wipe_free(md);
-	secret_wipe_free(text);
-	scep_rep_free(rep);
+	*out = ret == 0 ? c.rep : NULL;
+	if (ret != 0)
+		scep_rep_free(c.rep);
 	return ret;
 }
 
@@ -289,34 +304,30 @@ netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err, STAC
 		write_certs(w, certs);
 }
 
+struct certs_read {
+	size_t max_len;
+	STACK_OF(X509) * certs;
+};
+
+/* A certificates answer's list into c->certs (read_answer's body). */
+static int
+certs_body(struct netproc_rbuf *r, void *ctx)
+{
+	struct certs_read *c = ctx;
+
+	return read_certs(r, 1, NETPROC_CERTS_MAX, c->max_len, &c->certs);
+}
+
 int
 netproc_certs_answer_read(const unsigned char *msg, size_t len, size_t max_len, int *rc, char **err,
                           STACK_OF(X509) * *out)
 {
-	struct netproc_rbuf r = {msg, len, 0, 0};
-	STACK_OF(X509) *certs = NULL;
-	char *e = NULL;
-	int64_t v;
-	int ret;
+	struct certs_read c = {max_len, NULL};
+	int ret = read_answer(msg, len, certs_body, &c, rc, err);
 
-	*rc = 0;
-	*err = NULL;
-	*out = NULL;
-	if ((ret = read_head(&r, &v, &e)) != 0 ||
-	    (v == 0 && (ret = read_certs(&r, 1, NETPROC_CERTS_MAX, max_len, &certs)) != 0))
-		goto out;
-	ret = -1;
-	if (r.bad || r.off != r.len)
-		goto out;
-	*rc = (int)v;
-	*err = e;
-	e = NULL;
-	*out = certs;
-	certs = NULL;
-	ret = 0;
-out:
-	secret_wipe_free(e);
-	sk_X509_pop_free(certs, X509_free);
+	*out = ret == 0 ? c.certs : NULL;
+	if (ret != 0)
+		sk_X509_pop_free(c.certs, X509_free);
 	return ret;
 }
 
@@ -405,28 +416,34 @@ netproc_env_answer_write(struct netproc_wbuf *w, int rc, const char *err,
 	netproc_w_bytes(w, env->data, env->data_len);
 }
 
-/* Reads an envelope's fields (after the head) into a new *out. 0, -1, P11E_ERR_ALLOC. */
+struct env_read {
+	size_t max_data;
+	struct scep_env *env;
+};
+
+/* An envelope answer's fields into c->env (read_answer's body). */
 static int
-read_env(struct netproc_rbuf *r, size_t max_data, struct scep_env **out)
+env_body(struct netproc_rbuf *r, void *ctx)
 {
-	struct scep_env *env = NULL;
+	struct env_read *c = ctx;
+	struct scep_env *env;
 	const unsigned char *iv, *key, *data;
 	char *sn = NULL;
 	size_t iv_len = 0, key_len = 0, data_len = 0;
 	int ret = P11E_ERR_ALLOC;
 
-	if (netproc_r_str(r, &sn) != 0 || (env = calloc(1, sizeof(*env))) == NULL)
+	if ((env = c->env = calloc(1, sizeof(*env))) == NULL || netproc_r_str(r, &sn) != 0)
 		goto out;
-	ret = -1;
 	iv = netproc_r_bytes(r, &iv_len);
 	key = netproc_r_bytes(r, &key_len);
 	data = netproc_r_bytes(r, &data_len);
+	ret = -1;
 	if (r->bad || sn == NULL || iv == NULL || key == NULL || data == NULL)
 		goto out;
 	env->cipher_nid = OBJ_sn2nid(sn);
 	env->iv_len = scep_env_iv_len(env->cipher_nid);
 	if (env->iv_len == 0 || iv_len != env->iv_len || key_len < 1 ||
-	    key_len > SCEP_ENV_KEY_MAX || data_len < 1 || data_len > max_data ||
+	    key_len > SCEP_ENV_KEY_MAX || data_len < 1 || data_len > c->max_data ||
 	    data_len % env->iv_len != 0)
 		goto out;
 	memcpy(env->iv, iv, iv_len);
@@ -436,12 +453,9 @@ read_env(struct netproc_rbuf *r, size_t max_data, struct scep_env **out)
 		goto out;
 	env->key_len = key_len;
 	env->data_len = data_len;
-	*out = env;
-	env = NULL;
 	ret = 0;
 out:
 	secret_wipe_free(sn);
-	scep_env_free(env);
 	return ret;
 }
 
@@ -449,30 +463,12 @@ int
 netproc_env_answer_read(const unsigned char *msg, size_t len, size_t max_data, int *rc, char **err,
                         struct scep_env **out)
 {
-	struct netproc_rbuf r = {msg, len, 0, 0};
-	struct scep_env *env = NULL;
-	char *e = NULL;
-	int64_t v;
-	int ret;
+	struct env_read c = {max_data, NULL};
+	int ret = read_answer(msg, len, env_body, &c, rc, err);
 
-	*rc = 0;
-	*err = NULL;
-	*out = NULL;
-	if ((ret = read_head(&r, &v, &e)) != 0 ||
-	    (v == 0 && (ret = read_env(&r, max_data, &env)) != 0))
-		goto out;
-	ret = -1;
-	if (r.bad || r.off != r.len)
-		goto out;
-	*rc = (int)v;
-	*err = e;
-	e = NULL;
-	*out = env;
-	env = NULL;
-	ret = 0;
-out:
-	secret_wipe_free(e);
-	scep_env_free(env);
+	*out = ret == 0 ? c.env : NULL;
+	if (ret != 0)
+		scep_env_free(c.env);
 	return ret;
 }
 
@@ -500,50 +496,49 @@ token_ok(const char *s, size_t max, int hex)
 	return 1;
 }
 
+struct page_read {
+	size_t max;
+	char *challenge; /* in the secret arena */
+	char *thumbprint;
+};
+
+/* A page answer's challenge and thumbprint into c (read_answer's body). */
+static int
+page_body(struct netproc_rbuf *r, void *ctx)
+{
+	struct page_read *c = ctx;
+	char *ch = NULL, *tp = NULL;
+	int ret = P11E_ERR_ALLOC;
+
+	if (netproc_r_str(r, &ch) != 0 || netproc_r_str(r, &tp) != 0)
+		goto out;
+	ret = -1;
+	if (r->bad || ch == NULL || !token_ok(ch, c->max, 0) ||
+	    (tp != NULL && !token_ok(tp, 128, 1)))
+		goto out;
+	ret = P11E_ERR_ALLOC;
+	if (secret_dup(ch, &c->challenge) != 0 ||
+	    (tp != NULL && (c->thumbprint = strdup(tp)) == NULL))
+		goto out;
+	ret = 0;
+out:
+	secret_wipe_free(ch);
+	secret_wipe_free(tp);
+	return ret;
+}
+
 int
 netproc_page_answer_read(const unsigned char *msg, size_t len, size_t max, int *rc, char **err,
                          char **challenge, char **thumbprint)
 {
-	struct netproc_rbuf r = {msg, len, 0, 0};
-	char *e = NULL, *ch = NULL, *tp = NULL, *arena = NULL, *heap = NULL;
-	int64_t v;
-	int ret = -1, got;
+	struct page_read c = {max, NULL, NULL};
+	int ret = read_answer(msg, len, page_body, &c, rc, err);
 
-	*rc = 0;
-	*err = NULL;
-	*challenge = NULL;
-	*thumbprint = NULL;
-	if ((got = read_head(&r, &v, &e)) != 0) {
-		ret = got;
-		goto out;
+	*challenge = ret == 0 ? c.challenge : NULL;
+	*thumbprint = ret == 0 ? c.thumbprint : NULL;
+	if (ret != 0) {
+		secret_free(c.challenge);
+		free(c.thumbprint);
 	}
-	if (v == 0 && (netproc_r_str(&r, &ch) != 0 || netproc_r_str(&r, &tp) != 0)) {
-		ret = P11E_ERR_ALLOC;
-		goto out;
-	}
-	if (r.bad || r.off != r.len)
-		goto out;
-	if (v == 0) {
-		if (ch == NULL || !token_ok(ch, max, 0) || (tp != NULL && !token_ok(tp, 128, 1)))
-			goto out;
-		if (secret_dup(ch, &arena) != 0 || (tp != NULL && (heap = strdup(tp)) == NULL)) {
-			ret = P11E_ERR_ALLOC;
-			goto out;
-		}
-	}
-	*rc = (int)v;
-	*err = e;
-	e = NULL;
-	*challenge = arena;
-	arena = NULL;
-	*thumbprint = heap;
-	heap = NULL;
-	ret = 0;
-out:
-	secret_wipe_free(e);
-	secret_wipe_free(ch);
-	secret_wipe_free(tp);
-	secret_free(arena);
-	free(heap);
 	return ret;
 }
