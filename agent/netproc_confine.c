@@ -15,8 +15,11 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <linux/landlock.h>
 #include <seccomp.h>
 
 #include "err.h"
@@ -90,6 +93,125 @@ preload_nss(void)
 		}
 	}
 	fclose(f);
+}
+
+/* Access rights of later Landlock ABIs than Debian 12's headers know. */
+#ifndef LANDLOCK_ACCESS_FS_REFER
+#define LANDLOCK_ACCESS_FS_REFER (1ULL << 13)
+#endif
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
+#endif
+#ifndef LANDLOCK_ACCESS_FS_IOCTL_DEV
+#define LANDLOCK_ACCESS_FS_IOCTL_DEV (1ULL << 15)
+#endif
+
+/*
+ * What the network process may still read once confined (each, if it exists,
+ * with what is beneath it): the resolver's configuration, TLS's (OpenSSL's
+ * configuration and the system's CA store, which libcurl reads when [scep]
+ * ca_file is not set), time zones for its log lines, and its own /proc entry
+ * (glibc and the sanitizers read it). Not the configuration, the PIN file,
+ * state_dir, the trust dir or a token's files, whoever owns them.
+ */
+/* The Landlock ABI applied, 0 for none (netproc_landlock_abi). */
+static int landlock_applied;
+
+int
+netproc_landlock_abi(void)
+{
+	return landlock_applied;
+}
+
+static const char *const readable[] = {
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/host.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/localtime",
+    "/etc/ssl",
+    "/usr/lib/ssl",
+    "/usr/share/ca-certificates",
+    "/usr/local/share/ca-certificates",
+    "/usr/share/zoneinfo",
+    "/proc/self",
+};
+
+/* One Landlock rule: read path (and beneath it, for a directory). 0, or -1 (errno). */
+static int
+allow_read(int ruleset, const char *path)
+{
+	struct landlock_path_beneath_attr pb = {0, -1};
+	struct stat st;
+	int r = -1;
+
+	/* O_PATH follows a symbolic link: the rule holds for what it names */
+	if ((pb.parent_fd = open(path, O_PATH | O_CLOEXEC)) == -1)
+		return errno == ENOENT || errno == ENOTDIR || errno == EACCES ? 0 : -1;
+	if (fstat(pb.parent_fd, &st) == 0) {
+		pb.allowed_access = LANDLOCK_ACCESS_FS_READ_FILE |
+		                    (S_ISDIR(st.st_mode) ? LANDLOCK_ACCESS_FS_READ_DIR : 0);
+		r = (int)syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &pb,
+		                 0);
+	}
+	close(pb.parent_fd);
+	return r;
+}
+
+/*
+ * Where the kernel has Landlock: from now on the files the process may open
+ * are those of readable[], for reading only, whatever its user may read (the
+ * user nobody as root; else the user who runs p11enroll, who owns the PIN
+ * file and state_dir). Without it (a kernel built without, or booted with
+ * Landlock off) the process goes on, its user and filter its only bounds.
+ * Needs no_new_privs. P11E_ERR_INTERNAL (logged) when Landlock is there but
+ * cannot be applied.
+ */
+static int
+landlock(void)
+{
+	struct landlock_ruleset_attr ra;
+	size_t i;
+	int abi, fd;
+
+	abi = (int)syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+	if (abi < 1)
+		return 0; /* no Landlock here: its user and filter bound what it reads */
+	memset(&ra, 0, sizeof(ra));
+	ra.handled_access_fs = LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE |
+	                       LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR |
+	                       LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |
+	                       LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |
+	                       LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |
+	                       LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+	                       LANDLOCK_ACCESS_FS_MAKE_SYM |
+	                       (abi >= 2 ? LANDLOCK_ACCESS_FS_REFER : 0) |
+	                       (abi >= 3 ? LANDLOCK_ACCESS_FS_TRUNCATE : 0) |
+	                       (abi >= 5 ? LANDLOCK_ACCESS_FS_IOCTL_DEV : 0);
+	if ((fd = (int)syscall(SYS_landlock_create_ruleset, &ra, sizeof(ra), 0)) == -1) {
+		log_error("network process: cannot create its Landlock ruleset: %s",
+		          strerror(errno));
+		return P11E_ERR_INTERNAL;
+	}
+	for (i = 0; i < sizeof(readable) / sizeof(readable[0]); i++)
+		if (allow_read(fd, readable[i]) != 0) {
+			log_error("network process: cannot let Landlock allow reading %s: %s",
+			          readable[i], strerror(errno));
+			close(fd);
+			return P11E_ERR_INTERNAL;
+		}
+	if (syscall(SYS_landlock_restrict_self, fd, 0) != 0) {
+		log_error("network process: cannot apply its Landlock ruleset: %s",
+		          strerror(errno));
+		close(fd);
+		return P11E_ERR_INTERNAL;
+	}
+	close(fd);
+	landlock_applied = abi;
+	return 0;
 }
 
 /*
@@ -198,6 +320,8 @@ load_filter(void)
 		log_error("network process: cannot set no_new_privs: %s", strerror(errno));
 		return P11E_ERR_INTERNAL;
 	}
+	if (landlock() != 0)
+		return P11E_ERR_INTERNAL;
 	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL) {
 		log_error("network process: cannot set up its seccomp filter");
 		return P11E_ERR_INTERNAL;
@@ -249,7 +373,8 @@ load_filter(void)
 /*
  * Tests only (never in the installed program): after confinement, the
  * network process tries what P11E_TEST_NETPROC_TRY says ("open:PATH",
- * "write:PATH", "dlopen:PATH", "exec:PATH") and stops with what became of it.
+ * "write:PATH", "dlopen:PATH", "exec:PATH", "mmap-exec": executable memory)
+ * and stops with what became of it.
  */
 static void
 test_escape(void)
@@ -268,6 +393,11 @@ test_escape(void)
 		fd = dlopen(t + 7, RTLD_NOW) != NULL ? 0 : -1;
 	else if (strncmp(t, "exec:", 5) == 0)
 		fd = execve(t + 5, argv, environ);
+	else if (strcmp(t, "mmap-exec") == 0)
+		fd = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) ==
+		             MAP_FAILED
+		         ? -1
+		         : 0;
 	else
 		return;
 	if (fd >= 0) {

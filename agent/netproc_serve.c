@@ -333,8 +333,12 @@ netproc_main(void)
 	http_cleanup();
 	scep_cleanup();
 	if (getrusage(RUSAGE_SELF, &ru) == 0)
-		log_debug("network process: %lu request%s, peak RSS %ld KiB", http_request_count(),
-		          http_request_count() == 1 ? "" : "s", ru.ru_maxrss);
+		log_debug("network process: %lu request%s, peak RSS %ld KiB; %s%.0d",
+		          http_request_count(), http_request_count() == 1 ? "" : "s", ru.ru_maxrss,
+		          netproc_landlock_abi() > 0
+		              ? "files it could read bounded by Landlock ABI "
+		              : "no Landlock on this kernel",
+		          netproc_landlock_abi());
 #if defined(__SANITIZE_ADDRESS__)
 	/* LeakSanitizer's check at exit stops the threads with ptrace from a child process,
 	 * which the filter forbids (and a nobody process cannot trace itself): it would spin. */
