@@ -433,6 +433,40 @@ def envelopes(issued, ca, client_ss):
     # bytes after the EnvelopedData
     ci = cms.ContentInfo.load(scepmsg.envelope(bundle, client_ss, rng=erng))
     write("envelope-trailing.der", ci.dump() + b"\x00\x00")
+    # BER as streaming CMS encoders write it (BouncyCastle, so EJBCA): every constructed
+    # value of indefinite length, the encrypted content a constructed string of 16-byte
+    # pieces
+    write("envelope-aes128-ber.der",
+          to_indefinite_ber(scepmsg.envelope(bundle, client_ss, rng=erng)))
+
+
+def to_indefinite_ber(der):
+    """der re-encoded: each constructed value with an indefinite length (0x80 ... 00 00),
+    each [0] IMPLICIT OCTET STRING (tag 0x80) as a constructed one of 16-byte pieces."""
+    def length(n):
+        if n < 0x80:
+            return bytes([n])
+        k = (n.bit_length() + 7) // 8
+        return bytes([0x80 | k]) + n.to_bytes(k, "big")
+
+    out, i = b"", 0
+    while i < len(der):
+        tag, n = der[i], der[i + 1]
+        i += 2
+        if n & 0x80:
+            k = n & 0x7F
+            n = int.from_bytes(der[i:i + k], "big")
+            i += k
+        val = der[i:i + n]
+        i += n
+        if tag & 0x20:
+            out += bytes([tag, 0x80]) + to_indefinite_ber(val) + b"\x00\x00"
+        elif tag == 0x80:
+            out += b"\xa0\x80" + b"".join(b"\x04" + length(len(val[k:k + 16])) + val[k:k + 16]
+                                         for k in range(0, len(val), 16)) + b"\x00\x00"
+        else:
+            out += bytes([tag]) + length(n) + val
+    return out
 
 
 def envelopes_only():

@@ -590,6 +590,20 @@ class TestOpenSSLCrossCheck(unittest.TestCase):
         p = self.run_ossl(*(args + list(extra) + ["-out", out]))
         return p.returncode, out
 
+    def test_envelope_in_indefinite_ber(self):
+        """envelope-aes128-ber.der is BER of indefinite lengths throughout (asn1crypto does
+        not read it back): OpenSSL opens it to the bundle [issued, ca]."""
+        der = rd("envelope-aes128-ber.der")
+        self.assertEqual(der[:2], b"\x30\x80")
+        self.assertIn(b"\xa0\x80\x04\x10", der)
+        path = os.path.join(self.tmp, "envelope-aes128-ber.der")
+        with open(path, "wb") as f:
+            f.write(der)
+        rc, out = self.decrypt(path)
+        self.assertEqual(rc, 0)
+        with open(out, "rb") as f:
+            self.assertEqual(scepmsg.parse_degenerate(f.read()), [rd("issued.der"), rd("ca.der")])
+
     def decrypt(self, env_path, keyname="client", recip="client-selfsigned"):
         out = env_path + ".dec"
         p = self.run_ossl("cms", "-decrypt", "-inform", "DER", "-in", env_path,

@@ -179,6 +179,8 @@ test_every_cipher(void **state)
 	assert_bundle("envelope-des.der", NID_des_cbc);
 	/* a recipient that is not us first: ours is found among them */
 	assert_bundle("envelope-two-recipients.der", NID_aes_128_cbc);
+	/* BER of indefinite lengths, the content in pieces: as streaming encoders write it */
+	assert_bundle("envelope-aes128-ber.der", NID_aes_128_cbc);
 }
 
 /* Fixture name is refused with error want, its message holding text. */
