@@ -397,20 +397,30 @@ certs_job(struct netproc_wbuf *w, size_t len, STACK_OF(X509) * *certs)
 	return rc;
 }
 
+/* A job whose request is one body of len bytes and whose answer is certificates. */
+static int
+body_certs_job(const char *op, const unsigned char *der, size_t len, STACK_OF(X509) * *certs)
+{
+	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	int rc;
+
+	*certs = NULL;
+	if ((rc = job_begin(&w, op)) != 0)
+		return rc;
+	netproc_w_bytes(&w, der != NULL ? der : (const unsigned char *)"", len);
+	return certs_job(&w, len, certs);
+}
+
 int
 netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
 	STACK_OF(X509) *certs = NULL;
 	int rc;
 
 	*out = NULL;
 	if (!enabled)
 		return scep_ca_parse(der, len, out);
-	if ((rc = job_begin(&w, NETPROC_OP_CACERT)) != 0)
-		return rc;
-	netproc_w_bytes(&w, der != NULL ? der : (const unsigned char *)"", len);
-	if ((rc = certs_job(&w, len, &certs)) != 0)
+	if ((rc = body_certs_job(NETPROC_OP_CACERT, der, len, &certs)) != 0)
 		return rc;
 	return scep_ca_from_certs(certs, out);
 }
@@ -418,16 +428,9 @@ netproc_ca_parse(const unsigned char *der, size_t len, struct scep_ca **out)
 int
 netproc_rep_certs(const unsigned char *plain, size_t len, STACK_OF(X509) * *certs)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
-	int rc;
-
-	*certs = NULL;
 	if (!enabled)
 		return scep_rep_certs(plain, len, certs);
-	if ((rc = job_begin(&w, NETPROC_OP_REPCERTS)) != 0)
-		return rc;
-	netproc_w_bytes(&w, plain != NULL ? plain : (const unsigned char *)"", len);
-	return certs_job(&w, len, certs);
+	return body_certs_job(NETPROC_OP_REPCERTS, plain, len, certs);
 }
 
 int

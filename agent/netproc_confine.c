@@ -106,14 +106,6 @@ preload_nss(void)
 #define LANDLOCK_ACCESS_FS_IOCTL_DEV (1ULL << 15)
 #endif
 
-/*
- * What the network process may still read once confined (each, if it exists,
- * with what is beneath it): the resolver's configuration, TLS's (OpenSSL's
- * configuration and the system's CA store, which libcurl reads when [scep]
- * ca_file is not set), time zones for its log lines, and its own /proc entry
- * (glibc and the sanitizers read it). Not the configuration, the PIN file,
- * state_dir, the trust dir or a token's files, whoever owns them.
- */
 /* The Landlock ABI applied, 0 for none (netproc_landlock_abi). */
 static int landlock_applied;
 
@@ -123,6 +115,14 @@ netproc_landlock_abi(void)
 	return landlock_applied;
 }
 
+/*
+ * What the network process may still read once confined (each, if it exists,
+ * with what is beneath it): the resolver's configuration, TLS's (OpenSSL's
+ * configuration and the system's CA store, which libcurl reads when [scep]
+ * ca_file is not set), time zones for its log lines, and its own /proc entry
+ * (glibc and the sanitizers read it). Not the configuration, the PIN file,
+ * state_dir, the trust dir or a token's files, whoever owns them.
+ */
 static const char *const readable[] = {
     "/etc/hosts",
     "/etc/resolv.conf",

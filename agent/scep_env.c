@@ -20,13 +20,13 @@
 #include "log.h"
 #include "scep.h"
 
-/* The content ciphers a CertRep may use, their IV and block lengths. */
+/* The content ciphers a CertRep may use and their IV lengths (CBC: the block's). */
 static const struct {
 	int nid;
-	size_t iv, block;
+	size_t iv;
 } ciphers[] = {
-    {NID_aes_128_cbc, 16, 16}, {NID_aes_192_cbc, 16, 16}, {NID_aes_256_cbc, 16, 16},
-    {NID_des_ede3_cbc, 8, 8},  {NID_des_cbc, 8, 8},
+    {NID_aes_128_cbc, 16}, {NID_aes_192_cbc, 16}, {NID_aes_256_cbc, 16},
+    {NID_des_ede3_cbc, 8}, {NID_des_cbc, 8},
 };
 
 /* The IV length of a content cipher a CertRep may use (its block length: CBC), else 0. */
@@ -100,7 +100,7 @@ scep_env_parse(const unsigned char *der, size_t len, X509 *to, struct scep_env *
 	PKCS7_RECIP_INFO *ri;
 	PKCS7_ENC_CONTENT *ec;
 	struct scep_env *env = NULL;
-	size_t iv_len, blk;
+	size_t iv_len;
 
 	*out = NULL;
 	p7 = d2i_PKCS7(NULL, &p, (long)len);
@@ -131,9 +131,8 @@ scep_env_parse(const unsigned char *der, size_t len, X509 *to, struct scep_env *
 	}
 	memcpy(env->iv, ASN1_STRING_get0_data(iv), iv_len);
 	env->iv_len = iv_len;
-	blk = iv_len;
 	if (ec->enc_data == NULL || ASN1_STRING_length(ec->enc_data) <= 0 ||
-	    (size_t)ASN1_STRING_length(ec->enc_data) % blk != 0) {
+	    (size_t)ASN1_STRING_length(ec->enc_data) % iv_len != 0) {
 		log_error("CertRep envelope's encrypted content is %s",
 		          ec->enc_data == NULL || ASN1_STRING_length(ec->enc_data) <= 0
 		              ? "missing or empty"
