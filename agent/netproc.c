@@ -132,11 +132,11 @@ ready(void)
 /* Sends the request in w and reads the answer into *msg (secret_wipe_free): 0, or -1
  * when the network process is gone (reaped, logged). */
 static int
-call(const struct netproc_wbuf *w, unsigned char **msg, size_t *mlen)
+call(const struct wire_wbuf *w, unsigned char **msg, size_t *mlen)
 {
 	*msg = NULL;
 	*mlen = 0;
-	if (netproc_send(sock, w) != 0 || netproc_recv(sock, msg, mlen) != 0) {
+	if (wire_send(sock, w) != 0 || wire_recv(sock, msg, mlen) != 0) {
 		reap();
 		return -1;
 	}
@@ -157,13 +157,13 @@ distrust(void)
 /* A parsing job's request (netproc_parse.h) begins with its op and this process's log
  * level and tag. 0, or P11E_ERR_INTERNAL when no network process can be had (logged). */
 static int
-job_begin(struct netproc_wbuf *w, const char *op)
+job_begin(struct wire_wbuf *w, const char *op)
 {
 	if (ready() != 0)
 		return P11E_ERR_INTERNAL;
-	netproc_w_str(w, op);
-	netproc_w_num(w, log_get_level());
-	netproc_w_str(w, log_get_tag());
+	wire_w_str(w, op);
+	wire_w_num(w, log_get_level());
+	wire_w_str(w, log_get_tag());
 	return 0;
 }
 
@@ -171,7 +171,7 @@ job_begin(struct netproc_wbuf *w, const char *op)
  * P11E_ERR_ALLOC when w could not be built, P11E_ERR_INTERNAL when the network process
  * is gone (reaped, logged). */
 static int
-job_call(const struct netproc_wbuf *w, unsigned char **msg, size_t *mlen)
+job_call(const struct wire_wbuf *w, unsigned char **msg, size_t *mlen)
 {
 	*msg = NULL;
 	*mlen = 0;
@@ -197,7 +197,7 @@ static int
 remote_request(const char *method, const char *url, const char *ctype, const unsigned char *body,
                size_t len, const struct http_opts *o, struct http_resp **out)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	struct netproc_answer a = {0, 0, 0, NULL};
 	struct http_resp *resp = NULL;
 	unsigned char *msg = NULL, *ca = NULL;
@@ -211,22 +211,22 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 		log_error("cannot read [scep] ca_file %s", o->ca_file);
 		return P11E_ERR_FILE;
 	}
-	netproc_w_str(&w, method);
-	netproc_w_str(&w, url);
-	netproc_w_str(&w, ctype);
-	netproc_w_bytes(&w, body, len);
-	netproc_w_num(&w, o->timeout_s);
-	netproc_w_num(&w, (int64_t)o->max_body);
-	netproc_w_num(&w, o->secret_body);
-	netproc_w_bytes(&w, ca != NULL ? ca : o->ca_pem, ca != NULL ? calen : o->ca_pem_len);
-	netproc_w_num(&w, o->quiet);
-	netproc_w_num(&w, o->no_proxy);
-	netproc_w_str(&w, o->proxy);
-	netproc_w_str(&w, o->user);
-	netproc_w_str(&w, o->password);
-	netproc_w_num(&w, o->auth);
-	netproc_w_num(&w, log_get_level());
-	netproc_w_str(&w, log_get_tag());
+	wire_w_str(&w, method);
+	wire_w_str(&w, url);
+	wire_w_str(&w, ctype);
+	wire_w_bytes(&w, body, len);
+	wire_w_num(&w, o->timeout_s);
+	wire_w_num(&w, (int64_t)o->max_body);
+	wire_w_num(&w, o->secret_body);
+	wire_w_bytes(&w, ca != NULL ? ca : o->ca_pem, ca != NULL ? calen : o->ca_pem_len);
+	wire_w_num(&w, o->quiet);
+	wire_w_num(&w, o->no_proxy);
+	wire_w_str(&w, o->proxy);
+	wire_w_str(&w, o->user);
+	wire_w_str(&w, o->password);
+	wire_w_num(&w, o->auth);
+	wire_w_num(&w, log_get_level());
+	wire_w_str(&w, log_get_tag());
 	free(ca);
 	if ((rc = job_call(&w, &msg, &mlen)) != 0)
 		goto out;
@@ -239,7 +239,7 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 	*out = resp;
 	resp = NULL;
 out:
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	secret_wipe_free(msg);
 	secret_wipe_free(a.err);
 	http_resp_free(resp);
@@ -343,7 +343,7 @@ int
 netproc_page_parse(const unsigned char *body, size_t len, size_t max, char **challenge,
                    char **thumbprint)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	unsigned char *msg = NULL;
 	char *err = NULL, *tp = NULL;
 	size_t mlen = 0;
@@ -354,8 +354,8 @@ netproc_page_parse(const unsigned char *body, size_t len, size_t max, char **cha
 		*thumbprint = NULL;
 	if ((rc = job_begin(&w, NETPROC_OP_NDESPAGE)) != 0)
 		return rc;
-	netproc_w_bytes(&w, body != NULL ? body : (const unsigned char *)"", len);
-	netproc_w_num(&w, thumbprint != NULL);
+	wire_w_bytes(&w, body != NULL ? body : (const unsigned char *)"", len);
+	wire_w_num(&w, thumbprint != NULL);
 	if ((rc = job_call(&w, &msg, &mlen)) == 0) {
 		got = netproc_page_answer_read(msg, mlen, max, &answer, &err, challenge, &tp);
 		rc = job_result(got, answer, err);
@@ -364,7 +364,7 @@ netproc_page_parse(const unsigned char *body, size_t len, size_t max, char **cha
 		*thumbprint = tp;
 		tp = NULL;
 	}
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	secret_wipe_free(msg);
 	secret_wipe_free(err);
 	free(tp);
@@ -374,7 +374,7 @@ netproc_page_parse(const unsigned char *body, size_t len, size_t max, char **cha
 /* Sends a request built in w (then freed) whose answer is a list of certificates taken
  * from a body of len bytes: 0 with *certs (sk_X509_pop_free), or the error. */
 static int
-certs_job(struct netproc_wbuf *w, size_t len, STACK_OF(X509) * *certs)
+certs_job(struct wire_wbuf *w, size_t len, STACK_OF(X509) * *certs)
 {
 	unsigned char *msg = NULL;
 	char *err = NULL;
@@ -391,7 +391,7 @@ certs_job(struct netproc_wbuf *w, size_t len, STACK_OF(X509) * *certs)
 		sk_X509_pop_free(*certs, X509_free);
 		*certs = NULL;
 	}
-	netproc_w_free(w);
+	wire_w_free(w);
 	secret_wipe_free(msg);
 	secret_wipe_free(err);
 	return rc;
@@ -401,13 +401,13 @@ certs_job(struct netproc_wbuf *w, size_t len, STACK_OF(X509) * *certs)
 static int
 body_certs_job(const char *op, const unsigned char *der, size_t len, STACK_OF(X509) * *certs)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	int rc;
 
 	*certs = NULL;
 	if ((rc = job_begin(&w, op)) != 0)
 		return rc;
-	netproc_w_bytes(&w, der != NULL ? der : (const unsigned char *)"", len);
+	wire_w_bytes(&w, der != NULL ? der : (const unsigned char *)"", len);
 	return certs_job(&w, len, certs);
 }
 
@@ -436,7 +436,7 @@ netproc_rep_certs(const unsigned char *plain, size_t len, STACK_OF(X509) * *cert
 int
 netproc_env_parse(const unsigned char *der, size_t len, X509 *to, struct scep_env **out)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	unsigned char *msg = NULL;
 	char *err = NULL;
 	size_t mlen = 0;
@@ -456,7 +456,7 @@ netproc_env_parse(const unsigned char *der, size_t len, X509 *to, struct scep_en
 		scep_env_free(*out);
 		*out = NULL;
 	}
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	secret_wipe_free(msg);
 	secret_wipe_free(err);
 	return rc;
@@ -466,7 +466,7 @@ int
 netproc_next_parse(const unsigned char *der, size_t len, const struct scep_ca *cur,
                    struct scep_ca **out)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	STACK_OF(X509) *certs = NULL;
 	int rc;
 
@@ -485,7 +485,7 @@ int
 netproc_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted, const char *txid,
                   const unsigned char nonce[16], struct scep_rep **out)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	unsigned char *msg = NULL;
 	char *err = NULL;
 	size_t mlen = 0;
@@ -501,7 +501,7 @@ netproc_rep_parse(const unsigned char *der, size_t len, STACK_OF(X509) * trusted
 		got = netproc_rep_answer_read(msg, mlen, trusted, len, &answer, &err, out);
 		rc = job_result(got, answer, err);
 	}
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	secret_wipe_free(msg);
 	secret_wipe_free(err);
 	return rc;

@@ -21,22 +21,22 @@
 /* Every answer begins with the job's code and its last error line; the job's fields
  * follow only for 0. Returns whether they do. */
 static int
-write_head(struct netproc_wbuf *w, int rc, const char *err)
+write_head(struct wire_wbuf *w, int rc, const char *err)
 {
-	netproc_w_num(w, rc);
-	netproc_w_str(w, err);
+	wire_w_num(w, rc);
+	wire_w_str(w, err);
 	return rc == 0;
 }
 
 /* Reads an answer's head: *rc a code of ours (0 or a P11E_ERR_*), *err the error line
  * or NULL (secret_wipe_free). 0, -1 for any other code, P11E_ERR_ALLOC. */
 static int
-read_head(struct netproc_rbuf *r, int64_t *rc, char **err)
+read_head(struct wire_rbuf *r, int64_t *rc, char **err)
 {
-	*rc = netproc_r_num(r);
+	*rc = wire_r_num(r);
 	if (*rc > 0 || *rc < P11E_ERR_HOOK)
 		return -1;
-	return netproc_r_str(r, err) != 0 ? P11E_ERR_ALLOC : 0;
+	return wire_r_str(r, err) != 0 ? P11E_ERR_ALLOC : 0;
 }
 
 /*
@@ -46,10 +46,10 @@ read_head(struct netproc_rbuf *r, int64_t *rc, char **err)
  * is the caller's, to keep on 0 and to free otherwise.
  */
 static int
-read_answer(const unsigned char *msg, size_t len, int (*body)(struct netproc_rbuf *, void *),
+read_answer(const unsigned char *msg, size_t len, int (*body)(struct wire_rbuf *, void *),
             void *ctx, int *rc, char **err)
 {
-	struct netproc_rbuf r = {msg, len, 0, 0};
+	struct wire_rbuf r = {msg, len, 0, 0};
 	char *e = NULL;
 	int64_t v;
 	int ret;
@@ -73,11 +73,11 @@ out:
 /* A list of certificates: their number, then each one's DER. A certificate that cannot
  * be encoded sets w->oom. */
 static void
-write_certs(struct netproc_wbuf *w, STACK_OF(X509) * certs)
+write_certs(struct wire_wbuf *w, STACK_OF(X509) * certs)
 {
 	int i, n = sk_X509_num(certs);
 
-	netproc_w_num(w, n);
+	wire_w_num(w, n);
 	for (i = 0; i < n && !w->oom; i++) {
 		unsigned char *d = NULL;
 		int k = i2d_X509(sk_X509_value(certs, i), &d);
@@ -85,7 +85,7 @@ write_certs(struct netproc_wbuf *w, STACK_OF(X509) * certs)
 		if (k <= 0)
 			w->oom = 1;
 		else
-			netproc_w_bytes(w, d, (size_t)k);
+			wire_w_bytes(w, d, (size_t)k);
 		OPENSSL_free(d);
 	}
 }
@@ -94,11 +94,11 @@ write_certs(struct netproc_wbuf *w, STACK_OF(X509) * certs)
  * whole DER certificate, together at most max_len bytes. 0, -1 for anything else,
  * P11E_ERR_ALLOC. */
 static int
-read_certs(struct netproc_rbuf *r, int64_t min, int64_t max, size_t max_len, STACK_OF(X509) * *out)
+read_certs(struct wire_rbuf *r, int64_t min, int64_t max, size_t max_len, STACK_OF(X509) * *out)
 {
 	STACK_OF(X509) *certs = NULL;
 	const unsigned char *d, *p;
-	int64_t i, n = netproc_r_num(r);
+	int64_t i, n = wire_r_num(r);
 	size_t k, total = 0;
 	X509 *x = NULL;
 	int ret = -1;
@@ -109,7 +109,7 @@ read_certs(struct netproc_rbuf *r, int64_t min, int64_t max, size_t max_len, STA
 	if ((certs = sk_X509_new_null()) == NULL)
 		return P11E_ERR_ALLOC;
 	for (i = 0; i < n; i++) {
-		if ((d = netproc_r_bytes(r, &k)) == NULL || k > max_len - total || k > LONG_MAX)
+		if ((d = wire_r_bytes(r, &k)) == NULL || k > max_len - total || k > LONG_MAX)
 			goto out;
 		total += k;
 		p = d;
@@ -132,17 +132,17 @@ out:
 }
 
 void
-netproc_rep_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
+netproc_rep_request_write(struct wire_wbuf *w, const unsigned char *der, size_t len,
                           STACK_OF(X509) * trusted, const char *txid, const unsigned char nonce[16])
 {
-	netproc_w_bytes(w, der, len);
+	wire_w_bytes(w, der, len);
 	write_certs(w, trusted);
-	netproc_w_str(w, txid);
-	netproc_w_bytes(w, nonce, 16);
+	wire_w_str(w, txid);
+	wire_w_bytes(w, nonce, 16);
 }
 
 int
-netproc_rep_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+netproc_rep_request_read(struct wire_rbuf *r, const unsigned char **der, size_t *len,
                          STACK_OF(X509) * *trusted, char **txid, unsigned char nonce[16])
 {
 	const unsigned char *d;
@@ -151,15 +151,15 @@ netproc_rep_request_read(struct netproc_rbuf *r, const unsigned char **der, size
 
 	*trusted = NULL;
 	*txid = NULL;
-	if ((*der = netproc_r_bytes(r, len)) == NULL)
+	if ((*der = wire_r_bytes(r, len)) == NULL)
 		return -1;
 	if ((got = read_certs(r, 0, TRUSTED_MAX, SIZE_MAX, trusted)) != 0)
 		return got;
-	if (netproc_r_str(r, txid) != 0) {
+	if (wire_r_str(r, txid) != 0) {
 		got = P11E_ERR_ALLOC;
 		goto bad;
 	}
-	d = netproc_r_bytes(r, &n);
+	d = wire_r_bytes(r, &n);
 	if (r->bad || r->off != r->len || *txid == NULL || d == NULL || n != 16) {
 		got = -1;
 		goto bad;
@@ -175,8 +175,8 @@ bad:
 }
 
 void
-netproc_rep_answer_write(struct netproc_wbuf *w, int rc, const char *err,
-                         const struct scep_rep *rep, STACK_OF(X509) * trusted)
+netproc_rep_answer_write(struct wire_wbuf *w, int rc, const char *err, const struct scep_rep *rep,
+                         STACK_OF(X509) * trusted)
 {
 	int i, idx = -1;
 
@@ -185,12 +185,12 @@ netproc_rep_answer_write(struct netproc_wbuf *w, int rc, const char *err,
 	for (i = 0; i < sk_X509_num(trusted); i++)
 		if (X509_cmp(sk_X509_value(trusted, i), rep->signer) == 0)
 			idx = i;
-	netproc_w_num(w, rep->status);
-	netproc_w_num(w, rep->fail_info);
-	netproc_w_str(w, rep->fail_text);
-	netproc_w_num(w, idx);
-	netproc_w_str(w, rep->sig_md);
-	netproc_w_bytes(w, rep->envelope, rep->envelope_len);
+	wire_w_num(w, rep->status);
+	wire_w_num(w, rep->fail_info);
+	wire_w_str(w, rep->fail_text);
+	wire_w_num(w, idx);
+	wire_w_str(w, rep->sig_md);
+	wire_w_bytes(w, rep->envelope, rep->envelope_len);
 }
 
 /* The digest's short name as OpenSSL's own static string, if a CertRep may use it. */
@@ -228,7 +228,7 @@ struct rep_read {
 
 /* A CertRep answer's fields into c->rep (read_answer's body). */
 static int
-rep_body(struct netproc_rbuf *r, void *ctx)
+rep_body(struct wire_rbuf *r, void *ctx)
 {
 	struct rep_read *c = ctx;
 	struct scep_rep *rep;
@@ -240,14 +240,14 @@ rep_body(struct netproc_rbuf *r, void *ctx)
 
 	if ((rep = c->rep = calloc(1, sizeof(*rep))) == NULL)
 		return P11E_ERR_ALLOC;
-	rep->status = (int)netproc_r_num(r);
-	v = netproc_r_num(r);
-	if (netproc_r_str(r, &text) != 0)
+	rep->status = (int)wire_r_num(r);
+	v = wire_r_num(r);
+	if (wire_r_str(r, &text) != 0)
 		goto out;
-	idx = netproc_r_num(r);
-	if (netproc_r_str(r, &md) != 0)
+	idx = wire_r_num(r);
+	if (wire_r_str(r, &md) != 0)
 		goto out;
-	env = netproc_r_bytes(r, &n);
+	env = wire_r_bytes(r, &n);
 	ret = -1;
 	if (r->bad ||
 	    (rep->status != SCEP_STATUS_SUCCESS && rep->status != SCEP_STATUS_FAILURE &&
@@ -292,7 +292,7 @@ netproc_rep_answer_read(const unsigned char *msg, size_t len, STACK_OF(X509) * t
 }
 
 void
-netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err, STACK_OF(X509) * certs)
+netproc_certs_answer_write(struct wire_wbuf *w, int rc, const char *err, STACK_OF(X509) * certs)
 {
 	int n = sk_X509_num(certs);
 
@@ -311,7 +311,7 @@ struct certs_read {
 
 /* A certificates answer's list into c->certs (read_answer's body). */
 static int
-certs_body(struct netproc_rbuf *r, void *ctx)
+certs_body(struct wire_rbuf *r, void *ctx)
 {
 	struct certs_read *c = ctx;
 
@@ -332,12 +332,12 @@ netproc_certs_answer_read(const unsigned char *msg, size_t len, size_t max_len, 
 }
 
 void
-netproc_next_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
+netproc_next_request_write(struct wire_wbuf *w, const unsigned char *der, size_t len,
                            const struct scep_ca *cur)
 {
 	STACK_OF(X509) *ca = sk_X509_new_null();
 
-	netproc_w_bytes(w, der != NULL ? der : (const unsigned char *)"", len);
+	wire_w_bytes(w, der != NULL ? der : (const unsigned char *)"", len);
 	write_certs(w, cur->signers);
 	if (ca == NULL || !sk_X509_push(ca, cur->ca))
 		w->oom = 1;
@@ -348,13 +348,13 @@ netproc_next_request_write(struct netproc_wbuf *w, const unsigned char *der, siz
 }
 
 int
-netproc_next_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+netproc_next_request_read(struct wire_rbuf *r, const unsigned char **der, size_t *len,
                           STACK_OF(X509) * *signers, STACK_OF(X509) * *ca, STACK_OF(X509) * *bundle)
 {
 	int got;
 
 	*signers = *ca = *bundle = NULL;
-	if ((*der = netproc_r_bytes(r, len)) == NULL)
+	if ((*der = wire_r_bytes(r, len)) == NULL)
 		return -1;
 	if ((got = read_certs(r, 1, TRUSTED_MAX, SIZE_MAX, signers)) == 0 &&
 	    (got = read_certs(r, 1, 1, SIZE_MAX, ca)) == 0 &&
@@ -371,28 +371,28 @@ netproc_next_request_read(struct netproc_rbuf *r, const unsigned char **der, siz
 }
 
 void
-netproc_env_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len, X509 *to)
+netproc_env_request_write(struct wire_wbuf *w, const unsigned char *der, size_t len, X509 *to)
 {
 	unsigned char *d = NULL;
 	int k = i2d_X509(to, &d);
 
-	netproc_w_bytes(w, der != NULL ? der : (const unsigned char *)"", len);
+	wire_w_bytes(w, der != NULL ? der : (const unsigned char *)"", len);
 	if (k <= 0)
 		w->oom = 1;
 	else
-		netproc_w_bytes(w, d, (size_t)k);
+		wire_w_bytes(w, d, (size_t)k);
 	OPENSSL_free(d);
 }
 
 int
-netproc_env_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len, X509 **to)
+netproc_env_request_read(struct wire_rbuf *r, const unsigned char **der, size_t *len, X509 **to)
 {
 	const unsigned char *d, *p;
 	size_t k = 0;
 
 	*to = NULL;
-	if ((*der = netproc_r_bytes(r, len)) == NULL || (d = netproc_r_bytes(r, &k)) == NULL ||
-	    r->bad || r->off != r->len || k > LONG_MAX)
+	if ((*der = wire_r_bytes(r, len)) == NULL || (d = wire_r_bytes(r, &k)) == NULL || r->bad ||
+	    r->off != r->len || k > LONG_MAX)
 		return -1;
 	p = d;
 	if ((*to = d2i_X509(NULL, &p, (long)k)) == NULL || p != d + k) {
@@ -405,15 +405,14 @@ netproc_env_request_read(struct netproc_rbuf *r, const unsigned char **der, size
 }
 
 void
-netproc_env_answer_write(struct netproc_wbuf *w, int rc, const char *err,
-                         const struct scep_env *env)
+netproc_env_answer_write(struct wire_wbuf *w, int rc, const char *err, const struct scep_env *env)
 {
 	if (!write_head(w, rc, err))
 		return;
-	netproc_w_str(w, OBJ_nid2sn(env->cipher_nid));
-	netproc_w_bytes(w, env->iv, env->iv_len);
-	netproc_w_bytes(w, env->key, env->key_len);
-	netproc_w_bytes(w, env->data, env->data_len);
+	wire_w_str(w, OBJ_nid2sn(env->cipher_nid));
+	wire_w_bytes(w, env->iv, env->iv_len);
+	wire_w_bytes(w, env->key, env->key_len);
+	wire_w_bytes(w, env->data, env->data_len);
 }
 
 struct env_read {
@@ -423,7 +422,7 @@ struct env_read {
 
 /* An envelope answer's fields into c->env (read_answer's body). */
 static int
-env_body(struct netproc_rbuf *r, void *ctx)
+env_body(struct wire_rbuf *r, void *ctx)
 {
 	struct env_read *c = ctx;
 	struct scep_env *env;
@@ -432,11 +431,11 @@ env_body(struct netproc_rbuf *r, void *ctx)
 	size_t iv_len = 0, key_len = 0, data_len = 0;
 	int ret = P11E_ERR_ALLOC;
 
-	if ((env = c->env = calloc(1, sizeof(*env))) == NULL || netproc_r_str(r, &sn) != 0)
+	if ((env = c->env = calloc(1, sizeof(*env))) == NULL || wire_r_str(r, &sn) != 0)
 		goto out;
-	iv = netproc_r_bytes(r, &iv_len);
-	key = netproc_r_bytes(r, &key_len);
-	data = netproc_r_bytes(r, &data_len);
+	iv = wire_r_bytes(r, &iv_len);
+	key = wire_r_bytes(r, &key_len);
+	data = wire_r_bytes(r, &data_len);
 	ret = -1;
 	if (r->bad || sn == NULL || iv == NULL || key == NULL || data == NULL)
 		goto out;
@@ -473,13 +472,13 @@ netproc_env_answer_read(const unsigned char *msg, size_t len, size_t max_data, i
 }
 
 void
-netproc_page_answer_write(struct netproc_wbuf *w, int rc, const char *err, const char *challenge,
+netproc_page_answer_write(struct wire_wbuf *w, int rc, const char *err, const char *challenge,
                           const char *thumbprint)
 {
 	if (!write_head(w, rc, err))
 		return;
-	netproc_w_str(w, challenge);
-	netproc_w_str(w, thumbprint);
+	wire_w_str(w, challenge);
+	wire_w_str(w, thumbprint);
 }
 
 /* Whether s is 1..max printable ASCII characters; with hex, upper-case hex digits in pairs. */
@@ -504,13 +503,13 @@ struct page_read {
 
 /* A page answer's challenge and thumbprint into c (read_answer's body). */
 static int
-page_body(struct netproc_rbuf *r, void *ctx)
+page_body(struct wire_rbuf *r, void *ctx)
 {
 	struct page_read *c = ctx;
 	char *ch = NULL, *tp = NULL;
 	int ret = P11E_ERR_ALLOC;
 
-	if (netproc_r_str(r, &ch) != 0 || netproc_r_str(r, &tp) != 0)
+	if (wire_r_str(r, &ch) != 0 || wire_r_str(r, &tp) != 0)
 		goto out;
 	ret = -1;
 	if (r->bad || ch == NULL || !token_ok(ch, c->max, 0) ||

@@ -37,7 +37,7 @@
  * The request, after its op, log level and tag: the CertRep's DER, the
  * trusted signers' DER, the transactionID and the sender nonce sent.
  */
-void netproc_rep_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
+void netproc_rep_request_write(struct wire_wbuf *w, const unsigned char *der, size_t len,
                                STACK_OF(X509) * trusted, const char *txid,
                                const unsigned char nonce[16]);
 
@@ -46,14 +46,14 @@ void netproc_rep_request_write(struct netproc_wbuf *w, const unsigned char *der,
  * process: *der into the message, *trusted new (sk_X509_pop_free), *txid
  * (secret_wipe_free), nonce. -1 for a malformed request, P11E_ERR_ALLOC.
  */
-int netproc_rep_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+int netproc_rep_request_read(struct wire_rbuf *r, const unsigned char **der, size_t *len,
                              STACK_OF(X509) * *trusted, char **txid, unsigned char nonce[16]);
 
 /*
  * The answer: rc (0 or a P11E_ERR_* code), the last error line err (or NULL)
  * and, when rc is 0, rep's fields, its signer as an index into trusted.
  */
-void netproc_rep_answer_write(struct netproc_wbuf *w, int rc, const char *err,
+void netproc_rep_answer_write(struct wire_wbuf *w, int rc, const char *err,
                               const struct scep_rep *rep, STACK_OF(X509) * trusted);
 
 /*
@@ -72,7 +72,7 @@ int netproc_rep_answer_read(const unsigned char *msg, size_t len, STACK_OF(X509)
  * request: op, level, tag, the bytes): rc, the last error line err (or NULL) and, when rc is 0, the
  * DER of each of certs (at most NETPROC_CERTS_MAX; more is written as rc P11E_ERR_MALFORMED).
  */
-void netproc_certs_answer_write(struct netproc_wbuf *w, int rc, const char *err,
+void netproc_certs_answer_write(struct wire_wbuf *w, int rc, const char *err,
                                 STACK_OF(X509) * certs);
 
 /*
@@ -90,7 +90,7 @@ int netproc_certs_answer_read(const unsigned char *msg, size_t len, size_t max_l
  * the body, then what it is checked against: cur's signers, its issuing CA
  * and its GetCACert bundle. Its answer is a certificates answer (above).
  */
-void netproc_next_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
+void netproc_next_request_write(struct wire_wbuf *w, const unsigned char *der, size_t len,
                                 const struct scep_ca *cur);
 
 /*
@@ -98,7 +98,7 @@ void netproc_next_request_write(struct netproc_wbuf *w, const unsigned char *der
  * *ca (a stack of one) and *bundle new (sk_X509_pop_free). -1 for a malformed
  * request, P11E_ERR_ALLOC.
  */
-int netproc_next_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+int netproc_next_request_read(struct wire_rbuf *r, const unsigned char **der, size_t *len,
                               STACK_OF(X509) * *signers, STACK_OF(X509) * *ca,
                               STACK_OF(X509) * *bundle);
 
@@ -107,18 +107,17 @@ int netproc_next_request_read(struct netproc_rbuf *r, const unsigned char **der,
  * tag: its DER, then to, the certificate the request was signed with (whose
  * key decrypts it).
  */
-void netproc_env_request_write(struct netproc_wbuf *w, const unsigned char *der, size_t len,
-                               X509 *to);
+void netproc_env_request_write(struct wire_wbuf *w, const unsigned char *der, size_t len, X509 *to);
 
 /*
  * Reads that request in the network process: *der into the message, *to new
  * (X509_free). -1 for a malformed request, P11E_ERR_ALLOC.
  */
-int netproc_env_request_read(struct netproc_rbuf *r, const unsigned char **der, size_t *len,
+int netproc_env_request_read(struct wire_rbuf *r, const unsigned char **der, size_t *len,
                              X509 **to);
 
 /* The answer: rc, the last error line err (or NULL) and, when rc is 0, env's fields. */
-void netproc_env_answer_write(struct netproc_wbuf *w, int rc, const char *err,
+void netproc_env_answer_write(struct wire_wbuf *w, int rc, const char *err,
                               const struct scep_env *env);
 
 /*
@@ -136,8 +135,8 @@ int netproc_env_answer_read(const unsigned char *msg, size_t len, size_t max_dat
  * whether the thumbprint is wanted): rc, the last error line err (or NULL)
  * and, when rc is 0, the challenge and the thumbprint (or NULL).
  */
-void netproc_page_answer_write(struct netproc_wbuf *w, int rc, const char *err,
-                               const char *challenge, const char *thumbprint);
+void netproc_page_answer_write(struct wire_wbuf *w, int rc, const char *err, const char *challenge,
+                               const char *thumbprint);
 
 /*
  * Reads that answer, which is not trusted: on 0, *rc and *err (or NULL;

@@ -42,12 +42,12 @@ malformed(void)
  * cleared. 0, -1 for a malformed header, P11E_ERR_ALLOC.
  */
 static int
-job_head(struct netproc_rbuf *r)
+job_head(struct wire_rbuf *r)
 {
 	char *tag = NULL;
-	int level = (int)netproc_r_num(r);
+	int level = (int)wire_r_num(r);
 
-	if (netproc_r_str(r, &tag) != 0)
+	if (wire_r_str(r, &tag) != 0)
 		return P11E_ERR_ALLOC;
 	if (r->bad)
 		return -1;
@@ -60,7 +60,7 @@ job_head(struct netproc_rbuf *r)
 
 /* Serves a CertRep to parse and verify (netproc_parse.h), after its op; the answer goes to w. */
 static int
-serve_rep(struct netproc_rbuf *r, struct netproc_wbuf *w)
+serve_rep(struct wire_rbuf *r, struct wire_wbuf *w)
 {
 	STACK_OF(X509) *trusted = NULL;
 	struct scep_rep *rep = NULL;
@@ -89,7 +89,7 @@ serve_rep(struct netproc_rbuf *r, struct netproc_wbuf *w)
  * is logged with their number. Frees certs.
  */
 static void
-answer_certs(struct netproc_wbuf *w, int rc, STACK_OF(X509) * certs, int level, const char *what,
+answer_certs(struct wire_wbuf *w, int rc, STACK_OF(X509) * certs, int level, const char *what,
              const char *done)
 {
 	if (rc == 0 && sk_X509_num(certs) > NETPROC_CERTS_MAX) {
@@ -110,7 +110,7 @@ answer_certs(struct netproc_wbuf *w, int rc, STACK_OF(X509) * certs, int level, 
  * what the log calls it.
  */
 static int
-serve_certs(struct netproc_rbuf *r, struct netproc_wbuf *w,
+serve_certs(struct wire_rbuf *r, struct wire_wbuf *w,
             int (*take_apart)(const unsigned char *, size_t, STACK_OF(X509) **), const char *what)
 {
 	char done[96];
@@ -120,7 +120,7 @@ serve_certs(struct netproc_rbuf *r, struct netproc_wbuf *w,
 	int rc;
 
 	if ((rc = job_head(r)) == 0 &&
-	    ((der = netproc_r_bytes(r, &len)) == NULL || r->bad || r->off != r->len))
+	    ((der = wire_r_bytes(r, &len)) == NULL || r->bad || r->off != r->len))
 		rc = -1;
 	if (rc == -1)
 		return malformed();
@@ -134,7 +134,7 @@ serve_certs(struct netproc_rbuf *r, struct netproc_wbuf *w,
 /* Serves a GetNextCACert body to check and take apart (netproc_parse.h), after its op.
  * What it refuses is a warning: the run goes on without a next CA. */
 static int
-serve_next(struct netproc_rbuf *r, struct netproc_wbuf *w)
+serve_next(struct wire_rbuf *r, struct wire_wbuf *w)
 {
 	STACK_OF(X509) *signers = NULL, *ca = NULL, *bundle = NULL, *certs = NULL;
 	const unsigned char *der = NULL;
@@ -157,7 +157,7 @@ serve_next(struct netproc_rbuf *r, struct netproc_wbuf *w)
 
 /* Serves a CertRep's envelope to take apart (netproc_parse.h), after its op. */
 static int
-serve_env(struct netproc_rbuf *r, struct netproc_wbuf *w)
+serve_env(struct wire_rbuf *r, struct wire_wbuf *w)
 {
 	struct scep_env *env = NULL;
 	const unsigned char *der = NULL;
@@ -181,7 +181,7 @@ serve_env(struct netproc_rbuf *r, struct netproc_wbuf *w)
 
 /* Serves an NDES page to read (netproc_parse.h), after its op. */
 static int
-serve_page(struct netproc_rbuf *r, struct netproc_wbuf *w)
+serve_page(struct wire_rbuf *r, struct wire_wbuf *w)
 {
 	const unsigned char *page = NULL;
 	char *ch = NULL, *tp = NULL;
@@ -189,8 +189,8 @@ serve_page(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	int rc, want_tp = 0;
 
 	if ((rc = job_head(r)) == 0) {
-		page = netproc_r_bytes(r, &len);
-		want_tp = (int)netproc_r_num(r);
+		page = wire_r_bytes(r, &len);
+		want_tp = (int)wire_r_num(r);
 		if (page == NULL || r->bad || r->off != r->len)
 			rc = -1;
 	}
@@ -207,7 +207,7 @@ serve_page(struct netproc_rbuf *r, struct netproc_wbuf *w)
 
 /* Serves one request message; the answer goes to w. */
 static int
-serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
+serve(struct wire_rbuf *r, struct wire_wbuf *w)
 {
 	struct http_opts o;
 	struct http_resp *resp = NULL;
@@ -220,7 +220,7 @@ serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
 	int rc = P11E_ERR_INTERNAL;
 
 	memset(&o, 0, sizeof(o));
-	if (netproc_r_str(r, &method) != 0)
+	if (wire_r_str(r, &method) != 0)
 		goto oom;
 	if (method != NULL && strcmp(method, NETPROC_OP_CERTREP) == 0) {
 		secret_wipe_free(method);
@@ -246,26 +246,25 @@ serve(struct netproc_rbuf *r, struct netproc_wbuf *w)
 		secret_wipe_free(method);
 		return serve_page(r, w);
 	}
-	if (netproc_r_str(r, &url) != 0 || netproc_r_str(r, &ctype) != 0)
+	if (wire_r_str(r, &url) != 0 || wire_r_str(r, &ctype) != 0)
 		goto oom;
-	body = netproc_r_bytes(r, &blen);
-	o.timeout_s = (long)netproc_r_num(r);
-	o.max_body = (size_t)netproc_r_num(r);
-	o.secret_body = (int)netproc_r_num(r);
-	ca = netproc_r_bytes(r, &calen);
+	body = wire_r_bytes(r, &blen);
+	o.timeout_s = (long)wire_r_num(r);
+	o.max_body = (size_t)wire_r_num(r);
+	o.secret_body = (int)wire_r_num(r);
+	ca = wire_r_bytes(r, &calen);
 	o.ca_pem = ca;
 	o.ca_pem_len = calen;
-	o.quiet = (int)netproc_r_num(r);
-	o.no_proxy = (int)netproc_r_num(r);
-	if (netproc_r_str(r, &proxy) != 0 || netproc_r_str(r, &user) != 0 ||
-	    netproc_r_str(r, &pw) != 0)
+	o.quiet = (int)wire_r_num(r);
+	o.no_proxy = (int)wire_r_num(r);
+	if (wire_r_str(r, &proxy) != 0 || wire_r_str(r, &user) != 0 || wire_r_str(r, &pw) != 0)
 		goto oom;
 	o.proxy = proxy;
 	o.user = user;
 	o.password = pw;
-	o.auth = (unsigned)netproc_r_num(r);
-	log_set_level((int)netproc_r_num(r));
-	if (netproc_r_str(r, &tag) != 0)
+	o.auth = (unsigned)wire_r_num(r);
+	log_set_level((int)wire_r_num(r));
+	if (wire_r_str(r, &tag) != 0)
 		goto oom;
 	if (r->bad || r->off != r->len || method == NULL || url == NULL ||
 	    (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0))
@@ -297,8 +296,8 @@ answer:
 int
 netproc_main(void)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
-	struct netproc_rbuf r;
+	struct wire_wbuf w = {NULL, 0, 0, 0};
+	struct wire_rbuf r;
 	struct rusage ru;
 	unsigned char *msg = NULL;
 	size_t len = 0;
@@ -316,17 +315,17 @@ netproc_main(void)
 		return P11E_EXIT_SOFTWARE;
 	if (netproc_confine() != 0)
 		return P11E_EXIT_SOFTWARE;
-	while ((got = netproc_recv(NETPROC_FD, &msg, &len)) == 0) {
+	while ((got = wire_recv(NETPROC_FD, &msg, &len)) == 0) {
 		r.p = msg;
 		r.len = len;
 		r.off = 0;
 		r.bad = 0;
-		if (serve(&r, &w) != 0 || w.oom || netproc_send(NETPROC_FD, &w) != 0)
+		if (serve(&r, &w) != 0 || w.oom || wire_send(NETPROC_FD, &w) != 0)
 			got = -1;
 		OPENSSL_cleanse(msg, len);
 		secret_wipe_free(msg);
 		msg = NULL;
-		netproc_w_free(&w);
+		wire_w_free(&w);
 		if (got != 0)
 			break;
 	}

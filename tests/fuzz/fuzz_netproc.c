@@ -39,7 +39,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 static void
 one_rep(const uint8_t *data, size_t size, size_t max)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	struct scep_rep *rep = NULL, *rep2 = NULL;
 	char *err = NULL, *err2 = NULL;
 	int rc = 0, rc2 = 0;
@@ -72,7 +72,7 @@ one_rep(const uint8_t *data, size_t size, size_t max)
 	      (rep->fail_text == NULL) != (rep2->fail_text == NULL) ||
 	      (rep->fail_text != NULL && strcmp(rep->fail_text, rep2->fail_text) != 0))))
 		abort();
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	secret_wipe_free(err);
 	secret_wipe_free(err2);
 	scep_rep_free(rep);
@@ -96,7 +96,7 @@ check(const struct netproc_answer *a, const struct http_resp *resp, const struct
 static void
 one_page(const uint8_t *data, size_t size, size_t max)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	char *err = NULL, *err2 = NULL, *ch = NULL, *ch2 = NULL, *tp = NULL, *tp2 = NULL;
 	int rc = 0, rc2 = 0;
 
@@ -116,7 +116,7 @@ one_page(const uint8_t *data, size_t size, size_t max)
 	    (ch != NULL && strcmp(ch, ch2) != 0) || (tp == NULL) != (tp2 == NULL) ||
 	    (tp != NULL && strcmp(tp, tp2) != 0))
 		abort();
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	secret_wipe_free(err);
 	secret_wipe_free(err2);
 	secret_free(ch);
@@ -129,7 +129,7 @@ one_page(const uint8_t *data, size_t size, size_t max)
 static void
 one_env(const uint8_t *data, size_t size, size_t max)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	struct scep_env *env = NULL, *env2 = NULL;
 	char *err = NULL, *err2 = NULL;
 	int rc = 0, rc2 = 0;
@@ -157,7 +157,7 @@ one_env(const uint8_t *data, size_t size, size_t max)
 	      memcmp(env2->key, env->key, env->key_len) != 0 || env2->data_len != env->data_len ||
 	      memcmp(env2->data, env->data, env->data_len) != 0)))
 		abort();
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	secret_wipe_free(err);
 	secret_wipe_free(err2);
 	scep_env_free(env);
@@ -168,7 +168,7 @@ one_env(const uint8_t *data, size_t size, size_t max)
 static void
 one_certs(const uint8_t *data, size_t size, size_t max)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	STACK_OF(X509) *certs = NULL, *certs2 = NULL;
 	char *err = NULL, *err2 = NULL;
 	int rc = 0, rc2 = 0, i;
@@ -191,7 +191,7 @@ one_certs(const uint8_t *data, size_t size, size_t max)
 	for (i = 0; i < sk_X509_num(certs); i++)
 		if (X509_cmp(sk_X509_value(certs, i), sk_X509_value(certs2, i)) != 0)
 			abort();
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	secret_wipe_free(err);
 	secret_wipe_free(err2);
 	sk_X509_pop_free(certs, X509_free);
@@ -204,7 +204,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct http_opts o;
 	struct netproc_answer a = {0, 0, 0, NULL}, a2 = {0, 0, 0, NULL};
 	struct http_resp *resp = NULL, *resp2 = NULL;
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 
 	if (size < 1)
 		return 0;
@@ -244,7 +244,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                      resp2->location_same_https != resp->location_same_https ||
 	                      memcmp(resp2->body, resp->body, resp->len) != 0)))
 		abort();
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	secret_wipe_free(a.err);
 	secret_wipe_free(a2.err);
 	http_resp_free(resp);

@@ -64,8 +64,8 @@ static int
 open_in_two_steps(const unsigned char *der, size_t len, unsigned char **plain, size_t *plain_len,
                   int *cipher)
 {
-	struct netproc_wbuf req = {NULL, 0, 0, 0}, ans = {NULL, 0, 0, 0};
-	struct netproc_rbuf r;
+	struct wire_wbuf req = {NULL, 0, 0, 0}, ans = {NULL, 0, 0, 0};
+	struct wire_rbuf r;
 	struct scep_env *env = NULL, *got_env = NULL;
 	const unsigned char *d = NULL;
 	X509 *to = NULL;
@@ -77,7 +77,7 @@ open_in_two_steps(const unsigned char *der, size_t len, unsigned char **plain, s
 	*cipher = NID_undef;
 	netproc_env_request_write(&req, der, len, self);
 	assert_false(req.oom);
-	r = (struct netproc_rbuf){req.p, req.len, 0, 0};
+	r = (struct wire_rbuf){req.p, req.len, 0, 0};
 	assert_int_equal(netproc_env_request_read(&r, &d, &n, &to), 0);
 	assert_int_equal(n, len);
 	assert_int_equal(X509_cmp(to, self), 0);
@@ -95,8 +95,8 @@ open_in_two_steps(const unsigned char *der, size_t len, unsigned char **plain, s
 		assert_null(got_env);
 		assert_string_equal(err, "refused");
 	}
-	netproc_w_free(&req);
-	netproc_w_free(&ans);
+	wire_w_free(&req);
+	wire_w_free(&ans);
 	secret_wipe_free(err);
 	scep_env_free(env);
 	scep_env_free(got_env);
@@ -246,21 +246,21 @@ static int
 read_forged(const char *sn, size_t iv_len, size_t key_len, size_t data_len, int extra,
             size_t max_data)
 {
-	struct netproc_wbuf w = {NULL, 0, 0, 0};
+	struct wire_wbuf w = {NULL, 0, 0, 0};
 	struct scep_env *env = NULL;
 	unsigned char *buf = calloc(1, 4096);
 	char *err = NULL;
 	int rc = -5, got;
 
 	assert_non_null(buf);
-	netproc_w_num(&w, 0);
-	netproc_w_str(&w, NULL);
-	netproc_w_str(&w, sn);
-	netproc_w_bytes(&w, buf, iv_len);
-	netproc_w_bytes(&w, buf, key_len);
-	netproc_w_bytes(&w, buf, data_len);
+	wire_w_num(&w, 0);
+	wire_w_str(&w, NULL);
+	wire_w_str(&w, sn);
+	wire_w_bytes(&w, buf, iv_len);
+	wire_w_bytes(&w, buf, key_len);
+	wire_w_bytes(&w, buf, data_len);
 	if (extra)
-		netproc_w_num(&w, 1);
+		wire_w_num(&w, 1);
 	assert_false(w.oom);
 	got = netproc_env_answer_read(w.p, w.len, max_data, &rc, &err, &env);
 	if (got != 0) {
@@ -272,7 +272,7 @@ read_forged(const char *sn, size_t iv_len, size_t key_len, size_t data_len, int 
 		assert_int_equal(env->data_len, data_len);
 	}
 	scep_env_free(env);
-	netproc_w_free(&w);
+	wire_w_free(&w);
 	free(buf);
 	return got;
 }

@@ -51,8 +51,8 @@ static int
 next_in_two_steps(const unsigned char *der, size_t len, const struct scep_ca *cur,
                   struct scep_ca **out)
 {
-	struct netproc_wbuf req = {NULL, 0, 0, 0}, ans = {NULL, 0, 0, 0};
-	struct netproc_rbuf r;
+	struct wire_wbuf req = {NULL, 0, 0, 0}, ans = {NULL, 0, 0, 0};
+	struct wire_rbuf r;
 	STACK_OF(X509) *signers = NULL, *ca = NULL, *bundle = NULL, *certs = NULL;
 	const unsigned char *d = NULL;
 	size_t n = 0;
@@ -62,7 +62,7 @@ next_in_two_steps(const unsigned char *der, size_t len, const struct scep_ca *cu
 	*out = NULL;
 	netproc_next_request_write(&req, der, len, cur);
 	assert_false(req.oom);
-	r = (struct netproc_rbuf){req.p, req.len, 0, 0};
+	r = (struct wire_rbuf){req.p, req.len, 0, 0};
 	assert_int_equal(netproc_next_request_read(&r, &d, &n, &signers, &ca, &bundle), 0);
 	assert_int_equal(n, len);
 	assert_int_equal(sk_X509_num(signers), sk_X509_num(cur->signers));
@@ -79,8 +79,8 @@ next_in_two_steps(const unsigned char *der, size_t len, const struct scep_ca *cu
 		rc = scep_next_from_certs(certs, cur, out);
 	else
 		assert_null(certs);
-	netproc_w_free(&req);
-	netproc_w_free(&ans);
+	wire_w_free(&req);
+	wire_w_free(&ans);
 	secret_wipe_free(err);
 	sk_X509_pop_free(signers, X509_free);
 	sk_X509_pop_free(ca, X509_free);
