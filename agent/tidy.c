@@ -36,10 +36,14 @@ remove_pair(struct tok *t, const struct tok_key *k)
 	return 0;
 }
 
-/* What to do with key k (not the current one); 1: it goes. keep_old: pairs stay. */
+/*
+ * What to do with key k (not the current one); 1: it goes. keep_old: pairs
+ * stay. dry: listed before login, when no private key is visible, so none
+ * is judged gone.
+ */
 static int
 goes(const struct conf *c, struct tok *t, const struct tok_key *k, const struct tidy_keep *keep,
-     int keep_old, int *kept, const char **why)
+     int keep_old, int dry, int *kept, const char **why)
 {
 	size_t nc = 0;
 
@@ -51,7 +55,7 @@ goes(const struct conf *c, struct tok *t, const struct tok_key *k, const struct 
 		*why = "a superseded key and its certificate";
 		return !keep_old;
 	}
-	if (k->priv_handle == 0) {
+	if (k->priv_handle == 0 && !dry) {
 		*why = "a public key whose private key is gone (an interrupted removal)";
 		return 1;
 	}
@@ -93,10 +97,7 @@ tidy_run(const struct conf *c, struct tok *t, const struct tok_key *cur, X509 *c
 		/* Only what this profile generated goes (keyrec.h). */
 		if (!keyrec_owns(rec, keys[i]))
 			continue;
-		/* Before login no private key is visible: dry runs do not judge by it. */
-		if (dry && keys[i]->priv_handle == 0)
-			keys[i]->priv_handle = 1;
-		if (!goes(c, t, keys[i], keep, keep_old, &kept, &why))
+		if (!goes(c, t, keys[i], keep, keep_old, dry, &kept, &why))
 			continue;
 		count++;
 		if (dry)
