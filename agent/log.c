@@ -76,6 +76,47 @@ stderr_is_journal(void)
 	       (unsigned long long)st.st_ino == ino;
 }
 
+/* log_set_sink's: the line being written goes there instead of stderr. */
+static void (*sink)(void *ud, int level, const char *line);
+static void *sink_ud;
+static char sink_line[1024];
+static int sink_level;
+
+void
+log_set_sink(void (*fn)(void *ud, int level, const char *line), void *ud)
+{
+	sink = fn;
+	sink_ud = ud;
+}
+
+/* The rest of the current line: to the sink's line, or to stderr. */
+static void out_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void
+out_printf(const char *fmt, ...)
+{
+	va_list ap;
+	size_t n = strlen(sink_line);
+
+	va_start(ap, fmt);
+	if (sink != NULL)
+		vsnprintf(sink_line + n, sizeof(sink_line) - n, fmt, ap);
+	else
+		vfprintf(stderr, fmt, ap);
+	va_end(ap);
+}
+
+/* The end of the line. */
+static void
+end_line(void)
+{
+	if (sink == NULL) {
+		fputc('\n', stderr);
+		return;
+	}
+	sink(sink_ud, sink_level, sink_line);
+	sink_line[0] = '\0';
+}
+
 static void
 vlog(int l, const char *fmt, va_list ap)
 {
@@ -87,6 +128,11 @@ vlog(int l, const char *fmt, va_list ap)
 		va_copy(copy, ap);
 		vsnprintf(last_error, sizeof(last_error), fmt, copy);
 		va_end(copy);
+	}
+	if (sink != NULL) {
+		sink_level = i;
+		vsnprintf(sink_line, sizeof(sink_line), fmt, ap);
+		return;
 	}
 	/* Under systemd, stderr is the journal's stream: "<N>" sets the priority
 	 * (`journalctl -p err` then finds the errors). */
@@ -116,7 +162,7 @@ log_msg(int l, const char *fmt, ...)
 	va_start(ap, fmt);
 	vlog(l, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	end_line();
 }
 
 void
@@ -137,7 +183,7 @@ log_openssl(int l, const char *fmt, ...)
 	while ((e = ERR_get_error()) != 0) {
 		if (first || level >= LOG_LVL_DEBUG) {
 			ERR_error_string_n(e, buf, sizeof(buf));
-			fprintf(stderr, "%s%s", first ? ": " : "\n  ", buf);
+			out_printf("%s%s", first ? ": " : "\n  ", buf);
 			if (first && l <= LOG_LVL_ERROR) {
 				last_error_append(": ");
 				last_error_append(buf);
@@ -145,5 +191,5 @@ log_openssl(int l, const char *fmt, ...)
 		}
 		first = 0;
 	}
-	fputc('\n', stderr);
+	end_line();
 }

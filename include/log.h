@@ -41,6 +41,14 @@ const char *log_last_error(void);
 void log_set_last_error(const char *s);
 void log_clear_last_error(void);
 
+/*
+ * With fn set, each line goes to fn (its level, the message without the
+ * "p11enroll: error: " prefix, up to 1023 bytes) instead of stderr: the token
+ * process hands its lines to the process that opened the token, which logs
+ * them as its own (tokens/tokproc.h). NULL: stderr again.
+ */
+void log_set_sink(void (*fn)(void *ud, int level, const char *line), void *ud);
+
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
