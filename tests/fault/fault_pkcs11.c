@@ -44,6 +44,14 @@
  *                            the real module, or with "+after" right after it returned
  *                            (its effect on the token done, the caller never told). The
  *                            log gets "NAME KILLED" (before) or "NAME RV KILLED" first.
+ *                            When the process is p11enroll's token process (its parent's
+ *                            name starts with "p11enroll"), the parent is killed first:
+ *                            the run dies whole, as in a crash or a power cut.
+ *   FAULT_CRASH_AT=NAME[:N][@AFTER]
+ *                            the module crashes instead (SIGSEGV, before the call reaches
+ *                            the real module): only the process that loaded it dies, as
+ *                            with a module's own bug (p11enroll's token process). Not
+ *                            with FAULT_KILL_AT.
  *
  * NAME is any PKCS#11 2.40 function name ("C_Sign"); RV a CKR_ name or a hex
  * value ("CKR_DEVICE_ERROR", "0x30", "30"). All slots count as one token: a
@@ -298,6 +306,7 @@ static struct {
 	size_t nrv_at;
 	struct spec kill;
 	int kill_post; /* FAULT_KILL_AT "+after": the kill follows the call */
+	int crash;     /* FAULT_CRASH_AT: SIGSEGV in this process alone */
 	int kill_now;  /* the current call is the one to kill after */
 	unsigned long calls[NFUNCS];
 	struct info_rule info[MAX_INFO_RULES];
@@ -339,6 +348,24 @@ log_call(const char *name, CK_RV rv, int injected)
 	close(fd);
 }
 
+/* p11enroll's token process loads this module: its parent, p11enroll, dies first. */
+static void
+kill_parent_if_ours(void)
+{
+	char path[64], comm[32] = "";
+	pid_t pp = getppid();
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pp);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	if (n > 0 && strncmp(comm, "p11enroll", 9) == 0)
+		kill(pp, SIGKILL);
+}
+
 /* Logs the call (rv unused when before) and ends the process as a crash would. */
 static void
 kill_here(const char *name, CK_RV rv, int before)
@@ -357,6 +384,7 @@ kill_here(const char *name, CK_RV rv, int before)
 			close(fd);
 		}
 	}
+	kill_parent_if_ours();
 	raise(SIGKILL);
 }
 
@@ -383,6 +411,8 @@ fault_pre(enum fid f, enum kind k, CK_RV *rv)
 
 	S.calls[f]++;
 	if (S.kill.fn >= 0 && spec_count(&S.kill, f) == S.kill.n) {
+		if (S.crash)
+			raise(SIGSEGV);
 		if (!S.kill_post)
 			kill_here(fnames[f], CKR_OK, 1);
 		S.kill_now = 1;
@@ -797,6 +827,15 @@ configure(void)
 	}
 	if ((v = getenv("FAULT_RV_AT")) != NULL && parse_rv_at(v) != 0)
 		return CKR_ARGUMENTS_BAD;
+	if ((v = getenv("FAULT_CRASH_AT")) != NULL && *v != '\0') {
+		if (getenv("FAULT_KILL_AT") != NULL) {
+			bad("FAULT_CRASH_AT", v, "not with FAULT_KILL_AT");
+			return CKR_ARGUMENTS_BAD;
+		}
+		if (parse_spec("FAULT_CRASH_AT", v, v, v + strlen(v), 0, &S.kill) != 0)
+			return CKR_ARGUMENTS_BAD;
+		S.crash = 1;
+	}
 	if ((v = getenv("FAULT_KILL_AT")) != NULL && *v != '\0' && parse_kill(v) != 0)
 		return CKR_ARGUMENTS_BAD;
 	if ((v = getenv("FAULT_TOKEN_INFO")) != NULL && parse_token_info(v) != 0)
