@@ -121,9 +121,10 @@ $(BUILD)/old-openssl.list: FORCE
 	@mkdir -p $(dir $@)
 	tests/old-openssl.sh $(OLD_OPENSSL_DIR) >$@.tmp && mv $@.tmp $@
 
-unit: $(UNIT_BIN) $(BUILD)/old-openssl.list
+unit: $(UNIT_BIN) $(BUILD)/old-openssl.list $(BUILD)/tests/fault-pkcs11.so
 	@bins=$$(tr '\n' : <$(BUILD)/old-openssl.list); rc=0; for t in $(UNIT_BIN); do \
-		echo "== $$t"; P11E_OPENSSL_BINS=$$bins P11E_TEST_DATA=tests/data $$t || rc=1; \
+		echo "== $$t"; P11E_OPENSSL_BINS=$$bins P11E_TEST_DATA=tests/data \
+		P11E_FAULT_MODULE=$(BUILD)/tests/fault-pkcs11.so $$t || rc=1; \
 	done; exit $$rc
 
 # A PKCS#11 module of the tests' own that wraps SoftHSM and injects faults (PIN counter

@@ -50,7 +50,7 @@ current_open_token(const struct conf *c, struct tok **out)
 
 	if ((r = current_token_module(c, &module, &u)) != 0)
 		return r;
-	r = tok_open(module, u, out);
+	r = tok_open(module, u, c->key_label, out);
 	free(module);
 	tok_uri_free(u);
 	return r;

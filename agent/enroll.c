@@ -606,7 +606,7 @@ exchange(struct run *u)
 	time_t deadline = time(NULL) + (u->o->wait ? u->o->max_wait : 0);
 	struct exchange x;
 	long delay;
-	int r;
+	int r, sent = 0;
 
 	if ((r = choose_key(u)) != 0)
 		return r;
@@ -633,6 +633,14 @@ exchange(struct run *u)
 		if ((r = pending_save(u->c, &u->pend)) != 0)
 			return r;
 		progress_note("state", "pending");
+		/* a request is at most two exchanges, each a use of the key (tok.h) */
+		if (u->o->wait && ++sent >= TOK_KEY_GRANTS / 2) {
+			log_error(
+			    "--wait: %d requests in this run, the most one token session serves",
+			    sent);
+			say_pending(u);
+			return P11E_ERR_PENDING;
+		}
 		if (!u->o->wait || u->pend.next_poll > deadline) {
 			if (u->o->wait)
 				log_error("--max-wait reached");

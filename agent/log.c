@@ -79,7 +79,7 @@ stderr_is_journal(void)
 /* log_set_sink's: the line being written goes there instead of stderr. */
 static void (*sink)(void *ud, int level, const char *line);
 static void *sink_ud;
-static char sink_line[1024];
+static char sink_line[4096];
 static int sink_level;
 
 void

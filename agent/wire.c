@@ -67,6 +67,15 @@ wire_w_str(struct wire_wbuf *w, const char *s)
 }
 
 void
+wire_w_append(struct wire_wbuf *w, const struct wire_wbuf *tail)
+{
+	if (tail->oom)
+		w->oom = 1;
+	else if (tail->len > 0)
+		wput(w, tail->p, tail->len);
+}
+
+void
 wire_w_free(struct wire_wbuf *w)
 {
 	secret_wipe_free(w->p);

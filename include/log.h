@@ -43,7 +43,7 @@ void log_clear_last_error(void);
 
 /*
  * With fn set, each line goes to fn (its level, the message without the
- * "p11enroll: error: " prefix, up to 1023 bytes) instead of stderr: the token
+ * "p11enroll: error: " prefix, up to 4095 bytes) instead of stderr: the token
  * process hands its lines to the process that opened the token, which logs
  * them as its own (tokens/tokproc.h). NULL: stderr again.
  */

@@ -5,13 +5,17 @@
  * header: tokens/ translates them (tok_info.flags, enum tok_key_type).
  * Discovery (what modules and tokens a machine offers) is tok_scan.h.
  *
- * One struct tok is one loaded module (dlopen of the configured path, never
- * p11-kit-proxy), C_Initialize'd once, with one selected token and one R/W
- * session: the process's only client of the module. Every key operation,
- * signatures and decryption included, runs in that session on the object
- * handles tokens/ generated or found. tok_close finalizes the module: one
+ * One struct tok is one token process (tokens/tokproc.h), forked by tok_open:
+ * it loads the module (dlopen of the configured path, never p11-kit-proxy),
+ * C_Initialize's it once, selects one token, opens one R/W session, logs in
+ * and runs every operation below; the caller holds a socket to it, never the
+ * module. Every key operation, signatures and decryption included, runs in
+ * that session on the object handles it generated or listed, under the key
+ * label it was opened for. tok_close ends it, which finalizes the module: one
  * enrollment per initialise/finalize (tpm2-pkcs11 holds TPM objects until
- * C_Finalize).
+ * C_Finalize). Its errors are logged by it, and its last error line becomes
+ * the caller's (log_last_error). A token process that dies (a module that
+ * crashes) makes the call in progress fail with P11E_ERR_TOKEN naming why.
  */
 #ifndef P11E_TOK_H
 #define P11E_TOK_H
@@ -77,13 +81,17 @@ struct tok_key_attrs {
 };
 
 /*
- * Loads the module at module_path, C_Initialize, and selects the one token
- * matching uri among slots with a token present. Errors (all logged):
+ * Starts the token process, which loads the module at module_path,
+ * C_Initialize, and selects the one token matching uri among slots with a
+ * token present. It serves only the key pairs labelled key_label (NULL: any),
+ * and refuses requests about others. Errors (all logged):
  * module missing or not a PKCS#11 module -> P11E_ERR_CONFIG naming the path;
  * no matching token -> P11E_ERR_TOKEN listing what was scanned (token labels,
- * empty readers); several match -> P11E_ERR_TOKEN listing them.
+ * empty readers); several match -> P11E_ERR_TOKEN listing them; no process
+ * -> P11E_ERR_INTERNAL.
  */
-int tok_open(const char *module_path, const struct tok_uri *uri, struct tok **out);
+int tok_open(const char *module_path, const struct tok_uri *uri, const char *key_label,
+             struct tok **out);
 
 const struct tok_info *tok_get_info(const struct tok *t);
 
@@ -176,12 +184,19 @@ int tok_key_id_for(EVP_PKEY *pub, unsigned char id[20]);
  * before or after tok_close; after it, its private operations fail (logged).
  * A failing operation logs the C_* call, the CKR_ name, key and token.
  * The EVP_PKEY does at most signs signatures and decrypts decryptions on the
- * token, what the caller's use of it needs; the one after fails (logged)
- * before reaching the token, so a flaw in that use cannot make the token an
- * oracle. Freeing it logs (debug) how many it did.
- * Errors: P11E_ERR_TOKEN, P11E_ERR_ALLOC, P11E_ERR_INTERNAL.
+ * token, what the caller's use of it needs: the token process grants them,
+ * and refuses the one after before it reaches the module, so a flaw in that
+ * use cannot make the token an oracle. It grants at most 3 signatures and 1
+ * decryption at once (an exchange's), and TOK_KEY_GRANTS grants of one key
+ * in its life (an attempt), whatever it is asked. Freeing the EVP_PKEY ends
+ * the grant; the token process logs (debug) how many it did.
+ * Errors: P11E_ERR_TOKEN, P11E_ERR_ALLOC, P11E_ERR_INTERNAL (a refused grant).
  */
 int tok_key_evp(struct tok *t, const struct tok_key *k, int signs, int decrypts, EVP_PKEY **out);
+
+/* How many tok_key_evp of one key one struct tok allows: the exchanges of one
+ * attempt, `enroll --wait`'s polls included (enroll.c stops waiting before). */
+#define TOK_KEY_GRANTS 64
 
 /*
  * Reads the private key's protection attributes (needs login): each 1 (true),

@@ -27,6 +27,9 @@ void wire_w_num(struct wire_wbuf *w, int64_t v);
 void wire_w_bytes(struct wire_wbuf *w, const void *d, size_t n);
 void wire_w_str(struct wire_wbuf *w, const char *s);
 
+/* Appends the fields of tail (its oom too). */
+void wire_w_append(struct wire_wbuf *w, const struct wire_wbuf *tail);
+
 /* Wipes and frees the buffer; the struct is zeroed for reuse. */
 void wire_w_free(struct wire_wbuf *w);
 

@@ -26,7 +26,7 @@ tok_cert_newer(X509 *a, X509 *b)
 
 /* The key's newest certificate object (tok_cert_newer; a full tie: the later object). */
 int
-tok_find_cert(struct tok *t, const struct tok_key *k, X509 **out)
+p11_find_cert(struct p11 *t, const struct tok_key *k, X509 **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
@@ -104,7 +104,7 @@ cert_ders(X509 *cert, unsigned char *d[4], int l[4])
 
 /* Adds the certificate object, then reads CKA_VALUE back to check it. */
 int
-tok_store_cert(struct tok *t, const struct tok_key *k, X509 *cert)
+p11_store_cert(struct p11 *t, const struct tok_key *k, X509 *cert)
 {
 	int r = P11E_ERR_INTERNAL;
 	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
@@ -169,7 +169,7 @@ out:
 
 /* The certificate objects with the key's CKA_ID and exactly cert's DER. */
 static int
-find_exact(struct tok *t, const struct tok_key *k, X509 *cert, CK_OBJECT_HANDLE **hs, size_t *nh)
+find_exact(struct p11 *t, const struct tok_key *k, X509 *cert, CK_OBJECT_HANDLE **hs, size_t *nh)
 {
 	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
 	CK_ATTRIBUTE tmpl[3];
@@ -189,7 +189,7 @@ find_exact(struct tok *t, const struct tok_key *k, X509 *cert, CK_OBJECT_HANDLE 
 }
 
 int
-tok_has_cert(struct tok *t, const struct tok_key *k, X509 *cert)
+p11_has_cert(struct p11 *t, const struct tok_key *k, X509 *cert)
 {
 	CK_OBJECT_HANDLE *hs = NULL;
 	size_t nh = 0;
@@ -202,7 +202,7 @@ tok_has_cert(struct tok *t, const struct tok_key *k, X509 *cert)
 }
 
 int
-tok_destroy_cert(struct tok *t, const struct tok_key *k, X509 *cert)
+p11_destroy_cert(struct p11 *t, const struct tok_key *k, X509 *cert)
 {
 	CK_OBJECT_HANDLE *hs = NULL;
 	size_t nh = 0, i;
@@ -218,7 +218,7 @@ tok_destroy_cert(struct tok *t, const struct tok_key *k, X509 *cert)
 }
 
 int
-tok_other_certs(struct tok *t, const struct tok_key *k, X509 *keep, int destroy, size_t *n)
+p11_other_certs(struct p11 *t, const struct tok_key *k, X509 *keep, int destroy, size_t *n)
 {
 	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
 	CK_ATTRIBUTE tmpl[2];

@@ -1,24 +1,25 @@
 /*
  * p11evp.c: the EVP_PKEY bridge. The private operations OpenSSL asks of a
- * token key run in the struct tok's own session on the private key handle
- * tokens/ generated or found, in the manner of OpenSSH's ssh-pkcs11.c:
+ * token key are requests to the token process (tokproc.h), which runs them
+ * in its session on the private key handle it generated or found, in the
+ * manner of OpenSSH's ssh-pkcs11.c and ssh-pkcs11-helper:
  *
  *   RSA  an RSA_METHOD whose priv_enc (signatures: OpenSSL has built the
  *        DigestInfo) and priv_dec (CMS key transport) are C_Sign and
- *        C_Decrypt with CKM_RSA_PKCS; the public operations are OpenSSL's.
+ *        C_Decrypt with CKM_RSA_PKCS there; the public operations are
+ *        OpenSSL's, here.
  *   EC   an EC_KEY_METHOD whose sign_sig is C_Sign with CKM_ECDSA on the
- *        digest, r||s turned into an ECDSA_SIG.
+ *        digest there, r||s turned into an ECDSA_SIG here.
  *
  * OpenSSL 3 routes a key with such a method (a "foreign" legacy key) through
  * its legacy EVP_PKEY_METHODs, so X509_REQ_sign, CMS_add1_signer/CMS_final
- * and CMS_decrypt reach these callbacks. Nothing here enumerates slots or
- * searches objects: the one view of the token is struct tok's.
+ * and CMS_decrypt reach these callbacks.
  *
  * Each EVP_PKEY carries a struct tok_evp_key (ex_data of its RSA or EC_KEY),
  * which is on its token's list until the EVP_PKEY is freed; tok_close cuts
- * the list off, so a key used after its token was closed fails cleanly. It
- * also counts the key's signatures and decryptions against what its caller
- * said it needs, and refuses the one after.
+ * the list off, so a key used after its token was closed fails cleanly. Its
+ * budget of signatures and decryptions is a grant of the token process, which
+ * counts them and refuses the one after: this side only asks.
  */
 /* RSA_METHOD and EC_KEY_METHOD are deprecated in OpenSSL 3, and the only way
  * to put a PKCS#11 key behind an EVP_PKEY without a provider. */
@@ -35,17 +36,14 @@
 
 #include "err.h"
 #include "log.h"
-#include "p11int.h"
+#include "tokproc.h"
 
 struct tok_evp_key {
 	struct tok *t;            /* NULL once tok_close ran */
-	CK_OBJECT_HANDLE h;       /* the private key */
+	long grant;               /* the token process's grant of its operations */
 	char *label;              /* for messages */
-	int allowed[2], used[2];  /* signatures [0] and decryptions [1] (tok_key_evp) */
 	struct tok_evp_key *next; /* t->evp_keys */
 };
-
-static const char *const op_names[2] = {"signature", "decryption"};
 
 static CRYPTO_ONCE once = CRYPTO_ONCE_STATIC_INIT;
 static RSA_METHOD *rsa_meth;
@@ -67,13 +65,14 @@ unlink_key(struct tok_evp_key *ek)
 	ek->t = NULL;
 }
 
+/* Ends the grant of a key still linked to its token, and frees it. */
 static void
 key_free(struct tok_evp_key *ek)
 {
 	if (ek == NULL)
 		return;
-	log_debug("private key '%s': %d of %d %ss and %d of %d %ss used", ek->label, ek->used[0],
-	          ek->allowed[0], op_names[0], ek->used[1], ek->allowed[1], op_names[1]);
+	if (ek->t != NULL)
+		tokproc_release(ek->t, ek->grant);
 	unlink_key(ek);
 	free(ek->label);
 	free(ek);
@@ -121,56 +120,17 @@ tok_evp_detach(struct tok *t)
 	t->evp_keys = NULL;
 }
 
-/*
- * One C_SignInit+C_Sign (decrypt 0) or C_DecryptInit+C_Decrypt (decrypt 1)
- * with mech on the key. *outlen: room in out, then the bytes written.
- * Logs what failed.
- */
+/* One signature (decrypt 0) or decryption (decrypt 1) by the token process.
+ * *outlen: room in out, then the bytes written. */
 static int
-key_op(struct tok_evp_key *ek, int decrypt, CK_MECHANISM_TYPE mech, const unsigned char *in,
-       size_t inlen, unsigned char *out, size_t *outlen)
+key_op(struct tok_evp_key *ek, int decrypt, const unsigned char *in, size_t inlen,
+       unsigned char *out, size_t *outlen)
 {
-	struct tok *t = ek->t;
-	CK_MECHANISM m = {mech, NULL, 0};
-	CK_ULONG len = (CK_ULONG)*outlen;
-	const char *fn = decrypt ? "C_DecryptInit" : "C_SignInit";
-	const char *mn = mech == CKM_ECDSA ? "CKM_ECDSA" : "CKM_RSA_PKCS";
-	CK_RV rv;
-
-	if (t == NULL) {
+	if (ek->t == NULL) {
 		log_error("private key '%s' used after its token was closed", ek->label);
 		return P11E_ERR_INTERNAL;
 	}
-	if (ek->used[decrypt] >= ek->allowed[decrypt]) {
-		log_error("private key '%s': a %s more than the %d this use of it needs: refused, "
-		          "so that no flaw can turn the token into a signing or decryption oracle",
-		          ek->label, op_names[decrypt], ek->allowed[decrypt]);
-		return P11E_ERR_TOKEN;
-	}
-	ek->used[decrypt]++;
-	rv = decrypt ? t->f->C_DecryptInit(t->session, &m, ek->h)
-	             : t->f->C_SignInit(t->session, &m, ek->h);
-	if (rv == CKR_OK) {
-		fn = decrypt ? "C_Decrypt" : "C_Sign";
-		rv = decrypt
-		         ? t->f->C_Decrypt(t->session, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, &len)
-		         : t->f->C_Sign(t->session, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, &len);
-	}
-	if (rv != CKR_OK) {
-		log_error("%s (%s) with private key '%s' on token '%s' failed: %s%s", fn, mn,
-		          ek->label, t->info.label, tok_rv_name(rv),
-		          rv == CKR_USER_NOT_LOGGED_IN
-		              ? " (not logged in, or the key wants its PIN for every use)"
-		              : "");
-		return P11E_ERR_TOKEN;
-	}
-	if (len > *outlen) {
-		log_error("%s with private key '%s' on token '%s' returned %lu bytes for %zu", fn,
-		          ek->label, t->info.label, (unsigned long)len, *outlen);
-		return P11E_ERR_TOKEN;
-	}
-	*outlen = len;
-	return 0;
+	return tokproc_key_op(ek->t, ek->grant, decrypt, in, inlen, out, outlen);
 }
 
 /* RSA private operation: PKCS#1 v1.5 only (the token pads or unpads). */
@@ -188,7 +148,7 @@ rsa_priv(int decrypt, int flen, const unsigned char *from, unsigned char *to, RS
 		          ek->label, padding);
 		return -1;
 	}
-	if (key_op(ek, decrypt, CKM_RSA_PKCS, from, (size_t)flen, to, &len) != 0)
+	if (key_op(ek, decrypt, from, (size_t)flen, to, &len) != 0)
 		return -1;
 	return (int)len;
 }
@@ -228,7 +188,7 @@ ec_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM *kinv, const BIGNU
 		return NULL;
 	if (obits % 8 == 0 && dlen > obits / 8)
 		dlen = obits / 8;
-	if (key_op(ek, 0, CKM_ECDSA, dgst, (size_t)dlen, sig, &len) != 0)
+	if (key_op(ek, 0, dgst, (size_t)dlen, sig, &len) != 0)
 		return NULL;
 	half = len / 2;
 	if (len == 0 || len % 2 != 0 || half != (size_t)(obits + 7) / 8) {
@@ -330,9 +290,9 @@ tok_key_evp(struct tok *t, const struct tok_key *k, int signs, int decrypts, EVP
 		r = P11E_ERR_ALLOC;
 		goto out;
 	}
-	ek->h = k->priv_handle;
-	ek->allowed[0] = signs;
-	ek->allowed[1] = decrypts;
+	if ((r = tokproc_grant(t, k, signs, decrypts, &ek->grant)) != 0)
+		goto out;
+	r = P11E_ERR_INTERNAL;
 	ek->t = t;
 	ek->next = t->evp_keys;
 	t->evp_keys = ek;

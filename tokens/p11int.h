@@ -1,5 +1,5 @@
 /*
- * p11int.h: what the files of tokens/ share about a struct tok. Private to
+ * p11int.h: what the files of tokens/ share about a struct p11. Private to
  * tokens/: nothing else includes it.
  *
  * pkcs11.c  module loading, token selection, login, close
@@ -19,9 +19,7 @@
 
 #include "tok.h"
 
-struct tok_evp_key; /* an EVP_PKEY's hold on the token (p11evp.c) */
-
-struct tok {
+struct p11 {
 	char *module_path;
 	void *dl; /* our dlopen handle */
 	CK_FUNCTION_LIST_PTR f;
@@ -31,8 +29,32 @@ struct tok {
 	int login_tried; /* C_Login was called (never twice) */
 	int logged_in;
 	struct tok_info info;
-	struct tok_evp_key *evp_keys; /* the EVP_PKEYs of tok_key_evp still alive */
 };
+
+int p11_open(const char *module_path, const struct tok_uri *uri, struct p11 **out);
+int p11_present(struct p11 *t);
+int p11_login(struct p11 *t, const char *pin, int allow_final_try);
+int p11_find_keys(struct p11 *t, const char *label, struct tok_key ***keys, size_t *n);
+int p11_generate_key(struct p11 *t, struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
+                     const char *label, struct tok_key **out);
+int p11_destroy_key(struct p11 *t, const struct tok_key *k);
+int p11_key_fix_id(struct p11 *t, struct tok_key *k);
+int p11_key_attrs(struct p11 *t, const struct tok_key *k, struct tok_key_attrs *out);
+int p11_find_cert(struct p11 *t, const struct tok_key *k, X509 **out);
+int p11_has_cert(struct p11 *t, const struct tok_key *k, X509 *cert);
+int p11_destroy_cert(struct p11 *t, const struct tok_key *k, X509 *cert);
+int p11_other_certs(struct p11 *t, const struct tok_key *k, X509 *keep, int destroy, size_t *n);
+int p11_store_cert(struct p11 *t, const struct tok_key *k, X509 *cert);
+void p11_close(struct p11 *t);
+
+/*
+ * One private key operation on k's private key (p11sign.c): a signature
+ * (decrypt 0: CKM_RSA_PKCS on a DigestInfo, CKM_ECDSA on a digest, by k's
+ * type) or an RSA decryption (decrypt 1: CKM_RSA_PKCS). *outlen: room in out,
+ * then the bytes written. Logs what failed; P11E_ERR_TOKEN.
+ */
+int p11_key_op(struct p11 *t, const struct tok_key *k, int decrypt, const unsigned char *in,
+               size_t inlen, unsigned char *out, size_t *outlen);
 
 /* Copies a blank-padded CK_*_INFO field of n bytes into dst (n + 1), trailing blanks removed. */
 void tok_copy_field(char *dst, const unsigned char *src, size_t n);
@@ -51,27 +73,21 @@ const char *tok_rv_name(CK_RV rv);
  * zero-length value gives a non-NULL buffer). Logs nothing; returns the CK_RV
  * (CKR_OK on success) so that callers choose their message.
  */
-CK_RV tok_attr_get(struct tok *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, unsigned char **val,
+CK_RV tok_attr_get(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, unsigned char **val,
                    size_t *len);
 
 /* Reads a CK_ULONG attribute. */
-CK_RV tok_attr_ulong(struct tok *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *val);
+CK_RV tok_attr_ulong(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *val);
 
 /*
  * All objects matching the template, ascending by handle. *out (malloc'ed,
  * NULL when none) and *n are set on success. Errors logged, naming what (e.g.
  * "public keys").
  */
-int tok_find_objects(struct tok *t, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl, const char *what,
+int tok_find_objects(struct p11 *t, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl, const char *what,
                      CK_OBJECT_HANDLE **out, size_t *n);
 
 /* Destroys object h; logs a warning on failure and returns P11E_ERR_TOKEN. */
-int tok_destroy_object(struct tok *t, CK_OBJECT_HANDLE h, const char *what);
-
-/*
- * Cuts the EVP_PKEYs of tok_key_evp that are still alive off t (tok_close,
- * before the session closes): their private operations fail from then on.
- */
-void tok_evp_detach(struct tok *t);
+int tok_destroy_object(struct p11 *t, CK_OBJECT_HANDLE h, const char *what);
 
 #endif

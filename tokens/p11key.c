@@ -2,7 +2,7 @@
  * p11key.c: key pairs on the token: generation with an explicit
  * non-exportable template, lookup by label, public keys read back into
  * EVP_PKEYs, the CKA_ID derived from the public key, protection attributes
- * and object URIs.
+ * (object URIs: tokproc.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,7 +123,7 @@ out:
 
 /* Reads the public key object h (CKK_RSA or CKK_EC) into *out. */
 static int
-read_pub(struct tok *t, CK_OBJECT_HANDLE h, CK_KEY_TYPE kt, EVP_PKEY **out)
+read_pub(struct p11 *t, CK_OBJECT_HANDLE h, CK_KEY_TYPE kt, EVP_PKEY **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	unsigned char *a = NULL, *b = NULL;
@@ -205,7 +205,7 @@ ms_since(const struct timespec *t0)
 }
 
 static void
-log_keygen_error(struct tok *t, const char *what, CK_MECHANISM_TYPE mech, int bits, CK_RV rv)
+log_keygen_error(struct p11 *t, const char *what, CK_MECHANISM_TYPE mech, int bits, CK_RV rv)
 {
 	CK_MECHANISM_INFO mi;
 	char range[80] = "";
@@ -234,7 +234,7 @@ add(CK_ATTRIBUTE *tmpl, CK_ULONG *n, CK_ATTRIBUTE_TYPE type, void *value, size_t
 }
 
 static int
-set_id(struct tok *t, CK_OBJECT_HANDLE h, const unsigned char *id, size_t len)
+set_id(struct p11 *t, CK_OBJECT_HANDLE h, const unsigned char *id, size_t len)
 {
 	CK_ATTRIBUTE a = {CKA_ID, (void *)id, (CK_ULONG)len};
 	CK_RV rv;
@@ -253,7 +253,7 @@ set_id(struct tok *t, CK_OBJECT_HANDLE h, const unsigned char *id, size_t len)
  * Any failure after C_GenerateKeyPair destroys both objects.
  */
 int
-tok_generate_key(struct tok *t, struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
+p11_generate_key(struct p11 *t, struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
                  const char *label, struct tok_key **out)
 {
 	int r = P11E_ERR_INTERNAL;
@@ -386,7 +386,7 @@ out:
  * returned) for a key this program cannot use.
  */
 static int
-load_key(struct tok *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **out)
+load_key(struct p11 *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	struct tok_key *k = NULL;
@@ -451,7 +451,7 @@ out:
 
 /* Public keys labelled label, in handle order, each with its private key. */
 int
-tok_find_keys(struct tok *t, const char *label, struct tok_key ***keys, size_t *n)
+p11_find_keys(struct p11 *t, const char *label, struct tok_key ***keys, size_t *n)
 {
 	int r = P11E_ERR_INTERNAL;
 	CK_OBJECT_CLASS pubc = CKO_PUBLIC_KEY;
@@ -493,7 +493,7 @@ out:
 }
 
 int
-tok_key_fix_id(struct tok *t, struct tok_key *k)
+p11_key_fix_id(struct p11 *t, struct tok_key *k)
 {
 	unsigned char id[20];
 	int r;
@@ -511,7 +511,7 @@ tok_key_fix_id(struct tok *t, struct tok_key *k)
 }
 
 int
-tok_destroy_key(struct tok *t, const struct tok_key *k)
+p11_destroy_key(struct p11 *t, const struct tok_key *k)
 {
 	int r = 0;
 
@@ -546,7 +546,7 @@ tok_keys_free(struct tok_key **keys, size_t n)
 
 /* Attributes the token does not report come back as -1. */
 int
-tok_key_attrs(struct tok *t, const struct tok_key *k, struct tok_key_attrs *out)
+p11_key_attrs(struct p11 *t, const struct tok_key *k, struct tok_key_attrs *out)
 {
 	int r = P11E_ERR_INTERNAL;
 	CK_BBOOL v[7] = {0};
@@ -585,37 +585,6 @@ tok_key_attrs(struct tok *t, const struct tok_key *k, struct tok_key_attrs *out)
 	out->priv_token = res[5];
 	out->priv_private = res[6];
 	r = 0;
-out:
-	return r;
-}
-
-/* The URI names the token by every field it has, and the object. */
-int
-tok_object_uri(const struct tok *t, const struct tok_key *k, const char *type, char **out)
-{
-	int r = P11E_ERR_INTERNAL;
-	struct tok_info info;
-	struct tok_uri u;
-	unsigned char id[sizeof(k->id)];
-	char ty[16];
-
-	if (t == NULL || k == NULL || type == NULL || out == NULL || strlen(type) >= sizeof(ty) ||
-	    (strcmp(type, "private") != 0 && strcmp(type, "public") != 0 &&
-	     strcmp(type, "cert") != 0))
-		goto out;
-	info = t->info;
-	memcpy(id, k->id, k->id_len);
-	strcpy(ty, type);
-	memset(&u, 0, sizeof(u));
-	u.token = info.label[0] ? info.label : NULL;
-	u.manufacturer = info.manufacturer[0] ? info.manufacturer : NULL;
-	u.serial = info.serial[0] ? info.serial : NULL;
-	u.model = info.model[0] ? info.model : NULL;
-	u.object = k->label;
-	u.id = k->id_len > 0 ? id : NULL;
-	u.id_len = k->id_len;
-	u.type = ty;
-	r = tok_uri_format(&u, out);
 out:
 	return r;
 }

@@ -150,7 +150,7 @@ tok_rv_name(CK_RV rv)
 }
 
 CK_RV
-tok_attr_get(struct tok *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, unsigned char **val,
+tok_attr_get(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, unsigned char **val,
              size_t *len)
 {
 	CK_ATTRIBUTE a = {type, NULL, 0};
@@ -179,7 +179,7 @@ out:
 }
 
 CK_RV
-tok_attr_ulong(struct tok *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *val)
+tok_attr_ulong(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *val)
 {
 	CK_ULONG v = 0;
 	CK_ATTRIBUTE a = {type, &v, sizeof(v)};
@@ -202,7 +202,7 @@ cmp_handle(const void *a, const void *b)
 }
 
 int
-tok_find_objects(struct tok *t, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl, const char *what,
+tok_find_objects(struct p11 *t, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl, const char *what,
                  CK_OBJECT_HANDLE **out, size_t *n)
 {
 	int r = P11E_ERR_INTERNAL;
@@ -259,7 +259,7 @@ out:
 }
 
 int
-tok_destroy_object(struct tok *t, CK_OBJECT_HANDLE h, const char *what)
+tok_destroy_object(struct p11 *t, CK_OBJECT_HANDLE h, const char *what)
 {
 	CK_RV rv;
 

@@ -107,7 +107,7 @@ tok_fill_info(struct tok_info *info, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 }
 
 static int
-load_module(struct tok *t, const char *path)
+load_module(struct p11 *t, const char *path)
 {
 	int r = P11E_ERR_INTERNAL;
 	CK_C_GetFunctionList get_list = NULL;
@@ -155,7 +155,7 @@ out:
 }
 
 static int
-slot_list(struct tok *t, CK_BBOOL present, CK_SLOT_ID **out, CK_ULONG *n)
+slot_list(struct p11 *t, CK_BBOOL present, CK_SLOT_ID **out, CK_ULONG *n)
 {
 	int r = P11E_ERR_INTERNAL;
 	CK_SLOT_ID *ids = NULL, *p;
@@ -216,7 +216,7 @@ refusal(CK_RV rv)
 
 /* The slot's description (the reader's name), or "slot N" if C_GetSlotInfo fails. */
 static void
-slot_desc(struct tok *t, CK_SLOT_ID slot, char desc[65])
+slot_desc(struct p11 *t, CK_SLOT_ID slot, char desc[65])
 {
 	CK_SLOT_INFO si;
 
@@ -231,7 +231,7 @@ slot_desc(struct tok *t, CK_SLOT_ID slot, char desc[65])
  * the description of everything seen to *seen.
  */
 static int
-scan_slots(struct tok *t, const struct tok_uri *uri, struct tok_info *match, size_t *nmatch,
+scan_slots(struct p11 *t, const struct tok_uri *uri, struct tok_info *match, size_t *nmatch,
            struct sb *seen, struct sb *matched, CK_ULONG *nscanned)
 {
 	int r = P11E_ERR_INTERNAL;
@@ -305,7 +305,7 @@ out:
 }
 
 static int
-select_token(struct tok *t, const struct tok_uri *uri)
+select_token(struct p11 *t, const struct tok_uri *uri)
 {
 	int r = P11E_ERR_INTERNAL;
 	struct sb seen = {NULL, 0, 0}, matched = {NULL, 0, 0};
@@ -344,10 +344,10 @@ out:
  * uri matches and opens a R/W session on it.
  */
 int
-tok_open(const char *module_path, const struct tok_uri *uri, struct tok **out)
+p11_open(const char *module_path, const struct tok_uri *uri, struct p11 **out)
 {
 	int r = P11E_ERR_INTERNAL;
-	struct tok *t = NULL;
+	struct p11 *t = NULL;
 	CK_RV rv;
 
 	if (module_path == NULL || out == NULL)
@@ -374,26 +374,20 @@ tok_open(const char *module_path, const struct tok_uri *uri, struct tok **out)
 	t = NULL;
 	r = 0;
 out:
-	tok_close(t);
+	p11_close(t);
 	return r;
 }
 
 int
-tok_present(struct tok *t)
+p11_present(struct p11 *t)
 {
 	CK_TOKEN_INFO ti;
 
 	return t != NULL && t->f->C_GetTokenInfo(t->info.slot_id, &ti) == CKR_OK;
 }
 
-const struct tok_info *
-tok_get_info(const struct tok *t)
-{
-	return &t->info;
-}
-
 static void
-refresh_flags(struct tok *t)
+refresh_flags(struct p11 *t)
 {
 	CK_TOKEN_INFO ti;
 
@@ -402,7 +396,7 @@ refresh_flags(struct tok *t)
 }
 
 static void
-log_login_error(struct tok *t, CK_RV rv)
+log_login_error(struct p11 *t, CK_RV rv)
 {
 	const char *l = t->info.label;
 	const char *hint = "";
@@ -469,7 +463,7 @@ pin_rv(CK_RV rv)
  * and never copied or logged.
  */
 int
-tok_login(struct tok *t, const char *pin, int allow_final_try)
+p11_login(struct p11 *t, const char *pin, int allow_final_try)
 {
 	int r = P11E_ERR_INTERNAL;
 	CK_UTF8CHAR_PTR p = NULL;
@@ -537,13 +531,12 @@ out:
  * failed before may not have named the token.
  */
 void
-tok_close(struct tok *t)
+p11_close(struct p11 *t)
 {
 	CK_TOKEN_INFO ti;
 
 	if (t == NULL)
 		return;
-	tok_evp_detach(t);
 	if (t->f != NULL) {
 		if (t->logged_in)
 			(void)t->f->C_Logout(t->session);

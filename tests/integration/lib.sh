@@ -716,6 +716,21 @@ setup_enroll() {
 	write_conf
 }
 
+# fault_setup: token, scepserver, a configuration through the tests' fault module
+#   (P11E_FAULT_MODULE, tests/fault/fault_pkcs11.c; missing: a failure, make integration
+#   builds it).
+fault_setup() {
+	local fault=${P11E_FAULT_MODULE:-}
+	if [ -z "$fault" ] || [ ! -f "$fault" ]; then
+		fail "fault module '$fault' missing (P11E_FAULT_MODULE); make integration builds it"
+		return 1
+	fi
+	make_token || return
+	start_scepserver "$T/srv" || return
+	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
+	MODULE=$fault write_conf
+}
+
 # norm_hex TEXT: lower-case hex digits only ("AB:CD" -> "abcd").
 norm_hex() {
 	printf '%s' "$1" | tr -d ': \n' | tr 'A-F' 'a-f'

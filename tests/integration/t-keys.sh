@@ -9,8 +9,6 @@
 # exit codes and messages.
 . "$(dirname "$0")/lib.sh"
 
-FAULT_MODULE=${P11E_FAULT_MODULE:-}
-
 # import_key ID [LABEL]: a key pair made by openssl, outside the token, written to it with
 # pkcs11-tool under LABEL (default p11enroll) and CKA_ID ID (hex): CKA_LOCAL false, not
 # always sensitive, not never extractable, as an imported key is.
@@ -61,17 +59,6 @@ keys_setup() {
 	write_conf
 }
 
-# fault_setup: token, scepserver, configuration through the fault module.
-fault_setup() {
-	if [ -z "$FAULT_MODULE" ] || [ ! -f "$FAULT_MODULE" ]; then
-		fail "fault module '$FAULT_MODULE' missing (P11E_FAULT_MODULE); make integration builds it"
-		return 1
-	fi
-	make_token || return
-	start_scepserver "$T/srv" || return
-	CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
-	MODULE=$FAULT_MODULE write_conf
-}
 
 # pkioperations: PKIOperation requests the scepserver has logged so far.
 pkioperations() {

@@ -186,4 +186,28 @@ test_main_program_does_not_link_libcurl() {
 	assert_contains ldd.net "libseccomp"
 }
 
+# The token process (tokens/tokserve.c): p11enroll forks it before the module is loaded,
+# and it is the only process that maps the module. A module that crashes in the middle of
+# the exchange (FAULT_CRASH_AT in the tests' fault module: SIGSEGV in the process that
+# loaded it) ends only that process: the run stops with exit 74 naming how it ended, no
+# pending request, no certificate on the token; the next run enrolls with the key the
+# first one generated (one key pair, one certificate).
+test_token_process_crash_stops_the_run_cleanly() {
+	fault_setup || return
+	# (a sanitized build: the SIGSEGV ends the process, rather than AddressSanitizer's report)
+	FAULT_CRASH_AT=C_Sign ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0 \
+		"$P11ENROLL" -c "$CONF" enroll >run.out 2>run.err </dev/null
+	assert_eq 74 "$?" "exit status when the module crashes"
+	cat run.err >&2
+	assert_match run.err "error: the token process of token 'p11e-test' \(pid [0-9]+\) ended in the middle of a request \(killed by signal 11: the PKCS#11 module crashed\?\)"
+	assert_eq 0 "$(token_objects | grep -c '^cert|')" "certificates on the token after the crash"
+	assert_eq 1 "$(token_objects | grep -c '^privkey|')" "private keys after the crash"
+	assert_eq 0 "$(find "$STATE_DIR" -name '*pending*' | wc -l)" "pending files after the crash"
+	assert_exit 0 p11e enroll || return
+	assert_contains "$ERR" "reusing key 'p11enroll' left without certificate by an earlier attempt"
+	assert_eq 1 "$(token_objects | grep -c '^privkey|')" "private keys after the next run"
+	assert_eq 1 "$(token_objects | grep -c '^cert|')" "certificates after the next run"
+	check_enrollment
+}
+
 run_tests

@@ -146,9 +146,9 @@ test_dump_after_ndes_exchange_holds_no_secret() {
 
 # network_process_checks PID: the network process of the p11enroll PID (netproc.c,
 # p11enroll-net), which fetched the NDES page and sent the PKCSReq: another user than root,
-# no new privileges, a seccomp filter, the PKCS#11 module nowhere in its memory map (it is
-# in PID's), libcurl only in its map (not in PID's), and no secret in what a dump of it
-# holds.
+# no new privileges, a seccomp filter, the PKCS#11 module nowhere in its memory map nor in
+# PID's (it is in the token process's), libcurl only in its map (not in PID's), and no
+# secret in what a dump of it holds.
 network_process_checks() {
 	local pid=$1 np
 	np=$(pgrep -P "$pid" -x p11enroll-net | head -n1)
@@ -159,7 +159,7 @@ network_process_checks() {
 	assert_match "/proc/$np/status" '^Uid:[[:space:]]+65534[[:space:]]+65534[[:space:]]+65534'
 	assert_match "/proc/$np/status" '^NoNewPrivs:[[:space:]]+1$'
 	assert_match "/proc/$np/status" '^Seccomp:[[:space:]]+2$'
-	assert_contains "/proc/$pid/maps" "$(basename "$MODULE")"
+	assert_not_contains "/proc/$pid/maps" "$(basename "$MODULE")"
 	assert_not_contains "/proc/$np/maps" "$(basename "$MODULE")"
 	assert_contains "/proc/$np/maps" "libcurl"
 	assert_not_contains "/proc/$pid/maps" "libcurl"
@@ -167,11 +167,38 @@ network_process_checks() {
 		grep -v '^canary ' "$T/secrets"
 		echo "canary p11enroll-net" # its argv: the scan sees its memory
 	} >"$T/secrets-np"
-	python3 "$T/scan.py" "$np" "$T/secrets-np" >"$T/scan-np.txt" || fail "the memory scan failed"
-	cat "$T/scan-np.txt" >&2
-	assert_contains "$T/scan-np.txt" "dump canary utf8"
-	grep '^dump' "$T/scan-np.txt" | grep -v ' canary ' >"$T/leaks-np.txt"
-	assert_eq 0 "$(wc -l <"$T/leaks-np.txt")" "secrets in what a dump of the network process holds"
+	scan_holds_none "$np" np "secrets in what a dump of the network process holds"
+	token_process_checks "$pid"
+}
+
+# scan_holds_none PID NAME WHAT: scan.py of PID for the secrets in $T/secrets-NAME sees its
+# memory (the canary) and finds none of the others in what a dump of it holds.
+scan_holds_none() {
+	local pid=$1 name=$2 what=$3
+	python3 "$T/scan.py" "$pid" "$T/secrets-$name" >"$T/scan-$name.txt" ||
+		fail "the memory scan failed"
+	cat "$T/scan-$name.txt" >&2
+	assert_contains "$T/scan-$name.txt" "dump canary utf8"
+	grep '^dump' "$T/scan-$name.txt" | grep -v ' canary ' >"$T/leaks-$name.txt"
+	assert_eq 0 "$(wc -l <"$T/leaks-$name.txt")" "$what"
+}
+
+# token_process_checks PID: p11enroll's token process holds the module, and no network:
+# no libcurl, none of the network's secrets (it was started before they were read).
+token_process_checks() {
+	local pid=$1 tp
+	tp=$(pgrep -P "$pid" -x p11enroll | head -n1)
+	if [ -z "$tp" ]; then
+		fail "no token process under p11enroll (pid $pid): $(pgrep -a -P "$pid")"
+		return 1
+	fi
+	assert_contains "/proc/$tp/maps" "$(basename "$MODULE")"
+	assert_not_contains "/proc/$tp/maps" "libcurl"
+	{
+		grep -v -e '^canary ' -e '^pin ' "$T/secrets"
+		echo "canary $CONF" # inherited from p11enroll: the scan sees its memory
+	} >"$T/secrets-tp"
+	scan_holds_none "$tp" tp "network secrets in the token process's memory"
 }
 
 # with_userinfo URL USER PASSWORD: URL with USER:PASSWORD@ after its scheme.

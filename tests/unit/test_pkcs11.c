@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,8 +33,9 @@
 
 #include "err.h"
 #include "log.h"
-#include "p11int.h" /* white box: test_keygen_errors, test_evp_one_view, test_keygen_cut_between_ids */
+#include "p11int.h" /* white box: test_keygen_errors, test_keygen_ids, test_keygen_cut_between_ids */
 #include "tok.h"
+#include "tokproc.h" /* white box: test_token_process (its pid) */
 
 #define SOFTHSM "/usr/lib/softhsm/libsofthsm2.so"
 #define SPY "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so"
@@ -42,8 +45,10 @@
 static char dir[64];
 static int have_softhsm, have_spy;
 
-/* What tok_key_evp allows the bridge's own tests, which are not about its budget. */
-#define ANY 64
+/* What tok_key_evp allows the bridge's own tests, which are not about its budget: the
+ * most the token process grants at once. */
+#define ANY_S 3
+#define ANY_D 1
 
 /* pkcs11-spy's own leaks (it never frees what it logs) under LeakSanitizer. */
 const char *__lsan_default_suppressions(void);
@@ -197,7 +202,7 @@ open_t1(const char *module, struct tok **t)
 
 	memset(&u, 0, sizeof(u));
 	u.token = "t1";
-	assert_int_equal(tok_open(module, &u, t), 0);
+	assert_int_equal(tok_open(module, &u, NULL, t), 0);
 	assert_string_equal(tok_get_info(*t)->label, "t1");
 	assert_string_equal(tok_get_info(*t)->model, "SoftHSM v2");
 }
@@ -207,6 +212,18 @@ open_login(struct tok **t)
 {
 	open_t1(SOFTHSM, t);
 	assert_int_equal(tok_login(*t, PIN, 0), 0);
+}
+
+/* White box: token t1 opened and logged in in this process, as the token process does. */
+static void
+p11_open_login(struct p11 **p)
+{
+	struct tok_uri u;
+
+	memset(&u, 0, sizeof(u));
+	u.token = "t1";
+	assert_int_equal(p11_open(SOFTHSM, &u, p), 0);
+	assert_int_equal(p11_login(*p, PIN, 0), 0);
 }
 
 static double
@@ -361,7 +378,7 @@ test_open_errors(void **state)
 	memset(&u, 0, sizeof(u));
 	u.token = "nosuch";
 	cap_begin();
-	assert_int_equal(tok_open(SOFTHSM, &u, &t), P11E_ERR_TOKEN);
+	assert_int_equal(tok_open(SOFTHSM, &u, NULL, &t), P11E_ERR_TOKEN);
 	msg = cap_end();
 	assert_null(t);
 	assert_non_null(strstr(msg, "no token matches pkcs11:token=nosuch ("));
@@ -370,12 +387,13 @@ test_open_errors(void **state)
 	assert_non_null(strstr(msg, "check [token] uri"));
 
 	cap_begin();
-	assert_int_equal(tok_open("/nonexistent/libx.so", &u, &t), P11E_ERR_CONFIG);
+	assert_int_equal(tok_open("/nonexistent/libx.so", &u, NULL, &t), P11E_ERR_CONFIG);
 	msg = cap_end();
 	assert_non_null(strstr(msg, "cannot load PKCS#11 module /nonexistent/libx.so: "));
 
 	cap_begin();
-	assert_int_equal(tok_open("/lib/x86_64-linux-gnu/libc.so.6", &u, &t), P11E_ERR_CONFIG);
+	assert_int_equal(tok_open("/lib/x86_64-linux-gnu/libc.so.6", &u, NULL, &t),
+	                 P11E_ERR_CONFIG);
 	msg = cap_end();
 	assert_non_null(strstr(msg, "not a PKCS#11 module"));
 	tok_close(NULL);
@@ -443,7 +461,7 @@ test_rsa_key(void **state)
 	assert_int_equal(EVP_PKEY_eq(ks[0]->pub, k->pub), 1);
 	tok_keys_free(ks, n);
 
-	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY_S, ANY_D, &priv), 0);
 	csr_sign_verify(k, priv);
 	cert = self_signed(k, priv, 30);
 
@@ -497,7 +515,7 @@ test_spy_counts(void **state)
 	finds = spy_count("C_FindObjectsInit");
 	signs = spy_count("C_Sign");
 	decrypts = spy_count("C_Decrypt");
-	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY_S, ANY_D, &priv), 0);
 	csr_sign_verify(k, priv);
 	cert = self_signed(k, priv, 30);
 	cms_decrypt_check(cert, priv);
@@ -613,6 +631,135 @@ test_evp_budget(void **state)
 	tok_close(t);
 }
 
+/* Whether /proc/PID/maps (0: this process) maps a file whose path contains what. */
+static int
+maps_has(pid_t pid, const char *what)
+{
+	char path[64], line[1024];
+	FILE *f;
+	int found = 0;
+
+	if (pid == 0)
+		snprintf(path, sizeof(path), "/proc/self/maps");
+	else
+		snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strstr(line, what) != NULL)
+			found = 1;
+	fclose(f);
+	return found;
+}
+
+/*
+ * The token process (tokens/tokserve.c): it holds the module, this process
+ * does not; it serves the keys of the label it was opened for and refuses
+ * others, by label and by forged handles; it grants at most 3 signatures and
+ * 1 decryption at once, and 64 grants of one key in its life; when it dies, the
+ * call in progress fails and says how, and nothing after it reaches a token.
+ */
+static void
+test_token_process(void **state)
+{
+	struct tok *t = NULL, *o = NULL;
+	struct tok_key *mine, *other, *other2 = NULL, forged, **ks = NULL;
+	struct tok_keyspec ec = {TOK_KEY_EC, 256, 0};
+	struct tok_uri u;
+	EVP_PKEY *p1 = NULL, *p2 = NULL, *p3 = NULL;
+	size_t n = 0;
+	pid_t pid;
+	int status;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	memset(&u, 0, sizeof(u));
+	u.token = "t1";
+	assert_int_equal(tok_open(SOFTHSM, &u, "other", &o), 0);
+	assert_int_equal(tok_login(o, PIN, 0), 0);
+	assert_int_equal(tok_generate_key(o, NULL, &ec, "other", &other), 0);
+
+	assert_int_equal(tok_open(SOFTHSM, &u, "mine", &t), 0);
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	mine = gen(t, TOK_KEY_RSA, 2048, "mine");
+	pid = t->pid;
+	assert_true(maps_has(pid, "libsofthsm2"));
+	assert_false(maps_has(0, "libsofthsm2"));
+
+	/* another label, and another key's handles under this key's name */
+	assert_int_equal(tok_find_keys(t, "other", &ks, &n), P11E_ERR_INTERNAL);
+	assert_non_null(strstr(log_last_error(), "token process: refused: keys labelled 'other': "
+	                                         "this token process serves the keys labelled "
+	                                         "'mine'"));
+	assert_int_equal(tok_generate_key(t, NULL, &ec, "other", &other2), P11E_ERR_INTERNAL);
+	assert_null(other2);
+	/* handles it never gave out (another process's handles mean nothing here) */
+	forged = *mine;
+	forged.pub_handle = mine->pub_handle + 100;
+	forged.priv_handle = mine->priv_handle + 100;
+	assert_int_equal(tok_key_evp(t, &forged, 1, 0, &p1), P11E_ERR_INTERNAL);
+	assert_null(p1);
+	assert_non_null(strstr(log_last_error(), "which are not a key it listed under label "
+	                                         "'mine'"));
+	assert_int_equal(tok_destroy_key(t, &forged), P11E_ERR_INTERNAL);
+	forged.pub_handle = mine->priv_handle; /* the halves swapped */
+	forged.priv_handle = mine->pub_handle;
+	assert_int_equal(tok_destroy_key(t, &forged), P11E_ERR_INTERNAL);
+	forged.pub_handle = mine->pub_handle; /* a half of another pair */
+	forged.priv_handle = mine->priv_handle + 100;
+	assert_int_equal(tok_key_attrs(t, &forged, &(struct tok_key_attrs){0}), P11E_ERR_INTERNAL);
+	assert_int_equal(tok_find_keys(t, "mine", &ks, &n), 0);
+	assert_int_equal(n, 1); /* still there, whole */
+	assert_true(ks[0]->priv_handle == mine->priv_handle &&
+	            ks[0]->pub_handle == mine->pub_handle);
+	tok_keys_free(ks, n);
+
+	/* the grants */
+	assert_int_equal(tok_key_evp(t, mine, 4, 0, &p1), P11E_ERR_INTERNAL);
+	assert_non_null(strstr(log_last_error(), "4 signatures and 0 decryptions of private key "
+	                                         "'mine' at once"));
+	assert_int_equal(tok_key_evp(t, mine, 0, 2, &p1), P11E_ERR_INTERNAL);
+	assert_int_equal(tok_key_evp(t, mine, 3, 1, &p1), 0);
+	assert_int_equal(tok_key_evp(t, mine, 3, 1, &p2), 0);
+	for (int i = 2; i < TOK_KEY_GRANTS; i++) {
+		assert_int_equal(tok_key_evp(t, mine, 1, 0, &p3), 0);
+		EVP_PKEY_free(p3);
+		p3 = NULL;
+	}
+	assert_int_equal(tok_key_evp(t, mine, 1, 0, &p3), P11E_ERR_INTERNAL);
+	assert_non_null(strstr(log_last_error(), "a use of private key 'mine' more than the 64 "
+	                                         "of one attempt"));
+	assert_true(sign_once(p1));
+	assert_true(sign_once(p2));
+	assert_true(decrypt_once(mine->pub, p2));
+
+	/* the token process dies */
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(tok_find_keys(t, "mine", &ks, &n), P11E_ERR_TOKEN);
+	assert_non_null(strstr(log_last_error(), "ended in the middle of a request (killed by "
+	                                         "signal 9)"));
+	assert_false(sign_once(p1));
+	assert_int_equal(tok_present(t), 0);
+	assert_true(waitpid(pid, &status, WNOHANG) < 0); /* already waited for */
+	EVP_PKEY_free(p1);
+	EVP_PKEY_free(p2);
+	tok_close(t);
+
+	assert_int_equal(tok_find_keys(o, "other", &ks, &n), 0);
+	assert_int_equal(tok_destroy_key(o, ks[0]), 0);
+	tok_keys_free(ks, n);
+	tok_key_free(other);
+	tok_close(o);
+	open_login(&t);
+	assert_int_equal(tok_find_keys(t, "mine", &ks, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(tok_destroy_key(t, ks[0]), 0);
+	tok_keys_free(ks, n);
+	tok_key_free(mine);
+	tok_close(t);
+}
+
 static void
 test_ec_keys(void **state)
 {
@@ -630,10 +777,12 @@ test_ec_keys(void **state)
 	k = gen(t, TOK_KEY_EC, 256, "ec1");
 	assert_int_equal(tok_key_attrs(t, k, &a), 0);
 	assert_true(a.sensitive == 1 && a.extractable == 0 && a.never_extractable == 1);
-	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY_S, ANY_D, &priv), 0);
 	csr_sign_verify(k, priv);
 	cert = self_signed(k, priv, 10);
 	cms_sign_verify(cert, priv, EVP_sha256());
+	EVP_PKEY_free(priv); /* a key's grant is 3 signatures at most */
+	assert_int_equal(tok_key_evp(t, k, ANY_S, ANY_D, &priv), 0);
 	/* a digest longer than the curve's order: cut as ECDSA cuts it */
 	csr_sign_verify_md(k, priv, EVP_sha384());
 	cms_sign_verify(cert, priv, EVP_sha512());
@@ -641,10 +790,12 @@ test_ec_keys(void **state)
 
 	/* a second key, made while the first one's EVP_PKEY is alive: both sign */
 	k2 = gen(t, TOK_KEY_EC, 384, "ec1");
-	assert_int_equal(tok_key_evp(t, k2, ANY, ANY, &priv2), 0);
+	assert_int_equal(tok_key_evp(t, k2, ANY_S, ANY_D, &priv2), 0);
 	csr_sign_verify_md(k2, priv2, EVP_sha384());
 	cert = self_signed(k2, priv2, 10);
 	cms_sign_verify(cert, priv2, EVP_sha384());
+	EVP_PKEY_free(priv2);
+	assert_int_equal(tok_key_evp(t, k2, ANY_S, ANY_D, &priv2), 0);
 	cms_sign_verify(cert, priv2, EVP_sha256());
 	X509_free(cert);
 	csr_sign_verify(k, priv);
@@ -685,15 +836,17 @@ test_cms(void **state)
 		skip();
 	open_login(&t);
 	k = gen(t, TOK_KEY_RSA, 2048, "cms1");
-	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY_S, ANY_D, &priv), 0);
 	cert = self_signed(k, priv, 30);
 	cms_sign_verify(cert, priv, EVP_sha256());
 	cms_sign_verify(cert, priv, EVP_sha384());
 	cms_decrypt_check(cert, priv);
 
 	k2 = gen(t, TOK_KEY_RSA, 3072, "cms1");
-	assert_int_equal(tok_key_evp(t, k2, ANY, ANY, &priv2), 0);
+	assert_int_equal(tok_key_evp(t, k2, ANY_S, ANY_D, &priv2), 0);
 	cert2 = self_signed(k2, priv2, 30);
+	EVP_PKEY_free(priv); /* a key's grant is 3 signatures and 1 decryption at most */
+	assert_int_equal(tok_key_evp(t, k, ANY_S, ANY_D, &priv), 0);
 	cms_sign_verify(cert, priv, EVP_sha256());
 	cms_decrypt_check(cert2, priv2);
 	cms_decrypt_check(cert, priv);
@@ -720,7 +873,7 @@ test_certs(void **state)
 		skip();
 	open_login(&t);
 	k = gen(t, TOK_KEY_EC, 256, "cert1");
-	assert_int_equal(tok_key_evp(t, k, ANY, ANY, &priv), 0);
+	assert_int_equal(tok_key_evp(t, k, ANY_S, ANY_D, &priv), 0);
 	c1 = self_signed(k, priv, 10);
 	c2 = self_signed(k, priv, 400);
 	c3 = self_signed(k, priv, 100);
@@ -754,86 +907,29 @@ test_certs(void **state)
 	tok_close(t);
 }
 
-/* test_evp_one_view: calls the bridge must never make, counted. */
-static int stray_calls;
-
-static CK_RV
-stray_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR n)
+/* The calls the bridge must never make, counted by pkcs11-spy. */
+static int
+stray_calls(void)
 {
-	(void)present;
-	(void)list;
-	(void)n;
-	stray_calls++;
-	return CKR_GENERAL_ERROR;
-}
+	static const char *const fns[] = {
+	    "C_GetSlotList", "C_GetSlotInfo",      "C_GetTokenInfo", "C_FindObjectsInit",
+	    "C_OpenSession", "C_CloseAllSessions", "C_Login"};
+	size_t i;
+	int n = 0;
 
-static CK_RV
-stray_slot_info(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
-{
-	(void)slot;
-	(void)info;
-	stray_calls++;
-	return CKR_GENERAL_ERROR;
-}
-
-static CK_RV
-stray_token_info(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
-{
-	(void)slot;
-	(void)info;
-	stray_calls++;
-	return CKR_GENERAL_ERROR;
-}
-
-static CK_RV
-stray_find_init(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
-{
-	(void)s;
-	(void)tmpl;
-	(void)n;
-	stray_calls++;
-	return CKR_GENERAL_ERROR;
-}
-
-static CK_RV
-stray_open_session(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
-                   CK_SESSION_HANDLE_PTR s)
-{
-	(void)slot;
-	(void)flags;
-	(void)app;
-	(void)notify;
-	(void)s;
-	stray_calls++;
-	return CKR_GENERAL_ERROR;
-}
-
-static CK_RV
-stray_close_all(CK_SLOT_ID slot)
-{
-	(void)slot;
-	stray_calls++;
-	return CKR_GENERAL_ERROR;
-}
-
-static CK_RV
-stray_login(CK_SESSION_HANDLE s, CK_USER_TYPE u, CK_UTF8CHAR_PTR pin, CK_ULONG len)
-{
-	(void)s;
-	(void)u;
-	(void)pin;
-	(void)len;
-	stray_calls++;
-	return CKR_GENERAL_ERROR;
+	for (i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+		n += spy_count(fns[i]);
+	return n;
 }
 
 /*
- * White box, the cause of libp11 0.4.12's "private key not found": a second
- * client that enumerates every slot again (and, on one slot's failure, closes
- * every session of the slots it had read, ours included: C_CloseAllSessions).
- * The bridge signs and decrypts with slot, token and object listings, new
- * sessions and logins all failing: it uses our session and the handle the
- * key was generated under, nothing else.
+ * The cause of libp11 0.4.12's "private key not found": a second client that
+ * enumerates every slot again (and, on one slot's failure, closes every
+ * session of the slots it had read, ours included: C_CloseAllSessions). The
+ * bridge signs and decrypts, RSA and EC, CSRs, certificates, CMS, with no
+ * slot, token or object listing, no new session and no login: the token
+ * process uses its session and the handle the key was generated under,
+ * nothing else (counted by pkcs11-spy in the token process).
  */
 static void
 test_evp_one_view(void **state)
@@ -842,27 +938,20 @@ test_evp_one_view(void **state)
 	struct tok_key *rsa = NULL, *ec = NULL;
 	EVP_PKEY *rpriv = NULL, *epriv = NULL;
 	X509 *rcert = NULL, *ecert = NULL;
-	CK_FUNCTION_LIST fl, *real;
+	int stray, signs, decrypts;
 
 	(void)state;
-	if (!have_softhsm)
+	if (!have_softhsm || !have_spy)
 		skip();
-	open_login(&t);
+	open_t1(SPY, &t);
+	assert_int_equal(tok_login(t, PIN, 0), 0);
 	rsa = gen(t, TOK_KEY_RSA, 2048, "view1");
 	ec = gen(t, TOK_KEY_EC, 256, "view1");
-	real = t->f;
-	fl = *real;
-	fl.C_GetSlotList = stray_slot_list;
-	fl.C_GetSlotInfo = stray_slot_info;
-	fl.C_GetTokenInfo = stray_token_info;
-	fl.C_FindObjectsInit = stray_find_init;
-	fl.C_OpenSession = stray_open_session;
-	fl.C_CloseAllSessions = stray_close_all;
-	fl.C_Login = stray_login;
-	t->f = &fl;
-	stray_calls = 0;
-	assert_int_equal(tok_key_evp(t, rsa, ANY, ANY, &rpriv), 0);
-	assert_int_equal(tok_key_evp(t, ec, ANY, ANY, &epriv), 0);
+	stray = stray_calls();
+	signs = spy_count("C_Sign");
+	decrypts = spy_count("C_Decrypt");
+	assert_int_equal(tok_key_evp(t, rsa, ANY_S, ANY_D, &rpriv), 0);
+	assert_int_equal(tok_key_evp(t, ec, ANY_S, ANY_D, &epriv), 0);
 	csr_sign_verify(rsa, rpriv);
 	csr_sign_verify(ec, epriv);
 	rcert = self_signed(rsa, rpriv, 5);
@@ -870,8 +959,9 @@ test_evp_one_view(void **state)
 	cms_sign_verify(rcert, rpriv, EVP_sha256());
 	cms_sign_verify(ecert, epriv, EVP_sha256());
 	cms_decrypt_check(rcert, rpriv);
-	assert_int_equal(stray_calls, 0);
-	t->f = real;
+	assert_int_equal(stray_calls(), stray);
+	assert_int_equal(spy_count("C_Sign") - signs, 6);
+	assert_int_equal(spy_count("C_Decrypt") - decrypts, 1);
 	/* a copy OpenSSL makes shares no hold on the token: both are freed once */
 	EVP_PKEY_free(EVP_PKEY_dup(rpriv));
 	EVP_PKEY_free(EVP_PKEY_dup(epriv));
@@ -885,17 +975,6 @@ test_evp_one_view(void **state)
 	tok_close(t);
 }
 
-/* The module's C_Sign, which ends the operation, reporting the token gone. */
-static CK_FUNCTION_LIST *real_fl;
-
-static CK_RV
-removed_sign(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR sig,
-             CK_ULONG_PTR siglen)
-{
-	(void)real_fl->C_Sign(s, in, inlen, sig, siglen);
-	return CKR_DEVICE_REMOVED;
-}
-
 /*
  * What the bridge refuses, with a message: a key whose private key is not
  * visible (listed before login), RSA padding other than PKCS#1 v1.5, a
@@ -906,11 +985,12 @@ static void
 test_evp_errors(void **state)
 {
 	struct tok *t = NULL;
-	struct tok_key *k = NULL, *ek = NULL, **ks = NULL;
+	struct tok_key *k = NULL, *ek = NULL, **ks = NULL, **ks2 = NULL;
 	EVP_PKEY *priv = NULL, *epriv = NULL;
+	size_t n2 = 0;
 	EVP_MD_CTX *mctx = NULL;
 	EVP_PKEY_CTX *pctx = NULL;
-	CK_FUNCTION_LIST fl, *real;
+	const char *fault = getenv("P11E_FAULT_MODULE");
 	unsigned char sig[512];
 	size_t siglen = sizeof(sig), n = 0;
 	const char *msg;
@@ -927,7 +1007,7 @@ test_evp_errors(void **state)
 	assert_int_equal(tok_find_keys(t, "err1", &ks, &n), 0);
 	assert_int_equal(n, 1);
 	cap_begin();
-	assert_int_equal(tok_key_evp(t, ks[0], ANY, ANY, &priv), P11E_ERR_TOKEN);
+	assert_int_equal(tok_key_evp(t, ks[0], ANY_S, ANY_D, &priv), P11E_ERR_TOKEN);
 	msg = cap_end();
 	assert_null(priv);
 	assert_non_null(
@@ -936,7 +1016,7 @@ test_evp_errors(void **state)
 	assert_int_equal(tok_login(t, PIN, 0), 0);
 	assert_int_equal(tok_find_keys(t, "err1", &ks, &n), 0);
 	assert_int_equal(n, 1);
-	assert_int_equal(tok_key_evp(t, ks[0], ANY, ANY, &priv), 0);
+	assert_int_equal(tok_key_evp(t, ks[0], ANY_S, ANY_D, &priv), 0);
 
 	mctx = EVP_MD_CTX_new();
 	assert_int_equal(EVP_DigestSignInit(mctx, &pctx, EVP_sha256(), NULL, priv), 1);
@@ -951,11 +1031,22 @@ test_evp_errors(void **state)
 	csr_sign_verify(ks[0], priv);
 
 	ek = gen(t, TOK_KEY_EC, 256, "err2");
-	assert_int_equal(tok_key_evp(t, ek, ANY, ANY, &epriv), 0);
-	real = real_fl = t->f;
-	fl = *real;
-	fl.C_Sign = removed_sign;
-	t->f = &fl;
+	tok_key_free(ek);
+	tok_keys_free(ks, n);
+	EVP_PKEY_free(priv);
+	tok_close(t);
+
+	/* the module's C_Sign fails (the token's own module, through the tests' fault
+	 * module: the token process loads it) */
+	assert_non_null(fault);
+	setenv("FAULT_RV_AT", "C_Sign:CKR_DEVICE_REMOVED", 1);
+	open_t1(fault, &t);
+	unsetenv("FAULT_RV_AT");
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	assert_int_equal(tok_find_keys(t, "err2", &ks, &n), 0);
+	assert_int_equal(n, 1);
+	ek = ks[0];
+	assert_int_equal(tok_key_evp(t, ek, 1, 0, &epriv), 0);
 	cap_begin();
 	{
 		X509_REQ *req = X509_REQ_new();
@@ -965,14 +1056,25 @@ test_evp_errors(void **state)
 		X509_REQ_free(req);
 	}
 	msg = cap_end();
-	t->f = real;
 	ERR_clear_error();
 	assert_non_null(strstr(msg, "C_Sign (CKM_ECDSA) with private key 'err2' on token 't1' "
 	                            "failed: CKR_DEVICE_REMOVED"));
-	csr_sign_verify(ek, epriv);
+	EVP_PKEY_free(epriv);
+	tok_close(t);
 
+	/* the key signs again in a new token process, and is taken away */
+	open_login(&t);
+	tok_keys_free(ks, n);
+	assert_int_equal(tok_find_keys(t, "err2", &ks, &n), 0);
+	assert_int_equal(n, 1);
+	ek = ks[0];
+	assert_int_equal(tok_key_evp(t, ek, ANY_S, ANY_D, &epriv), 0);
+	csr_sign_verify(ek, epriv);
+	assert_int_equal(tok_find_keys(t, "err1", &ks2, &n2), 0);
+	assert_int_equal(n2, 1);
 	assert_int_equal(tok_destroy_key(t, ek), 0);
-	assert_int_equal(tok_destroy_key(t, ks[0]), 0);
+	assert_int_equal(tok_destroy_key(t, ks2[0]), 0);
+	tok_keys_free(ks2, n2);
 	tok_close(t);
 	cap_begin();
 	{
@@ -985,9 +1087,7 @@ test_evp_errors(void **state)
 	msg = cap_end();
 	ERR_clear_error();
 	assert_non_null(strstr(msg, "private key 'err2' used after its token was closed"));
-	EVP_PKEY_free(priv);
 	EVP_PKEY_free(epriv);
-	tok_key_free(ek);
 	tok_keys_free(ks, n);
 }
 
@@ -1046,7 +1146,7 @@ fail_destroy(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o)
 static void
 test_keygen_errors(void **state)
 {
-	struct tok *t = NULL;
+	struct p11 *t = NULL;
 	struct tok_key *k = NULL, **ks = NULL;
 	struct tok_keyspec big = {TOK_KEY_RSA, 32768, 0}, ec = {TOK_KEY_EC, 256, 0};
 	CK_FUNCTION_LIST fl, *real;
@@ -1056,9 +1156,9 @@ test_keygen_errors(void **state)
 	(void)state;
 	if (!have_softhsm)
 		skip();
-	open_login(&t);
+	p11_open_login(&t);
 	cap_begin();
-	assert_int_equal(tok_generate_key(t, NULL, &big, "bad1", &k), P11E_ERR_TOKEN);
+	assert_int_equal(p11_generate_key(t, NULL, &big, "bad1", &k), P11E_ERR_TOKEN);
 	msg = cap_end();
 	assert_null(k);
 	assert_non_null(strstr(msg, "C_GenerateKeyPair (RSA-32768) on token 't1' failed: CKR_"));
@@ -1069,13 +1169,13 @@ test_keygen_errors(void **state)
 	fl.C_SetAttributeValue = fail_set_attr;
 	t->f = &fl;
 	cap_begin();
-	assert_int_equal(tok_generate_key(t, NULL, &ec, "bad2", &k), P11E_ERR_TOKEN);
+	assert_int_equal(p11_generate_key(t, NULL, &ec, "bad2", &k), P11E_ERR_TOKEN);
 	msg = cap_end();
 	t->f = real;
 	assert_null(k);
 	assert_non_null(strstr(msg, "C_SetAttributeValue(CKA_ID) on token 't1' failed: "
 	                            "CKR_DEVICE_REMOVED"));
-	assert_int_equal(tok_find_keys(t, "bad2", &ks, &n), 0);
+	assert_int_equal(p11_find_keys(t, "bad2", &ks, &n), 0);
 	assert_int_equal(n, 0);
 	{
 		CK_OBJECT_CLASS c = CKO_PRIVATE_KEY;
@@ -1094,26 +1194,26 @@ test_keygen_errors(void **state)
 		fl.C_DestroyObject = fail_destroy;
 		t->f = &fl;
 		cap_begin();
-		assert_int_equal(tok_generate_key(t, &ids, &ec, "bad3", &k), P11E_ERR_TOKEN);
+		assert_int_equal(p11_generate_key(t, &ids, &ec, "bad3", &k), P11E_ERR_TOKEN);
 		msg = cap_end();
 		t->f = real;
 		assert_null(k);
 		assert_int_equal(ids.left, 1);
 		assert_non_null(strstr(msg, "it stays on the token"));
-		assert_int_equal(tok_find_keys(t, "bad3", &ks, &n), 0);
+		assert_int_equal(p11_find_keys(t, "bad3", &ks, &n), 0);
 		assert_int_equal(n, 1);
 		assert_int_equal(ks[0]->id_len, sizeof(tmp));
 		assert_memory_equal(ks[0]->id, tmp, sizeof(tmp));
 		assert_true(ks[0]->priv_handle != 0);
-		assert_int_equal(tok_destroy_key(t, ks[0]), 0);
+		assert_int_equal(p11_destroy_key(t, ks[0]), 0);
 		tok_keys_free(ks, n);
 	}
-	tok_close(t);
+	p11_close(t);
 }
 
 /* Objects of any class on the token whose CKA_ID is id. */
 static size_t
-count_with_id(struct tok *t, const unsigned char *id, size_t len)
+count_with_id(struct p11 *t, const unsigned char *id, size_t len)
 {
 	CK_ATTRIBUTE tmpl[] = {{CKA_ID, (void *)id, (CK_ULONG)len}};
 	CK_OBJECT_HANDLE *hs = NULL;
@@ -1126,7 +1226,7 @@ count_with_id(struct tok *t, const unsigned char *id, size_t len)
 
 /* What tok_generate_key's hook saw of the token when it was called. */
 struct hook_seen {
-	struct tok *t;
+	struct p11 *t;
 	const unsigned char *tmp;
 	int calls, fail;
 	size_t n_tmp, n_final;
@@ -1155,7 +1255,7 @@ static void
 test_keygen_ids(void **state)
 {
 	static const unsigned char tmp[16] = "p11e-temporary!";
-	struct tok *t = NULL;
+	struct p11 *t = NULL;
 	struct tok_key *k = NULL;
 	struct tok_keyspec ec = {TOK_KEY_EC, 256, 0};
 	struct hook_seen h = {NULL, tmp, 0, 0, 0, 0, {0}};
@@ -1164,9 +1264,9 @@ test_keygen_ids(void **state)
 	(void)state;
 	if (!have_softhsm)
 		skip();
-	open_login(&t);
+	p11_open_login(&t);
 	h.t = t;
-	assert_int_equal(tok_generate_key(t, &ids, &ec, "ids1", &k), 0);
+	assert_int_equal(p11_generate_key(t, &ids, &ec, "ids1", &k), 0);
 	assert_int_equal(h.calls, 1);
 	assert_int_equal(h.n_tmp, 2); /* the pair, still under the temporary ID */
 	assert_int_equal(h.n_final, 0);
@@ -1178,12 +1278,12 @@ test_keygen_ids(void **state)
 	k = NULL;
 
 	h.fail = P11E_ERR_FILE;
-	assert_int_equal(tok_generate_key(t, &ids, &ec, "ids2", &k), P11E_ERR_FILE);
+	assert_int_equal(p11_generate_key(t, &ids, &ec, "ids2", &k), P11E_ERR_FILE);
 	assert_null(k);
 	assert_int_equal(h.calls, 2);
 	assert_int_equal(count_with_id(t, tmp, sizeof(tmp)), 0);
 	assert_int_equal(count_with_id(t, h.id, 20), 0);
-	tok_close(t);
+	p11_close(t);
 }
 
 /*
@@ -1195,7 +1295,7 @@ static void
 test_keygen_cut_between_ids(void **state)
 {
 	static const unsigned char tmp[16] = "p11e-cut-short!";
-	struct tok *t = NULL;
+	struct p11 *t = NULL;
 	struct tok_key *k = NULL, **ks = NULL;
 	CK_ATTRIBUTE a = {CKA_ID, (void *)tmp, sizeof(tmp)};
 	size_t n = 0;
@@ -1203,23 +1303,27 @@ test_keygen_cut_between_ids(void **state)
 	(void)state;
 	if (!have_softhsm)
 		skip();
-	open_login(&t);
-	k = gen(t, TOK_KEY_EC, 256, "cut1");
+	p11_open_login(&t);
+	{
+		struct tok_keyspec spec = {TOK_KEY_EC, 256, 0};
+
+		assert_int_equal(p11_generate_key(t, NULL, &spec, "cut1", &k), 0);
+	}
 	assert_int_equal(t->f->C_SetAttributeValue(t->session, k->pub_handle, &a, 1), CKR_OK);
-	assert_int_equal(tok_find_keys(t, "cut1", &ks, &n), 0);
+	assert_int_equal(p11_find_keys(t, "cut1", &ks, &n), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(ks[0]->id_len, sizeof(tmp));
 	assert_memory_equal(ks[0]->id, tmp, sizeof(tmp));
 	assert_int_equal(ks[0]->priv_handle, k->priv_handle);
-	assert_int_equal(tok_key_fix_id(t, ks[0]), 0);
+	assert_int_equal(p11_key_fix_id(t, ks[0]), 0);
 	tok_keys_free(ks, n);
-	assert_int_equal(tok_find_keys(t, "cut1", &ks, &n), 0);
+	assert_int_equal(p11_find_keys(t, "cut1", &ks, &n), 0);
 	assert_int_equal(n, 1);
 	assert_memory_equal(ks[0]->id, k->id, 20);
 	assert_int_equal(ks[0]->priv_handle, k->priv_handle);
 	tok_keys_free(ks, n);
 	tok_key_free(k);
-	tok_close(t);
+	p11_close(t);
 }
 
 /* Run last: adds a second token labelled t1. */
@@ -1237,7 +1341,7 @@ test_ambiguous(void **state)
 	memset(&u, 0, sizeof(u));
 	u.token = "t1";
 	cap_begin();
-	assert_int_equal(tok_open(SOFTHSM, &u, &t), P11E_ERR_TOKEN);
+	assert_int_equal(tok_open(SOFTHSM, &u, NULL, &t), P11E_ERR_TOKEN);
 	msg = cap_end();
 	assert_non_null(strstr(msg, "2 tokens match pkcs11:token=t1: 't1' (serial "));
 }
@@ -1246,13 +1350,21 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_open_errors),  cmocka_unit_test(test_login_wrong_pin),
-	    cmocka_unit_test(test_rsa_key),      cmocka_unit_test(test_spy_counts),
-	    cmocka_unit_test(test_evp_budget),   cmocka_unit_test(test_ec_keys),
-	    cmocka_unit_test(test_cms),          cmocka_unit_test(test_certs),
-	    cmocka_unit_test(test_evp_one_view), cmocka_unit_test(test_evp_errors),
-	    cmocka_unit_test(test_pkcs11_tool),  cmocka_unit_test(test_keygen_errors),
-	    cmocka_unit_test(test_keygen_ids),   cmocka_unit_test(test_keygen_cut_between_ids),
+	    cmocka_unit_test(test_open_errors),
+	    cmocka_unit_test(test_login_wrong_pin),
+	    cmocka_unit_test(test_rsa_key),
+	    cmocka_unit_test(test_spy_counts),
+	    cmocka_unit_test(test_evp_budget),
+	    cmocka_unit_test(test_token_process),
+	    cmocka_unit_test(test_ec_keys),
+	    cmocka_unit_test(test_cms),
+	    cmocka_unit_test(test_certs),
+	    cmocka_unit_test(test_evp_one_view),
+	    cmocka_unit_test(test_evp_errors),
+	    cmocka_unit_test(test_pkcs11_tool),
+	    cmocka_unit_test(test_keygen_errors),
+	    cmocka_unit_test(test_keygen_ids),
+	    cmocka_unit_test(test_keygen_cut_between_ids),
 	    cmocka_unit_test(test_ambiguous),
 	};
 

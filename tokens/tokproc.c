@@ -1,0 +1,814 @@
+/*
+ * tokproc.c: tok.h for the process that opens a token: tok_open forks the
+ * token process (tokproc.h, tokserve.c) before anything loads the module, and
+ * every call after it is one request and its answer. What the token process
+ * answers is checked for form here (lengths, one DER object, a key of a type
+ * tok.h knows); it is a copy of this program and holds the token, so its
+ * results are believed.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+
+#include "err.h"
+#include "log.h"
+#include "secret.h"
+#include "tokproc.h"
+
+/* Results the token process may give: 0 or a P11E_ERR_* code. */
+#define RC_MIN (-64)
+
+/* ---------------------------------------------------------------- shared with tokserve.c */
+
+void
+tokproc_w_info(struct wire_wbuf *w, const struct tok_info *info)
+{
+	wire_w_str(w, info->label);
+	wire_w_str(w, info->manufacturer);
+	wire_w_str(w, info->model);
+	wire_w_str(w, info->serial);
+	wire_w_num(w, info->flags);
+	wire_w_num(w, (int64_t)info->slot_id);
+}
+
+/* A string field of at most size - 1 bytes into dst. */
+static int
+r_field(struct wire_rbuf *r, char *dst, size_t size)
+{
+	size_t n = 0;
+	const unsigned char *p = wire_r_bytes(r, &n);
+
+	if (p == NULL || n >= size || memchr(p, '\0', n) != NULL) {
+		r->bad = 1;
+		return -1;
+	}
+	memcpy(dst, p, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+int
+tokproc_r_info(struct wire_rbuf *r, struct tok_info *info)
+{
+	struct tok_info i;
+
+	memset(&i, 0, sizeof(i));
+	if (r_field(r, i.label, sizeof(i.label)) != 0 ||
+	    r_field(r, i.manufacturer, sizeof(i.manufacturer)) != 0 ||
+	    r_field(r, i.model, sizeof(i.model)) != 0 ||
+	    r_field(r, i.serial, sizeof(i.serial)) != 0)
+		return -1;
+	i.flags = (unsigned)wire_r_num(r);
+	i.slot_id = (unsigned long)wire_r_num(r);
+	if (r->bad)
+		return -1;
+	*info = i;
+	return 0;
+}
+
+void
+tokproc_w_key(struct wire_wbuf *w, const struct tok_key *k)
+{
+	unsigned char *der = NULL;
+	int len;
+
+	if (k == NULL) {
+		wire_w_num(w, 0);
+		return;
+	}
+	if ((len = i2d_PUBKEY(k->pub, &der)) <= 0) {
+		w->oom = 1;
+		return;
+	}
+	wire_w_num(w, 1);
+	wire_w_num(w, (int64_t)k->pub_handle);
+	wire_w_num(w, (int64_t)k->priv_handle);
+	wire_w_bytes(w, k->id, k->id_len);
+	wire_w_str(w, k->label);
+	wire_w_num(w, k->type);
+	wire_w_bytes(w, der, (size_t)len);
+	OPENSSL_free(der);
+}
+
+int
+tokproc_r_key(struct wire_rbuf *r, struct tok_key **out)
+{
+	struct tok_key *k = NULL;
+	const unsigned char *id, *der, *p;
+	size_t idlen = 0, dlen = 0;
+	int64_t present, type;
+	int r2 = 0, bad = 1, base;
+
+	*out = NULL;
+	if ((present = wire_r_num(r)) == 0 && !r->bad)
+		return 0;
+	if (present != 1)
+		goto out;
+	if ((k = calloc(1, sizeof(*k))) == NULL) {
+		r2 = P11E_ERR_ALLOC;
+		goto out;
+	}
+	k->pub_handle = (unsigned long)wire_r_num(r);
+	k->priv_handle = (unsigned long)wire_r_num(r);
+	id = wire_r_bytes(r, &idlen);
+	if (r->bad || idlen > sizeof(k->id) || (idlen > 0 && id == NULL))
+		goto out;
+	if (idlen > 0)
+		memcpy(k->id, id, idlen);
+	k->id_len = idlen;
+	if (wire_r_str(r, &k->label) != 0) {
+		r2 = P11E_ERR_ALLOC;
+		goto out;
+	}
+	type = wire_r_num(r);
+	der = wire_r_bytes(r, &dlen);
+	if (r->bad || k->label == NULL || k->pub_handle == 0 || der == NULL || dlen == 0 ||
+	    (type != TOK_KEY_RSA && type != TOK_KEY_EC))
+		goto out;
+	k->type = (enum tok_key_type)type;
+	p = der;
+	if ((k->pub = d2i_PUBKEY(NULL, &p, (long)dlen)) == NULL || p != der + dlen)
+		goto out;
+	base = EVP_PKEY_get_base_id(k->pub);
+	if ((type == TOK_KEY_RSA) != (base == EVP_PKEY_RSA) ||
+	    (type == TOK_KEY_EC) != (base == EVP_PKEY_EC))
+		goto out;
+	*out = k;
+	k = NULL;
+	bad = 0;
+out:
+	if (bad && r2 == 0)
+		r->bad = 1;
+	tok_key_free(k);
+	return r2;
+}
+
+/* ---------------------------------------------------------------- the token process's end */
+
+/* Why the token process ended, for a message ("exited with 0", "killed by signal 11"). */
+static void
+describe_status(int status, char *buf, size_t size)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, size, "killed by signal %d%s", WTERMSIG(status),
+		         WTERMSIG(status) == SIGSEGV || WTERMSIG(status) == SIGABRT ||
+		                 WTERMSIG(status) == SIGBUS
+		             ? ": the PKCS#11 module crashed?"
+		             : "");
+	else
+		snprintf(buf, size, "exited with %d", WEXITSTATUS(status));
+}
+
+/* Closes the socket and waits for the token process (kill: SIGKILL first); its status. */
+static int
+reap(struct tok *t, int kill_it)
+{
+	int status = 0;
+
+	if (t->fd >= 0)
+		close(t->fd);
+	t->fd = -1;
+	if (t->pid <= 0 || t->owner != getpid())
+		return 0;
+	if (kill_it)
+		(void)kill(t->pid, SIGKILL);
+	while (waitpid(t->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	t->pid = -1;
+	return status;
+}
+
+/* The token process went away in the middle of a request. */
+static int
+lost(struct tok *t)
+{
+	char why[96];
+	pid_t pid = t->pid;
+
+	describe_status(reap(t, 0), why, sizeof(why));
+	log_error("the token process of token '%s' (pid %ld) ended in the middle of a request "
+	          "(%s)",
+	          t->info.label, (long)pid, why);
+	return P11E_ERR_TOKEN;
+}
+
+/* The token process answered what this program never writes: a bug. */
+static int
+malformed(struct tok *t)
+{
+	(void)reap(t, 1);
+	log_error("the token process of token '%s' answered malformed data: stopped it",
+	          t->info.label);
+	return P11E_ERR_INTERNAL;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+/*
+ * The lines the token process logged since its last message, logged here as
+ * this process's own (their level, this process's tag and stderr; an error
+ * line becomes log_last_error). -1: malformed.
+ */
+static int
+relog(struct wire_rbuf *r)
+{
+	int64_t n = wire_r_num(r), level;
+	const unsigned char *p;
+	size_t len = 0;
+	char line[4096];
+
+	if (r->bad || n < 0 || n > 256)
+		return -1;
+	while (n-- > 0) {
+		level = wire_r_num(r);
+		p = wire_r_bytes(r, &len);
+		if (r->bad || p == NULL || len >= sizeof(line) || level < LOG_LVL_ERROR ||
+		    level > LOG_LVL_DEBUG || memchr(p, '\0', len) != NULL)
+			return -1;
+		memcpy(line, p, len);
+		line[len] = '\0';
+		log_msg((int)level, "%s", line);
+	}
+	return 0;
+}
+
+/* An answer's head after its lines: result and token description. 0 with *rc set. */
+static int
+read_head(struct tok *t, struct wire_rbuf *r, int *rc)
+{
+	int64_t v = wire_r_num(r);
+
+	if (r->bad || v > 0 || v < RC_MIN || tokproc_r_info(r, &t->info) != 0)
+		return malformed(t);
+	*rc = (int)v;
+	return 0;
+}
+
+/*
+ * Sends req (NULL: none, the answer to the fork) and reads the answer to it
+ * into *buf (secret_wipe_free) and r, positioned at the operation's fields;
+ * answers TOKPROC_NAMED through ids on the way. 0 with *rc the operation's
+ * result, or the error of the exchange itself (the token process is gone).
+ */
+static int
+call(struct tok *t, struct wire_wbuf *req, struct tok_keygen_ids *ids, unsigned char **buf,
+     struct wire_rbuf *r, int *rc)
+{
+	struct wire_wbuf w = {0};
+	const unsigned char *id;
+	size_t len = 0, idlen = 0;
+	int64_t code;
+	int v;
+
+	*buf = NULL;
+	if (t->owner != getpid()) {
+		log_error("token '%s': its token process belongs to another process",
+		          t->info.label);
+		return P11E_ERR_INTERNAL;
+	}
+	if (t->fd < 0) { /* lost() or malformed() said why */
+		log_debug("token '%s': its token process is gone", t->info.label);
+		return P11E_ERR_TOKEN;
+	}
+	if (req != NULL && req->oom)
+		return P11E_ERR_ALLOC;
+	if (req != NULL && wire_send(t->fd, req) != 0)
+		return lost(t);
+	for (;;) {
+		if (wire_recv(t->fd, buf, &len) != 0)
+			return lost(t);
+		*r = (struct wire_rbuf){*buf, len, 0, 0};
+		code = wire_r_num(r);
+		if (relog(r) != 0)
+			return malformed(t);
+		if (code == TOKPROC_ANSWER)
+			return read_head(t, r, rc);
+		id = wire_r_bytes(r, &idlen);
+		if (code != TOKPROC_NAMED || ids == NULL || ids->named == NULL || r->bad ||
+		    id == NULL || idlen == 0 || idlen > sizeof(((struct tok_key *)0)->id) ||
+		    r->off != r->len)
+			return malformed(t);
+		v = ids->named(ids->ud, id, idlen);
+		secret_wipe_free(*buf);
+		*buf = NULL;
+		wire_w_num(&w, v);
+		if (w.oom) {
+			wire_w_free(&w);
+			return P11E_ERR_ALLOC;
+		}
+		v = wire_send(t->fd, &w);
+		wire_w_free(&w);
+		if (v != 0)
+			return lost(t);
+	}
+}
+
+/* The end of an answer: nothing after its fields. rc, or the error of a malformed answer. */
+static int
+done(struct tok *t, struct wire_rbuf *r, unsigned char *buf, int rc)
+{
+	int bad = r->bad || r->off != r->len;
+
+	secret_wipe_free(buf);
+	return bad ? malformed(t) : rc;
+}
+
+/* A request of one operation and a key (its handles). */
+static void
+begin(struct wire_wbuf *w, enum tokproc_op op, const struct tok_key *k)
+{
+	memset(w, 0, sizeof(*w));
+	wire_w_num(w, op);
+	if (k != NULL) {
+		wire_w_num(w, (int64_t)k->pub_handle);
+		wire_w_num(w, (int64_t)k->priv_handle);
+	}
+}
+
+/* Sends w (then frees it) and reads the answer's head; see call. */
+static int
+send_req(struct tok *t, struct wire_wbuf *w, unsigned char **buf, struct wire_rbuf *r, int *rc)
+{
+	int e = call(t, w, NULL, buf, r, rc);
+
+	wire_w_free(w);
+	return e;
+}
+
+/* An operation with no fields of its own in the answer. */
+static int
+simple(struct tok *t, struct wire_wbuf *w)
+{
+	unsigned char *buf;
+	struct wire_rbuf r;
+	int rc, e;
+
+	if ((e = send_req(t, w, &buf, &r, &rc)) != 0)
+		return e;
+	return done(t, &r, buf, rc);
+}
+
+/* Appends cert's DER (NULL: NULL); out of memory sets w->oom. */
+static void
+w_cert(struct wire_wbuf *w, X509 *cert)
+{
+	unsigned char *der = NULL;
+	int len;
+
+	if (cert == NULL) {
+		wire_w_bytes(w, NULL, 0);
+		return;
+	}
+	if ((len = i2d_X509(cert, &der)) <= 0) {
+		w->oom = 1;
+		return;
+	}
+	wire_w_bytes(w, der, (size_t)len);
+	OPENSSL_free(der);
+}
+
+/* ---------------------------------------------------------------- tok.h */
+
+int
+tok_open(const char *module_path, const struct tok_uri *uri, const char *key_label,
+         struct tok **out)
+{
+	struct tok *t = NULL;
+	unsigned char *buf = NULL;
+	struct wire_rbuf r;
+	int sv[2] = {-1, -1}, rc = P11E_ERR_INTERNAL, e;
+	pid_t pid;
+
+	if (module_path == NULL || out == NULL)
+		return P11E_ERR_INTERNAL;
+	if ((t = calloc(1, sizeof(*t))) == NULL)
+		return P11E_ERR_ALLOC;
+	t->fd = -1;
+	t->pid = -1;
+	snprintf(t->info.label, sizeof(t->info.label), "%s",
+	         uri != NULL && uri->token != NULL ? uri->token : "?");
+	fflush(NULL); /* no buffered output may be written twice */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 || (pid = fork()) < 0) {
+		log_error("cannot start the token process: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		tokproc_child(sv[1], module_path, uri, key_label);
+	}
+	close(sv[1]);
+	sv[1] = -1;
+	t->fd = sv[0];
+	sv[0] = -1;
+	t->pid = pid;
+	t->owner = getpid();
+	if ((e = call(t, NULL, NULL, &buf, &r, &rc)) != 0) {
+		rc = e;
+		goto out;
+	}
+	if ((rc = done(t, &r, buf, rc)) != 0)
+		goto out;
+	log_debug("token process %ld holds token '%s'", (long)pid, t->info.label);
+	*out = t;
+	t = NULL;
+out:
+	if (sv[0] >= 0)
+		close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+	tok_close(t);
+	return rc;
+}
+
+const struct tok_info *
+tok_get_info(const struct tok *t)
+{
+	return &t->info;
+}
+
+int
+tok_present(struct tok *t)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	int rc;
+	int64_t present;
+
+	if (t == NULL || t->fd < 0)
+		return 0;
+	begin(&w, TOKPROC_PRESENT, NULL);
+	if (send_req(t, &w, &buf, &r, &rc) != 0)
+		return 0;
+	present = wire_r_num(&r);
+	return done(t, &r, buf, rc) == 0 && present == 1;
+}
+
+int
+tok_login(struct tok *t, const char *pin, int allow_final_try)
+{
+	struct wire_wbuf w;
+	int r;
+
+	begin(&w, TOKPROC_LOGIN, NULL);
+	wire_w_str(&w, pin);
+	wire_w_num(&w, allow_final_try != 0);
+	if ((r = simple(t, &w)) == 0)
+		t->logged_in = 1;
+	return r;
+}
+
+/* The keys of an answer: a count, then each key. */
+static int
+r_keys(struct wire_rbuf *r, struct tok_key ***keys, size_t *n)
+{
+	int64_t count = wire_r_num(r);
+	struct tok_key **ks = NULL;
+	size_t i;
+	int e = 0;
+
+	if (r->bad || count < 0 || count > 65536) {
+		r->bad = 1;
+		return 0;
+	}
+	if (count > 0 && (ks = calloc((size_t)count, sizeof(*ks))) == NULL)
+		return P11E_ERR_ALLOC;
+	for (i = 0; i < (size_t)count && e == 0; i++)
+		if ((e = tokproc_r_key(r, &ks[i])) == 0 && ks[i] == NULL)
+			r->bad = 1;
+	if (e != 0 || r->bad) {
+		tok_keys_free(ks, (size_t)count);
+		return e;
+	}
+	*keys = ks;
+	*n = (size_t)count;
+	return 0;
+}
+
+int
+tok_find_keys(struct tok *t, const char *label, struct tok_key ***keys, size_t *n)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	struct tok_key **ks = NULL;
+	size_t nk = 0;
+	int rc, e;
+
+	if (t == NULL || label == NULL || keys == NULL || n == NULL)
+		return P11E_ERR_INTERNAL;
+	begin(&w, TOKPROC_FIND_KEYS, NULL);
+	wire_w_str(&w, label);
+	if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
+		return e;
+	if ((e = r_keys(&r, &ks, &nk)) != 0) {
+		secret_wipe_free(buf);
+		return e;
+	}
+	if ((rc = done(t, &r, buf, rc)) != 0) {
+		tok_keys_free(ks, nk);
+		return rc;
+	}
+	*keys = ks;
+	*n = nk;
+	return 0;
+}
+
+int
+tok_generate_key(struct tok *t, struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
+                 const char *label, struct tok_key **out)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	struct tok_key *k = NULL;
+	int rc, e;
+	int64_t left;
+
+	if (t == NULL || spec == NULL || label == NULL || out == NULL)
+		return P11E_ERR_INTERNAL;
+	begin(&w, TOKPROC_GENERATE, NULL);
+	wire_w_bytes(&w, ids != NULL ? ids->tmp_id : NULL, ids != NULL ? ids->tmp_len : 0);
+	wire_w_num(&w, ids != NULL && ids->named != NULL);
+	wire_w_num(&w, spec->type);
+	wire_w_num(&w, spec->bits);
+	wire_w_num(&w, spec->curve);
+	wire_w_str(&w, label);
+	e = call(t, &w, ids, &buf, &r, &rc);
+	wire_w_free(&w);
+	if (e != 0)
+		return e;
+	left = wire_r_num(&r);
+	if ((e = tokproc_r_key(&r, &k)) != 0) {
+		secret_wipe_free(buf);
+		return e;
+	}
+	if (ids != NULL)
+		ids->left = left == 1;
+	if ((rc = done(t, &r, buf, rc)) == 0 && k == NULL)
+		rc = malformed(t);
+	if (rc != 0) {
+		tok_key_free(k);
+		return rc;
+	}
+	*out = k;
+	return 0;
+}
+
+int
+tok_destroy_key(struct tok *t, const struct tok_key *k)
+{
+	struct wire_wbuf w;
+
+	begin(&w, TOKPROC_DESTROY_KEY, k);
+	return simple(t, &w);
+}
+
+int
+tok_key_fix_id(struct tok *t, struct tok_key *k)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	const unsigned char *id;
+	size_t n = 0;
+	int rc, e;
+
+	begin(&w, TOKPROC_FIX_ID, k);
+	if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
+		return e;
+	id = wire_r_bytes(&r, &n);
+	if (rc == 0 && (id == NULL || n == 0 || n > sizeof(k->id)))
+		r.bad = 1;
+	if (rc == 0 && !r.bad) {
+		memcpy(k->id, id, n);
+		k->id_len = n;
+	}
+	return done(t, &r, buf, rc);
+}
+
+int
+tok_key_attrs(struct tok *t, const struct tok_key *k, struct tok_key_attrs *out)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	int64_t v[7];
+	int rc, e, i;
+
+	begin(&w, TOKPROC_ATTRS, k);
+	if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
+		return e;
+	for (i = 0; i < 7; i++)
+		if ((v[i] = wire_r_num(&r)) < -1 || v[i] > 1)
+			r.bad = 1;
+	if ((rc = done(t, &r, buf, rc)) != 0)
+		return rc;
+	*out = (struct tok_key_attrs){(int)v[0], (int)v[1], (int)v[2], (int)v[3],
+	                              (int)v[4], (int)v[5], (int)v[6]};
+	return 0;
+}
+
+int
+tok_find_cert(struct tok *t, const struct tok_key *k, X509 **out)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	const unsigned char *der, *p;
+	size_t n = 0;
+	X509 *x = NULL;
+	int rc, e;
+
+	begin(&w, TOKPROC_FIND_CERT, k);
+	if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
+		return e;
+	der = wire_r_bytes(&r, &n);
+	if (rc == 0) {
+		p = der;
+		if (der == NULL || n == 0 || (x = d2i_X509(NULL, &p, (long)n)) == NULL ||
+		    p != der + n)
+			r.bad = 1;
+	}
+	if ((rc = done(t, &r, buf, rc)) != 0) {
+		X509_free(x);
+		return rc;
+	}
+	*out = x;
+	return 0;
+}
+
+/* A request naming a key and a certificate, answered with no fields. */
+static int
+key_cert(struct tok *t, enum tokproc_op op, const struct tok_key *k, X509 *cert)
+{
+	struct wire_wbuf w;
+
+	begin(&w, op, k);
+	w_cert(&w, cert);
+	return simple(t, &w);
+}
+
+int
+tok_store_cert(struct tok *t, const struct tok_key *k, X509 *cert)
+{
+	return key_cert(t, TOKPROC_STORE_CERT, k, cert);
+}
+
+int
+tok_has_cert(struct tok *t, const struct tok_key *k, X509 *cert)
+{
+	return key_cert(t, TOKPROC_HAS_CERT, k, cert);
+}
+
+int
+tok_destroy_cert(struct tok *t, const struct tok_key *k, X509 *cert)
+{
+	return key_cert(t, TOKPROC_DESTROY_CERT, k, cert);
+}
+
+int
+tok_other_certs(struct tok *t, const struct tok_key *k, X509 *keep, int destroy, size_t *n)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	int64_t count;
+	int rc, e;
+
+	begin(&w, TOKPROC_OTHER_CERTS, k);
+	w_cert(&w, keep);
+	wire_w_num(&w, destroy != 0);
+	if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
+		return e;
+	if ((count = wire_r_num(&r)) < 0)
+		r.bad = 1;
+	*n = (size_t)count;
+	return done(t, &r, buf, rc);
+}
+
+int
+tokproc_grant(struct tok *t, const struct tok_key *k, int signs, int decrypts, long *grant)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	int64_t g;
+	int rc, e;
+
+	begin(&w, TOKPROC_GRANT, k);
+	wire_w_num(&w, signs);
+	wire_w_num(&w, decrypts);
+	if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
+		return e;
+	if ((g = wire_r_num(&r)) < (rc == 0 ? 0 : -1) || g > LONG_MAX)
+		r.bad = 1;
+	*grant = (long)g;
+	return done(t, &r, buf, rc);
+}
+
+int
+tokproc_key_op(struct tok *t, long grant, int decrypt, const unsigned char *in, size_t inlen,
+               unsigned char *out, size_t *outlen)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	const unsigned char *res;
+	size_t n = 0;
+	int rc, e;
+
+	begin(&w, TOKPROC_KEY_OP, NULL);
+	wire_w_num(&w, grant);
+	wire_w_num(&w, decrypt != 0);
+	wire_w_bytes(&w, in, inlen);
+	wire_w_num(&w, (int64_t)*outlen);
+	if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
+		return e;
+	res = wire_r_bytes(&r, &n);
+	if (rc == 0 && (res == NULL || n > *outlen))
+		r.bad = 1;
+	if (rc == 0 && !r.bad) {
+		memcpy(out, res, n);
+		*outlen = n;
+	}
+	return done(t, &r, buf, rc);
+}
+
+void
+tokproc_release(struct tok *t, long grant)
+{
+	struct wire_wbuf w;
+
+	begin(&w, TOKPROC_RELEASE, NULL);
+	wire_w_num(&w, grant);
+	(void)simple(t, &w);
+}
+
+/* The URI names the token by every field it has, and the object. */
+int
+tok_object_uri(const struct tok *t, const struct tok_key *k, const char *type, char **out)
+{
+	int r = P11E_ERR_INTERNAL;
+	struct tok_info info;
+	struct tok_uri u;
+	unsigned char id[sizeof(k->id)];
+	char ty[16];
+
+	if (t == NULL || k == NULL || type == NULL || out == NULL || strlen(type) >= sizeof(ty) ||
+	    (strcmp(type, "private") != 0 && strcmp(type, "public") != 0 &&
+	     strcmp(type, "cert") != 0))
+		goto out;
+	info = t->info;
+	memcpy(id, k->id, k->id_len);
+	strcpy(ty, type);
+	memset(&u, 0, sizeof(u));
+	u.token = info.label[0] ? info.label : NULL;
+	u.manufacturer = info.manufacturer[0] ? info.manufacturer : NULL;
+	u.serial = info.serial[0] ? info.serial : NULL;
+	u.model = info.model[0] ? info.model : NULL;
+	u.object = k->label;
+	u.id = k->id_len > 0 ? id : NULL;
+	u.id_len = k->id_len;
+	u.type = ty;
+	r = tok_uri_format(&u, out);
+out:
+	return r;
+}
+
+/*
+ * Cuts the EVP_PKEYs off, ends the token process (it closes the session and
+ * finalizes the module when its socket closes) and waits for it, so that the
+ * next tok_open of the module starts after this one's C_Finalize.
+ */
+void
+tok_close(struct tok *t)
+{
+	char why[96];
+	int status;
+
+	if (t == NULL)
+		return;
+	tok_evp_detach(t);
+	if (t->owner == getpid() && t->pid > 0) {
+		status = reap(t, 0);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			describe_status(status, why, sizeof(why));
+			log_warn("the token process of token '%s' %s as it closed the token",
+			         t->info.label, why);
+		}
+	} else if (t->fd >= 0) {
+		close(t->fd); /* a fork's copy: the token process is not its own */
+	}
+	OPENSSL_cleanse(t, sizeof(*t));
+	free(t);
+}

@@ -1,0 +1,109 @@
+/*
+ * tokproc.h: the token process, private to tokens/. tok_open forks it
+ * (tokproc.c) before anything loads the PKCS#11 module; it loads the module,
+ * logs in and runs every operation of tok.h on the token (tokserve.c), and
+ * the process that opened the token holds only a socket to it: never the
+ * module, its session or its private key handles' use.
+ *
+ * The messages are wire.h's. A request: the operation (enum tokproc_op), then
+ * its fields. What comes back: TOKPROC_NAMED or TOKPROC_ANSWER, then the
+ * lines the token process logged since its last message (a count, then each
+ * line's level and text: the opener logs them as its own, so they have its
+ * tag, its stderr and its last error line), then for TOKPROC_NAMED
+ * (tok_keygen_ids.named, during a generation) the final CKA_ID, which the
+ * opener answers with its result as one number; for TOKPROC_ANSWER the
+ * result (0 or P11E_ERR_*), the token's tok_info (tokproc_w_info), then the
+ * operation's fields, always all of them (zeros and NULLs when the result
+ * is not 0).
+ *
+ * A key travels as its handles (pub, priv; 0: none), which the token
+ * process checks against the keys it listed or generated under the label
+ * it was opened for, and as a whole (tokproc_w_key) in what it answers.
+ */
+#ifndef P11E_TOKPROC_H
+#define P11E_TOKPROC_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "tok.h"
+#include "wire.h"
+
+enum tokproc_op {
+	TOKPROC_ANSWER = 0,
+	TOKPROC_NAMED = 1,
+	TOKPROC_PRESENT = 2,
+	TOKPROC_LOGIN = 3,         /* pin (NULL: none), allow_final_try */
+	TOKPROC_FIND_KEYS = 4,     /* label -> count, keys */
+	TOKPROC_GENERATE = 5,      /* tmp_id, named?, type, bits, curve, label -> left, key */
+	TOKPROC_DESTROY_KEY = 6,   /* key */
+	TOKPROC_FIX_ID = 7,        /* key -> id */
+	TOKPROC_ATTRS = 8,         /* key -> 7 numbers */
+	TOKPROC_FIND_CERT = 9,     /* key -> DER */
+	TOKPROC_STORE_CERT = 10,   /* key, DER */
+	TOKPROC_HAS_CERT = 11,     /* key, DER */
+	TOKPROC_DESTROY_CERT = 12, /* key, DER */
+	TOKPROC_OTHER_CERTS = 13,  /* key, DER or NULL, destroy -> count */
+	TOKPROC_GRANT = 14,        /* key, signatures, decryptions -> grant */
+	TOKPROC_KEY_OP = 15,       /* grant, decrypt, input, room -> output */
+	TOKPROC_RELEASE = 16,      /* grant */
+};
+
+/* What one tok_key_evp may ask of the token process (one exchange's needs);
+ * TOK_KEY_GRANTS (tok.h) bounds how many of one key. */
+#define TOKPROC_GRANT_SIGNS 3
+#define TOKPROC_GRANT_DECRYPTS 1
+
+/* The largest input and output of one private key operation (RSA 8192). */
+#define TOKPROC_OP_MAX 1024
+
+struct p11;         /* the token process's session (p11int.h) */
+struct tok_evp_key; /* an EVP_PKEY's hold on the token (p11evp.c) */
+
+/* The process that opened the token: its side of the token process. */
+struct tok {
+	int fd;      /* the socket; -1 once the token process is gone */
+	pid_t pid;   /* the token process; -1 once waited for */
+	pid_t owner; /* the process that forked it (a fork of that one may not use it) */
+	struct tok_info info;
+	int logged_in;                /* tok_login succeeded */
+	struct tok_evp_key *evp_keys; /* the EVP_PKEYs of tok_key_evp still alive */
+};
+
+/* The token's description, and a key, as both sides write and read them. */
+void tokproc_w_info(struct wire_wbuf *w, const struct tok_info *info);
+int tokproc_r_info(struct wire_rbuf *r, struct tok_info *info);
+void tokproc_w_key(struct wire_wbuf *w, const struct tok_key *k);
+/* A key as the token process described it (*out NULL for none); a malformed
+ * one sets r->bad. 0 or P11E_ERR_ALLOC. */
+int tokproc_r_key(struct wire_rbuf *r, struct tok_key **out);
+
+/*
+ * The token process, in tok_open's child (tokserve.c): keeps fd (as 3) and
+ * stdio, loads module_path and selects the token uri names (p11_open),
+ * answers how that went, then serves the requests until fd closes, closes the
+ * token and exits. label: the only CKA_LABEL whose keys it lists, generates
+ * and uses (NULL: any).
+ */
+void tokproc_child(int fd, const char *module_path, const struct tok_uri *uri, const char *label)
+    __attribute__((noreturn));
+
+/*
+ * The requests of p11evp.c (tokproc.c): tokproc_grant allows k signs
+ * signatures and decrypts decryptions, under the grant number *grant;
+ * tokproc_key_op runs one (*outlen: room in out, then bytes written);
+ * tokproc_release ends the grant (the token process logs what was used).
+ * Errors as the token process's.
+ */
+int tokproc_grant(struct tok *t, const struct tok_key *k, int signs, int decrypts, long *grant);
+int tokproc_key_op(struct tok *t, long grant, int decrypt, const unsigned char *in, size_t inlen,
+                   unsigned char *out, size_t *outlen);
+void tokproc_release(struct tok *t, long grant);
+
+/*
+ * Cuts the EVP_PKEYs of tok_key_evp that are still alive off t (tok_close,
+ * before the token process ends): their private operations fail from then on.
+ */
+void tok_evp_detach(struct tok *t);
+
+#endif
