@@ -75,9 +75,11 @@ void tok_module_desc_free(struct tok_module_desc *m);
  * or a URI without token attributes: all), in slot order, read with a fresh
  * C_Initialize..C_Finalize (so a token that appeared since the last call is
  * seen; SoftHSM reads its token directory at C_Initialize); with blank, the
- * uninitialised tokens too (TOK_F_INITIALIZED clear). *out (free())
- * and *n are set on success, also when none matches. Errors (logged):
- * P11E_ERR_CONFIG (module not loadable), P11E_ERR_TOKEN, P11E_ERR_ALLOC.
+ * uninitialised tokens too (TOK_F_INITIALIZED clear). Run in a token
+ * process of its own (tokens/tokproc.h): the caller never maps the module.
+ * *out (free()) and *n are set on success, also when none matches. Errors
+ * (logged): P11E_ERR_CONFIG (module not loadable), P11E_ERR_TOKEN (also: that
+ * process died), P11E_ERR_ALLOC.
  */
 int tok_list_tokens(const char *module_path, const struct tok_uri *uri, int blank,
                     struct tok_info **out, size_t *n);
@@ -85,9 +87,10 @@ int tok_list_tokens(const char *module_path, const struct tok_uri *uri, int blan
 /*
  * Initialises the blank token in slot_id (C_InitToken with so_pin and label,
  * then as security officer C_InitPIN with user_pin) through its own
- * C_Initialize..C_Finalize; *out is the token as it is then. A token that is
- * already initialised is refused (never wiped). Errors (logged, never with a
- * PIN): P11E_ERR_TOKEN, P11E_ERR_CONFIG (module not loadable).
+ * C_Initialize..C_Finalize, in a token process of its own; *out is the token
+ * as it is then. A token that is already initialised is refused (never
+ * wiped). Errors (logged, never with a PIN): P11E_ERR_TOKEN, P11E_ERR_CONFIG
+ * (module not loadable).
  */
 int tok_init_token(const char *module_path, unsigned long slot_id, const char *so_pin,
                    const char *label, const char *user_pin, struct tok_info *out);

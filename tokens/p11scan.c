@@ -16,6 +16,7 @@
 #include "err.h"
 #include "log.h"
 #include "p11int.h"
+#include "tokproc.h"
 #include "tok_scan.h"
 
 /* A trimmed tok_info field back into its blank-padded CK_TOKEN_INFO form. */
@@ -53,9 +54,9 @@ matches(const struct tok_uri *uri, int blank, const struct tok_slot_desc *s)
  * success, also when none matches. Errors (logged): P11E_ERR_CONFIG (module not loadable),
  * P11E_ERR_TOKEN (C_Initialize or C_GetSlotList failed), P11E_ERR_ALLOC.
  */
-int
-tok_list_tokens(const char *module_path, const struct tok_uri *uri, int blank,
-                struct tok_info **out, size_t *n)
+static int
+list_here(const char *module_path, const struct tok_uri *uri, int blank, struct tok_info **out,
+          size_t *n)
 {
 	int r = P11E_ERR_INTERNAL;
 	struct tok_module_desc *m = NULL;
@@ -165,9 +166,9 @@ init_pin(CK_FUNCTION_LIST_PTR f, CK_SLOT_ID slot, const char *so_pin, const char
 	return 0;
 }
 
-int
-tok_init_token(const char *module_path, unsigned long slot_id, const char *so_pin,
-               const char *label, const char *user_pin, struct tok_info *out)
+static int
+init_here(const char *module_path, unsigned long slot_id, const char *so_pin, const char *label,
+          const char *user_pin, struct tok_info *out)
 {
 	int r = P11E_ERR_INTERNAL;
 	void *dl = NULL;
@@ -208,6 +209,98 @@ out:
 		(void)f->C_Finalize(NULL);
 	if (dl != NULL)
 		dlclose(dl);
+	return r;
+}
+
+/* tok_list_tokens and tok_init_token run in a token process (tokproc_run): only such
+ * processes map a module. */
+struct scan_job {
+	const char *module_path;
+	const struct tok_uri *uri;
+	int blank;
+	unsigned long slot_id;
+	const char *so_pin, *label, *user_pin;
+	struct tok_info *v; /* what came back */
+	size_t n;
+};
+
+static int
+list_job(void *arg, struct wire_wbuf *out)
+{
+	struct scan_job *j = arg;
+	struct tok_info *v = NULL;
+	size_t n = 0, i;
+	int r = list_here(j->module_path, j->uri, j->blank, &v, &n);
+
+	wire_w_num(out, r == 0 ? (int64_t)n : 0);
+	for (i = 0; r == 0 && i < n; i++)
+		tokproc_w_info(out, &v[i]);
+	free(v);
+	return r;
+}
+
+static int
+init_job(void *arg, struct wire_wbuf *out)
+{
+	struct scan_job *j = arg;
+	struct tok_info ni;
+	int r;
+
+	memset(&ni, 0, sizeof(ni));
+	r = init_here(j->module_path, j->slot_id, j->so_pin, j->label, j->user_pin, &ni);
+	wire_w_num(out, 1);
+	tokproc_w_info(out, &ni);
+	return r;
+}
+
+/* The tokens a job sent: a count, then each one's description. */
+static int
+read_infos(void *arg, struct wire_rbuf *r)
+{
+	struct scan_job *j = arg;
+	int64_t n = wire_r_num(r), i;
+
+	if (r->bad || n < 0 || n > 65536) {
+		r->bad = 1;
+		return 0;
+	}
+	if ((j->v = calloc((size_t)n + 1, sizeof(*j->v))) == NULL)
+		return -1;
+	for (i = 0; i < n; i++)
+		if (tokproc_r_info(r, &j->v[i]) != 0)
+			return 0;
+	j->n = (size_t)n;
+	return 0;
+}
+
+int
+tok_list_tokens(const char *module_path, const struct tok_uri *uri, int blank,
+                struct tok_info **out, size_t *n)
+{
+	struct scan_job j = {module_path, uri, blank, 0, NULL, NULL, NULL, NULL, 0};
+	int r = tokproc_run(list_job, read_infos, &j);
+
+	if (r != 0) {
+		free(j.v);
+		return r;
+	}
+	*out = j.v;
+	*n = j.n;
+	return 0;
+}
+
+int
+tok_init_token(const char *module_path, unsigned long slot_id, const char *so_pin,
+               const char *label, const char *user_pin, struct tok_info *out)
+{
+	struct scan_job j = {module_path, NULL, 0, slot_id, so_pin, label, user_pin, NULL, 0};
+	int r = tokproc_run(init_job, read_infos, &j);
+
+	if (r == 0 && j.n != 1)
+		r = P11E_ERR_INTERNAL;
+	if (r == 0)
+		*out = j.v[0];
+	free(j.v);
 	return r;
 }
 

@@ -378,54 +378,94 @@ w_cert(struct wire_wbuf *w, X509 *cert)
 
 /* ---------------------------------------------------------------- tok.h */
 
+/* Forks the token process that runs st, with t its opener's side. Logs. */
+static int
+start(struct tok *t, const struct tokproc_start *st)
+{
+	int sv[2];
+	pid_t pid;
+
+	t->fd = -1;
+	t->pid = -1;
+	fflush(NULL); /* no buffered output may be written twice */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		log_error("cannot start the token process: %s", strerror(errno));
+		return P11E_ERR_INTERNAL;
+	}
+	if ((pid = fork()) < 0) {
+		log_error("cannot start the token process: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return P11E_ERR_INTERNAL;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		tokproc_child(sv[1], st);
+	}
+	close(sv[1]);
+	t->fd = sv[0];
+	t->pid = pid;
+	t->owner = getpid();
+	return 0;
+}
+
 int
 tok_open(const char *module_path, const struct tok_uri *uri, const char *key_label,
          struct tok **out)
 {
+	struct tokproc_start st = {module_path, key_label, uri, NULL, NULL};
 	struct tok *t = NULL;
 	unsigned char *buf = NULL;
 	struct wire_rbuf r;
-	int sv[2] = {-1, -1}, rc = P11E_ERR_INTERNAL, e;
-	pid_t pid;
+	int rc, e;
 
 	if (module_path == NULL || out == NULL)
 		return P11E_ERR_INTERNAL;
 	if ((t = calloc(1, sizeof(*t))) == NULL)
 		return P11E_ERR_ALLOC;
-	t->fd = -1;
-	t->pid = -1;
 	snprintf(t->info.label, sizeof(t->info.label), "%s",
 	         uri != NULL && uri->token != NULL ? uri->token : "?");
-	fflush(NULL); /* no buffered output may be written twice */
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 || (pid = fork()) < 0) {
-		log_error("cannot start the token process: %s", strerror(errno));
+	if ((rc = start(t, &st)) != 0)
 		goto out;
-	}
-	if (pid == 0) {
-		close(sv[0]);
-		tokproc_child(sv[1], module_path, uri, key_label);
-	}
-	close(sv[1]);
-	sv[1] = -1;
-	t->fd = sv[0];
-	sv[0] = -1;
-	t->pid = pid;
-	t->owner = getpid();
 	if ((e = call(t, NULL, NULL, &buf, &r, &rc)) != 0) {
 		rc = e;
 		goto out;
 	}
 	if ((rc = done(t, &r, buf, rc)) != 0)
 		goto out;
-	log_debug("token process %ld holds token '%s'", (long)pid, t->info.label);
+	log_debug("token process %ld holds token '%s'", (long)t->pid, t->info.label);
 	*out = t;
 	t = NULL;
 out:
-	if (sv[0] >= 0)
-		close(sv[0]);
-	if (sv[1] >= 0)
-		close(sv[1]);
 	tok_close(t);
+	return rc;
+}
+
+int
+tokproc_run(int (*job)(void *arg, struct wire_wbuf *out),
+            int (*read)(void *arg, struct wire_rbuf *r), void *arg)
+{
+	struct tokproc_start st = {NULL, NULL, NULL, job, arg};
+	struct tok t;
+	unsigned char *buf = NULL;
+	struct wire_rbuf r;
+	int rc, e;
+
+	memset(&t, 0, sizeof(t));
+	snprintf(t.info.label, sizeof(t.info.label), "(none)");
+	if ((rc = start(&t, &st)) != 0)
+		return rc;
+	if ((e = call(&t, NULL, NULL, &buf, &r, &rc)) != 0) {
+		(void)reap(&t, 1);
+		return e;
+	}
+	if (rc == 0 && read(arg, &r) != 0) {
+		secret_wipe_free(buf);
+		(void)reap(&t, 1);
+		return P11E_ERR_ALLOC;
+	}
+	rc = done(&t, &r, buf, rc);
+	(void)reap(&t, 0);
 	return rc;
 }
 

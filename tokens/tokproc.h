@@ -78,15 +78,35 @@ void tokproc_w_key(struct wire_wbuf *w, const struct tok_key *k);
  * one sets r->bad. 0 or P11E_ERR_ALLOC. */
 int tokproc_r_key(struct wire_rbuf *r, struct tok_key **out);
 
+/* What a token process runs: a struct tok's session (tok_open), or one job (tokproc_run). */
+struct tokproc_start {
+	const char *module_path, *label; /* tok_open's */
+	const struct tok_uri *uri;
+	int (*job)(void *arg, struct wire_wbuf *out); /* tokproc_run's */
+	void *arg;
+};
+
 /*
- * The token process, in tok_open's child (tokserve.c): keeps fd (as 3) and
- * stdio, loads module_path and selects the token uri names (p11_open),
- * answers how that went, then serves the requests until fd closes, closes the
- * token and exits. label: the only CKA_LABEL whose keys it lists, generates
- * and uses (NULL: any).
+ * The token process, in the child of the fork (tokserve.c): keeps fd (as 3)
+ * and stdio, ignores the signals that end a run, hands its log lines to its
+ * parent. For tok_open: loads st->module_path and selects the token st->uri
+ * names (p11_open), answers how that went, then serves requests until fd
+ * closes, closes the token and exits; st->label is the only CKA_LABEL whose
+ * keys it lists, generates and uses (NULL: any). For tokproc_run: runs
+ * st->job and answers its result and fields.
  */
-void tokproc_child(int fd, const char *module_path, const struct tok_uri *uri, const char *label)
-    __attribute__((noreturn));
+void tokproc_child(int fd, const struct tokproc_start *st) __attribute__((noreturn));
+
+/*
+ * Runs job(arg, out) in a token process of its own and waits for it: what
+ * loads a module (discovery, blank-token initialisation) does it there, so
+ * that only such processes ever map one. Its log lines are logged here. On
+ * the job's result 0, read(arg, r) reads the fields it wrote (a malformed
+ * answer: r->bad). Returns the job's result, or the error of the process's
+ * end (P11E_ERR_TOKEN: it died; P11E_ERR_INTERNAL: no process).
+ */
+int tokproc_run(int (*job)(void *arg, struct wire_wbuf *out),
+                int (*read)(void *arg, struct wire_rbuf *r), void *arg);
 
 /*
  * The requests of p11evp.c (tokproc.c): tokproc_grant allows k signs

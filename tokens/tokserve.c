@@ -614,14 +614,16 @@ static void __attribute__((noreturn)) serve(int fd, struct p11 *p, const char *l
 }
 
 /*
- * The token process's start, in tok_open's child: only the socket and stdio
- * stay open; signals that end a run (the terminal's, systemd's stop) leave it
- * to the end of its socket, so that it closes the token (C_Logout,
- * C_Finalize) after the process that opened it is gone.
+ * The token process's start, in the child of tok_open's or tokproc_run's fork:
+ * only the socket and stdio stay open; signals that end a run (the
+ * terminal's, systemd's stop) leave it to the end of its socket, so that it
+ * closes the token (C_Logout, C_Finalize) after the process that opened it is
+ * gone.
  */
 void
-tokproc_child(int fd, const char *module_path, const struct tok_uri *uri, const char *label)
+tokproc_child(int fd, const struct tokproc_start *st)
 {
+	struct wire_wbuf f;
 	struct p11 *p = NULL;
 	struct tok_info none;
 	int rc;
@@ -636,12 +638,21 @@ tokproc_child(int fd, const char *module_path, const struct tok_uri *uri, const 
 	(void)signal(SIGPIPE, SIG_IGN);
 	(void)signal(SIGCHLD, SIG_DFL);
 	log_set_sink(keep_line, NULL);
-	rc = p11_open(module_path, uri, &p);
 	memset(&none, 0, sizeof(none));
+	if (st->job != NULL) {
+		memset(&f, 0, sizeof(f));
+		rc = st->job(st->arg, &f);
+		if (f.oom)
+			rc = P11E_ERR_ALLOC;
+		(void)answer(fd, &none, rc, f.oom ? NULL : &f);
+		wire_w_free(&f);
+		_exit(0);
+	}
+	rc = p11_open(st->module_path, st->uri, &p);
 	if (answer(fd, p != NULL ? &p->info : &none, rc, NULL) != 0 || rc != 0) {
 		log_set_sink(NULL, NULL);
 		p11_close(p);
 		_exit(0);
 	}
-	serve(fd, p, label);
+	serve(fd, p, st->label);
 }

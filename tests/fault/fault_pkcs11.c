@@ -17,6 +17,8 @@
  *                            as PKCS#11 wants. Every rule whose WHEN matches the real
  *                            token applies, in order. "label=card-02:serial=%2E%2E"
  *                            makes card-02 report the serial "..".
+ *   FAULT_PIDS=FILE          appends one line per call: "PID NAME", the process that
+ *                            made it (which process of p11enroll maps the module).
  *   FAULT_LOG=FILE           appends one line per call: "NAME RV", e.g. "C_Login CKR_OK",
  *                            with " injected" when this module answered or altered the
  *                            call (count calls with awk '$1 == "C_Login"'). No arguments,
@@ -298,7 +300,8 @@ static struct {
 	void *dl;
 	CK_FUNCTION_LIST_PTR real;
 	CK_FLAGS pin_flags;
-	char log[4096]; /* "" for none */
+	char log[4096];  /* "" for none */
+	char pids[4096]; /* FAULT_PIDS; "" for none */
 	struct spec remove;
 	CK_RV removed_rv;
 	int removed;
@@ -335,6 +338,14 @@ log_call(const char *name, CK_RV rv, int injected)
 	char line[128], r[48];
 	int fd, n;
 
+	if (S.pids[0] != '\0' &&
+	    (n = snprintf(line, sizeof(line), "%ld %s\n", (long)getpid(), name)) > 0 &&
+	    (size_t)n < sizeof(line) &&
+	    (fd = open(S.pids, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) >= 0) {
+		if (write(fd, line, (size_t)n) != n)
+			fprintf(stderr, "fault-pkcs11: cannot write to %s\n", S.pids);
+		close(fd);
+	}
 	if (S.log[0] == '\0')
 		return;
 	rv_text(rv, r, sizeof(r));
@@ -840,6 +851,13 @@ configure(void)
 		return CKR_ARGUMENTS_BAD;
 	if ((v = getenv("FAULT_TOKEN_INFO")) != NULL && parse_token_info(v) != 0)
 		return CKR_ARGUMENTS_BAD;
+	if ((v = getenv("FAULT_PIDS")) != NULL && *v != '\0') {
+		if (strlen(v) >= sizeof(S.pids)) {
+			bad("FAULT_PIDS", v, "path too long");
+			return CKR_ARGUMENTS_BAD;
+		}
+		strcpy(S.pids, v);
+	}
 	if ((v = getenv("FAULT_LOG")) != NULL && *v != '\0') {
 		if (strlen(v) >= sizeof(S.log)) {
 			bad("FAULT_LOG", v, "path too long");

@@ -192,14 +192,16 @@ test_wrong_pin_on_two() {
 
 # --watch: tokens that appear in the token directory while it runs are enrolled (SoftHSM
 # has no slot events: the slot list is read again, with a fresh C_Initialize, every
-# second); SIGINT ends it with exit 0 once the cards in flight are done.
+# second); SIGINT ends it with exit 0 once the cards in flight are done. The station makes
+# no PKCS#11 call itself and never maps the module: its listings run in token processes too.
 test_watch_new_tokens() {
 	local pid i rc
 	make_cards 1 || return
 	# The two tokens added may be enrolled at once (up to 8 with --watch): serialized.
 	SCEP_SERIALIZE=1 start_scepserver "$T/srv" || return
-	station_conf
-	"$P11ENROLL" -c "$CONF" provision --watch --report "$T/report.jsonl" \
+	# through the fault module, which names the process of each PKCS#11 call
+	MODULE=$P11E_FAULT_MODULE station_conf
+	FAULT_PIDS=$T/pids "$P11ENROLL" -c "$CONF" provision --watch --report "$T/report.jsonl" \
 		>"$T/watch.out" 2>"$T/watch.err" </dev/null &
 	pid=$!
 	echo "$pid" >"$T/watch.pid"
@@ -215,6 +217,13 @@ test_watch_new_tokens() {
 		sleep 0.1
 	done
 	assert_eq 3 "$(report_count enrolled)" "cards enrolled after two were added"
+	# the station lists the slots every second and has enrolled three cards, each in a
+	# process of its own: no PKCS#11 call was the station's, and it maps no module
+	assert_eq 0 "$(awk -v p="$pid" '$1 == p' "$T/pids" | wc -l)" "PKCS#11 calls by the station itself"
+	assert_match "$T/pids" ' C_GetSlotList$'
+	assert_match "$T/pids" ' C_Login$'
+	assert_not_contains "/proc/$pid/maps" "fault-pkcs11"
+	assert_not_contains "/proc/$pid/maps" "libsofthsm2"
 	kill -INT "$pid"
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
