@@ -78,6 +78,7 @@ drop_cert() {
 : >p11e-split.txt
 : >p11e-netproc.txt
 : >p11e-self.txt
+: >p11e-tokproc.txt
 for ((i = 0; i < RUNS; i++)); do
 	drop_cert || exit 1
 	measure p11e.txt "$BIN" -c "$T/p11enroll.conf" -v enroll || exit 1
@@ -87,6 +88,8 @@ for ((i = 0; i < RUNS; i++)); do
 	# p11enroll's own peak: GNU time's is the larger of it and the network process's
 	# (wait4 gives a process's children's peak too).
 	sed -n 's/.*peak RSS of this process: \([0-9]*\) KiB.*/\1/p' "$T/cmd.err" >>p11e-self.txt
+	# The token process's (the module, its session): a fork of p11enroll, waited for too.
+	sed -n 's/.*token process: peak RSS \([0-9]*\) KiB.*/\1/p' "$T/cmd.err" >>p11e-tokproc.txt
 done
 
 # scepclient keeps csr.pem/self.pem in its working directory: one directory per run,
@@ -129,6 +132,8 @@ np_rss = [float(l) / 1024 for l in open("p11e-netproc.txt") if l.strip()]
 np_med = statistics.median(np_rss) if np_rss else 0.0
 self_rss = [float(l) / 1024 for l in open("p11e-self.txt") if l.strip()]
 self_med = statistics.median(self_rss) if self_rss else 0.0
+tp_rss = [float(l) / 1024 for l in open("p11e-tokproc.txt") if l.strip()]
+tp_med = statistics.median(tp_rss) if tp_rss else 0.0
 parts = {}
 for line in open("p11e-split.txt"):
     for name, val in re.findall(r"([a-zA-Z+ ]+?) ([0-9.]+)(?:,|$)", line.split(":", 1)[1]):
@@ -144,11 +149,13 @@ lines = [
     f"| ratio p11enroll / scepclient | {p['wall'] / s['wall']:.2f} | {p['cpu'] / s['cpu']:.2f} | {p['rss'] / s['rss']:.2f} |",
     f"| floor: pkcs11-tool, SoftHSM load + login + one RSA sign | {f['wall']:.1f} | {f['cpu']:.1f} | {f['rss']:.1f} (max {f['rss_max']:.1f}) |",
     "",
-    f"p11enroll's peak RSS above is GNU time's, the larger of its own and its network process's"
+    f"p11enroll's peak RSS above is GNU time's, the largest of its own and its children's"
     f" (wait4 reports a waited-for child's peak too). Each on its own (medians of {len(self_rss)}):"
     f" p11enroll {self_med:.1f} MiB, its network process p11enroll-net (libcurl, TLS, the CertRep's"
-    f" CMS) {np_med:.1f} MiB; together {self_med + np_med:.1f} MiB. The network process's CPU time"
-    " is in p11enroll's (it is waited for).",
+    f" CMS) {np_med:.1f} MiB, its token process (a fork of p11enroll: the PKCS#11 module and its"
+    f" session; pages shared with p11enroll counted in both) {tp_med:.1f} MiB; together"
+    f" {self_med + np_med + tp_med:.1f} MiB. The CPU time of both processes is in p11enroll's"
+    " (they are waited for).",
     "",
     "Time split inside p11enroll (median ms):",
     "",

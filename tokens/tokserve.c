@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -579,6 +580,7 @@ static void __attribute__((noreturn)) serve(int fd, struct p11 *p, const char *l
 	struct wire_rbuf r;
 	unsigned char *buf = NULL;
 	size_t len = 0, i;
+	struct rusage ru;
 	int64_t op;
 	int rc;
 
@@ -605,6 +607,8 @@ static void __attribute__((noreturn)) serve(int fd, struct p11 *p, const char *l
 	}
 	log_set_sink(NULL, NULL); /* what closing the token says goes to stderr */
 	p11_close(p);
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		log_debug("token process: peak RSS %ld KiB", ru.ru_maxrss);
 	for (i = 0; i < s.n; i++)
 		tok_key_free(s.keys[i].k);
 	free(s.keys);
