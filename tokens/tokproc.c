@@ -288,15 +288,22 @@ call(struct tok *t, struct wire_wbuf *req, struct tok_keygen_ids *ids, unsigned 
 			return lost(t);
 		*r = (struct wire_rbuf){*buf, len, 0, 0};
 		code = wire_r_num(r);
-		if (relog(r) != 0)
-			return malformed(t);
-		if (code == TOKPROC_ANSWER)
-			return read_head(t, r, rc);
+		if (relog(r) != 0) {
+			v = malformed(t);
+			goto fail;
+		}
+		if (code == TOKPROC_ANSWER) {
+			if ((v = read_head(t, r, rc)) != 0)
+				goto fail;
+			return 0;
+		}
 		id = wire_r_bytes(r, &idlen);
 		if (code != TOKPROC_NAMED || ids == NULL || ids->named == NULL || r->bad ||
 		    id == NULL || idlen == 0 || idlen > sizeof(((struct tok_key *)0)->id) ||
-		    r->off != r->len)
-			return malformed(t);
+		    r->off != r->len) {
+			v = malformed(t);
+			goto fail;
+		}
 		v = ids->named(ids->ud, id, idlen);
 		secret_wipe_free(*buf);
 		*buf = NULL;
@@ -310,6 +317,10 @@ call(struct tok *t, struct wire_wbuf *req, struct tok_keygen_ids *ids, unsigned 
 		if (v != 0)
 			return lost(t);
 	}
+fail:
+	secret_wipe_free(*buf);
+	*buf = NULL;
+	return v;
 }
 
 /* The end of an answer: nothing after its fields. rc, or the error of a malformed answer. */
