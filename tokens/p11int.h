@@ -48,6 +48,15 @@ int p11_store_cert(struct p11 *t, const struct tok_key *k, X509 *cert);
 void p11_close(struct p11 *t);
 
 /*
+ * A public key of its parts (p11key.c: also what the token process sends, tokproc.c):
+ * RSA modulus and exponent (big-endian), or an EC curve's OpenSSL name and its
+ * uncompressed point. P11E_ERR_INTERNAL when OpenSSL refuses them.
+ */
+int p11_pub_rsa(const unsigned char *n, size_t nlen, const unsigned char *e, size_t elen,
+                EVP_PKEY **out);
+int p11_pub_ec(const char *group, const unsigned char *pt, size_t ptlen, EVP_PKEY **out);
+
+/*
  * One private key operation on k's private key (p11sign.c): a signature
  * (decrypt 0: CKM_RSA_PKCS on a DigestInfo, CKM_ECDSA on a digest, by k's
  * type) or an RSA decryption (decrypt 1: CKM_RSA_PKCS). *outlen: room in out,

@@ -46,8 +46,9 @@ out:
 	return r;
 }
 
-static int
-rsa_pub(const unsigned char *n, size_t nlen, const unsigned char *e, size_t elen, EVP_PKEY **out)
+int
+p11_pub_rsa(const unsigned char *n, size_t nlen, const unsigned char *e, size_t elen,
+            EVP_PKEY **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	OSSL_PARAM_BLD *bld = NULL;
@@ -66,8 +67,8 @@ out:
 	return r;
 }
 
-static int
-ec_pub_point(const char *group, const unsigned char *pt, size_t ptlen, EVP_PKEY **out)
+int
+p11_pub_ec(const char *group, const unsigned char *pt, size_t ptlen, EVP_PKEY **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	OSSL_PARAM_BLD *bld = NULL;
@@ -108,13 +109,13 @@ ec_pub(const unsigned char *params, size_t plen, const unsigned char *point, siz
 	p = point;
 	os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)ptlen);
 	if (os != NULL && p == point + ptlen &&
-	    ec_pub_point(group, ASN1_STRING_get0_data(os), (size_t)ASN1_STRING_length(os), out) ==
+	    p11_pub_ec(group, ASN1_STRING_get0_data(os), (size_t)ASN1_STRING_length(os), out) ==
 	        0) {
 		r = 0;
 		goto out;
 	}
 	ERR_clear_error();
-	r = ec_pub_point(group, point, ptlen, out) == 0 ? 0 : P11E_ERR_MALFORMED;
+	r = p11_pub_ec(group, point, ptlen, out) == 0 ? 0 : P11E_ERR_MALFORMED;
 out:
 	ASN1_OBJECT_free(oid);
 	ASN1_OCTET_STRING_free(os);
@@ -134,7 +135,7 @@ read_pub(struct p11 *t, CK_OBJECT_HANDLE h, CK_KEY_TYPE kt, EVP_PKEY **out)
 		if ((rv = tok_attr_get(t, h, CKA_MODULUS, &a, &alen)) != CKR_OK ||
 		    (rv = tok_attr_get(t, h, CKA_PUBLIC_EXPONENT, &b, &blen)) != CKR_OK)
 			goto fail;
-		r = rsa_pub(a, alen, b, blen, out);
+		r = p11_pub_rsa(a, alen, b, blen, out);
 	} else {
 		if ((rv = tok_attr_get(t, h, CKA_EC_PARAMS, &a, &alen)) != CKR_OK ||
 		    (rv = tok_attr_get(t, h, CKA_EC_POINT, &b, &blen)) != CKR_OK)

@@ -16,11 +16,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/x509.h>
 
 #include "err.h"
 #include "log.h"
+#include "p11int.h"
 #include "secret.h"
 #include "tokproc.h"
 
@@ -75,18 +79,53 @@ tokproc_r_info(struct wire_rbuf *r, struct tok_info *info)
 	return 0;
 }
 
+/*
+ * A key's public half travels as its parts (RSA n and e, or the curve's name
+ * and the point), which OpenSSL takes apart and puts together in tens of
+ * microseconds; an SPKI in DER costs its encoder and decoder, ten times that
+ * and a few milliseconds for the first one of a process.
+ */
+#define PART_MAX 2048 /* RSA 16384, the most SoftHSM generates */
+
+/* Appends k's public parts; out of memory or a key it cannot read sets w->oom. */
+static void
+w_pub(struct wire_wbuf *w, EVP_PKEY *pub, enum tok_key_type type)
+{
+	unsigned char a[PART_MAX], b[PART_MAX];
+	char group[64];
+	BIGNUM *n = NULL, *e = NULL;
+	size_t len = 0;
+	int an, bn;
+
+	if (type == TOK_KEY_RSA) {
+		if (EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) != 1 ||
+		    EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_E, &e) != 1 ||
+		    BN_num_bytes(n) > PART_MAX || BN_num_bytes(e) > PART_MAX ||
+		    (an = BN_bn2binpad(n, a, BN_num_bytes(n))) <= 0 ||
+		    (bn = BN_bn2binpad(e, b, BN_num_bytes(e))) <= 0) {
+			w->oom = 1;
+		} else {
+			wire_w_bytes(w, a, (size_t)an);
+			wire_w_bytes(w, b, (size_t)bn);
+		}
+	} else if (EVP_PKEY_get_utf8_string_param(pub, OSSL_PKEY_PARAM_GROUP_NAME, group,
+	                                          sizeof(group), NULL) != 1 ||
+	           EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_PUB_KEY, a, sizeof(a),
+	                                           &len) != 1) {
+		w->oom = 1;
+	} else {
+		wire_w_str(w, group);
+		wire_w_bytes(w, a, len);
+	}
+	BN_free(n);
+	BN_free(e);
+}
+
 void
 tokproc_w_key(struct wire_wbuf *w, const struct tok_key *k)
 {
-	unsigned char *der = NULL;
-	int len;
-
 	if (k == NULL) {
 		wire_w_num(w, 0);
-		return;
-	}
-	if ((len = i2d_PUBKEY(k->pub, &der)) <= 0) {
-		w->oom = 1;
 		return;
 	}
 	wire_w_num(w, 1);
@@ -95,18 +134,45 @@ tokproc_w_key(struct wire_wbuf *w, const struct tok_key *k)
 	wire_w_bytes(w, k->id, k->id_len);
 	wire_w_str(w, k->label);
 	wire_w_num(w, k->type);
-	wire_w_bytes(w, der, (size_t)len);
-	OPENSSL_free(der);
+	w_pub(w, k->pub, k->type);
+}
+
+/* The public half of a key of type: 0, -1 malformed, P11E_ERR_ALLOC. */
+static int
+r_pub(struct wire_rbuf *r, int64_t type, EVP_PKEY **out)
+{
+	const unsigned char *a, *b;
+	size_t alen = 0, blen = 0;
+	char *group = NULL;
+	int rc = -1;
+
+	if (type == TOK_KEY_RSA) {
+		a = wire_r_bytes(r, &alen);
+		b = wire_r_bytes(r, &blen);
+		if (!r->bad && a != NULL && b != NULL && alen > 0 && alen <= PART_MAX && blen > 0 &&
+		    blen <= 16 && p11_pub_rsa(a, alen, b, blen, out) == 0)
+			rc = 0;
+	} else {
+		if (wire_r_str(r, &group) != 0)
+			return P11E_ERR_ALLOC;
+		a = wire_r_bytes(r, &alen);
+		if (!r->bad && group != NULL && strlen(group) < 64 && a != NULL && alen > 0 &&
+		    alen <= 2 * 66 + 1 && p11_pub_ec(group, a, alen, out) == 0)
+			rc = 0;
+		secret_wipe_free(group);
+	}
+	ERR_clear_error();
+	return rc;
 }
 
 int
 tokproc_r_key(struct wire_rbuf *r, struct tok_key **out)
 {
 	struct tok_key *k = NULL;
-	const unsigned char *id, *der, *p;
-	size_t idlen = 0, dlen = 0;
+	const unsigned char *id;
+	size_t idlen = 0;
 	int64_t present, type;
-	int r2 = 0, bad = 1, base;
+	int r2 = 0, bad = 1;
 
 	*out = NULL;
 	if ((present = wire_r_num(r)) == 0 && !r->bad)
@@ -130,18 +196,14 @@ tokproc_r_key(struct wire_rbuf *r, struct tok_key **out)
 		goto out;
 	}
 	type = wire_r_num(r);
-	der = wire_r_bytes(r, &dlen);
-	if (r->bad || k->label == NULL || k->pub_handle == 0 || der == NULL || dlen == 0 ||
+	if (r->bad || k->label == NULL || k->pub_handle == 0 ||
 	    (type != TOK_KEY_RSA && type != TOK_KEY_EC))
 		goto out;
 	k->type = (enum tok_key_type)type;
-	p = der;
-	if ((k->pub = d2i_PUBKEY(NULL, &p, (long)dlen)) == NULL || p != der + dlen)
+	if ((r2 = r_pub(r, type, &k->pub)) != 0) {
+		r2 = r2 == -1 ? 0 : r2;
 		goto out;
-	base = EVP_PKEY_get_base_id(k->pub);
-	if ((type == TOK_KEY_RSA) != (base == EVP_PKEY_RSA) ||
-	    (type == TOK_KEY_EC) != (base == EVP_PKEY_EC))
-		goto out;
+	}
 	*out = k;
 	k = NULL;
 	bad = 0;
