@@ -119,10 +119,12 @@ keep_key(struct server *s, struct tok_key *k)
 /*
  * The key a request names by its handles (pub, priv; either may be 0 for
  * one half of a pair): *view is that key with those handles only. -1 with
- * the refusal logged when it is not one of the listed keys.
+ * the refusal logged when it is not one of the listed keys, or, when the
+ * operation acts on the objects themselves (objects), when a half it names
+ * was destroyed: a module may give that handle to a new object.
  */
 static long
-named_key(struct server *s, struct wire_rbuf *r, struct tok_key *view)
+named_key(struct server *s, struct wire_rbuf *r, int objects, struct tok_key *view)
 {
 	unsigned long pub = (unsigned long)wire_r_num(r), priv = (unsigned long)wire_r_num(r);
 	size_t i;
@@ -136,6 +138,14 @@ named_key(struct server *s, struct wire_rbuf *r, struct tok_key *view)
 			continue;
 		if ((pub == 0 && priv == 0) || (priv != 0 && k->priv_handle != priv))
 			break;
+		if (objects &&
+		    ((pub != 0 && s->keys[i].pub_gone) || (priv != 0 && s->keys[i].priv_gone))) {
+			(void)refuse(
+			    "an operation on key objects %lu/%lu of key '%s', destroyed in "
+			    "this run",
+			    pub, priv, k->label);
+			return -1;
+		}
 		*view = *k;
 		view->pub_handle = pub;
 		view->priv_handle = priv;
@@ -281,7 +291,7 @@ op_destroy_key(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	int rc;
 
 	(void)f;
-	if ((i = named_key(s, r, &view)) < 0)
+	if ((i = named_key(s, r, 1, &view)) < 0)
 		return P11E_ERR_INTERNAL;
 	if ((rc = p11_destroy_key(s->p, &view)) == 0) {
 		if (view.pub_handle != 0)
@@ -299,7 +309,7 @@ op_fix_id(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	long i;
 	int rc = P11E_ERR_INTERNAL;
 
-	if ((i = named_key(s, r, &view)) >= 0 && (rc = p11_key_fix_id(s->p, &view)) == 0) {
+	if ((i = named_key(s, r, 1, &view)) >= 0 && (rc = p11_key_fix_id(s->p, &view)) == 0) {
 		memcpy(s->keys[i].k->id, view.id, view.id_len);
 		s->keys[i].k->id_len = view.id_len;
 	}
@@ -315,7 +325,7 @@ op_attrs(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	int rc = P11E_ERR_INTERNAL;
 
 	memset(&a, 0, sizeof(a));
-	if (named_key(s, r, &view) >= 0)
+	if (named_key(s, r, 1, &view) >= 0)
 		rc = p11_key_attrs(s->p, &view, &a);
 	wire_w_num(f, a.sensitive);
 	wire_w_num(f, a.always_sensitive);
@@ -335,7 +345,7 @@ op_find_cert(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	unsigned char *der = NULL;
 	int rc = P11E_ERR_INTERNAL, len = 0;
 
-	if (named_key(s, r, &view) >= 0 && (rc = p11_find_cert(s->p, &view, &x)) == 0 &&
+	if (named_key(s, r, 0, &view) >= 0 && (rc = p11_find_cert(s->p, &view, &x)) == 0 &&
 	    (len = i2d_X509(x, &der)) <= 0)
 		rc = P11E_ERR_INTERNAL;
 	wire_w_bytes(f, rc == 0 ? der : NULL, rc == 0 ? (size_t)len : 0);
@@ -372,7 +382,7 @@ op_key_cert(struct server *s, int op, struct wire_rbuf *r)
 	X509 *x = NULL;
 	int rc = P11E_ERR_INTERNAL;
 
-	if (named_key(s, r, &view) >= 0 && r_cert(r, 0, &x) == 0)
+	if (named_key(s, r, 0, &view) >= 0 && r_cert(r, 0, &x) == 0)
 		rc = op == TOKPROC_STORE_CERT ? p11_store_cert(s->p, &view, x)
 		     : op == TOKPROC_HAS_CERT ? p11_has_cert(s->p, &view, x)
 		                              : p11_destroy_cert(s->p, &view, x);
@@ -389,7 +399,7 @@ op_other_certs(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	int64_t destroy;
 	int rc = P11E_ERR_INTERNAL;
 
-	if (named_key(s, r, &view) >= 0 && r_cert(r, 1, &keep) == 0) {
+	if (named_key(s, r, 0, &view) >= 0 && r_cert(r, 1, &keep) == 0) {
 		destroy = wire_r_num(r);
 		if (!r->bad)
 			rc = p11_other_certs(s->p, &view, keep, destroy == 1, &n);
@@ -409,7 +419,7 @@ op_grant(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	long i;
 	int rc = P11E_ERR_INTERNAL;
 
-	if ((i = named_key(s, r, &view)) < 0)
+	if ((i = named_key(s, r, 1, &view)) < 0)
 		goto out;
 	want[0] = wire_r_num(r);
 	want[1] = wire_r_num(r);

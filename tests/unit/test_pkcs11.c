@@ -734,6 +734,27 @@ test_token_process(void **state)
 	assert_true(sign_once(p2));
 	assert_true(decrypt_once(mine->pub, p2));
 
+	/* a half destroyed (tidy removes the private key first): its handle is refused to
+	 * what acts on objects, a module may give it to a new object; the certificates of
+	 * the pair, found by CKA_ID, are still reachable */
+	{
+		struct tok_key *two = gen(t, TOK_KEY_EC, 256, "mine"), half = *two;
+		struct tok_key_attrs a;
+		size_t nc = 1;
+
+		half.pub_handle = 0;
+		assert_int_equal(tok_destroy_key(t, &half), 0);
+		assert_int_equal(tok_key_attrs(t, two, &a), P11E_ERR_INTERNAL);
+		assert_non_null(strstr(log_last_error(), "of key 'mine', destroyed in this run"));
+		assert_int_equal(tok_destroy_key(t, &half), P11E_ERR_INTERNAL);
+		assert_int_equal(tok_other_certs(t, two, NULL, 1, &nc), 0);
+		assert_int_equal(nc, 0);
+		half = *two;
+		half.priv_handle = 0;
+		assert_int_equal(tok_destroy_key(t, &half), 0);
+		tok_key_free(two);
+	}
+
 	/* the token process dies */
 	assert_int_equal(kill(pid, SIGKILL), 0);
 	assert_int_equal(tok_find_keys(t, "mine", &ks, &n), P11E_ERR_TOKEN);
