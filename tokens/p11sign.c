@@ -5,10 +5,33 @@
  * the process that asks.
  */
 #include <stddef.h>
+#include <stdlib.h>
+
+#include <openssl/crypto.h>
 
 #include "err.h"
 #include "log.h"
 #include "p11int.h"
+
+/*
+ * After CKR_BUFFER_TOO_SMALL the operation is still active in the session
+ * (PKCS#11 2.40, 5.2), and every C_*Init after it fails: it is ended by
+ * letting it finish into a buffer of the size the module asked for, whose
+ * content is dropped.
+ */
+static void
+end_operation(struct p11 *t, int decrypt, const unsigned char *in, size_t inlen, CK_ULONG need)
+{
+	unsigned char *buf;
+	CK_ULONG len = need;
+
+	if (need == 0 || need > 65536 || (buf = malloc(need)) == NULL)
+		return;
+	(void)(decrypt ? t->f->C_Decrypt(t->session, (CK_BYTE_PTR)in, (CK_ULONG)inlen, buf, &len)
+	               : t->f->C_Sign(t->session, (CK_BYTE_PTR)in, (CK_ULONG)inlen, buf, &len));
+	OPENSSL_cleanse(buf, need);
+	free(buf);
+}
 
 int
 p11_key_op(struct p11 *t, const struct tok_key *k, int decrypt, const unsigned char *in,
@@ -33,6 +56,8 @@ p11_key_op(struct p11 *t, const struct tok_key *k, int decrypt, const unsigned c
 		         ? t->f->C_Decrypt(t->session, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, &len)
 		         : t->f->C_Sign(t->session, (CK_BYTE_PTR)in, (CK_ULONG)inlen, out, &len);
 	}
+	if (rv == CKR_BUFFER_TOO_SMALL)
+		end_operation(t, decrypt, in, inlen, len);
 	if (rv != CKR_OK) {
 		log_error("%s (%s) with private key '%s' on token '%s' failed: %s%s", fn, mn,
 		          k->label, t->info.label, tok_rv_name(rv),

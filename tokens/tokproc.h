@@ -54,8 +54,9 @@ enum tokproc_op {
 #define TOKPROC_GRANT_SIGNS 3
 #define TOKPROC_GRANT_DECRYPTS 1
 
-/* The largest input and output of one private key operation (RSA 8192). */
-#define TOKPROC_OP_MAX 1024
+/* The largest input and output of one private key operation (RSA 16384, the most
+ * SoftHSM generates). */
+#define TOKPROC_OP_MAX 2048
 
 struct p11;         /* the token process's session (p11int.h) */
 struct tok_evp_key; /* an EVP_PKEY's hold on the token (p11evp.c) */
@@ -96,6 +97,21 @@ struct tokproc_start {
  * st->job and answers its result and fields.
  */
 void tokproc_child(int fd, const struct tokproc_start *st) __attribute__((noreturn));
+
+/*
+ * The token process's requests, one at a time (tokserve.c; its loop, and
+ * tests/fuzz/fuzz_tokserve.c): a server for the session p holds, serving the
+ * keys labelled label (NULL: any); fd is where a generation's TOKPROC_NAMED
+ * goes (-1: none, the generation then fails). tokproc_server_request reads
+ * one request message (untrusted: refused, with the reason logged, unless
+ * read whole and well before anything is done) and appends its answer to
+ * *out (out->oom when it could not).
+ */
+struct tokproc_server;
+struct tokproc_server *tokproc_server_new(int fd, struct p11 *p, const char *label);
+void tokproc_server_request(struct tokproc_server *s, const unsigned char *msg, size_t len,
+                            struct wire_wbuf *out);
+void tokproc_server_free(struct tokproc_server *s);
 
 /*
  * Runs job(arg, out) in a token process of its own and waits for it: what

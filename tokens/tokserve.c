@@ -47,7 +47,7 @@ struct grant {
 	int live;
 };
 
-struct server {
+struct tokproc_server {
 	int fd;
 	struct p11 *p;
 	const char *label; /* NULL: any */
@@ -93,7 +93,7 @@ begin_out(struct wire_wbuf *w, int code)
 
 /* Keeps k (taken) in the list: a key listed again replaces its older copy. */
 static int
-keep_key(struct server *s, struct tok_key *k)
+keep_key(struct tokproc_server *s, struct tok_key *k)
 {
 	struct served *nk;
 	size_t i;
@@ -124,7 +124,7 @@ keep_key(struct server *s, struct tok_key *k)
  * was destroyed: a module may give that handle to a new object.
  */
 static long
-named_key(struct server *s, struct wire_rbuf *r, int objects, struct tok_key *view)
+named_key(struct tokproc_server *s, struct wire_rbuf *r, int objects, struct tok_key *view)
 {
 	unsigned long pub = (unsigned long)wire_r_num(r), priv = (unsigned long)wire_r_num(r);
 	size_t i;
@@ -157,8 +157,18 @@ named_key(struct server *s, struct wire_rbuf *r, int objects, struct tok_key *vi
 	return -1;
 }
 
+/* The request was read to its end, and well; else it is refused (before anything is done). */
 static int
-label_ok(const struct server *s, const char *label)
+whole(struct wire_rbuf *r)
+{
+	if (!r->bad && r->off == r->len)
+		return 1;
+	(void)refuse("a malformed request");
+	return 0;
+}
+
+static int
+label_ok(const struct tokproc_server *s, const char *label)
 {
 	if (s->label == NULL || strcmp(s->label, label) == 0)
 		return 1;
@@ -170,7 +180,7 @@ label_ok(const struct server *s, const char *label)
 /* ---------------------------------------------------------------- operations */
 
 static int
-op_login(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_login(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	char *pin = NULL;
 	int64_t final;
@@ -180,13 +190,13 @@ op_login(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	if (wire_r_str(r, &pin) != 0)
 		return P11E_ERR_ALLOC;
 	final = wire_r_num(r);
-	rc = r->bad ? P11E_ERR_INTERNAL : p11_login(s->p, pin, final == 1);
+	rc = !whole(r) ? P11E_ERR_INTERNAL : p11_login(s->p, pin, final == 1);
 	secret_wipe_free(pin);
 	return rc;
 }
 
 static int
-op_find_keys(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_find_keys(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	struct tok_key **keys = NULL;
 	char *label = NULL;
@@ -195,9 +205,7 @@ op_find_keys(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 
 	if (wire_r_str(r, &label) != 0)
 		return P11E_ERR_ALLOC;
-	if (r->bad || label == NULL)
-		rc = P11E_ERR_INTERNAL;
-	else if (!label_ok(s, label))
+	if (!whole(r) || label == NULL || !label_ok(s, label))
 		rc = P11E_ERR_INTERNAL;
 	else
 		rc = p11_find_keys(s->p, label, &keys, &n);
@@ -219,7 +227,7 @@ op_find_keys(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 static int
 named(void *ud, const unsigned char *id, size_t len)
 {
-	struct server *s = ud;
+	struct tokproc_server *s = ud;
 	struct wire_wbuf w;
 	struct wire_rbuf r;
 	unsigned char *buf = NULL;
@@ -243,7 +251,7 @@ named(void *ud, const unsigned char *id, size_t len)
 }
 
 static int
-op_generate(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_generate(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	struct tok_keygen_ids ids;
 	struct tok_keyspec spec;
@@ -262,10 +270,12 @@ op_generate(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	spec.curve = (int)wire_r_num(r);
 	if (wire_r_str(r, &label) != 0)
 		return P11E_ERR_ALLOC;
-	if (r->bad || label == NULL || tmplen > sizeof(k->id) || (tmp == NULL && hook))
+	if (!whole(r) || label == NULL || !label_ok(s, label))
 		rc = P11E_ERR_INTERNAL;
-	else if (!label_ok(s, label))
-		rc = P11E_ERR_INTERNAL;
+	else if ((tmp != NULL && (tmplen == 0 || tmplen > sizeof(k->id))) ||
+	         (tmp == NULL && hook) || (spec.type != TOK_KEY_RSA && spec.type != TOK_KEY_EC) ||
+	         spec.bits <= 0 || spec.bits > 16384 || spec.curve < 0)
+		rc = refuse("a key generation of malformed parameters");
 	else {
 		ids.tmp_id = tmp;
 		ids.tmp_len = tmplen;
@@ -284,14 +294,14 @@ op_generate(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 }
 
 static int
-op_destroy_key(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_destroy_key(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	struct tok_key view;
 	long i;
 	int rc;
 
 	(void)f;
-	if ((i = named_key(s, r, 1, &view)) < 0)
+	if ((i = named_key(s, r, 1, &view)) < 0 || !whole(r))
 		return P11E_ERR_INTERNAL;
 	if ((rc = p11_destroy_key(s->p, &view)) == 0) {
 		if (view.pub_handle != 0)
@@ -303,13 +313,14 @@ op_destroy_key(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 }
 
 static int
-op_fix_id(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_fix_id(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	struct tok_key view;
 	long i;
 	int rc = P11E_ERR_INTERNAL;
 
-	if ((i = named_key(s, r, 1, &view)) >= 0 && (rc = p11_key_fix_id(s->p, &view)) == 0) {
+	if ((i = named_key(s, r, 1, &view)) >= 0 && whole(r) &&
+	    (rc = p11_key_fix_id(s->p, &view)) == 0) {
 		memcpy(s->keys[i].k->id, view.id, view.id_len);
 		s->keys[i].k->id_len = view.id_len;
 	}
@@ -318,14 +329,14 @@ op_fix_id(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 }
 
 static int
-op_attrs(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_attrs(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	struct tok_key view;
 	struct tok_key_attrs a;
 	int rc = P11E_ERR_INTERNAL;
 
 	memset(&a, 0, sizeof(a));
-	if (named_key(s, r, 1, &view) >= 0)
+	if (named_key(s, r, 1, &view) >= 0 && whole(r))
 		rc = p11_key_attrs(s->p, &view, &a);
 	wire_w_num(f, a.sensitive);
 	wire_w_num(f, a.always_sensitive);
@@ -338,15 +349,15 @@ op_attrs(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 }
 
 static int
-op_find_cert(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_find_cert(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	struct tok_key view;
 	X509 *x = NULL;
 	unsigned char *der = NULL;
 	int rc = P11E_ERR_INTERNAL, len = 0;
 
-	if (named_key(s, r, 0, &view) >= 0 && (rc = p11_find_cert(s->p, &view, &x)) == 0 &&
-	    (len = i2d_X509(x, &der)) <= 0)
+	if (named_key(s, r, 0, &view) >= 0 && whole(r) &&
+	    (rc = p11_find_cert(s->p, &view, &x)) == 0 && (len = i2d_X509(x, &der)) <= 0)
 		rc = P11E_ERR_INTERNAL;
 	wire_w_bytes(f, rc == 0 ? der : NULL, rc == 0 ? (size_t)len : 0);
 	OPENSSL_free(der);
@@ -376,13 +387,13 @@ r_cert(struct wire_rbuf *r, int may_be_null, X509 **out)
 
 /* STORE_CERT, HAS_CERT, DESTROY_CERT: a key and a certificate. */
 static int
-op_key_cert(struct server *s, int op, struct wire_rbuf *r)
+op_key_cert(struct tokproc_server *s, int op, struct wire_rbuf *r)
 {
 	struct tok_key view;
 	X509 *x = NULL;
 	int rc = P11E_ERR_INTERNAL;
 
-	if (named_key(s, r, 0, &view) >= 0 && r_cert(r, 0, &x) == 0)
+	if (named_key(s, r, 0, &view) >= 0 && r_cert(r, 0, &x) == 0 && whole(r))
 		rc = op == TOKPROC_STORE_CERT ? p11_store_cert(s->p, &view, x)
 		     : op == TOKPROC_HAS_CERT ? p11_has_cert(s->p, &view, x)
 		                              : p11_destroy_cert(s->p, &view, x);
@@ -391,7 +402,7 @@ op_key_cert(struct server *s, int op, struct wire_rbuf *r)
 }
 
 static int
-op_other_certs(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_other_certs(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	struct tok_key view;
 	X509 *keep = NULL;
@@ -401,7 +412,7 @@ op_other_certs(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 
 	if (named_key(s, r, 0, &view) >= 0 && r_cert(r, 1, &keep) == 0) {
 		destroy = wire_r_num(r);
-		if (!r->bad)
+		if (whole(r))
 			rc = p11_other_certs(s->p, &view, keep, destroy == 1, &n);
 	}
 	wire_w_num(f, (int64_t)n);
@@ -410,7 +421,7 @@ op_other_certs(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 }
 
 static int
-op_grant(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_grant(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	struct tok_key view;
 	struct grant *g;
@@ -424,7 +435,7 @@ op_grant(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	want[0] = wire_r_num(r);
 	want[1] = wire_r_num(r);
 	e = &s->keys[i];
-	if (r->bad || want[0] < 0 || want[1] < 0)
+	if (!whole(r) || want[0] < 0 || want[1] < 0)
 		goto out;
 	if (view.priv_handle == 0 || e->priv_gone)
 		rc = refuse("operations of public key '%s', which has no private key", view.label);
@@ -456,7 +467,7 @@ out:
 
 /* The live grant a request names by its number. */
 static struct grant *
-grant_of(struct server *s, struct wire_rbuf *r)
+grant_of(struct tokproc_server *s, struct wire_rbuf *r)
 {
 	int64_t n = wire_r_num(r);
 
@@ -471,7 +482,7 @@ grant_of(struct server *s, struct wire_rbuf *r)
 }
 
 static int
-op_key_op(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+op_key_op(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	struct tok_key view;
 	struct grant *g;
@@ -486,7 +497,7 @@ op_key_op(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	decrypt = wire_r_num(r);
 	in = wire_r_bytes(r, &inlen);
 	room = wire_r_num(r);
-	if (r->bad || in == NULL || inlen > TOKPROC_OP_MAX || (decrypt != 0 && decrypt != 1) ||
+	if (!whole(r) || in == NULL || inlen > TOKPROC_OP_MAX || (decrypt != 0 && decrypt != 1) ||
 	    room <= 0)
 		goto out;
 	d = (int)decrypt;
@@ -504,8 +515,11 @@ op_key_op(struct server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 		goto out;
 	}
 	g->used[d]++;
-	outlen = room < TOKPROC_OP_MAX ? (size_t)room : TOKPROC_OP_MAX;
-	rc = p11_key_op(s->p, &view, d, in, inlen, out, &outlen);
+	/* the module gets room for any key's result: never CKR_BUFFER_TOO_SMALL from a small ask */
+	outlen = sizeof(out);
+	if ((rc = p11_key_op(s->p, &view, d, in, inlen, out, &outlen)) == 0 &&
+	    outlen > (size_t)room)
+		rc = refuse("a %s of %zu bytes into %lld", op_names[d], outlen, (long long)room);
 out:
 	wire_w_bytes(f, rc == 0 ? out : NULL, rc == 0 ? outlen : 0);
 	OPENSSL_cleanse(out, sizeof(out));
@@ -513,11 +527,11 @@ out:
 }
 
 static int
-op_release(struct server *s, struct wire_rbuf *r)
+op_release(struct tokproc_server *s, struct wire_rbuf *r)
 {
 	struct grant *g;
 
-	if ((g = grant_of(s, r)) == NULL)
+	if ((g = grant_of(s, r)) == NULL || !whole(r))
 		return P11E_ERR_INTERNAL;
 	log_debug("private key '%s': %d of %d %ss and %d of %d %ss used", s->keys[g->key].k->label,
 	          g->used[0], g->allowed[0], op_names[0], g->used[1], g->allowed[1], op_names[1]);
@@ -526,11 +540,11 @@ op_release(struct server *s, struct wire_rbuf *r)
 }
 
 static int
-dispatch(struct server *s, int64_t op, struct wire_rbuf *r, struct wire_wbuf *f)
+dispatch(struct tokproc_server *s, int64_t op, struct wire_rbuf *r, struct wire_wbuf *f)
 {
 	switch (op) {
 	case TOKPROC_PRESENT:
-		wire_w_num(f, p11_present(s->p));
+		wire_w_num(f, whole(r) ? p11_present(s->p) : 0);
 		return 0;
 	case TOKPROC_LOGIN:
 		return op_login(s, r, f);
@@ -565,64 +579,100 @@ dispatch(struct server *s, int64_t op, struct wire_rbuf *r, struct wire_wbuf *f)
 
 /* ---------------------------------------------------------------- the loop */
 
-/* Sends an answer: head, then the operation's fields f. -1 when the opener is gone. */
+/* An answer: head (the lines logged since the last message, rc, the token), then f's fields. */
+static void
+build_answer(struct wire_wbuf *w, const struct tok_info *info, int rc, const struct wire_wbuf *f)
+{
+	begin_out(w, TOKPROC_ANSWER);
+	wire_w_num(w, rc);
+	tokproc_w_info(w, info);
+	if (f != NULL)
+		wire_w_append(w, f);
+}
+
+/* Sends an answer; -1 when the opener is gone. */
 static int
 answer(int fd, const struct tok_info *info, int rc, const struct wire_wbuf *f)
 {
 	struct wire_wbuf w;
 	int e;
 
-	begin_out(&w, TOKPROC_ANSWER);
-	wire_w_num(&w, rc);
-	tokproc_w_info(&w, info);
-	if (f != NULL)
-		wire_w_append(&w, f);
+	build_answer(&w, info, rc, f);
 	e = w.oom ? -1 : wire_send(fd, &w);
 	wire_w_free(&w);
 	return e;
 }
 
-/* The loop: requests on fd until it closes; then the token is closed. */
-static void __attribute__((noreturn)) serve(int fd, struct p11 *p, const char *label)
+struct tokproc_server *
+tokproc_server_new(int fd, struct p11 *p, const char *label)
 {
-	struct server s;
+	struct tokproc_server *s = calloc(1, sizeof(*s));
+
+	if (s != NULL) {
+		s->fd = fd;
+		s->p = p;
+		s->label = label;
+	}
+	return s;
+}
+
+void
+tokproc_server_request(struct tokproc_server *s, const unsigned char *msg, size_t len,
+                       struct wire_wbuf *out)
+{
 	struct wire_wbuf f;
-	struct wire_rbuf r;
-	unsigned char *buf = NULL;
-	size_t len = 0, i;
-	struct rusage ru;
+	struct wire_rbuf r = {msg, len, 0, 0};
 	int64_t op;
 	int rc;
 
-	memset(&s, 0, sizeof(s));
-	s.fd = fd;
-	s.p = p;
-	s.label = label;
-	while (wire_recv(fd, &buf, &len) == 0) {
-		memset(&f, 0, sizeof(f));
-		r = (struct wire_rbuf){buf, len, 0, 0};
-		op = wire_r_num(&r);
-		rc = r.bad ? P11E_ERR_INTERNAL : dispatch(&s, op, &r, &f);
-		if (rc == 0 && (r.bad || r.off != r.len))
-			rc = refuse("a malformed request (operation %lld)", (long long)op);
+	memset(&f, 0, sizeof(f));
+	op = wire_r_num(&r);
+	rc = r.bad ? refuse("a malformed request") : dispatch(s, op, &r, &f);
+	if (f.oom)
+		rc = P11E_ERR_ALLOC;
+	build_answer(out, &s->p->info, rc, f.oom ? NULL : &f);
+	wire_w_free(&f);
+}
+
+void
+tokproc_server_free(struct tokproc_server *s)
+{
+	size_t i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < s->n; i++)
+		tok_key_free(s->keys[i].k);
+	free(s->keys);
+	free(s->grants);
+	free(s);
+}
+
+/* The loop: requests on fd until it closes; then the token is closed. */
+static void __attribute__((noreturn)) serve(int fd, struct p11 *p, const char *label)
+{
+	struct tokproc_server *s = tokproc_server_new(fd, p, label);
+	struct wire_wbuf w;
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	struct rusage ru;
+	int e;
+
+	while (s != NULL && wire_recv(fd, &buf, &len) == 0) {
+		memset(&w, 0, sizeof(w));
+		tokproc_server_request(s, buf, len, &w);
 		secret_wipe_free(buf);
 		buf = NULL;
-		if (f.oom)
-			rc = P11E_ERR_ALLOC;
-		if (answer(fd, &p->info, rc, f.oom ? NULL : &f) != 0) {
-			wire_w_free(&f);
+		e = w.oom ? -1 : wire_send(fd, &w);
+		wire_w_free(&w);
+		if (e != 0)
 			break;
-		}
-		wire_w_free(&f);
 	}
 	log_set_sink(NULL, NULL); /* what closing the token says goes to stderr */
 	p11_close(p);
 	if (getrusage(RUSAGE_SELF, &ru) == 0)
 		log_debug("token process: peak RSS %ld KiB", ru.ru_maxrss);
-	for (i = 0; i < s.n; i++)
-		tok_key_free(s.keys[i].k);
-	free(s.keys);
-	free(s.grants);
+	tokproc_server_free(s);
 	close(fd);
 	_exit(0);
 }

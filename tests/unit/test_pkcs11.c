@@ -755,6 +755,37 @@ test_token_process(void **state)
 		tok_key_free(two);
 	}
 
+	/* a result asked into less room than it needs (found by fuzz_tokserve: the module
+	 * answered CKR_BUFFER_TOO_SMALL and left the decryption active, so that every
+	 * operation after it failed): refused, and the session goes on */
+	{
+		struct tok_key *three =
+		    gen(t, TOK_KEY_RSA, 2048, "mine"); /* mine's grants are spent */
+		unsigned char cek[16] = "0123456789abcdef", enc[256], dec[256];
+		size_t elen = sizeof(enc), dlen = 16;
+		EVP_PKEY_CTX *e = EVP_PKEY_CTX_new(three->pub, NULL);
+		long g = -1;
+
+		assert_non_null(e);
+		assert_int_equal(EVP_PKEY_encrypt_init(e), 1);
+		assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(e, RSA_PKCS1_PADDING), 1);
+		assert_int_equal(EVP_PKEY_encrypt(e, enc, &elen, cek, sizeof(cek)), 1);
+		EVP_PKEY_CTX_free(e);
+		assert_int_equal(tokproc_grant(t, three, 0, 1, &g), 0);
+		dlen = 8;
+		assert_int_equal(tokproc_key_op(t, g, 1, enc, elen, dec, &dlen), P11E_ERR_INTERNAL);
+		assert_non_null(strstr(log_last_error(), "a decryption of 16 bytes into 8"));
+		tokproc_release(t, g);
+		assert_int_equal(tokproc_grant(t, three, 1, 1, &g), 0);
+		dlen = sizeof(dec);
+		assert_int_equal(tokproc_key_op(t, g, 1, enc, elen, dec, &dlen), 0);
+		assert_int_equal(dlen, 16);
+		assert_memory_equal(dec, cek, 16);
+		tokproc_release(t, g);
+		assert_int_equal(tok_destroy_key(t, three), 0);
+		tok_key_free(three);
+	}
+
 	/* the token process dies */
 	assert_int_equal(kill(pid, SIGKILL), 0);
 	assert_int_equal(tok_find_keys(t, "mine", &ks, &n), P11E_ERR_TOKEN);
