@@ -24,7 +24,8 @@ fi
 # file<TAB>why: files outside tokens/ allowed to include the PKCS#11 header or tokens/'
 # private headers. Nothing in agent/ or include/ is.
 ALLOWED="tests/fault/fault_pkcs11.c	the tests' own PKCS#11 module, wrapping SoftHSM
-tests/unit/test_pkcs11.c	white-box test of tokens/"
+tests/unit/test_pkcs11.c	white-box test of tokens/
+tests/fuzz/fuzz_tokserve.c	fuzz target of the token process's requests (tokens/tokserve.c)"
 
 # "file:line:name" for each #include in the files given after $1, the opening delimiters
 # to match ('<"': all; '"': the tree's own headers), the name without them.
