@@ -65,11 +65,6 @@ struct run {
 
 #define DONE 1 /* prepare: nothing to exchange (valid certificate, not due) */
 
-/*
- * The error a failed run reports: when the token no longer answers, whatever
- * failed (often a signature or decryption inside OpenSSL that hid the cause)
- * is reported as the token gone, P11E_ERR_TOKEN, logged naming it; else r.
- */
 /* At -v: this process's own peak RSS (getrusage of itself: a wait4 figure would be
  * the larger of it and its network process's), for make bench. */
 static void
@@ -81,9 +76,21 @@ log_self_rss(void)
 		log_debug("peak RSS of this process: %ld KiB", ru.ru_maxrss);
 }
 
+/*
+ * The error a failed run reports: when the token process died, or the token
+ * no longer answers, whatever failed (often a signature or decryption inside
+ * OpenSSL that hid the cause) is reported as that, P11E_ERR_TOKEN: the token
+ * process's end is made the last error line again (for the attempt record),
+ * the token gone is logged; else r.
+ */
 static int
 blame_token(struct tok *t, int r)
 {
+	/* the token process died: that is the cause, whatever failed after it */
+	if (r != 0 && tok_failure(t) != NULL) {
+		log_set_last_error(tok_failure(t));
+		return P11E_ERR_TOKEN;
+	}
 	if (r == 0 || r == P11E_ERR_TOKEN || r == P11E_ERR_PIN || r == P11E_ERR_PENDING ||
 	    t == NULL || tok_present(t))
 		return r;

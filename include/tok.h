@@ -169,6 +169,13 @@ int tok_key_fix_id(struct tok *t, struct tok_key *k);
 /* 1 when the token still answers (C_GetTokenInfo), 0 when it is gone. */
 int tok_present(struct tok *t);
 
+/*
+ * When the token process ended in the middle of a request (a module that
+ * crashed), the error line that said so; NULL otherwise. Every call after it
+ * fails without a message of its own.
+ */
+const char *tok_failure(const struct tok *t);
+
 /* The CKA_ID tok_generate_key would give a key with this public key. */
 int tok_key_id_for(EVP_PKEY *pub, unsigned char id[20]);
 

@@ -257,9 +257,10 @@ lost(struct tok *t)
 	pid_t pid = t->pid;
 
 	describe_status(reap(t, 0), why, sizeof(why));
-	log_error("the token process of token '%s' (pid %ld) ended in the middle of a request "
-	          "(%s)",
-	          t->info.label, (long)pid, why);
+	snprintf(t->failure, sizeof(t->failure),
+	         "the token process of token '%s' (pid %ld) ended in the middle of a request (%s)",
+	         t->info.label, (long)pid, why);
+	log_error("%s", t->failure);
 	return P11E_ERR_TOKEN;
 }
 
@@ -540,6 +541,12 @@ tokproc_run(int (*job)(void *arg, struct wire_wbuf *out),
 	rc = done(&t, &r, buf, rc);
 	(void)reap(&t, 0);
 	return rc;
+}
+
+const char *
+tok_failure(const struct tok *t)
+{
+	return t != NULL && t->failure[0] != '\0' ? t->failure : NULL;
 }
 
 const struct tok_info *

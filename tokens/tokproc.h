@@ -68,6 +68,7 @@ struct tok {
 	pid_t owner; /* the process that forked it (a fork of that one may not use it) */
 	struct tok_info info;
 	int logged_in;                /* tok_login succeeded */
+	char failure[256];            /* how the token process ended mid-request ("" if not) */
 	struct tok_evp_key *evp_keys; /* the EVP_PKEYs of tok_key_evp still alive */
 };
 

@@ -203,6 +203,9 @@ test_token_process_crash_stops_the_run_cleanly() {
 	assert_eq 0 "$(token_objects | grep -c '^cert|')" "certificates on the token after the crash"
 	assert_eq 1 "$(token_objects | grep -c '^privkey|')" "private keys after the crash"
 	assert_eq 0 "$(find "$STATE_DIR" -name '*pending*' | wc -l)" "pending files after the crash"
+	# what `status` shows of the attempt: the crash, not what failed because of it
+	assert_match "$STATE_DIR/last-p11enroll.txt" '^message=the token process of token .* \(killed by signal 11: the PKCS#11 module crashed\?\)$'
+	assert_match "$STATE_DIR/last-p11enroll.txt" '^err=-10$'
 	assert_exit 0 p11e enroll || return
 	assert_contains "$ERR" "reusing key 'p11enroll' left without certificate by an earlier attempt"
 	assert_eq 1 "$(token_objects | grep -c '^privkey|')" "private keys after the next run"
