@@ -157,8 +157,8 @@ doubles:
 # the integration run); the check fails at the end, naming the stages that failed, with
 # each stage's time. The two integration passes run side by side, with half the jobs each,
 # each pass printed when it has ended, and fuzz-check beside them at the lowest priority
-# (nice 19): the CPU the integration tests leave while they wait on servers is its, and
-# it takes none they want (CHECK_TOGETHER=0: one after the other, all the jobs).
+# (nice 19, idle I/O class): the CPU the integration tests leave while they wait on servers
+# is its, and it takes none they want (CHECK_TOGETHER=0: one after the other, all the jobs).
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 CHECK_TOGETHER ?= 1
 CHECK_JOBS ?= $(shell echo $$((($(NPROC) + 3) / 2)))
@@ -184,7 +184,7 @@ check: test-deps
 		P11E_JOBS=$${P11E_JOBS:-$(CHECK_JOBS)} setsid $$san integration \
 			>build-san/check-integration.log 2>&1 </dev/null & b=$$!; \
 		trap 'kill -TERM -$$a -$$b 2>/dev/null; wait; exit 130' INT TERM; \
-		stage fuzz-check nice -n 19 $$plain fuzz-check; \
+		stage fuzz-check nice -n 19 ionice -c 3 $$plain fuzz-check; \
 		wait $$a || failed="$$failed integration"; \
 		echo "== integration ($(BUILD))"; cat $(BUILD)/check-integration.log; \
 		wait $$b || failed="$$failed san:integration"; \
