@@ -431,6 +431,27 @@ simple(struct tok *t, struct wire_wbuf *w)
 	return done(t, &r, buf, rc);
 }
 
+/*
+ * The answer's byte string, which must be min to max bytes: on the result rc 0
+ * copied to dst and its length to *len; else (and when it is not) dst is left
+ * alone, and a wrong one sets r->bad.
+ */
+static void
+r_copy(struct wire_rbuf *r, int rc, unsigned char *dst, size_t min, size_t max, size_t *len)
+{
+	size_t n = 0;
+	const unsigned char *p = wire_r_bytes(r, &n);
+
+	if (rc != 0)
+		return;
+	if (p == NULL || n < min || n > max) {
+		r->bad = 1;
+		return;
+	}
+	memcpy(dst, p, n);
+	*len = n;
+}
+
 /* Appends cert's DER (NULL: NULL); out of memory sets w->oom. */
 static void
 w_cert(struct wire_wbuf *w, X509 *cert)
@@ -699,20 +720,12 @@ tok_key_fix_id(struct tok *t, struct tok_key *k)
 	struct wire_wbuf w;
 	unsigned char *buf;
 	struct wire_rbuf r;
-	const unsigned char *id;
-	size_t n = 0;
 	int rc, e;
 
 	begin(&w, TOKPROC_FIX_ID, k);
 	if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
 		return e;
-	id = wire_r_bytes(&r, &n);
-	if (rc == 0 && (id == NULL || n == 0 || n > sizeof(k->id)))
-		r.bad = 1;
-	if (rc == 0 && !r.bad) {
-		memcpy(k->id, id, n);
-		k->id_len = n;
-	}
+	r_copy(&r, rc, k->id, 1, sizeof(k->id), &k->id_len);
 	return done(t, &r, buf, rc);
 }
 
@@ -843,8 +856,6 @@ tokproc_key_op(struct tok *t, long grant, int decrypt, const unsigned char *in, 
 	struct wire_wbuf w;
 	unsigned char *buf;
 	struct wire_rbuf r;
-	const unsigned char *res;
-	size_t n = 0;
 	int rc, e;
 
 	begin(&w, TOKPROC_KEY_OP, NULL);
@@ -854,13 +865,7 @@ tokproc_key_op(struct tok *t, long grant, int decrypt, const unsigned char *in, 
 	wire_w_num(&w, (int64_t)*outlen);
 	if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
 		return e;
-	res = wire_r_bytes(&r, &n);
-	if (rc == 0 && (res == NULL || n > *outlen))
-		r.bad = 1;
-	if (rc == 0 && !r.bad) {
-		memcpy(out, res, n);
-		*outlen = n;
-	}
+	r_copy(&r, rc, out, 0, *outlen, outlen);
 	return done(t, &r, buf, rc);
 }
 
