@@ -6,7 +6,8 @@
 #   P11E_JOBS=N        test files run at once (default: CPUs + 2); 1 = one after another,
 #                      each file's lines printed as its tests finish
 #   P11E_TIMINGS=FILE  per-file durations of the last run: read to start the longest
-#                      files first, rewritten at the end (`make integration` sets it)
+#                      files first, rewritten at the end (`make integration` sets it);
+#                      without it, tests/integration/times.txt (a run of make check, ASan)
 # Prints "ok NAME" / "FAIL NAME: reason" / "skip NAME: reason" per test, grouped by file
 # (a file's lines when it has finished), a per-file duration summary, and ends with the
 # line "N passed, N failed". Exits 1 if anything failed. A missing component (binary,
@@ -73,10 +74,11 @@ times=() # "SECONDS FILE" per finished file
 
 # prev_time FILE: the file's duration in $P11E_TIMINGS, or a large number if unknown
 # (an unknown file might be long: start it early).
+# Without a last run (a fresh clone), the figures of tests/integration/times.txt.
 prev_time() {
-	local t=
-	[ -z "${P11E_TIMINGS:-}" ] || [ ! -s "$P11E_TIMINGS" ] ||
-		t=$(awk -v f="$1" '$2 == f { print $1; exit }' "$P11E_TIMINGS")
+	local t= src=${P11E_TIMINGS:-}
+	[ -n "$src" ] && [ -s "$src" ] || src=$here/times.txt
+	[ ! -s "$src" ] || t=$(awk -v f="$1" '$2 == f { print $1; exit }' "$src")
 	echo "${t:-100000}"
 }
 
