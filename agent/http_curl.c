@@ -17,6 +17,7 @@
 #include "http.h"
 #include "http_parse.h"
 #include "log.h"
+#include "netproc_connect.h"
 #include "secret.h"
 
 #ifndef P11E_VERSION
@@ -27,6 +28,10 @@
 #define CONNECT_TIMEOUT_MAX 10L
 #define URL_LOG_MAX 120
 #define BURN_STACK (64 * 1024) /* stack zeroed after a request with credentials */
+
+/* The last connection the network process's parent could not make (netproc_connect.h),
+ * for the failure's message: "ADDR port PORT: reason". */
+static char connect_failure[160];
 
 struct body {
 	unsigned char *p;
@@ -117,10 +122,65 @@ log_failure(int lvl, CURL *h, CURLcode c, const char *errbuf, const char *url, c
 	} else if (c == CURLE_OPERATION_TIMEDOUT) {
 		curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &t);
 		log_msg(lvl, "cannot reach %s: timed out after %ld s", url, (long)(t + 0.5));
+	} else if (c == CURLE_COULDNT_CONNECT && connect_failure[0] != '\0') {
+		log_msg(lvl, "cannot reach %s: %s", url, connect_failure);
 	} else {
 		log_msg(lvl, "cannot reach %s: %s", url,
 		        errbuf[0] != '\0' ? errbuf : curl_easy_strerror(c));
 	}
+}
+
+/* libcurl's socket, connected by o->connect: it never calls socket() or connect() itself. */
+static curl_socket_t
+open_cb(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	const struct http_opts *o = ud;
+	int fd, err = 0;
+	size_t n;
+
+	if (purpose != CURLSOCKTYPE_IPCXN || a->socktype != SOCK_STREAM)
+		return CURL_SOCKET_BAD;
+	if ((fd = o->connect(o->connect_ud, &a->addr, a->addrlen, &err)) >= 0)
+		return fd;
+	netconn_addr_str(&a->addr, a->addrlen, connect_failure, sizeof(connect_failure));
+	n = strlen(connect_failure);
+	snprintf(connect_failure + n, sizeof(connect_failure) - n, ": %s", strerror(err));
+	return CURL_SOCKET_BAD;
+}
+
+static int
+connected_cb(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+	(void)ud;
+	(void)fd;
+	(void)purpose;
+	return CURL_SOCKOPT_ALREADY_CONNECTED;
+}
+
+/* Resolution and connections through o->connect; 0 or a CURLcode. */
+static CURLcode
+set_connect(CURL *h, const struct http_opts *o, struct curl_slist **names)
+{
+	struct curl_slist *nl;
+	CURLcode c;
+	size_t i;
+
+	connect_failure[0] = '\0';
+	if (o->connect == NULL)
+		return CURLE_OK;
+	for (i = 0; i < o->n_resolve; i++) {
+		if ((nl = curl_slist_append(*names, o->resolve[i])) == NULL)
+			return CURLE_OUT_OF_MEMORY;
+		*names = nl;
+	}
+	c = curl_easy_setopt(h, CURLOPT_RESOLVE, *names);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_cb);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, (void *)(uintptr_t)o);
+	if (c == CURLE_OK)
+		c = curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, connected_cb);
+	return c;
 }
 
 /* Proxy and authentication options; 0 or a CURLcode. */
@@ -203,7 +263,7 @@ http_request_here(const char *method, const char *url, const char *ctype, const 
                   size_t len, const struct http_opts *o, struct http_resp **out)
 {
 	struct http_resp *resp = NULL;
-	struct curl_slist *hdrs = NULL, *nh;
+	struct curl_slist *hdrs = NULL, *nh, *names = NULL;
 	struct body b = {NULL, 0, 0, o->max_body, o->secret_body, 0, 0};
 	char errbuf[CURL_ERROR_SIZE], logurl[URL_LOG_MAX + 1], logloc[URL_LOG_MAX + 1];
 	char *hdr = NULL, *loc = NULL;
@@ -270,6 +330,8 @@ http_request_here(const char *method, const char *url, const char *ctype, const 
 		c = curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
 	if (c == CURLE_OK)
 		c = set_proxy_auth(h, o);
+	if (c == CURLE_OK)
+		c = set_connect(h, o, &names);
 	if (c == CURLE_OK && body != NULL) {
 		c = curl_easy_setopt(h, CURLOPT_POSTFIELDS, len > 0 ? (const char *)body : "");
 		if (c == CURLE_OK)
@@ -342,6 +404,7 @@ http_request_here(const char *method, const char *url, const char *ctype, const 
 out:
 	curl_easy_cleanup(h);
 	curl_slist_free_all(hdrs);
+	curl_slist_free_all(names);
 	free(hdr);
 	if (b.p != NULL)
 		OPENSSL_cleanse(b.p, b.cap);

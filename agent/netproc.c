@@ -6,6 +6,7 @@
 #define _GNU_SOURCE /* close_range, setresuid */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "http.h"
 #include "log.h"
 #include "netproc.h"
+#include "netproc_connect.h"
 #include "netproc_parse.h"
 #include "netproc_wire.h"
 #include "secret.h"
@@ -36,7 +38,11 @@ extern char **environ;
 static pid_t child = -1;
 static pid_t owner = -1; /* the process that started it: a forked copy starts its own */
 static int sock = -1;
-static int broken; /* the network process ended: no further request */
+static int csock = -1; /* its connection requests (netproc_connect.h) */
+static int broken;     /* the network process ended: no further request */
+
+/* Where the request in progress may connect; zeroed (nowhere) between requests. */
+static struct netconn_plan plan;
 
 static int at_exit_set;
 static int enabled; /* netproc_enable was called */
@@ -52,7 +58,9 @@ forget_inherited(void)
 		return;
 	if (sock >= 0)
 		close(sock);
-	sock = -1;
+	if (csock >= 0)
+		close(csock);
+	sock = csock = -1;
 	child = -1;
 	broken = 0;
 }
@@ -64,7 +72,9 @@ netproc_end(void)
 		return;
 	if (sock >= 0)
 		close(sock);
-	sock = -1;
+	if (csock >= 0)
+		close(csock);
+	sock = csock = -1;
 	while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
 		;
 	child = -1;
@@ -88,7 +98,9 @@ reap(void)
 	broken = 1;
 	if (sock >= 0)
 		close(sock);
-	sock = -1;
+	if (csock >= 0)
+		close(csock);
+	sock = csock = -1;
 	if (child <= 0)
 		return;
 	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
@@ -129,6 +141,48 @@ ready(void)
 	return 0;
 }
 
+/*
+ * Waits for the answer on sock, meanwhile serving the connections the network process
+ * asks for (plan's addresses only): 0 when the answer is there to read, -1 when the
+ * network process asked for another address or sent nonsense (stopped, reaped, logged)
+ * or is gone (reaped).
+ */
+static int
+await_answer(void)
+{
+	struct pollfd p[2];
+	int k;
+
+	for (;;) {
+		p[0].fd = sock;
+		p[0].events = POLLIN;
+		p[1].fd = csock;
+		p[1].events = POLLIN;
+		p[0].revents = p[1].revents = 0;
+		if ((k = poll(p, 2, -1)) < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			break;
+		if (p[1].revents & POLLIN) {
+			if ((k = netconn_serve(csock, &plan)) == 1)
+				break; /* it ended: reap says how */
+			if (k != 0) {
+				log_error("stopped the network process: it asked for a connection "
+				          "p11enroll does not make for it");
+				kill(child, SIGKILL);
+				break;
+			}
+			continue;
+		}
+		if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+			return 0;
+		if (p[1].revents & (POLLHUP | POLLERR))
+			break;
+	}
+	reap();
+	return -1;
+}
+
 /* Sends the request in w and reads the answer into *msg (secret_wipe_free): 0, or -1
  * when the network process is gone (reaped, logged). */
 static int
@@ -136,7 +190,13 @@ call(const struct wire_wbuf *w, unsigned char **msg, size_t *mlen)
 {
 	*msg = NULL;
 	*mlen = 0;
-	if (wire_send(sock, w) != 0 || wire_recv(sock, msg, mlen) != 0) {
+	if (wire_send(sock, w) != 0) {
+		reap();
+		return -1;
+	}
+	if (await_answer() != 0)
+		return -1;
+	if (wire_recv(sock, msg, mlen) != 0) {
 		reap();
 		return -1;
 	}
@@ -211,6 +271,10 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 		log_error("cannot read [scep] ca_file %s", o->ca_file);
 		return P11E_ERR_FILE;
 	}
+	if ((rc = netconn_plan_make(url, o, &plan)) != 0) {
+		free(ca);
+		return rc;
+	}
 	wire_w_str(&w, method);
 	wire_w_str(&w, url);
 	wire_w_str(&w, ctype);
@@ -227,6 +291,7 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 	wire_w_num(&w, o->auth);
 	wire_w_num(&w, log_get_level());
 	wire_w_str(&w, log_get_tag());
+	netconn_plan_write(&w, &plan);
 	free(ca);
 	if ((rc = job_call(&w, &msg, &mlen)) != 0)
 		goto out;
@@ -239,6 +304,7 @@ remote_request(const char *method, const char *url, const char *ctype, const uns
 	*out = resp;
 	resp = NULL;
 out:
+	netconn_plan_free(&plan);
 	wire_w_free(&w);
 	secret_wipe_free(msg);
 	secret_wipe_free(a.err);
@@ -278,7 +344,7 @@ start(void)
 {
 	char *argv[] = {NETPROC_PROG, NULL};
 	char path[4096 + sizeof(NETPROC_PROG) + 1] = "";
-	int sv[2] = {-1, -1}, err[2] = {-1, -1}, e = 0;
+	int sv[2] = {-1, -1}, cv[2] = {-1, -1}, err[2] = {-1, -1}, e = 0;
 	ssize_t k;
 	pid_t pid;
 
@@ -287,22 +353,26 @@ start(void)
 		goto fail;
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cv) != 0 ||
 	    pipe2(err, O_CLOEXEC) != 0 || (pid = fork()) < 0) {
 		e = errno;
 		goto fail;
 	}
 	if (pid == 0) {
 		/* Only async-signal-safe calls here: dup2 clears FD_CLOEXEC on the copy, so
-		 * the socket is fd 3 there; the program closes every descriptor above it. */
-		if (dup2(sv[1], NETPROC_FD) == NETPROC_FD)
+		 * the sockets are fds 3 and 4 there (cv was made after sv: cv[1] is above 3);
+		 * the program closes every descriptor above 4. */
+		if (dup2(sv[1], NETPROC_FD) == NETPROC_FD &&
+		    dup2(cv[1], NETPROC_CONNECT_FD) == NETPROC_CONNECT_FD)
 			execve(path, argv, environ);
 		e = errno;
 		(void)!write(err[1], &e, sizeof(e));
 		_exit(P11E_EXIT_SOFTWARE);
 	}
 	close(sv[1]);
+	close(cv[1]);
 	close(err[1]);
-	sv[1] = err[1] = -1;
+	sv[1] = cv[1] = err[1] = -1;
 	/* EOF: the exec happened (the pipe is close-on-exec); else its errno. */
 	while ((k = read(err[0], &e, sizeof(e))) < 0 && errno == EINTR)
 		;
@@ -316,6 +386,7 @@ start(void)
 	child = pid;
 	owner = getpid();
 	sock = sv[0];
+	csock = cv[0];
 	if (!at_exit_set && atexit(finish) == 0)
 		at_exit_set = 1;
 	log_debug("network process %ld started (%s)", (long)pid, path);
@@ -326,6 +397,10 @@ fail:
 		close(sv[0]);
 	if (sv[1] >= 0)
 		close(sv[1]);
+	if (cv[0] >= 0)
+		close(cv[0]);
+	if (cv[1] >= 0)
+		close(cv[1]);
 	if (err[0] >= 0)
 		close(err[0]);
 	if (err[1] >= 0)

@@ -7,7 +7,9 @@
  * Started as root it becomes the user "nobody"; then it is confined: no new
  * privileges, and a seccomp filter that kills it on any system call outside
  * what HTTP(S) needs (no execve, no ptrace, no new executable mappings, so no
- * library can be loaded), and refuses files opened for writing.
+ * library can be loaded), and refuses files opened for writing. It opens no
+ * socket: p11enroll resolves each request's names and connects for it, to
+ * that request's server or proxy only (netproc_connect.h).
  *
  * http_get and http_post (http.h) run there after netproc_enable; their
  * interface does not change.

@@ -19,12 +19,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <linux/landlock.h>
 #include <seccomp.h>
 
 #include "err.h"
 #include "log.h"
 #include "netproc_confine.h"
+#include "netproc_connect.h"
 
 extern char **environ;
 
@@ -252,7 +256,6 @@ load_filter(void)
 	    SCMP_SYS(epoll_pwait),
 	    SCMP_SYS(eventfd2),
 	    SCMP_SYS(pipe2),
-	    SCMP_SYS(connect),
 	    SCMP_SYS(sendto),
 	    SCMP_SYS(recvfrom),
 	    SCMP_SYS(sendmsg),
@@ -260,7 +263,6 @@ load_filter(void)
 	    SCMP_SYS(sendmmsg),
 	    SCMP_SYS(recvmmsg),
 	    SCMP_SYS(shutdown),
-	    SCMP_SYS(bind),
 	    SCMP_SYS(getsockname),
 	    SCMP_SYS(getpeername),
 	    SCMP_SYS(setsockopt),
@@ -311,7 +313,6 @@ load_filter(void)
 	    SCMP_SYS(restart_syscall),
 	};
 	static const int write_flags[] = {O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND};
-	static const int families[] = {AF_INET, AF_INET6, AF_UNIX};
 	scmp_filter_ctx ctx;
 	size_t i;
 	int rc = 0;
@@ -344,10 +345,16 @@ load_filter(void)
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
 		                      SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-	/* Sockets: IP and the local resolver's Unix socket only. */
-	for (i = 0; i < sizeof(families) / sizeof(families[0]) && rc == 0; i++)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-		                      SCMP_A0(SCMP_CMP_EQ, families[i], 0));
+	/* Sockets: none of its own. Its connections are made by the process that started it
+	 * and passed over NETPROC_CONNECT_FD (netproc_connect.h): socket() fails (EACCES),
+	 * bind() kills, and connect() never reaches the kernel: the filter answers 0. Every
+	 * socket the process can hold is connected already; libcurl 7.88 calls connect() on
+	 * the socket its CURLOPT_SOCKOPTFUNCTION calls connected, and takes the kernel's
+	 * EISCONN for a failure. A pair of connected Unix sockets is libcurl's wake-up. */
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 0);
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(0), SCMP_SYS(connect), 0);
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socketpair), 1,
 		                      SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0));
@@ -370,11 +377,55 @@ load_filter(void)
 }
 
 #ifdef P11E_TEST_HOOKS
+/* "IPV4:PORT" into a, or -1. */
+static int
+test_addr(const char *s, struct sockaddr_in *a)
+{
+	char ip[INET_ADDRSTRLEN];
+	const char *colon = strrchr(s, ':');
+
+	memset(a, 0, sizeof(*a));
+	if (colon == NULL || (size_t)(colon - s) >= sizeof(ip))
+		return -1;
+	memcpy(ip, s, (size_t)(colon - s));
+	ip[colon - s] = '\0';
+	a->sin_family = AF_INET;
+	a->sin_port = htons((unsigned short)atoi(colon + 1));
+	return inet_pton(AF_INET, ip, &a->sin_addr) == 1 ? 0 : -1;
+}
+
+/* A connection of its own to "IPV4:PORT": -1 (errno) when refused, else the socket. */
+static int
+test_connect(const char *s)
+{
+	struct sockaddr_in a;
+	int fd;
+
+	if (test_addr(s, &a) != 0 || (fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	return connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 ? fd : -1;
+}
+
+/* A connection to "IPV4:PORT" asked of the process that started it: the socket, or -1. */
+static int
+test_ask(const char *s)
+{
+	struct sockaddr_in a;
+	int err = 0, fd;
+
+	if (test_addr(s, &a) != 0)
+		return -1;
+	fd = netconn_ask(NETPROC_CONNECT_FD, (struct sockaddr *)&a, sizeof(a), &err);
+	errno = err;
+	return fd;
+}
+
 /*
  * Tests only (never in the installed program): after confinement, the
  * network process tries what P11E_TEST_NETPROC_TRY says ("open:PATH",
- * "write:PATH", "dlopen:PATH", "exec:PATH", "mmap-exec": executable memory)
- * and stops with what became of it.
+ * "write:PATH", "dlopen:PATH", "exec:PATH", "mmap-exec": executable memory,
+ * "connect:IPV4:PORT": a connection of its own, "ask:IPV4:PORT": a connection
+ * asked of p11enroll) and stops with what became of it.
  */
 static void
 test_escape(void)
@@ -385,7 +436,11 @@ test_escape(void)
 
 	if (t == NULL)
 		return;
-	if (strncmp(t, "open:", 5) == 0)
+	if (strncmp(t, "connect:", 8) == 0)
+		fd = test_connect(t + 8);
+	else if (strncmp(t, "ask:", 4) == 0)
+		fd = test_ask(t + 4);
+	else if (strncmp(t, "open:", 5) == 0)
 		fd = open(t + 5, O_RDONLY | O_CLOEXEC);
 	else if (strncmp(t, "write:", 6) == 0)
 		fd = open(t + 6, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);

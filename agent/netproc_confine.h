@@ -14,13 +14,16 @@
  * whatever its user may read; the seccomp filter: only the system calls
  * HTTP(S) over libcurl and OpenSSL needs, anything else kills the process
  * (SIGSYS); files open read-only (EACCES otherwise); no executable mapping;
- * sockets of AF_INET, AF_INET6 and AF_UNIX; threads, never processes. Call it
+ * no socket of its own (socket() EACCES, bind() kills, connect() answered 0
+ * without reaching the kernel: its sockets come connected from p11enroll,
+ * netproc_connect.h); threads, never processes. Call it
  * after everything that loads a library or reads configuration. Errors:
  * P11E_ERR_INTERNAL, logged.
  *
  * Built with P11E_TEST_HOOKS (the tests' own program, never installed), it
  * then tries what P11E_TEST_NETPROC_TRY says ("open:PATH", "write:PATH",
- * "dlopen:PATH", "exec:PATH", "mmap-exec"): refused, it logs how and exits
+ * "dlopen:PATH", "exec:PATH", "mmap-exec", "connect:IPV4:PORT" with a socket
+ * of its own, "ask:IPV4:PORT" of p11enroll): refused, it logs how and exits
  * 70; a success is logged as "SUCCEEDED" and the process goes on (the test
  * fails on it).
  */

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "netproc.h"
 #include "netproc_confine.h"
+#include "netproc_connect.h"
 #include "netproc_parse.h"
 #include "netproc_wire.h"
 #include "scep.h"
@@ -205,6 +206,14 @@ serve_page(struct wire_rbuf *r, struct wire_wbuf *w)
 	return 0;
 }
 
+/* http_opts.connect here: the process that started this one connects (netproc_connect.h). */
+static int
+ask_parent(void *ud, const void *addr, size_t len, int *err)
+{
+	(void)ud;
+	return netconn_ask(NETPROC_CONNECT_FD, addr, (socklen_t)len, err);
+}
+
 /* Serves one request message; the answer goes to w. */
 static int
 serve(struct wire_rbuf *r, struct wire_wbuf *w)
@@ -213,9 +222,10 @@ serve(struct wire_rbuf *r, struct wire_wbuf *w)
 	struct http_resp *resp = NULL;
 	struct netproc_answer a;
 	char *method = NULL, *url = NULL, *ctype = NULL, *proxy = NULL, *user = NULL, *pw = NULL;
-	char *tag = NULL;
+	char *tag = NULL, *names[NETCONN_NAMES_MAX];
 	const unsigned char *body, *ca;
-	size_t blen, calen;
+	size_t blen, calen, n_names = 0, i;
+	int64_t n;
 	unsigned long before = http_request_count();
 	int rc = P11E_ERR_INTERNAL;
 
@@ -266,6 +276,16 @@ serve(struct wire_rbuf *r, struct wire_wbuf *w)
 	log_set_level((int)wire_r_num(r));
 	if (wire_r_str(r, &tag) != 0)
 		goto oom;
+	if ((n = wire_r_num(r)) < 0 || n > NETCONN_NAMES_MAX)
+		r->bad = 1;
+	for (; !r->bad && n_names < (size_t)n; n_names++)
+		if (wire_r_str(r, &names[n_names]) != 0)
+			goto oom;
+		else if (names[n_names] == NULL)
+			r->bad = 1;
+	o.resolve = names;
+	o.n_resolve = n_names;
+	o.connect = ask_parent;
 	if (r->bad || r->off != r->len || method == NULL || url == NULL ||
 	    (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0))
 		return malformed();
@@ -290,6 +310,8 @@ answer:
 	secret_wipe_free(user);
 	secret_wipe_free(pw);
 	secret_wipe_free(tag);
+	for (i = 0; i < n_names; i++)
+		secret_wipe_free(names[i]);
 	return 0;
 }
 
@@ -304,11 +326,11 @@ netproc_main(void)
 	int got;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (fcntl(NETPROC_FD, F_GETFD) < 0) {
+	if (fcntl(NETPROC_FD, F_GETFD) < 0 || fcntl(NETPROC_CONNECT_FD, F_GETFD) < 0) {
 		log_error("p11enroll-net is started by p11enroll itself, not by hand");
 		return P11E_EXIT_USAGE;
 	}
-	(void)close_range(NETPROC_FD + 1, ~0U, 0);
+	(void)close_range(NETPROC_CONNECT_FD + 1, ~0U, 0);
 	/* Everything that loads a library or reads configuration, before the filter. */
 	if (http_init() != 0 || OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL) != 1 ||
 	    scep_init_verify_only() != 0)

@@ -35,6 +35,14 @@ struct http_opts {
 	unsigned auth;        /* HTTP_AUTH_* bits; 0 = send no credentials. Both bits: the
 	                         server's 401 picks, NTLM preferred over Basic. Never
 	                         Negotiate/Kerberos. */
+	/* The network process's (netproc_connect.h): libcurl neither resolves nor connects.
+	 * resolve: n_resolve CURLOPT_RESOLVE entries, "host:port:addr[,addr...]". connect:
+	 * for each address libcurl would connect to, a connected socket, or -1 with *err
+	 * set (an errno). NULL: libcurl's own resolver and connect. */
+	char *const *resolve;
+	size_t n_resolve;
+	int (*connect)(void *ud, const void *addr, size_t len, int *err);
+	void *connect_ud;
 };
 
 struct http_resp {

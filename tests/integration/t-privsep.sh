@@ -4,13 +4,14 @@
 # ($P11E_TESTHOOKS, never installed: p11enroll, which starts the p11enroll-net beside it,
 # built with the hooks) makes it try, once confined, what a network process
 # taken over by a hostile server would: read the PIN file, write into state_dir, load the
-# PKCS#11 module, run a program. Each is refused or kills it; the enrollment stops with
+# PKCS#11 module, run a program, connect anywhere. Each is refused or kills it; the enrollment stops with
 # exit 70 and a message naming the network process, and the token and state_dir are as
 # they were. The process itself (its user, filter, memory map and memory) is checked in
 # t-secrets.sh, during a real exchange.
 . "$(dirname "$0")/lib.sh"
 
-# escape_case TRY EXPECT: an enrollment with P11E_TEST_NETPROC_TRY=TRY exits 70, its log
+# escape_case TRY EXPECT: an enrollment with P11E_TEST_NETPROC_TRY=TRY (@PORT@ in it: the
+# SCEP server's port) exits 70, its log
 # matches EXPECT, nothing changed on the token, and state_dir holds only the records of a
 # failed attempt (keys-, last-, lock-: as after a server that cannot be reached), no
 # pending request, nothing planted; the trust dir was not written.
@@ -21,6 +22,8 @@ escape_case() {
 		return 1
 	fi
 	setup_enroll || return
+	# @PORT@: the SCEP server's own port
+	try=${try//@PORT@/$(sed -E 's#^[a-z]+://[^/]*:([0-9]+)/.*#\1#' <<<"$SCEP_URL")}
 	mkdir -p "$STATE_DIR" && chmod 0700 "$STATE_DIR"
 	before=$(token_objects | sort)
 	P11E_TEST_NETPROC_TRY=$try "$P11E_TESTHOOKS" -c "$CONF" enroll >run.out 2>run.err </dev/null
@@ -102,6 +105,42 @@ test_network_process_reads_only_what_it_needs() {
 	# confined
 	assert_exit 0 p11e -v check || return
 	assert_match "$ERR" "network process: [0-9]+ requests?, peak RSS [0-9]+ KiB; files it could read bounded by Landlock ABI $abi$"
+}
+
+# Connections: the network process opens no socket of its own, not even to its own
+# server (socket() fails); p11enroll resolves the request's names and connects for it
+# (agent/netproc_connect.h).
+test_network_process_cannot_open_a_connection_of_its_own() {
+	escape_case "connect:127.0.0.1:@PORT@" \
+		"network process: test escape connect:127\.0\.0\.1:[0-9]+ refused: Permission denied"
+}
+
+# A connection to a second address asked of p11enroll (here another port of the same
+# host, where a server listens): refused before any connection is made, and the network
+# process is stopped.
+test_network_process_gets_no_connection_to_a_second_address() {
+	local port i
+	port=$(free_port)
+	/usr/bin/python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(4)
+open(sys.argv[2], "w").write("ready\n")
+s.settimeout(60)
+try:
+    c, _ = s.accept(); open(sys.argv[2], "a").write("accepted\n")
+except socket.timeout:
+    pass' "$port" "$T/listener.log" </dev/null &
+	echo $! >"$T/listener.pid"
+	register_pidfile "$T/listener.pid"
+	for ((i = 0; i < 100; i++)); do
+		[ -s "$T/listener.log" ] && break
+		sleep 0.05
+	done
+	assert_file "$T/listener.log" || return
+	escape_case "ask:127.0.0.1:$port" \
+		"error: the network process asked for a connection to 127\.0\.0\.1 port $port, where this request does not go \(its server, its proxy\); refused"
+	assert_contains run.err "stopped the network process: it asked for a connection p11enroll does not make for it"
+	assert_not_contains "$T/listener.log" "accepted"
 }
 
 test_network_process_cannot_run_a_program() {
