@@ -54,6 +54,13 @@
  *                            the real module): only the process that loaded it dies, as
  *                            with a module's own bug (p11enroll's token process). Not
  *                            with FAULT_KILL_AT.
+ *   FAULT_TRY_AT=NAME, FAULT_TRY=WHAT
+ *                            at the first call of NAME, before it reaches the real
+ *                            module, the module tries what a module taken over would:
+ *                            "exec:PATH" runs PATH (execve), "connect:IPV4:PORT" opens a
+ *                            TCP connection. The log gets "TRY WHAT refused: REASON" or
+ *                            "TRY WHAT SUCCEEDED" (a successful exec logs nothing: the
+ *                            process is PATH then); the call then goes on.
  *
  * NAME is any PKCS#11 2.40 function name ("C_Sign"); RV a CKR_ name or a hex
  * value ("CKR_DEVICE_ERROR", "0x30", "30"). All slots count as one token: a
@@ -62,15 +69,21 @@
  * Counters are not locked: meant for single-threaded callers (p11enroll,
  * pkcs11-tool). Nothing is allocated: the log file is opened per line.
  */
+#include <arpa/inet.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
+
+extern char **environ;
 
 #define DEFAULT_REAL "/usr/lib/softhsm/libsofthsm2.so"
 #define MAX_RV_AT 16
@@ -308,9 +321,11 @@ static struct {
 	struct spec rv_at[MAX_RV_AT];
 	size_t nrv_at;
 	struct spec kill;
-	int kill_post; /* FAULT_KILL_AT "+after": the kill follows the call */
-	int crash;     /* FAULT_CRASH_AT: SIGSEGV in this process alone */
-	int kill_now;  /* the current call is the one to kill after */
+	int kill_post;      /* FAULT_KILL_AT "+after": the kill follows the call */
+	int crash;          /* FAULT_CRASH_AT: SIGSEGV in this process alone */
+	int kill_now;       /* the current call is the one to kill after */
+	struct spec try_at; /* FAULT_TRY_AT */
+	char try_what[256];
 	unsigned long calls[NFUNCS];
 	struct info_rule info[MAX_INFO_RULES];
 	size_t ninfo;
@@ -332,6 +347,25 @@ rv_text(CK_RV rv, char *buf, size_t len)
 	snprintf(buf, len, "0x%lx", (unsigned long)rv);
 }
 
+/* Appends line and a newline to FAULT_LOG (when set). */
+static void
+log_line(const char *line)
+{
+	char buf[600];
+	int fd, n;
+
+	if (S.log[0] == '\0')
+		return;
+	n = snprintf(buf, sizeof(buf), "%s\n", line);
+	if (n <= 0 || (size_t)n >= sizeof(buf))
+		return;
+	if ((fd = open(S.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		return;
+	if (write(fd, buf, (size_t)n) != n)
+		fprintf(stderr, "fault-pkcs11: cannot write to %s\n", S.log);
+	close(fd);
+}
+
 static void
 log_call(const char *name, CK_RV rv, int injected)
 {
@@ -346,17 +380,9 @@ log_call(const char *name, CK_RV rv, int injected)
 			fprintf(stderr, "fault-pkcs11: cannot write to %s\n", S.pids);
 		close(fd);
 	}
-	if (S.log[0] == '\0')
-		return;
 	rv_text(rv, r, sizeof(r));
-	n = snprintf(line, sizeof(line), "%s %s%s\n", name, r, injected ? " injected" : "");
-	if (n <= 0 || (size_t)n >= sizeof(line))
-		return;
-	if ((fd = open(S.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0)
-		return;
-	if (write(fd, line, (size_t)n) != n)
-		fprintf(stderr, "fault-pkcs11: cannot write to %s\n", S.log);
-	close(fd);
+	snprintf(line, sizeof(line), "%s %s%s", name, r, injected ? " injected" : "");
+	log_line(line);
 }
 
 /* p11enroll's token process loads this module: its parent, p11enroll, dies first. */
@@ -382,19 +408,10 @@ static void
 kill_here(const char *name, CK_RV rv, int before)
 {
 	char line[128], r[48];
-	int fd, n;
 
-	if (S.log[0] != '\0') {
-		rv_text(rv, r, sizeof(r));
-		n = snprintf(line, sizeof(line), "%s%s%s KILLED\n", name, before ? "" : " ",
-		             before ? "" : r);
-		if (n > 0 && (size_t)n < sizeof(line) &&
-		    (fd = open(S.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) >= 0) {
-			if (write(fd, line, (size_t)n) != n)
-				fprintf(stderr, "fault-pkcs11: cannot write to %s\n", S.log);
-			close(fd);
-		}
-	}
+	rv_text(rv, r, sizeof(r));
+	snprintf(line, sizeof(line), "%s%s%s KILLED", name, before ? "" : " ", before ? "" : r);
+	log_line(line);
 	kill_parent_if_ours();
 	raise(SIGKILL);
 }
@@ -414,6 +431,43 @@ spec_count(struct spec *sp, enum fid f)
 	return ++sp->seen;
 }
 
+/* FAULT_TRY: what a module taken over would try, and what became of it (logged). */
+static void
+try_escape(void)
+{
+	char line[512], ip[64];
+	char *const argv[] = {"fault-try", NULL};
+	const char *w = S.try_what, *colon;
+	struct sockaddr_in a;
+	int fd = -1, e;
+
+	if (strncmp(w, "exec:", 5) == 0) {
+		execve(w + 5, argv, environ);
+	} else if (strncmp(w, "connect:", 8) == 0 && (colon = strrchr(w + 8, ':')) != NULL &&
+	           (size_t)(colon - (w + 8)) < sizeof(ip)) {
+		memcpy(ip, w + 8, (size_t)(colon - (w + 8)));
+		ip[colon - (w + 8)] = '\0';
+		memset(&a, 0, sizeof(a));
+		a.sin_family = AF_INET;
+		a.sin_port = htons((unsigned short)atoi(colon + 1));
+		if (inet_pton(AF_INET, ip, &a.sin_addr) == 1 &&
+		    (fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0 &&
+		    connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+			snprintf(line, sizeof(line), "TRY %s SUCCEEDED", w);
+			log_line(line);
+			close(fd);
+			return;
+		}
+	} else {
+		errno = EINVAL;
+	}
+	e = errno;
+	if (fd >= 0)
+		close(fd);
+	snprintf(line, sizeof(line), "TRY %s refused: %s", w, strerror(e));
+	log_line(line);
+}
+
 static int
 fault_pre(enum fid f, enum kind k, CK_RV *rv)
 {
@@ -421,6 +475,8 @@ fault_pre(enum fid f, enum kind k, CK_RV *rv)
 	int hit = -1;
 
 	S.calls[f]++;
+	if (S.try_at.fn >= 0 && spec_count(&S.try_at, f) == 1)
+		try_escape();
 	if (S.kill.fn >= 0 && spec_count(&S.kill, f) == S.kill.n) {
 		if (S.crash)
 			raise(SIGSEGV);
@@ -825,6 +881,7 @@ configure(void)
 	S.remove.fn = S.remove.after = -1;
 	S.remove.n = 1;
 	S.kill.fn = -1;
+	S.try_at.fn = S.try_at.after = -1;
 	S.removed_rv = CKR_SESSION_HANDLE_INVALID;
 	if ((v = getenv("FAULT_PIN_FLAGS")) != NULL && parse_pin_flags(v) != 0)
 		return CKR_ARGUMENTS_BAD;
@@ -849,6 +906,17 @@ configure(void)
 	}
 	if ((v = getenv("FAULT_KILL_AT")) != NULL && *v != '\0' && parse_kill(v) != 0)
 		return CKR_ARGUMENTS_BAD;
+	if ((v = getenv("FAULT_TRY_AT")) != NULL && *v != '\0') {
+		const char *w = getenv("FAULT_TRY");
+
+		if (w == NULL || strlen(w) >= sizeof(S.try_what)) {
+			bad("FAULT_TRY_AT", v, "needs FAULT_TRY (exec:PATH or connect:IPV4:PORT)");
+			return CKR_ARGUMENTS_BAD;
+		}
+		if (parse_spec("FAULT_TRY_AT", v, v, v + strlen(v), 0, &S.try_at) != 0)
+			return CKR_ARGUMENTS_BAD;
+		strcpy(S.try_what, w);
+	}
 	if ((v = getenv("FAULT_TOKEN_INFO")) != NULL && parse_token_info(v) != 0)
 		return CKR_ARGUMENTS_BAD;
 	if ((v = getenv("FAULT_PIDS")) != NULL && *v != '\0') {
