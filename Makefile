@@ -19,11 +19,11 @@ BUILD ?= build
 VERSION := 0.1.0
 
 CC ?= cc
-# p11enroll links OpenSSL only; libcurl and libseccomp are the network process's
-# (p11enroll-net: agent/netmain.c and NET_SRC).
+# p11enroll links OpenSSL, and libseccomp for its token process's filter (tokens/tokconfine.c);
+# libcurl is the network process's alone (p11enroll-net: agent/netmain.c and NET_SRC).
 PKGS := openssl libcurl libseccomp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) p11-kit-1 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs openssl 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs openssl libseccomp 2>/dev/null)
 NET_PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 

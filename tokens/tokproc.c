@@ -225,6 +225,8 @@ describe_status(int status, char *buf, size_t size)
 		         WTERMSIG(status) == SIGSEGV || WTERMSIG(status) == SIGABRT ||
 		                 WTERMSIG(status) == SIGBUS
 		             ? ": the PKCS#11 module crashed?"
+		         : WTERMSIG(status) == SIGSYS
+		             ? " (Bad system call: forbidden in the token process)"
 		             : "");
 	else
 		snprintf(buf, size, "exited with %d", WEXITSTATUS(status));

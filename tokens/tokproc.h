@@ -100,6 +100,18 @@ struct tokproc_start {
 void tokproc_child(int fd, const struct tokproc_start *st) __attribute__((noreturn));
 
 /*
+ * The token process's confinement (tokconfine.c), before the module is
+ * loaded: no_new_privs and a seccomp filter that kills the process on
+ * execve, execveat, ptrace and process_vm_readv/writev (a module has no
+ * program to run and no process to read), and fails socket() for AF_INET,
+ * AF_INET6 and AF_PACKET with EACCES (the token process never touches the
+ * network) unless TPM2_PKCS11_TCTI, TPM2TOOLS_TCTI or TSS2_TCTI names a TCP
+ * TCTI (mssim, swtpm: a TPM simulator). Everything else stays allowed: what
+ * a module reads, writes and talks to is its own. P11E_ERR_INTERNAL, logged.
+ */
+int tokproc_confine(void);
+
+/*
  * The token process's requests, one at a time (tokserve.c; its loop, and
  * tests/fuzz/fuzz_tokserve.c): a server for the session p holds, serving the
  * keys labelled label (NULL: any); fd is where a generation's TOKPROC_NAMED

@@ -703,6 +703,10 @@ tokproc_child(int fd, const struct tokproc_start *st)
 	(void)signal(SIGCHLD, SIG_DFL);
 	log_set_sink(keep_line, NULL);
 	memset(&none, 0, sizeof(none));
+	if ((rc = tokproc_confine()) != 0) {
+		(void)answer(fd, &none, rc, NULL);
+		_exit(0);
+	}
 	if (st->job != NULL) {
 		memset(&f, 0, sizeof(f));
 		rc = st->job(st->arg, &f);

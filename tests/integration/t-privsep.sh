@@ -213,14 +213,15 @@ test_network_process_program_is_found_beside_then_in_libexec() {
 }
 
 # p11enroll itself does not load libcurl: a process that never parses a server's bytes
-# over TLS has no TLS client in it. Its network process has it.
+# over TLS has no TLS client in it. Its network process has it. Both link libseccomp: the
+# network process's filter, and the token process's (a fork of p11enroll).
 test_main_program_does_not_link_libcurl() {
 	local net
 	net=$(dirname "$P11ENROLL")/p11enroll-net
 	ldd "$P11ENROLL" >ldd.main || fail "ldd $P11ENROLL"
 	ldd "$net" >ldd.net || fail "ldd $net"
 	assert_not_contains ldd.main "libcurl"
-	assert_not_contains ldd.main "libseccomp"
+	assert_contains ldd.main "libseccomp"
 	assert_contains ldd.net "libcurl"
 	assert_contains ldd.net "libseccomp"
 }
@@ -249,6 +250,28 @@ test_token_process_crash_stops_the_run_cleanly() {
 	assert_contains "$ERR" "reusing key 'p11enroll' left without certificate by an earlier attempt"
 	assert_eq 1 "$(token_objects | grep -c '^privkey|')" "private keys after the next run"
 	assert_eq 1 "$(token_objects | grep -c '^cert|')" "certificates after the next run"
+	check_enrollment
+}
+
+# The token process's confinement (tokens/tokconfine.c): a module taken over (the fault
+# module's FAULT_TRY, at its first C_Login) that runs a program is killed (SIGSYS): the run
+# stops with 74 naming it, nothing stored; one that opens a TCP connection, here to the
+# SCEP server itself, is refused (EACCES) and the enrollment goes on.
+test_token_process_cannot_run_a_program_or_reach_the_network() {
+	local port
+	fault_setup || return
+	FAULT_TRY_AT=C_Login FAULT_TRY=exec:/bin/true FAULT_LOG=$T/fault.log \
+		"$P11ENROLL" -c "$CONF" enroll >run.out 2>run.err </dev/null
+	assert_eq 74 "$?" "exit status when the module runs a program"
+	cat run.err >&2
+	assert_match run.err "error: the token process of token 'p11e-test' \(pid [0-9]+\) ended in the middle of a request \(killed by signal 31 \(Bad system call: forbidden in the token process\)\)"
+	assert_not_contains "$T/fault.log" "C_Login"
+	assert_eq 0 "$(token_objects | grep -c '^cert|')" "certificates after the attempt"
+	port=$(sed -E 's#^[a-z]+://[^/]*:([0-9]+)/.*#\1#' <<<"$SCEP_URL")
+	FAULT_TRY_AT=C_Login FAULT_TRY=connect:127.0.0.1:$port FAULT_LOG=$T/fault.log \
+		assert_exit 0 p11e enroll || return
+	assert_contains "$T/fault.log" "TRY connect:127.0.0.1:$port refused: Permission denied"
+	assert_not_contains "$T/fault.log" "SUCCEEDED"
 	check_enrollment
 }
 
