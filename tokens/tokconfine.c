@@ -60,7 +60,7 @@ tokproc_confine(void)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, killed[i], 0);
 	for (i = 0; i < sizeof(families) / sizeof(families[0]) && rc == 0 && !tpm_over_tcp(); i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
-		                      SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
+		                      SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i], 0));
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);
