@@ -13,26 +13,78 @@
  * NETPROC_CERTS_MAX whole certificates within the limit; a printable
  * challenge within the limit and a hex thumbprint. Then the fields
  * read are written again with the writer and must read back the same.
+ * With bit 64 of the first byte, the rest is a connection request of the
+ * network process instead (netconn_serve, over a socket pair, for a request
+ * that may go to 127.0.0.1 port 1 only): it is served only when it is that
+ * address whole, and refused otherwise.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "err.h"
 #include "fuzz_common.h"
 #include "http.h"
+#include "netproc_connect.h"
 #include "netproc_parse.h"
 #include "netproc_wire.h"
 #include "secret.h"
 
 static STACK_OF(X509) * trusted;
+static struct netconn_plan plan; /* 127.0.0.1 port 1 */
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	struct http_opts o;
+
 	(void)argc;
 	(void)argv;
 	fuzz_quiet();
 	if ((trusted = sk_X509_new_null()) == NULL || !sk_X509_push(trusted, fuzz_cert("ca.der")) ||
 	    !sk_X509_push(trusted, fuzz_cert("ra-sign.der")))
 		fuzz_die("out of memory", NULL);
+	memset(&o, 0, sizeof(o));
+	o.no_proxy = 1;
+	if (netconn_plan_make("http://127.0.0.1:1/", &o, &plan) != 0 || plan.n_addr != 1)
+		fuzz_die("cannot make the connection plan", NULL);
 	return 0;
+}
+
+/* A connection request: served (0) only for the plan's address, as one whole field. */
+static void
+one_connect(const uint8_t *data, size_t size)
+{
+	struct wire_wbuf w = {(unsigned char *)(uintptr_t)data, size, size, 0};
+	struct sockaddr_in a;
+	uint32_t len = 0;
+	int sv[2], r, e = -1;
+	ssize_t k;
+
+	if (size > 4096 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return;
+	if (wire_send(sv[0], &w) != 0)
+		abort();
+	r = netconn_serve(sv[1], &plan);
+	if (r == 0) {
+		/* one field (its length, then its bytes): 127.0.0.1 port 1 */
+		if (size != 4 + sizeof(a))
+			abort();
+		memcpy(&len, data, 4);
+		memcpy(&a, data + 4, sizeof(a));
+		if (len != sizeof(a) || a.sin_family != AF_INET || a.sin_port != htons(1) ||
+		    a.sin_addr.s_addr != htonl(INADDR_LOOPBACK))
+			abort();
+		/* the answer: an errno (nothing listens on port 1), or a socket if something does
+		 */
+		k = recv(sv[0], &e, sizeof(e), 0);
+		if (k != (ssize_t)sizeof(e))
+			abort();
+	} else if (r != -1) {
+		abort();
+	}
+	close(sv[0]);
+	close(sv[1]);
 }
 
 /* A CertRep answer: read, checked, written again, read back the same. */
@@ -208,6 +260,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
+	if (data[0] & 64) {
+		one_connect(data + 1, size - 1);
+		return 0;
+	}
 	if (data[0] & 32) {
 		one_env(data + 1, size - 1, data[0] & 2 ? 1u << 20 : 64);
 		return 0;
