@@ -154,6 +154,14 @@ http_url_for_log(const char *url, char *buf, size_t size)
 	buf[pos] = '\0';
 }
 
+#define CONNECT_TIMEOUT_MAX 10L
+
+long
+http_connect_timeout(long timeout_s)
+{
+	return timeout_s > 0 && timeout_s < CONNECT_TIMEOUT_MAX ? timeout_s : CONNECT_TIMEOUT_MAX;
+}
+
 /* Retry-After of the latest 429/503 answer, in seconds (0: none); see http.h. */
 static long retry_after;
 

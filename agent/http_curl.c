@@ -25,7 +25,6 @@
 #endif
 
 #define LOW_SPEED_LIMIT 64L
-#define CONNECT_TIMEOUT_MAX 10L
 #define URL_LOG_MAX 120
 #define BURN_STACK (64 * 1024) /* stack zeroed after a request with credentials */
 
@@ -268,7 +267,7 @@ http_request_here(const char *method, const char *url, const char *ctype, const 
 	char errbuf[CURL_ERROR_SIZE], logurl[URL_LOG_MAX + 1], logloc[URL_LOG_MAX + 1];
 	char *hdr = NULL, *loc = NULL;
 	long timeout = o->timeout_s > 0 ? o->timeout_s : 0;
-	long short_t = timeout > 0 && timeout < CONNECT_TIMEOUT_MAX ? timeout : CONNECT_TIMEOUT_MAX;
+	long short_t = http_connect_timeout(timeout);
 	CURL *h = NULL;
 	CURLcode c;
 	int r = P11E_ERR_INTERNAL;

@@ -25,7 +25,6 @@
 
 #define HOST_MAX 256
 #define RESOLVE_MAX 1024
-#define CONNECT_TIMEOUT_MAX 10L /* as http_curl.c's */
 
 /* One place a request may go: a name (or numeric address) and a port. */
 struct endpoint {
@@ -184,8 +183,7 @@ netconn_plan_make(const char *url, const struct http_opts *o, struct netconn_pla
 	int r;
 
 	memset(p, 0, sizeof(*p));
-	p->timeout_s = o->timeout_s > 0 && o->timeout_s < CONNECT_TIMEOUT_MAX ? o->timeout_s
-	                                                                      : CONNECT_TIMEOUT_MAX;
+	p->timeout_s = http_connect_timeout(o->timeout_s);
 	if (endpoint_of(url, 80, &e) == 0)
 		add_endpoint(es, &n, &e);
 	if (!o->no_proxy && o->proxy != NULL && o->proxy[0] != '\0') {

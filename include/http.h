@@ -116,6 +116,15 @@ long http_retry_after(void);
 void http_retry_after_reset(void);
 /* Records secs (> 0) as the latest wish (the network process's, netproc.c). */
 void http_retry_after_note(long secs);
+/*
+ * The seconds a connection may take to be made, and a transfer may stay
+ * under its speed floor, for a request whose whole deadline is timeout_s (0:
+ * none): that deadline, at most 10 s. libcurl's connect (http_curl.c) and
+ * the connections p11enroll makes for the network process
+ * (netproc_connect.c) use it.
+ */
+long http_connect_timeout(long timeout_s);
+
 /* Counts n requests started elsewhere for this process (netproc.c). */
 void http_request_count_add(unsigned long n);
 
