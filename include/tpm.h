@@ -24,6 +24,13 @@ struct tpm_info {
 	char problem[1024];      /* present == 0: why, naming every TCTI tried */
 };
 
+/* The environment variables that name a TCTI, in the order tpm_probe reads them
+ * (an initializer of a const char *[]). */
+#define TPM_TCTI_VARS                                                                              \
+	{                                                                                          \
+		"TPM2_PKCS11_TCTI", "TPM2TOOLS_TCTI", "TSS2_TCTI"                                  \
+	}
+
 /*
  * Looks for a TPM. The TCTI is the first of the environment variables
  * TPM2_PKCS11_TCTI (what tpm2-pkcs11, hence enrollment, uses), TPM2TOOLS_TCTI

@@ -19,13 +19,14 @@
 #include "err.h"
 #include "log.h"
 #include "tokproc.h"
+#include "tpm.h"
 
-/* Whether the TPM is reached over TCP (the TCTIs mssim and swtpm: a simulator), as the
- * variables tokens/tpm.c reads name it: then the token process needs IP sockets. */
+/* Whether the TPM is reached over TCP (the TCTIs mssim and swtpm: a simulator), as one of
+ * the variables tpm_probe reads (tpm.h) names it: then the token process needs IP sockets. */
 static int
 tpm_over_tcp(void)
 {
-	static const char *const vars[] = {"TPM2_PKCS11_TCTI", "TPM2TOOLS_TCTI", "TSS2_TCTI"};
+	static const char *const vars[] = TPM_TCTI_VARS;
 	const char *v;
 	size_t i;
 
@@ -46,7 +47,7 @@ tokproc_confine(void)
 	static const int families[] = {AF_INET, AF_INET6, AF_PACKET};
 	scmp_filter_ctx ctx;
 	size_t i;
-	int rc = 0;
+	int rc = 0, ip = tpm_over_tcp();
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
 		log_error("token process: cannot set no_new_privs: %s", strerror(errno));
@@ -58,7 +59,7 @@ tokproc_confine(void)
 	}
 	for (i = 0; i < sizeof(killed) / sizeof(killed[0]) && rc == 0; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, killed[i], 0);
-	for (i = 0; i < sizeof(families) / sizeof(families[0]) && rc == 0 && !tpm_over_tcp(); i++)
+	for (i = 0; i < sizeof(families) / sizeof(families[0]) && rc == 0 && !ip; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
 		                      SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i], 0));
 	if (rc == 0)

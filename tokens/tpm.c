@@ -31,7 +31,7 @@ struct tss {
 	const char *(*rc_decode)(TSS2_RC rc);
 };
 
-static const char *const tcti_env[] = {"TPM2_PKCS11_TCTI", "TPM2TOOLS_TCTI", "TSS2_TCTI"};
+static const char *const tcti_env[] = TPM_TCTI_VARS;
 
 /* tpm2-tss's own default order (tctildr_get_default). */
 static const struct {
