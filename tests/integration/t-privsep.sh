@@ -22,8 +22,7 @@ escape_case() {
 		return 1
 	fi
 	setup_enroll || return
-	# @PORT@: the SCEP server's own port
-	try=${try//@PORT@/$(sed -E 's#^[a-z]+://[^/]*:([0-9]+)/.*#\1#' <<<"$SCEP_URL")}
+	try=${try//@PORT@/$SCEP_PORT}
 	mkdir -p "$STATE_DIR" && chmod 0700 "$STATE_DIR"
 	before=$(token_objects | sort)
 	P11E_TEST_NETPROC_TRY=$try "$P11E_TESTHOOKS" -c "$CONF" enroll >run.out 2>run.err </dev/null
@@ -258,7 +257,6 @@ test_token_process_crash_stops_the_run_cleanly() {
 # stops with 74 naming it, nothing stored; one that opens a TCP connection, here to the
 # SCEP server itself, is refused (EACCES) and the enrollment goes on.
 test_token_process_cannot_run_a_program_or_reach_the_network() {
-	local port
 	fault_setup || return
 	FAULT_TRY_AT=C_Login FAULT_TRY=exec:/bin/true FAULT_LOG=$T/fault.log \
 		"$P11ENROLL" -c "$CONF" enroll >run.out 2>run.err </dev/null
@@ -267,10 +265,9 @@ test_token_process_cannot_run_a_program_or_reach_the_network() {
 	assert_match run.err "error: the token process of token 'p11e-test' \(pid [0-9]+\) ended in the middle of a request \(killed by signal 31 \(Bad system call: forbidden in the token process\)\)"
 	assert_not_contains "$T/fault.log" "C_Login"
 	assert_eq 0 "$(token_objects | grep -c '^cert|')" "certificates after the attempt"
-	port=$(sed -E 's#^[a-z]+://[^/]*:([0-9]+)/.*#\1#' <<<"$SCEP_URL")
-	FAULT_TRY_AT=C_Login FAULT_TRY=connect:127.0.0.1:$port FAULT_LOG=$T/fault.log \
+	FAULT_TRY_AT=C_Login FAULT_TRY=connect:127.0.0.1:$SCEP_PORT FAULT_LOG=$T/fault.log \
 		assert_exit 0 p11e enroll || return
-	assert_contains "$T/fault.log" "TRY connect:127.0.0.1:$port refused: Permission denied"
+	assert_contains "$T/fault.log" "TRY connect:127.0.0.1:$SCEP_PORT refused: Permission denied"
 	assert_not_contains "$T/fault.log" "SUCCEEDED"
 	check_enrollment
 }
