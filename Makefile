@@ -170,41 +170,35 @@ check: test-deps
 	@failed=; times=; t0=$$(date +%s); \
 	stage() { s=$$1; shift; t=$$(date +%s); "$$@" || failed="$$failed $$s"; \
 		times="$$times $$s $$(($$(date +%s) - t))s"; }; \
+	collect() { wait $$1 || failed="$$failed $$2"; echo "== $$2 ($$3)"; cat $$3/check-$$4.log; }; \
 	plain="$(MAKE) --no-print-directory" san="$(MAKE) --no-print-directory BUILD=build-san SAN=1"; \
 	stage build $$plain -j$(NPROC) check-build; \
 	stage san:build $$san -j$(NPROC) check-build; \
 	stage format-check $$plain format-check; \
 	if [ "$(CHECK_TOGETHER)" = 1 ]; then \
-		t=$$(date +%s); mkdir -p $(BUILD) build-san; \
+		mkdir -p $(BUILD) build-san; \
+		since=$$(date +%s); \
 		$$plain unit >$(BUILD)/check-unit.log 2>&1 </dev/null & u=$$!; \
 		$$san unit >build-san/check-unit.log 2>&1 </dev/null & su=$$!; \
 		trap 'kill -TERM $$u $$su 2>/dev/null; wait; exit 130' INT TERM; \
 		stage doubles $$plain doubles; \
-		wait $$u || failed="$$failed unit"; \
-		echo "== unit ($(BUILD))"; cat $(BUILD)/check-unit.log; \
-		wait $$su || failed="$$failed san:unit"; \
-		echo "== san:unit (build-san)"; cat build-san/check-unit.log; \
-		times="$$times unit+san:unit(+doubles) $$(($$(date +%s) - t))s"; \
-	else \
-		stage doubles $$plain doubles; \
-		stage unit $$plain unit; \
-		stage san:unit $$san unit; \
-		stage fuzz-check $$plain fuzz-check; \
-	fi; \
-	if [ "$(CHECK_TOGETHER)" = 1 ]; then \
-		t=$$(date +%s); mkdir -p $(BUILD) build-san; \
+		collect $$u unit $(BUILD) unit; collect $$su san:unit build-san unit; \
+		times="$$times unit+san:unit(+doubles) $$(($$(date +%s) - since))s"; \
+		since=$$(date +%s); \
 		P11E_JOBS=$${P11E_JOBS:-$(CHECK_JOBS)} setsid $$plain integration \
 			>$(BUILD)/check-integration.log 2>&1 </dev/null & a=$$!; \
 		P11E_JOBS=$${P11E_JOBS:-$(CHECK_JOBS)} setsid $$san integration \
 			>build-san/check-integration.log 2>&1 </dev/null & b=$$!; \
 		trap 'kill -TERM -$$a -$$b 2>/dev/null; wait; exit 130' INT TERM; \
 		stage fuzz-check nice -n 19 ionice -c 3 $$plain fuzz-check; \
-		wait $$a || failed="$$failed integration"; \
-		echo "== integration ($(BUILD))"; cat $(BUILD)/check-integration.log; \
-		wait $$b || failed="$$failed san:integration"; \
-		echo "== san:integration (build-san)"; cat build-san/check-integration.log; \
-		times="$$times integration+san:integration(+fuzz-check) $$(($$(date +%s) - t))s"; \
+		collect $$a integration $(BUILD) integration; \
+		collect $$b san:integration build-san integration; \
+		times="$$times integration+san:integration(+fuzz-check) $$(($$(date +%s) - since))s"; \
 	else \
+		stage doubles $$plain doubles; \
+		stage unit $$plain unit; \
+		stage san:unit $$san unit; \
+		stage fuzz-check $$plain fuzz-check; \
 		stage integration $$plain integration; \
 		stage san:integration $$san integration; \
 	fi; \
