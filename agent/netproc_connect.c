@@ -302,35 +302,6 @@ fail:
 	return -1;
 }
 
-/* Sends err, and fd when it is a socket, on the connection socket. 0 or -1. */
-static int
-send_answer(int sock, int err, int fd)
-{
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} c;
-	struct iovec iov = {&err, sizeof(err)};
-	struct msghdr m;
-	ssize_t k;
-
-	memset(&m, 0, sizeof(m));
-	memset(&c, 0, sizeof(c));
-	m.msg_iov = &iov;
-	m.msg_iovlen = 1;
-	if (fd >= 0) {
-		m.msg_control = c.buf;
-		m.msg_controllen = sizeof(c.buf);
-		c.h.cmsg_level = SOL_SOCKET;
-		c.h.cmsg_type = SCM_RIGHTS;
-		c.h.cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(&c.h), &fd, sizeof(int));
-	}
-	while ((k = sendmsg(sock, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR)
-		;
-	return k == (ssize_t)sizeof(err) ? 0 : -1;
-}
-
 int
 netconn_serve(int fd, const struct netconn_plan *p)
 {
@@ -374,7 +345,7 @@ netconn_serve(int fd, const struct netconn_plan *p)
 		e = errno != 0 ? errno : ECONNREFUSED;
 	log_debug("connection to %s for the network process: %s", shown,
 	          s >= 0 ? "made" : strerror(e));
-	rc = send_answer(fd, e, s);
+	rc = wire_send_fd(fd, e, s);
 	if (s >= 0)
 		close(s);
 out:
@@ -385,39 +356,15 @@ out:
 int
 netconn_ask(int fd, const struct sockaddr *addr, socklen_t len, int *err)
 {
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} c;
 	struct wire_wbuf w = {NULL, 0, 0, 0};
-	struct iovec iov;
-	struct msghdr m;
-	struct cmsghdr *h;
-	int e = EPROTO, s = -1;
-	ssize_t k;
+	int e = EPROTO, s = -1, k;
 
 	*err = EPROTO;
 	wire_w_bytes(&w, addr, len);
 	k = w.oom || wire_send(fd, &w) != 0 ? -1 : 0;
 	wire_w_free(&w);
-	if (k != 0)
+	if (k != 0 || wire_recv_fd(fd, &e, &s) != 0)
 		return -1;
-	memset(&m, 0, sizeof(m));
-	memset(&c, 0, sizeof(c));
-	iov.iov_base = &e;
-	iov.iov_len = sizeof(e);
-	m.msg_iov = &iov;
-	m.msg_iovlen = 1;
-	m.msg_control = c.buf;
-	m.msg_controllen = sizeof(c.buf);
-	while ((k = recvmsg(fd, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
-		;
-	if (k != (ssize_t)sizeof(e))
-		return -1;
-	for (h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h))
-		if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
-		    h->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(&s, CMSG_DATA(h), sizeof(int));
 	if (e == 0 && s >= 0) {
 		*err = 0;
 		return s;

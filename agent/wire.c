@@ -197,3 +197,66 @@ wire_recv(int fd, unsigned char **buf, size_t *len)
 	*len = l;
 	return 0;
 }
+
+int
+wire_send_fd(int sock, int code, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} c;
+	struct iovec iov = {&code, sizeof(code)};
+	struct msghdr m;
+	ssize_t k;
+
+	memset(&m, 0, sizeof(m));
+	memset(&c, 0, sizeof(c));
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	if (fd >= 0) {
+		m.msg_control = c.buf;
+		m.msg_controllen = sizeof(c.buf);
+		c.h.cmsg_level = SOL_SOCKET;
+		c.h.cmsg_type = SCM_RIGHTS;
+		c.h.cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(&c.h), &fd, sizeof(int));
+	}
+	while ((k = sendmsg(sock, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	return k == (ssize_t)sizeof(code) ? 0 : -1;
+}
+
+int
+wire_recv_fd(int sock, int *code, int *fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} c;
+	struct iovec iov = {code, sizeof(*code)};
+	struct msghdr m;
+	struct cmsghdr *h;
+	ssize_t k;
+	int s = -1;
+
+	*fd = -1;
+	memset(&m, 0, sizeof(m));
+	memset(&c, 0, sizeof(c));
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	m.msg_control = c.buf;
+	m.msg_controllen = sizeof(c.buf);
+	while ((k = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+		;
+	for (h = k > 0 ? CMSG_FIRSTHDR(&m) : NULL; h != NULL; h = CMSG_NXTHDR(&m, h))
+		if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
+		    h->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&s, CMSG_DATA(h), sizeof(int));
+	if (k == (ssize_t)sizeof(*code)) {
+		*fd = s;
+		return 0;
+	}
+	if (s >= 0)
+		close(s);
+	return k == 0 ? 1 : -1;
+}

@@ -58,4 +58,14 @@ int wire_send(int fd, const struct wire_wbuf *w);
  * clean EOF, -1 on error, a truncated or oversized message. */
 int wire_recv(int fd, unsigned char **buf, size_t *len);
 
+/*
+ * A descriptor passed between this program's processes over a UNIX socket
+ * (SCM_RIGHTS, MSG_NOSIGNAL) with an int beside it (code: an errno, a
+ * count). wire_send_fd: fd -1 sends code alone; 0 or -1. wire_recv_fd: 0
+ * with *code and *fd (close-on-exec; -1 when none came), 1 at a clean EOF,
+ * -1 otherwise (a descriptor that came with a short message is closed).
+ */
+int wire_send_fd(int sock, int code, int fd);
+int wire_recv_fd(int sock, int *code, int *fd);
+
 #endif
