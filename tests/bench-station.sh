@@ -84,11 +84,30 @@ race_count() {
 	fi
 }
 
+# server_cpu_ms: the CPU time (user + system) the SCEP server has used so far, in ms.
+server_cpu_ms() {
+	local pid
+	pid=$(cat "$SCEP_PIDFILE" 2>/dev/null) || {
+		echo 0
+		return
+	}
+	awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) * 1000 / hz }' \
+		"/proc/$pid/stat" 2>/dev/null || echo 0
+}
+
+# children_cpu_ms FILE: the CPU time of this shell's waited-for children, in ms, from
+# bash's `times` written to FILE by this shell itself (in $(...) it would be a subshell's).
+children_cpu_ms() {
+	sed -n 2p "$1" | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } }
+		END { printf "%.0f\n", t * 1000 }'
+}
+
 # station KEYTYPE N J [premade]: enrolls N fresh tokens with provision --jobs J; prints
-# "enrolled_per_s peak_rss_kib failed" ("fail" when it did not run). A card the server
-# refused (scepserver's serial race, see README) counts as not enrolled.
+# "enrolled_per_s peak_rss_kib failed cpu_ms server_cpu_ms" ("fail" when it did not run),
+# the CPU times per enrollment: provision's with its children's, the server's. A card the
+# server refused (scepserver's serial race, see README) counts as not enrolled.
 station() {
-	local t0 t1 rss
+	local t0 t1 rss cpu s0 s1
 	cards "$2" || return 1
 	if [ -n "${4:-}" ] && ! premade "$1"; then
 		echo "bench-station: pkcs11-tool could not make the keys" >&2
@@ -99,12 +118,14 @@ station() {
 		DN='CN=card-{token.serial},O=Example' SAN_DNS=- write_conf "$T/station.conf"
 	local races0
 	races0=$(race_count)
+	s0=$(server_cpu_ms)
 	t0=$(now)
-	/usr/bin/time -f %M -o "$T/rss" "$BIN" -c "$T/station.conf" -q provision --jobs "$3" \
+	/usr/bin/time -f '%M %U %S' -o "$T/rss" "$BIN" -c "$T/station.conf" -q provision --jobs "$3" \
 		>"$T/station.out" 2>"$T/station.err"
 	local rc=$?
 	t1=$(now)
-	rss=$(tail -n1 "$T/rss")
+	s1=$(server_cpu_ms)
+	read -r rss cpu < <(tail -n1 "$T/rss" | awk '{ print $1, ($2 + $3) * 1000 }')
 	local ok failed
 	ok=$(sed -n "s/^$2 tokens: \([0-9]*\) enrolled.*/\1/p" "$T/station.out")
 	if [ -z "$ok" ]; then
@@ -122,14 +143,17 @@ station() {
 	ours=$((failed - server))
 	[ $ours -le 0 ] || grep 'failed' "$T/station.err" | head -n 3 >&2
 	echo "$2 $failed $server $ours" >>"$T/failures"
-	python3 -c "print(f'{$ok / ($t1 - $t0):.2f} $rss $failed')"
+	python3 -c "print(f'{$ok / ($t1 - $t0):.2f} $rss $failed {$cpu / max($ok, 1):.1f} {($s1 - $s0) / max($ok, 1):.1f}')"
 }
 
 # ceiling J N: N scepclient requests, J at a time, each with a copy of one pre-made key;
-# prints "issued_per_s failed".
+# prints "issued_per_s failed cpu_ms server_cpu_ms" (per request: scepclient's, with the
+# copies and the shells around it, and the server's).
 ceiling() {
-	local j=$1 n=$2 t0 t1 w i fails=0
+	local j=$1 n=$2 t0 t1 w i fails=0 c0 c1 s0 s1
 	rm -rf "$T/sc" && mkdir -p "$T/sc" || return 1
+	times >"$T/times0"
+	s0=$(server_cpu_ms)
 	t0=$(now)
 	for ((w = 0; w < j; w++)); do
 		(
@@ -143,12 +167,16 @@ ceiling() {
 	done
 	wait
 	t1=$(now)
+	s1=$(server_cpu_ms)
+	times >"$T/times1"
+	c0=$(children_cpu_ms "$T/times0")
+	c1=$(children_cpu_ms "$T/times1")
 	[ -s "$T/sc/failed" ] && fails=$(wc -l <"$T/sc/failed")
 	if [ "$fails" -gt 0 ]; then
 		echo "bench-station: $fails of $n scepclient requests failed, e.g.:" >&2
 		tail -n 1 "$T/sc/$(head -n1 "$T/sc/failed")/out.txt" >&2
 	fi
-	python3 -c "print(f'{($n - $fails) / ($t1 - $t0):.2f} $fails')"
+	python3 -c "print(f'{($n - $fails) / ($t1 - $t0):.2f} $fails {($c1 - $c0) / max($n - $fails, 1):.1f} {($s1 - $s0) / max($n - $fails, 1):.1f}')"
 }
 
 openssl genrsa -traditional -out "$T/client.key" 2048 2>/dev/null || exit 1
@@ -163,14 +191,14 @@ SRV_LOG=$T/srv/scepserver.log
 # shellcheck disable=SC2034  # read by write_conf
 CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
 for j in $JOBS; do
-	read -r ceil cfailed < <(ceiling "$j" "$TOKENS")
+	read -r ceil cfailed ccpu csrv < <(ceiling "$j" "$TOKENS")
 	for keys in token premade; do
-		read -r rate rss failed < <(station rsa:2048 "$TOKENS" "$j" "${keys#token}")
-		rows+=("rsa:2048 scepserver $keys $j $rate $ceil $rss ${failed:-?} ${cfailed:-?}")
+		read -r rate rss failed cpu srv < <(station rsa:2048 "$TOKENS" "$j" "${keys#token}")
+		rows+=("rsa:2048 scepserver $keys $j $rate $ceil $rss ${failed:-?} ${cfailed:-?} ${cpu:-?} ${ccpu:-?} ${srv:-?} ${csrv:-?}")
 		echo "rsa:2048 ($keys keys), jobs $j: ${rate} enrollments/s (scepclient ceiling ${ceil}/s), peak RSS ${rss:-?} KiB" >&2
 	done
 done
-read -r _ rss20 _ < <(station rsa:2048 20 4)
+read -r _ rss20 _ _ _ < <(station rsa:2048 20 4)
 stop_all
 SRV_LOG=
 fi
@@ -180,10 +208,10 @@ if series ec; then
 SCEP_CHALLENGE=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 start_responder "$T/resp" normal || exit 1
 for j in $JOBS; do
-	read -r ceil cfailed < <(ceiling "$j" "$TOKENS")
+	read -r ceil cfailed ccpu csrv < <(ceiling "$j" "$TOKENS")
 	for keys in token premade; do
-		read -r rate rss failed < <(station ec:P-256 "$TOKENS" "$j" "${keys#token}")
-		rows+=("ec:P-256 responder $keys $j $rate $ceil $rss ${failed:-?} ${cfailed:-?}")
+		read -r rate rss failed cpu srv < <(station ec:P-256 "$TOKENS" "$j" "${keys#token}")
+		rows+=("ec:P-256 responder $keys $j $rate $ceil $rss ${failed:-?} ${cfailed:-?} ${cpu:-?} ${ccpu:-?} ${srv:-?} ${csrv:-?}")
 		echo "ec:P-256 ($keys keys), jobs $j: ${rate} enrollments/s (scepclient ceiling ${ceil}/s), peak RSS ${rss:-?} KiB" >&2
 	done
 done
@@ -196,10 +224,12 @@ tokens, rss20, rows = sys.argv[1], sys.argv[2], sys.argv[3:]
 print(f"Provisioning station: {tokens} SoftHSM tokens per run, one `provision --jobs J`; ceiling: "
       f"J scepclient processes, {tokens} requests, same server.\n")
 print("| key | server | keys | jobs | p11enroll enrollments/s | scepclient ceiling /s | share "
-      "| peak RSS MiB | refused by the server (p11enroll / scepclient) |")
-print("|---|---|---|---|---|---|---|---|---|")
+      "| peak RSS MiB | refused by the server (p11enroll / scepclient) "
+      "| client CPU ms per enrollment (p11enroll / scepclient) "
+      "| server CPU ms per enrollment (p11enroll's / scepclient's) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    key, srv, keys, j, rate, ceil, rss, f1, f2 = (r.split() + ["?"] * 9)[:9]
+    key, srv, keys, j, rate, ceil, rss, f1, f2, cpu, ccpu, scpu, sccpu = (r.split() + ["?"] * 13)[:13]
     keys = "made by provision" if keys == "token" else "pre-made on the token"
     try:
         share = f"{100 * float(rate) / float(ceil):.0f}%"
@@ -209,7 +239,8 @@ for r in rows:
         mib = f"{int(rss) / 1024:.1f}"
     except ValueError:
         mib = "?"
-    print(f"| {key} | {srv} | {keys} | {j} | {rate} | {ceil} | {share} | {mib} | {f1} / {f2} |")
+    print(f"| {key} | {srv} | {keys} | {j} | {rate} | {ceil} | {share} | {mib} | {f1} / {f2} "
+          f"| {cpu} / {ccpu} | {scpu} / {sccpu} |")
 try:
     if int(rss20) > 0:
         print(f"\nPeak RSS with 20 tokens (rsa:2048, jobs 4): {int(rss20) / 1024:.1f} MiB.")
