@@ -98,7 +98,14 @@ $(TESTHOOKS_NET): $(BUILD)/agent/netmain.o $(BUILD)/tests/netproc-testhooks.o \
 		$(BUILD)/libp11enroll-net.a $(BUILD)/libp11enroll.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(NET_LIBS)
-$(TESTHOOKS): $(BUILD)/agent/main.o $(BUILD)/libp11enroll.a | $(TESTHOOKS_NET)
+# and its own side of the network process: a card of the station that dies right after a
+# request (P11E_TEST_CARD_DIES, t-provision.sh)
+$(BUILD)/tests/netclient-testhooks.o: agent/netproc.c $(BUILD)/libexecdir.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DP11E_TEST_HOOKS -MMD -MP -Iagent -c -o $@ $<
+-include $(BUILD)/tests/netclient-testhooks.d
+$(TESTHOOKS): $(BUILD)/agent/main.o $(BUILD)/tests/netclient-testhooks.o $(BUILD)/libp11enroll.a \
+		| $(TESTHOOKS_NET)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 

@@ -46,6 +46,7 @@ static struct netconn_plan plan;
 
 static int at_exit_set;
 static int enabled; /* netproc_enable was called */
+static int adopted; /* the station's (netproc_adopt): not this process's child */
 
 static int start(void);
 static void finish(void);
@@ -68,7 +69,7 @@ forget_inherited(void)
 void
 netproc_end(void)
 {
-	if (owner != getpid() || child <= 0)
+	if (owner != getpid() || child <= 0 || adopted)
 		return;
 	if (sock >= 0)
 		close(sock);
@@ -103,6 +104,12 @@ reap(void)
 	sock = csock = -1;
 	if (child <= 0)
 		return;
+	if (adopted) { /* the station waits for it and says how it ended */
+		log_error("the station's network process %ld ended in the middle of a request",
+		          (long)child);
+		child = -1;
+		return;
+	}
 	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
 		;
 	if (WIFSIGNALED(status))
@@ -183,6 +190,32 @@ await_answer(void)
 	return -1;
 }
 
+#ifdef P11E_TEST_HOOKS
+/*
+ * Tests only (never in the installed program): P11E_TEST_CARD_DIES=FILE:N
+ * kills a station card's process (one that adopted the station's network
+ * process) right after its Nth request was sent (SIGKILL), unless FILE
+ * exists, which it creates first: the one card's process that gets there
+ * first dies with its network process in the middle of a request.
+ */
+static void
+test_card_dies(void)
+{
+	static int sent;
+	const char *t = getenv("P11E_TEST_CARD_DIES"), *colon;
+	char path[4096];
+	int fd;
+
+	if (!adopted || t == NULL || (colon = strrchr(t, ':')) == NULL ||
+	    (size_t)(colon - t) >= sizeof(path) || ++sent != atoi(colon + 1))
+		return;
+	memcpy(path, t, (size_t)(colon - t));
+	path[colon - t] = '\0';
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0)
+		raise(SIGKILL);
+}
+#endif
+
 /* Sends the request in w and reads the answer into *msg (secret_wipe_free): 0, or -1
  * when the network process is gone (reaped, logged). */
 static int
@@ -194,6 +227,9 @@ call(const struct wire_wbuf *w, unsigned char **msg, size_t *mlen)
 		reap();
 		return -1;
 	}
+#ifdef P11E_TEST_HOOKS
+	test_card_dies();
+#endif
 	if (await_answer() != 0)
 		return -1;
 	if (wire_recv(sock, msg, mlen) != 0) {
@@ -339,14 +375,19 @@ prog_path(char *buf, size_t size)
 	return 0;
 }
 
+/* Executes p11enroll-net with its two sockets (and errfd as its stderr, unless -1): 0 with h
+ * set, or P11E_ERR_INTERNAL (logged). */
 static int
-start(void)
+spawn(struct netproc_handle *h, int errfd)
 {
 	char *argv[] = {NETPROC_PROG, NULL};
 	char path[4096 + sizeof(NETPROC_PROG) + 1] = "";
 	int sv[2] = {-1, -1}, cv[2] = {-1, -1}, err[2] = {-1, -1}, e = 0;
 	ssize_t k;
 	pid_t pid;
+
+	h->pid = -1;
+	h->sock = h->csock = -1;
 
 	if (prog_path(path, sizeof(path)) != 0) {
 		e = ENAMETOOLONG;
@@ -363,7 +404,8 @@ start(void)
 		 * the sockets are fds 3 and 4 there (cv was made after sv: cv[1] is above 3);
 		 * the program closes every descriptor above 4. */
 		if (dup2(sv[1], NETPROC_FD) == NETPROC_FD &&
-		    dup2(cv[1], NETPROC_CONNECT_FD) == NETPROC_CONNECT_FD)
+		    dup2(cv[1], NETPROC_CONNECT_FD) == NETPROC_CONNECT_FD &&
+		    (errfd < 0 || dup2(errfd, STDERR_FILENO) == STDERR_FILENO))
 			execve(path, argv, environ);
 		e = errno;
 		(void)!write(err[1], &e, sizeof(e));
@@ -383,12 +425,9 @@ start(void)
 			;
 		goto fail;
 	}
-	child = pid;
-	owner = getpid();
-	sock = sv[0];
-	csock = cv[0];
-	if (!at_exit_set && atexit(finish) == 0)
-		at_exit_set = 1;
+	h->pid = pid;
+	h->sock = sv[0];
+	h->csock = cv[0];
 	log_debug("network process %ld started (%s)", (long)pid, path);
 	return 0;
 fail:
@@ -406,6 +445,81 @@ fail:
 	if (err[1] >= 0)
 		close(err[1]);
 	return P11E_ERR_INTERNAL;
+}
+
+static int
+start(void)
+{
+	struct netproc_handle h;
+
+	if (spawn(&h, -1) != 0)
+		return P11E_ERR_INTERNAL;
+	child = h.pid;
+	owner = getpid();
+	sock = h.sock;
+	csock = h.csock;
+	adopted = 0;
+	if (!at_exit_set && atexit(finish) == 0)
+		at_exit_set = 1;
+	return 0;
+}
+
+int
+netproc_spawn(struct netproc_handle *h, int errfd)
+{
+	return spawn(h, errfd);
+}
+
+int
+netproc_alive(struct netproc_handle *h)
+{
+	int status = 0;
+	pid_t r;
+
+	if (h->pid <= 0)
+		return 0;
+	while ((r = waitpid(h->pid, &status, WNOHANG)) < 0 && errno == EINTR)
+		;
+	if (r == 0)
+		return 1;
+	if (r == h->pid && WIFSIGNALED(status))
+		log_warn("the station's network process %ld was killed by signal %d (%s)",
+		         (long)h->pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else if (r == h->pid)
+		log_debug("the station's network process %ld ended with exit status %d",
+		          (long)h->pid, WEXITSTATUS(status));
+	h->pid = -1;
+	return 0;
+}
+
+void
+netproc_stop(struct netproc_handle *h, int kill_it)
+{
+	if (h->sock >= 0)
+		close(h->sock);
+	if (h->csock >= 0)
+		close(h->csock);
+	h->sock = h->csock = -1;
+	if (h->pid > 0 && kill_it)
+		(void)kill(h->pid, SIGKILL);
+	if (h->pid > 0)
+		while (waitpid(h->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	h->pid = -1;
+}
+
+void
+netproc_adopt(const struct netproc_handle *h)
+{
+	forget_inherited(); /* the station's own, if it started one */
+	if (h->sock < 0 || h->csock < 0)
+		return;
+	child = h->pid;
+	owner = getpid();
+	sock = h->sock;
+	csock = h->csock;
+	broken = 0;
+	adopted = 1;
 }
 
 int

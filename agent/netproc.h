@@ -18,6 +18,7 @@
 #define P11E_NETPROC_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <openssl/x509.h>
 
@@ -122,6 +123,30 @@ void netproc_prestart(void);
  * no orphan is left to a PID 1 that may not reap.
  */
 void netproc_end(void);
+
+/*
+ * The provisioning station's network processes (provision.c): one serves the
+ * cards of one of its slots in turn, so that each card does not pay the
+ * program's start (exec, dynamic linking, libcurl: about 10 ms of CPU). Each
+ * request carries all it needs (URL, CA, where it may connect), so nothing of
+ * one card's exchange is used for the next. netproc_spawn starts one (h: its
+ * PID and its two sockets; errfd: its stderr, -1: this process's;
+ * P11E_ERR_INTERNAL, logged). netproc_alive: 1 while
+ * it runs (0 once it has ended, a kill by a signal logged). netproc_stop
+ * closes its sockets (kill_it: SIGKILL first, for one a card's process left
+ * in the middle of a request) and waits for it; called in a fork of the
+ * station, it only closes that process's copies (the wait fails there).
+ * netproc_adopt, in a card's process after netproc_enable: its requests go
+ * to h's process, which is not its own to wait for or to end.
+ */
+struct netproc_handle {
+	pid_t pid;
+	int sock, csock;
+};
+int netproc_spawn(struct netproc_handle *h, int errfd);
+int netproc_alive(struct netproc_handle *h);
+void netproc_stop(struct netproc_handle *h, int kill_it);
+void netproc_adopt(const struct netproc_handle *h);
 
 /*
  * The network process's main() (netproc_serve.c), with the request socket on

@@ -48,6 +48,14 @@
 #define JOBS_DEFAULT_MAX 8
 #define WATCH_POLL_MS 1000    /* without slot events */
 #define WATCH_EVENTS_MS 10000 /* with slot events, scan this often anyway */
+/*
+ * The cards one slot's token process and network process serve before they are
+ * replaced: what a module keeps per initialisation stays bounded (tpm2-pkcs11 keeps TPM
+ * objects loaded until C_Finalize, tokens/README.md), while the module's initialisation
+ * and the network process's start are paid once per this many cards instead of once per
+ * card.
+ */
+#define CARDS_PER_TOKEN_PROCESS 16
 
 static volatile sig_atomic_t stopping;
 
@@ -114,10 +122,171 @@ scan(struct station *s)
 	size_t n = 0;
 	int r;
 
+	size_t before = s->n;
+
 	if ((r = tok_list_tokens(s->module, s->uri, s->c->token_init, &found, &n)) == 0)
 		r = add_new(s, found, n);
 	free(found);
+	/* a token process started before these tokens appeared may not see them (SoftHSM) */
+	if (s->n > before)
+		s->worker_gen++;
 	return r;
+}
+
+/* Reads what the slot's network process wrote to its stderr (non-blocking): its lines
+ * are the log of the card running in the slot. At its end (or on an error) the pipe is
+ * closed. */
+static void
+net_err_read(struct station *s, struct station_worker *sw)
+{
+	const struct card *k = sw->card >= 0 ? &s->cards[sw->card] : NULL;
+	char *nl;
+	ssize_t n;
+
+	while (sw->net_err >= 0) {
+		n = read(sw->net_err, sw->nbuf + sw->nlen, sizeof(sw->nbuf) - 1 - sw->nlen);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n > 0)
+			sw->nlen += (size_t)n;
+		sw->nbuf[sw->nlen] = '\0';
+		while ((nl = strchr(sw->nbuf, '\n')) != NULL ||
+		       (sw->nlen > 0 && (n == 0 || sw->nlen == sizeof(sw->nbuf) - 1))) {
+			if (nl != NULL)
+				*nl = '\0';
+			station_log_line(s, k, sw->nbuf);
+			if (nl == NULL) {
+				sw->nlen = 0;
+				break;
+			}
+			sw->nlen -= (size_t)(nl + 1 - sw->nbuf);
+			memmove(sw->nbuf, nl + 1, sw->nlen + 1);
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			close(sw->net_err);
+			sw->net_err = -1;
+		}
+	}
+}
+
+/* Ends the slot's network process (kill_it: it may be in the middle of a request). */
+static void
+net_stop(struct station *s, struct station_worker *sw, int kill_it)
+{
+	netproc_stop(&sw->net, kill_it);
+	net_err_read(s, sw);
+	if (sw->net_err >= 0)
+		close(sw->net_err);
+	sw->net_err = -1;
+	sw->nlen = 0;
+}
+
+/* Starts the slot's network process, its stderr a pipe the station reads; on failure the
+ * card's process starts its own (and reports what fails). */
+static void
+net_start(struct station_worker *sw)
+{
+	int err[2];
+
+	if (pipe(err) != 0)
+		return;
+	if (fcntl(err[0], F_SETFD, FD_CLOEXEC) != 0 || fcntl(err[1], F_SETFD, FD_CLOEXEC) != 0 ||
+	    fcntl(err[0], F_SETFL, O_NONBLOCK) != 0 || netproc_spawn(&sw->net, err[1]) != 0) {
+		netproc_stop(&sw->net, 1);
+		close(err[0]);
+	} else {
+		sw->net_err = err[0];
+	}
+	close(err[1]);
+}
+
+/*
+ * A free slot for a card (its index; -1 when none): its token process, started or
+ * replaced as needed, with a socket to it for the card (*fd; -1 when it cannot be had:
+ * the card's process then opens the token in a token process of its own, as enroll does,
+ * and reports what fails there), and its network process, likewise. Both are replaced
+ * after CARDS_PER_TOKEN_PROCESS cards and when they have ended, the token process also
+ * when a scan found new tokens.
+ */
+static int
+slot_for(struct station *s, int *fd)
+{
+	struct station_worker *sw;
+	size_t i;
+	int stale;
+
+	*fd = -1;
+	for (i = 0; i < s->jobs; i++) {
+		sw = &s->workers[i];
+		if (sw->card >= 0)
+			continue;
+		stale = sw->cards >= CARDS_PER_TOKEN_PROCESS;
+		if (sw->w != NULL &&
+		    (stale || sw->gen != s->worker_gen || !tok_worker_alive(sw->w))) {
+			tok_worker_stop(sw->w);
+			sw->w = NULL;
+		}
+		if (sw->net.pid > 0 && (stale || !netproc_alive(&sw->net)))
+			net_stop(s, sw, 0);
+		if (stale)
+			sw->cards = 0;
+		if (sw->w == NULL && tok_worker_start(s->module, &sw->w) == 0)
+			sw->gen = s->worker_gen;
+		if (sw->w != NULL && tok_worker_connect(sw->w, fd) != 0) {
+			tok_worker_stop(sw->w);
+			sw->w = NULL;
+		}
+		if (sw->net.pid <= 0 && netproc_enabled())
+			net_start(sw);
+		sw->cards++;
+		return (int)i;
+	}
+	return -1;
+}
+
+/*
+ * Stops the slots' processes (the station's end). In a card's process (own: its slot)
+ * only this process's copies are closed, and its own slot's network process is adopted.
+ */
+static void
+slots_close(struct station *s, int own)
+{
+	struct station_worker *sw;
+	size_t i;
+
+	for (i = 0; s->workers != NULL && i < s->jobs; i++) {
+		sw = &s->workers[i];
+		tok_worker_stop(sw->w);
+		sw->w = NULL;
+		if (own < 0 || (size_t)own != i) {
+			net_stop(s, sw, 0);
+		} else {
+			if (sw->net_err >= 0)
+				close(sw->net_err);
+			sw->net_err = -1;
+			if (sw->net.pid > 0)
+				netproc_adopt(&sw->net);
+		}
+	}
+}
+
+/* The card k ended (status: how): its slot is free. A card that did not end by itself
+ * may have left the network process in the middle of a request: it is replaced. */
+static void
+slot_release(struct station *s, struct card *k, int status)
+{
+	struct station_worker *sw;
+
+	if (k->worker < 0)
+		return;
+	sw = &s->workers[k->worker];
+	net_err_read(s, sw); /* its lines were written before its answers: all there now */
+	if (!WIFEXITED(status) && sw->net.pid > 0)
+		net_stop(s, sw, 1);
+	sw->card = -1;
+	k->worker = -1;
 }
 
 /* A child's copy of the profile, narrowed to its token. Exits on failure. */
@@ -197,13 +366,16 @@ note_hook_failed(const struct conf *c)
  * parent's level) to err, stdout (what enroll prints) to /dev/null.
  */
 static void
-child_main(struct station *s, struct card *k, int prog, int err)
+child_main(struct station *s, struct card *k, int prog, int err, int tfd)
 {
 	struct conf c = *s->c;
 	struct enroll_opts eo = {s->final_pin_try, 0, 0, 0, 0};
 	const char *pin = NULL;
 	int r = 0, lock = -1, null, first = 0;
 
+	slots_close(
+	    s, k->worker); /* the slots are the station's; its network process is this card's */
+	tok_use_station(tfd, s->module);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_DFL);
 	if ((null = open("/dev/null", O_WRONLY)) == -1 || dup2(null, STDOUT_FILENO) == -1 ||
@@ -249,7 +421,7 @@ out:
 static int
 start(struct station *s, struct card *k)
 {
-	int prog[2] = {-1, -1}, err[2] = {-1, -1};
+	int prog[2] = {-1, -1}, err[2] = {-1, -1}, tfd = -1, wi = -1;
 	pid_t pid;
 
 	if (k->blank && station_new_pin(k) != 0)
@@ -258,6 +430,13 @@ start(struct station *s, struct card *k)
 		log_error("cannot create a pipe: %s", strerror(errno));
 		goto fail;
 	}
+	/* a blank card is initialised by its own process first: the token is new to a module
+	 * loaded before, and it opens its own */
+	if (!k->blank)
+		wi = slot_for(s, &tfd);
+	k->worker = wi;
+	if (wi >= 0)
+		s->workers[wi].card = k - s->cards;
 	fflush(stdout);
 	fflush(stderr);
 	if ((pid = fork()) == -1) {
@@ -268,8 +447,10 @@ start(struct station *s, struct card *k)
 	if (pid == 0) {
 		close(prog[0]);
 		close(err[0]);
-		child_main(s, k, prog[1], err[1]);
+		child_main(s, k, prog[1], err[1], tfd);
 	}
+	if (tfd >= 0)
+		close(tfd);
 	close(prog[1]);
 	close(err[1]);
 	k->pid = pid;
@@ -279,6 +460,9 @@ start(struct station *s, struct card *k)
 	station_set_state(s, k, CARD_KEY, NULL);
 	return 0;
 fail:
+	if (tfd >= 0)
+		close(tfd); /* the token process sees the session end */
+	slot_release(s, k, 0);
 	if (prog[0] != -1) {
 		close(prog[0]);
 		close(prog[1]);
@@ -300,6 +484,7 @@ reap(struct station *s, struct card *k)
 		;
 	s->running--;
 	k->pid = 0;
+	slot_release(s, k, status);
 	if (WIFEXITED(status))
 		code = WEXITSTATUS(status);
 	else
@@ -331,16 +516,27 @@ watcher_read(struct station *s)
 }
 
 /* Reads what the running children wrote, for at most ms milliseconds. */
+/* The slot whose network process's stderr is fd: what it wrote, read. */
+static void
+net_err_of(struct station *s, int fd)
+{
+	size_t i;
+
+	for (i = 0; i < s->jobs; i++)
+		if (s->workers[i].net_err == fd)
+			net_err_read(s, &s->workers[i]);
+}
+
 static void
 pump(struct station *s, int ms)
 {
 	struct pollfd *pf = NULL;
 	struct card **who = NULL;
-	size_t i, n = 0;
+	size_t i, n = 0, nw;
 	int j;
 
-	if ((pf = calloc(2 * s->n + 1, sizeof(*pf))) == NULL ||
-	    (who = calloc(2 * s->n + 1, sizeof(*who))) == NULL) {
+	if ((pf = calloc(2 * s->n + s->jobs + 1, sizeof(*pf))) == NULL ||
+	    (who = calloc(2 * s->n + s->jobs + 1, sizeof(*who))) == NULL) {
 		free(pf);
 		poll(NULL, 0, 100);
 		return;
@@ -359,11 +555,21 @@ pump(struct station *s, int ms)
 		pf[n].events = POLLIN;
 		who[n++] = NULL;
 	}
+	nw = n;
+	for (i = 0; i < s->jobs; i++) {
+		if (s->workers[i].net_err < 0)
+			continue;
+		pf[n].fd = s->workers[i].net_err;
+		pf[n].events = POLLIN;
+		who[n++] = NULL;
+	}
 	if (poll(pf, (nfds_t)n, ms) > 0) {
 		for (i = 0; i < n; i++) {
 			if (pf[i].revents == 0)
 				continue;
-			if (who[i] == NULL)
+			if (i >= nw)
+				net_err_of(s, pf[i].fd);
+			else if (who[i] == NULL)
 				watcher_read(s);
 			else
 				station_read(s, who[i], who[i]->fd[0] == pf[i].fd ? 0 : 1);
@@ -550,6 +756,16 @@ provision_run(const struct conf *c, const struct provision_opts *o)
 	if ((r = check_ca(c, s.ca_fp)) != 0 || (r = make_transient(c, &transient)) != 0)
 		goto out;
 	s.jobs = (size_t)jobs_for(o, s.n);
+	if ((s.workers = calloc(s.jobs, sizeof(*s.workers))) == NULL) {
+		r = P11E_ERR_ALLOC;
+		goto out;
+	}
+	for (size_t i = 0; i < s.jobs; i++) {
+		s.workers[i].net.pid = -1;
+		s.workers[i].net.sock = s.workers[i].net.csock = -1;
+		s.workers[i].net_err = -1;
+		s.workers[i].card = -1;
+	}
 	station_begin(&s);
 	if (o->watch)
 		log_info("watching for tokens that match %s (Ctrl-C stops after the cards in "
@@ -560,6 +776,8 @@ provision_run(const struct conf *c, const struct provision_opts *o)
 	if (r == 0)
 		r = station_result(&s);
 out:
+	slots_close(&s, -1);
+	free(s.workers);
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);
 	exchange_set_transient(NULL);

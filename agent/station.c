@@ -67,6 +67,7 @@ station_add(struct station *s, const struct tok_info *info)
 	s->cards[s->n].info = *info;
 	s->cards[s->n].blank = !(info->flags & TOK_F_INITIALIZED);
 	s->cards[s->n].fd[0] = s->cards[s->n].fd[1] = -1;
+	s->cards[s->n].worker = -1;
 	/* The SO PIN goes to a blank card only when this run was asked to (--init). */
 	if (s->cards[s->n].blank && !s->init) {
 		s->cards[s->n].left = 1;
@@ -346,19 +347,27 @@ progress_line(struct station *s, struct card *k, char *line)
 			snprintf(facts[i].dst, facts[i].size, "%s", v);
 }
 
-static void
-child_line(struct station *s, struct card *k, int which, char *line)
+void
+station_log_line(const struct station *s, const struct card *k, const char *line)
 {
 	struct shown sh;
 	char text[PROGRESS_LINE_MAX * 4 + 1];
 
-	if (which == 0) {
+	(void)s;
+	if (log_get_level() < LOG_LVL_DEBUG)
+		return;
+	/* The card's log names what the card reports: printed as it may be. */
+	fprintf(stderr, "[%s] %s\n", k != NULL ? show(k, &sh)->serial : "-",
+	        cardid_show(line, text, sizeof(text)));
+}
+
+static void
+child_line(struct station *s, struct card *k, int which, char *line)
+{
+	if (which == 0)
 		progress_line(s, k, line);
-	} else if (log_get_level() >= LOG_LVL_DEBUG) {
-		/* The card's log names what the card reports: printed as it may be. */
-		fprintf(stderr, "[%s] %s\n", show(k, &sh)->serial,
-		        cardid_show(line, text, sizeof(text)));
-	}
+	else
+		station_log_line(s, k, line);
 }
 
 void

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "conf.h"
+#include "netproc.h"
 #include "progress.h"
 #include "tok.h"
 #include "uri.h"
@@ -49,6 +50,22 @@ struct card {
 		char message[PROGRESS_LINE_MAX];
 	} hook;
 	int hook_failed; /* ended enrolled or skipped, hook above owed for its certificate */
+	int worker;      /* running in the station's slot of this index, else -1 */
+};
+
+/*
+ * One of the station's slots (provision.c): --jobs of them, each a token
+ * process (tok.h's tok_worker) and a network process (netproc.h) that serve
+ * the slot's cards one after another.
+ */
+struct station_worker {
+	struct tok_worker *w;      /* NULL: none started (or stopped) */
+	struct netproc_handle net; /* pid -1: none */
+	int net_err;               /* the network process's stderr (read end), -1: none */
+	char nbuf[PROGRESS_LINE_MAX + 1];
+	size_t nlen;
+	long card;           /* index of the card running in it, -1: none */
+	unsigned cards, gen; /* the cards it took; the station's worker_gen when started */
 };
 
 struct pinmap;
@@ -74,7 +91,15 @@ struct station {
 	int tty;         /* progress lines on a terminal, else log lines */
 	size_t drawn;    /* progress lines on the screen */
 	char hostname[256], date[16];
+	struct station_worker *workers; /* jobs of them (provision.c) */
+	unsigned worker_gen;            /* raised when a scan finds new tokens */
 };
+
+/*
+ * A line of a card's log (k NULL: of no card), printed at debug level only,
+ * as the card's own log lines are: "[SERIAL] line", made safe to print.
+ */
+void station_log_line(const struct station *s, const struct card *k, const char *line);
 
 /*
  * Appends a card in state WAITING; a blank card when the run has no --init

@@ -254,7 +254,36 @@ int tok_store_cert(struct tok *t, const struct tok_key *k, X509 *cert);
  */
 int tok_object_uri(const struct tok *t, const struct tok_key *k, const char *type, char **out);
 
-/* Logs out, closes the session, C_Finalize once, unloads. Accepts NULL. */
+/* Logs out, closes the session, C_Finalize once, unloads. Accepts NULL. (A
+ * station's session: logs out and closes the session; the module stays loaded.) */
 void tok_close(struct tok *t);
+
+/*
+ * A station's token processes (provision): one loads the module once
+ * (C_Initialize) and serves the cards' enrollments one after another, each a
+ * session of its own (the token its URI names, the keys of its label, its
+ * grants), so that a station of many tokens does not pay the module's
+ * initialisation once per card (SoftHSM reads its whole token store in
+ * C_Initialize). The station's own process never loads the module.
+ *
+ * tok_worker_start forks one (the module is loaded there, the answer comes
+ * with the first session). tok_worker_connect gives a card's process its
+ * socket to it (*fd; the card's process passes it to tok_use_station), queued
+ * behind the sessions before it; P11E_ERR_TOKEN when the process is gone.
+ * tok_worker_alive: 1 while it runs (0, with how it ended logged, once it
+ * has ended). tok_worker_stop closes it (C_Finalize once its sessions end)
+ * and waits for it; in a fork of the process that started it, it only
+ * closes this process's copy.
+ *
+ * tok_use_station, in a card's process: the next tok_open of module_path
+ * is a session through fd (taken) instead of a token process of its own;
+ * fd -1 forgets it.
+ */
+struct tok_worker;
+int tok_worker_start(const char *module_path, struct tok_worker **out);
+int tok_worker_connect(struct tok_worker *w, int *fd);
+int tok_worker_alive(struct tok_worker *w);
+void tok_worker_stop(struct tok_worker *w);
+void tok_use_station(int fd, const char *module_path);
 
 #endif

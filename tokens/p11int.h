@@ -31,7 +31,17 @@ struct p11 {
 	struct tok_info info;
 };
 
+/*
+ * p11_open: p11_load, then p11_select. p11_load: dlopen and C_Initialize
+ * (no token yet). p11_select: the one initialised token that uri matches, a
+ * R/W session on it (none open before). p11_end: C_Logout and
+ * C_CloseSession, the module left initialised for the next p11_select (the
+ * station's token processes). p11_close: p11_end, C_Finalize, dlclose.
+ */
 int p11_open(const char *module_path, const struct tok_uri *uri, struct p11 **out);
+int p11_load(const char *module_path, struct p11 **out);
+int p11_select(struct p11 *t, const struct tok_uri *uri);
+void p11_end(struct p11 *t);
 int p11_present(struct p11 *t);
 int p11_login(struct p11 *t, const char *pin, int allow_final_try);
 int p11_find_keys(struct p11 *t, const char *label, struct tok_key ***keys, size_t *n);

@@ -339,43 +339,66 @@ out:
 	return r;
 }
 
-/*
- * Loads module_path, initialises it, selects the one initialised token that
- * uri matches and opens a R/W session on it.
- */
 int
-p11_open(const char *module_path, const struct tok_uri *uri, struct p11 **out)
+p11_load(const char *module_path, struct p11 **out)
 {
-	int r = P11E_ERR_INTERNAL;
 	struct p11 *t = NULL;
-	CK_RV rv;
+	int r;
 
 	if (module_path == NULL || out == NULL)
-		goto out;
+		return P11E_ERR_INTERNAL;
 	if ((t = calloc(1, sizeof(*t))) == NULL || (t->module_path = strdup(module_path)) == NULL) {
-		r = P11E_ERR_ALLOC;
-		goto out;
+		free(t);
+		return P11E_ERR_ALLOC;
 	}
-	if ((r = load_module(t, module_path)) != 0 || (r = select_token(t, uri)) != 0)
-		goto out;
+	if ((r = load_module(t, module_path)) != 0) {
+		p11_close(t);
+		return r;
+	}
+	*out = t;
+	return 0;
+}
+
+int
+p11_select(struct p11 *t, const struct tok_uri *uri)
+{
+	int r;
+	CK_RV rv;
+
+	if (t == NULL || t->has_session)
+		return P11E_ERR_INTERNAL;
+	if ((r = select_token(t, uri)) != 0)
+		return r;
 	rv = t->f->C_OpenSession(t->info.slot_id, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
 	                         &t->session);
 	if (rv != CKR_OK) {
 		log_error("C_OpenSession on token '%s' failed: %s%s", t->info.label,
 		          tok_rv_name(rv),
 		          rv == CKR_TOKEN_WRITE_PROTECTED ? " (the token is write-protected)" : "");
-		r = P11E_ERR_TOKEN;
-		goto out;
+		return P11E_ERR_TOKEN;
 	}
 	t->has_session = 1;
 	log_debug("token '%s' (serial %s, slot %lu) opened through %s", t->info.label,
-	          t->info.serial, t->info.slot_id, module_path);
+	          t->info.serial, t->info.slot_id, t->module_path);
+	return 0;
+}
+
+int
+p11_open(const char *module_path, const struct tok_uri *uri, struct p11 **out)
+{
+	struct p11 *t = NULL;
+	int r;
+
+	if (out == NULL)
+		return P11E_ERR_INTERNAL;
+	if ((r = p11_load(module_path, &t)) != 0)
+		return r;
+	if ((r = p11_select(t, uri)) != 0) {
+		p11_close(t);
+		return r;
+	}
 	*out = t;
-	t = NULL;
-	r = 0;
-out:
-	p11_close(t);
-	return r;
+	return 0;
 }
 
 int
@@ -530,21 +553,37 @@ out:
  * cannot be closed and the token no longer answers, says so, last: what
  * failed before may not have named the token.
  */
-void
-p11_close(struct p11 *t)
+/* Logs out and closes the session, if any; the module stays initialised. */
+static void
+end_session(struct p11 *t)
 {
 	CK_TOKEN_INFO ti;
 
+	if (t->logged_in)
+		(void)t->f->C_Logout(t->session);
+	if (t->has_session && t->f->C_CloseSession(t->session) != CKR_OK &&
+	    t->f->C_GetTokenInfo(t->info.slot_id, &ti) != CKR_OK)
+		log_warn("token '%s' was removed or stopped responding before it was closed",
+		         t->info.label);
+	t->logged_in = t->login_tried = t->has_session = 0;
+	t->session = CK_INVALID_HANDLE;
+	memset(&t->info, 0, sizeof(t->info));
+}
+
+void
+p11_end(struct p11 *t)
+{
+	if (t != NULL && t->f != NULL)
+		end_session(t);
+}
+
+void
+p11_close(struct p11 *t)
+{
 	if (t == NULL)
 		return;
 	if (t->f != NULL) {
-		if (t->logged_in)
-			(void)t->f->C_Logout(t->session);
-		if (t->has_session && t->f->C_CloseSession(t->session) != CKR_OK &&
-		    t->f->C_GetTokenInfo(t->info.slot_id, &ti) != CKR_OK)
-			log_warn(
-			    "token '%s' was removed or stopped responding before it was closed",
-			    t->info.label);
+		end_session(t);
 		if (t->initialized)
 			(void)t->f->C_Finalize(NULL);
 	}

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,6 +259,15 @@ lost(struct tok *t)
 	char why[96];
 	pid_t pid = t->pid;
 
+	if (t->session) {
+		(void)reap(t, 0);
+		snprintf(t->failure, sizeof(t->failure),
+		         "the station's token process serving token '%s' ended in the middle of a "
+		         "request",
+		         t->info.label);
+		log_error("%s", t->failure);
+		return P11E_ERR_TOKEN;
+	}
 	describe_status(reap(t, 0), why, sizeof(why));
 	snprintf(t->failure, sizeof(t->failure),
 	         "the token process of token '%s' (pid %ld) ended in the middle of a request (%s)",
@@ -506,11 +516,72 @@ start(struct tok *t, const struct tokproc_start *st)
 	return 0;
 }
 
+/* tok_use_station's socket: the next tok_open of that module is a session through it. */
+static struct {
+	int fd;
+	char module[PATH_MAX];
+} station = {-1, ""};
+
+void
+tok_use_station(int fd, const char *module_path)
+{
+	if (station.fd >= 0)
+		close(station.fd);
+	station.fd = -1;
+	if (fd >= 0 && module_path != NULL && strlen(module_path) < sizeof(station.module)) {
+		strcpy(station.module, module_path);
+		station.fd = fd;
+	} else if (fd >= 0) {
+		close(fd);
+	}
+}
+
+/*
+ * tok_open through the station's token process: TOKPROC_OPEN on its socket
+ * (taken), and its answer read as call does. 1 (nothing logged, the socket
+ * closed) when the process ended before it answered: it died with another
+ * card's session in it, which the station could not know yet when it handed
+ * this socket out; the token is then opened in a token process of this
+ * card's own. Nothing was done on the token before that answer.
+ */
+static int
+open_session(struct tok *t, const struct tok_uri *uri, const char *key_label, unsigned char **buf,
+             struct wire_rbuf *r, int *rc)
+{
+	struct wire_wbuf w;
+	char *text = NULL, c;
+	ssize_t k = -1;
+	int sent;
+
+	t->fd = station.fd;
+	t->pid = -1;
+	t->owner = getpid();
+	t->session = 1;
+	station.fd = -1;
+	if (tok_uri_format(uri, &text) != 0)
+		return P11E_ERR_ALLOC;
+	begin(&w, TOKPROC_OPEN, NULL);
+	wire_w_str(&w, text);
+	wire_w_str(&w, key_label);
+	free(text);
+	sent = !w.oom && wire_send(t->fd, &w) == 0;
+	wire_w_free(&w);
+	while (sent && (k = recv(t->fd, &c, 1, MSG_PEEK)) < 0 && errno == EINTR)
+		;
+	if (k != 1) {
+		close(t->fd);
+		t->fd = -1;
+		t->session = 0;
+		return 1;
+	}
+	return call(t, NULL, NULL, buf, r, rc);
+}
+
 int
 tok_open(const char *module_path, const struct tok_uri *uri, const char *key_label,
          struct tok **out)
 {
-	struct tokproc_start st = {module_path, key_label, uri, NULL, NULL};
+	struct tokproc_start st = {module_path, key_label, uri, NULL, NULL, 0};
 	struct tok *t = NULL;
 	unsigned char *buf = NULL;
 	struct wire_rbuf r;
@@ -522,18 +593,31 @@ tok_open(const char *module_path, const struct tok_uri *uri, const char *key_lab
 		return P11E_ERR_ALLOC;
 	snprintf(t->info.label, sizeof(t->info.label), "%s",
 	         uri != NULL && uri->token != NULL ? uri->token : "?");
-	if ((rc = start(t, &st)) != 0)
+	e = 1;
+	if (uri != NULL && station.fd >= 0 && strcmp(station.module, module_path) == 0 &&
+	    (e = open_session(t, uri, key_label, &buf, &r, &rc)) == 1)
+		log_debug("the station's token process has ended; token '%s' is opened in a token "
+		          "process of its own",
+		          t->info.label);
+	if (e == 1 && (rc = start(t, &st)) != 0)
 		goto out;
-	if ((e = call(t, NULL, NULL, &buf, &r, &rc)) != 0) {
+	if (e == 1)
+		e = call(t, NULL, NULL, &buf, &r, &rc);
+	if (e != 0) {
 		rc = e;
 		goto out;
 	}
 	if ((rc = done(t, &r, buf, rc)) != 0)
 		goto out;
-	log_debug("token process %ld holds token '%s'", (long)t->pid, t->info.label);
+	if (t->session)
+		log_debug("the station's token process holds token '%s'", t->info.label);
+	else
+		log_debug("token process %ld holds token '%s'", (long)t->pid, t->info.label);
 	*out = t;
 	t = NULL;
 out:
+	if (t != NULL && t->session)
+		(void)reap(t, 0); /* no session to end: it was never opened */
 	tok_close(t);
 	return rc;
 }
@@ -542,7 +626,7 @@ int
 tokproc_run(int (*job)(void *arg, struct wire_wbuf *out),
             int (*read)(void *arg, struct wire_rbuf *r), void *arg)
 {
-	struct tokproc_start st = {NULL, NULL, NULL, job, arg};
+	struct tokproc_start st = {NULL, NULL, NULL, job, arg, 0};
 	struct tok t;
 	unsigned char *buf = NULL;
 	struct wire_rbuf r;
@@ -920,13 +1004,18 @@ out:
 void
 tok_close(struct tok *t)
 {
+	struct wire_wbuf w;
 	char why[96];
 	int status;
 
 	if (t == NULL)
 		return;
 	tok_evp_detach(t);
-	if (t->owner == getpid() && t->pid > 0) {
+	if (t->session && t->owner == getpid() && t->fd >= 0) {
+		begin(&w, TOKPROC_END, NULL); /* its answer: the session is closed */
+		(void)simple(t, &w);
+		(void)reap(t, 0);
+	} else if (t->owner == getpid() && t->pid > 0) {
 		status = reap(t, 0);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			describe_status(status, why, sizeof(why));
@@ -938,4 +1027,99 @@ tok_close(struct tok *t)
 	}
 	OPENSSL_cleanse(t, sizeof(*t));
 	free(t);
+}
+
+/* ---------------------------------------------------------------- a station's token processes */
+
+int
+tok_worker_start(const char *module_path, struct tok_worker **out)
+{
+	struct tokproc_start st = {module_path, NULL, NULL, NULL, NULL, 1};
+	struct tok_worker *w;
+	struct tok t;
+	int rc;
+
+	if (module_path == NULL || (w = calloc(1, sizeof(*w))) == NULL)
+		return module_path == NULL ? P11E_ERR_INTERNAL : P11E_ERR_ALLOC;
+	memset(&t, 0, sizeof(t));
+	if ((rc = start(&t, &st)) != 0) {
+		free(w);
+		return rc;
+	}
+	w->pid = t.pid;
+	w->owner = t.owner;
+	w->ctl = t.fd;
+	log_debug("token process %ld serves the station's cards through %s", (long)w->pid,
+	          module_path);
+	*out = w;
+	return 0;
+}
+
+int
+tok_worker_connect(struct tok_worker *w, int *fd)
+{
+	int sv[2];
+
+	*fd = -1;
+	if (w == NULL || w->ctl < 0)
+		return P11E_ERR_TOKEN;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		log_error("cannot reach the station's token process: %s", strerror(errno));
+		return P11E_ERR_INTERNAL;
+	}
+	if (wire_send_fd(w->ctl, 0, sv[1]) != 0) {
+		close(sv[0]);
+		close(sv[1]);
+		return P11E_ERR_TOKEN;
+	}
+	close(sv[1]);
+	*fd = sv[0];
+	return 0;
+}
+
+int
+tok_worker_alive(struct tok_worker *w)
+{
+	struct pollfd p = {.fd = -1, .events = POLLIN};
+	char why[96];
+	int status = 0, gone;
+	pid_t r;
+
+	if (w == NULL || w->pid <= 0 || w->owner != getpid())
+		return 0;
+	/* Its end of the control socket closes as it exits, before the sockets of its
+	 * sessions (a lower descriptor): a card that saw its session end with it has seen
+	 * this too, though the process may not be a zombie yet. It never writes there. */
+	p.fd = w->ctl;
+	gone = poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLIN)) != 0;
+	while ((r = waitpid(w->pid, &status, gone ? 0 : WNOHANG)) < 0 && errno == EINTR)
+		;
+	if (r == 0)
+		return 1;
+	describe_status(status, why, sizeof(why));
+	log_warn("the station's token process %ld %s", (long)w->pid, why);
+	w->pid = -1;
+	return 0;
+}
+
+void
+tok_worker_stop(struct tok_worker *w)
+{
+	char why[96];
+	int status = 0;
+
+	if (w == NULL)
+		return;
+	if (w->ctl >= 0)
+		close(w->ctl);
+	if (w->pid > 0 && w->owner == getpid()) {
+		while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+			;
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			describe_status(status, why, sizeof(why));
+			log_warn("the station's token process %ld %s as it ended", (long)w->pid,
+			         why);
+		}
+	}
+	free(w);
 }

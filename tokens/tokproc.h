@@ -47,6 +47,8 @@ enum tokproc_op {
 	TOKPROC_GRANT = 14,        /* key, signatures, decryptions -> grant */
 	TOKPROC_KEY_OP = 15,       /* grant, decrypt, input, room -> output */
 	TOKPROC_RELEASE = 16,      /* grant */
+	TOKPROC_OPEN = 17,         /* a station's session: token URI, label (NULL: any) */
+	TOKPROC_END = 18,          /* its end: logged out, closed (the answer after it) */
 };
 
 /* What one tok_key_evp may ask of the token process (one exchange's needs);
@@ -70,6 +72,14 @@ struct tok {
 	int logged_in;                /* tok_login succeeded */
 	char failure[256];            /* how the token process ended mid-request ("" if not) */
 	struct tok_evp_key *evp_keys; /* the EVP_PKEYs of tok_key_evp still alive */
+	int session;                  /* a session in a station's token process (tok_use_station) */
+};
+
+/* A station's token process, from the station's side (tok.h's tok_worker_*). */
+struct tok_worker {
+	pid_t pid;   /* -1 once waited for */
+	pid_t owner; /* the process that started it */
+	int ctl;     /* the control socket: the sockets of the sessions go there */
 };
 
 /* The token's description, and a key, as both sides write and read them. */
@@ -86,6 +96,7 @@ struct tokproc_start {
 	const struct tok_uri *uri;
 	int (*job)(void *arg, struct wire_wbuf *out); /* tokproc_run's */
 	void *arg;
+	int worker; /* tok_worker_start's: module_path loaded once, sessions from fd */
 };
 
 /*
@@ -95,7 +106,12 @@ struct tokproc_start {
  * names (p11_open), answers how that went, then serves requests until fd
  * closes, closes the token and exits; st->label is the only CKA_LABEL whose
  * keys it lists, generates and uses (NULL: any). For tokproc_run: runs
- * st->job and answers its result and fields.
+ * st->job and answers its result and fields. For tok_worker_start
+ * (st->worker): loads st->module_path, then serves the card sessions whose
+ * sockets arrive on fd (wire_send_fd), one at a time: each begins with
+ * TOKPROC_OPEN (the token's URI and the label), answered as tok_open's fork
+ * is, and ends with TOKPROC_END or its socket's end (C_Logout,
+ * C_CloseSession); C_Finalize when fd closes.
  */
 void tokproc_child(int fd, const struct tokproc_start *st) __attribute__((noreturn));
 

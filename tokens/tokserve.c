@@ -648,17 +648,27 @@ tokproc_server_free(struct tokproc_server *s)
 	free(s);
 }
 
-/* The loop: requests on fd until it closes; then the token is closed. */
-static void __attribute__((noreturn)) serve(int fd, struct p11 *p, const char *label)
+/*
+ * Requests on fd until it closes (0) or, in a station's session (ends 1),
+ * until TOKPROC_END (1). The token stays open.
+ */
+static int
+serve(int fd, struct p11 *p, const char *label, int ends)
 {
 	struct tokproc_server *s = tokproc_server_new(fd, p, label);
 	struct wire_wbuf w;
+	struct wire_rbuf r;
 	unsigned char *buf = NULL;
 	size_t len = 0;
-	struct rusage ru;
-	int e;
+	int e, end = 0;
 
 	while (s != NULL && wire_recv(fd, &buf, &len) == 0) {
+		r = (struct wire_rbuf){buf, len, 0, 0};
+		if (ends && wire_r_num(&r) == TOKPROC_END && r.off == r.len) {
+			secret_wipe_free(buf);
+			end = 1;
+			break;
+		}
 		memset(&w, 0, sizeof(w));
 		tokproc_server_request(s, buf, len, &w);
 		secret_wipe_free(buf);
@@ -668,13 +678,99 @@ static void __attribute__((noreturn)) serve(int fd, struct p11 *p, const char *l
 		if (e != 0)
 			break;
 	}
+	tokproc_server_free(s);
+	return end;
+}
+
+/* The token process's end: the token closed, the module finalised. */
+static void __attribute__((noreturn)) finish(struct p11 *p)
+{
+	struct rusage ru;
+
 	log_set_sink(NULL, NULL); /* what closing the token says goes to stderr */
 	p11_close(p);
 	if (getrusage(RUSAGE_SELF, &ru) == 0)
 		log_debug("token process: peak RSS %ld KiB", ru.ru_maxrss);
-	tokproc_server_free(s);
-	close(fd);
 	_exit(0);
+}
+
+/* Forgets the lines logged and not yet sent: they belong to no one's message. */
+static void
+drop_lines(void)
+{
+	wire_w_free(&lines);
+	nlines = 0;
+}
+
+/*
+ * One card's session in a station's token process (TOKPROC_OPEN first, then
+ * requests until TOKPROC_END or the socket's end): the token the URI names
+ * is selected and opened, served for the label the card process names (its
+ * keys and grants this session's only), then logged out and closed with the
+ * module left loaded. load_rc: the module's load failed (answered to OPEN).
+ */
+static void
+session(int fd, struct p11 *p, int load_rc)
+{
+	struct tok_info none;
+	struct tok_uri *u = NULL;
+	char *uri = NULL, *label = NULL;
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	struct wire_rbuf r;
+	int rc = P11E_ERR_INTERNAL, end = 0;
+
+	memset(&none, 0, sizeof(none));
+	if (wire_recv(fd, &buf, &len) != 0)
+		return;
+	r = (struct wire_rbuf){buf, len, 0, 0};
+	if (wire_r_num(&r) != TOKPROC_OPEN || wire_r_str(&r, &uri) != 0 ||
+	    wire_r_str(&r, &label) != 0 || !whole(&r) || uri == NULL)
+		(void)refuse("a session that does not begin with the token it is for");
+	else if (load_rc != 0)
+		rc = load_rc;
+	else if ((rc = tok_uri_parse(uri, &u)) != 0)
+		(void)refuse("a session for a token URI it cannot read");
+	else if ((rc = p11_select(p, u)) == 0)
+		log_debug("token process %ld: a session on token '%s'", (long)getpid(),
+		          p->info.label);
+	secret_wipe_free(buf);
+	if (answer(fd, rc == 0 ? &p->info : &none, rc, NULL) == 0 && rc == 0)
+		end = serve(fd, p, label, 1);
+	if (!end)
+		log_set_sink(NULL, NULL); /* no END to answer: what closing says goes to stderr */
+	if (p != NULL)
+		p11_end(p);
+	if (end)
+		(void)answer(fd, &none, 0, NULL);
+	log_set_sink(keep_line, NULL);
+	drop_lines();
+	tok_uri_free(u);
+	secret_wipe_free(uri);
+	secret_wipe_free(label);
+}
+
+/*
+ * A station's token process (tokproc_start.worker): loads the module once,
+ * then serves one card's session per socket that arrives on ctl, one at a
+ * time, until ctl closes. A module that does not load fails the first
+ * session with its error, and the process ends.
+ */
+static void __attribute__((noreturn)) work(int ctl, const char *module_path)
+{
+	struct p11 *p = NULL;
+	int load_rc, code, fd;
+
+	load_rc = p11_load(module_path, &p);
+	if (load_rc == 0)
+		drop_lines(); /* the load's debug lines: no card's */
+	while (wire_recv_fd(ctl, &code, &fd) == 0 && fd >= 0) {
+		session(fd, p, load_rc);
+		close(fd);
+		if (load_rc != 0)
+			break;
+	}
+	finish(p);
 }
 
 /*
@@ -716,11 +812,10 @@ tokproc_child(int fd, const struct tokproc_start *st)
 		wire_w_free(&f);
 		_exit(0);
 	}
+	if (st->worker)
+		work(fd, st->module_path);
 	rc = p11_open(st->module_path, st->uri, &p);
-	if (answer(fd, p != NULL ? &p->info : &none, rc, NULL) != 0 || rc != 0) {
-		log_set_sink(NULL, NULL);
-		p11_close(p);
-		_exit(0);
-	}
-	serve(fd, p, st->label);
+	if (answer(fd, p != NULL ? &p->info : &none, rc, NULL) == 0 && rc == 0)
+		(void)serve(fd, p, st->label, 0);
+	finish(p);
 }

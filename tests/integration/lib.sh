@@ -1016,6 +1016,16 @@ assert_eq() {
 	fi
 }
 
+# assert_le ACTUAL MAX [WHAT]: ACTUAL (a whole number) is at most MAX.
+assert_le() {
+	ASSERTS=$((ASSERTS + 1))
+	if [ "$1" -le "$2" ] 2>/dev/null; then
+		_pass "${3:-value} = $1 <= $2"
+	else
+		fail "${3:-value}: expected at most $2, got '$1'"
+	fi
+}
+
 # assert_exit CODE CMD...: runs CMD and checks its exit status.
 assert_exit() {
 	local want=$1 rc

@@ -171,6 +171,11 @@ test_wrong_pin_on_two() {
 	assert_eq 20 "$(awk '$1 == "C_Login"' "$FAULT_LOG" | wc -l)" "C_Login calls (one per card)"
 	assert_eq 2 "$(awk '$1 == "C_Login" && $2 == "CKR_PIN_INCORRECT"' "$FAULT_LOG" | wc -l)" \
 		"C_Login calls refused (one per wrong PIN)"
+	# the module loaded by the listing and by at most jobs + 1 token processes (16 cards
+	# each), not once per card; each load finalised
+	assert_le "$(awk '$1 == "C_Initialize"' "$FAULT_LOG" | wc -l)" 7 "C_Initialize calls for 20 cards"
+	assert_eq "$(awk '$1 == "C_Initialize"' "$FAULT_LOG" | wc -l)" \
+		"$(awk '$1 == "C_Finalize"' "$FAULT_LOG" | wc -l)" "C_Finalize calls"
 	assert_not_contains "$ERR" "0000wrong"
 	assert_not_contains "$OUT" "0000wrong"
 	assert_not_contains "$T/report.jsonl" "0000wrong"
@@ -482,6 +487,79 @@ test_pending_then_polled() {
 		assert_eq "$id" "$(grep '^cert|' objects.txt | cut -d'|' -f2)" \
 			"${LABELS[$i]}: the certificate is for the pending request's key"
 		assert_no_file "$T/state/tokens/${SERIALS[$i]}/pending-p11enroll.txn"
+	done
+}
+
+# The station's token processes: one loads the module (C_Initialize) and serves up to 16
+# cards in turn, each card a session of its own; the station's own process never loads it.
+# A module that crashes in the middle of a card's exchange (FAULT_CRASH_AT: SIGSEGV in the
+# token process serving it) fails that card only, with a message naming the token process,
+# and the station says how it ended; the next card gets a new token process and enrolls.
+# Then every C_Initialize but the crashed one's has its C_Finalize, and the next run enrolls
+# the failed card with the key the first one made.
+test_token_process_crash_fails_one_card() {
+	local failed i
+	make_cards 3 || return
+	start_scepserver "$T/srv" || return
+	MODULE=$P11E_FAULT_MODULE station_conf
+	export FAULT_LOG=$T/fault.log
+	# the 5th C_Sign of the first token process: its second card's exchange (a
+	# sanitized build: the SIGSEGV ends the process, rather than AddressSanitizer's report)
+	FAULT_CRASH_AT=C_Sign:5 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0 \
+		p11e -v provision --jobs 1 --report "$T/report.jsonl"
+	assert_eq 74 "$RC" "exit status with one card's token process crashed"
+	assert_eq 2 "$(report_count enrolled)" "report lines 'enrolled'"
+	assert_eq 1 "$(report_count failed)" "report lines 'failed'"
+	assert_match "$T/report.jsonl" '"result":"failed".*"error":"the station.s token process serving token .card-0[1-3]. ended in the middle of a request"'
+	assert_match "$ERR" "the station's token process [0-9]+ killed by signal 11: the PKCS#11 module crashed\?"
+	# the listing's process, the crashed one, the one after it; every one but the crashed
+	# one finalised
+	assert_eq 3 "$(awk '$1 == "C_Initialize"' "$FAULT_LOG" | wc -l)" "C_Initialize calls for 3 cards"
+	assert_eq 2 "$(awk '$1 == "C_Finalize"' "$FAULT_LOG" | wc -l)" "C_Finalize calls"
+	assert_eq 3 "$(awk '$1 == "C_OpenSession"' "$FAULT_LOG" | wc -l)" "sessions (one per card)"
+	# the station saw the crashed one's end before it gave the next card a slot (its end of
+	# the control socket closes first), so no card needed a token process of its own
+	assert_not_contains "$ERR" "token process of its own"
+	failed=$(sed -n 's/.*"label":"\([^"]*\)","result":"failed".*/\1/p' "$T/report.jsonl")
+	TOKEN_LABEL=$failed
+	assert_eq 0 "$(count_objects cert)" "$failed: certificates after the crash"
+	assert_eq 1 "$(count_objects privkey)" "$failed: the key made before the crash"
+	token_objects >"crashed-$failed.txt"
+	: >"$T/report.jsonl"
+	assert_exit 0 p11e provision --jobs 1 --report "$T/report.jsonl"
+	assert_match "$OUT" '^3 tokens: 1 enrolled, 2 skipped, 0 pending, 0 failed'
+	assert_match "$T/report.jsonl" "\"label\":\"$failed\",\"result\":\"enrolled\""
+	for ((i = 0; i < 3; i++)); do
+		card_cert "${LABELS[$i]}"
+	done
+	TOKEN_LABEL=$failed
+	assert_eq "$(grep '^privkey|' "crashed-$failed.txt")" "$(token_objects | grep '^privkey|')" \
+		"$failed: enrolled with the key the crashed run made"
+}
+
+# A slot's network process serves its cards in turn. A card's process that dies while its
+# request is in the network process (the tests' build: P11E_TEST_CARD_DIES kills the first
+# card's process right after its second request went out) leaves an answer no one read:
+# the station stops that network process, and the next card gets a new one and enrolls
+# (given the old one, it would read the dead card's answer as its own).
+test_card_killed_in_a_request_leaves_the_next_card_whole() {
+	local i
+	make_cards 3 || return
+	start_scepserver "$T/srv" || return
+	station_conf
+	P11E_TEST_CARD_DIES=$T/died:2 "$P11E_TESTHOOKS" -c "$CONF" provision --jobs 1 \
+		--report "$T/report.jsonl" >run.out 2>run.err </dev/null
+	assert_eq 70 "$?" "exit status with one card's process killed"
+	cat run.err >&2
+	assert_eq yes "$([ -e "$T/died" ] && echo yes)" "a card's process killed by the hook"
+	assert_eq 2 "$(report_count enrolled)" "report lines 'enrolled'"
+	assert_eq 1 "$(report_count failed)" "report lines 'failed'"
+	assert_match "$T/report.jsonl" '"result":"failed".*"error":"the enrollment process was killed by signal 9"'
+	: >"$T/report.jsonl"
+	assert_exit 0 p11e provision --jobs 1 --report "$T/report.jsonl"
+	assert_match "$OUT" '^3 tokens: 1 enrolled, 2 skipped, 0 pending, 0 failed'
+	for ((i = 0; i < 3; i++)); do
+		card_cert "${LABELS[$i]}"
 	done
 }
 

@@ -652,6 +652,19 @@ maps_has(pid_t pid, const char *what)
 	return found;
 }
 
+/* The one key pair labelled label on t (logged in), destroyed. */
+static void
+destroy_only_key(struct tok *t, const char *label)
+{
+	struct tok_key **ks = NULL;
+	size_t n = 0;
+
+	assert_int_equal(tok_find_keys(t, label, &ks, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(tok_destroy_key(t, ks[0]), 0);
+	tok_keys_free(ks, n);
+}
+
 /*
  * The token process (tokens/tokserve.c): it holds the module, this process
  * does not; it serves the keys of the label it was opened for and refuses
@@ -804,12 +817,131 @@ test_token_process(void **state)
 	tok_key_free(other);
 	tok_close(o);
 	open_login(&t);
-	assert_int_equal(tok_find_keys(t, "mine", &ks, &n), 0);
-	assert_int_equal(n, 1);
-	assert_int_equal(tok_destroy_key(t, ks[0]), 0);
-	tok_keys_free(ks, n);
+	destroy_only_key(t, "mine");
 	tok_key_free(mine);
 	tok_close(t);
+}
+
+/* A session of the station's token process w for token t1 under label (station.c's way). */
+static void
+station_open(struct tok_worker *w, const char *module, const char *label, struct tok **t)
+{
+	struct tok_uri u;
+	int fd = -1;
+
+	memset(&u, 0, sizeof(u));
+	u.token = "t1";
+	assert_int_equal(tok_worker_connect(w, &fd), 0);
+	tok_use_station(fd, module);
+	assert_int_equal(tok_open(module, &u, label, t), 0);
+	assert_true((*t)->session);
+	assert_int_equal((*t)->pid, -1);
+	assert_string_equal(tok_get_info(*t)->label, "t1");
+}
+
+/*
+ * The station's token process (tok_worker_*): one C_Initialize and one
+ * C_Finalize for all its sessions, one C_OpenSession, C_Login and
+ * C_CloseSession each; each session serves its own label, and the keys and
+ * grants of the session before it are gone (their handles refused); the
+ * session of a card process that dies without ending it is logged out and
+ * closed all the same; a card whose socket was queued when the process died
+ * opens the token in a token process of its own; a module that does not load
+ * fails the session with the error tok_open gives, and the process ends; the
+ * module is never mapped here.
+ */
+static void
+test_station_sessions(void **state)
+{
+	const char *module = spy_module();
+	struct tok_worker *w = NULL;
+	struct tok *t = NULL;
+	struct tok_key *k, **ks = NULL, forged;
+	struct tok_uri u;
+	EVP_PKEY *p = NULL;
+	size_t n = 0;
+	int inits = spy_count("C_Initialize"), fins = spy_count("C_Finalize");
+	int opens = spy_count("C_OpenSession"), closes = spy_count("C_CloseSession");
+	int logins = spy_count("C_Login"), logouts = spy_count("C_Logout"), status, fd = -1;
+	pid_t pid;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	assert_int_equal(tok_worker_start(module, &w), 0);
+
+	station_open(w, module, "card-a", &t);
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	k = gen(t, TOK_KEY_EC, 256, "card-a");
+	assert_int_equal(tok_key_evp(t, k, 1, 0, &p), 0);
+	assert_true(sign_once(p));
+	assert_false(maps_has(0, "libsofthsm2"));
+	tok_close(t);
+	assert_false(sign_once(p)); /* cut off with its session */
+	EVP_PKEY_free(p);
+	p = NULL;
+
+	station_open(w, module, "card-b", &t);
+	assert_int_equal(tok_find_keys(t, "card-a", &ks, &n), P11E_ERR_INTERNAL);
+	assert_non_null(strstr(log_last_error(), "serves the keys labelled 'card-b'"));
+	forged = *k; /* the last session's handles: not this one's */
+	assert_int_equal(tok_key_attrs(t, &forged, &(struct tok_key_attrs){0}), P11E_ERR_INTERNAL);
+	assert_non_null(strstr(log_last_error(), "which are not a key it listed under label "
+	                                         "'card-b'"));
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	tok_close(t);
+
+	/* a card process that dies in its session */
+	memset(&u, 0, sizeof(u));
+	u.token = "t1";
+	assert_int_equal(tok_worker_connect(w, &fd), 0);
+	if ((pid = fork()) == 0) {
+		tok_use_station(fd, module);
+		_exit(tok_open(module, &u, "card-a", &t) == 0 && tok_login(t, PIN, 0) == 0 ? 0 : 1);
+	}
+	close(fd);
+	assert_true(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	station_open(w, module, "card-a", &t); /* its C_Logout and C_CloseSession: counted below */
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	destroy_only_key(t, "card-a");
+	tok_close(t);
+
+	/* it dies with a card's socket queued (another card's session crashed it, say):
+	 * that card opens the token in a token process of its own */
+	assert_int_equal(tok_worker_connect(w, &fd), 0);
+	assert_int_equal(kill(w->pid, SIGKILL), 0);
+	tok_use_station(fd, module);
+	assert_int_equal(tok_open(module, &u, "card-a", &t), 0);
+	assert_false(t->session);
+	assert_true(t->pid > 0);
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	tok_close(t);
+	assert_false(tok_worker_alive(w));
+	tok_worker_stop(w);
+	tok_key_free(k);
+	if (have_spy) {
+		/* the station's token process (killed: no C_Finalize) and the card's own */
+		assert_int_equal(spy_count("C_Initialize") - inits, 2);
+		assert_int_equal(spy_count("C_Finalize") - fins, 1);
+		assert_int_equal(spy_count("C_OpenSession") - opens, 5);
+		assert_int_equal(spy_count("C_CloseSession") - closes, 5);
+		assert_int_equal(spy_count("C_Login") - logins, 5);
+		assert_int_equal(spy_count("C_Logout") - logouts, 5);
+	}
+
+	/* a module that does not load */
+	assert_int_equal(tok_worker_start("/nonexistent/module.so", &w), 0);
+	assert_int_equal(tok_worker_connect(w, &fd), 0);
+	tok_use_station(fd, "/nonexistent/module.so");
+	t = NULL;
+	assert_int_equal(tok_open("/nonexistent/module.so", &u, "card-a", &t), P11E_ERR_CONFIG);
+	assert_non_null(strstr(log_last_error(), "/nonexistent/module.so"));
+	assert_null(t);
+	for (int i = 0; i < 100 && tok_worker_alive(w); i++)
+		usleep(10000);
+	assert_false(tok_worker_alive(w));
+	tok_worker_stop(w);
 }
 
 static void
@@ -1408,6 +1540,7 @@ main(void)
 	    cmocka_unit_test(test_spy_counts),
 	    cmocka_unit_test(test_evp_budget),
 	    cmocka_unit_test(test_token_process),
+	    cmocka_unit_test(test_station_sessions),
 	    cmocka_unit_test(test_ec_keys),
 	    cmocka_unit_test(test_cms),
 	    cmocka_unit_test(test_certs),
