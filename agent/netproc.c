@@ -375,11 +375,13 @@ prog_path(char *buf, size_t size)
 	return 0;
 }
 
-/* Executes p11enroll-net with its two sockets (and errfd as its stderr, unless -1): 0 with h
- * set, or P11E_ERR_INTERNAL (logged). */
+/* Executes p11enroll-net with its two sockets (and errfd as its stderr, unless -1; SIGINT
+ * ignored when ignore_int): 0 with h set, or P11E_ERR_INTERNAL (logged). */
 static int
-spawn(struct netproc_handle *h, int errfd)
+spawn(struct netproc_handle *h, int errfd, int ignore_int)
 {
+	struct sigaction ign;
+
 	char *argv[] = {NETPROC_PROG, NULL};
 	char path[4096 + sizeof(NETPROC_PROG) + 1] = "";
 	int sv[2] = {-1, -1}, cv[2] = {-1, -1}, err[2] = {-1, -1}, e = 0;
@@ -388,6 +390,8 @@ spawn(struct netproc_handle *h, int errfd)
 
 	h->pid = -1;
 	h->sock = h->csock = -1;
+	memset(&ign, 0, sizeof(ign));
+	ign.sa_handler = SIG_IGN;
 
 	if (prog_path(path, sizeof(path)) != 0) {
 		e = ENAMETOOLONG;
@@ -403,7 +407,8 @@ spawn(struct netproc_handle *h, int errfd)
 		/* Only async-signal-safe calls here: dup2 clears FD_CLOEXEC on the copy, so
 		 * the sockets are fds 3 and 4 there (cv was made after sv: cv[1] is above 3);
 		 * the program closes every descriptor above 4. */
-		if (dup2(sv[1], NETPROC_FD) == NETPROC_FD &&
+		if ((!ignore_int || sigaction(SIGINT, &ign, NULL) == 0) &&
+		    dup2(sv[1], NETPROC_FD) == NETPROC_FD &&
 		    dup2(cv[1], NETPROC_CONNECT_FD) == NETPROC_CONNECT_FD &&
 		    (errfd < 0 || dup2(errfd, STDERR_FILENO) == STDERR_FILENO))
 			execve(path, argv, environ);
@@ -452,7 +457,7 @@ start(void)
 {
 	struct netproc_handle h;
 
-	if (spawn(&h, -1) != 0)
+	if (spawn(&h, -1, 0) != 0)
 		return P11E_ERR_INTERNAL;
 	child = h.pid;
 	owner = getpid();
@@ -467,7 +472,7 @@ start(void)
 int
 netproc_spawn(struct netproc_handle *h, int errfd)
 {
-	return spawn(h, errfd);
+	return spawn(h, errfd, 1);
 }
 
 int

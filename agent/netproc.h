@@ -131,7 +131,8 @@ void netproc_end(void);
  * request carries all it needs (URL, CA, where it may connect), so nothing of
  * one card's exchange is used for the next. netproc_spawn starts one (h: its
  * PID and its two sockets; errfd: its stderr, -1: this process's;
- * P11E_ERR_INTERNAL, logged). netproc_alive: 1 while
+ * P11E_ERR_INTERNAL, logged); it ignores SIGINT, as the cards' processes
+ * do, so that a terminal's Ctrl-C lets the cards in flight finish. netproc_alive: 1 while
  * it runs (0 once it has ended, a kill by a signal logged). netproc_stop
  * closes its sockets (kill_it: SIGKILL first, for one a card's process left
  * in the middle of a request) and waits for it; called in a fork of the

@@ -755,6 +755,7 @@ provision_run(const struct conf *c, const struct provision_opts *o)
 	}
 	if ((r = check_ca(c, s.ca_fp)) != 0 || (r = make_transient(c, &transient)) != 0)
 		goto out;
+	netproc_end(); /* the station's own requests are done: the cards use the slots' */
 	s.jobs = (size_t)jobs_for(o, s.n);
 	if ((s.workers = calloc(s.jobs, sizeof(*s.workers))) == NULL) {
 		r = P11E_ERR_ALLOC;

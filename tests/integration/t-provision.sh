@@ -229,6 +229,15 @@ test_watch_new_tokens() {
 	assert_match "$T/pids" ' C_Login$'
 	assert_not_contains "/proc/$pid/maps" "fault-pkcs11"
 	assert_not_contains "/proc/$pid/maps" "libsofthsm2"
+	# a terminal's Ctrl-C reaches every process of the station: its network processes
+	# ignore it, as the cards' processes do, so that the cards in flight finish
+	local net mask nets=0
+	for net in $(pgrep -P "$pid" -x p11enroll-net); do
+		mask=$(awk '$1 == "SigIgn:" { print $2 }' "/proc/$net/status")
+		assert_eq 2 "$((0x$mask & 2))" "SIGINT ignored by the station's network process $net"
+		nets=$((nets + 1))
+	done
+	assert_eq yes "$([ "$nets" -ge 1 ] && echo yes)" "the station's network processes found"
 	kill -INT "$pid"
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
