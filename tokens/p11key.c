@@ -383,6 +383,38 @@ out:
 }
 
 /*
+ * Of n private keys that share the public key's CKA_ID, the index of the
+ * RSA one whose CKA_MODULUS is the public key's, if exactly one is; else n
+ * (EC private keys carry no public point to compare).
+ * A token with such twins (a tool's mistake, a key imported twice) would
+ * otherwise sign with a key that is not the certificate request's.
+ */
+static size_t
+pair_of(struct p11 *t, const struct tok_key *k, const CK_OBJECT_HANDLE *priv, size_t n)
+{
+	BIGNUM *pn = NULL, *m = NULL;
+	unsigned char *a = NULL;
+	size_t alen = 0, i, found = n, matches = 0;
+
+	if (k->type != TOK_KEY_RSA ||
+	    EVP_PKEY_get_bn_param(k->pub, OSSL_PKEY_PARAM_RSA_N, &pn) != 1)
+		return n;
+	for (i = 0; i < n; i++) {
+		if (tok_attr_get(t, priv[i], CKA_MODULUS, &a, &alen) == CKR_OK &&
+		    (m = BN_bin2bn(a, (int)alen, NULL)) != NULL && BN_cmp(m, pn) == 0) {
+			found = i;
+			matches++;
+		}
+		BN_free(m);
+		m = NULL;
+		free(a);
+		a = NULL;
+	}
+	BN_free(pn);
+	return matches == 1 ? found : n;
+}
+
+/*
  * The key pair whose public key object is h; *out stays NULL (and 0 is
  * returned) for a key this program cannot use.
  */
@@ -392,7 +424,7 @@ load_key(struct p11 *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **
 	int r = P11E_ERR_INTERNAL;
 	struct tok_key *k = NULL;
 	unsigned char *id = NULL, final[20];
-	size_t idlen = 0, npriv = 0;
+	size_t idlen = 0, npriv = 0, pick;
 	CK_KEY_TYPE kt = 0;
 	CK_OBJECT_CLASS privc = CKO_PRIVATE_KEY;
 	CK_ATTRIBUTE tmpl[3];
@@ -435,11 +467,20 @@ load_key(struct p11 *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **
 		if ((r = tok_find_objects(t, tmpl, 3, "private keys", &priv, &npriv)) != 0)
 			goto out;
 	}
-	if (npriv > 1)
-		log_warn("token '%s' has %zu private keys with the CKA_ID of key '%s'; "
-		         "using the first",
+	pick = npriv > 1 ? pair_of(t, k, priv, npriv) : 0;
+	if (npriv > 1 && pick < npriv)
+		log_warn(
+		    "token '%s' has %zu private keys with the CKA_ID of key '%s'; using the one "
+		    "whose modulus is the public key's",
+		    t->info.label, npriv, label);
+	else if (npriv > 1)
+		log_warn("token '%s' has %zu private keys with the CKA_ID of key '%s'; using the "
+		         "first, which may not be its pair (a server then refuses the request's "
+		         "signature): remove the others",
 		         t->info.label, npriv, label);
-	k->priv_handle = npriv > 0 ? priv[0] : 0;
+	if (pick >= npriv)
+		pick = 0;
+	k->priv_handle = npriv > 0 ? priv[pick] : 0;
 	*out = k;
 	k = NULL;
 	r = 0;

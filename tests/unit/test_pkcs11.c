@@ -535,9 +535,10 @@ test_spy_counts(void **state)
 	assert_int_equal(spy_count("C_CloseAllSessions") - closeall, 0);
 }
 
-/* One signature (SHA-256 over a short text) with priv; whether it was made. */
+/* One signature (SHA-256 over a short text) with priv, which pub verifies unless NULL;
+ * whether it was made (and verified). */
 static int
-sign_once(EVP_PKEY *priv)
+signs_for(EVP_PKEY *priv, EVP_PKEY *pub)
 {
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned char sig[512];
@@ -546,10 +547,19 @@ sign_once(EVP_PKEY *priv)
 
 	assert_non_null(ctx);
 	ok = EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, priv) == 1 &&
-	     EVP_DigestSign(ctx, sig, &len, (const unsigned char *)"x", 1) == 1;
+	     EVP_DigestSign(ctx, sig, &len, (const unsigned char *)"x", 1) == 1 &&
+	     (pub == NULL || (EVP_MD_CTX_reset(ctx) == 1 &&
+	                      EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, pub) == 1 &&
+	                      EVP_DigestVerify(ctx, sig, len, (const unsigned char *)"x", 1) == 1));
 	EVP_MD_CTX_free(ctx);
 	ERR_clear_error();
 	return ok;
+}
+
+static int
+sign_once(EVP_PKEY *priv)
+{
+	return signs_for(priv, NULL);
 }
 
 /* A 16-byte key encrypted to pub (PKCS#1 v1.5) and decrypted with priv; whether it came back. */
@@ -1305,6 +1315,47 @@ test_pkcs11_tool(void **state)
 	assert_true(found);
 }
 
+/*
+ * Two RSA key pairs under one label and one CKA_ID (pkcs11-tool run twice
+ * with the same --id): each public key gets the private key whose modulus is
+ * its own, so that what it signs verifies with it (before: both got the
+ * first private key).
+ */
+static void
+test_twin_private_keys(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key **ks = NULL;
+	EVP_PKEY *p = NULL;
+	size_t n = 0, i;
+
+	(void)state;
+	if (!have_softhsm || run("command -v pkcs11-tool") != 0)
+		skip();
+	for (i = 0; i < 2; i++)
+		assert_int_equal(run("pkcs11-tool --module " SOFTHSM
+		                     " --token-label t1 --login --pin " PIN
+		                     " --keypairgen --key-type rsa:1024 --label twin --id 0a0a"),
+		                 0);
+	open_login(&t);
+	cap_begin();
+	assert_int_equal(tok_find_keys(t, "twin", &ks, &n), 0);
+	assert_non_null(strstr(cap_end(), "has 2 private keys with the CKA_ID of key 'twin'; "
+	                                  "using the one whose modulus is the public key's"));
+	assert_int_equal(n, 2);
+	assert_true(ks[0]->priv_handle != ks[1]->priv_handle);
+	for (i = 0; i < n; i++) {
+		assert_int_equal(tok_key_evp(t, ks[i], 1, 0, &p), 0);
+		assert_true(signs_for(p, ks[i]->pub));
+		EVP_PKEY_free(p);
+		p = NULL;
+	}
+	for (i = 0; i < n; i++)
+		assert_int_equal(tok_destroy_key(t, ks[i]), 0);
+	tok_keys_free(ks, n);
+	tok_close(t);
+}
+
 static CK_RV
 fail_set_attr(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR a, CK_ULONG n)
 {
@@ -1547,6 +1598,7 @@ main(void)
 	    cmocka_unit_test(test_evp_one_view),
 	    cmocka_unit_test(test_evp_errors),
 	    cmocka_unit_test(test_pkcs11_tool),
+	    cmocka_unit_test(test_twin_private_keys),
 	    cmocka_unit_test(test_keygen_errors),
 	    cmocka_unit_test(test_keygen_ids),
 	    cmocka_unit_test(test_keygen_cut_between_ids),
