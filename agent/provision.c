@@ -133,50 +133,12 @@ scan(struct station *s)
 	return r;
 }
 
-/* Reads what the slot's network process wrote to its stderr (non-blocking): its lines
- * are the log of the card running in the slot. At its end (or on an error) the pipe is
- * closed. */
-static void
-net_err_read(struct station *s, struct station_worker *sw)
-{
-	const struct card *k = sw->card >= 0 ? &s->cards[sw->card] : NULL;
-	char *nl;
-	ssize_t n;
-
-	while (sw->net_err >= 0) {
-		n = read(sw->net_err, sw->nbuf + sw->nlen, sizeof(sw->nbuf) - 1 - sw->nlen);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n > 0)
-			sw->nlen += (size_t)n;
-		sw->nbuf[sw->nlen] = '\0';
-		while ((nl = strchr(sw->nbuf, '\n')) != NULL ||
-		       (sw->nlen > 0 && (n == 0 || sw->nlen == sizeof(sw->nbuf) - 1))) {
-			if (nl != NULL)
-				*nl = '\0';
-			station_log_line(s, k, sw->nbuf);
-			if (nl == NULL) {
-				sw->nlen = 0;
-				break;
-			}
-			sw->nlen -= (size_t)(nl + 1 - sw->nbuf);
-			memmove(sw->nbuf, nl + 1, sw->nlen + 1);
-		}
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return;
-		if (n <= 0) {
-			close(sw->net_err);
-			sw->net_err = -1;
-		}
-	}
-}
-
 /* Ends the slot's network process (kill_it: it may be in the middle of a request). */
 static void
 net_stop(struct station *s, struct station_worker *sw, int kill_it)
 {
 	netproc_stop(&sw->net, kill_it);
-	net_err_read(s, sw);
+	station_read_net(s, sw);
 	if (sw->net_err >= 0)
 		close(sw->net_err);
 	sw->net_err = -1;
@@ -282,7 +244,7 @@ slot_release(struct station *s, struct card *k, int status)
 	if (k->worker < 0)
 		return;
 	sw = &s->workers[k->worker];
-	net_err_read(s, sw); /* its lines were written before its answers: all there now */
+	station_read_net(s, sw); /* its lines were written before its answers: all there now */
 	if (!WIFEXITED(status) && sw->net.pid > 0)
 		net_stop(s, sw, 1);
 	sw->card = -1;
@@ -515,7 +477,6 @@ watcher_read(struct station *s)
 	}
 }
 
-/* Reads what the running children wrote, for at most ms milliseconds. */
 /* The slot whose network process's stderr is fd: what it wrote, read. */
 static void
 net_err_of(struct station *s, int fd)
@@ -524,9 +485,10 @@ net_err_of(struct station *s, int fd)
 
 	for (i = 0; i < s->jobs; i++)
 		if (s->workers[i].net_err == fd)
-			net_err_read(s, &s->workers[i]);
+			station_read_net(s, &s->workers[i]);
 }
 
+/* Reads what the running children wrote, for at most ms milliseconds. */
 static void
 pump(struct station *s, int ms)
 {

@@ -347,13 +347,13 @@ progress_line(struct station *s, struct card *k, char *line)
 			snprintf(facts[i].dst, facts[i].size, "%s", v);
 }
 
-void
-station_log_line(const struct station *s, const struct card *k, const char *line)
+/* A line of a card's log (k NULL: of no card): printed at debug level only, made safe. */
+static void
+log_line(const struct card *k, const char *line)
 {
 	struct shown sh;
 	char text[PROGRESS_LINE_MAX * 4 + 1];
 
-	(void)s;
 	if (log_get_level() < LOG_LVL_DEBUG)
 		return;
 	/* The card's log names what the card reports: printed as it may be. */
@@ -361,33 +361,29 @@ station_log_line(const struct station *s, const struct card *k, const char *line
 	        cardid_show(line, text, sizeof(text)));
 }
 
-static void
-child_line(struct station *s, struct card *k, int which, char *line)
+/*
+ * One read of fd into b (size bytes, *len of them held from before). Each
+ * whole line goes to progress_line (which 0) or log_line (1); so does what
+ * is left at the end (0, or an error but EINTR and EAGAIN) or when b is
+ * full. Returns read's result, errno as read left it.
+ */
+static ssize_t
+read_lines(struct station *s, struct card *k, int which, int fd, char *b, size_t size, size_t *len)
 {
-	if (which == 0)
-		progress_line(s, k, line);
-	else
-		station_log_line(s, k, line);
-}
+	ssize_t n = read(fd, b + *len, size - 1 - *len);
+	int e = errno, end = n == 0 || (n < 0 && e != EINTR && e != EAGAIN && e != EWOULDBLOCK);
+	char *nl;
 
-void
-station_read(struct station *s, struct card *k, int which)
-{
-	char *nl, *b = k->buf[which];
-	size_t *len = &k->len[which];
-	ssize_t n;
-
-	n = read(k->fd[which], b + *len, sizeof(k->buf[which]) - 1 - *len);
-	if (n < 0 && errno == EINTR)
-		return;
 	if (n > 0)
 		*len += (size_t)n;
 	b[*len] = '\0';
-	while ((nl = strchr(b, '\n')) != NULL || (n <= 0 && *len > 0) ||
-	       *len == sizeof(k->buf[which]) - 1) {
+	while ((nl = strchr(b, '\n')) != NULL || (end && *len > 0) || *len == size - 1) {
 		if (nl != NULL)
 			*nl = '\0';
-		child_line(s, k, which, b);
+		if (which == 0)
+			progress_line(s, k, b);
+		else
+			log_line(k, b);
 		if (nl == NULL) {
 			*len = 0;
 			break;
@@ -395,9 +391,40 @@ station_read(struct station *s, struct card *k, int which)
 		*len -= (size_t)(nl + 1 - b);
 		memmove(b, nl + 1, *len + 1);
 	}
+	errno = e;
+	return n;
+}
+
+void
+station_read(struct station *s, struct card *k, int which)
+{
+	ssize_t n = read_lines(s, k, which, k->fd[which], k->buf[which], sizeof(k->buf[which]),
+	                       &k->len[which]);
+
+	if (n < 0 && errno == EINTR)
+		return;
 	if (n <= 0) {
 		close(k->fd[which]);
 		k->fd[which] = -1;
+	}
+}
+
+void
+station_read_net(struct station *s, struct station_worker *sw)
+{
+	struct card *k = sw->card >= 0 ? &s->cards[sw->card] : NULL;
+	ssize_t n;
+
+	while (sw->net_err >= 0) {
+		n = read_lines(s, k, 1, sw->net_err, sw->nbuf, sizeof(sw->nbuf), &sw->nlen);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			close(sw->net_err);
+			sw->net_err = -1;
+		}
 	}
 }
 

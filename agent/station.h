@@ -96,12 +96,6 @@ struct station {
 };
 
 /*
- * A line of a card's log (k NULL: of no card), printed at debug level only,
- * as the card's own log lines are: "[SERIAL] line", made safe to print.
- */
-void station_log_line(const struct station *s, const struct card *k, const char *line);
-
-/*
  * Appends a card in state WAITING; a blank card when the run has no --init
  * in state SKIPPED ("left alone"), never to be started. P11E_ERR_ALLOC.
  */
@@ -136,6 +130,14 @@ void station_set_state(struct station *s, struct card *k, int state, const char 
  * its stderr (1: shown at debug level, else dropped); closes it at EOF.
  */
 void station_read(struct station *s, struct card *k, int which);
+
+/*
+ * Reads what the slot's network process wrote to its stderr (its pipe is
+ * non-blocking) until nothing more is there: its lines are the log of the
+ * card running in the slot (shown as station_read's which 1). At its end (or
+ * an error) the pipe is closed.
+ */
+void station_read_net(struct station *s, struct station_worker *sw);
 
 /*
  * The child has ended (k->err set): final state, report line. A card that
