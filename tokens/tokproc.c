@@ -252,26 +252,39 @@ reap(struct tok *t, int kill_it)
 	return status;
 }
 
+/* Closes t's socket and waits for its token process (reap); an unclean end is logged as
+ * "WHO killed by signal 11... WHEN". */
+static void
+end_process(struct tok *t, const char *who, const char *when)
+{
+	char why[96];
+	int status = reap(t, 0);
+
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		describe_status(status, why, sizeof(why));
+		log_warn("%s %s %s", who, why, when);
+	}
+}
+
 /* The token process went away in the middle of a request. */
 static int
 lost(struct tok *t)
 {
 	char why[96];
 	pid_t pid = t->pid;
+	int status = reap(t, 0);
 
-	if (t->session) {
-		(void)reap(t, 0);
+	describe_status(status, why, sizeof(why));
+	if (t->session) /* not this process's child: the station says how it ended */
 		snprintf(t->failure, sizeof(t->failure),
 		         "the station's token process serving token '%s' ended in the middle of a "
 		         "request",
 		         t->info.label);
-		log_error("%s", t->failure);
-		return P11E_ERR_TOKEN;
-	}
-	describe_status(reap(t, 0), why, sizeof(why));
-	snprintf(t->failure, sizeof(t->failure),
-	         "the token process of token '%s' (pid %ld) ended in the middle of a request (%s)",
-	         t->info.label, (long)pid, why);
+	else
+		snprintf(t->failure, sizeof(t->failure),
+		         "the token process of token '%s' (pid %ld) ended in the middle of a "
+		         "request (%s)",
+		         t->info.label, (long)pid, why);
 	log_error("%s", t->failure);
 	return P11E_ERR_TOKEN;
 }
@@ -593,16 +606,17 @@ tok_open(const char *module_path, const struct tok_uri *uri, const char *key_lab
 		return P11E_ERR_ALLOC;
 	snprintf(t->info.label, sizeof(t->info.label), "%s",
 	         uri != NULL && uri->token != NULL ? uri->token : "?");
-	e = 1;
+	e = 1; /* 1: a token process of its own */
 	if (uri != NULL && station.fd >= 0 && strcmp(station.module, module_path) == 0 &&
 	    (e = open_session(t, uri, key_label, &buf, &r, &rc)) == 1)
 		log_debug("the station's token process has ended; token '%s' is opened in a token "
 		          "process of its own",
 		          t->info.label);
-	if (e == 1 && (rc = start(t, &st)) != 0)
-		goto out;
-	if (e == 1)
+	if (e == 1) {
+		if ((rc = start(t, &st)) != 0)
+			goto out;
 		e = call(t, NULL, NULL, &buf, &r, &rc);
+	}
 	if (e != 0) {
 		rc = e;
 		goto out;
@@ -1005,8 +1019,7 @@ void
 tok_close(struct tok *t)
 {
 	struct wire_wbuf w;
-	char why[96];
-	int status;
+	char who[96];
 
 	if (t == NULL)
 		return;
@@ -1014,17 +1027,11 @@ tok_close(struct tok *t)
 	if (t->session && t->owner == getpid() && t->fd >= 0) {
 		begin(&w, TOKPROC_END, NULL); /* its answer: the session is closed */
 		(void)simple(t, &w);
-		(void)reap(t, 0);
-	} else if (t->owner == getpid() && t->pid > 0) {
-		status = reap(t, 0);
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-			describe_status(status, why, sizeof(why));
-			log_warn("the token process of token '%s' %s as it closed the token",
-			         t->info.label, why);
-		}
-	} else if (t->fd >= 0) {
-		close(t->fd); /* a fork's copy: the token process is not its own */
 	}
+	/* (a session's process, and a fork's copy's, are not this process's to wait for:
+	 * reap only closes the socket then) */
+	snprintf(who, sizeof(who), "the token process of token '%s'", t->info.label);
+	end_process(t, who, "as it closed the token");
 	OPENSSL_cleanse(t, sizeof(*t));
 	free(t);
 }
@@ -1036,20 +1043,15 @@ tok_worker_start(const char *module_path, struct tok_worker **out)
 {
 	struct tokproc_start st = {module_path, NULL, NULL, NULL, NULL, 1};
 	struct tok_worker *w;
-	struct tok t;
 	int rc;
 
 	if (module_path == NULL || (w = calloc(1, sizeof(*w))) == NULL)
 		return module_path == NULL ? P11E_ERR_INTERNAL : P11E_ERR_ALLOC;
-	memset(&t, 0, sizeof(t));
-	if ((rc = start(&t, &st)) != 0) {
+	if ((rc = start(&w->t, &st)) != 0) {
 		free(w);
 		return rc;
 	}
-	w->pid = t.pid;
-	w->owner = t.owner;
-	w->ctl = t.fd;
-	log_debug("token process %ld serves the station's cards through %s", (long)w->pid,
+	log_debug("token process %ld serves the station's cards through %s", (long)w->t.pid,
 	          module_path);
 	*out = w;
 	return 0;
@@ -1061,13 +1063,13 @@ tok_worker_connect(struct tok_worker *w, int *fd)
 	int sv[2];
 
 	*fd = -1;
-	if (w == NULL || w->ctl < 0)
+	if (w == NULL || w->t.fd < 0)
 		return P11E_ERR_TOKEN;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
 		log_error("cannot reach the station's token process: %s", strerror(errno));
 		return P11E_ERR_INTERNAL;
 	}
-	if (wire_send_fd(w->ctl, 0, sv[1]) != 0) {
+	if (wire_send_fd(w->t.fd, 0, sv[1]) != 0) {
 		close(sv[0]);
 		close(sv[1]);
 		return P11E_ERR_TOKEN;
@@ -1085,41 +1087,31 @@ tok_worker_alive(struct tok_worker *w)
 	int status = 0, gone;
 	pid_t r;
 
-	if (w == NULL || w->pid <= 0 || w->owner != getpid())
+	if (w == NULL || w->t.pid <= 0 || w->t.owner != getpid())
 		return 0;
 	/* Its end of the control socket closes as it exits, before the sockets of its
 	 * sessions (a lower descriptor): a card that saw its session end with it has seen
 	 * this too, though the process may not be a zombie yet. It never writes there. */
-	p.fd = w->ctl;
+	p.fd = w->t.fd;
 	gone = poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLIN)) != 0;
-	while ((r = waitpid(w->pid, &status, gone ? 0 : WNOHANG)) < 0 && errno == EINTR)
+	while ((r = waitpid(w->t.pid, &status, gone ? 0 : WNOHANG)) < 0 && errno == EINTR)
 		;
 	if (r == 0)
 		return 1;
 	describe_status(status, why, sizeof(why));
-	log_warn("the station's token process %ld %s", (long)w->pid, why);
-	w->pid = -1;
+	log_warn("the station's token process %ld %s", (long)w->t.pid, why);
+	w->t.pid = -1;
 	return 0;
 }
 
 void
 tok_worker_stop(struct tok_worker *w)
 {
-	char why[96];
-	int status = 0;
+	char who[64];
 
 	if (w == NULL)
 		return;
-	if (w->ctl >= 0)
-		close(w->ctl);
-	if (w->pid > 0 && w->owner == getpid()) {
-		while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
-			;
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-			describe_status(status, why, sizeof(why));
-			log_warn("the station's token process %ld %s as it ended", (long)w->pid,
-			         why);
-		}
-	}
+	snprintf(who, sizeof(who), "the station's token process %ld", (long)w->t.pid);
+	end_process(&w->t, who, "as it ended");
 	free(w);
 }

@@ -75,11 +75,10 @@ struct tok {
 	int session;                  /* a session in a station's token process (tok_use_station) */
 };
 
-/* A station's token process, from the station's side (tok.h's tok_worker_*). */
+/* A station's token process, from the station's side (tok.h's tok_worker_*): t.fd is
+ * its control socket, where the sockets of the sessions go. */
 struct tok_worker {
-	pid_t pid;   /* -1 once waited for */
-	pid_t owner; /* the process that started it */
-	int ctl;     /* the control socket: the sockets of the sessions go there */
+	struct tok t;
 };
 
 /* The token's description, and a key, as both sides write and read them. */

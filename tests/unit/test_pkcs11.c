@@ -920,7 +920,7 @@ test_station_sessions(void **state)
 	/* it dies with a card's socket queued (another card's session crashed it, say):
 	 * that card opens the token in a token process of its own */
 	assert_int_equal(tok_worker_connect(w, &fd), 0);
-	assert_int_equal(kill(w->pid, SIGKILL), 0);
+	assert_int_equal(kill(w->t.pid, SIGKILL), 0);
 	tok_use_station(fd, module);
 	assert_int_equal(tok_open(module, &u, "card-a", &t), 0);
 	assert_false(t->session);
