@@ -35,11 +35,11 @@
 
 extern char **environ;
 
-static pid_t child = -1;
+/* This process's network process: its PID, its request socket, the socket of its
+ * connection requests (netproc_connect.h). */
+static struct netproc_handle np = {-1, -1, -1};
 static pid_t owner = -1; /* the process that started it: a forked copy starts its own */
-static int sock = -1;
-static int csock = -1; /* its connection requests (netproc_connect.h) */
-static int broken;     /* the network process ended: no further request */
+static int broken;       /* the network process ended: no further request */
 
 /* Where the request in progress may connect; zeroed (nowhere) between requests. */
 static struct netconn_plan plan;
@@ -51,34 +51,51 @@ static int adopted; /* the station's (netproc_adopt): not this process's child *
 static int start(void);
 static void finish(void);
 
+/* Closes h's two sockets (the network process reads EOF once no copy is left). */
+static void
+close_sockets(struct netproc_handle *h)
+{
+	if (h->sock >= 0)
+		close(h->sock);
+	if (h->csock >= 0)
+		close(h->csock);
+	h->sock = h->csock = -1;
+}
+
+/* How a network process ended (a wait status), for a message. */
+static void
+describe_end(int status, char *buf, size_t size)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, size, "was killed by signal %d (%s)%s", WTERMSIG(status),
+		         strsignal(WTERMSIG(status)),
+		         WTERMSIG(status) == SIGSYS
+		             ? ": it made a system call its confinement forbids"
+		             : "");
+	else
+		snprintf(buf, size, "ended with exit status %d", WEXITSTATUS(status));
+}
+
 /* In a fork of the process that started one: its network process is not ours to use. */
 static void
 forget_inherited(void)
 {
 	if (owner == getpid())
 		return;
-	if (sock >= 0)
-		close(sock);
-	if (csock >= 0)
-		close(csock);
-	sock = csock = -1;
-	child = -1;
+	close_sockets(&np);
+	np.pid = -1;
 	broken = 0;
 }
 
 void
 netproc_end(void)
 {
-	if (owner != getpid() || child <= 0 || adopted)
+	if (owner != getpid() || np.pid <= 0 || adopted)
 		return;
-	if (sock >= 0)
-		close(sock);
-	if (csock >= 0)
-		close(csock);
-	sock = csock = -1;
-	while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+	close_sockets(&np);
+	while (waitpid(np.pid, NULL, 0) < 0 && errno == EINTR)
 		;
-	child = -1;
+	np.pid = -1;
 }
 
 /* At exit: netproc_end (the CPU time of the network process counts in this process's children). */
@@ -94,33 +111,24 @@ finish(void)
 static void
 reap(void)
 {
+	char why[128];
 	int status = 0;
 
 	broken = 1;
-	if (sock >= 0)
-		close(sock);
-	if (csock >= 0)
-		close(csock);
-	sock = csock = -1;
-	if (child <= 0)
+	close_sockets(&np);
+	if (np.pid <= 0)
 		return;
 	if (adopted) { /* the station waits for it and says how it ended */
 		log_error("the station's network process %ld ended in the middle of a request",
-		          (long)child);
-		child = -1;
+		          (long)np.pid);
+		np.pid = -1;
 		return;
 	}
-	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+	while (waitpid(np.pid, &status, 0) < 0 && errno == EINTR)
 		;
-	if (WIFSIGNALED(status))
-		log_error("the network process was killed by signal %d (%s)%s", WTERMSIG(status),
-		          strsignal(WTERMSIG(status)),
-		          WTERMSIG(status) == SIGSYS ? ": it made a system call its confinement "
-		                                       "forbids"
-		                                     : "");
-	else
-		log_error("the network process ended with exit status %d", WEXITSTATUS(status));
-	child = -1;
+	describe_end(status, why, sizeof(why));
+	log_error("the network process %s", why);
+	np.pid = -1;
 }
 
 /* The trust anchors of o->ca_file as PEM bytes, read here (the network process may not). */
@@ -139,9 +147,9 @@ static int
 ready(void)
 {
 	forget_inherited();
-	if (sock < 0 && !broken && start() != 0)
+	if (np.sock < 0 && !broken && start() != 0)
 		return -1;
-	if (broken || sock < 0) {
+	if (broken || np.sock < 0) {
 		log_error("the network process has ended; no further request in this run");
 		return -1;
 	}
@@ -161,9 +169,9 @@ await_answer(void)
 	int k;
 
 	for (;;) {
-		p[0].fd = sock;
+		p[0].fd = np.sock;
 		p[0].events = POLLIN;
-		p[1].fd = csock;
+		p[1].fd = np.csock;
 		p[1].events = POLLIN;
 		p[0].revents = p[1].revents = 0;
 		if ((k = poll(p, 2, -1)) < 0 && errno == EINTR)
@@ -171,12 +179,12 @@ await_answer(void)
 		if (k < 0)
 			break;
 		if (p[1].revents & POLLIN) {
-			if ((k = netconn_serve(csock, &plan)) == 1)
+			if ((k = netconn_serve(np.csock, &plan)) == 1)
 				break; /* it ended: reap says how */
 			if (k != 0) {
 				log_error("stopped the network process: it asked for a connection "
 				          "p11enroll does not make for it");
-				kill(child, SIGKILL);
+				kill(np.pid, SIGKILL);
 				break;
 			}
 			continue;
@@ -223,7 +231,7 @@ call(const struct wire_wbuf *w, unsigned char **msg, size_t *mlen)
 {
 	*msg = NULL;
 	*mlen = 0;
-	if (wire_send(sock, w) != 0) {
+	if (wire_send(np.sock, w) != 0) {
 		reap();
 		return -1;
 	}
@@ -232,7 +240,7 @@ call(const struct wire_wbuf *w, unsigned char **msg, size_t *mlen)
 #endif
 	if (await_answer() != 0)
 		return -1;
-	if (wire_recv(sock, msg, mlen) != 0) {
+	if (wire_recv(np.sock, msg, mlen) != 0) {
 		reap();
 		return -1;
 	}
@@ -245,7 +253,7 @@ static int
 distrust(void)
 {
 	log_error("the network process sent a malformed answer; stopped it");
-	kill(child, SIGKILL);
+	kill(np.pid, SIGKILL);
 	reap();
 	return P11E_ERR_INTERNAL;
 }
@@ -459,10 +467,8 @@ start(void)
 
 	if (spawn(&h, -1, 0) != 0)
 		return P11E_ERR_INTERNAL;
-	child = h.pid;
+	np = h;
 	owner = getpid();
-	sock = h.sock;
-	csock = h.csock;
 	adopted = 0;
 	if (!at_exit_set && atexit(finish) == 0)
 		at_exit_set = 1;
@@ -478,6 +484,7 @@ netproc_spawn(struct netproc_handle *h, int errfd)
 int
 netproc_alive(struct netproc_handle *h)
 {
+	char why[128];
 	int status = 0;
 	pid_t r;
 
@@ -487,12 +494,11 @@ netproc_alive(struct netproc_handle *h)
 		;
 	if (r == 0)
 		return 1;
-	if (r == h->pid && WIFSIGNALED(status))
-		log_warn("the station's network process %ld was killed by signal %d (%s)",
-		         (long)h->pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
-	else if (r == h->pid)
-		log_debug("the station's network process %ld ended with exit status %d",
-		          (long)h->pid, WEXITSTATUS(status));
+	if (r == h->pid) {
+		describe_end(status, why, sizeof(why));
+		log_msg(WIFSIGNALED(status) ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+		        "the station's network process %ld %s", (long)h->pid, why);
+	}
 	h->pid = -1;
 	return 0;
 }
@@ -500,11 +506,7 @@ netproc_alive(struct netproc_handle *h)
 void
 netproc_stop(struct netproc_handle *h, int kill_it)
 {
-	if (h->sock >= 0)
-		close(h->sock);
-	if (h->csock >= 0)
-		close(h->csock);
-	h->sock = h->csock = -1;
+	close_sockets(h);
 	if (h->pid > 0 && kill_it)
 		(void)kill(h->pid, SIGKILL);
 	if (h->pid > 0)
@@ -519,10 +521,8 @@ netproc_adopt(const struct netproc_handle *h)
 	forget_inherited(); /* the station's own, if it started one */
 	if (h->sock < 0 || h->csock < 0)
 		return;
-	child = h->pid;
+	np = *h;
 	owner = getpid();
-	sock = h->sock;
-	csock = h->csock;
 	broken = 0;
 	adopted = 1;
 }
@@ -712,7 +712,7 @@ void
 netproc_prestart(void)
 {
 	forget_inherited();
-	if (!enabled || broken || sock >= 0)
+	if (!enabled || broken || np.sock >= 0)
 		return;
 	(void)start(); /* a failure is logged; the first request reports it again */
 }
