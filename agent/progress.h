@@ -15,6 +15,8 @@
  *   error        why the enrollment failed or is pending (log_last_error)
  *   hook-failed  NAME EVENT HOW CODE SERIAL (provision's card process: a hook still owed)
  *   hook-message what became of it
+ *   token-process  lost (provision's card process: its session ended with the slot's
+ *                token process, which the station then waits for and replaces)
  */
 #ifndef P11E_PROGRESS_H
 #define P11E_PROGRESS_H

@@ -235,7 +235,9 @@ slots_close(struct station *s, int own)
 }
 
 /* The card k ended (status: how): its slot is free. A card that did not end by itself
- * may have left the network process in the middle of a request: it is replaced. */
+ * may have left the network process in the middle of a request: it is replaced. A
+ * card whose session ended with the token process ("token-process lost") has seen it
+ * die before this process may see it (tok.h): it is waited for, and replaced. */
 static void
 slot_release(struct station *s, struct card *k, int status)
 {
@@ -247,6 +249,10 @@ slot_release(struct station *s, struct card *k, int status)
 	station_read_net(s, sw); /* its lines were written before its answers: all there now */
 	if (!WIFEXITED(status) && sw->net.pid > 0)
 		net_stop(s, sw, 1);
+	if (k->worker_lost && sw->w != NULL) { /* the card saw it end: wait for it now */
+		tok_worker_lost(sw->w);
+		sw->w = NULL;
+	}
 	sw->card = -1;
 	k->worker = -1;
 }
@@ -374,6 +380,8 @@ child_main(struct station *s, struct card *k, int prog, int err, int tfd)
 out:
 	if (r != 0 && log_last_error()[0] != '\0')
 		progress_note("error", "%s", log_last_error());
+	if (tok_station_lost())
+		progress_note("token-process", "lost"); /* slot_release */
 	netproc_end();
 	fflush(stdout);
 	fflush(stderr);
@@ -397,6 +405,7 @@ start(struct station *s, struct card *k)
 	if (!k->blank)
 		wi = slot_for(s, &tfd);
 	k->worker = wi;
+	k->worker_lost = 0;
 	if (wi >= 0)
 		s->workers[wi].card = k - s->cards;
 	fflush(stdout);

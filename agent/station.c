@@ -337,6 +337,10 @@ progress_line(struct station *s, struct card *k, char *line)
 	}
 	if (strcmp(key, "error") == 0 && k->reason[0] == '\0')
 		snprintf(k->reason, sizeof(k->reason), "%s", v);
+	if (strcmp(key, "token-process") == 0) {
+		k->worker_lost = strcmp(v, "lost") == 0;
+		return;
+	}
 	if (strcmp(key, "hook-failed") == 0) {
 		hook_failed_line(k, v);
 		return;

@@ -51,6 +51,7 @@ struct card {
 	} hook;
 	int hook_failed; /* ended enrolled or skipped, hook above owed for its certificate */
 	int worker;      /* running in the station's slot of this index, else -1 */
+	int worker_lost; /* it said its slot's token process ended in its session */
 };
 
 /*

@@ -273,17 +273,26 @@ void tok_close(struct tok *t);
  * tok_worker_alive: 1 while it runs (0, with how it ended logged, once it
  * has ended). tok_worker_stop closes it (C_Finalize once its sessions end)
  * and waits for it; in a fork of the process that started it, it only
- * closes this process's copy.
+ * closes this process's copy. tok_worker_lost: the same, for a token process
+ * that a card's process saw end in the middle of its session
+ * (tok_station_lost): it is ending, and how it ended is logged. The card's
+ * process says so because the station cannot see it in time by itself: the
+ * kernel releases a dying process's sockets in no order that the peers can
+ * rely on, so a card may see its session end before the station sees the
+ * control socket close.
  *
  * tok_use_station, in a card's process: the next tok_open of module_path
  * is a session through fd (taken) instead of a token process of its own;
- * fd -1 forgets it.
+ * fd -1 forgets it. tok_station_lost, there: 1 once such a session ended
+ * because the station's token process did (P11E_ERR_TOKEN for the request).
  */
 struct tok_worker;
 int tok_worker_start(const char *module_path, struct tok_worker **out);
 int tok_worker_connect(struct tok_worker *w, int *fd);
 int tok_worker_alive(struct tok_worker *w);
 void tok_worker_stop(struct tok_worker *w);
+void tok_worker_lost(struct tok_worker *w);
 void tok_use_station(int fd, const char *module_path);
+int tok_station_lost(void);
 
 #endif

@@ -266,6 +266,9 @@ end_process(struct tok *t, const char *who, const char *when)
 	}
 }
 
+/* In a card's process: a session in the station's token process ended with it. */
+static int station_lost;
+
 /* The token process went away in the middle of a request. */
 static int
 lost(struct tok *t)
@@ -275,6 +278,7 @@ lost(struct tok *t)
 	int status = reap(t, 0);
 
 	describe_status(status, why, sizeof(why));
+	station_lost |= t->session;
 	if (t->session) /* not this process's child: the station says how it ended */
 		snprintf(t->failure, sizeof(t->failure),
 		         "the station's token process serving token '%s' ended in the middle of a "
@@ -1089,9 +1093,9 @@ tok_worker_alive(struct tok_worker *w)
 
 	if (w == NULL || w->t.pid <= 0 || w->t.owner != getpid())
 		return 0;
-	/* Its end of the control socket closes as it exits, before the sockets of its
-	 * sessions (a lower descriptor): a card that saw its session end with it has seen
-	 * this too, though the process may not be a zombie yet. It never writes there. */
+	/* Its end of the control socket closes as it exits, maybe before it is a zombie:
+	 * then it is waited for. It never writes there. Not the only sign: a card that
+	 * saw its session end with it may see that first (tok_worker_lost). */
 	p.fd = w->t.fd;
 	gone = poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLIN)) != 0;
 	while ((r = waitpid(w->t.pid, &status, gone ? 0 : WNOHANG)) < 0 && errno == EINTR)
@@ -1104,14 +1108,33 @@ tok_worker_alive(struct tok_worker *w)
 	return 0;
 }
 
-void
-tok_worker_stop(struct tok_worker *w)
+int
+tok_station_lost(void)
+{
+	return station_lost;
+}
+
+/* Closes w and waits for its process; an unclean end is logged with when. */
+static void
+worker_end(struct tok_worker *w, const char *when)
 {
 	char who[64];
 
 	if (w == NULL)
 		return;
 	snprintf(who, sizeof(who), "the station's token process %ld", (long)w->t.pid);
-	end_process(&w->t, who, "as it ended");
+	end_process(&w->t, who, when);
 	free(w);
+}
+
+void
+tok_worker_lost(struct tok_worker *w)
+{
+	worker_end(w, "(a card's session ended with it)");
+}
+
+void
+tok_worker_stop(struct tok_worker *w)
+{
+	worker_end(w, "as it ended");
 }

@@ -54,6 +54,12 @@
  *                            the real module): only the process that loaded it dies, as
  *                            with a module's own bug (p11enroll's token process). Not
  *                            with FAULT_KILL_AT.
+ *   FAULT_CRASH_LATE=MS      with FAULT_CRASH_AT: first every descriptor above 3 is
+ *                            closed (in p11enroll's token process: the sockets of its
+ *                            sessions; 3 is its control socket) and the process waits
+ *                            MS ms. The kernel releases a dying process's sockets in no
+ *                            order its peers can rely on: this makes a session's end
+ *                            come first, for MS ms, every time.
  *   FAULT_TRY_AT=NAME, FAULT_TRY=WHAT
  *                            at the first call of NAME, before it reaches the real
  *                            module, the module tries what a module taken over would:
@@ -79,6 +85,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
@@ -323,6 +330,7 @@ static struct {
 	struct spec kill;
 	int kill_post;      /* FAULT_KILL_AT "+after": the kill follows the call */
 	int crash;          /* FAULT_CRASH_AT: SIGSEGV in this process alone */
+	long crash_late_ms; /* FAULT_CRASH_LATE */
 	int kill_now;       /* the current call is the one to kill after */
 	struct spec try_at; /* FAULT_TRY_AT */
 	char try_what[256];
@@ -468,6 +476,22 @@ try_escape(void)
 	log_line(line);
 }
 
+/* FAULT_CRASH_AT's SIGSEGV, after FAULT_CRASH_LATE's closes and wait. */
+static void
+crash(void)
+{
+	struct timespec ts = {S.crash_late_ms / 1000, S.crash_late_ms % 1000 * 1000000L};
+	int fd;
+
+	if (S.crash_late_ms > 0) {
+		for (fd = 4; fd < 4096; fd++)
+			(void)close(fd);
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
+	raise(SIGSEGV);
+}
+
 static int
 fault_pre(enum fid f, enum kind k, CK_RV *rv)
 {
@@ -479,7 +503,7 @@ fault_pre(enum fid f, enum kind k, CK_RV *rv)
 		try_escape();
 	if (S.kill.fn >= 0 && spec_count(&S.kill, f) == S.kill.n) {
 		if (S.crash)
-			raise(SIGSEGV);
+			crash();
 		if (!S.kill_post)
 			kill_here(fnames[f], CKR_OK, 1);
 		S.kill_now = 1;
@@ -903,6 +927,15 @@ configure(void)
 		if (parse_spec("FAULT_CRASH_AT", v, v, v + strlen(v), 0, &S.kill) != 0)
 			return CKR_ARGUMENTS_BAD;
 		S.crash = 1;
+		if ((v = getenv("FAULT_CRASH_LATE")) != NULL && *v != '\0') {
+			char *end;
+
+			S.crash_late_ms = strtol(v, &end, 10);
+			if (*end != '\0' || S.crash_late_ms <= 0 || S.crash_late_ms > 60000) {
+				bad("FAULT_CRASH_LATE", v, "expected milliseconds, 1 to 60000");
+				return CKR_ARGUMENTS_BAD;
+			}
+		}
 	}
 	if ((v = getenv("FAULT_KILL_AT")) != NULL && *v != '\0' && parse_kill(v) != 0)
 		return CKR_ARGUMENTS_BAD;
