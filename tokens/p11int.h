@@ -29,6 +29,13 @@ struct p11 {
 	int login_tried; /* C_Login was called (never twice) */
 	int logged_in;
 	struct tok_info info;
+	/* What the last full scan of the slots saw (select_token): each token serial seen on
+	 * exactly one slot, and that slot. */
+	struct p11_seen {
+		CK_SLOT_ID slot;
+		char serial[17];
+	} * seen;
+	size_t nseen;
 };
 
 /*

@@ -1562,6 +1562,69 @@ test_keygen_cut_between_ids(void **state)
 }
 
 /* Run last: adds a second token labelled t1. */
+/* p11_select by serial in a process that selects again (a station's token process): the
+ * slot where the last scan saw that serial is tried first, one C_GetTokenInfo instead of
+ * one per slot; a serial seen on two slots, or a token there that the URI does not match,
+ * goes through the scan as before (refused, not found). */
+static void
+test_select_seen(void **state)
+{
+	struct p11 *p = NULL;
+	struct tok_uri u;
+	char serial[17];
+	unsigned long slot;
+	int n;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	assert_int_equal(run(UTIL " --init-token --free --label dup1 --so-pin 1234 --pin " PIN), 0);
+	assert_int_equal(run(UTIL " --init-token --free --label dup2 --so-pin 1234 --pin " PIN), 0);
+	assert_int_equal(p11_load(spy_module(), &p), 0);
+	memset(&u, 0, sizeof(u));
+	u.token = "t1";
+	n = spy_count("C_GetTokenInfo");
+	assert_int_equal(p11_select(p, &u), 0); /* no serial: the scan */
+	if (have_spy)
+		assert_true(spy_count("C_GetTokenInfo") - n >= 4);
+	snprintf(serial, sizeof(serial), "%s", p->info.serial);
+	slot = p->info.slot_id;
+	p11_end(p);
+
+	u.serial = serial;
+	n = spy_count("C_GetTokenInfo");
+	assert_int_equal(p11_select(p, &u), 0);
+	assert_int_equal(p->info.slot_id, slot);
+	assert_string_equal(p->info.label, "t1");
+	if (have_spy)
+		assert_int_equal(spy_count("C_GetTokenInfo") - n, 1);
+	assert_int_equal(p11_login(p, PIN, 0), 0);
+	p11_end(p);
+
+	u.token = "t2"; /* t1's serial, another label: no token matches */
+	cap_begin();
+	assert_int_equal(p11_select(p, &u), P11E_ERR_TOKEN);
+	assert_non_null(strstr(cap_end(), "no token matches"));
+
+	p11_close(p);
+
+	/* two tokens that say the same serial (the tests' fault module makes them so; SoftHSM
+	 * refuses two of one serial) */
+	assert_non_null(getenv("P11E_FAULT_MODULE"));
+	setenv("FAULT_TOKEN_INFO",
+	       "label=dup1:serial=5eed5eed5eed5eed;label=dup2:serial=5eed5eed5eed5eed", 1);
+	assert_int_equal(p11_load(getenv("P11E_FAULT_MODULE"), &p), 0);
+	unsetenv("FAULT_TOKEN_INFO");
+	u.token = NULL;
+	u.serial = "5eed5eed5eed5eed";
+	for (n = 0; n < 2; n++) { /* every time */
+		cap_begin();
+		assert_int_equal(p11_select(p, &u), P11E_ERR_TOKEN);
+		assert_non_null(strstr(cap_end(), "2 tokens match pkcs11:serial=5eed5eed5eed5eed"));
+	}
+	p11_close(p);
+}
+
 static void
 test_ambiguous(void **state)
 {
@@ -1602,6 +1665,7 @@ main(void)
 	    cmocka_unit_test(test_keygen_errors),
 	    cmocka_unit_test(test_keygen_ids),
 	    cmocka_unit_test(test_keygen_cut_between_ids),
+	    cmocka_unit_test(test_select_seen),
 	    cmocka_unit_test(test_ambiguous),
 	};
 
