@@ -141,7 +141,13 @@ station() {
 	local server ours
 	server=$(($(race_count) - races0))
 	ours=$((failed - server))
-	[ $ours -le 0 ] || grep 'failed' "$T/station.err" | head -n 3 >&2
+	if [ $ours -gt 0 ]; then
+		grep 'failed' "$T/station.err" | head -n 3 >&2
+		# what the server said of refusals that are not its known race (to tell whose)
+		[ -z "$SRV_LOG" ] || grep -i 'fail\|error\|invalid' "$SRV_LOG" |
+			grep -vE 'could not convert .* to serial number|depot/serial: file exists' |
+			tail -n 5 | sed 's/^/bench-station: server log: /' >&2
+	fi
 	echo "$2 $failed $server $ours" >>"$T/failures"
 	python3 -c "print(f'{$ok / ($t1 - $t0):.2f} $rss $failed {$cpu / max($ok, 1):.1f} {($s1 - $s0) / max($ok, 1):.1f}')"
 }
