@@ -209,8 +209,10 @@ slot_for(struct station *s, int *fd)
 }
 
 /*
- * Stops the slots' processes (the station's end). In a card's process (own: its slot)
- * only this process's copies are closed, and its own slot's network process is adopted.
+ * Stops the slots' processes (the station's end, own -1). In a card's process (own: its
+ * slot) only this process's copies are closed, without reading the network processes'
+ * stderr (what is there is the station's to show, as the log of the card it belongs
+ * to), and its own slot's network process is adopted.
  */
 static void
 slots_close(struct station *s, int own)
@@ -222,15 +224,17 @@ slots_close(struct station *s, int own)
 		sw = &s->workers[i];
 		tok_worker_stop(sw->w);
 		sw->w = NULL;
-		if (own < 0 || (size_t)own != i) {
+		if (own < 0) {
 			net_stop(s, sw, 0);
-		} else {
-			if (sw->net_err >= 0)
-				close(sw->net_err);
-			sw->net_err = -1;
-			if (sw->net.pid > 0)
-				netproc_adopt(&sw->net);
+			continue;
 		}
+		if (sw->net_err >= 0)
+			close(sw->net_err);
+		sw->net_err = -1;
+		if ((size_t)own != i)
+			netproc_stop(&sw->net, 0); /* not this process's child: copies closed */
+		else if (sw->net.pid > 0)
+			netproc_adopt(&sw->net);
 	}
 }
 
