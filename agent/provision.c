@@ -119,10 +119,8 @@ static int
 scan(struct station *s)
 {
 	struct tok_info *found = NULL;
-	size_t n = 0;
+	size_t n = 0, before = s->n;
 	int r;
-
-	size_t before = s->n;
 
 	if ((r = tok_list_tokens(s->module, s->uri, s->c->token_init, &found, &n)) == 0)
 		r = add_new(s, found, n);

@@ -602,13 +602,9 @@ out:
 	return r;
 }
 
-/*
- * Cuts the bridge's EVP_PKEYs off, logs out, closes our session, finalizes
- * when our C_Initialize initialised the module, unloads. When the session
- * cannot be closed and the token no longer answers, says so, last: what
- * failed before may not have named the token.
- */
-/* Logs out and closes the session, if any; the module stays initialised. */
+/* Logs out and closes the session, if any; the module stays initialised. When the
+ * session cannot be closed and the token no longer answers, says so, last: what failed
+ * before may not have named the token. */
 static void
 end_session(struct p11 *t)
 {
@@ -632,6 +628,7 @@ p11_end(struct p11 *t)
 		end_session(t);
 }
 
+/* end_session, then C_Finalize when our C_Initialize initialised the module, dlclose. */
 void
 p11_close(struct p11 *t)
 {
