@@ -327,20 +327,26 @@ check_due(struct run *u)
 	return 0;
 }
 
-/* The profile's keys and current certificate (renewal: any, else valid now). */
+/*
+ * The profile's keys and current certificate (renewal: any, else valid now);
+ * the keys listed anew unless listed (then u->keys, the list keyrec_check_token
+ * checked).
+ */
 static int
-find_current(struct run *u)
+find_current(struct run *u, int listed)
 {
 	int r;
 
-	tok_keys_free(u->keys, u->n);
-	u->keys = NULL;
-	u->n = 0;
 	X509_free(u->curcert);
 	u->curcert = NULL;
 	u->old = NULL;
-	if ((r = tok_find_keys(u->t, u->c->key_label, &u->keys, &u->n)) != 0)
-		return r;
+	if (!listed) {
+		tok_keys_free(u->keys, u->n);
+		u->keys = NULL;
+		u->n = 0;
+		if ((r = tok_find_keys(u->t, u->c->key_label, &u->keys, &u->n)) != 0)
+			return r;
+	}
 	r = current_find(u->t, u->keys, u->n, !u->o->renewal, &u->cur, &u->curcert);
 	if (r == P11E_ERR_NOTFOUND && u->o->renewal) {
 		log_error("token '%s' holds no certificate for key '%s' to renew; run "
@@ -419,9 +425,9 @@ prepare(struct run *u)
 	    (r = pin_configured(c, u->o->renewal ? "to renew" : "to enroll")) != 0)
 		return r;
 	if ((r = current_open_token(c, &u->t)) != 0 ||
-	    (r = keyrec_check_token(c, u->t, u->o->allow_final_pin_try)) != 0)
+	    (r = keyrec_check_token(c, u->t, u->o->allow_final_pin_try, &u->keys, &u->n)) != 0)
 		return r;
-	r = find_current(u);
+	r = find_current(u, 1);
 	if (r != 0 && !(r == P11E_ERR_NOTFOUND && !u->o->renewal))
 		return r;
 	/* A damaged pending file is an error, but next to a valid certificate
@@ -464,7 +470,7 @@ prepare(struct run *u)
 	if (!u->o->renewal)
 		return 0;
 	/* The keys were listed before login, without private key handles. */
-	if ((r = find_current(u)) != 0)
+	if ((r = find_current(u, 0)) != 0)
 		return r;
 	if (u->old->priv_handle == 0) {
 		log_error("the private key of the current certificate is missing from token '%s'; "

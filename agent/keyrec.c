@@ -374,7 +374,8 @@ out:
 }
 
 int
-keyrec_check_token(const struct conf *c, struct tok *t, int allow_final_pin_try)
+keyrec_check_token(const struct conf *c, struct tok *t, int allow_final_pin_try,
+                   struct tok_key ***listed, size_t *nlisted)
 {
 	struct keyrec *rec = NULL;
 	struct tok_key **keys = NULL;
@@ -417,6 +418,12 @@ keyrec_check_token(const struct conf *c, struct tok *t, int allow_final_pin_try)
 		r = P11E_ERR_TOKEN;
 	}
 out:
+	if (r == 0 && listed != NULL) {
+		*listed = keys;
+		*nlisted = n;
+		keys = NULL;
+		n = 0;
+	}
 	tok_keys_free(keys, n);
 	keyrec_free(rec);
 	return r;

@@ -57,8 +57,12 @@ int keyrec_owns(const struct keyrec *r, const struct tok_key *k);
  * Errors: P11E_ERR_TOKEN (a key that is not the profile's, logged naming its
  * label, CKA_ID and why; nothing changed on the token or in the record),
  * tok_login's, keyrec_load's, secret_read_file's.
+ * On success, when listed is not NULL, *listed and *nlisted are the keys it
+ * checked (tok_find_keys' list, made after the login when it logged in), for
+ * the caller to use instead of listing them again (tok_keys_free).
  */
-int keyrec_check_token(const struct conf *c, struct tok *t, int allow_final_pin_try);
+int keyrec_check_token(const struct conf *c, struct tok *t, int allow_final_pin_try,
+                       struct tok_key ***listed, size_t *nlisted);
 
 /*
  * *unsettled = 1 when keyrec_check_token has work that needs a login (a

@@ -96,8 +96,9 @@ const char *tok_rv_name(CK_RV rv);
 
 /*
  * Reads one attribute of object h into a malloc'ed buffer (*val, *len; a
- * zero-length value gives a non-NULL buffer). Logs nothing; returns the CK_RV
- * (CKR_OK on success) so that callers choose their message.
+ * zero-length value gives a non-NULL buffer): one C_GetAttributeValue for a
+ * value up to 4 KiB, else three (its length, then the value). Logs nothing;
+ * returns the CK_RV (CKR_OK on success) so that callers choose their message.
  */
 CK_RV tok_attr_get(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, unsigned char **val,
                    size_t *len);

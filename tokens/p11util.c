@@ -4,6 +4,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "err.h"
 #include "log.h"
@@ -149,14 +150,33 @@ tok_rv_name(CK_RV rv)
 	return buf;
 }
 
+/* Values up to this size (certificates, moduli, IDs) come in one call. */
+#define ATTR_FIRST 4096
+
 CK_RV
 tok_attr_get(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, unsigned char **val,
              size_t *len)
 {
-	CK_ATTRIBUTE a = {type, NULL, 0};
+	unsigned char first[ATTR_FIRST];
+	CK_ATTRIBUTE a = {type, first, sizeof(first)};
 	unsigned char *buf = NULL;
 	CK_RV rv;
 
+	rv = t->f->C_GetAttributeValue(t->session, h, &a, 1);
+	if (rv == CKR_OK) {
+		if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > sizeof(first))
+			return CKR_ATTRIBUTE_TYPE_INVALID;
+		if ((buf = malloc(a.ulValueLen + 1)) == NULL)
+			return CKR_HOST_MEMORY;
+		memcpy(buf, first, a.ulValueLen);
+		*val = buf;
+		*len = a.ulValueLen;
+		return CKR_OK;
+	}
+	if (rv != CKR_BUFFER_TOO_SMALL)
+		return rv;
+	/* Larger: its length first (PKCS#11 3.0 5.7: a NULL pValue asks for it). */
+	a = (CK_ATTRIBUTE){type, NULL, 0};
 	if ((rv = t->f->C_GetAttributeValue(t->session, h, &a, 1)) != CKR_OK)
 		goto out;
 	if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 1024 * 1024) {

@@ -289,6 +289,39 @@ self_signed(struct tok_key *k, EVP_PKEY *priv, int days)
 	return x;
 }
 
+/* self_signed with a subjectAltName of count DNS names (about 26 bytes each). */
+static X509 *
+self_signed_sans(struct tok_key *k, EVP_PKEY *priv, int days, int count)
+{
+	X509 *x = self_signed(k, priv, days), *y;
+	GENERAL_NAMES *gens = GENERAL_NAMES_new();
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	char name[64];
+	int i, n;
+
+	assert_non_null(gens);
+	for (i = 0; i < count; i++) {
+		GENERAL_NAME *g = GENERAL_NAME_new();
+		ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+
+		snprintf(name, sizeof(name), "host-%04d.example.com", i);
+		assert_true(g != NULL && s != NULL && ASN1_STRING_set(s, name, -1));
+		GENERAL_NAME_set0_value(g, GEN_DNS, s);
+		assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
+	}
+	assert_true(X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT));
+	GENERAL_NAMES_free(gens);
+	assert_true(X509_sign(x, priv, EVP_sha256()) > 0);
+	/* A fresh object: x's cached hash (X509_cmp's) is still the first signature's. */
+	assert_true((n = i2d_X509(x, &der)) > 0);
+	p = der;
+	assert_non_null(y = d2i_X509(NULL, &p, n));
+	OPENSSL_free(der);
+	X509_free(x);
+	return y;
+}
+
 /* A CSR signed on the token with md, verified with the public key. */
 static void
 csr_sign_verify_md(struct tok_key *k, EVP_PKEY *priv, const EVP_MD *md)
@@ -1060,7 +1093,7 @@ test_certs(void **state)
 	struct tok *t = NULL;
 	struct tok_key *k = NULL;
 	EVP_PKEY *priv = NULL;
-	X509 *c1 = NULL, *c2 = NULL, *c3 = NULL, *found = NULL;
+	X509 *c1 = NULL, *c2 = NULL, *c3 = NULL, *c4 = NULL, *found = NULL;
 
 	(void)state;
 	if (!have_softhsm)
@@ -1077,10 +1110,22 @@ test_certs(void **state)
 	assert_int_equal(tok_find_cert(t, k, &found), 0);
 	assert_int_equal(X509_cmp(found, c2), 0);
 	X509_free(found);
+	/* Larger than one read's first buffer (4 KiB, tok_attr_get): read in full. */
+	EVP_PKEY_free(priv);
+	priv = NULL;
+	assert_int_equal(tok_key_evp(t, k, ANY_S, ANY_D, &priv), 0);
+	c4 = self_signed_sans(k, priv, 800, 250);
+	assert_true(i2d_X509(c4, NULL) > 6000);
+	assert_int_equal(tok_store_cert(t, k, c4), 0);
+	assert_int_equal(tok_has_cert(t, k, c4), 0);
+	assert_int_equal(tok_find_cert(t, k, &found), 0);
+	assert_int_equal(X509_cmp(found, c4), 0);
+	X509_free(found);
 	EVP_PKEY_free(priv);
 	X509_free(c1);
 	X509_free(c2);
 	X509_free(c3);
+	X509_free(c4);
 	tok_close(t);
 
 	/* certificates and public keys are public: no login needed */
