@@ -211,6 +211,33 @@ out:
 }
 
 int
+store_holds(const char *path, const void *buf, size_t len, mode_t mode)
+{
+	struct stat st;
+	unsigned char *cur = NULL;
+	size_t n = 0;
+	ssize_t k = 0;
+	int fd, same = 0;
+
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
+		return 0;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 07777) != mode ||
+	    st.st_uid != geteuid() || st.st_size < 0 || (size_t)st.st_size != len ||
+	    (cur = malloc(len + 1)) == NULL)
+		goto out;
+	/* One byte more than len: a file that grew since fstat is not the same. */
+	while (n < len + 1 &&
+	       ((k = read(fd, cur + n, len + 1 - n)) > 0 || (k < 0 && errno == EINTR)))
+		if (k > 0)
+			n += (size_t)k;
+	same = k == 0 && n == len && memcmp(cur, buf, len) == 0;
+out:
+	free(cur);
+	close(fd);
+	return same;
+}
+
+int
 store_unlink(const char *path)
 {
 	char *dir = NULL, *slash;

@@ -427,7 +427,9 @@ store_trust_write(const char *dir, const struct store_cert *certs, size_t n,
 			r = P11E_ERR_ALLOC;
 			goto out;
 		}
-		if ((r = store_write_atomic(path, pem, pemlen, 0644)) != 0)
+		/* Unchanged files stay as they are (no write for its readers to notice). */
+		if (!store_holds(path, pem, pemlen, 0644) &&
+		    (r = store_write_atomic(path, pem, pemlen, 0644)) != 0)
 			goto out;
 		free(pem);
 		pem = NULL;

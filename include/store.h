@@ -27,6 +27,14 @@ int store_mkdirs(const char *dir, mode_t mode);
 int store_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
 
 /*
+ * 1 when path already is what store_write_atomic(path, buf, len, mode) would
+ * make: a regular file (not through a symbolic link) of the running user,
+ * with exactly mode's permission bits and exactly len bytes equal to buf;
+ * else 0 (also when it cannot be read). Logs nothing.
+ */
+int store_holds(const char *path, const void *buf, size_t len, mode_t mode);
+
+/*
  * Removes path (absent is fine), then fsyncs its directory so that the
  * removal survives a crash. Errors: P11E_ERR_FILE, logged with the path.
  */
@@ -66,7 +74,8 @@ struct store_cert {
 };
 
 /*
- * Writes each certificate as DIR/<name>.crt (PEM, 0644, atomically) and an
+ * Writes each certificate as DIR/<name>.crt (PEM, 0644, atomically; a file
+ * that already holds exactly that is left alone, store_holds) and an
  * OpenSSL hash link DIR/<subject-hash>.N -> <name>.crt for it, so that
  * `openssl verify -CApath DIR` finds it with every OpenSSL 3.0 (whose lookup
  * stops at the first missing HASH.N, and before 3.0.22 also at the first one

@@ -284,13 +284,23 @@ test_kill_after_new_cert_stored_keep_old() {
 
 # ---------------------------------------------------------------- file writes
 
+# trust_as_text: the trust dir's ca.crt in another layout (`openssl x509 -text`, as an
+# earlier tool may have left it), also in before/trust: a trust file p11enroll rewrites
+# (one that already holds exactly its PEM stays untouched, so no write would happen).
+trust_as_text() {
+	openssl x509 -in "$TRUST_DIR/ca.crt" -text -out ca-text.pem &&
+		cp ca-text.pem "$TRUST_DIR/ca.crt" && cp ca-text.pem before/trust/ca.crt
+}
+
 test_kill_mid_trust_write() {
 	crash_setup || return
+	trust_as_text || return
 	crash_at force 1 "FAULT_IO_KILL=write:$TRUST_DIR/ca.crt.tmp.*:1:half"
 }
 
 test_kill_before_trust_rename() {
 	crash_setup || return
+	trust_as_text || return
 	crash_at force 1 "FAULT_IO_KILL=rename:$TRUST_DIR/ca.crt"
 }
 
@@ -443,6 +453,7 @@ test_disk_full_cert_file() {
 # happens on the token; the trust files intact.
 test_disk_full_trust_dir() {
 	crash_setup || return
+	trust_as_text || return
 	TRUST_DIR=$T/full MODULE=$FAULT_MODULE write_conf
 	in_tmpfs "$T/full" 1 "cp -a '$T/before/trust/.' ." renew --force
 	assert_enospc "$T/full/ca.crt"

@@ -464,6 +464,80 @@ test_trust_write(void **state)
 	pki_free(&p);
 }
 
+/* ino of path (lstat). */
+static ino_t
+ino_of(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(lstat(path, &st), 0);
+	return st.st_ino;
+}
+
+/*
+ * A trust file that already holds its certificate (content, 0644, a regular
+ * file of ours) is left alone: same inode. Any difference rewrites it.
+ */
+static void
+test_trust_unchanged_kept(void **state)
+{
+	struct fx *f = *state;
+	char dir[512], ca[600], other[600];
+	struct pki p = {0};
+	struct store_cert certs[1];
+	char *pem = NULL;
+	size_t len;
+	ino_t ino;
+	struct stat st;
+	FILE *fp;
+
+	snprintf(dir, sizeof(dir), "%s", pj(f, "trust"));
+	snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+	snprintf(other, sizeof(other), "%s", pj(f, "elsewhere.pem"));
+	pki_make(&p, "p11enroll test CA");
+	certs[0] = (struct store_cert){"ca", p.ca};
+	assert_int_equal(store_cert_pem(p.ca, &pem, &len), 0);
+
+	assert_int_equal(store_trust_write(dir, certs, 1, NULL, 0), 0);
+	assert_int_equal(store_holds(ca, pem, len, 0644), 1);
+	assert_int_equal(store_holds(ca, pem, len, 0600), 0);
+	assert_int_equal(store_holds(ca, pem, len - 1, 0644), 0);
+	assert_int_equal(store_holds(pj(f, "nosuch"), pem, len, 0644), 0);
+	ino = ino_of(ca);
+	assert_int_equal(store_trust_write(dir, certs, 1, NULL, 0), 0);
+	assert_int_equal(ino_of(ca), ino);
+
+	/* another mode: rewritten with 0644 */
+	assert_int_equal(chmod(ca, 0664), 0);
+	assert_int_equal(store_trust_write(dir, certs, 1, NULL, 0), 0);
+	assert_int_not_equal(ino_of(ca), ino);
+	assert_int_equal(stat(ca, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+	ino = ino_of(ca);
+
+	/* one byte more: rewritten to the certificate alone */
+	assert_non_null(fp = fopen(ca, "a"));
+	fputc('\n', fp);
+	fclose(fp);
+	assert_int_equal(store_holds(ca, pem, len, 0644), 0);
+	assert_int_equal(store_trust_write(dir, certs, 1, NULL, 0), 0);
+	assert_int_not_equal(ino_of(ca), ino);
+	assert_int_equal(store_holds(ca, pem, len, 0644), 1);
+
+	/* a symbolic link to the same content: replaced by a file of ours */
+	assert_int_equal(store_write_atomic(other, pem, len, 0644), 0);
+	assert_int_equal(unlink(ca), 0);
+	assert_int_equal(symlink(other, ca), 0);
+	assert_int_equal(store_holds(ca, pem, len, 0644), 0);
+	assert_int_equal(store_trust_write(dir, certs, 1, NULL, 0), 0);
+	assert_int_equal(lstat(ca, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(store_holds(ca, pem, len, 0644), 1);
+	assert_int_equal(count_names(dir, ".tmp"), 0);
+	free(pem);
+	pki_free(&p);
+}
+
 static void
 test_trust_replace(void **state)
 {
@@ -740,6 +814,7 @@ main(void)
 	    cmocka_unit_test(test_cert_pem),
 	    cmocka_unit_test_setup_teardown(test_trust_write, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_replace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trust_unchanged_kept, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_gap_closed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_check_dir, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_state, setup, teardown),
