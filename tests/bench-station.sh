@@ -143,10 +143,16 @@ station() {
 	ours=$((failed - server))
 	if [ $ours -gt 0 ]; then
 		grep 'failed' "$T/station.err" | head -n 3 >&2
-		# what the server said of refusals that are not its known race (to tell whose)
-		[ -z "$SRV_LOG" ] || grep -i 'fail\|error\|invalid' "$SRV_LOG" |
-			grep -vE 'could not convert .* to serial number|depot/serial: file exists' |
-			tail -n 5 | sed 's/^/bench-station: server log: /' >&2
+		# What the server said of refusals that are not its known race (to tell whose):
+		# scepserver logs every refusal of a request it could read as "failed to sign CSR"
+		# with the reason; the whole log is kept beside the table.
+		if [ -n "$SRV_LOG" ]; then
+			grep 'failed to sign CSR' "$SRV_LOG" |
+				grep -vE 'could not convert .* to serial number|depot/serial: file exists' |
+				tail -n 5 | sed 's/^/bench-station: server log: /' >&2
+			cp "$SRV_LOG" "${OUT_MD%.md}-scepserver-$1-$3.log" &&
+				echo "bench-station: server log kept in ${OUT_MD%.md}-scepserver-$1-$3.log" >&2
+		fi
 	fi
 	echo "$2 $failed $server $ours" >>"$T/failures"
 	python3 -c "print(f'{$ok / ($t1 - $t0):.2f} $rss $failed {$cpu / max($ok, 1):.1f} {($s1 - $s0) / max($ok, 1):.1f}')"
