@@ -864,8 +864,8 @@ check_enrollment() {
 
 	# The token: exactly one private key, sensitive and never extractable, and a
 	# certificate with the same CKA_ID.
-	token_objects >objects.txt
-	p11tool -O >objects-full.txt 2>&1
+	p11tool -O >objects-full.txt 2>objects-full.err
+	parse_objects <objects-full.txt >objects.txt
 	assert_eq 1 "$(grep -c '^privkey|' objects.txt)" "private keys on the token" || return
 	assert_eq 1 "$(grep -c '^cert|' objects.txt)" "certificates on the token" || return
 	IFS='|' read -r _ priv_id priv_label priv_access < <(grep '^privkey|' objects.txt)
