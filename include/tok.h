@@ -112,7 +112,9 @@ int tok_login(struct tok *t, const char *pin, int allow_final_try);
  * each with the private key of its CKA_ID (priv_handle 0 when none is
  * visible; for a pair whose generation stopped between setting its two
  * CKA_IDs, the private key that has the final one). Needs no login (public
- * objects). *keys is an array of *n keys to release
+ * objects); before tok_login every priv_handle is 0, also on a token that
+ * shows private keys without login (they are not looked for: the same view
+ * on every token, two searches less). *keys is an array of *n keys to release
  * with tok_keys_free (empty: *keys may be NULL and *n 0).
  */
 int tok_find_keys(struct tok *t, const char *label, struct tok_key ***keys, size_t *n);

@@ -454,6 +454,13 @@ load_key(struct p11 *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **
 	k->pub_handle = h;
 	if ((r = read_pub(t, h, kt, &k->pub)) != 0)
 		goto out;
+	/* Before login a private key is not looked for (tok_find_keys). */
+	if (!t->logged_in) {
+		*out = k;
+		k = NULL;
+		r = 0;
+		goto out;
+	}
 	tmpl[0] = (CK_ATTRIBUTE){CKA_CLASS, &privc, sizeof(privc)};
 	tmpl[1] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &kt, sizeof(kt)};
 	tmpl[2] = (CK_ATTRIBUTE){CKA_ID, id, (CK_ULONG)idlen};

@@ -1146,6 +1146,44 @@ test_certs(void **state)
 	tok_close(t);
 }
 
+/*
+ * Before login, tok_find_keys looks for the public keys only (one search,
+ * counted by pkcs11-spy) and gives every key priv_handle 0; after login the
+ * private key is searched for too.
+ */
+static void
+test_keys_before_login(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k, **ks = NULL;
+	size_t n = 0;
+	int finds;
+
+	(void)state;
+	if (!have_softhsm || !have_spy)
+		skip();
+	open_login(&t);
+	k = gen(t, TOK_KEY_EC, 256, "prelogin");
+	tok_close(t);
+	open_t1(SPY, &t);
+	finds = spy_count("C_FindObjectsInit");
+	assert_int_equal(tok_find_keys(t, "prelogin", &ks, &n), 0);
+	assert_int_equal(spy_count("C_FindObjectsInit") - finds, 1);
+	assert_int_equal(n, 1);
+	assert_int_equal(ks[0]->priv_handle, 0);
+	assert_memory_equal(ks[0]->id, k->id, k->id_len);
+	tok_keys_free(ks, n);
+	assert_int_equal(tok_login(t, PIN, 0), 0);
+	finds = spy_count("C_FindObjectsInit");
+	assert_int_equal(tok_find_keys(t, "prelogin", &ks, &n), 0);
+	assert_int_equal(spy_count("C_FindObjectsInit") - finds, 2);
+	assert_int_equal(n, 1);
+	assert_true(ks[0]->priv_handle != 0);
+	tok_keys_free(ks, n);
+	tok_key_free(k);
+	tok_close(t);
+}
+
 /* The calls the bridge must never make, counted by pkcs11-spy. */
 static int
 stray_calls(void)
@@ -1703,6 +1741,7 @@ main(void)
 	    cmocka_unit_test(test_ec_keys),
 	    cmocka_unit_test(test_cms),
 	    cmocka_unit_test(test_certs),
+	    cmocka_unit_test(test_keys_before_login),
 	    cmocka_unit_test(test_evp_one_view),
 	    cmocka_unit_test(test_evp_errors),
 	    cmocka_unit_test(test_pkcs11_tool),
