@@ -155,7 +155,7 @@ station() {
 		fi
 	fi
 	echo "$2 $failed $server $ours" >>"$T/failures"
-	python3 -c "print(f'{$ok / ($t1 - $t0):.2f} $rss $failed {$cpu / max($ok, 1):.1f} {($s1 - $s0) / max($ok, 1):.1f}')"
+	/usr/bin/python3 -c "print(f'{$ok / ($t1 - $t0):.2f} $rss $failed {$cpu / max($ok, 1):.1f} {($s1 - $s0) / max($ok, 1):.1f}')"
 }
 
 # ceiling J N: N scepclient requests, J at a time, each with a copy of one pre-made key;
@@ -188,7 +188,7 @@ ceiling() {
 		echo "bench-station: $fails of $n scepclient requests failed, e.g.:" >&2
 		tail -n 1 "$T/sc/$(head -n1 "$T/sc/failed")/out.txt" >&2
 	fi
-	python3 -c "print(f'{($n - $fails) / ($t1 - $t0):.2f} $fails {($c1 - $c0) / max($n - $fails, 1):.1f} {($s1 - $s0) / max($n - $fails, 1):.1f}')"
+	/usr/bin/python3 -c "print(f'{($n - $fails) / ($t1 - $t0):.2f} $fails {($c1 - $c0) / max($n - $fails, 1):.1f} {($s1 - $s0) / max($n - $fails, 1):.1f}')"
 }
 
 openssl genrsa -traditional -out "$T/client.key" 2048 2>/dev/null || exit 1
@@ -230,7 +230,7 @@ done
 stop_all
 fi
 
-python3 - "$TOKENS" "${rss20:-0}" "${rows[@]}" >"$OUT_MD" <<'PY'
+/usr/bin/python3 - "$TOKENS" "${rss20:-0}" "${rows[@]}" >"$OUT_MD" <<'PY'
 import sys
 tokens, rss20, rows = sys.argv[1], sys.argv[2], sys.argv[3:]
 print(f"Provisioning station: {tokens} SoftHSM tokens per run, one `provision --jobs J`; ceiling: "

@@ -47,7 +47,7 @@ write_conf "$T/p11enroll.conf"
 measure() {
 	local file=$1
 	shift
-	python3 - "$@" >"$T/time.out" 2>"$T/cmd.err" <<'PY' || {
+	/usr/bin/python3 - "$@" >"$T/time.out" 2>"$T/cmd.err" <<'PY' || {
 import os, subprocess, sys, time
 t = os.environ["T"]
 out = open(t + "/cmd.out", "w")
@@ -114,7 +114,7 @@ for ((i = 0; i < RUNS; i++)); do
 		--pin "$PIN" --sign -m SHA256-RSA-PKCS --id "$KEY_ID" -i tbs.bin -o sig.bin || exit 1
 done
 
-python3 - "$RUNS" "$OUT_MD" <<'PY'
+/usr/bin/python3 - "$RUNS" "$OUT_MD" <<'PY'
 import re, statistics, sys
 runs, out_md = int(sys.argv[1]), sys.argv[2]
 
