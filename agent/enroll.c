@@ -137,18 +137,19 @@ read_static_challenge(const struct conf *c, char **out)
  * Reuses a key of the profile (keyrec.h) left without certificate by an
  * earlier attempt (matching [key] type), or generates one (keyrec_generate,
  * *generated = 1). A key to reuse must be certifiable (keyrec_certifiable):
- * else P11E_ERR_TOKEN, logged. Needs login.
+ * else P11E_ERR_TOKEN, logged. keys: the profile's keys with their private
+ * keys (tok_find_private, after login); *out is a copy.
  */
 static int
-get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generated)
+get_key(struct tok *t, const struct conf *c, struct tok_key **keys, size_t n, struct tok_key **out,
+        int *generated)
 {
 	int r;
-	struct tok_key **keys = NULL;
 	struct keyrec *rec = NULL;
-	size_t n = 0, i;
+	size_t i;
 	X509 *x = NULL;
 
-	if ((r = keyrec_load(c, &rec)) != 0 || (r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
+	if ((r = keyrec_load(c, &rec)) != 0)
 		goto out;
 	for (i = 0; i < n; i++) {
 		if (keys[i]->priv_handle == 0 || !keyrec_fits_profile(c, keys[i]) ||
@@ -164,9 +165,7 @@ get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generate
 			         c->key_label);
 			if ((r = keyrec_fix_id(c, t, keys[i])) != 0)
 				goto out;
-			*out = keys[i];
-			keys[i] = NULL;
-			r = 0;
+			r = (*out = tok_key_dup(keys[i])) != NULL ? 0 : P11E_ERR_ALLOC;
 			goto out;
 		}
 		if (r != 0)
@@ -175,30 +174,27 @@ get_key(struct tok *t, const struct conf *c, struct tok_key **out, int *generate
 	if ((r = keyrec_generate(c, t, out)) == 0)
 		*generated = 1;
 out:
-	tok_keys_free(keys, n);
 	keyrec_free(rec);
 	return r;
 }
 
 /*
- * The key (of the profile's label) a pending request was made with.
- * P11E_ERR_NOTFOUND (not logged) when it is gone from the token;
- * P11E_ERR_TOKEN (logged) when it is not certifiable (keyrec_certifiable)
- * or not the key of the request (another public key under its CKA_ID).
- * Needs login.
+ * The key (of the profile's label) a pending request was made with, of keys
+ * (the profile's, with their private keys: tok_find_private, after login);
+ * *out is a copy. P11E_ERR_NOTFOUND (not logged) when it is gone from the
+ * token; P11E_ERR_TOKEN (logged) when it is not certifiable
+ * (keyrec_certifiable) or not the key of the request (another public key
+ * under its CKA_ID).
  */
 static int
-pending_key(struct tok *t, const struct conf *c, const struct pending *p, struct tok_key **out)
+pending_key(struct tok *t, struct tok_key **keys, size_t n, const struct pending *p,
+            struct tok_key **out)
 {
-	int r;
-	struct tok_key **keys = NULL;
-	size_t n = 0, i, j;
+	int r = P11E_ERR_NOTFOUND;
+	size_t i, j;
 	unsigned char pub[20];
 	char hex[2 * sizeof(p->key_id) + 1];
 
-	if ((r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
-		return r;
-	r = P11E_ERR_NOTFOUND;
 	for (i = 0; i < n; i++) {
 		if (keys[i]->priv_handle == 0 || keys[i]->id_len != p->key_id_len ||
 		    memcmp(keys[i]->id, p->key_id, p->key_id_len) != 0)
@@ -218,12 +214,9 @@ pending_key(struct tok *t, const struct conf *c, const struct pending *p, struct
 			r = P11E_ERR_TOKEN;
 			break;
 		}
-		*out = keys[i];
-		keys[i] = NULL;
-		r = 0;
+		r = (*out = tok_key_dup(keys[i])) != NULL ? 0 : P11E_ERR_ALLOC;
 		break;
 	}
-	tok_keys_free(keys, n);
 	return r;
 }
 
@@ -328,25 +321,14 @@ check_due(struct run *u)
 }
 
 /*
- * The profile's keys and current certificate (renewal: any, else valid now);
- * the keys listed anew unless listed (then u->keys, the list keyrec_check_token
- * checked).
+ * The current certificate (renewal: any, else valid now) of the profile's
+ * keys (u->keys, the list keyrec_check_token checked).
  */
 static int
-find_current(struct run *u, int listed)
+find_current(struct run *u)
 {
 	int r;
 
-	X509_free(u->curcert);
-	u->curcert = NULL;
-	u->old = NULL;
-	if (!listed) {
-		tok_keys_free(u->keys, u->n);
-		u->keys = NULL;
-		u->n = 0;
-		if ((r = tok_find_keys(u->t, u->c->key_label, &u->keys, &u->n)) != 0)
-			return r;
-	}
 	r = current_find(u->t, u->keys, u->n, !u->o->renewal, &u->cur, &u->curcert);
 	if (r == P11E_ERR_NOTFOUND && u->o->renewal) {
 		log_error("token '%s' holds no certificate for key '%s' to renew; run "
@@ -427,7 +409,7 @@ prepare(struct run *u)
 	if ((r = current_open_token(c, &u->t)) != 0 ||
 	    (r = keyrec_check_token(c, u->t, u->o->allow_final_pin_try, &u->keys, &u->n)) != 0)
 		return r;
-	r = find_current(u, 1);
+	r = find_current(u);
 	if (r != 0 && !(r == P11E_ERR_NOTFOUND && !u->o->renewal))
 		return r;
 	/* A damaged pending file is an error, but next to a valid certificate
@@ -466,12 +448,12 @@ prepare(struct run *u)
 	u->pin = NULL;
 	if (r != 0)
 		return r;
+	/* The keys were listed before login, without their private keys. */
+	if ((r = tok_find_private(u->t, u->keys, u->n)) != 0)
+		return r;
 	u->tm.token += exchange_now_ms() - t0;
 	if (!u->o->renewal)
 		return 0;
-	/* The keys were listed before login, without private key handles. */
-	if ((r = find_current(u, 0)) != 0)
-		return r;
 	if (u->old->priv_handle == 0) {
 		log_error("the private key of the current certificate is missing from token '%s'; "
 		          "run `p11enroll enroll` for a new one",
@@ -496,7 +478,7 @@ choose_key(struct run *u)
 	int r;
 
 	if (u->have_pend) {
-		if ((r = pending_key(u->t, c, &u->pend, &u->key)) == 0) {
+		if ((r = pending_key(u->t, u->keys, u->n, &u->pend, &u->key)) == 0) {
 			u->pend_key = u->old == NULL || !same_key(u->key, u->old);
 			return 0;
 		}
@@ -518,7 +500,7 @@ choose_key(struct run *u)
 		if ((r = keyrec_certifiable(u->t, u->old)) != 0)
 			return r;
 		u->key = u->old;
-	} else if ((r = get_key(u->t, c, &u->key, &u->generated)) != 0) {
+	} else if ((r = get_key(u->t, c, u->keys, u->n, &u->key, &u->generated)) != 0) {
 		return r;
 	}
 	u->tm.keygen = exchange_now_ms() - t1;

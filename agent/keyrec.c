@@ -401,11 +401,8 @@ keyrec_check_token(const struct conf *c, struct tok *t, int allow_final_pin_try,
 		         tok_get_info(t)->label, c->key_label);
 	if ((r = pin_login(c, t, allow_final_pin_try)) != 0)
 		goto out;
-	/* Listed again: private keys are visible now. */
-	tok_keys_free(keys, n);
-	keys = NULL;
-	n = 0;
-	if ((r = tok_find_keys(t, c->key_label, &keys, &n)) != 0)
+	/* Their private keys are visible now. */
+	if ((r = tok_find_private(t, keys, n)) != 0)
 		goto out;
 	if (rec->migrate) {
 		r = migrate(c, t, rec, keys, n);

@@ -52,6 +52,7 @@ void p11_end(struct p11 *t);
 int p11_present(struct p11 *t);
 int p11_login(struct p11 *t, const char *pin, int allow_final_try);
 int p11_find_keys(struct p11 *t, const char *label, struct tok_key ***keys, size_t *n);
+int p11_find_private(struct p11 *t, struct tok_key *k);
 int p11_generate_key(struct p11 *t, struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
                      const char *label, struct tok_key **out);
 int p11_destroy_key(struct p11 *t, const struct tok_key *k);
@@ -103,8 +104,15 @@ const char *tok_rv_name(CK_RV rv);
 CK_RV tok_attr_get(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, unsigned char **val,
                    size_t *len);
 
-/* Reads a CK_ULONG attribute. */
-CK_RV tok_attr_ulong(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *val);
+/*
+ * Reads two attributes of object h as tok_attr_get does each: one
+ * C_GetAttributeValue for both when each value is up to 4 KiB and the
+ * module answers CKR_OK; on any other answer, each again alone (so that the
+ * CK_RV returned is the one of the first that fails, as two tok_attr_get
+ * would give). On failure *va and *vb are NULL.
+ */
+CK_RV tok_attr_get2(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE ta, unsigned char **va,
+                    size_t *la, CK_ATTRIBUTE_TYPE tb, unsigned char **vb, size_t *lb);
 
 /*
  * All objects matching the template, ascending by handle. *out (malloc'ed,

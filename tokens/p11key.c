@@ -132,13 +132,13 @@ read_pub(struct p11 *t, CK_OBJECT_HANDLE h, CK_KEY_TYPE kt, EVP_PKEY **out)
 	CK_RV rv;
 
 	if (kt == CKK_RSA) {
-		if ((rv = tok_attr_get(t, h, CKA_MODULUS, &a, &alen)) != CKR_OK ||
-		    (rv = tok_attr_get(t, h, CKA_PUBLIC_EXPONENT, &b, &blen)) != CKR_OK)
+		if ((rv = tok_attr_get2(t, h, CKA_MODULUS, &a, &alen, CKA_PUBLIC_EXPONENT, &b,
+		                        &blen)) != CKR_OK)
 			goto fail;
 		r = p11_pub_rsa(a, alen, b, blen, out);
 	} else {
-		if ((rv = tok_attr_get(t, h, CKA_EC_PARAMS, &a, &alen)) != CKR_OK ||
-		    (rv = tok_attr_get(t, h, CKA_EC_POINT, &b, &blen)) != CKR_OK)
+		if ((rv = tok_attr_get2(t, h, CKA_EC_PARAMS, &a, &alen, CKA_EC_POINT, &b, &blen)) !=
+		    CKR_OK)
 			goto fail;
 		r = ec_pub(a, alen, b, blen, out);
 	}
@@ -415,6 +415,55 @@ pair_of(struct p11 *t, const struct tok_key *k, const CK_OBJECT_HANDLE *priv, si
 }
 
 /*
+ * The private key of k (listed or generated): the one with its CKA_ID, for a
+ * pair whose generation stopped between its two CKA_IDs the one with the
+ * final CKA_ID, of twins the one pair_of picks. Sets k->priv_handle (0: none
+ * visible).
+ */
+int
+p11_find_private(struct p11 *t, struct tok_key *k)
+{
+	int r;
+	unsigned char final[20];
+	size_t npriv = 0, pick;
+	CK_OBJECT_CLASS privc = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE kt = k->type == TOK_KEY_RSA ? CKK_RSA : CKK_EC;
+	CK_ATTRIBUTE tmpl[3];
+	CK_OBJECT_HANDLE *priv = NULL;
+
+	tmpl[0] = (CK_ATTRIBUTE){CKA_CLASS, &privc, sizeof(privc)};
+	tmpl[1] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &kt, sizeof(kt)};
+	tmpl[2] = (CK_ATTRIBUTE){CKA_ID, k->id, (CK_ULONG)k->id_len};
+	if ((r = tok_find_objects(t, tmpl, 3, "private keys", &priv, &npriv)) != 0)
+		goto out;
+	/* A generation cut short between the two IDs (tok_generate_key): the
+	 * private key already has the final one, the public key not yet. */
+	if (npriv == 0 && tok_key_id_for(k->pub, final) == 0 &&
+	    (k->id_len != sizeof(final) || memcmp(k->id, final, sizeof(final)) != 0)) {
+		tmpl[2] = (CK_ATTRIBUTE){CKA_ID, final, sizeof(final)};
+		if ((r = tok_find_objects(t, tmpl, 3, "private keys", &priv, &npriv)) != 0)
+			goto out;
+	}
+	pick = npriv > 1 ? pair_of(t, k, priv, npriv) : 0;
+	if (npriv > 1 && pick < npriv)
+		log_warn(
+		    "token '%s' has %zu private keys with the CKA_ID of key '%s'; using the one "
+		    "whose modulus is the public key's",
+		    t->info.label, npriv, k->label);
+	else if (npriv > 1)
+		log_warn("token '%s' has %zu private keys with the CKA_ID of key '%s'; using the "
+		         "first, which may not be its pair (a server then refuses the request's "
+		         "signature): remove the others",
+		         t->info.label, npriv, k->label);
+	if (pick >= npriv)
+		pick = 0;
+	k->priv_handle = npriv > 0 ? priv[pick] : 0;
+out:
+	free(priv);
+	return r;
+}
+
+/*
  * The key pair whose public key object is h; *out stays NULL (and 0 is
  * returned) for a key this program cannot use.
  */
@@ -423,16 +472,18 @@ load_key(struct p11 *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **
 {
 	int r = P11E_ERR_INTERNAL;
 	struct tok_key *k = NULL;
-	unsigned char *id = NULL, final[20];
-	size_t idlen = 0, npriv = 0, pick;
+	unsigned char *id = NULL, *ktv = NULL;
+	size_t idlen = 0, ktlen = 0;
 	CK_KEY_TYPE kt = 0;
-	CK_OBJECT_CLASS privc = CKO_PRIVATE_KEY;
-	CK_ATTRIBUTE tmpl[3];
-	CK_OBJECT_HANDLE *priv = NULL;
 	CK_RV rv;
 
-	if ((rv = tok_attr_ulong(t, h, CKA_KEY_TYPE, &kt)) != CKR_OK ||
-	    (rv = tok_attr_get(t, h, CKA_ID, &id, &idlen)) != CKR_OK) {
+	if ((rv = tok_attr_get2(t, h, CKA_KEY_TYPE, &ktv, &ktlen, CKA_ID, &id, &idlen)) == CKR_OK &&
+	    ktlen != sizeof(kt))
+		rv = CKR_ATTRIBUTE_VALUE_INVALID;
+	if (rv == CKR_OK)
+		memcpy(&kt, ktv, sizeof(kt));
+	free(ktv);
+	if (rv != CKR_OK) {
 		log_error("reading key '%s' on token '%s' failed: %s", label, t->info.label,
 		          tok_rv_name(rv));
 		r = P11E_ERR_TOKEN;
@@ -455,46 +506,14 @@ load_key(struct p11 *t, CK_OBJECT_HANDLE h, const char *label, struct tok_key **
 	if ((r = read_pub(t, h, kt, &k->pub)) != 0)
 		goto out;
 	/* Before login a private key is not looked for (tok_find_keys). */
-	if (!t->logged_in) {
-		*out = k;
-		k = NULL;
-		r = 0;
+	if (t->logged_in && (r = p11_find_private(t, k)) != 0)
 		goto out;
-	}
-	tmpl[0] = (CK_ATTRIBUTE){CKA_CLASS, &privc, sizeof(privc)};
-	tmpl[1] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &kt, sizeof(kt)};
-	tmpl[2] = (CK_ATTRIBUTE){CKA_ID, id, (CK_ULONG)idlen};
-	if ((r = tok_find_objects(t, tmpl, 3, "private keys", &priv, &npriv)) != 0)
-		goto out;
-	/* A generation cut short between the two IDs (tok_generate_key): the
-	 * private key already has the final one, the public key not yet. */
-	if (npriv == 0 && tok_key_id_for(k->pub, final) == 0 &&
-	    (idlen != sizeof(final) || memcmp(id, final, sizeof(final)) != 0)) {
-		tmpl[2] = (CK_ATTRIBUTE){CKA_ID, final, sizeof(final)};
-		if ((r = tok_find_objects(t, tmpl, 3, "private keys", &priv, &npriv)) != 0)
-			goto out;
-	}
-	pick = npriv > 1 ? pair_of(t, k, priv, npriv) : 0;
-	if (npriv > 1 && pick < npriv)
-		log_warn(
-		    "token '%s' has %zu private keys with the CKA_ID of key '%s'; using the one "
-		    "whose modulus is the public key's",
-		    t->info.label, npriv, label);
-	else if (npriv > 1)
-		log_warn("token '%s' has %zu private keys with the CKA_ID of key '%s'; using the "
-		         "first, which may not be its pair (a server then refuses the request's "
-		         "signature): remove the others",
-		         t->info.label, npriv, label);
-	if (pick >= npriv)
-		pick = 0;
-	k->priv_handle = npriv > 0 ? priv[pick] : 0;
 	*out = k;
 	k = NULL;
 	r = 0;
 out:
 	tok_key_free(k);
 	free(id);
-	free(priv);
 	return r;
 }
 
@@ -569,6 +588,24 @@ p11_destroy_key(struct p11 *t, const struct tok_key *k)
 	if (k->pub_handle != 0 && tok_destroy_object(t, k->pub_handle, "the public key") != 0)
 		r = P11E_ERR_TOKEN;
 	return r;
+}
+
+struct tok_key *
+tok_key_dup(const struct tok_key *k)
+{
+	struct tok_key *d;
+
+	if ((d = malloc(sizeof(*d))) == NULL)
+		return NULL;
+	*d = *k;
+	d->label = NULL;
+	if ((k->label != NULL && (d->label = strdup(k->label)) == NULL) ||
+	    (k->pub != NULL && EVP_PKEY_up_ref(k->pub) != 1)) {
+		free(d->label);
+		free(d);
+		return NULL;
+	}
+	return d;
 }
 
 void

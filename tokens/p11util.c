@@ -198,18 +198,47 @@ out:
 	return rv;
 }
 
-CK_RV
-tok_attr_ulong(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *val)
+/* A copy of a value read into a buffer of ATTR_FIRST bytes; NULL if it is not one. */
+static unsigned char *
+attr_copy(const CK_ATTRIBUTE *a)
 {
-	CK_ULONG v = 0;
-	CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+	unsigned char *buf;
+
+	if (a->ulValueLen == CK_UNAVAILABLE_INFORMATION || a->ulValueLen > ATTR_FIRST ||
+	    (buf = malloc(a->ulValueLen + 1)) == NULL)
+		return NULL;
+	memcpy(buf, a->pValue, a->ulValueLen);
+	return buf;
+}
+
+CK_RV
+tok_attr_get2(struct p11 *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE ta, unsigned char **va,
+              size_t *la, CK_ATTRIBUTE_TYPE tb, unsigned char **vb, size_t *lb)
+{
+	unsigned char first[2][ATTR_FIRST];
+	CK_ATTRIBUTE a[2] = {{ta, first[0], ATTR_FIRST}, {tb, first[1], ATTR_FIRST}};
+	unsigned char *x = NULL, *y = NULL;
 	CK_RV rv;
 
-	if ((rv = t->f->C_GetAttributeValue(t->session, h, &a, 1)) != CKR_OK)
+	*va = *vb = NULL;
+	if (t->f->C_GetAttributeValue(t->session, h, a, 2) == CKR_OK &&
+	    (x = attr_copy(&a[0])) != NULL && (y = attr_copy(&a[1])) != NULL) {
+		*va = x;
+		*la = a[0].ulValueLen;
+		*vb = y;
+		*lb = a[1].ulValueLen;
+		return CKR_OK;
+	}
+	free(x);
+	/* One by one: each value's own answer (too large, sensitive, missing). */
+	if ((rv = tok_attr_get(t, h, ta, &x, la)) != CKR_OK)
 		return rv;
-	if (a.ulValueLen != sizeof(v))
-		return CKR_ATTRIBUTE_VALUE_INVALID;
-	*val = v;
+	if ((rv = tok_attr_get(t, h, tb, &y, lb)) != CKR_OK) {
+		free(x);
+		return rv;
+	}
+	*va = x;
+	*vb = y;
 	return CKR_OK;
 }
 

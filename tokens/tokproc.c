@@ -769,6 +769,33 @@ tok_find_keys(struct tok *t, const char *label, struct tok_key ***keys, size_t *
 }
 
 int
+tok_find_private(struct tok *t, struct tok_key **keys, size_t n)
+{
+	struct wire_wbuf w;
+	unsigned char *buf;
+	struct wire_rbuf r;
+	int64_t h;
+	size_t i;
+	int rc, e;
+
+	if (t == NULL || (n > 0 && keys == NULL))
+		return P11E_ERR_INTERNAL;
+	for (i = 0; t->logged_in && i < n; i++) {
+		if (keys[i]->priv_handle != 0 || keys[i]->pub_handle == 0)
+			continue;
+		begin(&w, TOKPROC_FIND_PRIVATE, keys[i]);
+		if ((e = send_req(t, &w, &buf, &r, &rc)) != 0)
+			return e;
+		if ((h = wire_r_num(&r)) < 0 || (uint64_t)h > ULONG_MAX || (rc != 0 && h != 0))
+			r.bad = 1;
+		if ((rc = done(t, &r, buf, rc)) != 0)
+			return rc;
+		keys[i]->priv_handle = (unsigned long)h;
+	}
+	return 0;
+}
+
+int
 tok_generate_key(struct tok *t, struct tok_keygen_ids *ids, const struct tok_keyspec *spec,
                  const char *label, struct tok_key **out)
 {

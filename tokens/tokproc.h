@@ -49,6 +49,7 @@ enum tokproc_op {
 	TOKPROC_RELEASE = 16,      /* grant */
 	TOKPROC_OPEN = 17,         /* a station's session: token URI, label (NULL: any) */
 	TOKPROC_END = 18,          /* its end: logged out, closed (the answer after it) */
+	TOKPROC_FIND_PRIVATE = 19, /* key (its public key's handle) -> private key handle */
 };
 
 /* What one tok_key_evp may ask of the token process (one exchange's needs);

@@ -223,6 +223,33 @@ op_find_keys(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
 	return rc;
 }
 
+/*
+ * The private key of a key listed before login (named by its public key
+ * alone): looked for as a listing after login would (p11_find_private), and
+ * kept with the key. Before login, none (0), as tok_find_keys gives.
+ */
+static int
+op_find_private(struct tokproc_server *s, struct wire_rbuf *r, struct wire_wbuf *f)
+{
+	struct tok_key view;
+	long i;
+	int rc = P11E_ERR_INTERNAL;
+
+	view.priv_handle = 0;
+	if ((i = named_key(s, r, 1, &view)) >= 0 && whole(r)) {
+		if (view.pub_handle == 0 || view.priv_handle != 0)
+			(void)refuse("a private key looked for by other than its public key");
+		else if (!s->p->logged_in)
+			rc = 0;
+		else if ((rc = p11_find_private(s->p, &view)) == 0 && view.priv_handle != 0) {
+			s->keys[i].k->priv_handle = view.priv_handle;
+			s->keys[i].priv_gone = 0;
+		}
+	}
+	wire_w_num(f, rc == 0 ? (int64_t)view.priv_handle : 0);
+	return rc;
+}
+
 /* tok_keygen_ids.named across the socket: the opener records the final CKA_ID. */
 static int
 named(void *ud, const unsigned char *id, size_t len)
@@ -550,6 +577,8 @@ dispatch(struct tokproc_server *s, int64_t op, struct wire_rbuf *r, struct wire_
 		return op_login(s, r, f);
 	case TOKPROC_FIND_KEYS:
 		return op_find_keys(s, r, f);
+	case TOKPROC_FIND_PRIVATE:
+		return op_find_private(s, r, f);
 	case TOKPROC_GENERATE:
 		return op_generate(s, r, f);
 	case TOKPROC_DESTROY_KEY:

@@ -11,6 +11,7 @@ import sys
 
 PRESENT, LOGIN, FIND_KEYS, GENERATE, DESTROY_KEY, FIX_ID, ATTRS, FIND_CERT = range(2, 10)
 STORE_CERT, HAS_CERT, DESTROY_CERT, OTHER_CERTS, GRANT, KEY_OP, RELEASE = range(10, 17)
+FIND_PRIVATE = 19
 EC, RSA = (2, 3), (4, 5)
 
 
@@ -50,6 +51,9 @@ def main():
         + req(STORE_CERT, key(EC), data(cert)) + req(OTHER_CERTS, key(RSA), data(None), num(0))
         + req(DESTROY_CERT, key(EC), data(cert)),
         "attrs": find + req(ATTRS, key(EC)) + req(FIX_ID, key(RSA)),
+        "private": find + req(FIND_PRIVATE, num(RSA[0]), num(0))
+        + req(FIND_PRIVATE, num(EC[0]), num(0)) + req(FIND_PRIVATE, key(RSA))
+        + req(FIND_PRIVATE, num(99), num(0)) + req(FIND_PRIVATE, num(0), num(0)),
         "destroy": find + req(GENERATE, data(b"p11e-temporary!"), num(0), num(2), num(256),
                               num(0), data(b"fz")) + find
         + req(DESTROY_KEY, num(0), num(EC[1])) + req(DESTROY_KEY, num(7), num(0)),

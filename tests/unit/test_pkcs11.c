@@ -1157,7 +1157,8 @@ test_keys_before_login(void **state)
 	struct tok *t = NULL;
 	struct tok_key *k, **ks = NULL;
 	size_t n = 0;
-	int finds;
+	unsigned long priv;
+	int finds, reads;
 
 	(void)state;
 	if (!have_softhsm || !have_spy)
@@ -1167,21 +1168,105 @@ test_keys_before_login(void **state)
 	tok_close(t);
 	open_t1(SPY, &t);
 	finds = spy_count("C_FindObjectsInit");
+	reads = spy_count("C_GetAttributeValue");
 	assert_int_equal(tok_find_keys(t, "prelogin", &ks, &n), 0);
 	assert_int_equal(spy_count("C_FindObjectsInit") - finds, 1);
+	/* Two reads a key: its type and CKA_ID, then its public parts (tok_attr_get2). */
+	assert_int_equal(spy_count("C_GetAttributeValue") - reads, 2);
 	assert_int_equal(n, 1);
 	assert_int_equal(ks[0]->priv_handle, 0);
 	assert_memory_equal(ks[0]->id, k->id, k->id_len);
-	tok_keys_free(ks, n);
+	/* tok_find_private before login: nothing asked, nothing found. */
+	finds = spy_count("C_FindObjectsInit");
+	assert_int_equal(tok_find_private(t, ks, n), 0);
+	assert_int_equal(spy_count("C_FindObjectsInit") - finds, 0);
+	assert_int_equal(ks[0]->priv_handle, 0);
 	assert_int_equal(tok_login(t, PIN, 0), 0);
+	/* After login: the private key of the list made before it, one search, no
+	 * listing and no attribute read; the handle a listing after login gives. */
+	finds = spy_count("C_FindObjectsInit");
+	reads = spy_count("C_GetAttributeValue");
+	assert_int_equal(tok_find_private(t, ks, n), 0);
+	assert_int_equal(spy_count("C_FindObjectsInit") - finds, 1);
+	assert_int_equal(spy_count("C_GetAttributeValue") - reads, 0);
+	assert_true(ks[0]->priv_handle != 0);
+	priv = ks[0]->priv_handle;
+	tok_keys_free(ks, n);
 	finds = spy_count("C_FindObjectsInit");
 	assert_int_equal(tok_find_keys(t, "prelogin", &ks, &n), 0);
 	assert_int_equal(spy_count("C_FindObjectsInit") - finds, 2);
 	assert_int_equal(n, 1);
-	assert_true(ks[0]->priv_handle != 0);
-	tok_keys_free(ks, n);
+	assert_int_equal(ks[0]->priv_handle, priv);
+	/* It signs with the handle found (the token process kept it). */
+	{
+		EVP_PKEY *sk = NULL;
+		struct tok_key *d = tok_key_dup(ks[0]);
+
+		assert_non_null(d);
+		tok_keys_free(ks, n);
+		ks = &d;
+		n = 1;
+		d->priv_handle = 0;
+		assert_int_equal(tok_find_private(t, ks, n), 0);
+		assert_int_equal(d->priv_handle, priv);
+		assert_int_equal(tok_key_evp(t, d, ANY_S, ANY_D, &sk), 0);
+		csr_sign_verify(d, sk);
+		EVP_PKEY_free(sk);
+		/* A key the token process did not list: refused, nothing found. */
+		d->pub_handle += 1000;
+		d->priv_handle = 0;
+		cap_begin();
+		assert_int_equal(tok_find_private(t, ks, n), P11E_ERR_INTERNAL);
+		assert_non_null(strstr(cap_end(), "not a key it listed"));
+		assert_int_equal(d->priv_handle, 0);
+		tok_key_free(d);
+	}
 	tok_key_free(k);
 	tok_close(t);
+}
+
+/*
+ * A module that refuses to read two attributes in one call (here: the first
+ * C_GetAttributeValue of a listing fails, through the tests' fault module)
+ * still gives the key: each attribute is then read alone. RSA (modulus and
+ * exponent) and EC (parameters and point), the same key as a plain listing.
+ */
+static void
+test_keys_attrs_one_by_one(void **state)
+{
+	const char *fault = getenv("P11E_FAULT_MODULE");
+	static const char *const rules[] = {
+	    "C_GetAttributeValue:CKR_FUNCTION_FAILED:1@C_FindObjectsInit", /* type and ID */
+	    "C_GetAttributeValue:CKR_FUNCTION_FAILED:2@C_FindObjectsInit", /* public parts */
+	};
+	struct tok *t = NULL;
+	struct tok_key *k[2], **ks = NULL;
+	size_t n = 0, i, j;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	assert_non_null(fault);
+	open_login(&t);
+	k[0] = gen(t, TOK_KEY_RSA, 2048, "onebyone-rsa");
+	k[1] = gen(t, TOK_KEY_EC, 256, "onebyone-ec");
+	tok_close(t);
+	for (i = 0; i < 2; i++)
+		for (j = 0; j < 2; j++) {
+			setenv("FAULT_RV_AT", rules[j], 1);
+			open_t1(fault, &t);
+			unsetenv("FAULT_RV_AT");
+			assert_int_equal(tok_find_keys(t, k[i]->label, &ks, &n), 0);
+			assert_int_equal(n, 1);
+			assert_int_equal(ks[0]->id_len, k[i]->id_len);
+			assert_memory_equal(ks[0]->id, k[i]->id, k[i]->id_len);
+			assert_int_equal(ks[0]->type, k[i]->type);
+			assert_int_equal(EVP_PKEY_eq(ks[0]->pub, k[i]->pub), 1);
+			tok_keys_free(ks, n);
+			tok_close(t);
+		}
+	tok_key_free(k[0]);
+	tok_key_free(k[1]);
 }
 
 /* The calls the bridge must never make, counted by pkcs11-spy. */
@@ -1742,6 +1827,7 @@ main(void)
 	    cmocka_unit_test(test_cms),
 	    cmocka_unit_test(test_certs),
 	    cmocka_unit_test(test_keys_before_login),
+	    cmocka_unit_test(test_keys_attrs_one_by_one),
 	    cmocka_unit_test(test_evp_one_view),
 	    cmocka_unit_test(test_evp_errors),
 	    cmocka_unit_test(test_pkcs11_tool),
