@@ -145,6 +145,9 @@ station() {
 	ours=$((failed - server))
 	if [ $ours -gt 0 ]; then
 		grep 'failed' "$T/station.err" | head -n 3 >&2
+		# The cards' own lines (provision's stderr), whole, for the one that failed.
+		cp "$T/station.err" "${OUT_MD%.md}-station-$1-$3-${4:-provision}.err" &&
+			echo "bench-station: provision's log kept in ${OUT_MD%.md}-station-$1-$3-${4:-provision}.err" >&2
 		# What the server said of refusals that are not its known race (to tell whose):
 		# scepserver logs every refusal of a request it could read as "failed to sign CSR"
 		# with the reason; the whole log is kept beside the table.
