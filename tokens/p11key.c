@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/asn1.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -159,6 +160,54 @@ out:
 }
 
 /* SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 4.2.1.2 (1)). */
+/*
+ * The SHA-1 of what a SubjectPublicKeyInfo's BIT STRING holds, without
+ * OpenSSL's encoder and decoder (X509_PUBKEY_set encodes the whole SPKI, then
+ * decodes it again: most of an enrollment's OpenSSL time outside the RSA
+ * operations): for RSA the RSAPublicKey (PKCS#1: SEQUENCE of the modulus and
+ * the exponent, DER), for EC the point in the key's own form. -1 for another
+ * key or on failure (then tok_key_id_for takes the SPKI's way).
+ */
+static int
+pub_bits(EVP_PKEY *pub, unsigned char id[20])
+{
+	BIGNUM *n = NULL, *e = NULL;
+	ASN1_INTEGER *an = NULL, *ae = NULL;
+	unsigned char pt[160], *der = NULL, *p;
+	size_t ptlen = 0;
+	int ln, le, len, r = -1;
+
+	if (EVP_PKEY_is_a(pub, "EC")) {
+		if (EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt),
+		                                    &ptlen) == 1 &&
+		    ptlen > 0 && SHA1(pt, ptlen, id) != NULL)
+			r = 0;
+		return r;
+	}
+	if (!EVP_PKEY_is_a(pub, "RSA") ||
+	    EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) != 1 ||
+	    EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_E, &e) != 1 ||
+	    (an = BN_to_ASN1_INTEGER(n, NULL)) == NULL ||
+	    (ae = BN_to_ASN1_INTEGER(e, NULL)) == NULL || (ln = i2d_ASN1_INTEGER(an, NULL)) <= 0 ||
+	    (le = i2d_ASN1_INTEGER(ae, NULL)) <= 0 ||
+	    (len = ASN1_object_size(1, ln + le, V_ASN1_SEQUENCE)) <= 0 ||
+	    (der = OPENSSL_malloc((size_t)len)) == NULL)
+		goto out;
+	p = der;
+	ASN1_put_object(&p, 1, ln + le, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+	if (i2d_ASN1_INTEGER(an, &p) != ln || i2d_ASN1_INTEGER(ae, &p) != le || p != der + len)
+		goto out;
+	if (SHA1(der, (size_t)len, id) != NULL)
+		r = 0;
+out:
+	OPENSSL_free(der);
+	ASN1_INTEGER_free(an);
+	ASN1_INTEGER_free(ae);
+	BN_free(n);
+	BN_free(e);
+	return r;
+}
+
 int
 tok_key_id_for(EVP_PKEY *pub, unsigned char id[20])
 {
@@ -167,15 +216,20 @@ tok_key_id_for(EVP_PKEY *pub, unsigned char id[20])
 	const unsigned char *pk = NULL;
 	int pklen = 0;
 
-	if (pub == NULL || X509_PUBKEY_set(&xpk, pub) != 1 ||
-	    X509_PUBKEY_get0_param(NULL, &pk, &pklen, NULL, xpk) != 1 || pklen <= 0) {
-		log_openssl(LOG_LVL_ERROR, "cannot encode the public key");
+	if (pub == NULL)
 		goto out;
-	}
+	if (pub_bits(pub, id) == 0)
+		return 0;
+	/* Another kind of key: the SubjectPublicKeyInfo's BIT STRING itself. */
+	if (X509_PUBKEY_set(&xpk, pub) != 1 ||
+	    X509_PUBKEY_get0_param(NULL, &pk, &pklen, NULL, xpk) != 1 || pklen <= 0)
+		goto out;
 	if (SHA1(pk, (size_t)pklen, id) == NULL)
 		goto out;
 	r = 0;
 out:
+	if (r != 0)
+		log_openssl(LOG_LVL_ERROR, "cannot encode the public key");
 	X509_PUBKEY_free(xpk);
 	return r;
 }

@@ -23,11 +23,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/bn.h>
 #include <openssl/cms.h>
+#include <openssl/ec.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/param_build.h>
 #include <openssl/rsa.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -1225,6 +1230,200 @@ test_keys_before_login(void **state)
 	tok_close(t);
 }
 
+/* The CKA_ID by its definition: SHA-1 of the SubjectPublicKeyInfo's BIT STRING. */
+static void
+spki_id(EVP_PKEY *k, unsigned char id[20])
+{
+	unsigned char *der = NULL;
+	const unsigned char *p, *pk = NULL;
+	int len = i2d_PUBKEY(k, &der), pklen = 0;
+	X509_PUBKEY *x;
+
+	assert_true(len > 0);
+	p = der;
+	assert_non_null(x = d2i_X509_PUBKEY(NULL, &p, len));
+	assert_int_equal(X509_PUBKEY_get0_param(NULL, &pk, &pklen, NULL, x), 1);
+	assert_non_null(SHA1(pk, (size_t)pklen, id));
+	X509_PUBKEY_free(x);
+	OPENSSL_free(der);
+}
+
+/* A public key from params: RSA n (hex) and e, or an EC curve and point. */
+static EVP_PKEY *
+pub_from(const char *type, const char *n_hex, unsigned long e, const char *curve,
+         const unsigned char *pt, size_t ptlen)
+{
+	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+	OSSL_PARAM *params;
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+	EVP_PKEY *k = NULL;
+	BIGNUM *n = NULL, *be = NULL;
+
+	if (n_hex != NULL) {
+		assert_true(BN_hex2bn(&n, n_hex) > 0);
+		assert_non_null(be = BN_new());
+		assert_int_equal(BN_set_word(be, e), 1);
+		assert_int_equal(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n), 1);
+		assert_int_equal(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be), 1);
+	} else {
+		assert_int_equal(
+		    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, curve, 0), 1);
+		assert_int_equal(
+		    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen), 1);
+	}
+	assert_non_null(params = OSSL_PARAM_BLD_to_param(bld));
+	assert_int_equal(EVP_PKEY_fromdata_init(ctx), 1);
+	assert_int_equal(EVP_PKEY_fromdata(ctx, &k, EVP_PKEY_PUBLIC_KEY, params), 1);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	EVP_PKEY_CTX_free(ctx);
+	BN_free(n);
+	BN_free(be);
+	return k;
+}
+
+/*
+ * tok_key_id_for gives the CKA_ID of its definition (the SPKI's BIT STRING,
+ * hashed) without encoding an SPKI: RSA of several sizes, with a modulus
+ * whose top bit is set (a 0x00 byte before it in DER) and one whose is not,
+ * exponents 3, 65537 and 2^32+1; EC P-256, P-384 and P-521, and a key made
+ * of a compressed point (its ID is that form's, as in its SPKI); Ed25519 by
+ * OpenSSL's SPKI.
+ */
+static void
+test_key_id_for(void **state)
+{
+	const char *curves[] = {"P-256", "P-384", "P-521"};
+	EVP_PKEY *k;
+	unsigned char want[20], got[20], pt[200];
+	size_t i, ptlen = 0;
+	char hex[1026];
+
+	(void)state;
+	for (i = 0; i < 3; i++) {
+		k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curves[i]);
+		assert_non_null(k);
+		spki_id(k, want);
+		assert_int_equal(tok_key_id_for(k, got), 0);
+		assert_memory_equal(got, want, sizeof(want));
+		if (i == 0) {
+			/* The same point compressed. */
+			EC_POINT *p;
+			EC_GROUP *g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+			EVP_PKEY *c;
+
+			assert_int_equal(EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY,
+			                                                 pt, sizeof(pt), &ptlen),
+			                 1);
+			assert_non_null(p = EC_POINT_new(g));
+			assert_int_equal(EC_POINT_oct2point(g, p, pt, ptlen, NULL), 1);
+			ptlen = EC_POINT_point2oct(g, p, POINT_CONVERSION_COMPRESSED, pt,
+			                           sizeof(pt), NULL);
+			assert_int_equal(ptlen, 33);
+			c = pub_from("EC", NULL, 0, "P-256", pt, ptlen);
+			spki_id(c, want);
+			assert_int_equal(tok_key_id_for(c, got), 0);
+			assert_memory_equal(got, want, sizeof(want));
+			EVP_PKEY_free(c);
+			EC_POINT_free(p);
+			EC_GROUP_free(g);
+		}
+		EVP_PKEY_free(k);
+	}
+	k = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+	assert_non_null(k);
+	spki_id(k, want);
+	assert_int_equal(tok_key_id_for(k, got), 0);
+	assert_memory_equal(got, want, sizeof(want));
+	EVP_PKEY_free(k);
+	/* Another kind of key: by OpenSSL's SPKI. */
+	k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	assert_non_null(k);
+	spki_id(k, want);
+	assert_int_equal(tok_key_id_for(k, got), 0);
+	assert_memory_equal(got, want, sizeof(want));
+	EVP_PKEY_free(k);
+	{
+		static const unsigned long exps[] = {3, 65537, 4294967297UL};
+		static const char tops[] = {'c', '5'}; /* top bit set, and not */
+		size_t j, b;
+
+		for (b = 0; b < 2; b++)
+			for (j = 0; j < 3; j++) {
+				/* A 4096-bit (or 4095-bit) odd modulus: only its encoding matters.
+				 */
+				for (i = 0; i < 1024; i++)
+					hex[i] = "0123456789abcdef"[(i * 7 + j + b) % 16];
+				hex[0] = tops[b];
+				hex[1023] = 'b';
+				hex[1024] = '\0';
+				k = pub_from("RSA", hex, exps[j], NULL, NULL, 0);
+				spki_id(k, want);
+				assert_int_equal(tok_key_id_for(k, got), 0);
+				assert_memory_equal(got, want, sizeof(want));
+				EVP_PKEY_free(k);
+			}
+	}
+}
+
+/* The SPKI of key (i2d_PUBKEY) or of xpk (i2d_X509_PUBKEY) is want's wl bytes. */
+static void
+same_der(EVP_PKEY *key, X509_PUBKEY *xpk, const unsigned char *want, int wl)
+{
+	unsigned char *got = NULL;
+	int len;
+
+	len = key != NULL ? i2d_PUBKEY(key, &got) : i2d_X509_PUBKEY(xpk, &got);
+	assert_int_equal(len, wl);
+	assert_memory_equal(got, want, (size_t)wl);
+	OPENSSL_free(got);
+}
+
+/*
+ * The public key of tok_key_evp's key (an OpenSSL RSA or EC_KEY, encoded
+ * without OpenSSL's encoder) is the token key's, byte for byte, as a request
+ * and a certificate carry it (exchange.c builds both with it) and as
+ * exchange.c's transactionID hashes it: RSA and EC.
+ */
+static void
+test_evp_spki(void **state)
+{
+	struct tok *t = NULL;
+	struct tok_key *k[2];
+	EVP_PKEY *bridge = NULL;
+	X509_REQ *req;
+	X509 *x;
+	unsigned char *want = NULL;
+	int wl, i;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	open_login(&t);
+	k[0] = gen(t, TOK_KEY_RSA, 2048, "spki-rsa");
+	k[1] = gen(t, TOK_KEY_EC, 384, "spki-ec");
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(tok_key_evp(t, k[i], 2, 0, &bridge), 0);
+		assert_true((wl = i2d_PUBKEY(k[i]->pub, &want)) > 0);
+		assert_non_null(req = X509_REQ_new());
+		assert_non_null(x = X509_new());
+		assert_int_equal(X509_REQ_set_pubkey(req, bridge), 1);
+		assert_int_equal(X509_set_pubkey(x, bridge), 1);
+		same_der(bridge, NULL, want, wl);
+		same_der(NULL, X509_REQ_get_X509_PUBKEY(req), want, wl);
+		same_der(NULL, X509_get_X509_PUBKEY(x), want, wl);
+		assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(x), k[i]->pub), 1);
+		OPENSSL_free(want);
+		want = NULL;
+		X509_free(x);
+		X509_REQ_free(req);
+		EVP_PKEY_free(bridge);
+		bridge = NULL;
+		tok_key_free(k[i]);
+	}
+	tok_close(t);
+}
+
 /*
  * A module that refuses to read two attributes in one call (here: the first
  * C_GetAttributeValue of a listing fails, through the tests' fault module)
@@ -1826,6 +2025,8 @@ main(void)
 	    cmocka_unit_test(test_ec_keys),
 	    cmocka_unit_test(test_cms),
 	    cmocka_unit_test(test_certs),
+	    cmocka_unit_test(test_key_id_for),
+	    cmocka_unit_test(test_evp_spki),
 	    cmocka_unit_test(test_keys_before_login),
 	    cmocka_unit_test(test_keys_attrs_one_by_one),
 	    cmocka_unit_test(test_evp_one_view),
