@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
 #include <openssl/rsa.h>
 
 #include "ca.h"
@@ -631,6 +632,28 @@ make_transient(const struct conf *c, EVP_PKEY **out)
 }
 
 /*
+ * OpenSSL's random generator, set up here once: a child would otherwise set
+ * up its own at its first random bytes (the transaction's self-signed
+ * certificate), which fetches its cipher and builds OpenSSL's table of
+ * ciphers: about 1 ms of CPU a card. A child does not reuse the parent's
+ * state: OpenSSL reseeds a generator from the kernel at its first use in a
+ * process other than the one that seeded it (its fork check, OpenSSL 1.1.1
+ * and later). An EC profile's transient key has already done this.
+ */
+static int
+warm_random(void)
+{
+	unsigned char b;
+
+	if (RAND_bytes(&b, 1) != 1) {
+		log_openssl(LOG_LVL_ERROR, "OpenSSL's random generator cannot be set up");
+		return P11E_ERR_INTERNAL;
+	}
+	OPENSSL_cleanse(&b, sizeof(b));
+	return 0;
+}
+
+/*
  * [token] init = yes hands the SO PIN to any card that says it is blank: only
  * to cards of the make the uri names, and only in a run given --init.
  */
@@ -726,7 +749,8 @@ provision_run(const struct conf *c, const struct provision_opts *o)
 		r = P11E_ERR_TOKEN;
 		goto out;
 	}
-	if ((r = check_ca(c, s.ca_fp)) != 0 || (r = make_transient(c, &transient)) != 0)
+	if ((r = check_ca(c, s.ca_fp)) != 0 || (r = make_transient(c, &transient)) != 0 ||
+	    (r = warm_random()) != 0)
 		goto out;
 	netproc_end(); /* the station's own requests are done: the cards use the slots' */
 	s.jobs = (size_t)jobs_for(o, s.n);
