@@ -10,12 +10,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "conf.h"
@@ -300,6 +303,43 @@ test_req_free_wipes_challenge(void **state)
 	EVP_PKEY_free(k);
 }
 
+/*
+ * provision sets up OpenSSL's random generator before it forks a child per
+ * card, and every child makes serials and nonces with it: each child must
+ * draw its own bytes, not a copy of its siblings' (OpenSSL's generator
+ * reseeds at its first use in a new process).
+ */
+static void
+test_random_after_fork(void **state)
+{
+	unsigned char b[2][32], mine[32];
+	int fd[2], i, st;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(RAND_bytes(mine, sizeof(mine)), 1);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(pipe(fd), 0);
+		assert_true((pid = fork()) >= 0);
+		if (pid == 0) {
+			close(fd[0]);
+			_exit(RAND_bytes(mine, sizeof(mine)) == 1 &&
+			              write(fd[1], mine, sizeof(mine)) == (ssize_t)sizeof(mine)
+			          ? 0
+			          : 1);
+		}
+		close(fd[1]);
+		assert_int_equal(read(fd[0], b[i], sizeof(b[i])), (ssize_t)sizeof(b[i]));
+		close(fd[0]);
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	assert_int_equal(RAND_bytes(mine, sizeof(mine)), 1);
+	assert_memory_not_equal(b[0], b[1], sizeof(b[0]));
+	assert_memory_not_equal(b[0], mine, sizeof(mine));
+	assert_memory_not_equal(b[1], mine, sizeof(mine));
+}
+
 int
 main(void)
 {
@@ -311,6 +351,7 @@ main(void)
 	    cmocka_unit_test(test_escapes_exact_bytes),
 	    cmocka_unit_test(test_request_subject_bytes),
 	    cmocka_unit_test(test_req_free_wipes_challenge),
+	    cmocka_unit_test(test_random_after_fork),
 	};
 
 	/* Before OpenSSL allocates anything. */
