@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
@@ -146,6 +148,45 @@ out:
 	return r;
 }
 
+/* ca_share: the station's CA, who shared it, and when. */
+static struct ca_info *shared_ci;
+static pid_t shared_by;
+static struct timespec shared_at;
+
+void
+ca_share(struct ca_info *ci)
+{
+	ca_info_free(shared_ci);
+	shared_ci = ci;
+	shared_by = getpid();
+	clock_gettime(CLOCK_MONOTONIC, &shared_at);
+}
+
+/* This process's copy of the station's CA, once, in a child forked in time; else NULL. */
+static struct ca_info *
+take_shared(void)
+{
+	struct ca_info *ci = shared_ci;
+	struct timespec now;
+
+	if (ci == NULL || getpid() == shared_by)
+		return NULL;
+	shared_ci = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - shared_at.tv_sec > CA_SHARE_SECONDS) {
+		ca_info_free(ci);
+		return NULL;
+	}
+	/* As ca_fetch left it: what the station's ca_check_trust decided is the station's. */
+	X509_free(ci->prev);
+	ci->prev = NULL;
+	ci->rolled = 0;
+	log_debug("the CA as the station fetched it %lld s ago (GetCACert, GetCACaps%s)",
+	          (long long)(now.tv_sec - shared_at.tv_sec),
+	          ci->next_asked ? ", GetNextCACert" : "");
+	return ci;
+}
+
 int
 ca_fetch(const struct conf *c, struct ca_info **out)
 {
@@ -154,6 +195,8 @@ ca_fetch(const struct conf *c, struct ca_info **out)
 	struct http_resp *resp = NULL;
 	char *url = NULL, reason[4 * HTTP_REASON_MAX + 1];
 
+	if ((*out = take_shared()) != NULL)
+		return 0;
 	if ((ci = calloc(1, sizeof(*ci))) == NULL)
 		return P11E_ERR_ALLOC;
 	ci->http.timeout_s = c->timeout;

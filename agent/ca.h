@@ -42,6 +42,17 @@ int ca_fetch(const struct conf *c, struct ca_info **out);
 void ca_info_free(struct ca_info *ci);
 
 /*
+ * The station's CA for the children it forks (provision.c): ci, as ca_fetch
+ * returned it (ca_check_trust may have run on it since), taken; NULL frees it.
+ * In a child forked less than CA_SHARE_SECONDS after, the first ca_fetch
+ * gives that copy of it instead of asking the server again (GetCACert,
+ * GetCACaps, GetNextCACert for every card); later, and in the process that
+ * shared it, ca_fetch asks the server.
+ */
+#define CA_SHARE_SECONDS 300
+void ca_share(struct ca_info *ci);
+
+/*
  * Completes ci->ca's chain up to a self-signed root with issuers whose
  * signatures verify, taken from [trust] root_file (kept in ci->roots), then
  * the trust directory's certificates, then (with [trust] fetch_aia) the AIA

@@ -88,7 +88,9 @@ err_of_exit(int code)
 /*
  * The CA once, before any token is touched: an unreachable or untrusted CA
  * stops the run here. Its fingerprint then pins the children's CA (each has
- * its own state dir, where it would otherwise pin on first contact).
+ * its own state dir, where it would otherwise pin on first contact), and the
+ * children forked in the next CA_SHARE_SECONDS use its answers (ca_share)
+ * instead of asking the server for them again, card after card.
  */
 static int
 check_ca(const struct conf *c, unsigned char fp[32])
@@ -97,8 +99,11 @@ check_ca(const struct conf *c, unsigned char fp[32])
 	struct ca_info *ci = NULL;
 
 	if ((r = ca_fetch(c, &ci)) == 0 && (r = ca_check_trust(c, ci, 1, &how)) == 0 &&
-	    (r = ca_write_trust(c, ci)) == 0)
+	    (r = ca_write_trust(c, ci)) == 0) {
 		memcpy(fp, ci->fp, 32);
+		ca_share(ci);
+		ci = NULL;
+	}
 	ca_info_free(ci);
 	return r;
 }
@@ -780,6 +785,7 @@ out:
 	sigaction(SIGTERM, &old_term, NULL);
 	exchange_set_transient(NULL);
 	EVP_PKEY_free(transient);
+	ca_share(NULL);
 	station_free(&s);
 	return r;
 }

@@ -92,15 +92,25 @@ server_races_none() {
 	assert_match "$T/srv/serial-proxy.log" 'POST /scep\?operation=PKIOperation[^ ]* -> 200'
 }
 
+# server_ops OP: how many OP requests scepserver has answered so far.
+server_ops() {
+	grep -c "op=$1 " "$T/srv/scepserver.log" || true
+}
+
 test_twenty_tokens_jobs_4() {
-	local i
+	local i op before=()
 	make_cards 20 || return
 	assert_eq 20 "${#SERIALS[@]}" "tokens created" || return
 	SCEP_SERIALIZE=1 start_scepserver "$T/srv" || return
 	station_conf
+	for op in GetCACert GetCACaps PKIOperation; do before+=("$(server_ops $op)"); done
 	p11e provision --jobs 4 --report "$T/report.jsonl"
 	server_races_none
 	assert_eq 0 "$RC" "exit status" || return
+	# The station asks the CA's certificates and capabilities once; its cards use its answer.
+	assert_eq 1 "$(($(server_ops GetCACert) - before[0]))" "GetCACert requests for 20 cards"
+	assert_eq 1 "$(($(server_ops GetCACaps) - before[1]))" "GetCACaps requests for 20 cards"
+	assert_eq 20 "$(($(server_ops PKIOperation) - before[2]))" "PKIOperation requests for 20 cards"
 	assert_eq 20 "$(grep -c '"result":"enrolled"' "$T/report.jsonl")" "cards enrolled in the report"
 	assert_match "$OUT" '^20 tokens: 20 enrolled, 0 skipped, 0 pending, 0 failed'
 	for ((i = 0; i < 20; i++)); do
@@ -551,15 +561,18 @@ test_token_process_crash_fails_one_card() {
 
 # A slot's network process serves its cards in turn. A card's process that dies while its
 # request is in the network process (the tests' build: P11E_TEST_CARD_DIES kills the first
-# card's process right after its second request went out) leaves an answer no one read:
-# the station stops that network process, and the next card gets a new one and enrolls
-# (given the old one, it would read the dead card's answer as its own).
+# card's process right after its first request went out: its PKIOperation, since the cards
+# take the CA's certificates and capabilities from the station) leaves an answer no one
+# read: the station stops that network process, and the next card gets a new one and
+# enrolls (given the old one, it would read the dead card's answer as its own). The server
+# issued the dead card's certificate, which no one stored: -allowrenew 0 lets the next run
+# ask it for one again.
 test_card_killed_in_a_request_leaves_the_next_card_whole() {
 	local i
 	make_cards 3 || return
-	start_scepserver "$T/srv" || return
+	start_scepserver "$T/srv" -allowrenew 0 || return
 	station_conf
-	P11E_TEST_CARD_DIES=$T/died:2 "$P11E_TESTHOOKS" -c "$CONF" provision --jobs 1 \
+	P11E_TEST_CARD_DIES=$T/died:1 "$P11E_TESTHOOKS" -c "$CONF" provision --jobs 1 \
 		--report "$T/report.jsonl" >run.out 2>run.err </dev/null
 	assert_eq 70 "$?" "exit status with one card's process killed"
 	cat run.err >&2
