@@ -321,19 +321,18 @@ out:
 }
 
 int
-csr_build(const struct conf *c, EVP_PKEY *pub, EVP_PKEY *signer, const char *challenge,
-          X509_REQ **out)
+csr_build(const struct conf *c, EVP_PKEY *key, const char *challenge, X509_REQ **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	X509_REQ *req = NULL;
 	X509_NAME *name = NULL;
 	STACK_OF(X509_EXTENSION) *exts = NULL;
 
-	if ((r = csr_parse_dn(c->dn, &name)) != 0 || (r = build_exts(c, pub, &exts)) != 0)
+	if ((r = csr_parse_dn(c->dn, &name)) != 0 || (r = build_exts(c, key, &exts)) != 0)
 		goto out;
 	r = P11E_ERR_INTERNAL;
 	if ((req = X509_REQ_new()) == NULL || !X509_REQ_set_version(req, 0) ||
-	    !X509_REQ_set_subject_name(req, name) || !X509_REQ_set_pubkey(req, pub) ||
+	    !X509_REQ_set_subject_name(req, name) || !X509_REQ_set_pubkey(req, key) ||
 	    !X509_REQ_add_extensions(req, exts)) {
 		log_openssl(LOG_LVL_ERROR, "cannot build the certificate request");
 		goto out;
@@ -347,7 +346,7 @@ csr_build(const struct conf *c, EVP_PKEY *pub, EVP_PKEY *signer, const char *cha
 		log_openssl(LOG_LVL_ERROR, "cannot add the challenge to the request");
 		goto out;
 	}
-	if (X509_REQ_sign(req, signer, EVP_sha256()) <= 0) {
+	if (X509_REQ_sign(req, key, EVP_sha256()) <= 0) {
 		log_openssl(LOG_LVL_ERROR, "the token could not sign the certificate request");
 		r = P11E_ERR_TOKEN;
 		goto out;
@@ -388,7 +387,7 @@ csr_req_free(X509_REQ *req)
 }
 
 int
-csr_selfsigned(X509_NAME *subject, EVP_PKEY *pub, EVP_PKEY *signer, X509 **out)
+csr_selfsigned(X509_NAME *subject, EVP_PKEY *key, X509 **out)
 {
 	int r = P11E_ERR_INTERNAL;
 	X509 *x = NULL;
@@ -405,13 +404,13 @@ csr_selfsigned(X509_NAME *subject, EVP_PKEY *pub, EVP_PKEY *signer, X509 **out)
 	    !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) ||
 	    !X509_set_subject_name(x, subject) || !X509_set_issuer_name(x, subject) ||
 	    !X509_gmtime_adj(X509_getm_notBefore(x), -3600) ||
-	    !X509_gmtime_adj(X509_getm_notAfter(x), 2 * 86400) || !X509_set_pubkey(x, pub) ||
+	    !X509_gmtime_adj(X509_getm_notAfter(x), 2 * 86400) || !X509_set_pubkey(x, key) ||
 	    !ASN1_BIT_STRING_set_bit(ku, 0, 1) || !ASN1_BIT_STRING_set_bit(ku, 2, 1) ||
 	    !X509_add1_ext_i2d(x, NID_key_usage, ku, 1, X509V3_ADD_DEFAULT)) {
 		log_openssl(LOG_LVL_ERROR, "cannot build the self-signed request certificate");
 		goto out;
 	}
-	if (X509_sign(x, signer, EVP_sha256()) <= 0) {
+	if (X509_sign(x, key, EVP_sha256()) <= 0) {
 		log_openssl(LOG_LVL_ERROR, "cannot sign the self-signed request certificate");
 		r = P11E_ERR_TOKEN;
 		goto out;

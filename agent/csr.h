@@ -27,13 +27,12 @@
 int csr_parse_dn(const char *dn, X509_NAME **out);
 
 /*
- * A PKCS#10 request: subject from c->dn, public key pub, SANs from the
+ * A PKCS#10 request: subject from c->dn, key's public key, SANs from the
  * profile, keyUsage (digitalSignature, plus keyEncipherment for RSA),
  * challengePassword (PrintableString when possible) if challenge is not NULL,
- * signed with signer (the token key) using SHA-256.
+ * signed with key (the token key: proof of possession) using SHA-256.
  */
-int csr_build(const struct conf *c, EVP_PKEY *pub, EVP_PKEY *signer, const char *challenge,
-              X509_REQ **out);
+int csr_build(const struct conf *c, EVP_PKEY *key, const char *challenge, X509_REQ **out);
 
 /*
  * Frees a request after wiping the values of its challengePassword
@@ -43,10 +42,10 @@ int csr_build(const struct conf *c, EVP_PKEY *pub, EVP_PKEY *signer, const char 
 void csr_req_free(X509_REQ *req);
 
 /*
- * A self-signed certificate with the given subject and public key pub,
- * keyUsage digitalSignature+keyEncipherment, valid from one hour ago for two
- * days, signed with signer (whose public key is pub) using SHA-256.
+ * A self-signed certificate of key with the given subject, keyUsage
+ * digitalSignature+keyEncipherment, valid from one hour ago for two days,
+ * signed with key using SHA-256.
  */
-int csr_selfsigned(X509_NAME *subject, EVP_PKEY *pub, EVP_PKEY *signer, X509 **out);
+int csr_selfsigned(X509_NAME *subject, EVP_PKEY *key, X509 **out);
 
 #endif

@@ -143,11 +143,11 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 		          transient == shared_transient ? "this run's shared" : "a");
 	}
 	/* The public key goes into the request, the certificate and the transactionID
-	 * from tokkey, the same key as key->pub: OpenSSL encodes a key of its own
-	 * kind (tokkey's RSA or EC_KEY) directly, a provider's through its encoder
-	 * and decoder, which cost 1 to 2 ms of CPU an enrollment. */
+	 * from tokkey (or transient), not key->pub, the same key: OpenSSL encodes a key
+	 * of its own kind (tokkey's RSA or EC_KEY) directly, a provider's through its
+	 * encoder and decoder, which cost 1 to 2 ms of CPU an enrollment. */
 	if (x->poll_txid == NULL) {
-		if ((r = csr_build(c, tokkey, tokkey, challenge, &req)) != 0)
+		if ((r = csr_build(c, tokkey, challenge, &req)) != 0)
 			goto out;
 		if ((n = i2d_X509_REQ(req, &inner)) <= 0 || (r = make_txid(tokkey, x->txid)) != 0) {
 			r = P11E_ERR_INTERNAL;
@@ -171,8 +171,7 @@ exchange_run(struct exchange *x, X509 **issued, struct timing *tm)
 			goto out;
 		}
 		self = x->signer_cert;
-	} else if ((r = csr_selfsigned(subject, signer == tokkey ? tokkey : transient, signer,
-	                               &self)) != 0) {
+	} else if ((r = csr_selfsigned(subject, signer, &self)) != 0) {
 		goto out;
 	}
 	memset(&sr, 0, sizeof(sr));

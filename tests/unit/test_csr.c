@@ -258,7 +258,7 @@ test_request_subject_bytes(void **state)
 	(void)state;
 	memset(&c, 0, sizeof(c));
 	c.dn = "CN=host\\20,OU=\\ lab \\ ,O=Caf\\C3\\A9\\20";
-	assert_int_equal(csr_build(&c, k, k, NULL, &req), 0);
+	assert_int_equal(csr_build(&c, k, NULL, &req), 0);
 	assert_true((len = i2d_X509_REQ(req, &der)) > 0);
 	q = der;
 	assert_non_null(back = d2i_X509_REQ(NULL, &q, len));
@@ -286,14 +286,14 @@ test_req_free_wipes_challenge(void **state)
 	memset(&c, 0, sizeof(c));
 	c.dn = "CN=host";
 	watched = challenge;
-	assert_int_equal(csr_build(&c, k, k, challenge, &req), 0);
+	assert_int_equal(csr_build(&c, k, challenge, &req), 0);
 	watching = 1;
 	unwiped = 0;
 	csr_req_free(req);
 	watching = 0;
 	assert_int_equal(unwiped, 0);
 	/* The check itself: X509_REQ_free leaves the challenge in freed memory. */
-	assert_int_equal(csr_build(&c, k, k, challenge, &req), 0);
+	assert_int_equal(csr_build(&c, k, challenge, &req), 0);
 	watching = 1;
 	unwiped = 0;
 	X509_REQ_free(req);
