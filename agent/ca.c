@@ -157,6 +157,12 @@ void
 ca_share(struct ca_info *ci)
 {
 	ca_info_free(shared_ci);
+	/* As ca_fetch left it: what the station's ca_check_trust decided is the station's. */
+	if (ci != NULL) {
+		X509_free(ci->prev);
+		ci->prev = NULL;
+		ci->rolled = 0;
+	}
 	shared_ci = ci;
 	shared_by = getpid();
 	clock_gettime(CLOCK_MONOTONIC, &shared_at);
@@ -177,10 +183,6 @@ take_shared(void)
 		ca_info_free(ci);
 		return NULL;
 	}
-	/* As ca_fetch left it: what the station's ca_check_trust decided is the station's. */
-	X509_free(ci->prev);
-	ci->prev = NULL;
-	ci->rolled = 0;
 	log_debug("the CA as the station fetched it %lld s ago (GetCACert, GetCACaps%s)",
 	          (long long)(now.tv_sec - shared_at.tv_sec),
 	          ci->next_asked ? ", GetNextCACert" : "");

@@ -43,7 +43,8 @@ void ca_info_free(struct ca_info *ci);
 
 /*
  * The station's CA for the children it forks (provision.c): ci, as ca_fetch
- * returned it (ca_check_trust may have run on it since), taken; NULL frees it.
+ * returned it (what ca_check_trust set since, the rollover's previous CA, is
+ * dropped: each child judges the CA itself), taken; NULL frees it.
  * In a child forked less than CA_SHARE_SECONDS after, the first ca_fetch
  * gives that copy of it instead of asking the server again (GetCACert,
  * GetCACaps, GetNextCACert for every card); later, and in the process that
