@@ -146,8 +146,8 @@ station() {
 	if [ $ours -gt 0 ]; then
 		grep 'failed' "$T/station.err" | head -n 3 >&2
 		# The cards' own lines (provision's stderr), whole, for the one that failed.
-		cp "$T/station.err" "${OUT_MD%.md}-station-$1-$3-${4:-provision}.err" &&
-			echo "bench-station: provision's log kept in ${OUT_MD%.md}-station-$1-$3-${4:-provision}.err" >&2
+		local kept=${OUT_MD%.md}-station-$1-$3-${4:-provision}.err
+		cp "$T/station.err" "$kept" && echo "bench-station: provision's log kept in $kept" >&2
 		# What the server said of refusals that are not its known race (to tell whose):
 		# scepserver logs every refusal of a request it could read as "failed to sign CSR"
 		# with the reason; the whole log is kept beside the table.

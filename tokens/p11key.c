@@ -159,7 +159,6 @@ out:
 	return r;
 }
 
-/* SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 4.2.1.2 (1)). */
 /*
  * The SHA-1 of what a SubjectPublicKeyInfo's BIT STRING holds, without
  * OpenSSL's encoder and decoder (X509_PUBKEY_set encodes the whole SPKI, then
@@ -208,6 +207,7 @@ out:
 	return r;
 }
 
+/* SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 4.2.1.2 (1)). */
 int
 tok_key_id_for(EVP_PKEY *pub, unsigned char id[20])
 {
