@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -43,10 +44,14 @@ def classes():
 
 
 def run_class(name):
+    """Runs one class; the keys of tests/doubles/keypool.pem it and the servers it starts
+    draw are distinct among themselves (keypool.py: a counter file of the class's own)."""
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "unittest", name], cwd=HERE,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       stdin=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory(prefix="p11e-doubles-") as tmp:
+        env = dict(os.environ, P11E_KEYPOOL_STATE=os.path.join(tmp, "keypool.count"))
+        p = subprocess.run([sys.executable, "-m", "unittest", name], cwd=HERE, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           stdin=subprocess.DEVNULL)
     m = re.search(r"^Ran (\d+) tests? in", p.stdout, re.M)
     return p.returncode, int(m.group(1)) if m else 0, p.stdout, time.monotonic() - t0
 

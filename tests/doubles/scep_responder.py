@@ -106,6 +106,7 @@ from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import keypool  # noqa: E402
 import scepmsg  # noqa: E402
 import serving  # noqa: E402
 from asn1crypto import cms, x509 as asn1x509  # noqa: E402
@@ -202,7 +203,7 @@ def utcnow():
 
 
 def new_rsa_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return keypool.rsa_key()
 
 
 def fresh_key_like(public_key):
@@ -210,7 +211,7 @@ def fresh_key_like(public_key):
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         return ec.generate_private_key(public_key.curve)
     if isinstance(public_key, rsa.RSAPublicKey):
-        return rsa.generate_private_key(public_exponent=65537, key_size=public_key.key_size)
+        return keypool.rsa_key(public_key.key_size)
     return new_rsa_key()
 
 

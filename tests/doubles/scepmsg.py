@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, padding as sympadding, serial
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+import keypool
+
 # ---------------------------------------------------------------------------
 # SCEP constants (RFC 8894 section 3.2.1)
 
@@ -194,13 +196,12 @@ def load_cert(data):
 
 
 def load_key(data, password=None):
-    """cryptography private key from PEM/DER bytes or a file path."""
+    """cryptography private key from PEM/DER bytes or a file path: one of the tests' own
+    (not checked again by OpenSSL: keypool.load_own_key)."""
     if isinstance(data, str):
         with open(data, "rb") as f:
             data = f.read()
-    if data.lstrip().startswith(b"-----"):
-        return serialization.load_pem_private_key(data, password)
-    return serialization.load_der_private_key(data, password)
+    return keypool.load_own_key(data, password)
 
 
 def _asn1_cert(cert):

@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
+import keypool  # noqa: E402
 import ndes_admin  # noqa: E402  (md4 only; its KATs are below)
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -53,7 +54,7 @@ THUMB_RE = re.compile(r"thumbprint \(hash value\) for the CA certificate is:\s*<
 HAVE_CURL = shutil.which("curl") is not None
 HAVE_SCEP = shutil.which("scepserver") is not None and shutil.which("scepclient") is not None
 
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+KEY = keypool.rsa_key()
 
 
 def now():

@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
+import keypool  # noqa: E402
 import scepmsg  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -175,7 +176,7 @@ def self_signed(key, subject=SUBJECT):
             .sign(key, hashes.SHA256()))
 
 
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_KEY = keypool.rsa_key()
 SIGNER = self_signed(RSA_KEY)   # also the transient RSA signer for EC enrollments
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
@@ -399,7 +400,7 @@ class TestNormalMode(Checks):
     def test_renewal_signed_by_issued_cert(self):
         first = Exchange(self.r, make_csr(RSA_KEY)).send()
         _, old_cert = self.assert_success(first)
-        new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        new_key = keypool.rsa_key()
         for mtype in (scepmsg.MSG_PKCSREQ, scepmsg.MSG_RENEWALREQ):
             ex = Exchange(self.r, make_csr(new_key, challenge=None), signer=old_cert,
                           signer_key=RSA_KEY, message_type=mtype).send()
@@ -821,7 +822,7 @@ class TestRollover(Checks):
         res, _ = self.assert_success(ex)
         self.assert_signed_by(res, scepmsg.cert_der(choose_ra(new_ca)[1]))
         # a renewal signed with the certificate of the old CA needs no challenge
-        new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        new_key = keypool.rsa_key()
         ex = Exchange(r2, make_csr(new_key, challenge=None), signer=old_cert,
                       signer_key=RSA_KEY, message_type=scepmsg.MSG_RENEWALREQ).send()
         _, cert = self.assert_success(ex)
@@ -1200,7 +1201,7 @@ class TestScepclient(unittest.TestCase):
         r = start(self, "normal", *extra)
         work = tempfile.mkdtemp(prefix="scepclient-")   # it writes csr.pem/self.pem in its cwd
         self.addCleanup(shutil.rmtree, work, True)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key = keypool.rsa_key()
         with open(os.path.join(work, "k.pem"), "wb") as f:   # scepclient wants PKCS#1 PEM
             f.write(key.private_bytes(serialization.Encoding.PEM,
                                       serialization.PrivateFormat.TraditionalOpenSSL,

@@ -1178,6 +1178,9 @@ run_tests() {
 		own_dir=1
 	fi
 	export P11E_CA_CACHE=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}
+	# The doubles' pre-made RSA keys (tests/doubles/keypool.py): one counter beside the
+	# cached CAs, so that no key a double draws is one of theirs or another double's.
+	export P11E_KEYPOOL_STATE=${P11E_KEYPOOL_STATE:-$P11E_CA_CACHE/keypool.count}
 	# python3 is Debian's /usr/bin/python3, the one tests/install-deps.sh installs modules
 	# for (and the doubles' #!), also where a version manager's shim comes first in PATH:
 	# pyenv's costs about 0.5 s of CPU a call, which made up half of t-tokens.sh's CPU.
