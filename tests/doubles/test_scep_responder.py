@@ -549,7 +549,11 @@ class TestModes(Checks):
                                   scepmsg.FAIL_BAD_REQUEST)
         self.assert_answers(ex, res)
 
-    # -- hostile SUCCESS replies: each broken in exactly the claimed way
+
+class TestHostileModes(Checks):
+    """Hostile SUCCESS replies, each broken in exactly the claimed way, and hostile
+    transports (a class of its own: with TestModes in one, it was the longest of
+    make doubles, 24 s, where the others take at most 10)."""
 
     def hostile(self, mode, key=RSA_KEY):
         r = start(self, mode)
