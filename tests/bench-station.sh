@@ -4,7 +4,8 @@
 # (default "1 2 4 8"): RSA-2048 against scepserver, EC P-256 against the project's SCEP
 # responder double (scepserver cannot sign an ECDSA-signed CSR). Each server's ceiling at
 # the same parallelism: J Debian scepclient processes with pre-made RSA-2048 keys, TOKENS
-# requests in all, against the same server in the same run. Each series twice: keys
+# requests in all, against the same server in the same run (RSA: taken before and after the
+# station's runs, each run on a fresh scepserver depot: below). Each series twice: keys
 # generated on the tokens by provision (what a station does), and keys made beforehand on
 # each token with pkcs11-tool (provision then reuses the key a profile left without
 # certificate): like scepclient's pre-made keys, so that the share measures the agent, not
@@ -202,19 +203,47 @@ rows=()
 # RSA-2048 against scepserver (one server for the whole series; -allowrenew 0: scepclient's
 # subjects may repeat).
 series() { case " $SERIES " in *" $1 "*) return 0 ;; esac; return 1; }
+#
+# Every measurement (each ceiling, each station run) gets a scepserver of its own on a fresh
+# copy of the run's cached CA depot (the same CA), so that none depends on the ones before
+# it. (A growing depot was suspected, since scepserver rewrites index.txt at every request;
+# measured, it is not a cost: 600 scepclient requests on one depot, PKIOperation took 30.7 ms
+# on average over the first 100 and 26.1 ms over the last 100.) The ceiling is taken before
+# and after the two station runs of a --jobs, and their mean is the one the shares use (both
+# in the log): this machine's speed drifts between runs.
+nsrv=0
+fresh_scepserver() {
+	[ -z "${SCEP_PIDFILE:-}" ] || stop_pid "$SCEP_PIDFILE"
+	nsrv=$((nsrv + 1))
+	start_scepserver "$T/srv-$nsrv" -allowrenew 0 || return 1
+	SRV_LOG=$T/srv-$nsrv/scepserver.log
+}
+# mean A B: the mean of two figures ("?" if either is not a number).
+mean() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 == a && b + 0 == b) printf "%.2f\n", (a + b) / 2; else print "?" }'; }
 if series rsa; then
-start_scepserver "$T/srv" -allowrenew 0 || exit 1
-SRV_LOG=$T/srv/scepserver.log
+fresh_scepserver || exit 1
 # shellcheck disable=SC2034  # read by write_conf
 CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
 for j in $JOBS; do
-	read -r ceil cfailed ccpu csrv < <(ceiling "$j" "$TOKENS")
+	read -r ceil1 cfailed1 ccpu1 csrv1 < <(ceiling "$j" "$TOKENS")
+	runs=()
 	for keys in token premade; do
+		fresh_scepserver || exit 1
 		read -r rate rss failed cpu srv < <(station rsa:2048 "$TOKENS" "$j" "${keys#token}")
-		rows+=("rsa:2048 scepserver $keys $j $rate $ceil $rss ${failed:-?} ${cfailed:-?} ${cpu:-?} ${ccpu:-?} ${srv:-?} ${csrv:-?}")
-		echo "rsa:2048 ($keys keys), jobs $j: ${rate} enrollments/s (scepclient ceiling ${ceil}/s), peak RSS ${rss:-?} KiB" >&2
+		runs+=("$keys $rate ${rss:-?} ${failed:-?} ${cpu:-?} ${srv:-?}")
+	done
+	fresh_scepserver || exit 1
+	read -r ceil2 cfailed2 ccpu2 csrv2 < <(ceiling "$j" "$TOKENS")
+	ceil=$(mean "$ceil1" "$ceil2") ccpu=$(mean "$ccpu1" "$ccpu2") csrv=$(mean "$csrv1" "$csrv2")
+	cfailed=$((${cfailed1:-0} + ${cfailed2:-0}))
+	echo "rsa:2048, jobs $j: scepclient ceiling ${ceil1:-?}/s before the station's runs, ${ceil2:-?}/s after" >&2
+	for r in "${runs[@]}"; do
+		read -r keys rate rss failed cpu srv <<<"$r"
+		rows+=("rsa:2048 scepserver $keys $j $rate $ceil $rss $failed $cfailed $cpu $ccpu $srv $csrv")
+		echo "rsa:2048 ($keys keys), jobs $j: ${rate} enrollments/s (scepclient ceiling ${ceil}/s), peak RSS $rss KiB" >&2
 	done
 done
+fresh_scepserver || exit 1
 read -r _ rss20 _ _ _ < <(station rsa:2048 20 4)
 stop_all
 SRV_LOG=
@@ -239,9 +268,10 @@ fi
 import sys
 tokens, rss20, rows = sys.argv[1], sys.argv[2], sys.argv[3:]
 print(f"Provisioning station: {tokens} SoftHSM tokens per run, one `provision --jobs J`; ceiling: "
-      f"J scepclient processes, {tokens} requests, same server.\n")
+      f"J scepclient processes, {tokens} requests, same server. RSA: every run on a fresh "
+      f"scepserver depot, the ceiling the mean of one run before the station's and one after.\n")
 print("| key | server | keys | jobs | p11enroll enrollments/s | scepclient ceiling /s | share "
-      "| peak RSS MiB | refused by the server (p11enroll / scepclient) "
+      "| peak RSS MiB | refused by the server (p11enroll / scepclient, RSA: its two runs) "
       "| client CPU ms per enrollment (p11enroll / scepclient) "
       "| server CPU ms per enrollment (p11enroll's / scepclient's) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
