@@ -36,7 +36,6 @@ import keypool  # noqa: E402
 import ndes_admin  # noqa: E402  (md4 only; its KATs are below)
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from cryptography.x509.oid import AttributeOID, NameOID  # noqa: E402
 
 ADMIN = os.path.join(HERE, "ndes_admin.py")
