@@ -278,6 +278,12 @@ start_serial_proxy() {
 	SCEP_PROXY_PORT=$(cat "$dir/serial-proxy.port") SCEP_PROXY_PIDFILE=$dir/serial-proxy.pid
 }
 
+# scep_ops OP: how many OP requests (GetCACert, GetCACaps, PKIOperation...) the test's
+#   scepserver in $T/srv has logged so far.
+scep_ops() {
+	grep -c "op=$1 " "$T/srv/scepserver.log" || true
+}
+
 # ca_fingerprint PEM: "AB:CD:..." SHA-256 over the DER certificate.
 ca_fingerprint() {
 	openssl x509 -in "$1" -noout -fingerprint -sha256 | sed 's/^.*=//'

@@ -59,12 +59,6 @@ keys_setup() {
 	write_conf
 }
 
-
-# pkioperations: PKIOperation requests the scepserver has logged so far.
-pkioperations() {
-	grep -c 'op=PKIOperation' "$T/srv/scepserver.log"
-}
-
 # recorded [STATE]: the CKA_IDs the record in STATE (default $STATE_DIR) holds, one a line.
 recorded() {
 	sed -n 's/^key=//p' "${1:-$STATE_DIR}/keys-p11enroll.txt" 2>/dev/null
@@ -97,7 +91,7 @@ test_imported_key_not_certified() {
 	assert_contains "$ERR" "key 'p11enroll' (CKA_ID 0102a0) on token '$TOKEN_LABEL' did not come from the token (CKA_LOCAL is false, CKA_ALWAYS_SENSITIVE is false, CKA_NEVER_EXTRACTABLE is false)"
 	assert_contains "$ERR" "nothing on the token was changed"
 	check_unchanged before.txt
-	assert_eq 0 "$(pkioperations)" "PKIOperations"
+	assert_eq 0 "$(scep_ops PKIOperation)" "PKIOperations"
 	assert_no_file "$CERT_FILE"
 	# And it stays so: the next run says the same.
 	assert_exit 74 p11e enroll || return
@@ -115,11 +109,11 @@ test_imported_key_refused_at_renewal() {
 	import_key 0102a1 || return
 	token_objects >before.txt
 	local ops
-	ops=$(pkioperations)
+	ops=$(scep_ops PKIOperation)
 	assert_exit 74 p11e renew --force || return
 	assert_contains "$ERR" "key 'p11enroll' (CKA_ID 0102a1) on token '$TOKEN_LABEL' did not come from the token (CKA_LOCAL is false"
 	check_unchanged before.txt
-	assert_eq "$ops" "$(pkioperations)" "PKIOperations after the refused renewal"
+	assert_eq "$ops" "$(scep_ops PKIOperation)" "PKIOperations after the refused renewal"
 	assert_exit 74 p11e enroll || return
 	assert_contains "$ERR" "(CKA_ID 0102a1)"
 	check_unchanged before.txt
@@ -197,14 +191,14 @@ test_second_profile_same_label_refused() {
 	two_profiles || return
 	token_objects >before.txt
 	local ops
-	ops=$(pkioperations)
+	ops=$(scep_ops PKIOperation)
 	CONF=$T/b.conf assert_exit 74 p11e enroll || return
 	assert_contains "$ERR" "key 'p11enroll' (CKA_ID $A_ID) on token '$TOKEN_LABEL' is not one this profile generated (its CKA_ID is not in $T/state-b/keys-p11enroll.txt): likely another profile uses key label 'p11enroll' on this token with another state_dir; give each profile its own [key] label"
 	assert_not_contains "$OUT" "certificate:"
 	CONF=$T/b.conf assert_exit 74 p11e renew --force || return
 	assert_contains "$ERR" "is not one this profile generated"
 	check_unchanged before.txt
-	assert_eq "$ops" "$(pkioperations)" "PKIOperations by profile B"
+	assert_eq "$ops" "$(scep_ops PKIOperation)" "PKIOperations by profile B"
 	assert_eq "" "$(recorded "$T/state-b")" "profile B's record"
 	assert_no_file "$T/b.pem"
 	check_a_intact

@@ -92,25 +92,20 @@ server_races_none() {
 	assert_match "$T/srv/serial-proxy.log" 'POST /scep\?operation=PKIOperation[^ ]* -> 200'
 }
 
-# server_ops OP: how many OP requests scepserver has answered so far.
-server_ops() {
-	grep -c "op=$1 " "$T/srv/scepserver.log" || true
-}
-
 test_twenty_tokens_jobs_4() {
 	local i op before=()
 	make_cards 20 || return
 	assert_eq 20 "${#SERIALS[@]}" "tokens created" || return
 	SCEP_SERIALIZE=1 start_scepserver "$T/srv" || return
 	station_conf
-	for op in GetCACert GetCACaps PKIOperation; do before+=("$(server_ops $op)"); done
+	for op in GetCACert GetCACaps PKIOperation; do before+=("$(scep_ops $op)"); done
 	p11e provision --jobs 4 --report "$T/report.jsonl"
 	server_races_none
 	assert_eq 0 "$RC" "exit status" || return
 	# The station asks the CA's certificates and capabilities once; its cards use its answer.
-	assert_eq 1 "$(($(server_ops GetCACert) - before[0]))" "GetCACert requests for 20 cards"
-	assert_eq 1 "$(($(server_ops GetCACaps) - before[1]))" "GetCACaps requests for 20 cards"
-	assert_eq 20 "$(($(server_ops PKIOperation) - before[2]))" "PKIOperation requests for 20 cards"
+	assert_eq 1 "$(($(scep_ops GetCACert) - before[0]))" "GetCACert requests for 20 cards"
+	assert_eq 1 "$(($(scep_ops GetCACaps) - before[1]))" "GetCACaps requests for 20 cards"
+	assert_eq 20 "$(($(scep_ops PKIOperation) - before[2]))" "PKIOperation requests for 20 cards"
 	assert_eq 20 "$(grep -c '"result":"enrolled"' "$T/report.jsonl")" "cards enrolled in the report"
 	assert_match "$OUT" '^20 tokens: 20 enrolled, 0 skipped, 0 pending, 0 failed'
 	for ((i = 0; i < 20; i++)); do

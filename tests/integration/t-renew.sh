@@ -21,18 +21,13 @@ renew_setup() {
 	assert_eq 1 "$([ -n "$OLD_ID" ] && echo 1)" "the enrolled key has an ID" || return
 }
 
-# pkioperations: PKIOperation requests the scepserver has logged so far.
-pkioperations() {
-	grep -c 'op=PKIOperation' "$T/srv/scepserver.log"
-}
-
 test_renew_not_due() {
 	renew_setup || return
 	local before
-	before=$(pkioperations)
+	before=$(scep_ops PKIOperation)
 	assert_exit 0 p11e renew || return
 	assert_match "$OUT" '^renewal:[[:space:]]+not due; due [0-9]{4}-[0-9]{2}-[0-9]{2} .*\(20% of the lifetime left\)'
-	assert_eq "$before" "$(pkioperations)" "PKIOperations after a renew that is not due"
+	assert_eq "$before" "$(scep_ops PKIOperation)" "PKIOperations after a renew that is not due"
 	assert_eq "$OLD_SERIAL" "$(openssl x509 -in "$CERT_FILE" -noout -serial)" "serial"
 	assert_exit 0 p11e status || return
 	assert_match "$OUT" '^renewal:[[:space:]]+due [0-9]{4}-.*\(20% of the lifetime left\)'
@@ -45,7 +40,7 @@ test_renew_not_enrolled_74() {
 	write_conf
 	assert_exit 74 p11e renew --force || return
 	assert_contains "$ERR" "run \`p11enroll enroll\` first"
-	assert_eq 0 "$(grep -c 'op=PKIOperation' "$T/srv/scepserver.log")" "PKIOperations"
+	assert_eq 0 "$(scep_ops PKIOperation)" "PKIOperations"
 	assert_eq 0 "$(count_objects privkey)" "private keys"
 }
 
@@ -61,7 +56,7 @@ check_renewed() {
 test_renew_force_new_key() {
 	renew_setup || return
 	local before
-	before=$(pkioperations)
+	before=$(scep_ops PKIOperation)
 	assert_exit 0 p11e -v renew --force || return
 	# scepserver offers Renewal: a RenewalReq signed with the current certificate. The
 	# reply is encrypted to the signer, so decrypting it proves the old certificate and
@@ -73,7 +68,7 @@ test_renew_force_new_key() {
 	assert_contains "$T/srv/scepserver.log" "invalid challenge"
 	check_renewed
 	assert_eq 1 "$([ "$NEW_ID" != "$OLD_ID" ] && echo 1)" "new key ID ($NEW_ID) differs from the old ($OLD_ID)"
-	assert_eq $((before + 2)) "$(pkioperations)" "PKIOperations after renew --force"
+	assert_eq $((before + 2)) "$(scep_ops PKIOperation)" "PKIOperations after renew --force"
 	# enroll and status see the renewed certificate.
 	check_second_enroll
 	assert_exit 0 p11e status || return
