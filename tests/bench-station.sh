@@ -200,11 +200,10 @@ ceiling() {
 openssl genrsa -traditional -out "$T/client.key" 2048 2>/dev/null || exit 1
 rows=()
 
-# RSA-2048 against scepserver (one server for the whole series; -allowrenew 0: scepclient's
-# subjects may repeat).
 series() { case " $SERIES " in *" $1 "*) return 0 ;; esac; return 1; }
-#
-# Every measurement (each ceiling, each station run) gets a scepserver of its own on a fresh
+
+# RSA-2048 against scepserver (-allowrenew 0: scepclient's subjects may repeat). Every
+# measurement (each ceiling, each station run) gets a scepserver of its own on a fresh
 # copy of the run's cached CA depot (the same CA), so that none depends on the ones before
 # it. (A growing depot was suspected, since scepserver rewrites index.txt at every request;
 # measured, it is not a cost: 600 scepclient requests on one depot, PKIOperation took 30.7 ms
