@@ -205,12 +205,13 @@ start_scepserver() {
 	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || return 1
 	_ca_depot "${SCEP_CA:-main}" "$dir/depot" || return 1
 	SCEP_CHALLENGE=${SCEP_CHALLENGE:-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
+	# SCEP_ONE_TIME=1: no static challenge (an NDES double's verifier decides).
+	local challenge=(-challenge "$SCEP_CHALLENGE")
+	[ -z "${SCEP_ONE_TIME:-}" ] || challenge=()
 	for ((tries = 0; tries < 3; tries++)); do
 		port=${fixed_port:-$(free_port)}
-		# SCEP_ONE_TIME=1: no static challenge (an NDES double's verifier decides).
 		scepserver -depot "$dir/depot" -port "$port" \
-			${SCEP_ONE_TIME:+-allowrenew 0} \
-			$([ -n "${SCEP_ONE_TIME:-}" ] || echo "-challenge $SCEP_CHALLENGE") "$@" \
+			${SCEP_ONE_TIME:+-allowrenew 0} "${challenge[@]}" "$@" \
 			>>"$dir/scepserver.log" 2>&1 </dev/null &
 		pid=$!
 		echo "$pid" >"$dir/scepserver.pid"
@@ -264,6 +265,15 @@ start_double() {
 	stop_pid "$dir/$base.pid"
 	return 1
 }
+
+# SCEP_DEPOT_RACE: an extended regex for the texts scepserver's file depot (scep 2.1.0,
+#   depot/file/depot.go) logs after "failed to sign CSR" when two requests signed at the
+#   same moment trip over its serial file, which writeSerial removes and creates again:
+#   Serial() read it while it was empty ("could not convert  to serial number"), or its
+#   stat found the file and the open did not ("open .../depot/serial: no such file or
+#   directory"), or two requests created it at once ("open .../depot/serial: file exists").
+#   tests/README.md, known failures.
+SCEP_DEPOT_RACE='could not convert .*to serial number|depot/serial: (no such file or directory|file exists)'
 
 # start_serial_proxy DIR PORT
 #   Runs tests/doubles/serial_proxy.py on a free 127.0.0.1 port in front of
