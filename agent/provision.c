@@ -51,12 +51,15 @@
 #define WATCH_EVENTS_MS 10000 /* with slot events, scan this often anyway */
 /*
  * The cards one slot's token process and network process serve before they are
- * replaced: what a module keeps per initialisation stays bounded (tpm2-pkcs11 keeps TPM
- * objects loaded until C_Finalize, tokens/README.md), while the module's initialisation
- * and the network process's start are paid once per this many cards instead of once per
- * card.
+ * replaced: what a module keeps per initialisation stays bounded, while the module's
+ * initialisation (SoftHSM's reads its whole token store: 20 to 40 ms for 100 tokens) and
+ * the network process's start are paid once per this many cards instead of once per
+ * card. tpm2-pkcs11 keeps TPM objects loaded until C_Finalize, and through tpm2-abrmd the
+ * 15th key generation in one initialisation fails (tokens/README.md): its token
+ * processes serve fewer.
  */
-#define CARDS_PER_TOKEN_PROCESS 16
+#define CARDS_PER_TOKEN_PROCESS 64
+#define CARDS_PER_TPM_TOKEN_PROCESS 8
 
 static volatile sig_atomic_t stopping;
 
@@ -173,7 +176,8 @@ net_start(struct station_worker *sw)
  * replaced as needed, with a socket to it for the card (*fd; -1 when it cannot be had:
  * the card's process then opens the token in a token process of its own, as enroll does,
  * and reports what fails there), and its network process, likewise. Both are replaced
- * after CARDS_PER_TOKEN_PROCESS cards and when they have ended, the token process also
+ * after CARDS_PER_TOKEN_PROCESS cards (CARDS_PER_TPM_TOKEN_PROCESS with tpm2-pkcs11) and
+ * when they have ended, the token process also
  * when a scan found new tokens.
  */
 static int
@@ -181,6 +185,7 @@ slot_for(struct station *s, int *fd)
 {
 	struct station_worker *sw;
 	size_t i;
+	unsigned limit = s->tpm2_pkcs11 ? CARDS_PER_TPM_TOKEN_PROCESS : CARDS_PER_TOKEN_PROCESS;
 	int stale;
 
 	*fd = -1;
@@ -188,7 +193,7 @@ slot_for(struct station *s, int *fd)
 		sw = &s->workers[i];
 		if (sw->card >= 0)
 			continue;
-		stale = sw->cards >= CARDS_PER_TOKEN_PROCESS;
+		stale = sw->cards >= limit;
 		if (sw->w != NULL &&
 		    (stale || sw->gen != s->worker_gen || !tok_worker_alive(sw->w))) {
 			tok_worker_stop(sw->w);
@@ -198,8 +203,11 @@ slot_for(struct station *s, int *fd)
 			net_stop(s, sw, 0);
 		if (stale)
 			sw->cards = 0;
-		if (sw->w == NULL && tok_worker_start(s->module, &sw->w) == 0)
+		if (sw->w == NULL && tok_worker_start(s->module, &sw->w) == 0) {
 			sw->gen = s->worker_gen;
+			log_debug("slot %zu: this token process serves at most %u cards%s", i + 1,
+			          limit, s->tpm2_pkcs11 ? " (tpm2-pkcs11)" : "");
+		}
 		if (sw->w != NULL && tok_worker_connect(sw->w, fd) != 0) {
 			tok_worker_stop(sw->w);
 			sw->w = NULL;

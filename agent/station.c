@@ -68,6 +68,8 @@ station_add(struct station *s, const struct tok_info *info)
 	s->cards[s->n].blank = !(info->flags & TOK_F_INITIALIZED);
 	s->cards[s->n].fd[0] = s->cards[s->n].fd[1] = -1;
 	s->cards[s->n].worker = -1;
+	if (info->flags & TOK_F_TPM2_PKCS11)
+		s->tpm2_pkcs11 = 1;
 	/* The SO PIN goes to a blank card only when this run was asked to (--init). */
 	if (s->cards[s->n].blank && !s->init) {
 		s->cards[s->n].left = 1;

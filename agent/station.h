@@ -94,6 +94,7 @@ struct station {
 	char hostname[256], date[16];
 	struct station_worker *workers; /* jobs of them (provision.c) */
 	unsigned worker_gen;            /* raised when a scan finds new tokens */
+	int tpm2_pkcs11;                /* a card's module is tpm2-pkcs11 (TOK_F_TPM2_PKCS11) */
 };
 
 /*

@@ -45,6 +45,9 @@ enum tok_flag {
 	TOK_F_SO_PIN_FINAL_TRY = 1u << 10,
 	TOK_F_SO_PIN_LOCKED = 1u << 11,
 	TOK_F_SO_PIN_TO_BE_CHANGED = 1u << 12,
+	/* Not CK_TOKEN_INFO's: the module is tpm2-pkcs11 (its C_GetInfo), set by
+	 * tok_list_tokens. */
+	TOK_F_TPM2_PKCS11 = 1u << 13,
 };
 
 struct tok_info {

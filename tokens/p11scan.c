@@ -78,8 +78,12 @@ list_here(const char *module_path, const struct tok_uri *uri, int blank, struct 
 		goto out;
 	}
 	for (i = 0; i < m->nslots; i++)
-		if (matches(uri, blank, &m->slots[i]))
-			v[k++] = m->slots[i].token;
+		if (matches(uri, blank, &m->slots[i])) {
+			v[k] = m->slots[i].token;
+			if (m->tpm_backed)
+				v[k].flags |= TOK_F_TPM2_PKCS11;
+			k++;
+		}
 	*out = v;
 	*n = k;
 	v = NULL;

@@ -651,6 +651,26 @@ test_quiet_report_ec() {
 	assert_not_contains "$ERR" "0000wrong"
 }
 
+# A slot's token process serves many cards before it is replaced (SoftHSM's C_Initialize
+# reads the whole token store each time): 17 cards, one at a time, one token process and
+# one network process for all of them (and the station's own network process before them,
+# for the CA's certificates).
+test_seventeen_cards_one_token_process() {
+	local i
+	make_cards 17 || return
+	SCEP_CHALLENGE=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+	start_responder "$T/resp" normal || return
+	KEY_TYPE=ec:P-256 station_conf
+	p11e -v provision --jobs 1 --report "$T/report.jsonl"
+	assert_eq 0 "$RC" "exit status" || return
+	assert_match "$OUT" '^17 tokens: 17 enrolled, 0 skipped, 0 pending, 0 failed'
+	assert_eq 1 "$(grep -c "serves the station's cards" "$ERR")" "token processes for 17 cards"
+	assert_eq 2 "$(grep -c 'network process [0-9]* started' "$ERR")" "network processes (the station's, the slot's)"
+	for i in 0 16; do
+		card_cert "${LABELS[$i]}"
+	done
+}
+
 # On a terminal (script(1) gives it a pty): one line per card, redrawn in place, no log
 # line per change of state, then the summary table.
 test_terminal_progress_lines() {

@@ -148,6 +148,20 @@ test_ec_p256_responder() {
 	check_second_enroll
 }
 
+# A station whose module is tpm2-pkcs11: its token processes serve at most 8 cards each
+# (tpm2-pkcs11 keeps TPM objects loaded until C_Finalize; through tpm2-abrmd the 15th key
+# generation of one initialisation fails, tokens/README.md), where SoftHSM's serve 64.
+test_station_tpm_token_process_bound() {
+	make_tpm_token || return
+	start_scepserver "$T/srv" || return
+	CERT_FILE=- write_conf
+	p11e -v provision --jobs 1 --report "$T/report.jsonl"
+	assert_eq 0 "$RC" "exit status" || return
+	assert_match "$OUT" '^1 token: 1 enrolled, 0 skipped, 0 pending, 0 failed'
+	assert_contains "$ERR" "slot 1: this token process serves at most 8 cards (tpm2-pkcs11)"
+	assert_eq 1 "$(count_objects cert)" "certificates on the TPM token"
+}
+
 # A refused request takes back the key it generated, with tpm2-pkcs11's C_DestroyObject:
 # scepserver refuses EC requests (t-enroll.sh), which makes a natural refusal.
 test_refused_request_key_taken_back() {
