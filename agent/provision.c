@@ -52,9 +52,9 @@
 /*
  * The cards one slot's token process and network process serve before they are
  * replaced: what a module keeps per initialisation stays bounded, while the module's
- * initialisation (SoftHSM's reads its whole token store: 20 to 40 ms for 100 tokens) and
- * the network process's start are paid once per this many cards instead of once per
- * card. tpm2-pkcs11 keeps TPM objects loaded until C_Finalize, and through tpm2-abrmd the
+ * initialisation (SoftHSM reads its whole token store there: 20 to 40 ms of CPU for 100
+ * tokens) and the network process's start are paid once per this many cards instead of
+ * once per card. tpm2-pkcs11 keeps TPM objects loaded until C_Finalize, and through tpm2-abrmd the
  * 15th key generation in one initialisation fails (tokens/README.md): its token
  * processes serve fewer.
  */
@@ -177,8 +177,7 @@ net_start(struct station_worker *sw)
  * the card's process then opens the token in a token process of its own, as enroll does,
  * and reports what fails there), and its network process, likewise. Both are replaced
  * after CARDS_PER_TOKEN_PROCESS cards (CARDS_PER_TPM_TOKEN_PROCESS with tpm2-pkcs11) and
- * when they have ended, the token process also
- * when a scan found new tokens.
+ * when they have ended, the token process also when a scan found new tokens.
  */
 static int
 slot_for(struct station *s, int *fd)
