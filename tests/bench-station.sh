@@ -69,22 +69,46 @@ cards() {
 }
 
 # premade KEYTYPE: a key pair labelled p11enroll on every token of $T/hsm, generated on the
-# token and recorded as the station profile's own in that card's key record
+# token, under the CKA_ID p11enroll gives its keys (the SHA-1 of the RSAPublicKey DER, or
+# of the EC point), and recorded as the station profile's own in that card's key record
 # (state_dir/tokens/SERIAL/keys-p11enroll.txt): what a crashed earlier run of this
-# station would leave (not measured).
+# station would leave (not measured). Under another CKA_ID, each card would first move
+# its key to that one (keyrec_fix_id: two C_SetAttributeValue and a record rewritten),
+# which such a run does not leave to do.
 premade() {
-	local label serial pin spec=$1 dir
+	local label serial pin spec=$1 dir id ty
 	pin=$(head -n1 "$T/hsm/pin")
 	case $spec in rsa:2048) spec=rsa:2048 ;; ec:P-256) spec=EC:prime256v1 ;; esac
 	softhsm2-util --show-slots 2>/dev/null |
 		awk '$1 == "Serial" && $2 == "number:" { s = $3 } $1 == "Label:" && $2 != "" { print $2, s }' |
 		while read -r label serial; do
-			pkcs11-tool --module "$MODULE" --token-label "$label" --login --pin "$pin" \
+			if ! pkcs11-tool --module "$MODULE" --token-label "$label" --login --pin "$pin" \
 				--keypairgen --key-type "$spec" --label p11enroll --id 01 \
-				--usage-sign --usage-decrypt >/dev/null 2>&1 || echo "$label" >>"$T/premade.failed"
+				--usage-sign --usage-decrypt >/dev/null 2>&1 ||
+				! pkcs11-tool --module "$MODULE" --token-label "$label" --read-object \
+					--type pubkey --id 01 -o "$T/premade-pub.der" >/dev/null 2>&1; then
+				echo "$label" >>"$T/premade.failed"
+				continue
+			fi
+			case $spec in
+			rsa:*) openssl rsa -pubin -inform DER -in "$T/premade-pub.der" \
+				-RSAPublicKey_out -outform DER 2>/dev/null ;;
+			*) openssl pkey -pubin -inform DER -in "$T/premade-pub.der" -outform DER |
+				tail -c 65 ;; # P-256: the uncompressed point ends the SPKI
+			esac | openssl sha1 -binary >"$T/premade-id.bin"
+			id=$(od -An -tx1 "$T/premade-id.bin" | tr -d ' \n')
+			[ ${#id} -eq 40 ] || {
+				echo "$label" >>"$T/premade.failed"
+				continue
+			}
+			for ty in privkey pubkey; do
+				pkcs11-tool --module "$MODULE" --token-label "$label" --login --pin "$pin" \
+					--set-id "$id" --id 01 --type "$ty" >/dev/null 2>&1 ||
+					echo "$label" >>"$T/premade.failed"
+			done
 			dir=$T/state/tokens/$serial
 			mkdir -p "$dir" && chmod 0700 "$T/state" "$T/state/tokens" "$dir" &&
-				(umask 077 && printf 'key=01\n' >"$dir/keys-p11enroll.txt") ||
+				(umask 077 && printf 'key=%s\n' "$id" >"$dir/keys-p11enroll.txt") ||
 				echo "$label" >>"$T/premade.failed"
 		done
 	[ ! -s "$T/premade.failed" ]
