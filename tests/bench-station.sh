@@ -114,15 +114,12 @@ premade() {
 	[ ! -s "$T/premade.failed" ]
 }
 
-# RACE: what scepserver says of a refusal from its depot race (lib.sh, README's known
-# failures).
-RACE=$SCEP_DEPOT_RACE
-
-# race_count: scepserver's refusals so far from its depot race (0 without a scepserver).
+# race_count: scepserver's refusals so far from its depot race (lib.sh's SCEP_DEPOT_RACE,
+# README's known failures; 0 without a scepserver).
 SRV_LOG=
 race_count() {
 	if [ -n "$SRV_LOG" ]; then
-		grep -cE "failed to sign CSR.*($RACE)" "$SRV_LOG" || true
+		grep -cE "failed to sign CSR.*($SCEP_DEPOT_RACE)" "$SRV_LOG" || true
 	else
 		echo 0
 	fi
@@ -195,7 +192,7 @@ station() {
 		# with the reason; the whole log is kept beside the table.
 		if [ -n "$SRV_LOG" ]; then
 			grep 'failed to sign CSR' "$SRV_LOG" |
-				grep -vE "$RACE" |
+				grep -vE "$SCEP_DEPOT_RACE" |
 				tail -n 5 | sed 's/^/bench-station: server log: /' >&2
 			cp "$SRV_LOG" "${OUT_MD%.md}-scepserver-$1-$3.log" &&
 				echo "bench-station: server log kept in ${OUT_MD%.md}-scepserver-$1-$3.log" >&2

@@ -4,9 +4,8 @@
 Debian's scepserver (scep 2.1.0) has a race in its file depot: two PKIOperation requests
 signed at the same moment can make it fail one ("could not convert  to serial number",
 "open .../depot/serial: no such file or directory" or "... file exists"; tests/README.md,
-known failures). The station tests
-put this proxy in front of it: p11enroll's cards still run at once and queue here, and
-scepserver sees one request at a time.
+known failures). The station tests put this proxy in front of it: p11enroll's cards still
+run at once and queue here, and scepserver sees one request at a time.
 
     serial_proxy.py --backend PORT [--port N] [--ready-file FILE] [--pidfile FILE]
                     [--max-body BYTES] [--timeout SECONDS]
