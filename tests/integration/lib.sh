@@ -22,6 +22,7 @@ MODULE=${MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 SPY_MODULE=${SPY_MODULE:-$(find /usr/lib -maxdepth 2 -name pkcs11-spy.so 2>/dev/null | head -n1)}
 SPY_MODULE=${SPY_MODULE:-/usr/lib/x86_64-linux-gnu/pkcs11-spy.so}
 
+
 # openssl: the CLI without the system's trust store. OpenSSL 3.0's `x509` command loads
 #   it every time (X509_STORE_set_default_paths: /etc/ssl/certs, about 140 certificates),
 #   which made `openssl x509 -noout -subject` cost 33 ms of CPU instead of 5, and the
@@ -1133,8 +1134,43 @@ _report() {
 	[ -z "${P11E_RESULTS:-}" ] || echo "$line" >>"$P11E_RESULTS"
 }
 
+# _leftovers DIR: "PID command line" of every process whose working directory is DIR or
+#   below it, or whose command line names a path in DIR: what a test started and did not
+#   stop. One find and one grep over /proc, not a fork per process (a fork costs about 2 ms
+#   on a machine of this kind). The pattern comes from a file outside DIR, so that grep's
+#   own command line does not name DIR; a zombie has neither a working directory nor a
+#   command line, so a process that has ended is never listed.
+_leftovers() {
+	local dir=$1 pat pid cmd
+	pat=$P11E_RUN_DIR/.leftover-pattern.$BASHPID
+	printf '%s/\n' "$dir" >"$pat" || return 0
+	{
+		find /proc/[0-9]*/cwd -maxdepth 0 \( -lname "$dir" -o -lname "$dir/*" \) 2>/dev/null
+		grep -lsFf "$pat" /proc/[0-9]*/cmdline 2>/dev/null
+	} | cut -d/ -f3 | sort -un | while read -r pid; do
+		cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+		[ -n "$cmd" ] && printf '%s %s\n' "$pid" "${cmd% }"
+	done
+	rm -f "$pat"
+}
+
+# _stop_leftovers DIR: _leftovers, each sent SIGTERM, then SIGKILL if still there after
+#   2 s; prints them.
+_stop_leftovers() {
+	local left pid i
+	left=$(_leftovers "$1")
+	[ -n "$left" ] || return 0
+	printf '%s\n' "$left"
+	for pid in $(printf '%s\n' "$left" | cut -d' ' -f1); do kill -TERM "$pid" 2>/dev/null; done
+	for ((i = 0; i < 20; i++)); do
+		[ -n "$(_leftovers "$1")" ] || return 0
+		sleep 0.1
+	done
+	for pid in $(_leftovers "$1" | cut -d' ' -f1); do kill -KILL "$pid" 2>/dev/null; done
+}
+
 _run_one() {
-	local fn=$1 file=$2 name dir rc reason t0=$EPOCHREALTIME
+	local fn=$1 file=$2 name dir rc reason left t0=$EPOCHREALTIME
 	name=$file/${fn#test_}
 	dir=$P11E_RUN_DIR/$file/${fn#test_}
 	rm -rf "$dir"
@@ -1156,6 +1192,14 @@ _run_one() {
 		echo "$?" >"$T/.done"
 	) >"$dir/log" 2>&1 </dev/null
 	rc=$?
+	# Every process a test starts is stopped by the test (by its PID), also when it fails:
+	# one still running in or on the test's directory is a leak. It is stopped here, and the
+	# test fails with it.
+	left=$(_stop_leftovers "$dir")
+	if [ -n "$left" ]; then
+		printf 'left running after the test (now stopped):\n%s\n' "$left" | cut -c1-300 >>"$dir/log"
+		printf '%s\n' "$left" | cut -c1-200 | sed 's/^/processes left running after the test (now stopped): /' >>"$dir/.failures"
+	fi
 	# For run.sh's list of the slowest tests.
 	awk -v a="${t0/,/.}" -v b="${EPOCHREALTIME/,/.}" -v n="$name" 'BEGIN { printf "%.1f %s\n", b - a, n }' \
 		>>"$P11E_RUN_DIR/test-times"

@@ -78,6 +78,44 @@ EOF
 	fi
 }
 
+# A process a test starts and does not stop (here: a server started through a function,
+# whose $! is a subshell's PID, as t-stepca's s_server was) fails that test, by name,
+# and is stopped; a test that stops what it starts passes.
+test_test_that_leaves_a_process_fails() {
+	mkdir meta
+	echo ". '$P11E_LIB_DIR/lib.sh'" >meta/t-meta.sh
+	cat >>meta/t-meta.sh <<'EOF'
+server() { sleep "$@"; }
+test_leaks() {
+	server 61 &
+	echo $! >srv.pid
+	register_pidfile "$T/srv.pid"
+	sleep 0.2
+	ps -o pid= --ppid "$(cat srv.pid)" | tr -d ' ' >"$T/../leaked.pid"
+}
+test_stops() {
+	sleep 62 &
+	echo $! >srv.pid
+	register_pidfile "$T/srv.pid"
+}
+run_tests
+EOF
+	P11E_RUN_DIR=$T/meta-run P11E_RESULTS='' P11E_TESTS='' bash meta/t-meta.sh >meta.out 2>&1
+	assert_eq 1 $? "exit status of a file with a leaking test"
+	assert_contains meta.out "FAIL t-meta/leaks: processes left running after the test (now stopped): "
+	assert_match meta.out "FAIL t-meta/leaks: .*[0-9]+ sleep 61$" || return
+	assert_contains meta.out "ok t-meta/stops"
+	local pid state
+	pid=$(cat meta-run/t-meta/leaked.pid 2>/dev/null)
+	assert_match meta-run/t-meta/leaked.pid '^[0-9]+$' || return
+	# Stopped: gone, or a zombie its new parent has not reaped yet.
+	state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)
+	if [ -n "$state" ] && [ "$state" != Z ]; then
+		fail "the leaked sleep $pid is still running (state $state)"
+		kill "$pid"
+	fi
+}
+
 # A failed test says what went wrong, also once its directory is gone (CI): the error
 # line of the command's stderr rather than its last line, and the error lines of the
 # servers' logs and the other stderr files.

@@ -324,8 +324,12 @@ tls_client_case() {
 	engine_conf "$T" || return
 	for ((i = 0; i < 3; i++)); do
 		port=$(free_port)
-		openssl s_server -accept "127.0.0.1:$port" -Verify 1 -CApath "$TRUST_DIR" \
-			-cert "$T/tls/server.pem" -key "$T/tls/server.key" -www \
+		# exec, not lib.sh's openssl function: a function run with & is a subshell of its
+		# own, and $! would be that subshell's PID, not the server's (stop_pid would stop
+		# the subshell and leave s_server running).
+		(SSL_CERT_FILE=/dev/null SSL_CERT_DIR=/nonexistent exec openssl s_server \
+			-accept "127.0.0.1:$port" -Verify 1 -CApath "$TRUST_DIR" \
+			-cert "$T/tls/server.pem" -key "$T/tls/server.key" -www) \
 			>s_server.log 2>&1 </dev/null &
 		pid=$!
 		echo "$pid" >s_server.pid
