@@ -28,6 +28,9 @@ struct p11 {
 	int has_session;
 	int login_tried; /* C_Login was called (never twice) */
 	int logged_in;
+	/* The module is SoftHSM (C_GetInfo): p11_store_cert creates the certificate as a
+	 * session object and copies it onto the token (p11cert.c says why). */
+	int store_by_copy;
 	struct tok_info info;
 	/* What the last full scan of the slots saw (select_token): each token serial seen on
 	 * exactly one slot, and that slot. */

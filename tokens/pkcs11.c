@@ -106,6 +106,19 @@ tok_fill_info(struct tok_info *info, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 	info->slot_id = slot;
 }
 
+/* SoftHSM's C_GetInfo says it is made by "SoftHSM" (tpm2-pkcs11, OpenSC: others). */
+static int
+is_softhsm(CK_FUNCTION_LIST_PTR f)
+{
+	CK_INFO info;
+	char m[33];
+
+	if (f->C_GetInfo(&info) != CKR_OK)
+		return 0;
+	tok_copy_field(m, info.manufacturerID, sizeof(info.manufacturerID));
+	return strcmp(m, "SoftHSM") == 0;
+}
+
 static int
 load_module(struct p11 *t, const char *path)
 {
@@ -149,6 +162,7 @@ load_module(struct p11 *t, const char *path)
 		r = P11E_ERR_TOKEN;
 		goto out;
 	}
+	t->store_by_copy = is_softhsm(t->f);
 	r = 0;
 out:
 	return r;

@@ -60,6 +60,12 @@
  *                            MS ms. The kernel releases a dying process's sockets in no
  *                            order its peers can rely on: this makes a session's end
  *                            come first, for MS ms, every time.
+ *   FAULT_LIB_MANUFACTURER=NAME
+ *                            C_GetInfo names NAME (32 bytes at most, blank-padded) as
+ *                            the library's manufacturer instead of the real module's:
+ *                            p11enroll then takes the way of a module that is not
+ *                            SoftHSM (one C_CreateObject on the token for a certificate;
+ *                            tokens/p11cert.c). Empty or unset: the real module's.
  *   FAULT_TRY_AT=NAME, FAULT_TRY=WHAT
  *                            at the first call of NAME, before it reaches the real
  *                            module, the module tries what a module taken over would:
@@ -120,7 +126,7 @@ enum kind {
 #define FUNCS(X)                                                                                   \
 	X(C_Initialize, LIB, (CK_VOID_PTR a), (a))                                                 \
 	X(C_Finalize, LIB, (CK_VOID_PTR a), (a))                                                   \
-	X(C_GetInfo, LIB, (CK_INFO_PTR a), (a))                                                    \
+	X(C_GetInfo, SPECIAL, (CK_INFO_PTR a), (a))                                                \
 	X(C_GetSlotList, SPECIAL, (CK_BBOOL p, CK_SLOT_ID_PTR l, CK_ULONG_PTR n), (p, l, n))       \
 	X(C_GetSlotInfo, SPECIAL, (CK_SLOT_ID s, CK_SLOT_INFO_PTR i), (s, i))                      \
 	X(C_GetTokenInfo, SPECIAL, (CK_SLOT_ID s, CK_TOKEN_INFO_PTR i), (s, i))                    \
@@ -337,6 +343,8 @@ static struct {
 	unsigned long calls[NFUNCS];
 	struct info_rule info[MAX_INFO_RULES];
 	size_t ninfo;
+	unsigned char lib_manufacturer[32]; /* FAULT_LIB_MANUFACTURER, blank-padded */
+	int lib_manufacturer_set;
 } S;
 
 /* ------------------------------------------------------------------ log */
@@ -573,6 +581,23 @@ fw_C_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 		return fault_post(F_C_GetSlotList, CKR_OK, 1);
 	}
 	return fault_post(F_C_GetSlotList, S.real->C_GetSlotList(present, list, count), 0);
+}
+
+static CK_RV
+fw_C_GetInfo(CK_INFO_PTR info)
+{
+	CK_RV rv = CKR_OK;
+	int inj = fault_pre(F_C_GetInfo, K_LIB, &rv);
+
+	if (!inj) {
+		rv = S.real->C_GetInfo(info);
+		if (rv == CKR_OK && info != NULL && S.lib_manufacturer_set) {
+			memcpy(info->manufacturerID, S.lib_manufacturer,
+			       sizeof(S.lib_manufacturer));
+			inj = 1;
+		}
+	}
+	return fault_post(F_C_GetInfo, rv, inj);
 }
 
 static CK_RV
@@ -952,6 +977,15 @@ configure(void)
 	}
 	if ((v = getenv("FAULT_TOKEN_INFO")) != NULL && parse_token_info(v) != 0)
 		return CKR_ARGUMENTS_BAD;
+	if ((v = getenv("FAULT_LIB_MANUFACTURER")) != NULL && *v != '\0') {
+		if (strlen(v) > sizeof(S.lib_manufacturer)) {
+			bad("FAULT_LIB_MANUFACTURER", v, "32 bytes at most");
+			return CKR_ARGUMENTS_BAD;
+		}
+		memset(S.lib_manufacturer, ' ', sizeof(S.lib_manufacturer));
+		memcpy(S.lib_manufacturer, v, strlen(v));
+		S.lib_manufacturer_set = 1;
+	}
 	if ((v = getenv("FAULT_PIDS")) != NULL && *v != '\0') {
 		if (strlen(v) >= sizeof(S.pids)) {
 			bad("FAULT_PIDS", v, "path too long");

@@ -22,6 +22,13 @@ MODULE=${MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 SPY_MODULE=${SPY_MODULE:-$(find /usr/lib -maxdepth 2 -name pkcs11-spy.so 2>/dev/null | head -n1)}
 SPY_MODULE=${SPY_MODULE:-/usr/lib/x86_64-linux-gnu/pkcs11-spy.so}
 
+# The fault module (P11E_FAULT_MODULE) says it is not SoftHSM, so that p11enroll stores a
+# certificate through it as through a card's module or tpm2-pkcs11, with one
+# C_CreateObject on the token: the faults and kills the tests put at C_CreateObject are
+# the ones cards see. SoftHSM's own way (a session object copied onto the token,
+# tokens/p11cert.c) is every other test's, and t-crash's *_copied tests put kills into it
+# with FAULT_LIB_MANUFACTURER= (empty: the real module's answer).
+export FAULT_LIB_MANUFACTURER=${FAULT_LIB_MANUFACTURER-p11enroll fault module}
 
 # openssl: the CLI without the system's trust store. OpenSSL 3.0's `x509` command loads
 #   it every time (X509_STORE_set_default_paths: /etc/ssl/certs, about 140 certificates),

@@ -248,6 +248,23 @@ test_kill_after_new_cert_stored_then_enroll() {
 	check_tidy 1
 }
 
+# The same steps through SoftHSM's own way of storing a certificate (the fault module
+# answering C_GetInfo as SoftHSM does): a session object, then C_CopyObject onto the
+# token. Killed after the session object was made, nothing new is on the token, and the
+# next forced run enrolls again; killed after the copy, the new certificate is on the
+# token, and the next run tidies up as after a plain store.
+test_kill_before_new_cert_copied() {
+	crash_setup || return
+	crash_at force 1 FAULT_LIB_MANUFACTURER= FAULT_KILL_AT=C_CopyObject
+	assert_contains killed.txt "C_CopyObject KILLED"
+}
+
+test_kill_after_new_cert_copied() {
+	crash_setup || return
+	crash_at due 1 FAULT_LIB_MANUFACTURER= FAULT_KILL_AT=C_CopyObject+after
+	assert_contains killed.txt "C_CopyObject CKR_OK KILLED"
+}
+
 test_kill_before_old_cert_removed() {
 	crash_setup || return
 	crash_at due 1 FAULT_KILL_AT=C_DestroyObject

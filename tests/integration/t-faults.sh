@@ -178,6 +178,9 @@ test_removed_at_csr_sign_init() { removed_at C_SignInit 'sign'; }
 test_removed_at_csr_sign() { removed_at C_Sign 'sign'; }
 test_removed_at_certrep_decrypt() { removed_at C_Decrypt 'decrypt'; }
 test_removed_at_cert_store() { removed_at C_CreateObject 'C_CreateObject|stor'; }
+# SoftHSM's way (the fault module answering C_GetInfo as SoftHSM does): the session
+# object is made, the token is gone at its copy.
+test_removed_at_cert_copy() { FAULT_LIB_MANUFACTURER='' removed_at C_CopyObject 'C_CopyObject|stor'; }
 test_removed_at_cert_read_back() { removed_at C_GetAttributeValue@C_CreateObject 'read'; }
 test_removed_at_cert_search() { removed_at C_FindObjectsInit@C_CreateObject 'search|read'; }
 

@@ -1723,6 +1723,9 @@ test_twin_private_keys(void **state)
 	tok_close(t);
 }
 
+static CK_C_DestroyObject C_DestroyObject_real;
+static CK_RV copy_answer;
+
 static CK_RV
 fail_set_attr(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR a, CK_ULONG n)
 {
@@ -1811,6 +1814,172 @@ test_keygen_errors(void **state)
 		tok_keys_free(ks, n);
 	}
 	p11_close(t);
+}
+
+/* A self-signed certificate of a key made in memory, named cn: any certificate to store. */
+static X509 *
+soft_cert(const char *cn)
+{
+	EVP_PKEY *sw = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *x = X509_new();
+	X509_NAME *n = X509_NAME_new();
+
+	assert_non_null(sw);
+	assert_non_null(x);
+	assert_non_null(n);
+	assert_true(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
+	                                       -1, 0));
+	assert_true(X509_set_version(x, 2));
+	assert_true(ASN1_INTEGER_set(X509_get_serialNumber(x), 7));
+	assert_true(X509_set_subject_name(x, n) && X509_set_issuer_name(x, n));
+	assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+	assert_non_null(X509_time_adj_ex(X509_getm_notAfter(x), 30, 0, NULL));
+	assert_true(X509_set_pubkey(x, sw));
+	assert_true(X509_sign(x, sw, EVP_sha256()) > 0);
+	X509_NAME_free(n);
+	EVP_PKEY_free(sw);
+	return x;
+}
+
+/* The certificate objects with k's CKA_ID this session finds; *on_token: how many of them
+ * have CKA_TOKEN true. */
+static size_t
+certs_of(struct p11 *t, const struct tok_key *k, size_t *on_token)
+{
+	CK_OBJECT_CLASS c = CKO_CERTIFICATE;
+	CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &c, sizeof(c)},
+	                       {CKA_ID, (void *)k->id, (CK_ULONG)k->id_len}};
+	CK_OBJECT_HANDLE *hs = NULL;
+	unsigned char *v = NULL;
+	size_t n = 0, i, len = 0;
+
+	assert_int_equal(tok_find_objects(t, tmpl, 2, "test", &hs, &n), 0);
+	*on_token = 0;
+	for (i = 0; i < n; i++) {
+		assert_int_equal(tok_attr_get(t, hs[i], CKA_TOKEN, &v, &len), CKR_OK);
+		assert_int_equal(len, sizeof(CK_BBOOL));
+		*on_token += v[0] == CK_TRUE;
+		free(v);
+		v = NULL;
+	}
+	free(hs);
+	return n;
+}
+
+static int destroy_calls;
+
+static CK_RV
+fail_first_destroy(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o)
+{
+	if (destroy_calls++ == 0)
+		return CKR_DEVICE_ERROR;
+	return C_DestroyObject_real(s, o);
+}
+
+static CK_RV
+copy_rv(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR a, CK_ULONG n,
+        CK_OBJECT_HANDLE_PTR h)
+{
+	(void)s;
+	(void)o;
+	(void)a;
+	(void)n;
+	(void)h;
+	return copy_answer;
+}
+
+/*
+ * White box, tokens/p11cert.c's create_cert: on SoftHSM a certificate is stored as a
+ * session object copied onto the token, and this session then finds exactly one
+ * certificate object, on the token; through a module that does not say it is SoftHSM (the
+ * fault module with FAULT_LIB_MANUFACTURER), one C_CreateObject. A copy the module does
+ * not support falls back to that; a failed copy fails the store with its call named and
+ * leaves no object; a session object that cannot be destroyed fails it too, its copy
+ * removed.
+ */
+static void
+test_store_by_copy(void **state)
+{
+	const char *fault = getenv("P11E_FAULT_MODULE");
+	struct p11 *t = NULL;
+	struct tok_key *k = NULL;
+	struct tok_keyspec ec = {TOK_KEY_EC, 256, 0};
+	struct tok_uri u;
+	CK_FUNCTION_LIST fl, *real;
+	X509 *c1 = soft_cert("copy1"), *c2 = soft_cert("copy2"), *c3 = soft_cert("copy3");
+	const char *msg;
+	size_t on = 0;
+
+	(void)state;
+	if (!have_softhsm)
+		skip();
+	p11_open_login(&t);
+	assert_int_equal(t->store_by_copy, 1);
+	assert_int_equal(p11_generate_key(t, NULL, &ec, "copy", &k), 0);
+	assert_int_equal(p11_store_cert(t, k, c1), 0);
+	assert_int_equal(certs_of(t, k, &on), 1);
+	assert_int_equal(on, 1);
+
+	real = t->f;
+	fl = *real;
+	C_DestroyObject_real = real->C_DestroyObject;
+	fl.C_CopyObject = copy_rv;
+	t->f = &fl;
+	copy_answer = CKR_DEVICE_MEMORY;
+	cap_begin();
+	assert_int_equal(p11_store_cert(t, k, c2), P11E_ERR_TOKEN);
+	msg = cap_end();
+	assert_non_null(strstr(msg, "C_CopyObject (certificate of key 'copy') on token 't1' "
+	                            "failed: CKR_DEVICE_MEMORY (the token is full)"));
+	assert_int_equal(certs_of(t, k, &on), 1);
+	copy_answer = CKR_FUNCTION_NOT_SUPPORTED;
+	assert_int_equal(p11_store_cert(t, k, c2), 0);
+	assert_int_equal(certs_of(t, k, &on), 2);
+	assert_int_equal(on, 2);
+
+	fl.C_CopyObject = real->C_CopyObject;
+	fl.C_DestroyObject = fail_first_destroy;
+	destroy_calls = 0;
+	cap_begin();
+	assert_int_equal(p11_store_cert(t, k, c3), P11E_ERR_TOKEN);
+	msg = cap_end();
+	t->f = real;
+	assert_int_equal(destroy_calls, 2);
+	assert_non_null(strstr(msg, "C_DestroyObject (certificate of key 'copy') on token 't1' "
+	                            "failed: CKR_DEVICE_ERROR"));
+	/* the session object it could not destroy ends with the session */
+	assert_int_equal(certs_of(t, k, &on), 3);
+	assert_int_equal(on, 2);
+	assert_int_equal(p11_destroy_key(t, k), 0);
+	tok_key_free(k);
+	k = NULL;
+	p11_close(t);
+
+	/* Any other module: the fault module saying so. */
+	assert_non_null(fault);
+	setenv("FAULT_LIB_MANUFACTURER", "not that one", 1);
+	memset(&u, 0, sizeof(u));
+	u.token = "t1";
+	assert_int_equal(p11_open(fault, &u, &t), 0);
+	unsetenv("FAULT_LIB_MANUFACTURER");
+	assert_int_equal(p11_login(t, PIN, 0), 0);
+	assert_int_equal(t->store_by_copy, 0);
+	assert_int_equal(p11_generate_key(t, NULL, &ec, "direct", &k), 0);
+	real = t->f;
+	fl = *real;
+	fl.C_CopyObject = copy_rv;
+	copy_answer = CKR_GENERAL_ERROR; /* never called */
+	t->f = &fl;
+	assert_int_equal(p11_store_cert(t, k, c3), 0);
+	t->f = real;
+	assert_int_equal(certs_of(t, k, &on), 1);
+	assert_int_equal(on, 1);
+	assert_int_equal(p11_destroy_key(t, k), 0);
+	tok_key_free(k);
+	p11_close(t);
+	X509_free(c1);
+	X509_free(c2);
+	X509_free(c3);
 }
 
 /* Objects of any class on the token whose CKA_ID is id. */
@@ -2034,6 +2203,7 @@ main(void)
 	    cmocka_unit_test(test_pkcs11_tool),
 	    cmocka_unit_test(test_twin_private_keys),
 	    cmocka_unit_test(test_keygen_errors),
+	    cmocka_unit_test(test_store_by_copy),
 	    cmocka_unit_test(test_keygen_ids),
 	    cmocka_unit_test(test_keygen_cut_between_ids),
 	    cmocka_unit_test(test_select_seen),
