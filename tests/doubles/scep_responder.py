@@ -526,6 +526,17 @@ class Responder:
     def __init__(self, pki, mode, challenge=None):
         self.pki, self.mode, self.challenge = pki, mode, challenge
         self.lock = threading.Lock()
+        # One request's PKI work at a time (pki_operation, next_ca): the Pki's certificate
+        # objects are shared by the server's threads, and Debian 12's cryptography (38)
+        # holds a certificate borrowed while it builds Python objects from it (.subject,
+        # the first .extensions), so that a second thread using the same certificate then
+        # fails with "RuntimeError: Already borrowed" (seen: t-provision's
+        # pending_then_polled, about 1 run in 50: two cards' polls issued at once, ski_of
+        # of the CA against its .subject, and the card got an empty reply; 8 threads on one
+        # certificate with sys.setswitchinterval(1e-6) fail hundreds of times in 300
+        # rounds, also with its extensions parsed beforehand). The threads run Python one
+        # at a time anyway (the GIL); waits (mode slow) stay outside.
+        self.pki_lock = threading.Lock()
         self.pending = {}   # txid -> CSR DER awaiting a CertPoll
         self.issued = {}    # txid -> issued certificate
         self._rogue = None
@@ -548,6 +559,10 @@ class Responder:
     def next_ca(self):
         """GetNextCACert body (RFC 8894 4.7): SignedData over a degenerate SignedData
         holding the next CA and its RA pair; None when there is no next CA."""
+        with self.pki_lock:
+            return self._next_ca()
+
+    def _next_ca(self):
         pki = self.pki
         if self.mode not in NEXT_CA_MODES or self.mode == "rolled":
             return None
@@ -566,6 +581,10 @@ class Responder:
     # -- entry point
 
     def pki_operation(self, der):
+        with self.pki_lock:
+            return self._pki_operation(der)
+
+    def _pki_operation(self, der):
         try:
             outer = scepmsg.parse_pkimessage(der, verify=False)
         except Exception as e:  # ScepError, or asn1crypto on odd encodings

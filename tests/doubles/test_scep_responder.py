@@ -1195,6 +1195,70 @@ class TestProcess(unittest.TestCase):
         self.assertIn("cannot listen", p.stderr)
 
 
+class TestThreads(Checks):
+    """The server's threads share the Pki's certificate objects, which Debian 12's
+    cryptography (38) cannot have used by two threads at once ("RuntimeError: Already
+    borrowed"), so a request's PKI work holds Responder.pki_lock."""
+
+    def setUp(self):
+        import scep_responder
+        d = tempfile.mkdtemp(prefix="scep-responder-threads-")
+        self.addCleanup(shutil.rmtree, d, True)
+        self.pki = scep_responder.Pki(d)
+        self.responder = scep_responder.Responder(self.pki, "normal")
+        self.csr = make_csr(RSA_KEY)
+
+    def pkcsreq(self):
+        return scepmsg.pkcsreq(SIGNER, RSA_KEY, self.pki.enc_cert, self.csr, new_txid(),
+                               sender_nonce=os.urandom(16))
+
+    def test_pki_used_under_the_lock(self):
+        """Every use of the Pki while serving a request is made holding pki_lock."""
+        responder, pki, unlocked = self.responder, self.pki, []
+
+        class Watched:
+            def __getattr__(self, name):
+                if not responder.pki_lock.locked():
+                    unlocked.append(name)
+                return getattr(pki, name)
+
+        msg = self.pkcsreq()
+        responder.pki = Watched()
+        reply = responder.pki_operation(msg)
+        self.assertEqual((reply.code, "SUCCESS" in reply.summary), (200, True), reply.summary)
+        self.assertEqual(unlocked, [])
+
+    def test_requests_at_once(self):
+        """8 threads of 4 PKCSReqs each, the interpreter switching threads as often as it
+        can: every request gets its certificate."""
+        import threading
+        msgs = [[self.pkcsreq() for _ in range(4)] for _ in range(8)]
+        results = []
+        start_all = threading.Barrier(len(msgs))
+
+        def run(batch):
+            start_all.wait()
+            for m in batch:
+                try:
+                    reply = self.responder.pki_operation(m)
+                    results.append((reply.code, reply.summary))
+                except Exception as e:  # what the server's thread would die of
+                    results.append((None, "%s: %s" % (type(e).__name__, e)))
+
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            threads = [threading.Thread(target=run, args=(b,)) for b in msgs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(old)
+        self.assertEqual(len(results), 32)
+        self.assertEqual([r for r in results if r[0] != 200 or "SUCCESS" not in r[1]], [])
+
+
 # ---------------------------------------------------------------------------
 # cross-check with an independent client
 
