@@ -26,8 +26,9 @@ SPY_MODULE=${SPY_MODULE:-/usr/lib/x86_64-linux-gnu/pkcs11-spy.so}
 # certificate through it as through a card's module or tpm2-pkcs11, with one
 # C_CreateObject on the token: the faults and kills the tests put at C_CreateObject are
 # the ones cards see. SoftHSM's own way (a session object copied onto the token,
-# tokens/p11cert.c) is every other test's, and t-crash's *_copied tests put kills into it
-# with FAULT_LIB_MANUFACTURER= (empty: the real module's answer).
+# tokens/p11cert.c) is every other test's; t-crash's *_copied tests and t-faults'
+# removed_at_cert_copy put kills and a removal into it with FAULT_LIB_MANUFACTURER= (empty:
+# the real module's answer).
 export FAULT_LIB_MANUFACTURER=${FAULT_LIB_MANUFACTURER-p11enroll fault module}
 
 # openssl: the CLI without the system's trust store. OpenSSL 3.0's `x509` command loads

@@ -77,8 +77,8 @@ check_card() {
 # (lib.sh's SCEP_DEPOT_RACE; tests/README.md, known failures). The tests that run several
 # cards at once start it with SCEP_SERIALIZE=1: behind lib.sh's serializing proxy, which
 # hands it one request at a time while the cards still run at once (they queue at the
-# proxy). A refusal from that
-# race is then a broken setup, asserted 0 (server_races_none), never accommodated.
+# proxy). A refusal from that race is then a broken setup, asserted 0 (server_races_none),
+# never accommodated.
 server_serial_races() {
 	grep -cE "$SCEP_DEPOT_RACE" "$T/srv/scepserver.log" || true
 }
