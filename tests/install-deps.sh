@@ -13,7 +13,8 @@ TEST_PKGS=(libcmocka-dev python3 python3-asn1crypto python3-cryptography time cl
 	swtpm swtpm-tools tpm2-tools tpm2-abrmd libtpm2-pkcs11-1 libtpm2-pkcs11-tools
 	libtss2-tcti-tabrmd0 dbus pcscd vsmartcard-vpcd vsmartcard-vpicc python3-pycryptodome strace
 	procps util-linux gdb iproute2 golang-go golang-github-smallstep-certificates-dev
-	libengine-pkcs11-openssl libfaketime prometheus openvpn iputils-ping clang libclang-rt-14-dev)
+	libengine-pkcs11-openssl libfaketime prometheus openvpn iputils-ping clang libclang-rt-14-dev
+	bash-builtins)
 
 usage() {
 	echo "usage: $0 build|test" >&2

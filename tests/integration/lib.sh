@@ -14,6 +14,19 @@
 #   P11E_TESTS     only run tests whose "file/name" matches this extended regex
 #   P11E_CMD_TIMEOUT  seconds a single p11enroll run may take (default 120)
 
+# Commands the tests run thousands of times (sleep in every wait loop, rm, mkdir, head,
+# cut, dirname, basename) as bash's loadable builtins (Debian's bash-builtins, installed by
+# tests/install-deps.sh test): a fork and exec costs 4 to 5 ms of CPU on a machine of the
+# 2026-12-07 kind, and these were a fifth of the execs of an integration pass. Their
+# options are the ones the tests use (rm -rf, mkdir -p -m, head -n, cut -d -f -c); where
+# bash-builtins is missing, the commands are the usual ones. A process that must be the
+# command itself (a `sleep` whose PID a test signals or looks for by name) is started by
+# its path, /usr/bin/sleep.
+for _b in sleep rm mkdir head cut dirname basename; do
+	enable -f "/usr/lib/bash/$_b" "$_b" 2>/dev/null
+done
+unset _b
+
 P11E_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRCDIR=$(cd "$P11E_LIB_DIR/../.." && pwd)
 export SRCDIR
@@ -103,13 +116,17 @@ register_pidfile() {
 # than that). Compared on the boot clock, /proc's own: the file's age subtracted from
 # the uptime against the process's start in clock ticks. False when unknown.
 _pid_is_newer() {
-	local stat fields up mtime
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	local stat fields up mtime now start_ms file_ms
+	{ read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
 	read -ra fields <<<"${stat##*) }" # from field 3 on; starttime is field 22
 	read -r up _ </proc/uptime
-	mtime=$(stat -c %.9Y "$2" 2>/dev/null) || return 1
-	awk -v start="${fields[19]}" -v hz="$P11E_CLK_TCK" -v up="$up" -v mt="$mtime" \
-		-v now="${EPOCHREALTIME/,/.}" 'BEGIN { exit !(start / hz > up - (now - mt) + 0.5) }'
+	mtime=$(stat -c %.3Y "$2" 2>/dev/null) || return 1
+	# In milliseconds since boot (integers: no awk): the process's start, and the file's
+	# last write (the uptime less the file's age).
+	start_ms=$((fields[19] * 1000 / P11E_CLK_TCK))
+	now=${EPOCHREALTIME/[.,]/}
+	file_ms=$((10#${up/./}0 - (now / 1000 - 10#${mtime/./})))
+	[ "$start_ms" -gt $((file_ms + 500)) ]
 }
 P11E_CLK_TCK=$(getconf CLK_TCK)
 
@@ -119,7 +136,7 @@ P11E_CLK_TCK=$(getconf CLK_TCK)
 stop_pid() {
 	local file=$1 pid i state
 	[ -s "$file" ] || return 0
-	pid=$(head -n1 "$file")
+	read -r pid <"$file"
 	case "$pid" in '' | *[!0-9]*) pid= ;; esac
 	if [ -n "$pid" ] && _pid_is_newer "$pid" "$file"; then
 		echo "stop_pid: ${file#"$T"/} names PID $pid, now another process's (started after the file was written): not signalled"
@@ -130,8 +147,10 @@ stop_pid() {
 	kill -TERM "$pid" 2>/dev/null || return 0
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
-		state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)
-		if [ "$state" = Z ]; then
+		state=
+		{ read -r state <"/proc/$pid/stat"; } 2>/dev/null
+		state=${state##*) } # from field 3, the state, on
+		if [ "${state%% *}" = Z ]; then
 			wait "$pid" 2>/dev/null
 			break
 		fi
@@ -305,7 +324,9 @@ scep_ops() {
 
 # ca_fingerprint PEM: "AB:CD:..." SHA-256 over the DER certificate.
 ca_fingerprint() {
-	openssl x509 -in "$1" -noout -fingerprint -sha256 | sed 's/^.*=//'
+	local fp
+	fp=$(openssl x509 -in "$1" -noout -fingerprint -sha256) || return
+	echo "${fp##*=}"
 }
 
 # start_responder DIR MODE [extra flags...]
@@ -569,7 +590,7 @@ make_token() {
 	# shellcheck disable=SC1090
 	. "$dir.env"
 	PIN_FILE=$dir/pin
-	PIN=$(head -n1 "$PIN_FILE")
+	IFS= read -r PIN <"$PIN_FILE"
 }
 
 # p11tool ARGS...: pkcs11-tool logged in to the test token.
@@ -580,9 +601,11 @@ p11tool() {
 # count_objects TYPE: number of privkey|pubkey|cert objects on the test token.
 count_objects() {
 	local n
-	n=$(p11tool --list-objects --type "$1" 2>/dev/null |
-		grep -Ec '^(Private Key|Public Key|Certificate) Object')
-	echo "${n:-0}"
+	local line n=0
+	while IFS= read -r line; do
+		case "$line" in "Private Key Object"* | "Public Key Object"* | "Certificate Object"*) n=$((n + 1)) ;; esac
+	done < <(p11tool --list-objects --type "$1" 2>/dev/null)
+	echo "$n"
 }
 
 # parse_objects: `pkcs11-tool -O` output on stdin -> one line per object:
@@ -598,6 +621,20 @@ parse_objects() {
 		/^  ID:/ { sub(/^  ID:[ ]*/, ""); id = $0 }
 		/^  Access:/ { sub(/^  Access:[ ]*/, ""); access = $0 }
 		END { flush() }'
+}
+
+# read_objects FILE: reads parse_objects' lines in FILE into OBJ_KEYS and OBJ_CERTS (how
+#   many private keys and certificates) and OBJ_KEY_ID, OBJ_KEY_LABEL, OBJ_KEY_ACCESS,
+#   OBJ_CERT_ID (the last of each), in bash.
+read_objects() {
+	local type id label access
+	OBJ_KEYS=0 OBJ_CERTS=0 OBJ_KEY_ID='' OBJ_KEY_LABEL='' OBJ_KEY_ACCESS='' OBJ_CERT_ID=''
+	while IFS='|' read -r type id label access; do
+		case "$type" in
+		privkey) OBJ_KEYS=$((OBJ_KEYS + 1)) OBJ_KEY_ID=$id OBJ_KEY_LABEL=$label OBJ_KEY_ACCESS=$access ;;
+		cert) OBJ_CERTS=$((OBJ_CERTS + 1)) OBJ_CERT_ID=$id ;;
+		esac
+	done <"$1"
 }
 
 # token_objects: parse_objects of the test token.
@@ -787,8 +824,8 @@ p11e_raw() {
 	timeout -k 5 "${P11E_CMD_TIMEOUT:-120}" "$P11ENROLL" "$@" >"$OUT" 2>"$ERR" </dev/null
 	RC=$?
 	[ $RC -ne 124 ] || echo "(killed after ${P11E_CMD_TIMEOUT:-120} s)" >>"$ERR"
-	sed 's/^/  stdout: /' "$OUT" >&2
-	sed 's/^/  stderr: /' "$ERR" >&2
+	_prefix_lines '  stdout: ' <"$OUT" >&2
+	_prefix_lines '  stderr: ' <"$ERR" >&2
 	echo "  exit $RC" >&2
 	return $RC
 }
@@ -796,9 +833,25 @@ p11e() {
 	p11e_raw -c "$CONF" "$@"
 }
 
-# out_value KEY: the value of the "KEY: value" line in the last run's stdout.
+# _prefix_lines PREFIX: stdin's lines, each after PREFIX (also a last line without a
+# newline), in bash: this runs for every p11enroll run.
+_prefix_lines() {
+	local line
+	while IFS= read -r line || [ -n "$line" ]; do
+		printf '%s%s\n' "$1" "$line"
+	done
+}
+
+# out_value KEY: the value of the first "KEY: value" line in the last run's stdout.
 out_value() {
-	sed -n "s/^$1:[[:space:]]*//p" "$OUT" | head -n1
+	local line
+	while IFS= read -r line || [ -n "$line" ]; do
+		if [ "${line%%:*}" = "$1" ]; then
+			line=${line#*:}
+			printf '%s\n' "${line#"${line%%[![:space:]]*}"}"
+			return 0
+		fi
+	done <"$OUT"
 }
 
 # ---------------------------------------------------------------- the agent
@@ -821,7 +874,7 @@ start_daemon() {
 wait_log() {
 	local re=$1 secs=${2:-30} count=${3:-1} i
 	for ((i = 0; i < secs * 10; i++)); do
-		[ "$(grep -cE "$re" "$T/daemon.log")" -ge "$count" ] && return 0
+		[ "$(_count_lines "$T/daemon.log" "$re")" -ge "$count" ] && return 0
 		kill -0 "$DAEMON_PID" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -891,19 +944,23 @@ check_enrollment() {
 	# certificate with the same CKA_ID.
 	p11tool -O >objects-full.txt 2>objects-full.err
 	parse_objects <objects-full.txt >objects.txt
-	assert_eq 1 "$(grep -c '^privkey|' objects.txt)" "private keys on the token" || return
-	assert_eq 1 "$(grep -c '^cert|' objects.txt)" "certificates on the token" || return
-	IFS='|' read -r _ priv_id priv_label priv_access < <(grep '^privkey|' objects.txt)
-	assert_eq 1 "$([ -n "$priv_id" ] && echo 1)" "the private key has a CKA_ID" || return
+	read_objects objects.txt
+	assert_eq 1 "$OBJ_KEYS" "private keys on the token" || return
+	assert_eq 1 "$OBJ_CERTS" "certificates on the token" || return
+	priv_id=$OBJ_KEY_ID priv_label=$OBJ_KEY_LABEL priv_access=$OBJ_KEY_ACCESS
+	assert_eq 1 "${priv_id:+1}" "the private key has a CKA_ID" || return
 	assert_eq "$KEY_LABEL" "$priv_label" "private key label"
 	case "$priv_access" in
 	*"sensitive, always sensitive, never extractable"*) _pass "key access: $priv_access" ;;
 	*) fail "private key access is '$priv_access', expected sensitive, always sensitive, never extractable" ;;
 	esac
-	assert_eq "$priv_id" "$(grep '^cert|' objects.txt | cut -d'|' -f2)" "certificate CKA_ID"
+	assert_eq "$priv_id" "$OBJ_CERT_ID" "certificate CKA_ID"
 	case "$key_uri" in
 	*id=*)
-		n=$(printf '%s' "$key_uri" | sed -n 's/.*[;:]id=\([^;?]*\).*/\1/p' | tr -d '%' | tr 'A-F' 'a-f')
+		n=
+		if [[ $key_uri =~ .*[\;:]id=([^\;?]*) ]]; then
+			n=${BASH_REMATCH[1]//%/} n=${n,,}
+		fi
 		assert_eq "$priv_id" "$n" "id= in the key URI"
 		;;
 	esac
@@ -1075,10 +1132,50 @@ assert_exit() {
 	fi
 }
 
+# _has_line FILE (fixed TEXT | regex ERE): whether a line of FILE contains TEXT or matches
+#   ERE, answered in bash (no fork) for a text file of at most 400 lines, by grep
+#   otherwise. Only a yes is taken from bash: a no is asked of grep again (a line cut at a
+#   NUL byte, or a regex bash's matcher reads otherwise, cannot make an assertion fail).
+#   The assertions run it some 15,000 times a `make check`, at 4 to 5 ms a grep here.
+_has_line() {
+	local file=$1 how=$2 what=$3 line lines
+	if [ -f "$file" ] && [ -r "$file" ]; then
+		mapfile -t -n 401 lines <"$file" 2>/dev/null
+		if [ ${#lines[@]} -le 400 ]; then
+			for line in "${lines[@]}"; do
+				if [ "$how" = fixed ]; then
+					[[ $line == *"$what"* ]] && return 0
+				else
+					[[ $line =~ $what ]] && return 0
+				fi
+			done
+		fi
+	fi
+	if [ "$how" = fixed ]; then grep -qF -- "$what" "$file" 2>/dev/null; else grep -qE -- "$what" "$file" 2>/dev/null; fi
+}
+
+# _count_lines FILE ERE: how many lines of FILE match ERE (grep -cE), counted in bash for a
+#   text file of at most 400 lines (wait_log asks ten times a second).
+_count_lines() {
+	local line lines n=0
+	mapfile -t -n 401 lines <"$1" 2>/dev/null || {
+		echo 0
+		return
+	}
+	if [ ${#lines[@]} -gt 400 ]; then
+		grep -cE -- "$2" "$1"
+		return
+	fi
+	for line in "${lines[@]}"; do
+		[[ $line =~ $2 ]] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
 # assert_contains FILE TEXT: FILE contains TEXT (a fixed string).
 assert_contains() {
 	ASSERTS=$((ASSERTS + 1))
-	if grep -qF -- "$2" "$1" 2>/dev/null; then
+	if _has_line "$1" fixed "$2"; then
 		_pass "${1##*/} contains '$2'"
 	else
 		fail "${1##*/} does not contain '$2'$( [ -e "$1" ] || echo ' (no such file)')"
@@ -1098,7 +1195,7 @@ assert_contains_i() {
 # assert_match FILE ERE: some line of FILE matches the extended regex.
 assert_match() {
 	ASSERTS=$((ASSERTS + 1))
-	if grep -qE -- "$2" "$1" 2>/dev/null; then
+	if _has_line "$1" regex "$2"; then
 		_pass "${1##*/} matches /$2/"
 	else
 		fail "${1##*/} has no line matching /$2/"
@@ -1152,13 +1249,20 @@ _leftovers() {
 	local dir=$1 pat pid cmd
 	pat=$P11E_RUN_DIR/.leftover-pattern.$BASHPID
 	printf '%s/\n' "$dir" >"$pat" || return 0
-	{
+	local -A seen=()
+	local path args
+	while read -r path; do
+		pid=${path#/proc/} pid=${pid%%/*}
+		[ -z "${seen[$pid]:-}" ] || continue
+		seen[$pid]=1
+		args=()
+		mapfile -t -d '' args <"/proc/$pid/cmdline" 2>/dev/null || continue
+		cmd="${args[*]}"
+		[ -n "$cmd" ] && printf '%s %s\n' "$pid" "$cmd"
+	done < <(
 		find /proc/[0-9]*/cwd -maxdepth 0 \( -lname "$dir" -o -lname "$dir/*" \) 2>/dev/null
 		grep -lsFf "$pat" /proc/[0-9]*/cmdline 2>/dev/null
-	} | cut -d/ -f3 | sort -un | while read -r pid; do
-		cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
-		[ -n "$cmd" ] && printf '%s %s\n' "$pid" "${cmd% }"
-	done
+	)
 	rm -f "$pat"
 }
 
@@ -1209,8 +1313,9 @@ _run_one() {
 		printf '%s\n' "$left" | cut -c1-200 | sed 's/^/processes left running after the test (now stopped): /' >>"$dir/.failures"
 	fi
 	# For run.sh's list of the slowest tests.
-	awk -v a="${t0/,/.}" -v b="${EPOCHREALTIME/,/.}" -v n="$name" 'BEGIN { printf "%.1f %s\n", b - a, n }' \
-		>>"$P11E_RUN_DIR/test-times"
+	local us=$((${EPOCHREALTIME/[.,]/} - ${t0/[.,]/} + 50000)) done_rc=
+	printf '%d.%d %s\n' $((us / 1000000)) $((us / 100000 % 10)) "$name" >>"$P11E_RUN_DIR/test-times"
+	[ ! -e "$dir/.done" ] || read -r done_rc <"$dir/.done"
 	if [ -s "$dir/.failures" ]; then
 		reason=$(head -n1 "$dir/.failures")
 		local n
@@ -1218,9 +1323,9 @@ _run_one() {
 		[ "$n" -le 1 ] || reason="$reason (+$((n - 1)) more)"
 	elif [ ! -e "$dir/.done" ]; then
 		reason="test aborted with exit status $rc (log: $dir/log)"
-	elif [ "$(cat "$dir/.done")" != 0 ]; then
+	elif [ "$done_rc" != 0 ]; then
 		# A step that failed without an assertion (`start_... || return`) fails the test too.
-		reason="test returned status $(cat "$dir/.done") without a failed assertion (a setup step failed? log: $dir/log)"
+		reason="test returned status $done_rc without a failed assertion (a setup step failed? log: $dir/log)"
 	fi
 	if [ -n "${reason:-}" ]; then
 		_report FAIL "$name" "$reason"

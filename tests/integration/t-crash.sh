@@ -45,7 +45,11 @@ crash_setup() {
 	assert_exit 0 p11e enroll || return
 	mkdir -p before
 	cp "$CERT_FILE" before/cert.pem && cp -a "$TRUST_DIR" before/trust || return
-	OLD_ID=$(token_objects | grep '^privkey|' | cut -d'|' -f2)
+	local type id
+	OLD_ID=
+	while IFS='|' read -r type id _; do
+		[ "$type" != privkey ] || OLD_ID=$id
+	done < <(token_objects)
 	sleep 1.1 # the renewed certificate gets a later notAfter than the first
 }
 
@@ -68,12 +72,13 @@ usable_pairs() {
 	local id
 	echo "data signed on the token" >data.txt
 	for id in $(token_objects | awk -F'|' -v l="$KEY_LABEL" '$1 == "privkey" && $3 == l { print $2 }'); do
-		rm -f pair.der pair.pub pair.sig pub.der
+		rm -f pair.der pair.pub pair.sig pub.der pair-spki.der key-spki.der
 		p11tool --read-object --type cert --id "$id" -o pair.der >/dev/null 2>&1 || continue
 		p11tool --read-object --type pubkey --id "$id" -o pub.der >/dev/null 2>&1 || continue
 		openssl x509 -inform DER -in pair.der -noout -pubkey >pair.pub 2>/dev/null || continue
-		[ "$(openssl pkey -pubin -in pair.pub -outform DER 2>/dev/null | od -An -tx1 | tr -d ' \n')" = \
-			"$(openssl pkey -pubin -inform DER -in pub.der -outform DER 2>/dev/null | od -An -tx1 | tr -d ' \n')" ] || continue
+		openssl pkey -pubin -in pair.pub -outform DER -out pair-spki.der 2>/dev/null || continue
+		openssl pkey -pubin -inform DER -in pub.der -outform DER -out key-spki.der 2>/dev/null || continue
+		cmp -s pair-spki.der key-spki.der || continue
 		openssl x509 -inform DER -in pair.der -out pair.pem 2>/dev/null || continue
 		openssl verify -CAfile "$SCEP_CA_PEM" pair.pem >/dev/null 2>&1 || continue # chain + validity
 		p11tool --sign --id "$id" -m SHA256-RSA-PKCS -i data.txt -o pair.sig >/dev/null 2>&1 || continue
@@ -95,8 +100,10 @@ token_cert_pems() {
 
 # same_cert A B: A and B hold the same certificate.
 same_cert() {
-	[ "$(openssl x509 -in "$1" -outform DER 2>/dev/null | od -An -tx1)" = \
-		"$(openssl x509 -in "$2" -outform DER 2>/dev/null | od -An -tx1)" ]
+	rm -f same-a.der same-b.der
+	openssl x509 -in "$1" -outform DER -out same-a.der 2>/dev/null &&
+		openssl x509 -in "$2" -outform DER -out same-b.der 2>/dev/null &&
+		cmp -s same-a.der same-b.der
 }
 
 # check_after_kill: a usable pair on the token; cert_file and every trust-dir file complete,
@@ -475,7 +482,7 @@ test_disk_full_trust_dir() {
 	in_tmpfs "$T/full" 1 "cp -a '$T/before/trust/.' ." renew --force
 	assert_enospc "$T/full/ca.crt"
 	diff -r before/trust "$T/full.after" >trust.diff 2>&1
-	assert_eq 0 $? "trust directory unchanged after ENOSPC ($(head -c 200 trust.diff))"
+	assert_eq 0 $? "trust directory unchanged after ENOSPC ($(/usr/bin/head -c 200 trust.diff))"
 	assert_eq 1 "$(count_objects privkey)" "private keys (token untouched)"
 	assert_eq "$OLD_ID" "$(usable_pairs)" "the old pair, usable"
 }

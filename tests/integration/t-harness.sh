@@ -85,7 +85,7 @@ test_test_that_leaves_a_process_fails() {
 	mkdir meta
 	echo ". '$P11E_LIB_DIR/lib.sh'" >meta/t-meta.sh
 	cat >>meta/t-meta.sh <<'EOF'
-server() { sleep "$@"; }
+server() { /usr/bin/sleep "$@"; } # the command, not lib.sh's builtin: a process of its own
 test_leaks() {
 	server 61 &
 	echo $! >srv.pid
@@ -103,7 +103,7 @@ EOF
 	P11E_RUN_DIR=$T/meta-run P11E_RESULTS='' P11E_TESTS='' bash meta/t-meta.sh >meta.out 2>&1
 	assert_eq 1 $? "exit status of a file with a leaking test"
 	assert_contains meta.out "FAIL t-meta/leaks: processes left running after the test (now stopped): "
-	assert_match meta.out "FAIL t-meta/leaks: .*[0-9]+ sleep 61$" || return
+	assert_match meta.out "FAIL t-meta/leaks: .*[0-9]+ /usr/bin/sleep 61$" || return
 	assert_contains meta.out "ok t-meta/stops"
 	local pid state
 	pid=$(cat meta-run/t-meta/leaked.pid 2>/dev/null)

@@ -52,10 +52,11 @@ card_cert() {
 	local label=$1 id
 	TOKEN_LABEL=$label
 	token_objects >"objects-$label.txt"
-	assert_eq 1 "$(grep -c '^privkey|' "objects-$label.txt")" "$label: private keys" || return
-	assert_eq 1 "$(grep -c '^cert|' "objects-$label.txt")" "$label: certificates" || return
-	id=$(grep '^privkey|' "objects-$label.txt" | cut -d'|' -f2)
-	assert_eq "$id" "$(grep '^cert|' "objects-$label.txt" | cut -d'|' -f2)" "$label: certificate CKA_ID"
+	read_objects "objects-$label.txt"
+	assert_eq 1 "$OBJ_KEYS" "$label: private keys" || return
+	assert_eq 1 "$OBJ_CERTS" "$label: certificates" || return
+	id=$OBJ_KEY_ID
+	assert_eq "$id" "$OBJ_CERT_ID" "$label: certificate CKA_ID"
 	p11tool --read-object --type cert --id "$id" -o "$label.der" >/dev/null 2>&1
 	openssl x509 -inform DER -in "$label.der" -out "$label.pem" 2>>openssl.err
 	openssl verify -CAfile "$SCEP_CA_PEM" "$label.pem" >"verify-$label.txt" 2>&1
