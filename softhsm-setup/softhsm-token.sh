@@ -29,20 +29,37 @@ command -v softhsm2-util >/dev/null || {
 	exit 69
 }
 
+# Everything made here is the user's alone: the store, its configuration, the PIN files
+# (mode 0600 from the start, no window where one is readable).
+umask 077
 mkdir -p "$dir/tokens"
-dir=$(cd "$dir" && pwd)
+cd "$dir"
+dir=$PWD
 chmod 0700 "$dir" "$dir/tokens"
 
-# The test suite makes hundreds of tokens a run: this script forks as little as it can.
+# The test suite makes hundreds of tokens a run (a fork costs several ms on some
+# machines): this script forks as little as it can.
+
+# random_pin VAR: 16 hex digits from the kernel's random source (bash's SRANDOM: getrandom).
 random_pin() {
-	local hex
-	hex=$(od -An -N8 -tx1 /dev/urandom)
-	printf '%s\n' "${hex//[[:space:]]/}"
+	if [ -n "${SRANDOM:-}" ]; then
+		printf -v "$1" '%08x%08x' "$SRANDOM" "$SRANDOM"
+	else # bash before 5.1
+		local hex
+		hex=$(od -An -N8 -tx1 /dev/urandom)
+		printf -v "$1" '%s' "${hex//[[:space:]]/}"
+	fi
 }
 
-# write_secret FILE VALUE: mode 0600 from the start (umask), no window where it is readable.
+# write_secret FILE VALUE: a new FILE is created (O_EXCL: noclobber) and written; an
+# existing one is replaced by a rename, never rewritten in place.
 write_secret() {
-	(umask 077 && printf '%s\n' "$2" >"$1.tmp" && mv -f "$1.tmp" "$1")
+	if [ ! -e "$1" ] && { set -C && printf '%s\n' "$2" >"$1"; } 2>/dev/null; then
+		set +C
+		return 0
+	fi
+	set +C
+	printf '%s\n' "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"
 }
 
 if [ $# -ge 3 ]; then
@@ -50,14 +67,14 @@ if [ $# -ge 3 ]; then
 elif [ -s "$dir/pin" ]; then
 	IFS= read -r pin <"$dir/pin" || [ -n "$pin" ]
 else
-	pin=$(random_pin)
+	random_pin pin
 fi
 if [ $# -ge 4 ]; then
 	so_pin=$4
 elif [ -s "$dir/so-pin" ]; then
 	IFS= read -r so_pin <"$dir/so-pin" || [ -n "$so_pin" ]
 else
-	so_pin=$(random_pin)
+	random_pin so_pin
 fi
 if [ ${#pin} -lt 4 ] || [ ${#so_pin} -lt 4 ]; then
 	echo "$0: PINs must have at least 4 characters (SoftHSM's minimum)" >&2
