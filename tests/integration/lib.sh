@@ -623,16 +623,24 @@ count_objects() {
 # parse_objects: `pkcs11-tool -O` output on stdin -> one line per object:
 # "TYPE|ID|LABEL|ACCESS" with TYPE privkey, pubkey or cert (ID in lower-case hex).
 parse_objects() {
-	awk '
-		function flush() { if (type != "") print type "|" tolower(id) "|" label "|" access; type = "" }
-		/^Private Key Object/ { flush(); type = "privkey"; id = label = access = ""; next }
-		/^Public Key Object/ { flush(); type = "pubkey"; id = label = access = ""; next }
-		/^Certificate Object/ { flush(); type = "cert"; id = label = access = ""; next }
-		/^[^ ]/ { flush(); next }
-		/^  label:/ { sub(/^  label:[ ]*/, ""); label = $0 }
-		/^  ID:/ { sub(/^  ID:[ ]*/, ""); id = $0 }
-		/^  Access:/ { sub(/^  Access:[ ]*/, ""); access = $0 }
-		END { flush() }'
+	local line type='' id='' label='' access=''
+	while IFS= read -r line || [ -n "$line" ]; do
+		case "$line" in
+		"  label:"*) label=${line#  label:} label=${label#"${label%%[! ]*}"} ;;
+		"  ID:"*) id=${line#  ID:} id=${id#"${id%%[! ]*}"} ;;
+		"  Access:"*) access=${line#  Access:} access=${access#"${access%%[! ]*}"} ;;
+		[!\ ]*) # an object's first line, or another line that ends the one before
+			[ -z "$type" ] || printf '%s|%s|%s|%s\n' "$type" "${id,,}" "$label" "$access"
+			type='' id='' label='' access=''
+			case "$line" in
+			"Private Key Object"*) type=privkey ;;
+			"Public Key Object"*) type=pubkey ;;
+			"Certificate Object"*) type=cert ;;
+			esac
+			;;
+		esac
+	done
+	[ -z "$type" ] || printf '%s|%s|%s|%s\n' "$type" "${id,,}" "$label" "$access"
 }
 
 # read_objects FILE: reads parse_objects' lines in FILE into OBJ_KEYS and OBJ_CERTS (how
