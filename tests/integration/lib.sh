@@ -622,7 +622,6 @@ p11tool() {
 
 # count_objects TYPE: number of privkey|pubkey|cert objects on the test token.
 count_objects() {
-	local n
 	local line n=0
 	while IFS= read -r line; do
 		case "$line" in "Private Key Object"* | "Public Key Object"* | "Certificate Object"*) n=$((n + 1)) ;; esac

@@ -45,11 +45,9 @@ crash_setup() {
 	assert_exit 0 p11e enroll || return
 	mkdir -p before
 	cp "$CERT_FILE" before/cert.pem && cp -a "$TRUST_DIR" before/trust || return
-	local type id
-	OLD_ID=
-	while IFS='|' read -r type id _; do
-		[ "$type" != privkey ] || OLD_ID=$id
-	done < <(token_objects)
+	token_objects >objects-before.txt
+	read_objects objects-before.txt
+	OLD_ID=$OBJ_KEY_ID
 	sleep 1.1 # the renewed certificate gets a later notAfter than the first
 }
 
