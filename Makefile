@@ -29,9 +29,12 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS ?= -O2 -g
+# UBSan's runtime is linked in statically: as a shared library beside ASan's it brings 6 MB
+# of zeroed globals (a stack depot of its own) that LeakSanitizer scans at every exit:
+# 20 ms of CPU a process here (`p11enroll --version` 64 ms, 44 ms with it linked in).
 ifeq ($(SAN),1)
 CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDFLAGS += -fsanitize=address,undefined
+LDFLAGS += -fsanitize=address,undefined -static-libubsan
 endif
 ALL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS) \
 	-Iinclude $(PKG_CFLAGS) -DP11E_VERSION='"$(VERSION)"' -DP11E_SYSCONFDIR='"$(SYSCONFDIR)"' \
