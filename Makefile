@@ -138,22 +138,27 @@ unit: $(UNIT_BIN) $(BUILD)/old-openssl.list $(BUILD)/tests/fault-pkcs11.so
 	done; exit $$rc
 
 # A PKCS#11 module of the tests' own that wraps SoftHSM and injects faults (PIN counter
-# flags, token removal, SIGKILL at a call), and an LD_PRELOAD shim that SIGKILLs in the
-# middle of file writes; never sanitized, since other tools load them too.
+# flags, token removal, SIGKILL at a call), an LD_PRELOAD shim that SIGKILLs in the
+# middle of file writes, and one that hands SoftHSM RSA-2048 keys made beforehand
+# (tests/data/softhsm-rsa-pool.pem); never sanitized, since other tools load them too.
 FAULT_SO := $(BUILD)/tests/fault-pkcs11.so
 FAULT_IO_SO := $(BUILD)/tests/fault-io.so
+KEYPOOL_SO := $(BUILD)/tests/keypool-rsa.so
 $(FAULT_SO): tests/fault/fault_pkcs11.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_DEFAULT_SOURCE $(WARN) -O2 -g -fPIC -shared $(PKG_CFLAGS) -o $@ $< -ldl
 $(FAULT_IO_SO): tests/fault/fault_io.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl
+$(KEYPOOL_SO): tests/fault/keypool_rsa.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl
 
 # The test files run side by side (P11E_JOBS, default CPUs + 2); the longest, as timed
 # last time in $(BUILD)/integration-times.txt, start first.
-integration: all $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list $(TESTHOOKS)
+integration: all $(FAULT_SO) $(FAULT_IO_SO) $(KEYPOOL_SO) $(BUILD)/old-openssl.list $(TESTHOOKS)
 	P11ENROLL=$(BUILD)/p11enroll P11E_TESTHOOKS=$(CURDIR)/$(TESTHOOKS) \
-		P11E_FAULT_MODULE=$(CURDIR)/$(FAULT_SO) \
+		P11E_FAULT_MODULE=$(CURDIR)/$(FAULT_SO) P11E_RSA_SHIM=$(CURDIR)/$(KEYPOOL_SO) \
 		P11E_FAULT_IO=$(CURDIR)/$(FAULT_IO_SO) P11E_TIMINGS=$(CURDIR)/$(BUILD)/integration-times.txt \
 		P11E_OPENSSL_BINS=$$(tr '\n' : <$(BUILD)/old-openssl.list) tests/integration/run.sh
 
@@ -174,7 +179,7 @@ NPROC := $(shell nproc 2>/dev/null || echo 1)
 CHECK_TOGETHER ?= 1
 CHECK_JOBS ?= $(shell echo $$((($(NPROC) + 3) / 2)))
 .PHONY: check-build
-check-build: all $(UNIT_BIN) $(FAULT_SO) $(FAULT_IO_SO) $(BUILD)/old-openssl.list $(TESTHOOKS)
+check-build: all $(UNIT_BIN) $(FAULT_SO) $(FAULT_IO_SO) $(KEYPOOL_SO) $(BUILD)/old-openssl.list $(TESTHOOKS)
 
 check: test-deps
 	@failed=; times=; t0=$$(date +%s); \

@@ -1319,6 +1319,7 @@ _run_one() {
 	(
 		T=$dir
 		cd "$T" || exit 1
+		export P11E_RSA_POOL_STATE=$T/.rsa-pool.count
 		# shellcheck disable=SC2317
 		_test_exit() {
 			local rc=$?
@@ -1383,6 +1384,21 @@ run_tests() {
 	# The doubles' pre-made RSA keys (tests/doubles/keypool.py): one counter beside the
 	# cached CAs, so that no key a double draws is one of theirs or another double's.
 	export P11E_KEYPOOL_STATE=${P11E_KEYPOOL_STATE:-$P11E_CA_CACHE/keypool.count}
+	# SoftHSM's RSA-2048 key pairs get primes made beforehand (tests/fault/keypool_rsa.c,
+	# tests/data/softhsm-rsa-pool.pem; a counter per test keeps a test's keys distinct):
+	# generating them took about a seventh of a pass's CPU. A file that sets
+	# P11E_REAL_KEYGEN=1 before run_tests keeps SoftHSM's own generator.
+	if [ -n "${P11E_RSA_SHIM:-}" ] && [ "${P11E_REAL_KEYGEN:-0}" != 1 ]; then
+		if [ ! -f "$P11E_RSA_SHIM" ]; then
+			echo "P11E_RSA_SHIM names no file ('$P11E_RSA_SHIM'); run the tests with make integration" >&2
+			exit 2
+		fi
+		export LD_PRELOAD=$P11E_RSA_SHIM${LD_PRELOAD:+:$LD_PRELOAD}
+		export P11E_RSA_POOL=$SRCDIR/tests/data/softhsm-rsa-pool.pem
+		# The shim is not sanitized and comes before a sanitized p11enroll's runtime; it
+		# defines none of the functions the runtime intercepts.
+		export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
+	fi
 	# python3 is Debian's /usr/bin/python3, the one tests/install-deps.sh installs modules
 	# for (and the doubles' #!), also where a version manager's shim comes first in PATH:
 	# pyenv's costs about 0.5 s of CPU a call, which made up half of t-tokens.sh's CPU.

@@ -56,7 +56,7 @@ crash_setup() {
 killed_renew() {
 	local v
 	for v in "$@"; do export "${v?}"; done
-	FAULT_LOG=$T/kill.log FAULT_IO_LOG=$T/io.log LD_PRELOAD=$FAULT_IO p11e -v renew --force
+	FAULT_LOG=$T/kill.log FAULT_IO_LOG=$T/io.log LD_PRELOAD=$FAULT_IO${LD_PRELOAD:+:$LD_PRELOAD} p11e -v renew --force
 	for v in "$@"; do unset "${v%%=*}"; done
 	assert_eq 137 "$RC" "exit status of the killed run (SIGKILL)"
 	cat "$T/kill.log" "$T/io.log" 2>/dev/null | grep KILLED >killed.txt

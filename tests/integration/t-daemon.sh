@@ -22,7 +22,7 @@ DAEMON_ENV=()
 # faked_clock: the next start_daemon runs the agent FAKE_RATE times faster. Records a
 # failure if libfaketime is missing (tests/install-deps.sh test installs it).
 faked_clock() {
-	local asan preload=$FAKETIME_LIB
+	local asan preload=$FAKETIME_LIB${LD_PRELOAD:+:$LD_PRELOAD}
 	if [ ! -e "$FAKETIME_LIB" ]; then
 		fail "$FAKETIME_LIB is missing (package libfaketime: tests/install-deps.sh test)"
 		return 1

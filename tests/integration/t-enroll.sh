@@ -99,4 +99,6 @@ test_secrets_not_in_argv_env_or_files() {
 	fi
 }
 
+# SoftHSM's own RSA generator here, not the tests' pool of keys (lib.sh, run_tests).
+P11E_REAL_KEYGEN=1
 run_tests

@@ -54,6 +54,55 @@ test_token_is_fresh_and_usable() {
 	assert_eq 1 "$(count_objects privkey)" "private keys after pkcs11-tool keygen"
 }
 
+# pool_spki N FILE: the public key (DER) of the pool's key number N (from 0) into FILE.
+pool_spki() {
+	awk -v n="$(($1 + 1))" '/-----BEGIN/ { c++ } c == n' "$P11E_RSA_POOL" |
+		openssl pkey -pubout -outform DER -out "$2" 2>/dev/null
+}
+
+# The shim that hands SoftHSM pre-made RSA keys (tests/fault/keypool_rsa.c, lib.sh's
+# run_tests): SoftHSM's key pairs are still its own (local, never extractable), each one
+# a different key of the pool, and nothing but SoftHSM under the shim gets one.
+test_softhsm_rsa_keys_from_the_pool() {
+	if [ -z "${P11E_RSA_SHIM:-}" ] || [ "${LD_PRELOAD:-}" = "${LD_PRELOAD#*"$P11E_RSA_SHIM"}" ]; then
+		fail "the key pool shim is not preloaded (P11E_RSA_SHIM); run the tests with make integration"
+		return 1
+	fi
+	make_token || return
+	p11tool --keypairgen --key-type rsa:2048 --id 01 --label first >/dev/null 2>&1
+	p11tool --keypairgen --key-type rsa:2048 --id 02 --label second >/dev/null 2>&1
+	local i
+	for i in 1 2; do
+		p11tool --read-object --type pubkey --id "0$i" -o "pub$i.der" >/dev/null 2>&1
+		openssl pkey -pubin -inform DER -in "pub$i.der" -outform DER -out "spki$i.der" 2>/dev/null
+		pool_spki $((i - 1)) "pool$i.der" || return
+		cmp -s "spki$i.der" "pool$i.der"
+		assert_eq 0 $? "SoftHSM's key $i is the pool's key $((i - 1))"
+	done
+	cmp -s spki1.der spki2.der
+	assert_eq 1 $? "two keys of one test differ"
+	assert_eq 2 "$(cat "$P11E_RSA_POOL_STATE")" "keys taken from the pool"
+	token_objects >objects.txt
+	assert_match objects.txt '^privkey\|01\|first\|.*never extractable, local'
+	assert_match objects.txt '^privkey\|02\|second\|.*never extractable, local'
+	# Without a counter, SoftHSM's own generator: not the pool's next key.
+	env -u P11E_RSA_POOL_STATE pkcs11-tool --module "$MODULE" --token-label "$TOKEN_LABEL" \
+		--login --pin "$PIN" --keypairgen --key-type rsa:2048 --id 03 --label own >/dev/null 2>&1
+	p11tool --read-object --type pubkey --id 03 -o pub3.der >/dev/null 2>&1
+	openssl pkey -pubin -inform DER -in pub3.der -outform DER -out spki3.der 2>/dev/null
+	pool_spki 2 pool3.der || return
+	assert_eq 1 "$([ -s spki3.der ] && ! cmp -s spki3.der pool3.der && echo 1)" \
+		"without a counter, a key of SoftHSM's own generator"
+	# Another caller of RSA_generate_key_ex (python3-cryptography's) is left alone.
+	/usr/bin/python3 -c 'import sys
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization as s
+k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+sys.stdout.buffer.write(k.public_key().public_bytes(s.Encoding.DER, s.PublicFormat.SubjectPublicKeyInfo))' >py.der
+	assert_eq 1 "$([ -s py.der ] && ! cmp -s py.der pool3.der && echo 1)" "python3's key is its own"
+	assert_eq 2 "$(cat "$P11E_RSA_POOL_STATE")" "keys taken from the pool after the other generators"
+}
+
 test_failing_test_stops_its_servers() {
 	mkdir meta
 	cat >meta/t-meta.sh <<EOF

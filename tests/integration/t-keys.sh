@@ -355,4 +355,6 @@ test_lost_state_dir_record_by_hand() {
 	assert_file "$CERT_FILE"
 }
 
+# SoftHSM's own RSA generator here, not the tests' pool of keys (lib.sh, run_tests).
+P11E_REAL_KEYGEN=1
 run_tests
