@@ -140,7 +140,7 @@ unit: $(UNIT_BIN) $(BUILD)/old-openssl.list $(BUILD)/tests/fault-pkcs11.so
 # A PKCS#11 module of the tests' own that wraps SoftHSM and injects faults (PIN counter
 # flags, token removal, SIGKILL at a call), an LD_PRELOAD shim that SIGKILLs in the
 # middle of file writes, and one that hands SoftHSM RSA-2048 keys made beforehand
-# (tests/data/softhsm-rsa-pool.pem); never sanitized, since other tools load them too.
+# (tests/fault/softhsm-rsa-pool.pem); never sanitized, since other tools load them too.
 FAULT_SO := $(BUILD)/tests/fault-pkcs11.so
 FAULT_IO_SO := $(BUILD)/tests/fault-io.so
 KEYPOOL_SO := $(BUILD)/tests/keypool-rsa.so

@@ -1385,7 +1385,7 @@ run_tests() {
 	# cached CAs, so that no key a double draws is one of theirs or another double's.
 	export P11E_KEYPOOL_STATE=${P11E_KEYPOOL_STATE:-$P11E_CA_CACHE/keypool.count}
 	# SoftHSM's RSA-2048 key pairs get primes made beforehand (tests/fault/keypool_rsa.c,
-	# tests/data/softhsm-rsa-pool.pem; a counter per test keeps a test's keys distinct):
+	# tests/fault/softhsm-rsa-pool.pem; a counter per test keeps a test's keys distinct):
 	# generating them took about a seventh of a pass's CPU. A file that sets
 	# P11E_REAL_KEYGEN=1 before run_tests keeps SoftHSM's own generator.
 	if [ -n "${P11E_RSA_SHIM:-}" ] && [ "${P11E_REAL_KEYGEN:-0}" != 1 ]; then
@@ -1394,7 +1394,7 @@ run_tests() {
 			exit 2
 		fi
 		export LD_PRELOAD=$P11E_RSA_SHIM${LD_PRELOAD:+:$LD_PRELOAD}
-		export P11E_RSA_POOL=$SRCDIR/tests/data/softhsm-rsa-pool.pem
+		export P11E_RSA_POOL=$SRCDIR/tests/fault/softhsm-rsa-pool.pem
 		# The shim is not sanitized and comes before a sanitized p11enroll's runtime; it
 		# defines none of the functions the runtime intercepts.
 		export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
