@@ -26,6 +26,13 @@ for _b in sleep rm mkdir head cut dirname basename; do
 	enable -f "/usr/lib/bash/$_b" "$_b" 2>/dev/null
 done
 unset _b
+# The loadable mkdir's -p is not atomic: a directory that another process makes between
+# its stat(2) and its mkdir(2) is an error (EEXIST), where coreutils' mkdir -p is content.
+# Test files running side by side make the run's shared directories (the CA caches) that
+# way, and one failed so. When the builtin fails, coreutils' mkdir decides.
+if [ "$(type -t mkdir)" = builtin ] && [ -x /bin/mkdir ]; then
+	mkdir() { builtin mkdir "$@" 2>/dev/null || /bin/mkdir "$@"; }
+fi
 
 P11E_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRCDIR=$(cd "$P11E_LIB_DIR/../.." && pwd)
