@@ -607,6 +607,33 @@ JSON
 
 # ---------------------------------------------------------------- token
 
+# tpm_start DIR LABEL: softhsm-setup/tpm-start.sh DIR LABEL (the environment it prints on
+#   stdout), on a copy of a TPM made once per run: swtpm's state, the tpm2-pkcs11 store
+#   with the token LABEL in it, and its PINs, in $P11E_CA_CACHE/tpm-LABEL. tpm-start.sh
+#   reuses a state and a store it finds, so a test no longer pays for tpm2_ptool init and
+#   addtoken. Every test's TPM is then the same one (seeds, primary key, token, PINs),
+#   each in its own DIR with its own swtpm, bus and tpm2-abrmd.
+tpm_start() {
+	local dir=$1 label=$2 cache
+	cache=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}/tpm-$label
+	_cache_make "$cache" store/tpm2_pkcs11.sqlite3 _tpm_template "$label" || return 1
+	mkdir -p "$dir" && cp -a "$cache/." "$dir/" || return 1
+	"$SRCDIR/softhsm-setup/tpm-start.sh" "$dir" "$label"
+}
+
+# _tpm_template LABEL: a TPM with the token LABEL, made and stopped again, in ./ (run in an
+#   empty directory by _cache_make): ./tpm, ./store, ./pin, ./so-pin.
+_tpm_template() {
+	local rc=0
+	"$SRCDIR/softhsm-setup/tpm-start.sh" "$PWD/t" "$1" >/dev/null 2>start.log || rc=1
+	"$SRCDIR/softhsm-setup/tpm-stop.sh" "$PWD/t" >/dev/null 2>>start.log || rc=1
+	if [ $rc != 0 ]; then
+		cat start.log >&2
+		return 1
+	fi
+	mv t/tpm t/store t/pin t/so-pin . && rm -rf t start.log
+}
+
 # make_token [LABEL]: a fresh SoftHSM token in $T/hsm (softhsm-setup/softhsm-token.sh).
 #   Exports SOFTHSM2_CONF; sets TOKEN_LABEL, PIN_FILE, PIN (a throw-away test PIN).
 make_token() {

@@ -39,7 +39,7 @@ make_tpm_token() {
 	register_pidfile "$dir/swtpm.pid"
 	register_pidfile "$dir/dbus.pid"
 	register_pidfile "$dir/abrmd.pid"
-	"$SRCDIR/softhsm-setup/tpm-start.sh" "$dir" "$TOKEN_LABEL" >"$dir.env" 2>"$dir.log" || {
+	tpm_start "$dir" "$TOKEN_LABEL" >"$dir.env" 2>"$dir.log" || {
 		cat "$dir.log" >&2
 		fail "softhsm-setup/tpm-start.sh failed"
 		return 1

@@ -2,7 +2,8 @@
 # shellcheck source-path=SCRIPTDIR disable=SC2031,SC2034,SC2119,SC2120  # T is set per test by run_tests; variables feed lib.sh functions; optional arguments
 # t-tpm.sh: enrollment with a TPM 2.0 token through tpm2-pkcs11, on a software TPM
 # (softhsm-setup/tpm-start.sh: swtpm + a private D-Bus bus + tpm2-abrmd + a tpm2-pkcs11
-# store, all in $T/tpm and stopped by PID by the test's trap).
+# store, all in $T/tpm and stopped by PID by the test's trap; the TPM's state and the
+# store are a copy of one made once per run, lib.sh's tpm_start).
 . "$(dirname "$0")/lib.sh"
 
 TPM_MODULE=/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1
@@ -22,7 +23,7 @@ make_tpm_token() {
 	register_pidfile "$dir/dbus.pid"
 	register_pidfile "$dir/abrmd.pid"
 	t0=$(date +%s%N)
-	"$SRCDIR/softhsm-setup/tpm-start.sh" "$dir" "$TOKEN_LABEL" >"$dir.env" 2>"$dir.log" || {
+	tpm_start "$dir" "$TOKEN_LABEL" >"$dir.env" 2>"$dir.log" || {
 		cat "$dir.log" >&2
 		fail "softhsm-setup/tpm-start.sh failed"
 		return 1
