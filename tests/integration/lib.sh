@@ -607,18 +607,43 @@ JSON
 
 # ---------------------------------------------------------------- token
 
-# tpm_start DIR LABEL: softhsm-setup/tpm-start.sh DIR LABEL (the environment it prints on
-#   stdout), on a copy of a TPM made once per run: swtpm's state, the tpm2-pkcs11 store
-#   with the token LABEL in it, and its PINs, in $P11E_CA_CACHE/tpm-LABEL. tpm-start.sh
-#   reuses a state and a store it finds, so a test no longer pays for tpm2_ptool init and
-#   addtoken. Every test's TPM is then the same one (seeds, primary key, token, PINs),
-#   each in its own DIR with its own swtpm, bus and tpm2-abrmd.
-tpm_start() {
-	local dir=$1 label=$2 cache
-	cache=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}/tpm-$label
-	_cache_make "$cache" store/tpm2_pkcs11.sqlite3 _tpm_template "$label" || return 1
-	mkdir -p "$dir" && cp -a "$cache/." "$dir/" || return 1
-	"$SRCDIR/softhsm-setup/tpm-start.sh" "$dir" "$label"
+# make_tpm_token [LABEL]: a TPM token (default label p11e-tpm) in $T/tpm (or $TPM_DIR):
+#   softhsm-setup/tpm-start.sh's swtpm, private D-Bus bus and tpm2-abrmd, stopped by PID by
+#   the test's trap. Exports the environment tpm2-pkcs11 needs (DBUS_SESSION_BUS_ADDRESS,
+#   TPM2_PKCS11_TCTI, TPM2_PKCS11_STORE...); sets TOKEN_LABEL, PIN_FILE, PIN and MODULE, so
+#   that p11tool, count_objects, token_objects and write_conf use the TPM token
+#   (pkcs11-tool selects it by label).
+#   The TPM's state, the tpm2-pkcs11 store with the token and its PINs are a copy of a TPM
+#   made once per run and label ($P11E_CA_CACHE/tpm-LABEL), which tpm-start.sh reuses: a
+#   test no longer pays for tpm2_ptool init and addtoken. Every test's TPM is then the same
+#   one (seeds, primary key, token, PINs), each with its own swtpm, bus and tpm2-abrmd.
+make_tpm_token() {
+	local dir=${TPM_DIR:-$T/tpm} cache t0
+	TOKEN_LABEL=${1:-p11e-tpm}
+	cache=${P11E_CA_CACHE:-$P11E_RUN_DIR/ca-cache}/tpm-$TOKEN_LABEL
+	_cache_make "$cache" store/tpm2_pkcs11.sqlite3 _tpm_template "$TOKEN_LABEL" || {
+		fail "could not make the run's TPM for token '$TOKEN_LABEL' (softhsm-setup/tpm-start.sh)"
+		return 1
+	}
+	mkdir -p "$dir" && cp -a "$cache/." "$dir/" || return
+	# Registered before they exist, one by one (stop_pid is quiet about a missing file),
+	# so that even an interrupted start is cleaned up. stop_all goes newest first:
+	# tpm2-abrmd, then the bus, then swtpm, the order of tpm-stop.sh.
+	register_pidfile "$dir/swtpm.pid"
+	register_pidfile "$dir/dbus.pid"
+	register_pidfile "$dir/abrmd.pid"
+	t0=$(date +%s%N)
+	"$SRCDIR/softhsm-setup/tpm-start.sh" "$dir" "$TOKEN_LABEL" >"$dir.env" 2>"$dir.log" || {
+		cat "$dir.log" >&2
+		fail "softhsm-setup/tpm-start.sh failed"
+		return 1
+	}
+	echo "  tpm-start.sh: $((($(date +%s%N) - t0) / 1000000)) ms" >&2
+	# shellcheck disable=SC1090
+	. "$dir.env"
+	MODULE=$P11E_TPM_MODULE
+	PIN_FILE=$P11E_TPM_PIN_FILE
+	PIN=$(head -n1 "$PIN_FILE")
 }
 
 # _tpm_template LABEL: a TPM with the token LABEL, made and stopped again, in ./ (run in an

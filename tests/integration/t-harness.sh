@@ -60,6 +60,12 @@ pool_spki() {
 		openssl pkey -pubout -outform DER -out "$2" 2>/dev/null
 }
 
+# token_spki ID FILE: the public key of the token's key ID, as DER SubjectPublicKeyInfo.
+token_spki() {
+	p11tool --read-object --type pubkey --id "$1" -o "$2.pub" >/dev/null 2>&1
+	openssl pkey -pubin -inform DER -in "$2.pub" -outform DER -out "$2" 2>/dev/null
+}
+
 # The shim that hands SoftHSM pre-made RSA keys (tests/fault/keypool_rsa.c, lib.sh's
 # run_tests): SoftHSM's key pairs are still its own (local, never extractable), each one
 # a different key of the pool, and nothing but SoftHSM under the shim gets one.
@@ -73,8 +79,7 @@ test_softhsm_rsa_keys_from_the_pool() {
 	p11tool --keypairgen --key-type rsa:2048 --id 02 --label second >/dev/null 2>&1
 	local i
 	for i in 1 2; do
-		p11tool --read-object --type pubkey --id "0$i" -o "pub$i.der" >/dev/null 2>&1
-		openssl pkey -pubin -inform DER -in "pub$i.der" -outform DER -out "spki$i.der" 2>/dev/null
+		token_spki "0$i" "spki$i.der"
 		pool_spki $((i - 1)) "pool$i.der" || return
 		cmp -s "spki$i.der" "pool$i.der"
 		assert_eq 0 $? "SoftHSM's key $i is the pool's key $((i - 1))"
@@ -86,10 +91,11 @@ test_softhsm_rsa_keys_from_the_pool() {
 	assert_match objects.txt '^privkey\|01\|first\|.*never extractable, local'
 	assert_match objects.txt '^privkey\|02\|second\|.*never extractable, local'
 	# Without a counter, SoftHSM's own generator: not the pool's next key.
-	env -u P11E_RSA_POOL_STATE pkcs11-tool --module "$MODULE" --token-label "$TOKEN_LABEL" \
-		--login --pin "$PIN" --keypairgen --key-type rsa:2048 --id 03 --label own >/dev/null 2>&1
-	p11tool --read-object --type pubkey --id 03 -o pub3.der >/dev/null 2>&1
-	openssl pkey -pubin -inform DER -in pub3.der -outform DER -out spki3.der 2>/dev/null
+	(
+		unset P11E_RSA_POOL_STATE
+		p11tool --keypairgen --key-type rsa:2048 --id 03 --label own >/dev/null 2>&1
+	)
+	token_spki 03 spki3.der
 	pool_spki 2 pool3.der || return
 	assert_eq 1 "$([ -s spki3.der ] && ! cmp -s spki3.der pool3.der && echo 1)" \
 		"without a counter, a key of SoftHSM's own generator"

@@ -31,25 +31,6 @@ token_serial() {
 		/serial num/ { sub(/^[^:]*:[[:space:]]*/, ""); sub(/[[:space:]]+$/, ""); if (lab == l) print }'
 }
 
-# make_tpm_token [LABEL]: as in t-tpm.sh: a TPM token in $T/tpm, stopped by the test's trap.
-make_tpm_token() {
-	local dir=$T/tpm
-	TOKEN_LABEL=${1:-p11e-tpm}
-	mkdir -p "$dir" || return
-	register_pidfile "$dir/swtpm.pid"
-	register_pidfile "$dir/dbus.pid"
-	register_pidfile "$dir/abrmd.pid"
-	tpm_start "$dir" "$TOKEN_LABEL" >"$dir.env" 2>"$dir.log" || {
-		cat "$dir.log" >&2
-		fail "softhsm-setup/tpm-start.sh failed"
-		return 1
-	}
-	# shellcheck disable=SC1090
-	. "$dir.env"
-	MODULE=$P11E_TPM_MODULE
-	PIN_FILE=$P11E_TPM_PIN_FILE
-}
-
 # start_silent_bus SOCKET: a unix socket that accepts connections and never answers (a
 # D-Bus that hangs). Registered for the test's trap.
 start_silent_bus() {

@@ -3,38 +3,10 @@
 # t-tpm.sh: enrollment with a TPM 2.0 token through tpm2-pkcs11, on a software TPM
 # (softhsm-setup/tpm-start.sh: swtpm + a private D-Bus bus + tpm2-abrmd + a tpm2-pkcs11
 # store, all in $T/tpm and stopped by PID by the test's trap; the TPM's state and the
-# store are a copy of one made once per run, lib.sh's tpm_start).
+# store are a copy of one made once per run: lib.sh's make_tpm_token).
 . "$(dirname "$0")/lib.sh"
 
 TPM_MODULE=/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1
-
-# make_tpm_token [LABEL]: a fresh TPM token in $T/tpm. Exports the environment tpm2-pkcs11
-# needs (DBUS_SESSION_BUS_ADDRESS, TPM2_PKCS11_TCTI, TPM2_PKCS11_STORE...); sets
-# TOKEN_LABEL, PIN_FILE, PIN and MODULE, so that lib.sh's p11tool, count_objects,
-# token_objects and write_conf use the TPM token (pkcs11-tool selects it by label).
-make_tpm_token() {
-	local dir=${TPM_DIR:-$T/tpm} t0
-	TOKEN_LABEL=${1:-p11e-tpm}
-	mkdir -p "$dir" || return
-	# Registered before they exist, one by one (stop_pid is quiet about a missing file),
-	# so that even an interrupted start is cleaned up. stop_all goes newest first:
-	# tpm2-abrmd, then the bus, then swtpm, the order of tpm-stop.sh.
-	register_pidfile "$dir/swtpm.pid"
-	register_pidfile "$dir/dbus.pid"
-	register_pidfile "$dir/abrmd.pid"
-	t0=$(date +%s%N)
-	tpm_start "$dir" "$TOKEN_LABEL" >"$dir.env" 2>"$dir.log" || {
-		cat "$dir.log" >&2
-		fail "softhsm-setup/tpm-start.sh failed"
-		return 1
-	}
-	echo "  tpm-start.sh: $((($(date +%s%N) - t0) / 1000000)) ms" >&2
-	# shellcheck disable=SC1090
-	. "$dir.env"
-	MODULE=$P11E_TPM_MODULE
-	PIN_FILE=$P11E_TPM_PIN_FILE
-	PIN=$(head -n1 "$PIN_FILE")
-}
 
 # tpm2-pkcs11 1.9.0 leaks 66 bytes at each C_SignInit with an EC key: in
 # ssl_util_attrs_to_evp (get_EC_evp_pubkey, src/lib/ssl_util.c, OpenSSL 3 branch) the
@@ -293,7 +265,6 @@ test_finalize_once_per_run() {
 		"what C_Finalize returned"
 }
 
-
 # Renewal on the TPM (RSA-2048, the real scepserver with -allowrenew 0): the RenewalReq is
 # signed and the reply decrypted with the current key through tpm2-pkcs11, the new
 # certificate goes on the TPM token under the new key's CKA_ID, and the old pair goes.
@@ -359,7 +330,6 @@ test_renew_tpm_same_key() {
 	ms+=("$RUN_MS")
 	echo "  renew --force on swtpm, same key: ${ms[*]} ms" >&2
 }
-
 
 # EC P-256 on the TPM, against the project's responder: the renewal is a new PKCSReq
 # carried by a transient RSA key with the challenge (t-renew.sh), for a new TPM key.
