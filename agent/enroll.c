@@ -14,7 +14,6 @@
  */
 #include <errno.h>
 #include <stdio.h>
-#include <sys/resource.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -65,15 +64,15 @@ struct run {
 
 #define DONE 1 /* prepare: nothing to exchange (valid certificate, not due) */
 
-/* At -v: this process's own peak RSS (getrusage of itself: a wait4 figure would be
- * the larger of it and its network process's), for make bench. */
+/* At -v: what this process used itself (not its token and network processes, which
+ * log their own), for make bench. */
 static void
-log_self_rss(void)
+log_self_usage(void)
 {
-	struct rusage ru;
+	char u[128];
 
-	if (getrusage(RUSAGE_SELF, &ru) == 0)
-		log_debug("peak RSS of this process: %ld KiB", ru.ru_maxrss);
+	if (log_get_level() >= LOG_LVL_DEBUG && log_usage_text(u, sizeof(u))[0] != '\0')
+		log_debug("this process: %s", u);
 }
 
 /*
@@ -695,7 +694,7 @@ commit(struct run *u)
 	log_debug("timing (ms): token open+login %.1f, key %.1f, CSR+sign %.1f, "
 	          "network+server %.1f, decrypt+check+store %.1f",
 	          u->tm.token, u->tm.keygen, u->tm.csr, u->tm.network, u->tm.store);
-	log_self_rss();
+	log_self_usage();
 	current_print(stdout, u->t, u->key, u->cert);
 	return 0;
 }

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +19,22 @@ static char tag[64];
 
 /* The last error line, for the record of an attempt (attempt.c). */
 static char last_error[256];
+
+char *
+log_usage_text(char *buf, unsigned long size)
+{
+	struct rusage ru;
+
+	if (size == 0)
+		return buf;
+	buf[0] = '\0';
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		snprintf(buf, size, "peak RSS %ld KiB, CPU %.1f ms, %ld page faults", ru.ru_maxrss,
+		         (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+		             (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3,
+		         ru.ru_minflt);
+	return buf;
+}
 
 void
 log_set_level(int l)

@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -320,7 +319,7 @@ netproc_main(void)
 {
 	struct wire_wbuf w = {NULL, 0, 0, 0};
 	struct wire_rbuf r;
-	struct rusage ru;
+	char usage[128];
 	unsigned char *msg = NULL;
 	size_t len = 0;
 	int got;
@@ -353,9 +352,9 @@ netproc_main(void)
 	}
 	http_cleanup();
 	scep_cleanup();
-	if (getrusage(RUSAGE_SELF, &ru) == 0)
-		log_debug("network process: %lu request%s, peak RSS %ld KiB; %s%.0d",
-		          http_request_count(), http_request_count() == 1 ? "" : "s", ru.ru_maxrss,
+	if (log_get_level() >= LOG_LVL_DEBUG && log_usage_text(usage, sizeof(usage))[0] != '\0')
+		log_debug("network process: %lu request%s, %s; %s%.0d", http_request_count(),
+		          http_request_count() == 1 ? "" : "s", usage,
 		          netproc_landlock_abi() > 0
 		              ? "files it could read bounded by Landlock ABI "
 		              : "no Landlock on this kernel",

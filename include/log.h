@@ -49,6 +49,14 @@ void log_clear_last_error(void);
  */
 void log_set_sink(void (*fn)(void *ud, int level, const char *line), void *ud);
 
+/*
+ * What this process has used so far, for -v and make bench: "peak RSS N KiB, CPU
+ * N.N ms, N page faults" (getrusage of itself: user + system time, minor faults; a
+ * wait4 figure would add the children it waited for) into buf. buf is "" when
+ * getrusage fails. Returns buf.
+ */
+char *log_usage_text(char *buf, unsigned long size);
+
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)

@@ -3,8 +3,9 @@
 #   p11enroll enroll with a pre-generated SoftHSM RSA-2048 key (the key is reused: its
 #   certificate is deleted from the token between runs, outside the measurement), versus
 #   the Debian scepclient with a pre-generated RSA-2048 file key.
-# Prints median wall, CPU (user+sys) and peak RSS of each, their ratios, and the time
-# split inside p11enroll (from its -v timing line). Figures, not assertions: the exit
+# Prints median wall, CPU (user+sys), minor page faults and peak RSS of each, their ratios,
+# the floors (SoftHSM alone through pkcs11-tool; the start of p11enroll and of p11enroll-net),
+# p11enroll's figures split by process and the time split inside it (from its -v lines). Figures, not assertions: the exit
 # status only says whether the runs worked. Writes the table to build/bench.md too.
 set -uo pipefail
 
@@ -40,8 +41,10 @@ start_scepserver "$T/srv" -allowrenew 0 || exit 1
 CA_FP=sha256:$(ca_fingerprint "$SCEP_CA_PEM")
 write_conf "$T/p11enroll.conf"
 
-# One measured command: "wall_s user_s sys_s maxrss_kib" appended to FILE. Wall and CPU
-# come from wait4() (microseconds; GNU time rounds to 10 ms). Peak RSS comes from GNU time
+# One measured command: "wall_s user_s sys_s maxrss_kib minflt" appended to FILE. Wall,
+# CPU and minor page faults come from wait4() (microseconds; GNU time rounds to 10 ms; the
+# command's and the children it waited for). Its exit status must be $BENCH_RC (default 0).
+# Peak RSS comes from GNU time
 # as the command's parent: a child forked from python would inherit python's RSS into
 # ru_maxrss, GNU time's own is ~1 MiB and not counted.
 measure() {
@@ -57,8 +60,9 @@ p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", t + "/rss.out"] + sys.a
 _, status, ru = os.wait4(p.pid, 0)
 wall = time.perf_counter() - t0
 rss = open(t + "/rss.out").read().split()[-1]
-print(f"{wall:.6f} {ru.ru_utime:.6f} {ru.ru_stime:.6f} {rss}")
-sys.exit(os.waitstatus_to_exitcode(status))
+print(f"{wall:.6f} {ru.ru_utime:.6f} {ru.ru_stime:.6f} {rss} {ru.ru_minflt}")
+rc = os.waitstatus_to_exitcode(status)
+sys.exit(0 if rc == int(os.environ.get("BENCH_RC", "0")) else 1)
 PY
 		cat "$T/cmd.out" >&2
 		echo "bench: '$*' failed:" >&2
@@ -83,13 +87,15 @@ for ((i = 0; i < RUNS; i++)); do
 	drop_cert || exit 1
 	measure p11e.txt "$BIN" -c "$T/p11enroll.conf" -v enroll || exit 1
 	grep -o 'timing (ms):.*' "$T/cmd.err" >>p11e-split.txt
-	# The network process's own peak (p11enroll waits for it: its CPU is in p11enroll's).
-	sed -n 's/.*network process: .*peak RSS \([0-9]*\) KiB.*/\1/p' "$T/cmd.err" >>p11e-netproc.txt
-	# p11enroll's own peak: GNU time's is the larger of it and the network process's
-	# (wait4 gives a process's children's peak too).
-	sed -n 's/.*peak RSS of this process: \([0-9]*\) KiB.*/\1/p' "$T/cmd.err" >>p11e-self.txt
-	# The token process's (the module, its session): a fork of p11enroll, waited for too.
-	sed -n 's/.*token process: peak RSS \([0-9]*\) KiB.*/\1/p' "$T/cmd.err" >>p11e-tokproc.txt
+	# Each process's own figures, "RSS_KIB CPU_MS FAULTS" (-v: "peak RSS N KiB, CPU N.N ms,
+	# N page faults"): the network process (its CPU is in p11enroll's: it is waited for),
+	# p11enroll itself (GNU time's peak is the largest of it and its children: wait4 gives
+	# a process's children's peak too), the token process (the module, its session: a
+	# fork of p11enroll, waited for too).
+	used='peak RSS \([0-9]*\) KiB, CPU \([0-9.]*\) ms, \([0-9]*\) page faults'
+	sed -n "s/.*network process: .*$used.*/\\1 \\2 \\3/p" "$T/cmd.err" >>p11e-netproc.txt
+	sed -n "s/.*: this process: $used.*/\\1 \\2 \\3/p" "$T/cmd.err" >>p11e-self.txt
+	sed -n "s/.*token process: $used.*/\\1 \\2 \\3/p" "$T/cmd.err" >>p11e-tokproc.txt
 done
 
 # scepclient keeps csr.pem/self.pem in its working directory: one directory per run,
@@ -106,7 +112,7 @@ done
 
 # The token's own floor: pkcs11-tool loading the same SoftHSM module, logging in and
 # making ONE RSA-2048 signature with the same key (p11enroll needs three and a decryption).
-head -c 100 /dev/urandom >tbs.bin
+openssl rand -out tbs.bin 100 # (lib.sh's loadable head knows -n only)
 KEY_ID=$(p11tool --list-objects --type privkey 2>/dev/null | sed -n 's/^  ID:[[:space:]]*//p' | head -n1)
 : >floor.txt
 for ((i = 0; i < RUNS; i++)); do
@@ -114,54 +120,83 @@ for ((i = 0; i < RUNS; i++)); do
 		--pin "$PIN" --sign -m SHA256-RSA-PKCS --id "$KEY_ID" -i tbs.bin -o sig.bin || exit 1
 done
 
+# What starting each of p11enroll's two programs costs before any work: p11enroll
+# (--version: libcrypto, libssl, libseccomp loaded, OpenSSL not set up) and p11enroll-net
+# (exec, libcurl and its dependencies loaded, hardened, then it exits 64 without its socket).
+: >start-main.txt
+: >start-net.txt
+for ((i = 0; i < RUNS; i++)); do
+	measure start-main.txt "$BIN" --version || exit 1
+	BENCH_RC=64 measure start-net.txt "$(dirname "$BIN")/p11enroll-net" || exit 1
+done
+
 /usr/bin/python3 - "$RUNS" "$OUT_MD" <<'PY'
 import re, statistics, sys
 runs, out_md = int(sys.argv[1]), sys.argv[2]
+med = statistics.median
 
 def load(name):
     rows = [list(map(float, l.split())) for l in open(name) if l.strip()]
     return {
-        "wall": statistics.median(r[0] * 1000 for r in rows),
-        "cpu": statistics.median((r[1] + r[2]) * 1000 for r in rows),
-        "rss": statistics.median(r[3] / 1024 for r in rows),
+        "wall": med(r[0] * 1000 for r in rows),
+        "cpu": med((r[1] + r[2]) * 1000 for r in rows),
+        "rss": med(r[3] / 1024 for r in rows),
         "rss_max": max(r[3] / 1024 for r in rows),
+        "flt": med(r[4] for r in rows),
     }
 
+def own(name):
+    """A process's own figures from p11enroll -v: medians of RSS MiB, CPU ms, faults."""
+    rows = [list(map(float, l.split())) for l in open(name) if l.strip()]
+    if not rows:
+        return {"n": 0, "rss": 0.0, "cpu": 0.0, "flt": 0.0}
+    return {"n": len(rows), "rss": med(r[0] / 1024 for r in rows),
+            "cpu": med(r[1] for r in rows), "flt": med(r[2] for r in rows)}
+
 p, s, f = load("p11e.txt"), load("scepclient.txt"), load("floor.txt")
-np_rss = [float(l) / 1024 for l in open("p11e-netproc.txt") if l.strip()]
-np_med = statistics.median(np_rss) if np_rss else 0.0
-self_rss = [float(l) / 1024 for l in open("p11e-self.txt") if l.strip()]
-self_med = statistics.median(self_rss) if self_rss else 0.0
-tp_rss = [float(l) / 1024 for l in open("p11e-tokproc.txt") if l.strip()]
-tp_med = statistics.median(tp_rss) if tp_rss else 0.0
+sm, sn = load("start-main.txt"), load("start-net.txt")
+me, tp, np_ = own("p11e-self.txt"), own("p11e-tokproc.txt"), own("p11e-netproc.txt")
 parts = {}
 for line in open("p11e-split.txt"):
     for name, val in re.findall(r"([a-zA-Z+ ]+?) ([0-9.]+)(?:,|$)", line.split(":", 1)[1]):
         parts.setdefault(name.strip(), []).append(float(val))
 
+def row(label, m):
+    return (f"| {label} | {m['wall']:.1f} | {m['cpu']:.1f} | {m['flt']:.0f} |"
+            f" {m['rss']:.1f} (max {m['rss_max']:.1f}) |")
+
 lines = [
     f"Median of {runs} runs against one local scepserver (RSA-2048, key pre-generated):",
     "",
-    "| client | wall ms | CPU ms (user+sys) | peak RSS MiB |",
-    "| --- | --- | --- | --- |",
-    f"| p11enroll, SoftHSM token key | {p['wall']:.1f} | {p['cpu']:.1f} | {p['rss']:.1f} (max {p['rss_max']:.1f}) |",
-    f"| scepclient, file key | {s['wall']:.1f} | {s['cpu']:.1f} | {s['rss']:.1f} (max {s['rss_max']:.1f}) |",
-    f"| ratio p11enroll / scepclient | {p['wall'] / s['wall']:.2f} | {p['cpu'] / s['cpu']:.2f} | {p['rss'] / s['rss']:.2f} |",
-    f"| floor: pkcs11-tool, SoftHSM load + login + one RSA sign | {f['wall']:.1f} | {f['cpu']:.1f} | {f['rss']:.1f} (max {f['rss_max']:.1f}) |",
+    "| client | wall ms | CPU ms (user+sys) | minor page faults | peak RSS MiB |",
+    "| --- | --- | --- | --- | --- |",
+    row("p11enroll, SoftHSM token key", p),
+    row("scepclient, file key", s),
+    f"| ratio p11enroll / scepclient | {p['wall'] / s['wall']:.2f} | {p['cpu'] / s['cpu']:.2f} |"
+    f" {p['flt'] / s['flt']:.2f} | {p['rss'] / s['rss']:.2f} |",
+    row("floor: pkcs11-tool, SoftHSM load + login + one RSA sign", f),
+    row("floor: p11enroll --version (its start)", sm),
+    row("floor: p11enroll-net's start (exec, libcurl's libraries, exits at once)", sn),
     "",
-    f"p11enroll's peak RSS above is GNU time's, the largest of its own and its children's"
-    f" (wait4 reports a waited-for child's peak too). Each on its own (medians of {len(self_rss)}):"
-    f" p11enroll {self_med:.1f} MiB, its network process p11enroll-net (libcurl, TLS, the CertRep's"
-    f" CMS) {np_med:.1f} MiB, its token process (a fork of p11enroll: the PKCS#11 module and its"
-    f" session; pages shared with p11enroll counted in both) {tp_med:.1f} MiB; together"
-    f" {self_med + np_med + tp_med:.1f} MiB. The CPU time of both processes is in p11enroll's"
-    " (they are waited for).",
+    "p11enroll's CPU and faults above are its own and its two children's (wait4), its peak RSS"
+    " GNU time's: the largest of its own and its children's. Each process on its own"
+    f" (`-v`, getrusage of itself at its end; medians of {me['n']}):",
+    "",
+    "| process | CPU ms | minor page faults | peak RSS MiB |",
+    "| --- | --- | --- | --- |",
+    f"| p11enroll (configuration, CA, CSR and CMS, decryption, the store's order) | {me['cpu']:.1f} | {me['flt']:.0f} | {me['rss']:.1f} |",
+    f"| token process (a fork of p11enroll: the PKCS#11 module, login, 3 signatures, 1 decryption, the certificate stored) | {tp['cpu']:.1f} | {tp['flt']:.0f} | {tp['rss']:.1f} |",
+    f"| network process (p11enroll-net: libcurl, 3 requests, the server's CMS taken apart) | {np_['cpu']:.1f} | {np_['flt']:.0f} | {np_['rss']:.1f} |",
+    f"| sum | {me['cpu'] + tp['cpu'] + np_['cpu']:.1f} | {me['flt'] + tp['flt'] + np_['flt']:.0f} | {me['rss'] + tp['rss'] + np_['rss']:.1f} |",
+    "",
+    "Pages shared by the processes count in each one's RSS. What the sum misses of p11enroll's"
+    " whole CPU is the processes' ends after they measured themselves (exit, unmapping).",
     "",
     "Time split inside p11enroll (median ms):",
     "",
     "| " + " | ".join(parts) + " |",
     "| " + " | ".join("---" for _ in parts) + " |",
-    "| " + " | ".join(f"{statistics.median(v):.1f}" for v in parts.values()) + " |",
+    "| " + " | ".join(f"{med(v):.1f}" for v in parts.values()) + " |",
     "",
     "Goals (issue 12, same run): CPU ratio <= 1.2, peak RSS <= 12 MiB.",
 ]

@@ -22,7 +22,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -714,12 +713,12 @@ serve(int fd, struct p11 *p, const char *label, int ends)
 /* The token process's end: the token closed, the module finalised. */
 static void __attribute__((noreturn)) finish(struct p11 *p)
 {
-	struct rusage ru;
+	char usage[128];
 
 	log_set_sink(NULL, NULL); /* what closing the token says goes to stderr */
 	p11_close(p);
-	if (getrusage(RUSAGE_SELF, &ru) == 0)
-		log_debug("token process: peak RSS %ld KiB", ru.ru_maxrss);
+	if (log_get_level() >= LOG_LVL_DEBUG && log_usage_text(usage, sizeof(usage))[0] != '\0')
+		log_debug("token process: %s", usage);
 	_exit(0);
 }
 

@@ -103,7 +103,7 @@ test_network_process_reads_only_what_it_needs() {
 	# and what it needs stays readable: check (GetCACaps, GetCACert) says how it was
 	# confined
 	assert_exit 0 p11e -v check || return
-	assert_match "$ERR" "network process: [0-9]+ requests?, peak RSS [0-9]+ KiB; files it could read bounded by Landlock ABI $abi$"
+	assert_match "$ERR" "network process: [0-9]+ requests?, peak RSS [0-9]+ KiB, CPU [0-9]+\.[0-9] ms, [0-9]+ page faults; files it could read bounded by Landlock ABI $abi$"
 }
 
 # Connections: the network process opens no socket of its own, not even to its own
@@ -177,6 +177,11 @@ test_server_cms_is_parsed_in_the_network_process() {
 	# CSR, the self-signed certificate, the pkiMessage, the envelope's key.
 	assert_contains "$ERR" "private key 'p11enroll': 3 of 3 signatures and 1 of 1 decryptions used"
 	assert_match "$ERR" "network process: CertRep's certificate bundle taken apart, [1-9][0-9]* certificates?$"
+	# Each of the three processes says what it used itself (make bench's split by process).
+	local used="peak RSS [1-9][0-9]* KiB, CPU [0-9]+\.[0-9] ms, [1-9][0-9]* page faults"
+	assert_match "$ERR" "^p11enroll: this process: $used$"
+	assert_match "$ERR" "^p11enroll: token process: $used$"
+	assert_match "$ERR" "^p11enroll: network process: 3 requests, $used; "
 	check_enrollment
 }
 
