@@ -289,6 +289,8 @@ fi
 # EC P-256 against the responder double.
 if series ec; then
 SCEP_CHALLENGE=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+# Its keys from the doubles' pool (tests/doubles/keypool.py), under a counter of this run.
+export P11E_KEYPOOL_STATE=${P11E_KEYPOOL_STATE:-$T/keypool.count}
 start_responder "$T/resp" normal || exit 1
 for j in $JOBS; do
 	read -r ceil cfailed ccpu csrv < <(ceiling "$j" "$TOKENS")

@@ -13,9 +13,12 @@ material in a public repository: nothing but the tests may use them.
 
 Keys are distinct where a test needs them to be (a rogue signer is not the CA): every key
 handed out under one P11E_KEYPOOL_STATE file is a different one, across processes (the
-file is a counter, locked while it is read and advanced); without that variable, within
-the process. run_tests.py gives each test class (its process and the servers it starts)
-a file of its own; the integration tests, one beside the CA caches of their run (lib.sh).
+file is a counter, locked while it is read and advanced). run_tests.py gives each test
+class (its process and the servers it starts) a file of its own; the integration tests,
+one beside the CA caches of their run (lib.sh). Without that variable every key is
+generated: a test run by hand (`python3 -m unittest test_scep_responder`) and the servers
+it starts share no counter, and two of them counting from the pool's first key each would
+hand out the same key as two (a "fresh" key that is the requester's own).
 
 load_own_key(): reading an RSA key, OpenSSL 3's RSA_check_key tests its primes, about
 40 ms a key. The doubles' own keys (this pool's, the ones a responder wrote into its
@@ -35,7 +38,6 @@ POOL_BITS = 2048
 _PEM_RE = re.compile(rb"-----BEGIN PRIVATE KEY-----\n.*?-----END PRIVATE KEY-----\n", re.S)
 
 _pool = None        # the pool's PEM blocks, read at the first draw
-_next_local = 0     # the next index without P11E_KEYPOOL_STATE
 
 
 def _blocks():
@@ -50,12 +52,10 @@ def _blocks():
 
 
 def _take_index():
-    """The next index to hand out: the state file's counter, else this process's."""
-    global _next_local
+    """The next index to hand out under P11E_KEYPOOL_STATE's counter; None without it."""
     state = os.environ.get("P11E_KEYPOOL_STATE")
     if not state:
-        _next_local += 1
-        return _next_local - 1
+        return None
     os.makedirs(os.path.dirname(os.path.abspath(state)), exist_ok=True)
     with open(state, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -92,10 +92,11 @@ def load_own_key(data, password=None):
 
 def rsa_key(bits=POOL_BITS):
     """An RSA private key of `bits`, distinct from every other handed out under the same
-    P11E_KEYPOOL_STATE (or in this process): the pool's next, else a new one."""
+    P11E_KEYPOOL_STATE: the pool's next, else (no such variable, the pool used up, another
+    size) a new one."""
     if bits == POOL_BITS:
         blocks = _blocks()
         i = _take_index()
-        if i < len(blocks):
+        if i is not None and i < len(blocks):
             return load_own_key(blocks[i])
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
