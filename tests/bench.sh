@@ -130,6 +130,62 @@ for ((i = 0; i < RUNS; i++)); do
 	BENCH_RC=64 measure start-net.txt "$(dirname "$BIN")/p11enroll-net" || exit 1
 done
 
+# Memory while an enrollment waits on its server (the token open and logged in, the network
+# process's first request sent to a listener of 127.0.0.1 that never answers; then the run
+# is stopped with SIGTERM): each process's
+# /proc/PID/smaps_rollup, "PROCESS RSS PSS PRIVATE" in KiB, 3 times. RSS counts the pages a
+# process shares (libcrypto, libc, the pages the token process shares with p11enroll, its
+# fork) in each one; PSS divides them among their users; private is each one's alone.
+SILENT_PORT=$(free_port)
+/usr/bin/python3 -c '
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+open(sys.argv[2] + ".tmp", "w").write("%d\n" % os.getpid())
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+held = []
+while True:
+    held.append(s.accept()[0])
+' "$SILENT_PORT" "$T/silent.pid" &
+register_pidfile "$T/silent.pid"
+sed "s|^url = .*|url = http://127.0.0.1:$SILENT_PORT/scep|" "$T/p11enroll.conf" >"$T/silent.conf"
+: >mem.txt
+mem_of() { # mem_of NAME PID: a line of mem.txt
+	local rss='' pss='' priv=0 k v _
+	while read -r k v _; do
+		case "$k" in
+		Rss:) rss=$v ;;
+		Pss:) pss=$v ;;
+		Private_Clean: | Private_Dirty:) priv=$((priv + v)) ;;
+		esac
+	done <"/proc/$2/smaps_rollup" || return 1
+	echo "$1 $rss $pss $priv" >>mem.txt
+}
+drop_cert || exit 1 # (the killed runs below store nothing)
+for ((i = 0; i < 3; i++)); do
+	"$BIN" -c "$T/silent.conf" -q enroll >/dev/null 2>&1 &
+	main=$!
+	tokpid='' netpid=''
+	for ((w = 0; w < 100; w++)); do
+		sleep 0.1
+		for c in $(pgrep -P "$main"); do
+			case "$(cat "/proc/$c/comm" 2>/dev/null)" in
+			p11enroll-net) netpid=$c ;;
+			p11enroll) tokpid=$c ;;
+			esac
+		done
+		[ -n "$tokpid" ] && [ -n "$netpid" ] && break
+	done
+	sleep 0.5 # the token logged in, the first request sent (it takes a few ms)
+	{ mem_of p11enroll "$main" && mem_of token "$tokpid" && mem_of network "$netpid"; } 2>/dev/null ||
+		echo "bench: could not read the processes' smaps_rollup" >&2
+	kill -TERM "$main" 2>/dev/null
+	wait "$main" 2>/dev/null
+done
+stop_all
+
 /usr/bin/python3 - "$RUNS" "$OUT_MD" <<'PY'
 import re, statistics, sys
 runs, out_md = int(sys.argv[1]), sys.argv[2]
@@ -192,6 +248,30 @@ lines = [
     "Pages shared by the processes count in each one's RSS. What the sum misses of p11enroll's"
     " whole CPU is the processes' ends after they measured themselves (exit, unmapping).",
     "",
+]
+mem = {}
+for l in open("mem.txt"):
+    name, rss, pss, priv = l.split()
+    mem.setdefault(name, []).append((int(rss), int(pss), int(priv)))
+if mem:
+    lines += [
+        "Memory while the enrollment waits on its server (token open, request sent; /proc/PID/"
+        f"smaps_rollup, medians of {len(mem.get('p11enroll', []))}): RSS counts shared pages"
+        " (libcrypto, libc, what the token process shares with p11enroll) in each process, PSS"
+        " divides them among their users, private is a process's own.",
+        "",
+        "| process | RSS MiB | PSS MiB | private MiB |",
+        "| --- | --- | --- | --- |",
+    ]
+    tot = [0.0, 0.0, 0.0]
+    for name in ("p11enroll", "token", "network"):
+        if name not in mem:
+            continue
+        v = [med(r[k] for r in mem[name]) / 1024 for k in range(3)]
+        tot = [a + b for a, b in zip(tot, v)]
+        lines.append(f"| {name} | {v[0]:.1f} | {v[1]:.1f} | {v[2]:.1f} |")
+    lines += [f"| sum | {tot[0]:.1f} | {tot[1]:.1f} | {tot[2]:.1f} |", ""]
+lines += [
     "Time split inside p11enroll (median ms):",
     "",
     "| " + " | ".join(parts) + " |",
