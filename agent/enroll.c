@@ -71,7 +71,7 @@ log_self_usage(void)
 {
 	char u[128];
 
-	if (log_get_level() >= LOG_LVL_DEBUG && log_usage_text(u, sizeof(u))[0] != '\0')
+	if (log_usage_text(u, sizeof(u))[0] != '\0')
 		log_debug("this process: %s", u);
 }
 

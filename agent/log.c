@@ -21,7 +21,7 @@ static char tag[64];
 static char last_error[256];
 
 char *
-log_usage_text(char *buf, unsigned long size)
+log_usage_text(char *buf, size_t size)
 {
 	struct rusage ru;
 

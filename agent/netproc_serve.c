@@ -352,7 +352,7 @@ netproc_main(void)
 	}
 	http_cleanup();
 	scep_cleanup();
-	if (log_get_level() >= LOG_LVL_DEBUG && log_usage_text(usage, sizeof(usage))[0] != '\0')
+	if (log_usage_text(usage, sizeof(usage))[0] != '\0')
 		log_debug("network process: %lu request%s, %s; %s%.0d", http_request_count(),
 		          http_request_count() == 1 ? "" : "s", usage,
 		          netproc_landlock_abi() > 0

@@ -5,6 +5,8 @@
 #ifndef P11E_LOG_H
 #define P11E_LOG_H
 
+#include <stddef.h>
+
 enum log_level {
 	LOG_LVL_ERROR = 0,
 	LOG_LVL_WARN = 1,
@@ -55,7 +57,7 @@ void log_set_sink(void (*fn)(void *ud, int level, const char *line), void *ud);
  * wait4 figure would add the children it waited for) into buf. buf is "" when
  * getrusage fails. Returns buf.
  */
-char *log_usage_text(char *buf, unsigned long size);
+char *log_usage_text(char *buf, size_t size);
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)

@@ -5,8 +5,9 @@
 #   the Debian scepclient with a pre-generated RSA-2048 file key.
 # Prints median wall, CPU (user+sys), minor page faults and peak RSS of each, their ratios,
 # the floors (SoftHSM alone through pkcs11-tool; the start of p11enroll and of p11enroll-net),
-# p11enroll's figures split by process and the time split inside it (from its -v lines). Figures, not assertions: the exit
-# status only says whether the runs worked. Writes the table to build/bench.md too.
+# p11enroll's figures split by process, its processes' memory while it waits on a server,
+# and the time split inside it (from its -v lines). Figures, not assertions: the exit status
+# only says whether the runs worked. Writes the table to build/bench.md too.
 set -uo pipefail
 
 [ $# -ge 1 ] || {
@@ -44,9 +45,8 @@ write_conf "$T/p11enroll.conf"
 # One measured command: "wall_s user_s sys_s maxrss_kib minflt" appended to FILE. Wall,
 # CPU and minor page faults come from wait4() (microseconds; GNU time rounds to 10 ms; the
 # command's and the children it waited for). Its exit status must be $BENCH_RC (default 0).
-# Peak RSS comes from GNU time
-# as the command's parent: a child forked from python would inherit python's RSS into
-# ru_maxrss, GNU time's own is ~1 MiB and not counted.
+# Peak RSS comes from GNU time as the command's parent: a child forked from python would
+# inherit python's RSS into ru_maxrss, GNU time's own is ~1 MiB and not counted.
 measure() {
 	local file=$1
 	shift
@@ -171,7 +171,9 @@ for ((i = 0; i < 3; i++)); do
 	for ((w = 0; w < 100; w++)); do
 		sleep 0.1
 		for c in $(pgrep -P "$main"); do
-			case "$(cat "/proc/$c/comm" 2>/dev/null)" in
+			comm=
+			{ read -r comm <"/proc/$c/comm"; } 2>/dev/null
+			case "$comm" in
 			p11enroll-net) netpid=$c ;;
 			p11enroll) tokpid=$c ;;
 			esac

@@ -717,7 +717,7 @@ static void __attribute__((noreturn)) finish(struct p11 *p)
 
 	log_set_sink(NULL, NULL); /* what closing the token says goes to stderr */
 	p11_close(p);
-	if (log_get_level() >= LOG_LVL_DEBUG && log_usage_text(usage, sizeof(usage))[0] != '\0')
+	if (log_usage_text(usage, sizeof(usage))[0] != '\0')
 		log_debug("token process: %s", usage);
 	_exit(0);
 }
