@@ -679,6 +679,16 @@ p11tool() {
 	pkcs11-tool --module "$MODULE" --token-label "$TOKEN_LABEL" --login --pin "$PIN" "$@"
 }
 
+# token_spki ID FILE [PEM|DER]: the public key of the test token's key ID as a
+#   SubjectPublicKeyInfo in FILE (DER unless told; pkcs11-tool's export in FILE.pub). Fails
+#   when pkcs11-tool cannot export it (0.23 cannot export a P-384 key) or openssl cannot read
+#   it. A certificate's key compares with it as PEM: `openssl x509 -pubkey` writes the same
+#   PEM for the same key.
+token_spki() {
+	p11tool --read-object --type pubkey --id "$1" -o "$2.pub" >/dev/null 2>&1 &&
+		openssl pkey -pubin -inform DER -in "$2.pub" -outform "${3:-DER}" -out "$2" 2>/dev/null
+}
+
 # count_objects TYPE: number of privkey|pubkey|cert objects on the test token.
 count_objects() {
 	local line n=0
@@ -1058,8 +1068,7 @@ check_enrollment() {
 	assert_file token-cert.der || return
 	# Both as PEM (one call each; the same DER gives the same PEM).
 	openssl x509 -inform DER -in token-cert.der -noout -pubkey -out cert-spki.pem 2>>openssl.err
-	if p11tool --read-object --type pubkey --id "$priv_id" -o token-pub.der >/dev/null 2>&1; then
-		openssl pkey -pubin -inform DER -in token-pub.der -out key-spki.pem 2>>openssl.err
+	if token_spki "$priv_id" key-spki.pem PEM; then
 		if cmp -s key-spki.pem cert-spki.pem && [ -s key-spki.pem ]; then
 			_pass "certificate public key == token public key"
 		else

@@ -70,15 +70,12 @@ usable_pairs() {
 	local id
 	echo "data signed on the token" >data.txt
 	for id in $(token_objects | awk -F'|' -v l="$KEY_LABEL" '$1 == "privkey" && $3 == l { print $2 }'); do
-		rm -f pair.der pair.pub pair.sig pub.der pair-spki.der key-spki.der
+		rm -f pair.der pair.pub pair.sig key-spki.pem key-spki.pem.pub
 		p11tool --read-object --type cert --id "$id" -o pair.der >/dev/null 2>&1 || continue
-		p11tool --read-object --type pubkey --id "$id" -o pub.der >/dev/null 2>&1 || continue
-		openssl x509 -inform DER -in pair.der -noout -pubkey >pair.pub 2>/dev/null || continue
-		openssl pkey -pubin -in pair.pub -outform DER -out pair-spki.der 2>/dev/null || continue
-		openssl pkey -pubin -inform DER -in pub.der -outform DER -out key-spki.der 2>/dev/null || continue
-		cmp -s pair-spki.der key-spki.der || continue
-		openssl x509 -inform DER -in pair.der -out pair.pem 2>/dev/null || continue
-		openssl verify -CAfile "$SCEP_CA_PEM" pair.pem >/dev/null 2>&1 || continue # chain + validity
+		token_spki "$id" key-spki.pem PEM || continue
+		openssl x509 -inform DER -in pair.der -noout -pubkey -out pair.pub 2>/dev/null || continue
+		cmp -s pair.pub key-spki.pem || continue # the same key gives the same PEM
+		openssl verify -CAfile "$SCEP_CA_PEM" pair.der >/dev/null 2>&1 || continue # chain + validity
 		p11tool --sign --id "$id" -m SHA256-RSA-PKCS -i data.txt -o pair.sig >/dev/null 2>&1 || continue
 		openssl dgst -sha256 -verify pair.pub -signature pair.sig data.txt >/dev/null 2>&1 || continue
 		echo "$id"

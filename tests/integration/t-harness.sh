@@ -60,12 +60,6 @@ pool_spki() {
 		openssl pkey -pubout -outform DER -out "$2" 2>/dev/null
 }
 
-# token_spki ID FILE: the public key of the token's key ID, as DER SubjectPublicKeyInfo.
-token_spki() {
-	p11tool --read-object --type pubkey --id "$1" -o "$2.pub" >/dev/null 2>&1
-	openssl pkey -pubin -inform DER -in "$2.pub" -outform DER -out "$2" 2>/dev/null
-}
-
 # The shim that hands SoftHSM pre-made RSA keys (tests/fault/keypool_rsa.c, lib.sh's
 # run_tests): SoftHSM's key pairs are still its own (local, never extractable), each one
 # a different key of the pool, and nothing but SoftHSM under the shim gets one.
