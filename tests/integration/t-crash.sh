@@ -72,7 +72,7 @@ usable_pairs() {
 	for id in $(token_objects | awk -F'|' -v l="$KEY_LABEL" '$1 == "privkey" && $3 == l { print $2 }'); do
 		rm -f pair.der pair.pub pair.sig key-spki.pem key-spki.pem.pub
 		p11tool --read-object --type cert --id "$id" -o pair.der >/dev/null 2>&1 || continue
-		token_spki "$id" key-spki.pem PEM || continue
+		token_spki "$id" key-spki.pem PEM 2>/dev/null || continue
 		openssl x509 -inform DER -in pair.der -noout -pubkey -out pair.pub 2>/dev/null || continue
 		cmp -s pair.pub key-spki.pem || continue # the same key gives the same PEM
 		openssl verify -CAfile "$SCEP_CA_PEM" pair.der >/dev/null 2>&1 || continue # chain + validity
